@@ -1,0 +1,87 @@
+"""The ``hpsearch`` command. Heavy libraries are imported inside the subcommands that need them."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hpsearch import __version__
+from hpsearch.errors import HpsearchError, NotAvailableError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except HpsearchError as exc:
+        print(f"hpsearch {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hpsearch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpsearch",
+        description="Find the best pretrained model and fine-tuning settings for your labelled data, "
+        "scored by cross-validation.",
+    )
+    parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def study_command(name: str, help_text: str, handler: object) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("study", type=Path, help="the study file (YAML)")
+        p.set_defaults(handler=handler)
+        return p
+
+    study_command("validate", "check a study file and print what it resolves to", _validate)
+    run = study_command("run", "search, select the winner, test it and export it", _run)
+    run.add_argument("--no-export", action="store_true", help="skip the export at the end")
+    worker = study_command("worker", "join a running study as one more worker", _not_yet("worker"))
+    worker.add_argument("--storage", help="Optuna storage URL of the study")
+    worker.add_argument("--device", help="GPU id or 'cpu'")
+    study_command("status", "trials so far, the best so far and what is running", _not_yet("status"))
+    report = study_command("report", "write tables and plots of a study", _not_yet("report"))
+    report.add_argument("--out", type=Path, help="output folder")
+    export = study_command("export", "write the selected model as a Hugging Face folder", _not_yet("export"))
+    export.add_argument("--out", type=Path, help="export folder")
+    export.add_argument("--force", action="store_true", help="overwrite a folder hpsearch did not write")
+    predict = sub.add_parser("predict", help="batch predictions with an exported model")
+    predict.add_argument("model_dir", type=Path)
+    predict.add_argument("--input", type=Path, required=True)
+    predict.add_argument("--output", type=Path, required=True)
+    predict.set_defaults(handler=_not_yet("predict"))
+    return parser
+
+
+def _not_yet(name: str):  # noqa: ANN202 - returns a handler
+    def handler(args: argparse.Namespace) -> int:
+        raise NotAvailableError(f"'hpsearch {name}' is not available in hpsearch {__version__} yet.")
+
+    return handler
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from hpsearch.spec import load_spec
+    from hpsearch.summary import describe_spec
+
+    spec = load_spec(args.study)
+    print(describe_spec(spec))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hpsearch.runner import run_study
+
+    return run_study(args.study, export=not args.no_export)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The study spec: what to search, on which data, how to score it and where results go."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from hpsearch.spec._base import ResolvedPath, SpecModel
+from hpsearch.spec._space import Param, ParamName, SearchSpace, check_domain
+from hpsearch.taskinfo import TASKS, metric_direction
+
+TaskName = Literal["text-classification", "text-pair-classification", "regression", "token-classification"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class DataSource(SpecModel):
+    """Where one split comes from: a local file or folder (``path``) or a hub dataset (``hub``).
+
+    A plain string is shorthand for ``{path: ...}``.
+    """
+
+    path: ResolvedPath | None = Field(None, description="csv, json, jsonl or parquet file, or a datasets save_to_disk folder.")
+    hub: str | None = Field(None, description="Dataset name on the Hugging Face hub (needs network access).")
+    config: str | None = Field(None, description="Hub dataset configuration name.")
+    split: str = Field("train", description="Split of a hub dataset or of a saved DatasetDict.")
+    format: Literal["csv", "json", "jsonl", "parquet", "disk"] | None = Field(
+        None, description="File format; null infers it from the file suffix (a folder means 'disk')."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSource:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of 'path' (a local file or folder) or 'hub' (a hub dataset name)")
+        return self
+
+
+class Columns(SpecModel):
+    """Which columns of the data hold what."""
+
+    text: str = Field("text", description="Text column (classification, regression).")
+    text_pair: str | None = Field(None, description="Second text column (text-pair-classification).")
+    label: str = Field("label", description="Label column (classification) or target column (regression).")
+    tokens: str = Field("tokens", description="Column of word lists (token-classification).")
+    tags: str = Field("tags", description="Column of per-word tag lists (token-classification).")
+
+
+class Subsample(SpecModel):
+    """Deterministic random subsample of each split, for quick runs. Null keeps every row."""
+
+    train: int | None = Field(None, ge=1, description="Rows kept from the training data.")
+    validation: int | None = Field(None, ge=1, description="Rows kept from the validation data.")
+    test: int | None = Field(None, ge=1, description="Rows kept from the test data.")
+    seed: int = Field(0, description="Seed of the subsample (independent of the study seed).")
+
+
+class DataSpec(SpecModel):
+    """The labelled data."""
+
+    train: DataSource = Field(description="Training data; cross-validation folds are cut from it.")
+    validation: DataSource | None = Field(
+        None, description="Optional fixed validation split; when given, trials are scored on it instead of k-fold CV."
+    )
+    test: DataSource | None = Field(None, description="Optional held-out test data, evaluated once on the final model.")
+    columns: Columns = Field(default_factory=Columns, description="Column mapping.")
+    labels: list[str] | None = Field(
+        None, description="Label list in a fixed order; null takes the sorted labels found in the training data."
+    )
+    max_length: int = Field(128, ge=8, le=8192, description="Longest tokenized input; longer inputs are truncated.")
+    subsample: Subsample = Field(default_factory=Subsample, description="Optional subsample for quick runs.")
+
+
+class Candidate(SpecModel):
+    """A pretrained model to consider. Give exactly one of ``hub``, ``path`` or ``package``."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Short unique name used in results.")
+    hub: str | None = Field(None, description="Hugging Face hub id, e.g. 'bert-base-uncased'.")
+    path: ResolvedPath | None = Field(None, description="Local folder written by save_pretrained.")
+    package: str | None = Field(None, description="Installed Python package that ships the model folder.")
+    package_path: str = Field("", description="Folder of the model inside 'package' (relative).")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    num_layers: int | None = Field(None, ge=1, description="Keep only the first K encoder layers; null keeps all.")
+    trust_remote_code: bool = Field(False, description="Allow code shipped with the model to run. Off by default.")
+    space: dict[ParamName, Param] = Field(
+        default_factory=dict, description="Overrides of the search space for this candidate only."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Candidate:
+        given = [k for k in ("hub", "path", "package") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one source ('hub', 'path' or 'package'), but got {given or 'none'}"
+            )
+        return self
+
+    @field_validator("space")
+    @classmethod
+    def _check_domains(cls, space: dict[str, Any]) -> dict[str, Any]:
+        problems = [p for name, param in space.items() if (p := check_domain(name, param))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return space
+
+
+class CVSpec(SpecModel):
+    """k-fold cross-validation on the training data; every trial sees the same folds."""
+
+    folds: int = Field(5, ge=2, le=100, description="Number of folds (at least 2).")
+    stratify: bool | None = Field(None, description="Keep label proportions per fold; null: on for classification.")
+    group_column: str | None = Field(None, description="Rows sharing this column's value stay in one fold.")
+    shuffle: bool = Field(True, description="Shuffle before cutting folds.")
+    seed: int | None = Field(None, description="Seed of the fold assignment; null uses the study seed.")
+
+
+class SamplerSpec(SpecModel):
+    name: Literal["tpe", "random", "grid", "cmaes", "gp", "nsga2"] = Field("tpe", description="Optuna sampler.")
+    seed: int | None = Field(None, description="Sampler seed; null uses the study seed.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments of the sampler.")
+
+
+class PrunerSpec(SpecModel):
+    name: Literal["none", "median", "percentile", "successive-halving", "hyperband", "wilcoxon"] = Field(
+        "median", description="Optuna pruner."
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments of the pruner.")
+
+
+class SearchSpec(SpecModel):
+    """How candidates are sampled, scored and stopped."""
+
+    n_trials: int = Field(20, ge=1, description="Trials to finish in total (over all workers and restarts).")
+    timeout: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
+    metric: str | None = Field(None, description="Validation metric to optimise; null uses the task's default.")
+    direction: Literal["maximize", "minimize"] | None = Field(None, description="Null: the metric's natural direction.")
+    second_objective: Literal["latency", "params"] | None = Field(
+        None, description="Optional second objective (minimised): inference latency or parameter count."
+    )
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec, description="Optuna sampler and its seed.")
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec, description="Optuna pruner that stops bad trials early.")
+    storage: str | None = Field(None, description="Optuna storage URL; null: an embedded store in the output folder.")
+    enqueue: list[dict[str, Any]] = Field(
+        default_factory=list, description="Settings tried first (e.g. known-good defaults), by parameter name."
+    )
+
+
+class ExecutionSpec(SpecModel):
+    devices: Union[Literal["auto", "cpu"], list[int]] = Field(
+        "auto", description="'auto' (every visible GPU, else CPU), 'cpu', or a list of GPU ids."
+    )
+    workers_per_device: int = Field(1, ge=1, le=64, description="Worker processes per device.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Autocast on CUDA ('auto': bf16 where supported); CPU always uses fp32."
+    )
+
+
+class TrackingSpec(SpecModel):
+    enabled: bool = Field(True, description="Log the study to MLflow.")
+    uri: str | None = Field(None, description="MLflow tracking URI; null: an embedded store in the output folder.")
+    experiment: str | None = Field(None, description="Experiment name; null uses the study name.")
+
+
+class SelectionSpec(SpecModel):
+    rule: Literal["best", "one-standard-error"] = Field("best", description="How the winner is chosen from the CV table.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the reported intervals.")
+
+
+class ExportSpec(SpecModel):
+    enabled: bool = Field(True, description="Export the winner at the end of 'run'.")
+    dir: ResolvedPath | None = Field(None, description="Export folder; null: 'model' inside the output folder.")
+    policy: Literal["refit", "best-fold"] = Field(
+        "refit", description="'refit' retrains on all training data; 'best-fold' keeps the best fold's model."
+    )
+    keep_top_k: int = Field(3, ge=1, description="Trials whose checkpoints are kept on disk during the search.")
+
+
+class StudySpec(SpecModel):
+    """A complete study. Load one with :func:`hpsearch.spec.load_spec`."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Study name (letters, digits, '.', '_', '-').")
+    output_dir: ResolvedPath | None = Field(None, description="Where results go; null: 'runs/<name>' beside the study file.")
+    seed: int = Field(0, description="Seed of everything that is not set separately.")
+    task: TaskName = Field(description="The task to fine-tune for.")
+    data: DataSpec = Field(description="The labelled data and how to read it.")
+    models: list[Candidate] = Field(min_length=1, description="Candidate pretrained models.")
+    space: SearchSpace = Field(default_factory=SearchSpace, description="Hyperparameters searched for every candidate.")
+    cv: CVSpec = Field(default_factory=CVSpec, description="Cross-validation folds.")
+    search: SearchSpec = Field(default_factory=SearchSpec, description="Trials, objective, sampler, pruner, storage.")
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec, description="Devices and worker processes.")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow tracking.")
+    selection: SelectionSpec = Field(default_factory=SelectionSpec, description="How the winner is chosen.")
+    export: ExportSpec = Field(default_factory=ExportSpec, description="Export of the winning model.")
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[Candidate]) -> list[Candidate]:
+        names = [m.name for m in models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"candidate names must be unique, but {dupes} appear more than once; rename them")
+        return models
+
+    @model_validator(mode="after")
+    def _task_consistency(self) -> StudySpec:
+        info = TASKS[self.task]
+        problems: list[str] = []
+        if self.task == "text-pair-classification" and self.data.columns.text_pair is None:
+            problems.append("task text-pair-classification needs data.columns.text_pair (the second text column)")
+        if self.task == "regression" and self.data.labels is not None:
+            problems.append("task regression predicts a number: remove data.labels")
+        if self.search.metric is not None and self.search.metric not in info.metrics:
+            problems.append(
+                f"search.metric {self.search.metric!r} is not reported for task {self.task}; "
+                f"choose one of {list(info.metrics)}"
+            )
+        if self.cv.stratify and not info.has_label_list:
+            problems.append("cv.stratify needs class labels; set it to false for regression")
+        if self.search.sampler.name == "nsga2" and self.search.second_objective is None:
+            problems.append("sampler nsga2 is for two objectives: set search.second_objective (latency or params)")
+        known = set(SearchSpace.model_fields) | {"model"}
+        for i, settings in enumerate(self.search.enqueue):
+            unknown = sorted(set(settings) - known)
+            if unknown:
+                problems.append(f"search.enqueue[{i}] has unknown keys {unknown}; use 'model' and names from 'space'")
+            if "model" in settings and settings["model"] not in {m.name for m in self.models}:
+                problems.append(f"search.enqueue[{i}].model {settings['model']!r} is not a candidate name")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # Derived settings: one place decides each default so every module agrees.
+    @property
+    def metric(self) -> str:
+        return self.search.metric or TASKS[self.task].default_metric
+
+    @property
+    def direction(self) -> str:
+        return self.search.direction or metric_direction(self.metric)
+
+    @property
+    def stratify(self) -> bool:
+        return TASKS[self.task].has_label_list if self.cv.stratify is None else self.cv.stratify
+
+    @property
+    def cv_seed(self) -> int:
+        return self.seed if self.cv.seed is None else self.cv.seed
+
+    @property
+    def sampler_seed(self) -> int:
+        return self.seed if self.search.sampler.seed is None else self.search.sampler.seed
+
+    @property
+    def out_dir(self) -> Path:
+        assert self.output_dir is not None, "load_spec always sets output_dir"
+        return self.output_dir
+
+    @property
+    def export_dir(self) -> Path:
+        return self.export.dir or self.out_dir / "model"
+
+    def space_for(self, candidate: Candidate) -> dict[str, Any]:
+        """The search space of one candidate: the study's space with its overrides applied."""
+        return {**self.space.as_dict(), **candidate.space}
+
+    def candidate(self, name: str) -> Candidate:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)

@@ -1,0 +1,68 @@
+"""Human-readable summary of a resolved study spec (``hpsearch validate``)."""
+from __future__ import annotations
+
+from hpsearch.spec import CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec
+
+
+def describe_param(param: FloatParam | IntParam | CategoricalParam | FixedParam) -> str:
+    if isinstance(param, FixedParam):
+        return f"{param.value!r} (fixed)"
+    if isinstance(param, CategoricalParam):
+        return "one of " + ", ".join(map(repr, param.choices))
+    scale = ", log" if param.log else ""
+    return f"{param.type} in [{param.low:g}, {param.high:g}{scale}]"
+
+
+def describe_spec(spec: StudySpec) -> str:
+    lines = [f"study {spec.name!r}: {spec.task}, output in {spec.out_dir}"]
+    data = spec.data
+    for split in ("train", "validation", "test"):
+        source = getattr(data, split)
+        if source is not None:
+            where = source.path if source.path is not None else f"hub:{source.hub} ({source.split})"
+            lines.append(f"  data.{split}: {where}")
+    lines.append(f"  max_length {data.max_length}; labels: {data.labels or 'from the training data'}")
+    lines.append(f"candidates ({len(spec.models)}):")
+    for m in spec.models:
+        source = m.hub or m.path or f"{m.package}/{m.package_path}"
+        layers = f", first {m.num_layers} layers" if m.num_layers else ""
+        overrides = f", overrides: {sorted(m.space)}" if m.space else ""
+        lines.append(f"  {m.name}: {source}{layers}{overrides}")
+    lines.append("search space:")
+    for name, param in spec.space.as_dict().items():
+        lines.append(f"  {name}: {describe_param(param)}")
+    if spec.data.validation is not None:
+        lines.append("scoring: the fixed validation split")
+    else:
+        group = f", grouped by {spec.cv.group_column!r}" if spec.cv.group_column else ""
+        strat = "stratified" if spec.stratify else "not stratified"
+        lines.append(f"scoring: {spec.cv.folds}-fold CV ({strat}{group}, seed {spec.cv_seed})")
+    s = spec.search
+    lines.append(
+        f"search: {s.n_trials} trials, metric {spec.metric} ({spec.direction}), sampler {s.sampler.name} "
+        f"(seed {spec.sampler_seed}), pruner {s.pruner.name}, {len(s.enqueue)} enqueued"
+        + (f", timeout {s.timeout:g}s" if s.timeout else "")
+    )
+    lines.append(f"storage: {redact(s.storage) if s.storage else 'embedded, in ' + str(spec.out_dir)}")
+    ex = spec.execution
+    lines.append(f"execution: devices {ex.devices}, {ex.workers_per_device} worker(s) per device, precision {ex.precision}")
+    t = spec.tracking
+    tracking = (redact(t.uri) if t.uri else f"embedded, in {spec.out_dir}") if t.enabled else "off"
+    lines.append(f"tracking: {tracking}" + (f", experiment {t.experiment or spec.name!r}" if t.enabled else ""))
+    lines.append(
+        f"selection: rule {spec.selection.rule}; export: {'to ' + str(spec.export_dir) if spec.export.enabled else 'off'}"
+        f" (policy {spec.export.policy})"
+    )
+    return "\n".join(lines)
+
+
+def redact(url: str) -> str:
+    """Hide the password of a URL such as postgresql://user:secret@host/db."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

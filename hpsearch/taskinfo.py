@@ -1,0 +1,41 @@
+"""What each task is called, which metrics it reports and which way they point.
+
+Pure data (no torch), so the spec can validate metric names before anything heavy is imported.
+The implementations live in ``hpsearch.finetune.tasks``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["maximize", "minimize"]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    metrics: tuple[str, ...]
+    default_metric: str
+    has_label_list: bool
+    """Whether the task predicts one of a fixed list of labels (everything but regression)."""
+
+
+TASKS: dict[str, TaskInfo] = {
+    "text-classification": TaskInfo(
+        "text-classification", ("accuracy", "macro_f1", "micro_f1", "mcc", "loss"), "macro_f1", True
+    ),
+    "text-pair-classification": TaskInfo(
+        "text-pair-classification", ("accuracy", "macro_f1", "micro_f1", "mcc", "loss"), "macro_f1", True
+    ),
+    "regression": TaskInfo("regression", ("rmse", "pearson", "spearman", "loss"), "rmse", False),
+    "token-classification": TaskInfo(
+        "token-classification", ("f1", "precision", "recall", "accuracy", "loss"), "f1", True
+    ),
+}
+
+_MINIMIZED = {"rmse", "loss"}
+
+
+def metric_direction(metric: str) -> Direction:
+    """Direction in which ``metric`` improves."""
+    return "minimize" if metric in _MINIMIZED else "maximize"

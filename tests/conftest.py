@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# No hub at test time: everything loads from local folders.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tinymodel import build_tiny_bert  # noqa: E402
+from toydata import corpus  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with a 2-layer, 32-wide random BERT and its tokenizer."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), corpus())
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_4layers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert-4"), corpus(), layers=4)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpsearch.cli import main
+
+STUDY = Path(__file__).resolve().parent.parent / "studies" / "rotten-tomatoes.yaml"
+
+
+def test_help_does_not_import_torch() -> None:
+    code = "import sys\nfrom hpsearch.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"
+
+
+def test_module_entry_point_works() -> None:
+    result = subprocess.run([sys.executable, "-m", "hpsearch", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("validate", "run", "worker", "status", "report", "export", "predict"):
+        assert command in result.stdout
+
+
+def test_validate_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(STUDY)]) == 0
+    out = capsys.readouterr().out
+    for part in ("minilm-l6", "minilm-l3", "3-fold CV", "grouped by 'movie'", "learning_rate", "storage: embedded", "tracking:"):
+        assert part in out
+
+
+def test_validate_reports_errors_and_exits_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntask: nope\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml:2: task" in err and "data: Field required" in err
+
+
+@pytest.mark.parametrize("argv", [["status", "s.yaml"], ["report", "s.yaml"], ["worker", "s.yaml"]])
+def test_unfinished_commands_say_so(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "not available" in capsys.readouterr().err

@@ -1,0 +1,88 @@
+"""Small labelled data sets for each task, generated from fixed word lists (learnable on purpose)."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+POSITIVE = ["good", "great", "lovely", "superb", "fine", "brilliant"]
+NEGATIVE = ["bad", "awful", "boring", "dull", "poor", "terrible"]
+NEUTRAL = ["movie", "film", "plot", "actor", "story", "scene", "music", "the", "a", "was", "very", "really"]
+CITIES = ["paris", "london", "berlin", "rome", "madrid"]
+PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
+
+
+def _sentence(rng: random.Random, mood: list[str]) -> str:
+    words = rng.sample(NEUTRAL, 4) + [rng.choice(mood)]
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def corpus() -> list[str]:
+    """Sentences that cover the whole toy vocabulary (used to train the toy tokenizer)."""
+    words = POSITIVE + NEGATIVE + NEUTRAL + CITIES + PEOPLE + ["lives", "in", "met", "at", "yes", "no", "same", "different"]
+    return [" ".join(words[i : i + 6]) for i in range(0, len(words), 3)] * 3
+
+
+def classification_rows(n: int, seed: int = 0, classes: int = 2) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    moods = [("pos", POSITIVE), ("neg", NEGATIVE), ("city", CITIES)][:classes]
+    rows = []
+    for i in range(n):
+        label, words = moods[i % classes]
+        rows.append({"text": _sentence(rng, words), "label": label, "group": f"g{i % 7}"})
+    rng.shuffle(rows)
+    return rows
+
+
+def pair_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a = rng.choice(POSITIVE + NEGATIVE)
+        same = i % 2 == 0
+        b = rng.choice((POSITIVE if a in POSITIVE else NEGATIVE) if same else (NEGATIVE if a in POSITIVE else POSITIVE))
+        rows.append({"first": f"the film was {a}", "second": f"a movie very {b}", "label": "same" if same else "different"})
+    return rows
+
+
+def regression_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        k = rng.randint(0, 3)
+        words = rng.sample(NEUTRAL, 4 - min(k, 3)) + rng.sample(POSITIVE, k)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": float(k)})
+    return rows
+
+
+def ner_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        person, city = rng.choice(PEOPLE), rng.choice(CITIES)
+        if rng.random() < 0.5:
+            tokens = [person, "lives", "in", city]
+            tags = ["B-PER", "O", "O", "B-LOC"]
+        else:
+            tokens = ["the", city, "film", "met", person]
+            tags = ["O", "B-LOC", "O", "O", "B-PER"]
+        rows.append({"tokens": tokens, "tags": tags})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
