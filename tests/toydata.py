@@ -86,3 +86,25 @@ def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+TASK_FILES = {
+    "text-classification": ("cls.csv", classification_rows, ""),
+    "text-pair-classification": ("pair.csv", pair_rows, "  columns: {text: first, text_pair: second}\n"),
+    "regression": ("reg.csv", regression_rows, ""),
+    "token-classification": ("ner.jsonl", ner_rows, ""),
+}
+
+
+def toy_study(folder: Path, model: Path, task: str = "text-classification", rows: int = 120, extra: str = "") -> Path:
+    """Write toy data for ``task`` and a study file that uses it with the tiny model; return the study path."""
+    name, make, columns = TASK_FILES[task]
+    data = make(rows)
+    (write_jsonl if name.endswith(".jsonl") else write_csv)(folder / name, data)
+    study = folder / "study.yaml"
+    study.write_text(
+        f"name: toy\ntask: {task}\ndata:\n  train: {name}\n{columns}"
+        f"models:\n  - {{name: tiny, path: {model}}}\n{extra}",
+        encoding="utf-8",
+    )
+    return study

@@ -1,0 +1,62 @@
+"""One label map per study, stored beside the results and reused by every trial and the export."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from hpsearch.errors import DataError
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Label names in a fixed order; ids are positions in that order. Empty for regression."""
+
+    labels: tuple[str, ...]
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.labels)}
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def encode(self, values: Sequence[object], split: str, first_row: int = 0) -> list[int]:
+        """Ids of ``values``; a label that the map does not know is an error naming it and its row."""
+        mapping = self.label2id
+        ids = []
+        for row, value in enumerate(values, start=first_row):
+            key = str(value)
+            if key not in mapping:
+                raise DataError(
+                    f"{split} row {row}: label {key!r} never occurs in the training data "
+                    f"(known labels: {list(self.labels)}); fix the row or add the label to data.labels"
+                )
+            ids.append(mapping[key])
+        return ids
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"labels": list(self.labels)}, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> LabelMap:
+        return cls(tuple(json.loads(path.read_text(encoding="utf-8"))["labels"]))
+
+    @classmethod
+    def from_values(cls, values: Sequence[object], declared: Sequence[str] | None) -> LabelMap:
+        """The declared label list, or the sorted labels seen in ``values``."""
+        seen = sorted({str(v) for v in values})
+        if declared is None:
+            return cls(tuple(seen))
+        unknown = [v for v in seen if v not in declared]
+        if unknown:
+            raise DataError(
+                f"training labels {unknown} are not in data.labels {list(declared)}; add them to data.labels"
+            )
+        return cls(tuple(declared))

@@ -1,0 +1,56 @@
+"""Reading one split from a local file, a saved folder or the hub, with `datasets`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpsearch.errors import DataError
+from hpsearch.spec import DataSource
+
+_SUFFIX_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datasets.Dataset
+    """Load one split as a ``datasets.Dataset``. Errors name the file and the fix."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    if source.hub is not None:
+        try:
+            loaded = datasets.load_dataset(source.hub, source.config, split=source.split, cache_dir=_str(cache_dir))
+        except Exception as exc:  # the hub raises many types; all mean the same to the user
+            raise DataError(f"cannot load hub dataset {source.hub!r} (split {source.split!r}): {exc}") from exc
+        return loaded
+    path = source.path
+    assert path is not None  # the spec guarantees exactly one source
+    if not path.exists():
+        raise DataError(f"data file not found: {path}; check the path in the study file")
+    fmt = source.format or ("disk" if path.is_dir() else _SUFFIX_FORMATS.get(path.suffix.lower()))
+    if fmt is None:
+        raise DataError(
+            f"cannot tell the format of {path} from its suffix {path.suffix!r}; "
+            "use .csv, .json, .jsonl or .parquet, or set 'format' on the source"
+        )
+    try:
+        if fmt == "disk":
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.DatasetDict):
+                if source.split not in loaded:
+                    raise DataError(f"{path} has splits {list(loaded)}, not {source.split!r}; set 'split' on the source")
+                loaded = loaded[source.split]
+            return loaded
+        kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        builder = {"csv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}[fmt]
+        return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=_str(cache_dir), **kwargs)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"cannot read {path} as {fmt}: {_first_line(exc)}; check the file's format") from exc
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

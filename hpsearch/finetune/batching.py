@@ -1,0 +1,90 @@
+"""Batches for training and evaluation: dynamic padding, length-grouped order."""
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from hpsearch.data.tokencache import IGNORE_INDEX
+
+MEGA_BATCH = 50
+"""Batches per length-sorted block: long enough to group lengths, short enough to stay random."""
+
+
+def length_grouped_order(
+    rows: Sequence[int], lengths: Sequence[int], batch_size: int, generator: torch.Generator
+) -> list[list[int]]:
+    """Shuffled batches whose members have similar lengths, so little padding is computed."""
+    shuffled = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
+    block = batch_size * MEGA_BATCH
+    batches: list[list[int]] = []
+    for start in range(0, len(shuffled), block):
+        chunk = sorted(shuffled[start : start + block], key=lambda i: -lengths[i])
+        batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def sorted_order(rows: Sequence[int], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Evaluation batches sorted by length (order does not matter there, padding does)."""
+    ordered = sorted(rows, key=lambda i: lengths[i])
+    return [ordered[j : j + batch_size] for j in range(0, len(ordered), batch_size)]
+
+
+class TokenBatcher:
+    """Batches of token ids, padded per batch by the task's transformers collator."""
+
+    def __init__(self, features: list[dict[str, Any]], collator: Any) -> None:
+        self.features = features
+        self.collator = collator
+        self.lengths = [len(f["input_ids"]) for f in features]
+
+    def batches(
+        self, rows: Sequence[int], batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        order = (
+            length_grouped_order(rows, self.lengths, batch_size, generator)
+            if generator is not None
+            else sorted_order(rows, self.lengths, batch_size)
+        )
+        for chunk in order:
+            yield chunk, dict(self.collator([self.features[i] for i in chunk]))
+
+
+class HiddenBatcher:
+    """Batches of precomputed hidden states (the output of frozen bottom layers)."""
+
+    def __init__(self, hidden: list[torch.Tensor], features: list[dict[str, Any]]) -> None:
+        self.hidden = hidden
+        self.labels = [f["labels"] for f in features]
+        self.lengths = [h.shape[0] for h in hidden]
+
+    def batches(
+        self, rows: Sequence[int], batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        order = (
+            length_grouped_order(rows, self.lengths, batch_size, generator)
+            if generator is not None
+            else sorted_order(rows, self.lengths, batch_size)
+        )
+        for chunk in order:
+            yield chunk, self._collate(chunk)
+
+    def _collate(self, chunk: list[int]) -> dict[str, torch.Tensor]:
+        longest = max(self.lengths[i] for i in chunk)
+        width = self.hidden[chunk[0]].shape[1]
+        embeds = torch.zeros(len(chunk), longest, width, dtype=self.hidden[chunk[0]].dtype)
+        mask = torch.zeros(len(chunk), longest, dtype=torch.long)
+        for row, i in enumerate(chunk):
+            embeds[row, : self.lengths[i]] = self.hidden[i]
+            mask[row, : self.lengths[i]] = 1
+        batch = {"inputs_embeds": embeds, "attention_mask": mask}
+        first = self.labels[chunk[0]]
+        if isinstance(first, list):
+            labels = torch.full((len(chunk), longest), IGNORE_INDEX, dtype=torch.long)
+            for row, i in enumerate(chunk):
+                labels[row, : len(self.labels[i])] = torch.tensor(self.labels[i])
+            batch["labels"] = labels
+        else:
+            dtype = torch.float32 if isinstance(first, float) else torch.long
+            batch["labels"] = torch.tensor([self.labels[i] for i in chunk], dtype=dtype)
+        return batch

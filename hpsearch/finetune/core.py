@@ -1,0 +1,189 @@
+"""The fine-tune core: one candidate, one set of parameters, one train/eval split of rows.
+
+Shared by every trial, fold, refit and benchmark. It knows nothing about Optuna or MLflow: the search
+drives it through plain arguments and an epoch callback.
+"""
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from hpsearch.data.prepare import StudyData
+from hpsearch.data.tokencache import TokenCache, Tokenized, tokenizer_fingerprint
+from hpsearch.finetune import frozen
+from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
+from hpsearch.finetune.loop import EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, predict_logits, train
+from hpsearch.finetune.modeling import Scope, apply_scope, count_parameters, encoder_parts, frozen_modules, load_model, model_dir
+from hpsearch.finetune.tasks import Task, get_task
+from hpsearch.spec import Candidate
+
+TRAIN_KEYS = ("learning_rate", "epochs", "batch_size", "adam_epsilon", "weight_decay", "warmup_ratio", "scheduler", "grad_accumulation", "max_grad_norm")
+
+
+@dataclass
+class CandidateInputs:
+    """A candidate's tokenizer and its tokenized splits (from the shared cache)."""
+
+    folder: Path
+    tokenizer: Any
+    tokenized: dict[str, Tokenized]
+    weights_key: str
+
+
+@dataclass
+class Fitted:
+    """A trained model and how its training went. Call :meth:`close` to free its memory."""
+
+    model: Any
+    inputs: CandidateInputs
+    result: TrainResult
+    trainable_parameters: int
+    total_parameters: int
+    used_frozen_cache: bool
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, folder: Path) -> None:
+        """Write a Hugging Face folder (weights, config with labels, tokenizer)."""
+        model = self.model
+        if hasattr(model, "merge_and_unload"):  # LoRA: fold the adapters into plain weights
+            model = model.merge_and_unload()
+            self.model = model
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(folder)
+        self.inputs.tokenizer.save_pretrained(folder)
+
+    def close(self) -> None:
+        self.model = None
+        release_memory()
+
+
+def release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class FineTuner:
+    """Fine-tunes candidates on one study's data; caches tokenization and frozen-layer outputs."""
+
+    def __init__(
+        self,
+        data: StudyData,
+        *,
+        cache_dir: Path,
+        max_length: int,
+        device: torch.device | str = "cpu",
+        precision: str = "auto",
+        frozen_cache: bool = True,
+        metric: str | None = None,
+        direction: str | None = None,
+    ) -> None:
+        from hpsearch.taskinfo import TASKS, metric_direction
+
+        self.data = data
+        self.metric = metric or TASKS[data.task].default_metric
+        self.direction = direction or metric_direction(self.metric)
+        self.task: Task = get_task(data.task)
+        self.max_length = max_length
+        self.device = torch.device(device)
+        self.precision = precision
+        self.token_cache = TokenCache(cache_dir / "tokens")
+        self.frozen_cache = frozen.FrozenOutputCache(cache_dir / "frozen") if frozen_cache else None
+        self._inputs: dict[str, CandidateInputs] = {}
+
+    def inputs(self, candidate: Candidate) -> CandidateInputs:
+        """Tokenizer and tokenized splits of ``candidate`` (tokenized once, then cached)."""
+        if candidate.name not in self._inputs:
+            from transformers import AutoTokenizer
+
+            folder = model_dir(candidate)
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=candidate.trust_remote_code)
+            key = tokenizer_fingerprint(folder)
+            tokenized = {
+                name: self.token_cache.tokenize(split, self.data.task, tokenizer, key, self.max_length)
+                for name, split in self.data.splits.items()
+            }
+            self._inputs[candidate.name] = CandidateInputs(folder, tokenizer, tokenized, frozen.weights_fingerprint(folder))
+        return self._inputs[candidate.name]
+
+    def fit(
+        self,
+        candidate: Candidate,
+        params: dict[str, Any],
+        *,
+        train_rows: Sequence[int],
+        eval_rows: Sequence[int],
+        eval_split: str = "train",
+        seed: int = 0,
+        on_epoch: EpochCallback | None = None,
+        keep_best: bool = True,
+        train_split: str = "train",
+    ) -> Fitted:
+        """Train on ``train_rows`` of the training split, evaluating ``eval_rows`` of ``eval_split`` each epoch."""
+        inputs = self.inputs(candidate)
+        scope = Scope.parse(str(params.get("scope", "full")))
+        config = TrainConfig(seed=seed, precision=self.precision, **{k: params[k] for k in TRAIN_KEYS if k in params})
+        model = load_model(
+            inputs.folder, self.task, self.data.label_map,
+            num_layers=candidate.num_layers, trust_remote_code=candidate.trust_remote_code, seed=seed,
+        )
+        model = apply_scope(model, scope, params).to(self.device)
+        trainable, total = count_parameters(model)
+        depth = self._cache_depth(model, scope)
+        try:
+            if depth is None:
+                batcher = self._token_batcher(inputs, train_split)
+                evaluation = EvalSet(self._token_batcher(inputs, eval_split), eval_rows, self.data.splits[eval_split], self.data.label_map, self.task)
+                result = train(
+                    model, batcher, train_rows, evaluation, config, device=self.device, metric=self.metric,
+                    direction=self.direction, on_epoch=on_epoch, frozen_modules=frozen_modules(model, scope), keep_best=keep_best,
+                )
+            else:
+                batcher = self._hidden_batcher(model, inputs, train_split, depth)
+                evaluation = EvalSet(self._hidden_batcher(model, inputs, eval_split, depth), eval_rows, self.data.splits[eval_split], self.data.label_map, self.task)
+                with frozen.only_layers(model, depth, None, skip_embeddings=True):
+                    result = train(
+                        model, batcher, train_rows, evaluation, config, device=self.device, metric=self.metric,
+                        direction=self.direction, on_epoch=on_epoch, keep_best=keep_best,
+                    )
+        except BaseException:
+            del model
+            release_memory()
+            raise
+        return Fitted(model, inputs, result, trainable, total, depth is not None)
+
+    def score(self, fitted: Fitted, split: str, rows: Sequence[int] | None = None, batch_size: int = 32) -> dict[str, float]:
+        """Metrics of a fitted model on ``rows`` (default: all) of ``split``."""
+        evaluation = self._full_eval_set(fitted, split, rows)
+        return evaluate(fitted.model, evaluation, self.device, autocast_dtype(self.device, self.precision), batch_size)
+
+    def predict(self, fitted: Fitted, split: str, rows: Sequence[int] | None = None, batch_size: int = 32) -> list[Any]:
+        """Per-row logits (token tasks: per labelled word) of a fitted model."""
+        evaluation = self._full_eval_set(fitted, split, rows)
+        logits, _ = predict_logits(fitted.model, evaluation, self.device, autocast_dtype(self.device, self.precision), batch_size)
+        return logits
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _full_eval_set(self, fitted: Fitted, split: str, rows: Sequence[int] | None) -> EvalSet:
+        rows = list(range(len(self.data.splits[split]))) if rows is None else rows
+        return EvalSet(self._token_batcher(fitted.inputs, split), rows, self.data.splits[split], self.data.label_map, self.task)
+
+    def _token_batcher(self, inputs: CandidateInputs, split: str) -> TokenBatcher:
+        return TokenBatcher(inputs.tokenized[split].features, self.task.collator(inputs.tokenizer))
+
+    def _hidden_batcher(self, model: Any, inputs: CandidateInputs, split: str, depth: int) -> HiddenBatcher:
+        assert self.frozen_cache is not None
+        tokenized = inputs.tokenized[split]
+        hidden = self.frozen_cache.get(model, depth, self._token_batcher(inputs, split), inputs.weights_key, tokenized.key, self.device)
+        return HiddenBatcher(hidden, tokenized.features)
+
+    def _cache_depth(self, model: Any, scope: Scope) -> int | None:
+        if self.frozen_cache is None or scope.kind not in ("freeze", "head") or not frozen.supports_cache(model):
+            return None
+        _, layers = encoder_parts(model)  # type: ignore[misc]
+        return len(layers) if scope.kind == "head" else scope.frozen_layers

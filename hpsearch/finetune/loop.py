@@ -1,0 +1,223 @@
+"""The training loop: AdamW, warm-up schedule, autocast, per-epoch evaluation, best-epoch weights."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from hpsearch.data.labels import LabelMap
+from hpsearch.data.prepare import Split
+from hpsearch.data.tokencache import IGNORE_INDEX
+from hpsearch.errors import TrialError
+from hpsearch.finetune.tasks import Task
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    learning_rate: float
+    epochs: int = 3
+    batch_size: int = 16
+    adam_epsilon: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    scheduler: str = "linear"
+    grad_accumulation: int = 1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    precision: str = "auto"
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    metrics: dict[str, float]
+    seconds: float
+    """Training time of this epoch (evaluation excluded)."""
+    samples: int
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(r.seconds for r in self.history)
+
+    @property
+    def samples_per_second(self) -> float:
+        seconds = self.train_seconds
+        return sum(r.samples for r in self.history) / seconds if seconds > 0 else 0.0
+
+
+@dataclass
+class EvalSet:
+    """Rows of one split to score, with what the task's metrics need."""
+
+    batcher: Any
+    rows: Sequence[int]
+    split: Split
+    label_map: LabelMap
+    task: Task
+
+
+EpochCallback = Callable[[EpochRecord], bool]
+"""Called after each epoch's evaluation; returning True stops training (e.g. a pruned trial)."""
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """Mixed precision on CUDA only; CPU runs in fp32."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def train(
+    model: Any,
+    batcher: Any,
+    train_rows: Sequence[int],
+    evaluation: EvalSet,
+    config: TrainConfig,
+    *,
+    device: torch.device,
+    metric: str,
+    direction: str,
+    on_epoch: EpochCallback | None = None,
+    frozen_modules: Sequence[Any] = (),
+    keep_best: bool = True,
+) -> TrainResult:
+    """Fine-tune ``model`` in place; with ``keep_best`` it ends holding its best epoch's weights."""
+    from transformers import get_scheduler
+
+    dtype = autocast_dtype(device, config.precision)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, config.weight_decay), lr=config.learning_rate, eps=config.adam_epsilon
+    )
+    steps_per_epoch = math.ceil(math.ceil(len(train_rows) / config.batch_size) / config.grad_accumulation)
+    total_steps = max(1, steps_per_epoch * config.epochs)
+    scheduler = get_scheduler(
+        "constant_with_warmup" if config.scheduler == "constant" else config.scheduler,
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    result, best_score, best_state = TrainResult(), None, None
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        train_loss = _train_epoch(model, batcher, train_rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch)
+        seconds = time.perf_counter() - started
+        scores = evaluate(model, evaluation, device, dtype, config.batch_size)
+        record = EpochRecord(epoch, train_loss, scores, seconds, len(train_rows))
+        result.history.append(record)
+        score = scores[metric]
+        if best_score is None or (score > best_score if direction == "maximize" else score < best_score):
+            best_score, result.best_epoch = score, epoch
+            if keep_best and epoch < config.epochs:
+                best_state = _trainable_state(model)
+            elif keep_best:
+                best_state = None  # the final weights are the best ones
+        if on_epoch is not None and on_epoch(record):
+            result.stopped_early = True
+            break
+    if keep_best and best_state is not None and result.best_epoch != len(result.history):
+        model.load_state_dict(best_state, strict=False)
+    del optimizer, scheduler, best_state
+    return result
+
+
+def _train_epoch(model, batcher, rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch) -> float:  # noqa: ANN001
+    model.train()
+    for module in frozen_modules:
+        module.eval()  # frozen layers behave as at inference, matching the frozen-output cache
+    total, count = 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
+    batches = list(batcher.batches(rows, config.batch_size, generator))
+    for step, (_, batch) in enumerate(batches, start=1):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(**batch).loss
+        if not torch.isfinite(loss):
+            raise TrialError(
+                f"training loss became {loss.item()} at epoch {epoch}, step {step}; "
+                "lower the learning rate or keep max_grad_norm > 0"
+            )
+        total += loss.item()
+        count += 1
+        loss = loss / config.grad_accumulation
+        (scaler.scale(loss) if scaler else loss).backward()
+        if step % config.grad_accumulation == 0 or step == len(batches):
+            if scaler:
+                scaler.unscale_(optimizer)
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def predict_logits(model: Any, evaluation: EvalSet, device: torch.device, dtype: torch.dtype | None, batch_size: int) -> tuple[list[np.ndarray], float]:
+    """Per-row logits in ``evaluation.rows`` order (for token tasks: one row per labelled word), and the mean loss."""
+    model.eval()
+    by_row: dict[int, np.ndarray] = {}
+    loss_sum, loss_count = 0.0, 0
+    for chunk, batch in evaluation.batcher.batches(evaluation.rows, batch_size):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            output = model(**batch)
+        loss_sum += output.loss.float().item() * len(chunk)
+        loss_count += len(chunk)
+        logits = output.logits.float().cpu().numpy()
+        labels = batch["labels"].cpu().numpy()
+        for position, row in enumerate(chunk):
+            if evaluation.task.token_level:
+                by_row[row] = logits[position][labels[position] != IGNORE_INDEX]
+            else:
+                by_row[row] = logits[position]
+    return [by_row[row] for row in evaluation.rows], loss_sum / max(loss_count, 1)
+
+
+def evaluate(model: Any, evaluation: EvalSet, device: torch.device, dtype: torch.dtype | None, batch_size: int) -> dict[str, float]:
+    logits, loss = predict_logits(model, evaluation, device, dtype, batch_size)
+    if not math.isfinite(loss):
+        raise TrialError(f"validation loss is {loss}: the model diverged; lower the learning rate")
+    scores = evaluation.task.score(logits, evaluation.split, list(evaluation.rows), evaluation.label_map)
+    scores["loss"] = loss
+    return scores
+
+
+def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases and normalisation weights, as in BERT's recipe."""
+    norm_types = (torch.nn.LayerNorm,)
+    no_decay: set[str] = set()
+    for module_name, module in model.named_modules():
+        for name, _ in module.named_parameters(recurse=False):
+            if name == "bias" or isinstance(module, norm_types) or "norm" in module_name.lower().split(".")[-1]:
+                no_decay.add(f"{module_name}.{name}" if module_name else name)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in trainable if n not in no_decay], "weight_decay": weight_decay},
+        {"params": [p for n, p in trainable if n in no_decay], "weight_decay": 0.0},
+    ]
+
+
+def _trainable_state(model: Any) -> dict[str, torch.Tensor]:
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpsearch.data import prepare_data
+from hpsearch.errors import DataError
+from hpsearch.spec import load_spec, load_spec_text
+from toydata import classification_rows, toy_study, write_csv, write_jsonl
+
+
+def _spec(folder: Path, data_yaml: str, task: str = "text-classification"):
+    (folder / "m").mkdir(exist_ok=True)
+    (folder / "m" / "config.json").write_text("{}")
+    return load_spec_text(f"name: t\ntask: {task}\ndata:\n{data_yaml}\nmodels: [{{name: m, path: m}}]\n", folder)
+
+
+def test_label_map_is_sorted_or_declared(tmp_path: Path) -> None:
+    write_csv(tmp_path / "d.csv", classification_rows(30, classes=3))
+    data = prepare_data(_spec(tmp_path, "  train: d.csv"))
+    assert data.label_map.labels == ("city", "neg", "pos")
+    data = prepare_data(_spec(tmp_path, "  train: d.csv\n  labels: [pos, neg, city, unused]"))
+    assert data.label_map.labels == ("pos", "neg", "city", "unused")
+    assert data.train.columns["label"][:3] == [data.label_map.label2id[r["label"]] for r in classification_rows(30, classes=3)[:3]]
+
+
+def test_label_unseen_in_training_is_named_with_its_row(tmp_path: Path) -> None:
+    write_csv(tmp_path / "train.csv", [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
+    write_csv(tmp_path / "test.csv", [{"text": "a", "label": "x"}, {"text": "c", "label": "z"}])
+    with pytest.raises(DataError) as info:
+        prepare_data(_spec(tmp_path, "  train: train.csv\n  test: test.csv"))
+    assert "test row 1" in str(info.value) and "'z'" in str(info.value)
+
+
+def test_missing_column_lists_the_columns(tmp_path: Path) -> None:
+    write_csv(tmp_path / "d.csv", [{"sentence": "a", "label": "x"}])
+    with pytest.raises(DataError, match=r"no column 'text' \(columns: \['sentence', 'label'\]\).*data.columns"):
+        prepare_data(_spec(tmp_path, "  train: d.csv"))
+
+
+def test_empty_text_is_an_error_with_its_row(tmp_path: Path) -> None:
+    write_csv(tmp_path / "d.csv", [{"text": "fine", "label": "x"}, {"text": "", "label": "y"}])
+    with pytest.raises(DataError, match="train row 1: column 'text' is empty"):
+        prepare_data(_spec(tmp_path, "  train: d.csv"))
+
+
+def test_subsample_is_deterministic(tmp_path: Path) -> None:
+    write_csv(tmp_path / "d.csv", classification_rows(100))
+    spec = _spec(tmp_path, "  train: d.csv\n  subsample: {train: 20, seed: 5}")
+    first, second = prepare_data(spec), prepare_data(spec)
+    assert len(first.train) == 20
+    assert first.train.columns == second.train.columns
+    assert first.train.fingerprint == second.train.fingerprint
+
+
+def test_jsonl_parquet_and_saved_folders_load_alike(tmp_path: Path) -> None:
+    import datasets
+
+    rows = classification_rows(20)
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "d.parquet"))
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"]), "group": datasets.Value("string")})
+    datasets.Dataset.from_list(rows, features=features).save_to_disk(str(tmp_path / "saved"))
+    fingerprints = {prepare_data(_spec(tmp_path, f"  train: {name}")).train.fingerprint for name in ("d.jsonl", "d.parquet", "saved")}
+    assert len(fingerprints) == 1
+
+
+def test_unknown_suffix_says_how_to_fix(tmp_path: Path) -> None:
+    (tmp_path / "d.txt").write_text("x")
+    with pytest.raises(DataError, match="set 'format' on the source"):
+        prepare_data(_spec(tmp_path, "  train: d.txt"))
+
+
+def test_groups_come_from_the_group_column(tmp_path: Path, tiny_bert: Path) -> None:
+    spec = load_spec(toy_study(tmp_path, tiny_bert, extra="cv: {folds: 3, group_column: group}\n"))
+    data = prepare_data(spec)
+    assert data.groups is not None and len(data.groups) == len(data.train) and set(data.groups) == {f"g{i}" for i in range(7)}
+
+
+def test_ner_tags_are_encoded_per_word(tmp_path: Path, tiny_bert: Path) -> None:
+    spec = load_spec(toy_study(tmp_path, tiny_bert, task="token-classification", rows=10))
+    data = prepare_data(spec)
+    assert set(data.label_map.labels) == {"B-LOC", "B-PER", "O"}
+    assert all(len(t) == len(w) for t, w in zip(data.train.columns["tags"], data.train.columns["tokens"]))
