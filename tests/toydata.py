@@ -37,12 +37,12 @@ def classification_rows(n: int, seed: int = 0, classes: int = 2) -> list[dict[st
 
 
 def pair_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
+    """Does the second review agree with the first (always positive) one?"""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        a = rng.choice(POSITIVE + NEGATIVE)
         same = i % 2 == 0
-        b = rng.choice((POSITIVE if a in POSITIVE else NEGATIVE) if same else (NEGATIVE if a in POSITIVE else POSITIVE))
+        a, b = rng.choice(POSITIVE), rng.choice(POSITIVE if same else NEGATIVE)
         rows.append({"first": f"the film was {a}", "second": f"a movie very {b}", "label": "same" if same else "different"})
     return rows
 

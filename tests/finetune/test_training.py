@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import math
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+
+from hpsearch.errors import TrialError
+from hpsearch.finetune.modeling import encoder_parts
+
+LEARNABLE = {"learning_rate": 3e-3, "epochs": 5, "batch_size": 8, "warmup_ratio": 0.1}
+TRAIN, EVAL = list(range(120)), list(range(120, 160))
+
+
+@pytest.mark.parametrize("task", ["text-classification", "text-pair-classification", "regression", "token-classification"])
+def test_loss_falls_on_a_learnable_toy_set(make_tuner, task: str) -> None:
+    spec, tuner = make_tuner(task)
+    fitted = tuner.fit(spec.models[0], LEARNABLE, train_rows=TRAIN, eval_rows=EVAL)
+    losses = [r.train_loss for r in fitted.result.history]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert all(math.isfinite(v) for r in fitted.result.history for v in r.metrics.values())
+
+
+def test_multiclass_classification_learns(make_tuner, tmp_path: Path, tiny_bert: Path) -> None:
+    from hpsearch.data import prepare_data
+    from hpsearch.finetune import FineTuner
+    from hpsearch.spec import load_spec
+    from toydata import classification_rows, write_csv
+
+    study = tmp_path / "multi.yaml"
+    write_csv(tmp_path / "multi.csv", classification_rows(180, classes=3))
+    study.write_text(f"name: m\ntask: text-classification\ndata: {{train: multi.csv}}\nmodels: [{{name: tiny, path: {tiny_bert}}}]\n")
+    spec = load_spec(study)
+    tuner = FineTuner(prepare_data(spec), cache_dir=tmp_path / "cache", max_length=32)
+    fitted = tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 6}, train_rows=list(range(140)), eval_rows=list(range(140, 180)))
+    assert len(tuner.data.label_map) == 3
+    assert max(r.metrics["accuracy"] for r in fitted.result.history) > 0.6
+
+
+def test_truncation_keeps_the_first_k_layers(make_tuner, tiny_bert_4layers: Path) -> None:
+    from hpsearch.spec import Candidate
+
+    spec, tuner = make_tuner(model=tiny_bert_4layers)
+    truncated = Candidate(name="cut", path=tiny_bert_4layers, num_layers=2)
+    fitted = tuner.fit(truncated, {**LEARNABLE, "epochs": 1}, train_rows=TRAIN, eval_rows=EVAL)
+    _, layers = encoder_parts(fitted.model)
+    assert len(layers) == 2 and fitted.model.config.num_hidden_layers == 2
+    # The kept layers are the pretrained first two, not fresh ones: compare an untouched (frozen) copy.
+    from safetensors.torch import load_file
+
+    stored = load_file(str(next(tiny_bert_4layers.glob("*.safetensors"))))
+    key = next(k for k in stored if k.endswith("encoder.layer.1.attention.self.query.weight"))
+    frozen = tuner.fit(truncated, {**LEARNABLE, "epochs": 1, "scope": "freeze-2"}, train_rows=TRAIN, eval_rows=EVAL)
+    assert torch.equal(encoder_parts(frozen.model)[1][1].attention.self.query.weight.cpu(), stored[key])
+
+
+def test_too_many_layers_is_a_clear_error(make_tuner) -> None:
+    from hpsearch.spec import Candidate
+
+    spec, tuner = make_tuner()
+    with pytest.raises(TrialError, match="num_layers=9 but .* has only 2 layers"):
+        tuner.fit(Candidate(name="x", path=spec.models[0].path, num_layers=9), LEARNABLE, train_rows=TRAIN, eval_rows=EVAL)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_frozen_parameters_do_not_change(make_tuner, cache: bool) -> None:
+    spec, tuner = make_tuner(frozen_cache=cache)
+    from hpsearch.finetune.modeling import Scope, load_model
+
+    reference = load_model(tuner.inputs(spec.models[0]).folder, tuner.task, tuner.data.label_map, num_layers=None, trust_remote_code=False, seed=0)
+    fitted = tuner.fit(spec.models[0], {**LEARNABLE, "scope": "freeze-1"}, train_rows=TRAIN, eval_rows=EVAL)
+    assert fitted.used_frozen_cache is cache
+    trained = dict(fitted.model.named_parameters())
+    for name, before in reference.named_parameters():
+        same = torch.equal(before, trained[name].detach().cpu())
+        if name.startswith("bert.embeddings") or ".layer.0." in name:
+            assert same, f"{name} changed although frozen"
+        elif ".layer.1." in name or name.startswith("classifier"):
+            assert not same, f"{name} did not train"
+
+
+def test_head_scope_trains_only_the_head(make_tuner) -> None:
+    spec, tuner = make_tuner()
+    fitted = tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 1, "scope": "head"}, train_rows=TRAIN, eval_rows=EVAL)
+    trainable = {n for n, p in fitted.model.named_parameters() if p.requires_grad}
+    assert trainable == {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"}
+
+
+def test_lora_trains_only_adapters_and_head(make_tuner) -> None:
+    spec, tuner = make_tuner()
+    fitted = tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 2, "scope": "lora", "lora_r": 4}, train_rows=TRAIN, eval_rows=EVAL)
+    trainable = [n for n, p in fitted.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "classifier" in n for n in trainable), trainable
+    assert any("lora_A" in n for n in trainable) and any(".query." in n for n in trainable)
+    assert fitted.trainable_parameters < fitted.total_parameters / 4
+
+
+def test_frozen_cache_matches_the_uncached_run(make_tuner, tmp_path: Path) -> None:
+    params = {**LEARNABLE, "epochs": 2, "scope": "freeze-1"}
+    spec, cached = make_tuner(frozen_cache=True)
+    _, plain = make_tuner(frozen_cache=False)
+    a = cached.fit(spec.models[0], params, train_rows=TRAIN, eval_rows=EVAL)
+    b = plain.fit(spec.models[0], params, train_rows=TRAIN, eval_rows=EVAL)
+    assert a.used_frozen_cache and not b.used_frozen_cache
+    for ra, rb in zip(a.result.history, b.result.history):
+        assert ra.train_loss == pytest.approx(rb.train_loss, rel=1e-4)
+        assert ra.metrics["macro_f1"] == pytest.approx(rb.metrics["macro_f1"])
+    # A second trial with the same model, data and depth reuses the stored outputs.
+    before = cached.frozen_cache.computed
+    cached.fit(spec.models[0], {**params, "learning_rate": 1e-3}, train_rows=TRAIN, eval_rows=EVAL)
+    assert cached.frozen_cache.computed == before
+    assert len(list((tmp_path / "cache" / "frozen").glob("*.pt"))) == 1
+
+
+def test_nan_loss_fails_with_a_reason(make_tuner, tmp_path: Path, tiny_bert: Path) -> None:
+    from hpsearch.data import prepare_data
+    from hpsearch.finetune import FineTuner
+    from hpsearch.spec import load_spec
+    from toydata import write_csv
+
+    # Targets this large overflow float32 in the squared error: the loss is inf on the first step.
+    write_csv(tmp_path / "huge.csv", [{"text": f"good film {i}", "label": 1e30} for i in range(20)])
+    study = tmp_path / "huge.yaml"
+    study.write_text(f"name: h\ntask: regression\ndata: {{train: huge.csv}}\nmodels: [{{name: tiny, path: {tiny_bert}}}]\ncv: {{stratify: false}}\n")
+    spec = load_spec(study)
+    tuner = FineTuner(prepare_data(spec), cache_dir=tmp_path / "cache", max_length=16)
+    with pytest.raises(TrialError, match=r"training loss became inf at epoch 1, step 1; lower the learning rate"):
+        tuner.fit(spec.models[0], LEARNABLE, train_rows=list(range(15)), eval_rows=list(range(15, 20)))
+
+
+def test_callback_can_stop_training(make_tuner) -> None:
+    spec, tuner = make_tuner()
+    seen = []
+    fitted = tuner.fit(spec.models[0], LEARNABLE, train_rows=TRAIN, eval_rows=EVAL, on_epoch=lambda r: seen.append(r.epoch) or r.epoch == 2)
+    assert seen == [1, 2] and len(fitted.result.history) == 2 and fitted.result.stopped_early
+
+
+def test_model_ends_with_its_best_epoch_weights(make_tuner) -> None:
+    spec, tuner = make_tuner()
+    # A learning rate this high makes later epochs worse than an early one on this toy set.
+    params = {"learning_rate": 5e-2, "epochs": 6, "batch_size": 8, "max_grad_norm": 0.0}
+    fitted = tuner.fit(spec.models[0], params, train_rows=TRAIN, eval_rows=EVAL)
+    history = fitted.result.history
+    best = fitted.result.best_epoch
+    assert history[best - 1].metrics["macro_f1"] == max(r.metrics["macro_f1"] for r in history)
+    assert tuner.score(fitted, "train", EVAL)["macro_f1"] == pytest.approx(history[best - 1].metrics["macro_f1"])
+
+
+def test_same_seed_same_result(make_tuner) -> None:
+    spec, tuner = make_tuner()
+    runs = [tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 2}, train_rows=TRAIN, eval_rows=EVAL, seed=7) for _ in range(2)]
+    assert [r.train_loss for r in runs[0].result.history] == [r.train_loss for r in runs[1].result.history]
+
+
+def test_closed_runs_release_their_model(make_tuner) -> None:
+    spec, tuner = make_tuner()
+    refs = []
+    for _ in range(3):
+        fitted = tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 1}, train_rows=TRAIN, eval_rows=EVAL)
+        refs.append(weakref.ref(fitted.model))
+        fitted.close()
+    assert all(ref() is None for ref in refs)
