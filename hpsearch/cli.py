@@ -77,9 +77,21 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_libraries() -> None:
+    # Library chatter (load reports, per-file progress bars) would drown hpsearch's own progress lines.
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def _run(args: argparse.Namespace) -> int:
     from hpsearch.runner import run_study
 
+    _quiet_libraries()
     return run_study(args.study, export=not args.no_export)
 
 

@@ -12,6 +12,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
+import transformers  # noqa: E402
+
+# Load reports and per-file progress bars are noise in test output.
+transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+
 from tinymodel import build_tiny_bert  # noqa: E402
 from toydata import corpus  # noqa: E402
 

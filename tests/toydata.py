@@ -14,7 +14,7 @@ PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
 
 
 def _sentence(rng: random.Random, mood: list[str]) -> str:
-    words = rng.sample(NEUTRAL, 4) + [rng.choice(mood)]
+    words = rng.sample(NEUTRAL, 2) + rng.sample(mood, 3)
     rng.shuffle(words)
     return " ".join(words)
 

@@ -14,6 +14,7 @@ import torch
 
 from hpsearch.data.prepare import StudyData
 from hpsearch.data.tokencache import TokenCache, Tokenized, tokenizer_fingerprint
+from hpsearch.errors import TrialError
 from hpsearch.finetune import frozen
 from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
 from hpsearch.finetune.loop import EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, predict_logits, train
@@ -150,6 +151,10 @@ class FineTuner:
                         model, batcher, train_rows, evaluation, config, device=self.device, metric=self.metric,
                         direction=self.direction, on_epoch=on_epoch, keep_best=keep_best,
                     )
+        except torch.OutOfMemoryError as exc:
+            del model
+            release_memory()
+            raise TrialError(f"out of memory with batch_size={config.batch_size}: lower batch_size or max_length ({exc})") from None
         except BaseException:
             del model
             release_memory()
@@ -187,3 +192,10 @@ class FineTuner:
             return None
         _, layers = encoder_parts(model)  # type: ignore[misc]
         return len(layers) if scope.kind == "head" else scope.frozen_layers
+
+
+def load_fitted(tuner: FineTuner, candidate: Candidate, folder: Path) -> Fitted:
+    """A model saved by :meth:`Fitted.save`, ready for :meth:`FineTuner.score` and ``predict``."""
+    model = tuner.task.model_class().from_pretrained(folder, trust_remote_code=candidate.trust_remote_code).to(tuner.device)
+    trainable, total = count_parameters(model)
+    return Fitted(model, tuner.inputs(candidate), TrainResult(), trainable, total, False)

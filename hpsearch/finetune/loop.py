@@ -119,11 +119,14 @@ def train(
         started = time.perf_counter()
         train_loss = _train_epoch(model, batcher, train_rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch)
         seconds = time.perf_counter() - started
-        scores = evaluate(model, evaluation, device, dtype, config.batch_size)
+        # No validation rows (a refit on all training data): train for exactly the epochs asked for.
+        scores = evaluate(model, evaluation, device, dtype, config.batch_size) if evaluation.rows else {}
         record = EpochRecord(epoch, train_loss, scores, seconds, len(train_rows))
         result.history.append(record)
-        score = scores[metric]
-        if best_score is None or (score > best_score if direction == "maximize" else score < best_score):
+        score = scores.get(metric)
+        if score is None:
+            result.best_epoch = epoch
+        elif best_score is None or (score > best_score if direction == "maximize" else score < best_score):
             best_score, result.best_epoch = score, epoch
             if keep_best and epoch < config.epochs:
                 best_state = _trainable_state(model)

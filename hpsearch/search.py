@@ -1,0 +1,246 @@
+"""The Optuna study of a spec: sampler, pruner and storage factories, and the trial objective.
+
+What the pruner sees: after every epoch of every fold, the trial reports the validation metric of
+that fold and epoch at step ``fold * E + epoch - 1``, where E is the largest epoch count the search
+space allows. Every trial uses the same folds, so two trials are compared at the same fold and epoch.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from hpsearch.errors import SpecError, TrialError
+from hpsearch.space import enqueue_params, grid, max_epochs, suggest
+from hpsearch.spec import StudySpec
+
+SAMPLERS: dict[str, Callable[..., Any]] = {}
+PRUNERS: dict[str, Callable[..., Any]] = {}
+
+
+def _register_factories() -> None:
+    import optuna
+
+    s, p = optuna.samplers, optuna.pruners
+    SAMPLERS.update({
+        "tpe": lambda spec, seed, opts: s.TPESampler(seed=seed, **opts),
+        "random": lambda spec, seed, opts: s.RandomSampler(seed=seed, **opts),
+        "grid": lambda spec, seed, opts: s.GridSampler(grid(spec), seed=seed, **opts),
+        "cmaes": lambda spec, seed, opts: s.CmaEsSampler(seed=seed, **opts),
+        "gp": lambda spec, seed, opts: s.GPSampler(seed=seed, **opts),
+        "nsga2": lambda spec, seed, opts: s.NSGAIISampler(seed=seed, **opts),
+    })
+    PRUNERS.update({
+        "none": lambda opts: p.NopPruner(**opts),
+        "median": lambda opts: p.MedianPruner(**opts),
+        "percentile": lambda opts: p.PercentilePruner(**{"percentile": 25.0, **opts}),
+        "successive-halving": lambda opts: p.SuccessiveHalvingPruner(**opts),
+        "hyperband": lambda opts: p.HyperbandPruner(**opts),
+        "wilcoxon": lambda opts: p.WilcoxonPruner(**opts),
+    })
+
+
+def make_sampler(spec: StudySpec) -> Any:
+    if not SAMPLERS:
+        _register_factories()
+    sampler = spec.search.sampler
+    try:
+        return SAMPLERS[sampler.name](spec, spec.sampler_seed, dict(sampler.options))
+    except (TypeError, ValueError) as exc:
+        raise SpecError([f"search.sampler.options: {sampler.name} sampler rejected {sampler.options}: {exc}"]) from None
+
+
+def make_pruner(spec: StudySpec) -> Any:
+    if not PRUNERS:
+        _register_factories()
+    pruner = spec.search.pruner
+    try:
+        return PRUNERS[pruner.name](dict(pruner.options))
+    except (TypeError, ValueError) as exc:
+        raise SpecError([f"search.pruner.options: {pruner.name} pruner rejected {pruner.options}: {exc}"]) from None
+
+
+def storage_url(spec: StudySpec) -> str | None:
+    return spec.search.storage
+
+
+def make_storage(spec: StudySpec) -> Any:
+    """The configured Optuna storage, or the embedded journal file in the output folder.
+
+    The journal file storage needs no server and is safe for several local worker processes
+    (appends under a file lock), unlike SQLite, which reports 'database is locked' under contention.
+    """
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if spec.search.storage:
+        return optuna.storages.get_storage(spec.search.storage)
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(spec.out_dir / "optuna.journal")))
+
+
+def directions(spec: StudySpec) -> list[str]:
+    return [spec.direction] + (["minimize"] if spec.search.second_objective else [])
+
+
+def open_study(spec: StudySpec, storage: Any | None = None) -> Any:
+    """Create the study, or load it when it exists (re-running a spec resumes its study)."""
+    import optuna
+
+    # Failed and pruned trials are reported by hpsearch itself, with their reasons.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.create_study(
+            study_name=spec.name, storage=storage or make_storage(spec), sampler=make_sampler(spec),
+            pruner=make_pruner(spec), directions=directions(spec), load_if_exists=True,
+        )
+    except ValueError as exc:
+        raise SpecError([f"search: the existing study {spec.name!r} does not match this spec ({exc}); rename the study or delete its storage"]) from None
+    if [d.name.lower() for d in study.directions] != directions(spec):
+        raise SpecError([f"search.direction: study {spec.name!r} already exists with directions {[d.name.lower() for d in study.directions]}; rename the study or delete its storage"])
+    if not study.user_attrs.get("enqueued"):
+        for settings in spec.search.enqueue:
+            study.enqueue_trial(enqueue_params(spec, settings), skip_if_exists=True)
+        study.set_user_attr("enqueued", True)
+        study.set_user_attr("metric", spec.metric)
+    return study
+
+
+def best_epoch_aggregate(curves: Sequence[Sequence[float]], direction: str) -> tuple[int, list[float]]:
+    """(epoch count, per-fold scores at it) maximising (or minimising) the mean over folds.
+
+    Only epochs that every fold reached are considered, so each fold contributes to every mean.
+    """
+    reached = min(len(c) for c in curves)
+    means = [statistics.fmean(c[e] for c in curves) for e in range(reached)]
+    pick = max if direction == "maximize" else min
+    best = means.index(pick(means))
+    return best + 1, [c[best] for c in curves]
+
+
+class Objective:
+    """Scores one (candidate, hyperparameters) trial by k-fold cross-validation."""
+
+    def __init__(self, spec: StudySpec, tuner: Any, folds: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                 eval_split: str = "train", device: str = "cpu", on_event: Callable[[str], None] | None = None,
+                 checkpoints: Path | None = None) -> None:
+        self.spec, self.tuner, self.folds, self.eval_split = spec, tuner, folds, eval_split
+        self.device = device
+        self.on_event = on_event or (lambda message: None)
+        self.checkpoints = checkpoints
+        self.step_stride = max_epochs(spec)
+
+    def __call__(self, trial: Any) -> float | tuple[float, float]:
+        import optuna
+
+        candidate_name, params = suggest(trial, self.spec)
+        candidate = self.spec.candidate(candidate_name)
+        trial.set_user_attr("device", self.device)
+        trial.set_user_attr("model", candidate_name)
+        trial.set_user_attr("params", params)
+        self.on_event(f"trial {trial.number}: {candidate_name} {_short(params)}")
+        curves: list[list[float]] = []
+        seconds, samples = 0.0, 0
+        started = time.perf_counter()
+        try:
+            for fold, (train_rows, eval_rows) in enumerate(self.folds):
+                outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, curves)
+                seconds += outcome["seconds"]
+                samples += outcome["samples"]
+                trial.set_user_attr("total_parameters", outcome["total_parameters"])
+                trial.set_user_attr("trainable_parameters", outcome["trainable_parameters"])
+                if outcome["stopped"]:
+                    trial.set_user_attr("epoch_curves", curves)
+                    trial.set_user_attr("train_seconds", seconds)
+                    raise optuna.TrialPruned(f"pruned at fold {fold + 1}, epoch {len(curves[-1])}: {self.spec.metric}={curves[-1][-1]:.4f}")
+        except TrialError as exc:
+            trial.set_user_attr("failure_reason", str(exc))
+            self.on_event(f"trial {trial.number} failed: {exc}")
+            raise
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("failure_reason", str(exc))
+            self.on_event(f"trial {trial.number} {exc}")
+            raise
+        best_epochs, fold_scores = best_epoch_aggregate(curves, self.spec.direction)
+        mean = statistics.fmean(fold_scores)
+        std = statistics.pstdev(fold_scores) if len(fold_scores) > 1 else 0.0
+        trial.set_user_attr("fold_scores", fold_scores)
+        trial.set_user_attr("cv_mean", mean)
+        trial.set_user_attr("cv_std", std)
+        trial.set_user_attr("best_epochs", best_epochs)
+        trial.set_user_attr("epoch_curves", curves)
+        trial.set_user_attr("train_seconds", seconds)
+        trial.set_user_attr("wall_seconds", time.perf_counter() - started)
+        trial.set_user_attr("samples_per_second", samples / seconds if seconds else 0.0)
+        self.on_event(f"trial {trial.number}: {self.spec.metric} {mean:.4f} ± {std:.4f} over {len(fold_scores)} folds (best at {best_epochs} epochs)")
+        if not math.isfinite(mean):
+            raise TrialError(f"cross-validation score is {mean}")
+        second = self.spec.search.second_objective
+        if second is None:
+            return mean
+        cost = float(trial.user_attrs["total_parameters"]) if second == "params" else self._latency_ms(candidate, params)
+        trial.set_user_attr(second, cost)
+        return mean, cost
+
+    def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int], curves: list[list[float]]) -> dict[str, Any]:
+        metric, curve = self.spec.metric, []
+        curves.append(curve)
+        multi = self.spec.search.second_objective is not None
+
+        def on_epoch(record: Any) -> bool:
+            curve.append(record.metrics[metric])
+            self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {curve[-1]:.4f} (loss {record.train_loss:.4f}, {record.samples / max(record.seconds, 1e-9):.0f} samples/s)")
+            if multi:  # Optuna does not prune multi-objective trials
+                return False
+            trial.report(curve[-1], step=fold * self.step_stride + record.epoch - 1)
+            return bool(trial.should_prune())
+
+        keep = self.checkpoints is not None and self.spec.export.policy == "best-fold"
+        fitted = self.tuner.fit(candidate, params, train_rows=train_rows, eval_rows=eval_rows, eval_split=self.eval_split,
+                                seed=self.spec.seed, on_epoch=on_epoch, keep_best=keep)
+        try:
+            if keep and not fitted.result.stopped_early:
+                self._keep_if_best_fold(trial.number, fold, curve[fitted.result.best_epoch - 1], fitted)
+            return {"seconds": fitted.result.train_seconds, "samples": sum(r.samples for r in fitted.result.history),
+                    "stopped": fitted.result.stopped_early,
+                    "total_parameters": fitted.total_parameters, "trainable_parameters": fitted.trainable_parameters}
+        finally:
+            fitted.close()
+
+    def _keep_if_best_fold(self, number: int, fold: int, score: float, fitted: Any) -> None:
+        """Policy best-fold: the trial's folder holds its best fold's model (at that fold's best epoch)."""
+        import json
+
+        folder = self.checkpoints / f"trial-{number}"  # type: ignore[operator]
+        marker = folder / "fold.json"
+        if marker.is_file() and not self._better(score, json.loads(marker.read_text())["score"]):
+            return
+        fitted.save(folder)
+        marker.write_text(json.dumps({"fold": fold, "score": score}))
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.spec.direction == "maximize" else a < b
+
+    def _latency_ms(self, candidate: Any, params: dict[str, Any]) -> float:
+        """Inference milliseconds per example of a freshly trained one-epoch model (median of 3 runs)."""
+        rows = list(self.folds[0][1])[:64]
+        fitted = self.tuner.fit(candidate, {**params, "epochs": 1}, train_rows=list(self.folds[0][0])[:32], eval_rows=[], seed=self.spec.seed)
+        try:
+            timings = []
+            for _ in range(3):
+                started = time.perf_counter()
+                self.tuner.predict(fitted, self.eval_split, rows)
+                timings.append((time.perf_counter() - started) * 1000 / len(rows))
+            return float(np.median(timings))
+        finally:
+            fitted.close()
+
+
+def _short(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+                     if k in ("learning_rate", "epochs", "batch_size", "scope", "weight_decay", "warmup_ratio"))

@@ -1,0 +1,165 @@
+"""End-to-end `hpsearch run` on the tiny model: search, CV selection, resume, grid, pruning, failures."""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from hpsearch.cli import main
+from hpsearch.errors import HpsearchError
+from hpsearch.runner import run_study
+from hpsearch.search import best_epoch_aggregate, make_storage
+from hpsearch.spec import load_spec
+from toydata import toy_study
+
+FAST = """\
+space:
+  learning_rate: {type: float, low: 1.0e-3, high: 5.0e-3, log: true}
+  epochs: 3
+  batch_size: 8
+  warmup_ratio: 0.0
+cv: {folds: 3}
+"""
+
+
+def _study(tmp_path: Path, model: Path, search: str, models: str | None = None, space: str = FAST, rows: int = 90) -> Path:
+    path = toy_study(tmp_path, model, rows=rows, extra=space + search)
+    if models is not None:
+        text = path.read_text()
+        start = text.index("models:")
+        end = text.index("\n", text.index("- {name: tiny"))
+        path.write_text(text[:start] + models + text[end + 1 :])
+    return path
+
+
+def _trials(path: Path):
+    import optuna
+
+    spec = load_spec(path)
+    return optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def test_study_with_two_candidates_completes_and_selects_the_best(tmp_path: Path, tiny_bert: Path, tiny_bert_4layers: Path) -> None:
+    models = f"models:\n  - {{name: two, path: {tiny_bert}}}\n  - {{name: four, path: {tiny_bert_4layers}}}\n"
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 4, pruner: {name: none}, sampler: {name: random}}\n", models)
+    assert run_study(path, say=_quiet) == 0
+    spec = load_spec(path)
+    trials = _trials(path)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(trials) == 4 and len(complete) == 4
+    assert {t.params["model"] for t in trials} <= {"two", "four"}
+    table = json.loads((spec.out_dir / "cv_results.json").read_text())
+    assert len(table) == len(complete)
+    for row in table:
+        trial = next(t for t in complete if t.number == row["trial"])
+        assert row["mean_score"] == pytest.approx(sum(trial.user_attrs["fold_scores"]) / 3)
+        assert [row[f"split{k}_score"] for k in range(3)] == trial.user_attrs["fold_scores"]
+        assert trial.value == pytest.approx(row["mean_score"])
+        assert trial.user_attrs["best_epochs"] in (1, 2, 3) and trial.user_attrs["device"] == "cpu"
+    report = json.loads((spec.out_dir / "selection.json").read_text())
+    assert report["selected"]["trial"] == max(complete, key=lambda t: (t.value, -t.number)).number
+    assert report["cv_interval"]["low"] <= report["selected"]["mean_score"] <= report["cv_interval"]["high"]
+    assert len(report["paired_comparisons"]) == 3
+    assert report["test_scores"] is None  # no test split in this study
+    assert (spec.export_dir / "config.json").is_file()
+
+
+def test_candidate_that_cannot_learn_is_pruned(tmp_path: Path, tiny_bert: Path) -> None:
+    models = (
+        f"models:\n  - {{name: good, path: {tiny_bert}}}\n"
+        f"  - {{name: stuck, path: {tiny_bert}, space: {{learning_rate: 1.0e-9}}}}\n"
+    )
+    search = (
+        "search:\n  n_trials: 3\n  sampler: {name: random}\n"
+        "  pruner: {name: median, options: {n_startup_trials: 2, n_warmup_steps: 0}}\n"
+        "  enqueue: [{model: good, learning_rate: 1.0e-2}, {model: good, learning_rate: 8.0e-3}, {model: stuck}]\n"
+    )
+    space = FAST.replace("epochs: 3", "epochs: 4").replace("high: 5.0e-3", "high: 1.0e-2")
+    path = _study(tmp_path, tiny_bert, search, models, space=space, rows=150)
+    assert run_study(path, say=_quiet) == 0
+    trials = _trials(path)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert "pruned at fold 1" in trials[2].user_attrs["failure_reason"]
+    assert trials[2].user_attrs["params"]["learning_rate"] == 1e-9
+    assert max(trials[0].user_attrs["fold_scores"]) > 0.9  # the good candidate did learn
+
+
+def test_interrupted_study_resumes_to_exactly_n_trials(tmp_path: Path, tiny_bert: Path) -> None:
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 3, pruner: {name: none}}\n")
+
+    def interrupt(message: str) -> None:
+        if message.startswith("trial 1 fold 2/3 epoch 1"):
+            raise KeyboardInterrupt
+
+    assert run_study(path, say=interrupt) == 130
+    trials = _trials(path)
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    assert trials[1].state.name == "FAIL" and trials[1].user_attrs["interrupted"]
+    assert run_study(path, say=_quiet) == 0
+    trials = _trials(path)
+    counted = [t for t in trials if not t.user_attrs.get("interrupted")]
+    assert len(counted) == 3 and all(t.state.name == "COMPLETE" for t in counted)
+    assert trials[2].params == trials[1].params  # the interrupted configuration ran again
+    assert run_study(path, say=_quiet) == 0  # nothing left to do: no new trial
+    assert len(_trials(path)) == 4
+
+
+def test_grid_sampler_rejects_continuous_ranges(tmp_path: Path, tiny_bert: Path) -> None:
+    from hpsearch.errors import SpecError
+
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, sampler: {name: grid}}\n")
+    with pytest.raises(SpecError, match="space.learning_rate: the grid sampler needs a list of choices"):
+        run_study(path, say=_quiet)
+
+
+def test_grid_sampler_covers_its_grid(tmp_path: Path, tiny_bert: Path) -> None:
+    space = "space:\n  learning_rate: 3.0e-3\n  epochs: 1\n  batch_size: [8, 16]\n  scope: [full, head]\n  weight_decay: 0.0\n  warmup_ratio: 0.0\ncv: {folds: 2}\n"
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 4, sampler: {name: grid}, pruner: {name: none}}\n", space=space)
+    assert run_study(path, export=False, say=_quiet) == 0
+    seen = {(t.params["batch_size"], t.params["scope"]) for t in _trials(path)}
+    assert seen == set(itertools.product([8, 16], ["full", "head"]))
+
+
+def test_a_failing_trial_does_not_stop_the_study(tmp_path: Path, tiny_bert: Path) -> None:
+    models = f"models:\n  - {{name: ok, path: {tiny_bert}}}\n  - {{name: broken, path: {tiny_bert}, num_layers: 9}}\n"
+    search = "search:\n  n_trials: 3\n  pruner: {name: none}\n  enqueue: [{model: broken}, {model: ok, learning_rate: 2.0e-3}, {model: ok, learning_rate: 4.0e-3}]\n"
+    path = _study(tmp_path, tiny_bert, search, models)
+    assert run_study(path, export=False, say=_quiet) == 0
+    trials = _trials(path)
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert "num_layers=9" in trials[0].user_attrs["failure_reason"]
+
+
+def test_all_trials_failing_is_an_error_with_the_reasons(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    models = f"models:\n  - {{name: broken, path: {tiny_bert}, num_layers: 9}}\n"
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n", models)
+    assert main(["run", str(path)]) == 2
+    assert "no trial completed" in capsys.readouterr().err
+    with pytest.raises(HpsearchError, match="num_layers=9"):
+        run_study(path, say=_quiet)
+
+
+def test_test_split_is_scored_once_on_the_refit_model(tmp_path: Path, tiny_bert: Path) -> None:
+    from toydata import classification_rows, write_csv
+
+    write_csv(tmp_path / "test.csv", classification_rows(40, seed=9))
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n")
+    path.write_text(path.read_text().replace("  train: cls.csv\n", "  train: cls.csv\n  test: test.csv\n"))
+    assert run_study(path, say=_quiet) == 0
+    spec = load_spec(path)
+    report = json.loads((spec.out_dir / "selection.json").read_text())
+    assert report["final_policy"] == "refit"
+    assert set(report["test_scores"]) >= {"accuracy", "macro_f1", "loss"}
+    assert 0.0 <= report["test_scores"]["macro_f1"] <= 1.0
+
+
+def test_epoch_count_maximising_the_fold_mean() -> None:
+    curves = [[0.5, 0.7, 0.6], [0.6, 0.65, 0.8], [0.5, 0.75]]  # the last fold stopped after 2 epochs
+    assert best_epoch_aggregate(curves, "maximize") == (2, [0.7, 0.65, 0.75])
+    assert best_epoch_aggregate([[1.0, 0.4], [0.9, 0.5]], "minimize") == (2, [0.4, 0.5])

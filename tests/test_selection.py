@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from hpsearch import selection
+
+
+def _rows() -> list[dict]:
+    return [
+        {"trial": 0, "model": "big", "params": {"learning_rate": 1e-4}, "fold_scores": [0.80, 0.82, 0.84], "best_epochs": 3, "total_parameters": 1000},
+        {"trial": 1, "model": "small", "params": {"learning_rate": 2e-4}, "fold_scores": [0.79, 0.815, 0.83], "best_epochs": 2, "total_parameters": 100},
+        {"trial": 2, "model": "small", "params": {"learning_rate": 1e-5}, "fold_scores": [0.60, 0.62, 0.61], "best_epochs": 1, "total_parameters": 100},
+    ]
+
+
+def test_cv_table_is_flat_ranked_and_correct() -> None:
+    table = selection.cv_table(_rows(), "maximize")
+    assert [r["trial"] for r in table] == [0, 1, 2] and [r["rank"] for r in table] == [1, 2, 3]
+    top = table[0]
+    assert top["mean_score"] == pytest.approx(0.82)
+    assert top["std_score"] == pytest.approx(math.sqrt(((0.02) ** 2 * 2) / 3))
+    assert (top["split0_score"], top["split2_score"]) == (0.80, 0.84)
+    assert top["param_learning_rate"] == 1e-4
+
+
+def test_minimised_metrics_rank_low_first() -> None:
+    table = selection.cv_table(_rows(), "minimize")
+    assert table[0]["trial"] == 2
+
+
+def test_best_rule_takes_rank_one() -> None:
+    table = selection.cv_table(_rows(), "maximize")
+    assert selection.select(table, "best", "maximize")["trial"] == 0
+
+
+def test_one_standard_error_rule_takes_the_cheaper_close_candidate() -> None:
+    table = selection.cv_table(_rows(), "maximize")
+    # trial 1 is 0.0083 below the best; the best's standard error is 0.02/sqrt(3) = 0.0115.
+    assert selection.select(table, "one-standard-error", "maximize")["trial"] == 1
+
+
+def test_one_standard_error_rule_ignores_far_candidates() -> None:
+    rows = _rows()
+    rows[1]["fold_scores"] = [0.70, 0.71, 0.72]
+    table = selection.cv_table(rows, "maximize")
+    assert selection.select(table, "one-standard-error", "maximize")["trial"] == 0
+
+
+def test_corrected_interval_is_wider_than_the_naive_one() -> None:
+    scores = [0.80, 0.82, 0.84, 0.81, 0.83]
+    interval = selection.corrected_interval(scores, 0.95)
+    naive = stats.t.interval(0.95, 4, loc=0.82, scale=stats.sem(scores))
+    assert interval.mean == pytest.approx(0.82)
+    assert interval.low < naive[0] and interval.high > naive[1]
+    k = 5
+    expected_half = stats.t.ppf(0.975, k - 1) * math.sqrt((1 / k + 1 / (k - 1)) * stats.tvar(scores))
+    assert interval.high - interval.mean == pytest.approx(expected_half)
+
+
+def test_paired_comparison_matches_the_corrected_t_test() -> None:
+    a, b = [0.80, 0.82, 0.84], [0.79, 0.815, 0.83]
+    result = selection.paired_comparison(a, b)
+    diffs = [x - y for x, y in zip(a, b)]
+    mean = sum(diffs) / 3
+    t_stat = mean / math.sqrt((1 / 3 + 1 / 2) * stats.tvar(diffs))
+    assert result["difference"] == pytest.approx(mean)
+    assert result["p_value"] == pytest.approx(2 * stats.t.sf(abs(t_stat), 2))
+    assert result["low"] < mean < result["high"]
+
+
+def test_compare_top_pairs_the_selected_with_the_next_best() -> None:
+    table = selection.cv_table(_rows(), "maximize")
+    out = selection.compare_top(table, table[0], 0.95, top=2)
+    assert [c["other"] for c in out] == [1, 2]
+    assert out[1]["difference"] > 0.15 and out[1]["p_value"] < 0.05
+
+
+def test_table_is_written_as_csv_and_json(tmp_path: Path) -> None:
+    table = selection.cv_table(_rows(), "maximize")
+    csv_path, json_path = selection.write_table(table, tmp_path)
+    with csv_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["trial"]) for r in rows] == [0, 1, 2]
+    assert {"rank", "mean_score", "std_score", "split0_score", "split1_score", "split2_score", "param_learning_rate"} <= set(rows[0])
+    assert json.loads(json_path.read_text())[0]["params"] == {"learning_rate": 1e-4}
+
+
+def test_empty_table_cannot_select() -> None:
+    with pytest.raises(ValueError, match="no completed trial"):
+        selection.select([], "best", "maximize")
