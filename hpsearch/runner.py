@@ -176,7 +176,8 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
     lines.append(f"trials: {trials['COMPLETE']} complete, {trials['PRUNED']} pruned, {trials['FAIL']} failed")
     lines.append(f"results: {spec.out_dir} (CV table {csv_path.name}, selection.json)")
     if "export_dir" in report:
-        lines.append(f"model: {report['export_dir']}")
+        lines.append(f"model: {report['export_dir']} (load it with transformers.pipeline(model=...))")
+    lines.append(f"look: {csv_path} lists every completed trial, ranked; selection.json has the details")
     print("\n".join(lines), flush=True)
 
 

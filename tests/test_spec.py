@@ -172,3 +172,10 @@ def test_example_studies_are_valid(study: Path) -> None:
         pytest.fail("example data missing: run scripts/extract_example_data.py (scripts/setup.sh does)")
     spec = load_spec(study)
     assert spec.models
+
+
+def test_study_reference_in_docs_matches_the_code() -> None:
+    from hpsearch.spec.reference import reference
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "study-reference.md"
+    assert docs.read_text().strip() == reference().strip(), "regenerate: python -m hpsearch.spec.reference > docs/study-reference.md"

@@ -120,12 +120,16 @@ class CVSpec(SpecModel):
 
 
 class SamplerSpec(SpecModel):
+    """Which Optuna sampler proposes the next trial."""
+
     name: Literal["tpe", "random", "grid", "cmaes", "gp", "nsga2"] = Field("tpe", description="Optuna sampler.")
     seed: int | None = Field(None, description="Sampler seed; null uses the study seed.")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments of the sampler.")
 
 
 class PrunerSpec(SpecModel):
+    """Which Optuna pruner stops unpromising trials early."""
+
     name: Literal["none", "median", "percentile", "successive-halving", "hyperband", "wilcoxon"] = Field(
         "median", description="Optuna pruner."
     )
@@ -151,6 +155,8 @@ class SearchSpec(SpecModel):
 
 
 class ExecutionSpec(SpecModel):
+    """Where trials run."""
+
     devices: Union[Literal["auto", "cpu"], list[int]] = Field(
         "auto", description="'auto' (every visible GPU, else CPU), 'cpu', or a list of GPU ids."
     )
@@ -161,17 +167,23 @@ class ExecutionSpec(SpecModel):
 
 
 class TrackingSpec(SpecModel):
+    """MLflow tracking of the study, its trials and folds."""
+
     enabled: bool = Field(True, description="Log the study to MLflow.")
     uri: str | None = Field(None, description="MLflow tracking URI; null: an embedded store in the output folder.")
     experiment: str | None = Field(None, description="Experiment name; null uses the study name.")
 
 
 class SelectionSpec(SpecModel):
+    """How the winner is picked from the cross-validation table."""
+
     rule: Literal["best", "one-standard-error"] = Field("best", description="How the winner is chosen from the CV table.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the reported intervals.")
 
 
 class ExportSpec(SpecModel):
+    """Where and how the winning model is written."""
+
     enabled: bool = Field(True, description="Export the winner at the end of 'run'.")
     dir: ResolvedPath | None = Field(None, description="Export folder; null: 'model' inside the output folder.")
     policy: Literal["refit", "best-fold"] = Field(
