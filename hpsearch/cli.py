@@ -44,20 +44,22 @@ def _parser() -> argparse.ArgumentParser:
     study_command("validate", "check a study file and print what it resolves to", _validate)
     run = study_command("run", "search, select the winner, test it and export it", _run)
     run.add_argument("--no-export", action="store_true", help="skip the export at the end")
-    worker = study_command("worker", "join a running study as one more worker", _not_yet("worker"))
+    worker = study_command("worker", "join a study as one more worker; runs trials until it has n_trials", _worker)
     worker.add_argument("--storage", help="Optuna storage URL of the study")
     worker.add_argument("--device", help="GPU id or 'cpu'")
     study_command("status", "trials so far, the best so far and what is running", _not_yet("status"))
     report = study_command("report", "write tables and plots of a study", _not_yet("report"))
     report.add_argument("--out", type=Path, help="output folder")
-    export = study_command("export", "write the selected model as a Hugging Face folder", _not_yet("export"))
-    export.add_argument("--out", type=Path, help="export folder")
+    export = study_command("export", "write the selected model as a Hugging Face folder", _export)
+    export.add_argument("--out", type=Path, help="export folder (default: export.dir of the study)")
     export.add_argument("--force", action="store_true", help="overwrite a folder hpsearch did not write")
-    predict = sub.add_parser("predict", help="batch predictions with an exported model")
-    predict.add_argument("model_dir", type=Path)
-    predict.add_argument("--input", type=Path, required=True)
-    predict.add_argument("--output", type=Path, required=True)
-    predict.set_defaults(handler=_not_yet("predict"))
+    predict = sub.add_parser("predict", help="batch predictions with an exported model",
+                             description="Predict labels (or values, or entities) for every row of a csv/jsonl/json/parquet file.")
+    predict.add_argument("model_dir", type=Path, help="a folder written by 'hpsearch export' or 'hpsearch run'")
+    predict.add_argument("--input", type=Path, required=True, help="input file; its columns are those the study used")
+    predict.add_argument("--output", type=Path, required=True, help="output file (.csv or .jsonl), one row per input row")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.set_defaults(handler=_predict)
     return parser
 
 
@@ -66,6 +68,32 @@ def _not_yet(name: str):  # noqa: ANN202 - returns a handler
         raise NotAvailableError(f"'hpsearch {name}' is not available in hpsearch {__version__} yet.")
 
     return handler
+
+
+def _export(args: argparse.Namespace) -> int:
+    from hpsearch.runner import export_study
+
+    _quiet_libraries()
+    return export_study(args.study, target=args.out.resolve() if args.out else None, force=args.force)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from hpsearch.predict import predict_file
+
+    _quiet_libraries()
+    rows = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size)
+    print(f"wrote {rows} predictions to {args.output}")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from hpsearch.runner import run_worker
+
+    _quiet_libraries()
+    device = None
+    if args.device is not None:
+        device = "cpu" if args.device == "cpu" else f"cuda:{int(args.device)}"
+    return run_worker(args.study, storage=args.storage, device=device)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -82,6 +110,7 @@ def _quiet_libraries() -> None:
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read by mlflow when it is imported
     import transformers
 
     transformers.logging.set_verbosity_error()

@@ -54,34 +54,96 @@ def requeue_interrupted(study: Any) -> int:
     return len(todo)
 
 
-def run_study(study_path: Path, *, export: bool = True, say: Callable[[str], None] = _say) -> int:
-    from hpsearch.data import prepare_data
-    from hpsearch.finetune import FineTuner
-    from hpsearch.search import Objective, open_study
+class Session:
+    """Everything a worker needs to run trials of one study in this process."""
 
-    spec = load_spec(study_path)
-    out = spec.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
-    data.label_map.save(out / "labels.json")
-    folds, eval_split = make_folds(spec, data)
-    device = pick_device(spec)
-    tuner = FineTuner(data, cache_dir=out / "cache", max_length=spec.data.max_length, device=device,
-                      precision=spec.execution.precision, metric=spec.metric, direction=spec.direction)
-    study = open_study(spec)
-    requeue_interrupted(study)
-    remaining = spec.search.n_trials - counted_trials(study)
-    say(f"study {spec.name!r}: {len(data.train)} training rows, {len(folds)} fold(s), {remaining} of {spec.search.n_trials} trials to run on {device}")
-    objective = Objective(spec, tuner, folds, eval_split=eval_split, device=device, on_event=say, checkpoints=out / "checkpoints")
-    if remaining > 0:
+    def __init__(self, spec: StudySpec, say: Callable[[str], None], device: str | None = None) -> None:
+        from hpsearch.data import prepare_data
+        from hpsearch.finetune import FineTuner
+        from hpsearch.search import Objective, open_study
+        from hpsearch.tracking import Tracker
+
+        self.spec, self.say = spec, say
+        out = spec.out_dir
+        out.mkdir(parents=True, exist_ok=True)
+        self.data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
+        self.data.label_map.save(out / "labels.json")
+        self.folds, eval_split = make_folds(spec, self.data)
+        self.device = device or pick_device(spec)
+        self.tuner = FineTuner(self.data, cache_dir=out / "cache", max_length=spec.data.max_length, device=self.device,
+                               precision=spec.execution.precision, metric=spec.metric, direction=spec.direction)
+        self.study = open_study(spec)
+        self.tracker = Tracker.from_spec(spec)
+        self.parent_run = self.tracker.study_run(spec)
+        self.objective = Objective(spec, self.tuner, self.folds, eval_split=eval_split, device=self.device, on_event=say,
+                                   checkpoints=out / "checkpoints", tracker=self.tracker, parent_run=self.parent_run)
+
+    def work(self) -> bool:
+        """Run trials until the study has n_trials counted ones (or the timeout); False if interrupted."""
         from hpsearch.errors import TrialError
 
+        requeue_interrupted(self.study)
+        started = time.monotonic()
+        timeout = self.spec.search.timeout
         try:
-            study.optimize(_interruptible(objective), n_trials=remaining, timeout=spec.search.timeout, catch=(TrialError,))
+            # One trial per call: other workers may be finishing trials of the same study meanwhile.
+            while counted_trials(self.study) < self.spec.search.n_trials:
+                if timeout is not None and time.monotonic() - started > timeout:
+                    self.say(f"timeout of {timeout:g}s reached: no new trial is started")
+                    break
+                self.study.optimize(_interruptible(self.objective), n_trials=1, catch=(TrialError,))
+                prune_checkpoints(self.spec, self.study)
         except KeyboardInterrupt:
-            say(f"interrupted: {counted_trials(study)} of {spec.search.n_trials} trials finished; run the same command to resume")
-            return 130
-    return finish_study(spec, study, tuner, folds, export=export, say=say)
+            self.say(f"interrupted: {counted_trials(self.study)} of {self.spec.search.n_trials} trials finished; run the same command to resume")
+            self.tracker.end_study(self.parent_run, "KILLED")
+            return False
+        return True
+
+
+def prune_checkpoints(spec: StudySpec, study: Any) -> list[int]:
+    """Keep on disk only the checkpoints export may need: those of the current top-k finished trials."""
+    import shutil
+
+    folder = spec.out_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.name != "RUNNING"}
+    complete = [t for t in finished.values() if t.state.name == "COMPLETE"]
+    sign = -1 if spec.direction == "maximize" else 1
+    keep = {t.number for t in sorted(complete, key=lambda t: (sign * t.user_attrs["cv_mean"], t.number))[: spec.export.keep_top_k]}
+    removed = []
+    for path in folder.glob("trial-*"):
+        number = int(path.name.split("-")[1])
+        if number in finished and number not in keep:  # a running trial's folder is left alone
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(number)
+    return removed
+
+
+def run_study(study_path: Path, *, export: bool = True, say: Callable[[str], None] = _say) -> int:
+    """``hpsearch run``: trials until n_trials, then selection, final model, test and export."""
+    spec = load_spec(study_path)
+    session = Session(spec, say)
+    remaining = spec.search.n_trials - counted_trials(session.study)
+    say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), "
+        f"{max(remaining, 0)} of {spec.search.n_trials} trials to run on {session.device}")
+    if not session.work():
+        return 130
+    try:
+        return finish_study(session, export=export)
+    except BaseException:
+        session.tracker.end_study(session.parent_run, "FAILED")
+        raise
+
+
+def run_worker(study_path: Path, *, storage: str | None = None, device: str | None = None, say: Callable[[str], None] = _say) -> int:
+    """``hpsearch worker``: join the study and run trials until it has n_trials; no selection."""
+    spec = load_spec(study_path)
+    if storage:
+        spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": storage})})
+    session = Session(spec, say, device=device)
+    say(f"worker on {session.device} joined study {spec.name!r} ({counted_trials(session.study)} of {spec.search.n_trials} trials finished)")
+    return 0 if session.work() else 130
 
 
 def _interruptible(objective: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -106,59 +168,74 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     ]
 
 
-def finish_study(spec: StudySpec, study: Any, tuner: Any, folds: Any, *, export: bool, say: Callable[[str], None]) -> int:
+def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list[dict[str, Any]], Path]:
+    """CV table (written to the output folder), the winner, its interval and the paired comparisons."""
     from hpsearch import selection
 
     rows = trial_rows(study)
     if not rows:
         reasons = sorted({t.user_attrs.get("failure_reason", t.state.name) for t in study.get_trials(deepcopy=False)})
-        raise HpsearchError(f"no trial completed, so there is nothing to select. Reasons seen: {reasons}")
+        raise HpsearchError(f"no trial completed, so there is nothing to select or export. Reasons seen: {reasons or ['no trial ran']}")
     table = selection.cv_table(rows, spec.direction)
     csv_path, _ = selection.write_table(table, spec.out_dir)
     chosen = selection.select(table, spec.selection.rule, spec.direction)
-    scores = selection.fold_scores(chosen)
-    interval = selection.corrected_interval(scores, spec.selection.confidence)
-    comparisons = selection.compare_top(table, chosen, spec.selection.confidence)
+    interval = selection.corrected_interval(selection.fold_scores(chosen), spec.selection.confidence)
+    trials = study.get_trials(deepcopy=False)
     report: dict[str, Any] = {
         "metric": spec.metric, "direction": spec.direction, "rule": spec.selection.rule,
         "selected": {k: chosen[k] for k in ("trial", "model", "params", "mean_score", "std_score", "best_epochs", "total_parameters")},
         "cv_interval": {"mean": interval.mean, "low": interval.low, "high": interval.high, "confidence": interval.confidence},
-        "paired_comparisons": comparisons,
-        "trials": {state: sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == state) for state in FINISHED_STATES},
+        "paired_comparisons": selection.compare_top(table, chosen, spec.selection.confidence),
+        "trials": {state: sum(1 for t in trials if t.state.name == state) for state in FINISHED_STATES},
     }
     if spec.search.second_objective:
         report["pareto_front"] = [t.number for t in study.best_trials]
-    final, test_scores = final_model(spec, tuner, chosen, folds, say)
+    return report, table, csv_path
+
+
+def finish_study(session: Session, *, export: bool, target: Path | None = None, force: bool = False) -> int:
+    """Selection, final model, one test evaluation, export, MLflow registration, summary."""
+    from hpsearch.export import check_target, final_model, write_export
+    from hpsearch.taskinfo import PIPELINE_TASKS
+    from hpsearch.tracking import experiment_name
+
+    spec, study, tuner, say = session.spec, session.study, session.tuner, session.say
+    tracker, parent = session.tracker, session.parent_run
+    export = export and (spec.export.enabled or target is not None)
+    target = target or spec.export_dir
+    if export:
+        check_target(target, force)  # before the refit, not after it
+    report, table, csv_path = select_from_study(spec, study)
+    chosen_trial = next(t for t in study.get_trials(deepcopy=False) if t.number == report["selected"]["trial"])
+    report.update(labels=list(tuner.data.label_map.labels), train_rows=len(tuner.data.train), final_policy=spec.export.policy)
+    if tracker.enabled:
+        report["mlflow"] = {"experiment": experiment_name(spec), "study_run": parent, "trial_run": chosen_trial.user_attrs.get("mlflow_run_id")}
+    final = final_model(spec, tuner, report["selected"], say)
     try:
-        report["test_scores"] = test_scores
-        report["final_policy"] = spec.export.policy
-        if export and spec.export.enabled:
-            final.save(spec.export_dir)
-            report["export_dir"] = str(spec.export_dir)
+        report["test_scores"] = tuner.score(final, "test") if "test" in tuner.data.splits else None
+        if export:
+            write_export(spec, final, report, table, target, force)
+            report["export_dir"] = str(target)
     finally:
         final.close()
-    (spec.out_dir / "selection.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-    say_summary(spec, report, comparisons, csv_path, say)
+    if export and tracker.enabled:
+        report["registered_model"] = {"name": spec.name, "version": tracker.log_model(parent, target, PIPELINE_TASKS[spec.task], spec.name)}
+    selection_path = spec.out_dir / "selection.json"
+    selection_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    tracker.end_study(parent, "FINISHED", [csv_path, spec.out_dir / "cv_results.json", selection_path])
+    say_summary(spec, report, report["paired_comparisons"], csv_path, say)
     return 0
 
 
-def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], folds: Any, say: Callable[[str], None]) -> tuple[Any, dict[str, float] | None]:
-    """Refit on all training data for the chosen epoch count, or load the best fold's model; then test once."""
-    from hpsearch.finetune import load_fitted
-
-    candidate = spec.candidate(chosen["model"])
-    folder = spec.out_dir / "checkpoints" / f"trial-{chosen['trial']}"
-    if spec.export.policy == "best-fold" and (folder / "config.json").is_file():
-        say(f"final model: best fold of trial {chosen['trial']} ({folder})")
-        final = load_fitted(tuner, candidate, folder)
-    else:
-        started = time.perf_counter()
-        say(f"final model: refit of trial {chosen['trial']} on all {len(tuner.data.train)} training rows for {chosen['best_epochs']} epoch(s)")
-        params = {**chosen["params"], "epochs": chosen["best_epochs"]}
-        final = tuner.fit(candidate, params, train_rows=list(range(len(tuner.data.train))), eval_rows=[], seed=spec.seed)
-        say(f"refit took {time.perf_counter() - started:.0f}s")
-    test_scores = tuner.score(final, "test") if "test" in tuner.data.splits else None
-    return final, test_scores
+def export_study(study_path: Path, *, target: Path | None = None, force: bool = False, say: Callable[[str], None] = _say) -> int:
+    """``hpsearch export``: the selected model of a study (finished or still running), as a folder."""
+    spec = load_spec(study_path)
+    session = Session(spec, say)
+    try:
+        return finish_study(session, export=True, target=target, force=force)
+    except BaseException:
+        session.tracker.end_study(session.parent_run, "FINISHED" if counted_trials(session.study) else "FAILED")
+        raise
 
 
 def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[str, Any]], csv_path: Path, say: Callable[[str], None]) -> None:
@@ -178,6 +255,10 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
     if "export_dir" in report:
         lines.append(f"model: {report['export_dir']} (load it with transformers.pipeline(model=...))")
     lines.append(f"look: {csv_path} lists every completed trial, ranked; selection.json has the details")
+    if spec.tracking.enabled:
+        from hpsearch.tracking import ui_command
+
+        lines.append(f"compare trials in MLflow: {ui_command(spec)}")
     print("\n".join(lines), flush=True)
 
 

@@ -128,8 +128,12 @@ class Objective:
 
     def __init__(self, spec: StudySpec, tuner: Any, folds: Sequence[tuple[Sequence[int], Sequence[int]]], *,
                  eval_split: str = "train", device: str = "cpu", on_event: Callable[[str], None] | None = None,
-                 checkpoints: Path | None = None) -> None:
+                 checkpoints: Path | None = None, tracker: Any = None, parent_run: str | None = None) -> None:
+        from hpsearch.tracking import NullTracker
+
         self.spec, self.tuner, self.folds, self.eval_split = spec, tuner, folds, eval_split
+        self.tracker = tracker or NullTracker()
+        self.parent_run = parent_run
         self.device = device
         self.on_event = on_event or (lambda message: None)
         self.checkpoints = checkpoints
@@ -139,47 +143,56 @@ class Objective:
         import optuna
 
         candidate_name, params = suggest(trial, self.spec)
-        candidate = self.spec.candidate(candidate_name)
         trial.set_user_attr("device", self.device)
         trial.set_user_attr("model", candidate_name)
         trial.set_user_attr("params", params)
         self.on_event(f"trial {trial.number}: {candidate_name} {_short(params)}")
-        curves: list[list[float]] = []
-        seconds, samples = 0.0, 0
-        started = time.perf_counter()
+        run = self.tracker.start_trial(self.parent_run, trial.number, candidate_name, params, self.device)
+        if run:
+            trial.set_user_attr("mlflow_run_id", run)
+        state = "FAIL"
         try:
-            for fold, (train_rows, eval_rows) in enumerate(self.folds):
-                outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, curves)
-                seconds += outcome["seconds"]
-                samples += outcome["samples"]
-                trial.set_user_attr("total_parameters", outcome["total_parameters"])
-                trial.set_user_attr("trainable_parameters", outcome["trainable_parameters"])
-                if outcome["stopped"]:
-                    trial.set_user_attr("epoch_curves", curves)
-                    trial.set_user_attr("train_seconds", seconds)
-                    raise optuna.TrialPruned(f"pruned at fold {fold + 1}, epoch {len(curves[-1])}: {self.spec.metric}={curves[-1][-1]:.4f}")
+            value = self._cross_validate(trial, self.spec.candidate(candidate_name), params, run)
+            state = "COMPLETE"
+            return value
         except TrialError as exc:
             trial.set_user_attr("failure_reason", str(exc))
             self.on_event(f"trial {trial.number} failed: {exc}")
             raise
         except optuna.TrialPruned as exc:
+            state = "PRUNED"
             trial.set_user_attr("failure_reason", str(exc))
             self.on_event(f"trial {trial.number} {exc}")
             raise
+        finally:
+            # Runs end with their true status even when the trial crashes or is interrupted.
+            self.tracker.end_trial(run, state, dict(trial.user_attrs))
+
+    def _cross_validate(self, trial: Any, candidate: Any, params: dict[str, Any], run: str | None) -> float | tuple[float, float]:
+        import optuna
+
+        curves: list[list[float]] = []
+        seconds, samples = 0.0, 0
+        started = time.perf_counter()
+        for fold, (train_rows, eval_rows) in enumerate(self.folds):
+            outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, curves, run)
+            seconds += outcome["seconds"]
+            samples += outcome["samples"]
+            trial.set_user_attr("total_parameters", outcome["total_parameters"])
+            trial.set_user_attr("trainable_parameters", outcome["trainable_parameters"])
+            trial.set_user_attr("epoch_curves", curves)
+            trial.set_user_attr("train_seconds", seconds)
+            if outcome["stopped"]:
+                raise optuna.TrialPruned(f"pruned at fold {fold + 1}, epoch {len(curves[-1])}: {self.spec.metric}={curves[-1][-1]:.4f}")
         best_epochs, fold_scores = best_epoch_aggregate(curves, self.spec.direction)
         mean = statistics.fmean(fold_scores)
         std = statistics.pstdev(fold_scores) if len(fold_scores) > 1 else 0.0
-        trial.set_user_attr("fold_scores", fold_scores)
-        trial.set_user_attr("cv_mean", mean)
-        trial.set_user_attr("cv_std", std)
-        trial.set_user_attr("best_epochs", best_epochs)
-        trial.set_user_attr("epoch_curves", curves)
-        trial.set_user_attr("train_seconds", seconds)
-        trial.set_user_attr("wall_seconds", time.perf_counter() - started)
-        trial.set_user_attr("samples_per_second", samples / seconds if seconds else 0.0)
-        self.on_event(f"trial {trial.number}: {self.spec.metric} {mean:.4f} ± {std:.4f} over {len(fold_scores)} folds (best at {best_epochs} epochs)")
         if not math.isfinite(mean):
             raise TrialError(f"cross-validation score is {mean}")
+        for key, value in (("fold_scores", fold_scores), ("cv_mean", mean), ("cv_std", std), ("best_epochs", best_epochs),
+                           ("wall_seconds", time.perf_counter() - started), ("samples_per_second", samples / seconds if seconds else 0.0)):
+            trial.set_user_attr(key, value)
+        self.on_event(f"trial {trial.number}: {self.spec.metric} {mean:.4f} ± {std:.4f} over {len(fold_scores)} folds (best at {best_epochs} epochs)")
         second = self.spec.search.second_objective
         if second is None:
             return mean
@@ -187,14 +200,16 @@ class Objective:
         trial.set_user_attr(second, cost)
         return mean, cost
 
-    def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int], curves: list[list[float]]) -> dict[str, Any]:
+    def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int], curves: list[list[float]], run: str | None) -> dict[str, Any]:
         metric, curve = self.spec.metric, []
         curves.append(curve)
         multi = self.spec.search.second_objective is not None
 
         def on_epoch(record: Any) -> bool:
             curve.append(record.metrics[metric])
-            self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {curve[-1]:.4f} (loss {record.train_loss:.4f}, {record.samples / max(record.seconds, 1e-9):.0f} samples/s)")
+            speed = record.samples / max(record.seconds, 1e-9)
+            self.tracker.log_epoch(run, fold + 1, record.epoch, record.train_loss, record.metrics, speed)
+            self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {curve[-1]:.4f} (loss {record.train_loss:.4f}, {speed:.0f} samples/s)")
             if multi:  # Optuna does not prune multi-objective trials
                 return False
             trial.report(curve[-1], step=fold * self.step_stride + record.epoch - 1)

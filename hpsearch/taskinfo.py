@@ -39,3 +39,12 @@ _MINIMIZED = {"rmse", "loss"}
 def metric_direction(metric: str) -> Direction:
     """Direction in which ``metric`` improves."""
     return "minimize" if metric in _MINIMIZED else "maximize"
+
+
+PIPELINE_TASKS = {
+    "text-classification": "text-classification",
+    "text-pair-classification": "text-classification",
+    "regression": "text-classification",
+    "token-classification": "token-classification",
+}
+"""The ``transformers.pipeline`` task that serves a model of each hpsearch task."""

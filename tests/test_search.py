@@ -21,6 +21,7 @@ space:
   batch_size: 8
   warmup_ratio: 0.0
 cv: {folds: 3}
+tracking: {enabled: false}
 """
 
 
@@ -119,7 +120,7 @@ def test_grid_sampler_rejects_continuous_ranges(tmp_path: Path, tiny_bert: Path)
 
 
 def test_grid_sampler_covers_its_grid(tmp_path: Path, tiny_bert: Path) -> None:
-    space = "space:\n  learning_rate: 3.0e-3\n  epochs: 1\n  batch_size: [8, 16]\n  scope: [full, head]\n  weight_decay: 0.0\n  warmup_ratio: 0.0\ncv: {folds: 2}\n"
+    space = "space:\n  learning_rate: 3.0e-3\n  epochs: 1\n  batch_size: [8, 16]\n  scope: [full, head]\n  weight_decay: 0.0\n  warmup_ratio: 0.0\ncv: {folds: 2}\ntracking: {enabled: false}\n"
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 4, sampler: {name: grid}, pruner: {name: none}}\n", space=space)
     assert run_study(path, export=False, say=_quiet) == 0
     seen = {(t.params["batch_size"], t.params["scope"]) for t in _trials(path)}

@@ -1,0 +1,151 @@
+"""The winner as a ready-to-serve Hugging Face folder, with a model card and machine-readable metadata.
+
+The folder holds the weights, the config (with id2label/label2id) and the tokenizer, so
+``transformers.pipeline(task, model=DIR)`` loads it offline; ``README.md`` is the model card and
+``hpsearch.json`` the metadata that ``hpsearch predict`` reads.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable
+
+from hpsearch import __version__
+from hpsearch.errors import HpsearchError
+from hpsearch.spec import StudySpec
+from hpsearch.taskinfo import PIPELINE_TASKS
+
+METADATA = "hpsearch.json"
+
+
+def spec_hash(spec: StudySpec) -> str:
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_target(folder: Path, force: bool) -> None:
+    """Refuse to overwrite a non-empty folder that hpsearch did not write, unless forced."""
+    if folder.exists() and not folder.is_dir():
+        raise HpsearchError(f"export target {folder} is a file; choose a folder with --out")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / METADATA).is_file() and not force:
+        raise HpsearchError(f"export target {folder} is not empty and was not written by hpsearch; choose another --out or pass --force")
+
+
+def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callable[[str], None]) -> Any:
+    """Refit on all training rows for the chosen epoch count (policy refit), or the best fold's model."""
+    from hpsearch.finetune import load_fitted
+
+    candidate = spec.candidate(chosen["model"])
+    folder = spec.out_dir / "checkpoints" / f"trial-{chosen['trial']}"
+    if spec.export.policy == "best-fold":
+        if not (folder / "config.json").is_file():
+            raise HpsearchError(f"the best-fold checkpoint of trial {chosen['trial']} is missing from {folder.parent}; "
+                                "use export.policy: refit, or run the study again")
+        say(f"final model: best fold of trial {chosen['trial']} ({folder})")
+        return load_fitted(tuner, candidate, folder)
+    started = time.perf_counter()
+    say(f"final model: refit of trial {chosen['trial']} on all {len(tuner.data.train)} training rows for {chosen['best_epochs']} epoch(s)")
+    params = {**chosen["params"], "epochs": chosen["best_epochs"]}
+    fitted = tuner.fit(candidate, params, train_rows=list(range(len(tuner.data.train))), eval_rows=[], seed=spec.seed)
+    say(f"refit took {time.perf_counter() - started:.0f}s")
+    return fitted
+
+
+def write_export(spec: StudySpec, fitted: Any, report: dict[str, Any], table: list[dict[str, Any]], target: Path, force: bool) -> Path:
+    """Write the folder atomically: a crash leaves the previous export (or nothing), never half a folder."""
+    check_target(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        fitted.save(staging)
+        (staging / METADATA).write_text(json.dumps(metadata(spec, report), indent=2, default=str), encoding="utf-8")
+        (staging / "README.md").write_text(model_card(spec, report, table), encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def metadata(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
+    chosen = report["selected"]
+    cols = spec.data.columns
+    inputs = {"tokens": cols.tokens} if spec.task == "token-classification" else {"text": cols.text, "text_pair": cols.text_pair}
+    return {
+        "hpsearch_version": __version__,
+        "study": spec.name,
+        "spec_hash": spec_hash(spec),
+        "task": spec.task,
+        "pipeline_task": PIPELINE_TASKS[spec.task],
+        "input_columns": {k: v for k, v in inputs.items() if v},
+        "labels": report.get("labels"),
+        "max_length": spec.data.max_length,
+        "metric": spec.metric,
+        "trial": chosen["trial"],
+        "model": chosen["model"],
+        "params": chosen["params"],
+        "best_epochs": chosen["best_epochs"],
+        "policy": spec.export.policy,
+        "cv": {"mean": chosen["mean_score"], "std": chosen["std_score"], **{k: report["cv_interval"][k] for k in ("low", "high", "confidence")}},
+        "test_scores": report.get("test_scores"),
+        "mlflow": report.get("mlflow", {}),
+        "versions": {name: _version(name) for name in ("torch", "transformers", "optuna", "mlflow", "peft", "datasets")},
+    }
+
+
+def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]]) -> str:
+    chosen, ci = report["selected"], report["cv_interval"]
+    task = PIPELINE_TASKS[spec.task]
+    train = spec.data.train.path.name if spec.data.train.path else spec.data.train.hub
+    test = report.get("test_scores")
+    lines = [
+        f"# {spec.name}: {chosen['model']} fine-tuned for {spec.task}",
+        "",
+        f"Selected by hpsearch {__version__} from {report['trials']['COMPLETE']} completed trials "
+        f"({report['trials']['PRUNED']} pruned, {report['trials']['FAIL']} failed), rule `{report['rule']}`.",
+        "",
+        "## Data",
+        "",
+        f"- training data: `{train}`, {report.get('train_rows', '?')} rows; labels: {', '.join(report.get('labels') or []) or 'a number (regression)'}",
+        f"- scoring: {'the fixed validation split' if spec.data.validation else f'{spec.cv.folds}-fold cross-validation'}, metric `{spec.metric}`",
+        f"- candidates considered: {', '.join(m.name for m in spec.models)}",
+        "",
+        "## Selected configuration",
+        "",
+        f"- model: `{chosen['model']}` (trial {chosen['trial']}), {chosen['best_epochs']} epoch(s), final model by `{spec.export.policy}`",
+        *[f"- {k}: `{v}`" for k, v in chosen["params"].items()],
+        "",
+        "## Scores",
+        "",
+        f"- CV {spec.metric}: {ci['mean']:.4f}, {ci['confidence']:.0%} interval [{ci['low']:.4f}, {ci['high']:.4f}] (corrected resampled t), std {chosen['std_score']:.4f}",
+        f"- test {spec.metric}: {test[spec.metric]:.4f} (held-out, evaluated once)" if test else "- test: no test split was given",
+        "",
+        "## Top trials (cross-validation)",
+        "",
+        "| rank | trial | model | mean | std | epochs |",
+        "|---|---|---|---|---|---|",
+        *[f"| {r['rank']} | {r['trial']} | {r['model']} | {r['mean_score']:.4f} | {r['std_score']:.4f} | {r['best_epochs']} |" for r in table[:5]],
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        f'model = pipeline("{task}", model="path/to/this/folder")',
+        "```",
+        "",
+        "or, for a file of inputs: `hpsearch predict path/to/this/folder --input data.csv --output predictions.csv`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None

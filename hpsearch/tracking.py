@@ -1,0 +1,202 @@
+"""MLflow tracking: one experiment per study, a parent run for the study, a child run per trial.
+
+The only module that imports mlflow. It uses ``MlflowClient`` with explicit run ids and never the
+global active run, so any number of worker processes (or machines) can log into the same parent
+run at once.
+
+Per-fold results are fold-indexed metrics of the trial run (``fold1/val_macro_f1`` with step =
+epoch, ``fold1_score``), not grandchild runs: the trial is the unit users compare, and MLflow's
+compare view then shows one row per trial with its parameters, CV mean and std, while the fold
+curves stay one click away in the same run.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hpsearch.spec import StudySpec
+
+ROLE, STUDY, TRIAL = "hpsearch.role", "hpsearch.study", "hpsearch.trial"
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+def tracking_uri(spec: StudySpec) -> str:
+    return spec.tracking.uri or f"sqlite:///{spec.out_dir / 'mlflow.db'}"
+
+
+def ui_command(spec: StudySpec) -> str:
+    """The command that opens this study's results in the MLflow UI."""
+    from hpsearch.summary import redact
+
+    uri = tracking_uri(spec)
+    if uri.startswith(("http://", "https://")):
+        return f"open {redact(uri)} in a browser (experiment {experiment_name(spec)!r})"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def experiment_name(spec: StudySpec) -> str:
+    return spec.tracking.experiment or spec.name
+
+
+class NullTracker:
+    """Tracking switched off: every call does nothing."""
+
+    enabled = False
+
+    def study_run(self, spec: StudySpec) -> str | None:
+        return None
+
+    def start_trial(self, parent: str | None, number: int, model: str, params: dict[str, Any], device: str) -> str | None:
+        return None
+
+    def log_epoch(self, run: str | None, fold: int, epoch: int, train_loss: float, metrics: dict[str, float], samples_per_second: float) -> None:
+        pass
+
+    def end_trial(self, run: str | None, state: str, attrs: dict[str, Any]) -> None:
+        pass
+
+    def end_study(self, parent: str | None, status: str, files: list[Path] = ()) -> None:  # type: ignore[assignment]
+        pass
+
+    def log_model(self, parent: str | None, folder: Path, task: str, registered_name: str) -> str | None:
+        return None
+
+
+class Tracker(NullTracker):
+    """Logs through one ``MlflowClient``; every method takes the run id it writes to."""
+
+    enabled = True
+
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+            except MlflowException:  # another worker created it first
+                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+        else:
+            self.experiment_id = found.experiment_id
+
+    @classmethod
+    def from_spec(cls, spec: StudySpec) -> NullTracker:
+        if not spec.tracking.enabled:
+            return NullTracker()
+        artifacts = None if spec.tracking.uri else (spec.out_dir / "mlartifacts").as_uri()
+        return cls(tracking_uri(spec), experiment_name(spec), artifacts)
+
+    def study_run(self, spec: StudySpec) -> str:
+        """The study's parent run: found again on resume, so a study never gets two.
+
+        Workers starting at the same moment may each create one; all of them then keep the oldest
+        and the others delete their own, so every worker ends up logging under the same parent.
+        """
+        existing = self._study_runs(spec)
+        if existing:
+            run_id = existing[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        mine = self.client.create_run(self.experiment_id, run_name=spec.name, tags={ROLE: "study", STUDY: spec.name, "task": spec.task}).info.run_id
+        chosen = self._study_runs(spec)[0].info.run_id
+        if chosen != mine:
+            self.client.delete_run(mine)
+            return chosen
+        self._log_spec(mine, spec)
+        return mine
+
+    def _study_runs(self, spec: StudySpec) -> list[Any]:
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{spec.name}'",
+            order_by=["attributes.start_time ASC"], max_results=10,
+        )
+
+    def _log_spec(self, run_id: str, spec: StudySpec) -> None:
+        import yaml
+
+        from hpsearch.summary import redact
+
+        resolved = spec.model_dump(mode="json")
+        for section, key in (("search", "storage"), ("tracking", "uri")):
+            if resolved[section][key]:
+                resolved[section][key] = redact(resolved[section][key])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "study.resolved.yaml"
+            path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+            self.client.log_artifact(run_id, str(path))
+        self.client.log_batch(run_id, params=_params({"metric": spec.metric, "direction": spec.direction, "folds": spec.cv.folds,
+                                                      "n_trials": spec.search.n_trials, "sampler": spec.search.sampler.name,
+                                                      "pruner": spec.search.pruner.name, "candidates": ",".join(m.name for m in spec.models)}))
+
+    def start_trial(self, parent: str | None, number: int, model: str, params: dict[str, Any], device: str) -> str:
+        tags = {ROLE: "trial", TRIAL: str(number), "device": device, "state": "RUNNING"}
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=tags)
+        self.client.log_batch(run.info.run_id, params=_params({"model": model, **params}))
+        return run.info.run_id
+
+    def log_epoch(self, run: str | None, fold: int, epoch: int, train_loss: float, metrics: dict[str, float], samples_per_second: float) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = {f"fold{fold}/train_loss": train_loss, f"fold{fold}/samples_per_second": samples_per_second}
+        values.update({f"fold{fold}/val_{name}": value for name, value in metrics.items()})
+        self.client.log_batch(run, metrics=[Metric(k, float(v), now, epoch) for k, v in values.items()])  # type: ignore[arg-type]
+
+    def end_trial(self, run: str | None, state: str, attrs: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        numbers = {k: attrs[k] for k in ("cv_mean", "cv_std", "best_epochs", "train_seconds", "samples_per_second",
+                                         "total_parameters", "trainable_parameters", "latency", "params") if isinstance(attrs.get(k), (int, float))}
+        numbers.update({f"fold{k + 1}_score": s for k, s in enumerate(attrs.get("fold_scores") or [])})
+        tags = [RunTag("state", state)]
+        if attrs.get("failure_reason"):
+            tags.append(RunTag("failure_reason", str(attrs["failure_reason"])[:5000]))
+        self.client.log_batch(run, metrics=[Metric(k, float(v), now, 0) for k, v in numbers.items()], tags=tags)  # type: ignore[arg-type]
+        self.client.set_terminated(run, status=STATUS.get(state, "FAILED"))  # type: ignore[arg-type]
+
+    def end_study(self, parent: str | None, status: str, files: list[Path] = ()) -> None:  # type: ignore[assignment]
+        for path in files:
+            if path.is_file():
+                self.client.log_artifact(parent, str(path), artifact_path="selection")  # type: ignore[arg-type]
+        self.client.set_terminated(parent, status=status)  # type: ignore[arg-type]
+
+    def log_model(self, parent: str | None, folder: Path, task: str, registered_name: str) -> str | None:
+        """Log the exported folder with MLflow's transformers flavour and register a new version."""
+        import mlflow.transformers
+        from mlflow.exceptions import MlflowException
+        from transformers import pipeline
+
+        from hpsearch import __version__
+
+        with tempfile.TemporaryDirectory() as tmp:
+            flavour_dir = Path(tmp) / "model"
+            # Explicit requirements: inferring them imports optional packages that may be absent or broken.
+            requirements = [f"transformers=={_version('transformers')}", f"torch=={_version('torch').split('+')[0]}", f"hpsearch=={__version__}"]
+            mlflow.transformers.save_model(pipeline(task, model=str(folder), tokenizer=str(folder)), str(flavour_dir), pip_requirements=requirements)
+            self.client.log_artifacts(parent, str(flavour_dir), artifact_path="model")  # type: ignore[arg-type]
+        try:
+            self.client.create_registered_model(registered_name)
+        except MlflowException:
+            pass  # already registered: add a version
+        run = self.client.get_run(parent)  # type: ignore[arg-type]
+        version = self.client.create_model_version(registered_name, f"{run.info.artifact_uri}/model", run_id=parent)
+        return str(version.version)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def _params(values: dict[str, Any]) -> list[Any]:
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)[:6000]) for k, v in values.items()]

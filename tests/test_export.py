@@ -1,0 +1,144 @@
+"""Export and predict: the winner loads in transformers.pipeline and predicts like the core."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from hpsearch.cli import main
+from hpsearch.runner import run_study
+from hpsearch.spec import load_spec
+from toydata import classification_rows, ner_rows, toy_study, write_csv, write_jsonl
+
+SPACE = """\
+space:
+  learning_rate: {type: float, low: 5.0e-3, high: 1.0e-2, log: true}
+  epochs: 2
+  batch_size: 8
+  warmup_ratio: 0.0
+  weight_decay: 0.0
+cv: {folds: 2}
+tracking: {enabled: false}
+"""
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
+    folder = tmp_path_factory.mktemp("exported")
+    path = toy_study(folder, tiny_bert, rows=90, extra=SPACE + "search: {n_trials: 2, pruner: {name: none}}\n")
+    assert run_study(path, say=_quiet) == 0
+    return path
+
+
+def test_pipeline_predictions_equal_the_core(exported: Path) -> None:
+    import numpy as np
+    from transformers import pipeline
+
+    from hpsearch.data import prepare_data
+    from hpsearch.finetune import FineTuner, load_fitted
+
+    spec = load_spec(exported)
+    meta = json.loads((spec.export_dir / "hpsearch.json").read_text())
+    data = prepare_data(spec)
+    tuner = FineTuner(data, cache_dir=spec.out_dir / "cache", max_length=spec.data.max_length)
+    fitted = load_fitted(tuner, spec.candidate(meta["model"]), spec.export_dir)
+    core = [data.label_map.labels[int(np.argmax(x))] for x in tuner.predict(fitted, "train")]
+    pipe = pipeline("text-classification", model=str(spec.export_dir))
+    served = [o["label"] for o in pipe(data.train.columns["text"], truncation=True, max_length=spec.data.max_length)]
+    assert served == core
+    assert set(served) <= set(data.label_map.labels)
+
+
+def test_metadata_and_model_card(exported: Path) -> None:
+    spec = load_spec(exported)
+    meta = json.loads((spec.export_dir / "hpsearch.json").read_text())
+    report = json.loads((spec.out_dir / "selection.json").read_text())
+    assert meta["trial"] == report["selected"]["trial"] and meta["params"] == report["selected"]["params"]
+    assert meta["labels"] == ["neg", "pos"] and meta["task"] == "text-classification"
+    assert meta["input_columns"] == {"text": "text"} and meta["policy"] == "refit"
+    assert meta["cv"]["mean"] == pytest.approx(report["selected"]["mean_score"])
+    assert len(meta["spec_hash"]) == 16 and meta["versions"]["transformers"]
+    config = json.loads((spec.export_dir / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"}
+    card = (spec.export_dir / "README.md").read_text()
+    for part in ("## Selected configuration", "## Top trials", "CV macro_f1", 'pipeline("text-classification"', "candidates considered: tiny"):
+        assert part in card
+
+
+def test_export_twice_gives_the_same_folder(exported: Path, tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert main(["export", str(exported), "--out", str(first)]) == 0
+    assert main(["export", str(exported), "--out", str(second)]) == 0
+    assert (first / "hpsearch.json").read_text() == (second / "hpsearch.json").read_text()
+    assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
+    assert (first / "README.md").read_text() == (second / "README.md").read_text()
+
+
+def test_export_does_not_overwrite_a_foreign_folder(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert main(["export", str(exported), "--out", str(foreign)]) == 2
+    assert "not written by hpsearch" in capsys.readouterr().err and (foreign / "notes.txt").read_text() == "keep me"
+    assert main(["export", str(exported), "--out", str(foreign), "--force"]) == 0
+    assert (foreign / "hpsearch.json").is_file()
+
+
+def test_export_without_completed_trials_fails_clearly(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=SPACE + "search: {n_trials: 1}\n")
+    path.write_text(path.read_text().replace(f"path: {tiny_bert}}}", f"path: {tiny_bert}, num_layers: 9}}"))
+    assert main(["export", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "no trial completed, so there is nothing to select or export" in capsys.readouterr().err
+
+
+def test_predict_writes_one_row_per_input_row(exported: Path, tmp_path: Path) -> None:
+    spec = load_spec(exported)
+    rows = classification_rows(13, seed=4)
+    source = write_csv(tmp_path / "in.csv", [{"text": r["text"], "id": i} for i, r in enumerate(rows)])
+    assert main(["predict", str(spec.export_dir), "--input", str(source), "--output", str(tmp_path / "out.csv")]) == 0
+    with (tmp_path / "out.csv").open() as handle:
+        out = list(csv.DictReader(handle))
+    assert [int(r["id"]) for r in out] == list(range(13))
+    assert all(r["prediction"] in ("neg", "pos") and 0.5 <= float(r["score"]) <= 1.0 for r in out)
+    assert set(json.loads(out[0]["scores"])) == {"neg", "pos"}
+
+
+def test_predict_names_missing_columns(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_csv(tmp_path / "in.csv", [{"sentence": "good film"}])
+    assert main(["predict", str(load_spec(exported).export_dir), "--input", str(source), "--output", str(tmp_path / "o.csv")]) == 2
+    assert "lacks the column(s) ['text']" in capsys.readouterr().err
+
+
+def test_token_classification_export_serves_entities(tmp_path: Path, tiny_bert: Path) -> None:
+    from transformers import pipeline
+
+    space = SPACE.replace("epochs: 2", "epochs: 4")
+    path = toy_study(tmp_path, tiny_bert, task="token-classification", rows=120, extra=space + "search: {n_trials: 1}\n")
+    assert run_study(path, say=_quiet) == 0
+    spec = load_spec(path)
+    tagger = pipeline("token-classification", model=str(spec.export_dir))
+    entities = tagger("alice lives in paris")
+    assert {e["entity"] for e in entities} <= {"B-PER", "B-LOC", "O"}
+    assert any(e["entity"] == "B-LOC" and e["word"] == "paris" for e in entities), entities
+    source = write_jsonl(tmp_path / "in.jsonl", [{"tokens": r["tokens"]} for r in ner_rows(7, seed=3)])
+    assert main(["predict", str(spec.export_dir), "--input", str(source), "--output", str(tmp_path / "out.jsonl")]) == 0
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(out) == 7 and all(len(r["predicted_tags"]) == len(r["tokens"]) for r in out)
+
+
+def test_retention_keeps_only_the_top_checkpoints(tmp_path: Path, tiny_bert: Path) -> None:
+    extra = SPACE.replace("epochs: 2", "epochs: 1") + "search: {n_trials: 5, pruner: {name: none}}\nexport: {policy: best-fold, keep_top_k: 2}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    assert run_study(path, say=_quiet) == 0
+    spec = load_spec(path)
+    kept = sorted(p.name for p in (spec.out_dir / "checkpoints").iterdir())
+    assert len(kept) == 2
+    report = json.loads((spec.out_dir / "selection.json").read_text())
+    assert f"trial-{report['selected']['trial']}" in kept
+    assert report["final_policy"] == "best-fold" and (spec.export_dir / "config.json").is_file()

@@ -1,0 +1,163 @@
+"""MLflow tracking against a real `mlflow server` process, read back through the MLflow client."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from hpsearch.runner import run_study
+from toydata import toy_study
+
+SPACE = """\
+space:
+  learning_rate: {type: float, low: 5.0e-3, high: 1.0e-2, log: true}
+  epochs: 3
+  batch_size: 8
+  warmup_ratio: 0.0
+  weight_decay: 0.0
+cv: {folds: 2}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """One `mlflow server` for the whole test session, on a free loopback port."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+        if process.poll() is not None:
+            pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
+    else:
+        process.kill()
+        pytest.fail("mlflow server did not start within 120 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _runs(uri: str, experiment: str):
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"experiment {experiment!r} missing"
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def test_study_is_logged_nested_with_statuses_and_registered_model(tmp_path: Path, tiny_bert: Path, mlflow_server: str) -> None:
+    models = (f"models:\n  - {{name: good, path: {tiny_bert}}}\n  - {{name: stuck, path: {tiny_bert}, space: {{learning_rate: 1.0e-9}}}}\n"
+              f"  - {{name: broken, path: {tiny_bert}, num_layers: 9}}\n")
+    search = ("search:\n  n_trials: 4\n  sampler: {name: random}\n  pruner: {name: median, options: {n_startup_trials: 2}}\n"
+              "  enqueue: [{model: good, learning_rate: 1.0e-2}, {model: good, learning_rate: 8.0e-3}, {model: stuck}, {model: broken}]\n"
+              f"tracking: {{uri: '{mlflow_server}', experiment: nested-test}}\n")
+    path = toy_study(tmp_path, tiny_bert, rows=120, extra=SPACE + search)
+    text = path.read_text()
+    start, end = text.index("models:"), text.index("\n", text.index("- {name: tiny")) + 1
+    path.write_text(text[:start] + models + text[end:])
+    assert run_study(path, say=_quiet) == 0
+
+    client, runs = _runs(mlflow_server, "nested-test")
+    parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "study"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    children = {int(r.data.tags["hpsearch.trial"]): r for r in runs if r.data.tags.get("hpsearch.role") == "trial"}
+    assert sorted(children) == [0, 1, 2, 3]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children.values())
+    assert [children[n].info.status for n in range(4)] == ["FINISHED", "FINISHED", "KILLED", "FAILED"]
+    assert [children[n].data.tags["state"] for n in range(4)] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
+    assert "num_layers=9" in children[3].data.tags["failure_reason"]
+    first = children[0]
+    assert first.data.params["model"] == "good" and float(first.data.params["learning_rate"]) == pytest.approx(1e-2)
+    assert first.data.params["epochs"] == "3" and first.data.params["batch_size"] == "8"
+    for key in ("cv_mean", "cv_std", "fold1_score", "fold2_score", "train_seconds", "samples_per_second", "best_epochs"):
+        assert key in first.data.metrics, key
+    history = client.get_metric_history(first.info.run_id, "fold1/val_macro_f1")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert len(client.get_metric_history(first.info.run_id, "fold2/train_loss")) == 3
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"study.resolved.yaml", "selection", "model"} <= artifacts
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "selection")} >= {"selection/cv_results.csv", "selection/selection.json"}
+    versions = client.search_model_versions("name='toy'")
+    assert len(versions) == 1 and versions[0].run_id == parent.info.run_id
+
+
+def test_two_workers_logging_at_once_lose_no_run(tmp_path: Path, tiny_bert: Path, mlflow_server: str) -> None:
+    search = f"search: {{n_trials: 4, pruner: {{name: none}}}}\ntracking: {{uri: '{mlflow_server}', experiment: two-workers}}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=80, extra=SPACE + search)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    workers = [subprocess.Popen([sys.executable, "-m", "hpsearch", "worker", str(path), "--device", "cpu"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) for _ in range(2)]
+    outputs = [w.communicate(timeout=300)[0].decode() for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    import optuna
+
+    from hpsearch.search import make_storage
+    from hpsearch.spec import load_spec
+
+    spec = load_spec(path)
+    trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
+    assert len(trials) >= 4 and all(t.state.name == "COMPLETE" for t in trials)
+    devices_seen = {o.count("trial ") > 0 for o in outputs}
+    assert devices_seen == {True}, "both workers ran trials"
+    _, runs = _runs(mlflow_server, "two-workers")
+    parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
+    assert len(parents) == 1
+    assert sorted(int(r.data.tags["hpsearch.trial"]) for r in children) == sorted(t.number for t in trials)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    assert all(r.info.status == "FINISHED" and "cv_mean" in r.data.metrics for r in children)
+
+
+def test_embedded_default_lives_in_the_study_folder(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hpsearch.spec import load_spec
+
+    path = toy_study(tmp_path, tiny_bert, rows=60, extra=SPACE.replace("epochs: 3", "epochs: 1") + "search: {n_trials: 1}\nexport: {enabled: false}\n")
+    assert run_study(path, say=_quiet) == 0
+    spec = load_spec(path)
+    assert (spec.out_dir / "mlflow.db").is_file()
+    assert not (tmp_path / "mlruns").exists() and not Path("mlruns").exists()
+    _, runs = _runs(f"sqlite:///{spec.out_dir / 'mlflow.db'}", "toy")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.info.artifact_uri.startswith((spec.out_dir / "mlartifacts").as_uri()) for r in runs)
+    assert f"mlflow ui --backend-store-uri sqlite:///{spec.out_dir / 'mlflow.db'}" in capsys.readouterr().out
+
+
+def test_tracking_off_writes_nothing(tmp_path: Path, tiny_bert: Path) -> None:
+    from hpsearch.spec import load_spec
+
+    path = toy_study(tmp_path, tiny_bert, rows=60, extra=SPACE.replace("epochs: 3", "epochs: 1") + "search: {n_trials: 1}\ntracking: {enabled: false}\nexport: {enabled: false}\n")
+    assert run_study(path, say=_quiet) == 0
+    assert not (load_spec(path).out_dir / "mlflow.db").exists()
