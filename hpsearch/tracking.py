@@ -11,10 +11,12 @@ curves stay one click away in the same run.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hpsearch.spec import StudySpec
 
@@ -179,7 +181,8 @@ class Tracker(NullTracker):
             flavour_dir = Path(tmp) / "model"
             # Explicit requirements: inferring them imports optional packages that may be absent or broken.
             requirements = [f"transformers=={_version('transformers')}", f"torch=={_version('torch').split('+')[0]}", f"hpsearch=={__version__}"]
-            mlflow.transformers.save_model(pipeline(task, model=str(folder), tokenizer=str(folder)), str(flavour_dir), pip_requirements=requirements)
+            with _quiet_logger("mlflow.transformers"):  # warns that a local folder has no hub model card
+                mlflow.transformers.save_model(pipeline(task, model=str(folder), tokenizer=str(folder)), str(flavour_dir), pip_requirements=requirements)
             self.client.log_artifacts(parent, str(flavour_dir), artifact_path="model")  # type: ignore[arg-type]
         try:
             self.client.create_registered_model(registered_name)
@@ -188,6 +191,17 @@ class Tracker(NullTracker):
         run = self.client.get_run(parent)  # type: ignore[arg-type]
         version = self.client.create_model_version(registered_name, f"{run.info.artifact_uri}/model", run_id=parent)
         return str(version.version)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _version(package: str) -> str:
