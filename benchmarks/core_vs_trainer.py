@@ -17,7 +17,7 @@ import numpy as np
 from _common import machine, quiet, rotten_tomatoes_spec, save
 
 
-def run_trainer(tuner, candidate, params: dict, train_rows: list[int], seed: int) -> tuple[float, float]:
+def run_trainer(tuner, candidate, params: dict, train_rows: list[int], seed: int, device: str = "cpu") -> tuple[float, float]:
     """(training samples/s, test accuracy) of transformers.Trainer on the same tokenized data."""
     import datasets
     from transformers import Trainer, TrainingArguments
@@ -32,7 +32,8 @@ def run_trainer(tuner, candidate, params: dict, train_rows: list[int], seed: int
             output_dir=out, per_device_train_batch_size=params["batch_size"], per_device_eval_batch_size=32,
             num_train_epochs=params["epochs"], learning_rate=params["learning_rate"], warmup_steps=params["warmup_ratio"],
             weight_decay=params["weight_decay"], lr_scheduler_type="linear", max_grad_norm=1.0, seed=seed,
-            eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True,
+            eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
+            use_cpu=device == "cpu", bf16=bool(params.get("bf16")),
         )
         trainer = Trainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(features),
                           data_collator=tuner.task.collator(inputs.tokenizer))

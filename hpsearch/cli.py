@@ -46,10 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-export", action="store_true", help="skip the export at the end")
     worker = study_command("worker", "join a study as one more worker; runs trials until it has n_trials", _worker)
     worker.add_argument("--storage", help="Optuna storage URL of the study")
-    worker.add_argument("--device", help="GPU id or 'cpu'")
-    study_command("status", "trials so far, the best so far and what is running", _not_yet("status"))
-    report = study_command("report", "write tables and plots of a study", _not_yet("report"))
-    report.add_argument("--out", type=Path, help="output folder")
+    worker.add_argument("--device", help="GPU id or 'cpu' (default: the study's devices)")
+    worker.add_argument("--label", help=argparse.SUPPRESS)
+    worker.add_argument("--seed-offset", type=int, help=argparse.SUPPRESS)
+    worker.add_argument("--threads", type=int, help="CPU threads for this worker (default: all cores)")
+    status = study_command("status", "trials so far, the best so far and what is running", _status)
+    status.add_argument("--storage", help="Optuna storage URL of the study (default: the study file's)")
+    report = study_command("report", "write an HTML report with plots and the selection table", _report)
+    report.add_argument("--out", type=Path, help="output folder (default: report/ in the study's output folder)")
+    report.add_argument("--storage", help="Optuna storage URL of the study (default: the study file's)")
     export = study_command("export", "write the selected model as a Hugging Face folder", _export)
     export.add_argument("--out", type=Path, help="export folder (default: export.dir of the study)")
     export.add_argument("--force", action="store_true", help="overwrite a folder hpsearch did not write")
@@ -68,6 +73,34 @@ def _not_yet(name: str):  # noqa: ANN202 - returns a handler
         raise NotAvailableError(f"'hpsearch {name}' is not available in hpsearch {__version__} yet.")
 
     return handler
+
+
+def _existing_study(args: argparse.Namespace):  # noqa: ANN202 - (spec, optuna study)
+    from hpsearch.search import load_existing_study
+    from hpsearch.spec import load_spec
+
+    spec = load_spec(args.study)
+    if args.storage:
+        spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": args.storage})})
+    return spec, load_existing_study(spec)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from hpsearch.runner import counted_trials
+    from hpsearch.status import render, trial_table
+
+    spec, study = _existing_study(args)
+    print(render(spec, trial_table(spec, study), counted_trials(study)))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from hpsearch.report import write_report
+
+    spec, study = _existing_study(args)
+    files = write_report(spec, study, (args.out or spec.out_dir / "report").resolve())
+    print(f"wrote {files[0]} ({len(files) - 1} figures)")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -93,7 +126,11 @@ def _worker(args: argparse.Namespace) -> int:
     device = None
     if args.device is not None:
         device = "cpu" if args.device == "cpu" else f"cuda:{int(args.device)}"
-    return run_worker(args.study, storage=args.storage, device=device)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return run_worker(args.study, storage=args.storage, device=device, label=args.label, seed_offset=args.seed_offset)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -105,12 +142,24 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_sigterm() -> None:
+    # SIGTERM (a scheduler's stop, or `run` passing one on) ends the trial like Ctrl-C: it is
+    # recorded as interrupted and runs again when the study resumes.
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _quiet_libraries() -> None:
     # Library chatter (load reports, per-file progress bars) would drown hpsearch's own progress lines.
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read by mlflow when it is imported
+    _stop_on_sigterm()
     import transformers
 
     transformers.logging.set_verbosity_error()

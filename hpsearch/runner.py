@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,27 +38,39 @@ def make_folds(spec: StudySpec, data: Any) -> tuple[list[tuple[list[int], list[i
     return [(train.tolist(), val.tolist()) for train, val in splits], "train"
 
 
+def _retried_numbers(trials: list[Any]) -> set[int]:
+    """Trials whose configuration was started again (after an interrupt or a dead worker)."""
+    numbers = {int(t.user_attrs["retry_of"]) for t in trials if "retry_of" in t.user_attrs}
+    numbers |= {int(t.system_attrs["failed_trial"]) for t in trials if "failed_trial" in t.system_attrs}
+    return numbers
+
+
 def counted_trials(study: Any) -> int:
-    """Trials that count towards n_trials: finished ones, except those cut short by an interrupt."""
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state.name in FINISHED_STATES and not t.user_attrs.get("interrupted"))
+    """Trials that count towards n_trials: finished ones, except those whose configuration ran again."""
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried_numbers(trials)
+    return sum(1 for t in trials if t.state.name in FINISHED_STATES and t.number not in retried
+               and not t.user_attrs.get("interrupted") and not t.user_attrs.get("requeued"))
+
+
+def running_trials(study: Any) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING")
 
 
 def requeue_interrupted(study: Any) -> int:
     """Run the configurations of interrupted trials again (once each)."""
-    done = set(study.user_attrs.get("requeued", []))
-    todo = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("interrupted") and t.number not in done]
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried_numbers(trials)
+    todo = [t for t in trials if t.user_attrs.get("interrupted") and t.number not in retried]
     for trial in todo:
         study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
-    if todo:
-        study.set_user_attr("requeued", sorted(done | {t.number for t in todo}))
     return len(todo)
 
 
 class Session:
     """Everything a worker needs to run trials of one study in this process."""
 
-    def __init__(self, spec: StudySpec, say: Callable[[str], None], device: str | None = None) -> None:
+    def __init__(self, spec: StudySpec, say: Callable[[str], None], device: str | None = None, seed_offset: int = 0) -> None:
         from hpsearch.data import prepare_data
         from hpsearch.finetune import FineTuner
         from hpsearch.search import Objective, open_study
@@ -72,7 +85,7 @@ class Session:
         self.device = device or pick_device(spec)
         self.tuner = FineTuner(self.data, cache_dir=out / "cache", max_length=spec.data.max_length, device=self.device,
                                precision=spec.execution.precision, metric=spec.metric, direction=spec.direction)
-        self.study = open_study(spec)
+        self.study = open_study(spec, seed_offset=seed_offset)
         self.tracker = Tracker.from_spec(spec)
         self.parent_run = self.tracker.study_run(spec)
         self.objective = Objective(spec, self.tuner, self.folds, eval_split=eval_split, device=self.device, on_event=say,
@@ -80,18 +93,32 @@ class Session:
 
     def work(self) -> bool:
         """Run trials until the study has n_trials counted ones (or the timeout); False if interrupted."""
-        from hpsearch.errors import TrialError
+        from filelock import FileLock
 
-        requeue_interrupted(self.study)
+        from hpsearch.errors import TrialError
+        from hpsearch.workers import recover_dead_trials
+
         started = time.monotonic()
         timeout = self.spec.search.timeout
+        lock = FileLock(str(self.spec.out_dir / "claim.lock"))
+        objective = _interruptible(self.objective, on_start=lock.release)
         try:
-            # One trial per call: other workers may be finishing trials of the same study meanwhile.
-            while counted_trials(self.study) < self.spec.search.n_trials:
+            while True:
                 if timeout is not None and time.monotonic() - started > timeout:
                     self.say(f"timeout of {timeout:g}s reached: no new trial is started")
                     break
-                self.study.optimize(_interruptible(self.objective), n_trials=1, catch=(TrialError,))
+                # Checking for room and starting the trial happen under one lock, so the workers of
+                # this machine never start more than n_trials between them.
+                lock.acquire()
+                try:
+                    recover_dead_trials(self.study, self.say)
+                    requeue_interrupted(self.study)
+                    if counted_trials(self.study) + running_trials(self.study) >= self.spec.search.n_trials:
+                        break
+                    self.study.optimize(objective, n_trials=1, catch=(TrialError,))
+                finally:
+                    if lock.is_locked:
+                        lock.release(force=True)
                 prune_checkpoints(self.spec, self.study)
         except KeyboardInterrupt:
             self.say(f"interrupted: {counted_trials(self.study)} of {self.spec.search.n_trials} trials finished; run the same command to resume")
@@ -121,14 +148,36 @@ def prune_checkpoints(spec: StudySpec, study: Any) -> list[int]:
 
 
 def run_study(study_path: Path, *, export: bool = True, say: Callable[[str], None] = _say) -> int:
-    """``hpsearch run``: trials until n_trials, then selection, final model, test and export."""
+    """``hpsearch run``: trials until n_trials (in this process, or one worker process per device
+    slot), then selection, final model, test and export."""
+    from hpsearch.workers import plan_slots, run_pool
+
     spec = load_spec(study_path)
-    session = Session(spec, say)
-    remaining = spec.search.n_trials - counted_trials(session.study)
-    say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), "
-        f"{max(remaining, 0)} of {spec.search.n_trials} trials to run on {session.device}")
-    if not session.work():
-        return 130
+    slots = plan_slots(spec)
+    if len(slots) > 1:
+        from hpsearch.search import open_study
+        from hpsearch.tracking import Tracker
+
+        # The study and its parent run exist before any worker starts, so all of them join the same ones.
+        study = open_study(spec)
+        Tracker.from_spec(spec).study_run(spec)
+        say(f"study {spec.name!r}: {counted_trials(study)} of {spec.search.n_trials} trials finished; running the rest on {len(slots)} workers")
+        codes = run_pool(Path(study_path), slots, say)
+        session = Session(spec, say)
+        if any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
+            say(f"stopped: {counted_trials(session.study)} of {spec.search.n_trials} trials finished; run the same command to resume")
+            session.tracker.end_study(session.parent_run, "KILLED")
+            return 130
+        # Workers that died may have left trials behind: recover them and finish here.
+        if not session.work():
+            return 130
+    else:
+        session = Session(spec, say)
+        remaining = spec.search.n_trials - counted_trials(session.study)
+        say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), "
+            f"{max(remaining, 0)} of {spec.search.n_trials} trials to run on {session.device}")
+        if not session.work():
+            return 130
     try:
         return finish_study(session, export=export)
     except BaseException:
@@ -136,23 +185,41 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[[str], Non
         raise
 
 
-def run_worker(study_path: Path, *, storage: str | None = None, device: str | None = None, say: Callable[[str], None] = _say) -> int:
+def run_worker(study_path: Path, *, storage: str | None = None, device: str | None = None, label: str | None = None,
+               seed_offset: int | None = None, say: Callable[[str], None] = _say) -> int:
     """``hpsearch worker``: join the study and run trials until it has n_trials; no selection."""
     spec = load_spec(study_path)
+    if label:
+        say = _prefixed(say, label)
     if storage:
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": storage})})
-    session = Session(spec, say, device=device)
+    import os
+
+    # Workers of one study need different sampler seeds, or they would propose the same trials.
+    session = Session(spec, say, device=device, seed_offset=os.getpid() if seed_offset is None else seed_offset)
     say(f"worker on {session.device} joined study {spec.name!r} ({counted_trials(session.study)} of {spec.search.n_trials} trials finished)")
     return 0 if session.work() else 130
 
 
-def _interruptible(objective: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _prefixed(say: Callable[[str], None], label: str) -> Callable[[str], None]:
+    return lambda message: say(f"[{label}] {message}")
+
+
+def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None] = lambda: None) -> Callable[[Any], Any]:
+    """The objective, recording which process runs the trial and marking it when interrupted."""
+    import os
+
+    from hpsearch.workers import HOST
+
     def run(trial: Any) -> Any:
+        trial.set_user_attr("host", HOST)
+        trial.set_user_attr("pid", os.getpid())
+        on_start()  # the trial is claimed (RUNNING): other workers may look for room again
         try:
             return objective(trial)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("failure_reason", "interrupted by the user")
+            trial.set_user_attr("failure_reason", "interrupted")
             raise
 
     return run

@@ -44,12 +44,13 @@ def _register_factories() -> None:
     })
 
 
-def make_sampler(spec: StudySpec) -> Any:
+def make_sampler(spec: StudySpec, seed_offset: int = 0) -> Any:
+    """The spec's sampler. Parallel workers pass distinct offsets: equal seeds would propose equal trials."""
     if not SAMPLERS:
         _register_factories()
     sampler = spec.search.sampler
     try:
-        return SAMPLERS[sampler.name](spec, spec.sampler_seed, dict(sampler.options))
+        return SAMPLERS[sampler.name](spec, spec.sampler_seed + seed_offset, dict(sampler.options))
     except (TypeError, ValueError) as exc:
         raise SpecError([f"search.sampler.options: {sampler.name} sampler rejected {sampler.options}: {exc}"]) from None
 
@@ -68,27 +69,50 @@ def storage_url(spec: StudySpec) -> str | None:
     return spec.search.storage
 
 
+HEARTBEAT_SECONDS = 30
+"""Heartbeat interval of database storages; a trial silent for 4 intervals counts as dead and is retried."""
+
+
+def normalise_storage_url(url: str) -> str:
+    """'postgresql://' means psycopg2 to SQLAlchemy; use psycopg 3 (the 'postgres' extra) when psycopg2 is absent."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None:
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
 def make_storage(spec: StudySpec) -> Any:
     """The configured Optuna storage, or the embedded journal file in the output folder.
 
     The journal file storage needs no server and is safe for several local worker processes
     (appends under a file lock), unlike SQLite, which reports 'database is locked' under contention.
+    Database storages get Optuna's heartbeats, so a trial whose worker vanished is failed and retried.
     """
     import optuna
-    from optuna.storages import JournalStorage
+    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
 
-    if spec.search.storage:
-        return optuna.storages.get_storage(spec.search.storage)
-    spec.out_dir.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(spec.out_dir / "optuna.journal")))
+    from hpsearch.workers import MAX_RETRIES
+
+    url = spec.search.storage
+    if not url:
+        spec.out_dir.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(spec.out_dir / "optuna.journal")))
+    url = normalise_storage_url(url)
+    if url.startswith(("postgresql", "mysql")):
+        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
+                          grace_period=4 * HEARTBEAT_SECONDS, heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+    if url.startswith("sqlite"):
+        return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    return optuna.storages.get_storage(url)
 
 
 def directions(spec: StudySpec) -> list[str]:
     return [spec.direction] + (["minimize"] if spec.search.second_objective else [])
 
 
-def open_study(spec: StudySpec, storage: Any | None = None) -> Any:
+def open_study(spec: StudySpec, storage: Any | None = None, seed_offset: int = 0) -> Any:
     """Create the study, or load it when it exists (re-running a spec resumes its study)."""
     import optuna
 
@@ -96,7 +120,7 @@ def open_study(spec: StudySpec, storage: Any | None = None) -> Any:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         study = optuna.create_study(
-            study_name=spec.name, storage=storage or make_storage(spec), sampler=make_sampler(spec),
+            study_name=spec.name, storage=storage or make_storage(spec), sampler=make_sampler(spec, seed_offset),
             pruner=make_pruner(spec), directions=directions(spec), load_if_exists=True,
         )
     except ValueError as exc:
@@ -109,6 +133,21 @@ def open_study(spec: StudySpec, storage: Any | None = None) -> Any:
         study.set_user_attr("enqueued", True)
         study.set_user_attr("metric", spec.metric)
     return study
+
+
+def load_existing_study(spec: StudySpec) -> Any:
+    """The spec's study as stored; an error (not a new empty study) when it was never run."""
+    import optuna
+
+    from hpsearch.errors import HpsearchError
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if not spec.search.storage and not (spec.out_dir / "optuna.journal").is_file():
+        raise HpsearchError(f"study {spec.name!r} has not run yet (no {spec.out_dir / 'optuna.journal'}); start it with 'hpsearch run'")
+    try:
+        return optuna.load_study(study_name=spec.name, storage=make_storage(spec))
+    except KeyError:
+        raise HpsearchError(f"no study named {spec.name!r} in the storage; start it with 'hpsearch run'") from None
 
 
 def best_epoch_aggregate(curves: Sequence[Sequence[float]], direction: str) -> tuple[int, list[float]]:
@@ -197,7 +236,7 @@ class Objective:
         if second is None:
             return mean
         cost = float(trial.user_attrs["total_parameters"]) if second == "params" else self._latency_ms(candidate, params)
-        trial.set_user_attr(second, cost)
+        trial.set_user_attr(f"objective_{second}", cost)  # "params" alone would clash with the parameters
         return mean, cost
 
     def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int], curves: list[list[float]], run: str | None) -> dict[str, Any]:

@@ -164,3 +164,18 @@ def test_epoch_count_maximising_the_fold_mean() -> None:
     curves = [[0.5, 0.7, 0.6], [0.6, 0.65, 0.8], [0.5, 0.75]]  # the last fold stopped after 2 epochs
     assert best_epoch_aggregate(curves, "maximize") == (2, [0.7, 0.65, 0.75])
     assert best_epoch_aggregate([[1.0, 0.4], [0.9, 0.5]], "minimize") == (2, [0.4, 0.5])
+
+
+def test_two_objectives_give_a_pareto_front(tmp_path: Path, tiny_bert: Path, tiny_bert_4layers: Path) -> None:
+    models = f"models:\n  - {{name: two, path: {tiny_bert}}}\n  - {{name: four, path: {tiny_bert_4layers}}}\n"
+    search = "search: {n_trials: 3, sampler: {name: nsga2}, second_objective: params, enqueue: [{model: two}, {model: four}]}\n"
+    path = _study(tmp_path, tiny_bert, search, models, space=FAST.replace("epochs: 3", "epochs: 1"))
+    assert run_study(path, export=False, say=_quiet) == 0
+    trials = [t for t in _trials(path) if t.state.name == "COMPLETE"]
+    assert all(len(t.values) == 2 and t.values[1] == t.user_attrs["total_parameters"] for t in trials)
+    assert {t.user_attrs["model"] for t in trials} >= {"two", "four"}
+    report = json.loads((load_spec(path).out_dir / "selection.json").read_text())
+    front = set(report["pareto_front"])
+    assert front and front <= {t.number for t in trials}
+    smallest = min(trials, key=lambda t: t.values[1])
+    assert smallest.number in front or any(t.values[0] > smallest.values[0] and t.values[1] == smallest.values[1] for t in trials)

@@ -42,7 +42,7 @@ def pair_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
     rows = []
     for i in range(n):
         same = i % 2 == 0
-        a, b = rng.choice(POSITIVE), rng.choice(POSITIVE if same else NEGATIVE)
+        a, b = rng.choice(POSITIVE), " ".join(rng.sample(POSITIVE if same else NEGATIVE, 3))
         rows.append({"first": f"the film was {a}", "second": f"a movie very {b}", "label": "same" if same else "different"})
     return rows
 

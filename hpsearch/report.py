@@ -1,0 +1,161 @@
+"""``hpsearch report``: one self-contained HTML file and the PNGs in it.
+
+Optuna's visualisation module draws the optimization history, the parameter importances and the
+Pareto front; matplotlib draws what Optuna has no plot for (fold scores per model, per-fold learning
+curves). The selection table and the paired comparisons are the same numbers `run` reports.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+from hpsearch.spec import StudySpec
+
+
+def write_report(spec: StudySpec, study: Any, out: Path) -> list[Path]:
+    """Write report.html and its PNGs to ``out``; returns every file written."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    from hpsearch.runner import select_from_study
+
+    out.mkdir(parents=True, exist_ok=True)
+    report, table, _ = select_from_study(spec, study)
+    figures: list[tuple[str, str, Callable[[], Any]]] = [
+        ("optimization_history", "Optimization history", lambda: _history(spec, study)),
+        ("param_importances", "Parameter importances", lambda: _importances(spec, study)),
+        ("fold_scores", f"Fold scores ({spec.metric}) per model", lambda: _fold_scores(spec, study)),
+        ("learning_curves", "Validation curves per fold, top trials", lambda: _curves(spec, study, table)),
+    ]
+    if spec.search.second_objective:
+        figures.append(("pareto_front", "Pareto front", lambda: _pareto(spec, study)))
+    written, sections = [], []
+    for name, title, draw in figures:
+        path = out / f"{name}.png"
+        note = _save(draw, path)
+        if note is None:
+            written.append(path)
+            encoded = base64.b64encode(path.read_bytes()).decode()
+            sections.append(f"<h2>{html.escape(title)}</h2>\n<img alt='{name}' src='data:image/png;base64,{encoded}'>")
+        else:
+            sections.append(f"<h2>{html.escape(title)}</h2>\n<p class='note'>{html.escape(note)}</p>")
+    page = out / "report.html"
+    page.write_text(_page(spec, report, table, sections), encoding="utf-8")
+    return [page, *written]
+
+
+def _save(draw: Callable[[], Any], path: Path) -> str | None:
+    """Draw and save one figure; a figure that cannot be drawn yet returns the reason instead."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            result = draw()
+    except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+        plt.close("all")
+        return f"not drawn: {exc}"
+    figure = result.get_figure() if hasattr(result, "get_figure") else result
+    figure = getattr(figure, "figure", figure)
+    figure.set_size_inches(8, 4.5)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close("all")
+    return None
+
+
+def _target(spec: StudySpec) -> dict[str, Any]:
+    return {"target": (lambda t: t.values[0]), "target_name": spec.metric} if spec.search.second_objective else {"target_name": spec.metric}
+
+
+def _history(spec: StudySpec, study: Any) -> Any:
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    return plot_optimization_history(study, **_target(spec))
+
+
+def _importances(spec: StudySpec, study: Any) -> Any:
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if len(complete) < 2 or not any(len({str(t.params.get(k)) for t in complete}) > 1 for t0 in complete[:1] for k in t0.params):
+        raise ValueError("needs at least two completed trials whose searched parameters differ")
+    return plot_param_importances(study, **_target(spec))
+
+
+def _pareto(spec: StudySpec, study: Any) -> Any:
+    from optuna.visualization.matplotlib import plot_pareto_front
+
+    return plot_pareto_front(study, target_names=[spec.metric, str(spec.search.second_objective)])
+
+
+def _fold_scores(spec: StudySpec, study: Any) -> Any:
+    import matplotlib.pyplot as plt
+
+    by_model: dict[str, list[float]] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name == "COMPLETE":
+            by_model.setdefault(t.user_attrs["model"], []).extend(t.user_attrs["fold_scores"])
+    if not by_model:
+        raise ValueError("no completed trial yet")
+    figure, axis = plt.subplots()
+    names = sorted(by_model)
+    axis.boxplot([by_model[n] for n in names])
+    axis.set_xticks(range(1, len(names) + 1), names)
+    for i, name in enumerate(names, start=1):
+        axis.scatter([i] * len(by_model[name]), by_model[name], alpha=0.5, s=12)
+    axis.set_ylabel(f"{spec.metric} per fold")
+    return figure
+
+
+def _curves(spec: StudySpec, study: Any, table: list[dict[str, Any]]) -> Any:
+    import matplotlib.pyplot as plt
+
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    top = [trials[r["trial"]] for r in table[:3]]
+    figure, axes = plt.subplots(1, len(top), squeeze=False, sharey=True)
+    for axis, trial in zip(axes[0], top):
+        for fold, curve in enumerate(trial.user_attrs.get("epoch_curves", []), start=1):
+            axis.plot(range(1, len(curve) + 1), curve, marker="o", label=f"fold {fold}")
+        axis.axvline(trial.user_attrs["best_epochs"], color="grey", linestyle=":", linewidth=1)
+        axis.set_title(f"trial {trial.number} ({trial.user_attrs['model']})", fontsize=9)
+        axis.set_xlabel("epoch")
+    axes[0][0].set_ylabel(f"validation {spec.metric}")
+    axes[0][0].legend(fontsize=7)
+    return figure
+
+
+def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], sections: list[str]) -> str:
+    chosen, ci = report["selected"], report["cv_interval"]
+    splits = sorted({k for r in table for k in r if k.startswith("split")}, key=lambda k: int(k[5:-6]))
+    head = "".join(f"<th>{h}</th>" for h in ["rank", "trial", "model", "mean", "std", *splits, "epochs", "searched params"])
+    varying = [k for k in table[0]["params"] if len({str(r["params"].get(k)) for r in table}) > 1] or list(table[0]["params"])
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in [
+            r["rank"], r["trial"], r["model"], f"{r['mean_score']:.4f}", f"{r['std_score']:.4f}",
+            *[f"{r[s]:.4f}" for s in splits], r["best_epochs"],
+            ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items() if k in varying)]) + "</tr>"
+        for r in table)
+    comparisons = "".join(
+        f"<tr><td>{c['selected']} vs {c['other']} ({html.escape(c['other_model'])})</td><td>{c['difference']:+.4f}</td>"
+        f"<td>[{c['low']:+.4f}, {c['high']:+.4f}]</td><td>{c['p_value']:.3f}</td></tr>" for c in report["paired_comparisons"])
+    counts = report["trials"]
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>hpsearch report: {html.escape(spec.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} th{{background:#f3f3f3}} img{{max-width:100%}} .note{{color:#777}}</style></head>
+<body>
+<h1>Study {html.escape(spec.name)}</h1>
+<p>{html.escape(spec.task)}; metric {html.escape(spec.metric)} ({spec.direction}); {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed trials.</p>
+<h2>Selection</h2>
+<p id="winner">Winner ({html.escape(report['rule'])}): trial {chosen['trial']}, {html.escape(chosen['model'])}, {chosen['best_epochs']} epoch(s).
+CV {html.escape(spec.metric)} {ci['mean']:.4f}, {ci['confidence']:.0%} interval [{ci['low']:.4f}, {ci['high']:.4f}] (corrected resampled t).</p>
+<table id="selection-table"><tr>{head}</tr>{rows}</table>
+<h2>Paired comparisons (corrected resampled t-test over folds)</h2>
+<table id="paired"><tr><th>trials</th><th>difference</th><th>interval</th><th>p</th></tr>{comparisons}</table>
+{chr(10).join(sections)}
+</body></html>
+"""

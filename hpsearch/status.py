@@ -1,0 +1,75 @@
+"""``hpsearch status``: what a study has done and is doing, read from its storage alone.
+
+It needs no data, model or GPU, so it works from any machine that reaches the storage, while the
+study runs.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from hpsearch.spec import StudySpec
+
+
+def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> list[dict[str, Any]]:
+    """One row per trial: number, state, model, searched params, CV mean/std, epochs, duration, device."""
+    now = now or datetime.now()
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        end = t.datetime_complete or (now if t.state.name == "RUNNING" else None)
+        seconds = (end - t.datetime_start).total_seconds() if end and t.datetime_start else None
+        rows.append({
+            "trial": t.number, "state": t.state.name, "model": t.user_attrs.get("model", t.params.get("model", "?")),
+            "params": {k.split(":")[-1]: v for k, v in t.params.items() if k != "model"},
+            "cv_mean": t.user_attrs.get("cv_mean"), "cv_std": t.user_attrs.get("cv_std"),
+            "epochs": t.user_attrs.get("best_epochs"), "seconds": seconds, "device": t.user_attrs.get("device", ""),
+            "host": t.user_attrs.get("host", ""), "note": t.user_attrs.get("failure_reason", ""),
+        })
+    return rows
+
+
+def best_row(spec: StudySpec, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    done = [r for r in rows if r["state"] == "COMPLETE" and r["cv_mean"] is not None]
+    if not done:
+        return None
+    sign = 1 if spec.direction == "maximize" else -1
+    return max(done, key=lambda r: (sign * r["cv_mean"], -r["trial"]))
+
+
+def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:
+    """The status as text (a rich table, rendered without colour so it also reads well in logs)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"study {spec.name}: {counted} of {spec.search.n_trials} trials finished", title_justify="left")
+    for column in ("trial", "state", "model", "params", f"{spec.metric} (CV)", "epochs", "duration", "device", "note"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        score = f"{r['cv_mean']:.4f} ± {r['cv_std']:.4f}" if r["cv_mean"] is not None else ""
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in r["params"].items())
+        table.add_row(str(r["trial"]), r["state"], r["model"], params, score, str(r["epochs"] or ""),
+                      _duration(r["seconds"]), r["device"], r["note"][:60])
+    console = Console(width=160, record=True, color_system=None, force_terminal=False)
+    with console.capture() as capture:
+        console.print(table)
+    lines = ["\n".join(line.rstrip() for line in capture.get().rstrip().splitlines())]
+    best = best_row(spec, rows)
+    lines.append(f"best so far: trial {best['trial']} ({best['model']}), {spec.metric} {best['cv_mean']:.4f} ± {best['cv_std']:.4f}"
+                 if best else "best so far: none (no completed trial yet)")
+    running = [r for r in rows if r["state"] == "RUNNING"]
+    for r in running:
+        lines.append(f"running: trial {r['trial']} ({r['model']}) on {r['device'] or '?'}@{r['host'] or '?'} for {_duration(r['seconds'])}")
+    if not running:
+        lines.append("running: nothing")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -1,0 +1,135 @@
+"""Worker processes: one per device slot, pinned, supervised; and recovery of trials whose worker died.
+
+``hpsearch run`` starts one ``hpsearch worker`` process per slot (GPU id x workers_per_device, or CPU
+workers that split the cores between them). Optuna's storage is the only shared state: workers on
+other machines join the same study with ``hpsearch worker --storage URL``.
+
+A worker that dies (kill -9, out of host memory) leaves its trial RUNNING. On the same machine, the
+next worker to claim a trial sees that the recorded process is gone, marks the trial failed and runs
+its configuration again (at most ``MAX_RETRIES`` times). Across machines, PostgreSQL/MySQL storages
+use Optuna's heartbeats with ``RetryFailedTrialCallback`` for the same effect.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from hpsearch.spec import StudySpec
+
+MAX_RETRIES = 2
+HOST = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Slot:
+    label: str
+    device: str  # as the worker sees it: "cpu" or "cuda:0" (each GPU worker sees only its own GPU)
+    env: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
+
+
+def plan_slots(spec: StudySpec, gpu_count: int | None = None, cpu_count: int | None = None) -> list[Slot]:
+    """Worker slots for the spec's devices: GPU ids pinned through CUDA_VISIBLE_DEVICES, CPU threads split."""
+    per = spec.execution.workers_per_device
+    devices = spec.execution.devices
+    if devices == "auto":
+        if gpu_count is None:
+            import torch
+
+            gpu_count = torch.cuda.device_count()
+        devices = list(range(gpu_count)) if gpu_count else "cpu"
+    if devices == "cpu":
+        threads = max(1, (cpu_count or os.cpu_count() or 1) // per)
+        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""}
+        return [Slot(f"cpu-{w}", "cpu", env, threads) for w in range(per)]
+    return [Slot(f"gpu{g}-{w}", "cuda:0", {"CUDA_VISIBLE_DEVICES": str(g)}) for g in devices for w in range(per)]
+
+
+def run_pool(study_path: Path, slots: list[Slot], say: Callable[[str], None], storage: str | None = None) -> list[int]:
+    """Run one worker process per slot until the study has n_trials; returns their exit codes.
+
+    SIGINT and SIGTERM given to this process are passed on to every worker, which marks its running
+    trial as interrupted (to be run again on resume) and exits.
+    """
+    processes = []
+    for index, slot in enumerate(slots, start=1):
+        command = [sys.executable, "-m", "hpsearch", "worker", str(study_path), "--device", "cpu" if slot.device == "cpu" else "0",
+                   "--label", slot.label, "--seed-offset", str(index)]
+        if slot.threads:
+            command += ["--threads", str(slot.threads)]
+        if storage:
+            command += ["--storage", storage]
+        processes.append(subprocess.Popen(command, env={**os.environ, **slot.env}))
+    say(f"started {len(processes)} workers: {', '.join(s.label for s in slots)}")
+
+    def forward(signum: int, _frame: Any) -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while any(process.poll() is None for process in processes):  # reap each worker as soon as it ends
+            time.sleep(0.5)
+        for slot, process in zip(slots, processes):
+            if process.returncode not in (0, 130):
+                say(f"worker {slot.label} ended with exit code {process.returncode}")
+        return [process.returncode for process in processes]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def claim_lock(folder: Path) -> Iterator[None]:
+    """Serialises 'is there room for another trial?' + 'start it' among the workers of this machine."""
+    from filelock import FileLock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / "claim.lock")):
+        yield
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child that its parent has not reaped yet is a zombie: dead for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def recover_dead_trials(study: Any, say: Callable[[str], None]) -> list[int]:
+    """Fail the RUNNING trials of this machine whose worker process is gone; run their configuration again."""
+    from optuna.trial import TrialState
+
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") != HOST or pid is None or pid == os.getpid() or _alive(int(pid)):
+            continue
+        reason = f"worker process {pid} on {HOST} died during the trial"
+        storage = study._storage  # noqa: SLF001 - storage calls are Optuna's public storage API
+        storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)  # noqa: SLF001
+        retries = int(trial.user_attrs.get("retries", 0))
+        storage.set_trial_user_attr(trial._trial_id, "requeued", retries < MAX_RETRIES)  # noqa: SLF001
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001
+        if retries < MAX_RETRIES:
+            study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number, "retries": retries + 1})
+            say(f"trial {trial.number}: {reason}; its configuration runs again (retry {retries + 1} of {MAX_RETRIES})")
+        else:
+            say(f"trial {trial.number}: {reason}; not retried again ({MAX_RETRIES} retries used)")
+        recovered.append(trial.number)
+    return recovered

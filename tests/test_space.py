@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import get_args
+
+import optuna
+import pytest
+
+from hpsearch.search import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from hpsearch.space import enqueue_params, grid, max_epochs, suggest
+from hpsearch.spec import PrunerSpec, SamplerSpec, load_spec_text
+
+
+def _spec(tmp_path: Path, extra: str = ""):
+    (tmp_path / "d.csv").write_text("text,label\na,x\nb,y\n")
+    (tmp_path / "m").mkdir(exist_ok=True)
+    (tmp_path / "m" / "config.json").write_text("{}")
+    models = "models:\n  - {name: big, path: m}\n  - {name: small, path: m, num_layers: 1, space: {learning_rate: {type: float, low: 1.0e-3, high: 2.0e-3}, epochs: 7}}\n"
+    return load_spec_text("name: s\ntask: text-classification\ndata: {train: d.csv}\n" + models + extra, tmp_path)
+
+
+def test_sampled_values_respect_bounds_and_overrides(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "space: {batch_size: [8, 16], scope: [full, freeze-1]}\n")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        name, params = suggest(trial, spec)
+        seen.add(name)
+        if name == "small":
+            assert 1e-3 <= params["learning_rate"] <= 2e-3 and params["epochs"] == 7
+            assert "small:learning_rate" in trial.params and "learning_rate" not in trial.params
+        else:
+            assert 1e-5 <= params["learning_rate"] <= 1e-4 and 2 <= params["epochs"] <= 4
+        assert params["batch_size"] in (8, 16) and params["scope"] in ("full", "freeze-1")
+        assert params["adam_epsilon"] == 1e-8 and "adam_epsilon" not in trial.params  # fixed values are not searched
+        study.tell(trial, 0.0)
+    assert seen == {"big", "small"}
+    assert max_epochs(spec) == 7
+
+
+def test_enqueued_settings_map_to_optuna_names(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    assert enqueue_params(spec, {"model": "small", "learning_rate": 1.5e-3}) == {"model": "small", "small:learning_rate": 1.5e-3}
+    assert enqueue_params(spec, {"model": "big", "learning_rate": 3e-5}) == {"model": "big", "learning_rate": 3e-5}
+
+
+def test_grid_lists_every_value(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("text,label\na,x\nb,y\n")
+    (tmp_path / "m").mkdir(exist_ok=True)
+    (tmp_path / "m" / "config.json").write_text("{}")
+    spec = load_spec_text(
+        "name: s\ntask: text-classification\ndata: {train: d.csv}\nmodels: [{name: a, path: m}, {name: b, path: m}]\n"
+        "space: {learning_rate: {type: float, low: 1.0e-4, high: 3.0e-4, step: 1.0e-4}, epochs: {type: int, low: 2, high: 3}, "
+        "batch_size: 16, weight_decay: 0.0, warmup_ratio: 0.0}\n",
+        tmp_path,
+    )
+    assert grid(spec) == {"model": ["a", "b"], "learning_rate": [1e-4, 2e-4, 3e-4], "epochs": [2, 3]}
+
+
+@pytest.mark.parametrize("name", get_args(SamplerSpec.model_fields["name"].annotation))
+def test_every_sampler_in_the_spec_has_a_seeded_factory(tmp_path: Path, name: str) -> None:
+    _spec(tmp_path)  # writes the data and model folder
+    search = f"search: {{sampler: {{name: {name}, seed: 3}}" + (", second_objective: params}" if name == "nsga2" else "}")
+    # The grid sampler needs a finite space and no per-candidate overrides.
+    space = "space: {learning_rate: [1.0e-5, 2.0e-5], epochs: 2, batch_size: 16, weight_decay: 0.0, warmup_ratio: 0.0}\n" if name == "grid" else ""
+    spec = load_spec_text(f"name: s\ntask: text-classification\ndata: {{train: d.csv}}\nmodels: [{{name: big, path: m}}]\n{search}\n{space}", tmp_path)
+    assert isinstance(make_sampler(spec), optuna.samplers.BaseSampler)
+    assert set(SAMPLERS) == set(get_args(SamplerSpec.model_fields["name"].annotation))
+
+
+@pytest.mark.parametrize("name", get_args(PrunerSpec.model_fields["name"].annotation))
+def test_every_pruner_in_the_spec_has_a_factory(tmp_path: Path, name: str) -> None:
+    pruner = make_pruner(_spec(tmp_path, f"search: {{pruner: {{name: {name}}}}}\n"))
+    assert isinstance(pruner, optuna.pruners.BasePruner)
+    assert set(PRUNERS) == set(get_args(PrunerSpec.model_fields["name"].annotation))
+
+
+def test_bad_pruner_options_name_the_field(tmp_path: Path) -> None:
+    from hpsearch.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"search.pruner.options: median pruner rejected \{'bogus': 1\}"):
+        make_pruner(_spec(tmp_path, "search: {pruner: {name: median, options: {bogus: 1}}}\n"))

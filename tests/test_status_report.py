@@ -1,0 +1,83 @@
+"""`hpsearch status` and `hpsearch report` on a finished tiny study."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpsearch.cli import main
+from hpsearch.runner import run_study
+from hpsearch.spec import load_spec
+from toydata import toy_study
+
+EXTRA = """\
+space:
+  learning_rate: {type: float, low: 5.0e-3, high: 1.0e-2, log: true}
+  epochs: 2
+  batch_size: 8
+  warmup_ratio: 0.0
+  weight_decay: 0.0
+cv: {folds: 2}
+tracking: {enabled: false}
+export: {enabled: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
+    folder = tmp_path_factory.mktemp("finished")
+    models = (f"models:\n  - {{name: tiny, path: {tiny_bert}}}\n  - {{name: broken, path: {tiny_bert}, num_layers: 9}}\n")
+    search = "search:\n  n_trials: 4\n  pruner: {name: none}\n  sampler: {name: random}\n  enqueue: [{model: tiny}, {model: tiny, learning_rate: 6.0e-3}, {model: broken}]\n"
+    path = toy_study(folder, tiny_bert, rows=60, extra=EXTRA + search)
+    text = path.read_text()
+    start, end = text.index("models:"), text.index("\n", text.index("- {name: tiny")) + 1
+    path.write_text(text[:start] + models + text[end:])
+    assert run_study(path, say=lambda m: None) == 0
+    return path
+
+
+def test_status_lists_every_trial_and_the_best(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import optuna
+
+    from hpsearch.search import make_storage
+
+    spec = load_spec(finished)
+    trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
+    assert main(["status", str(finished)]) == 0
+    out = capsys.readouterr().out
+    assert f"study toy: 4 of 4 trials finished" in out
+    rows = [line for line in out.splitlines() if line.startswith("│ ")]
+    numbers = [line.split("│")[1].strip() for line in rows if line.split("│")[1].strip()]
+    assert numbers == [str(t.number) for t in trials]
+    assert out.count("COMPLETE") == sum(t.state.name == "COMPLETE" for t in trials) and "FAIL" in out
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: (t.value, -t.number))
+    assert f"best so far: trial {best.number} (tiny), macro_f1 {best.value:.4f}" in out
+    assert "running: nothing" in out
+
+
+def test_status_of_a_study_that_never_ran(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = toy_study(tmp_path, tiny_bert, rows=20, extra=EXTRA)
+    assert main(["status", str(path)]) == 2
+    assert "has not run yet" in capsys.readouterr().err
+
+
+def test_report_writes_html_and_valid_pngs(finished: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "report"
+    assert main(["report", str(finished), "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    for name in ("optimization_history", "param_importances", "fold_scores", "learning_curves"):
+        png = out / f"{name}.png"
+        assert png.stat().st_size > 1000, name
+        with Image.open(png) as image:
+            image.verify()
+            assert image.format == "PNG"
+        assert f"alt='{name}'" in page and "data:image/png;base64," in page
+    assert "id=\"selection-table\"" in page and "id=\"paired\"" in page
+    spec = load_spec(finished)
+    import json
+
+    selection = json.loads((spec.out_dir / "selection.json").read_text())
+    assert f"Winner (best): trial {selection['selected']['trial']}" in page
+    assert page.count("<tr><td>") >= 3  # the three completed trials are rows of the selection table

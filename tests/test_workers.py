@@ -1,0 +1,155 @@
+"""Parallel workers on one machine: embedded storage, PostgreSQL, a killed worker, Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from hpsearch.runner import counted_trials
+from hpsearch.search import make_storage
+from hpsearch.spec import load_spec, load_spec_text
+from hpsearch.workers import plan_slots
+from toydata import toy_study
+
+SPACE = """\
+space:
+  learning_rate: {type: float, low: 5.0e-3, high: 1.0e-2, log: true}
+  epochs: EPOCHS
+  batch_size: 8
+  warmup_ratio: 0.0
+  weight_decay: 0.0
+cv: {folds: 2}
+tracking: {enabled: false}
+execution: {devices: cpu, workers_per_device: 2}
+export: {enabled: false}
+"""
+
+
+def _study(tmp_path: Path, model: Path, n_trials: int, epochs: int = 1, rows: int = 60, storage: str | None = None) -> Path:
+    search = f"search: {{n_trials: {n_trials}, pruner: {{name: none}}, sampler: {{name: random}}"
+    search += f", storage: '{storage}'}}\n" if storage else "}\n"
+    return toy_study(tmp_path, model, rows=rows, extra=SPACE.replace("EPOCHS", str(epochs)) + search)
+
+
+def _trials(path: Path):
+    import optuna
+
+    spec = load_spec(path)
+    return optuna.load_study(study_name=spec.name, storage=make_storage(spec))
+
+
+def _run(path: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "hpsearch", "run", str(path)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_slots_pin_gpus_and_split_cpu_threads(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("text,label\na,x\nb,y\n")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    base = "name: s\ntask: text-classification\ndata: {train: d.csv}\nmodels: [{name: m, path: m}]\n"
+    cpu = plan_slots(load_spec_text(base + "execution: {devices: cpu, workers_per_device: 2}\n", tmp_path), cpu_count=8)
+    assert [(s.device, s.threads, s.env["OMP_NUM_THREADS"], s.env["CUDA_VISIBLE_DEVICES"]) for s in cpu] == [("cpu", 4, "4", ""), ("cpu", 4, "4", "")]
+    gpus = plan_slots(load_spec_text(base + "execution: {devices: [0, 3], workers_per_device: 2}\n", tmp_path))
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in gpus] == ["0", "0", "3", "3"] and {s.device for s in gpus} == {"cuda:0"}
+    assert len({s.label for s in gpus}) == 4
+    auto = plan_slots(load_spec_text(base, tmp_path), gpu_count=0, cpu_count=2)
+    assert [s.device for s in auto] == ["cpu"] and auto[0].threads == 2
+    assert len(plan_slots(load_spec_text(base, tmp_path), gpu_count=2)) == 2
+
+
+def _check_exact(path: Path, n_trials: int, output: str) -> None:
+    study = _trials(path)
+    trials = study.get_trials()
+    assert len(trials) == n_trials, [(t.number, t.state.name) for t in trials]
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert len({t.number for t in trials}) == n_trials
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == n_trials, "workers proposed the same configuration"
+    assert len({t.user_attrs["pid"] for t in trials}) == 2, "both workers ran trials"
+    assert "database is locked" not in output
+
+
+def test_two_local_workers_finish_exactly_n_trials(tmp_path: Path, tiny_bert: Path) -> None:
+    path = _study(tmp_path, tiny_bert, n_trials=5)
+    result = _run(path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "started 2 workers: cpu-0, cpu-1" in result.stderr
+    _check_exact(path, 5, result.stdout + result.stderr)
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database on 127.0.0.1, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"hpsearch_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.mark.postgres
+def test_two_workers_share_a_postgresql_study(tmp_path: Path, tiny_bert: Path, postgres_url: str) -> None:
+    path = _study(tmp_path, tiny_bert, n_trials=4, storage=postgres_url)
+    result = _run(path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_exact(path, 4, result.stdout + result.stderr)
+    assert "postgresql" in type(_trials(path)._storage).__module__ + str(load_spec(path).search.storage)
+
+
+def _wait_for_running_trial(path: Path, deadline: float) -> int:
+    while time.monotonic() < deadline:
+        try:
+            for trial in _trials(path).get_trials(deepcopy=False):
+                if trial.state.name == "RUNNING" and "pid" in trial.user_attrs and trial.number >= 1:
+                    return int(trial.user_attrs["pid"])
+        except Exception:  # the journal may not exist yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError("no running trial appeared")
+
+
+def test_killed_worker_loses_nothing(tmp_path: Path, tiny_bert: Path) -> None:
+    path = _study(tmp_path, tiny_bert, n_trials=4, epochs=4, rows=100)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    victim = _wait_for_running_trial(path, time.monotonic() + 180)
+    os.kill(victim, signal.SIGKILL)
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err[-3000:]
+    study = _trials(path)
+    trials = study.get_trials()
+    dead = [t for t in trials if "died" in t.user_attrs.get("failure_reason", "")]
+    assert len(dead) == 1 and dead[0].state.name == "FAIL" and dead[0].user_attrs["pid"] == victim
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == dead[0].number]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == dead[0].params
+    assert counted_trials(study) == 4 and not [t for t in trials if t.state.name == "RUNNING"]
+    assert "runs again" in err
+
+
+def test_sigint_stops_every_worker_and_the_study_resumes(tmp_path: Path, tiny_bert: Path) -> None:
+    path = _study(tmp_path, tiny_bert, n_trials=4, epochs=4, rows=100)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _wait_for_running_trial(path, time.monotonic() + 180)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err[-3000:]
+    trials = _trials(path).get_trials()
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    assert any(t.user_attrs.get("interrupted") for t in trials)
+    assert "run the same command to resume" in err
+    result = _run(path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = _trials(path)
+    assert counted_trials(study) == 4 and not [t for t in study.get_trials() if t.state.name == "RUNNING"]
