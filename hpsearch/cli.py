@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpsearch import __version__
-from hpsearch.errors import HpsearchError, NotAvailableError
+from hpsearch.errors import HpsearchError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,12 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     study_command("validate", "check a study file and print what it resolves to", _validate)
     run = study_command("run", "search, select the winner, test it and export it", _run)
     run.add_argument("--no-export", action="store_true", help="skip the export at the end")
+    _progress_options(run)
     worker = study_command("worker", "join a study as one more worker; runs trials until it has n_trials", _worker)
     worker.add_argument("--storage", help="Optuna storage URL of the study")
     worker.add_argument("--device", help="GPU id or 'cpu' (default: the study's devices)")
     worker.add_argument("--label", help=argparse.SUPPRESS)
     worker.add_argument("--seed-offset", type=int, help=argparse.SUPPRESS)
     worker.add_argument("--threads", type=int, help="CPU threads for this worker (default: all cores)")
+    _progress_options(worker)
     status = study_command("status", "trials so far, the best so far and what is running", _status)
     status.add_argument("--storage", help="Optuna storage URL of the study (default: the study file's)")
     report = study_command("report", "write an HTML report with plots and the selection table", _report)
@@ -68,11 +70,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _not_yet(name: str):  # noqa: ANN202 - returns a handler
-    def handler(args: argparse.Namespace) -> int:
-        raise NotAvailableError(f"'hpsearch {name}' is not available in hpsearch {__version__} yet.")
+def _progress_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", action="store_true", help="print only the result (and errors)")
+    group.add_argument("--log-format", choices=["text", "jsonl"], default="text",
+                       help="progress as readable lines (default) or one JSON object per line, for batch systems")
 
-    return handler
+
+def _progress(args: argparse.Namespace, label: str | None = None):  # noqa: ANN202 - a Progress
+    from hpsearch.progress import Progress
+
+    return Progress("quiet" if args.quiet else args.log_format, label=label)
+
+
+def _progress_args(args: argparse.Namespace) -> list[str]:
+    """The same progress options, for the worker processes that `run` starts."""
+    return ["--quiet"] if args.quiet else ["--log-format", args.log_format]
 
 
 def _existing_study(args: argparse.Namespace):  # noqa: ANN202 - (spec, optuna study)
@@ -130,7 +143,7 @@ def _worker(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    return run_worker(args.study, storage=args.storage, device=device, label=args.label, seed_offset=args.seed_offset)
+    return run_worker(args.study, storage=args.storage, device=device, seed_offset=args.seed_offset, say=_progress(args, args.label))
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -170,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
     from hpsearch.runner import run_study
 
     _quiet_libraries()
-    return run_study(args.study, export=not args.no_export)
+    return run_study(args.study, export=not args.no_export, say=_progress(args), worker_args=_progress_args(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,7 +24,3 @@ class DataError(HpsearchError):
 
 class TrialError(HpsearchError):
     """A trial could not be trained; the message is recorded as the trial's failure reason."""
-
-
-class NotAvailableError(HpsearchError):
-    """A feature that this version of hpsearch does not provide yet."""

@@ -35,7 +35,7 @@ def check_target(folder: Path, force: bool) -> None:
         raise HpsearchError(f"export target {folder} is not empty and was not written by hpsearch; choose another --out or pass --force")
 
 
-def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callable[[str], None]) -> Any:
+def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callable[..., None]) -> Any:
     """Refit on all training rows for the chosen epoch count (policy refit), or the best fold's model."""
     from hpsearch.finetune import load_fitted
 

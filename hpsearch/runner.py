@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from hpsearch.errors import HpsearchError
 from hpsearch.spec import StudySpec, load_spec
@@ -14,7 +14,7 @@ from hpsearch.spec import StudySpec, load_spec
 FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 
-def _say(message: str) -> None:
+def _say(message: str, **fields: Any) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
@@ -70,7 +70,7 @@ def requeue_interrupted(study: Any) -> int:
 class Session:
     """Everything a worker needs to run trials of one study in this process."""
 
-    def __init__(self, spec: StudySpec, say: Callable[[str], None], device: str | None = None, seed_offset: int = 0) -> None:
+    def __init__(self, spec: StudySpec, say: Callable[..., None], device: str | None = None, seed_offset: int = 0) -> None:
         from hpsearch.data import prepare_data
         from hpsearch.finetune import FineTuner
         from hpsearch.search import Objective, open_study
@@ -90,6 +90,7 @@ class Session:
         self.parent_run = self.tracker.study_run(spec)
         self.objective = Objective(spec, self.tuner, self.folds, eval_split=eval_split, device=self.device, on_event=say,
                                    checkpoints=out / "checkpoints", tracker=self.tracker, parent_run=self.parent_run)
+        self.objective.study = self.study
 
     def work(self) -> bool:
         """Run trials until the study has n_trials counted ones (or the timeout); False if interrupted."""
@@ -147,7 +148,7 @@ def prune_checkpoints(spec: StudySpec, study: Any) -> list[int]:
     return removed
 
 
-def run_study(study_path: Path, *, export: bool = True, say: Callable[[str], None] = _say) -> int:
+def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None] = _say, worker_args: Sequence[str] = ()) -> int:
     """``hpsearch run``: trials until n_trials (in this process, or one worker process per device
     slot), then selection, final model, test and export."""
     from hpsearch.workers import plan_slots, run_pool
@@ -162,7 +163,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[[str], Non
         study = open_study(spec)
         Tracker.from_spec(spec).study_run(spec)
         say(f"study {spec.name!r}: {counted_trials(study)} of {spec.search.n_trials} trials finished; running the rest on {len(slots)} workers")
-        codes = run_pool(Path(study_path), slots, say)
+        codes = run_pool(Path(study_path), slots, say, extra_args=list(worker_args))
         session = Session(spec, say)
         if any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
             say(f"stopped: {counted_trials(session.study)} of {spec.search.n_trials} trials finished; run the same command to resume")
@@ -185,12 +186,10 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[[str], Non
         raise
 
 
-def run_worker(study_path: Path, *, storage: str | None = None, device: str | None = None, label: str | None = None,
-               seed_offset: int | None = None, say: Callable[[str], None] = _say) -> int:
+def run_worker(study_path: Path, *, storage: str | None = None, device: str | None = None,
+               seed_offset: int | None = None, say: Callable[..., None] = _say) -> int:
     """``hpsearch worker``: join the study and run trials until it has n_trials; no selection."""
     spec = load_spec(study_path)
-    if label:
-        say = _prefixed(say, label)
     if storage:
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": storage})})
     import os
@@ -199,10 +198,6 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
     session = Session(spec, say, device=device, seed_offset=os.getpid() if seed_offset is None else seed_offset)
     say(f"worker on {session.device} joined study {spec.name!r} ({counted_trials(session.study)} of {spec.search.n_trials} trials finished)")
     return 0 if session.work() else 130
-
-
-def _prefixed(say: Callable[[str], None], label: str) -> Callable[[str], None]:
-    return lambda message: say(f"[{label}] {message}")
 
 
 def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None] = lambda: None) -> Callable[[Any], Any]:
@@ -294,7 +289,7 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     return 0
 
 
-def export_study(study_path: Path, *, target: Path | None = None, force: bool = False, say: Callable[[str], None] = _say) -> int:
+def export_study(study_path: Path, *, target: Path | None = None, force: bool = False, say: Callable[..., None] = _say) -> int:
     """``hpsearch export``: the selected model of a study (finished or still running), as a folder."""
     spec = load_spec(study_path)
     session = Session(spec, say)
@@ -305,7 +300,7 @@ def export_study(study_path: Path, *, target: Path | None = None, force: bool = 
         raise
 
 
-def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[str, Any]], csv_path: Path, say: Callable[[str], None]) -> None:
+def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[str, Any]], csv_path: Path, say: Callable[..., None]) -> None:
     chosen, ci = report["selected"], report["cv_interval"]
     lines = [
         "",

@@ -166,15 +166,16 @@ class Objective:
     """Scores one (candidate, hyperparameters) trial by k-fold cross-validation."""
 
     def __init__(self, spec: StudySpec, tuner: Any, folds: Sequence[tuple[Sequence[int], Sequence[int]]], *,
-                 eval_split: str = "train", device: str = "cpu", on_event: Callable[[str], None] | None = None,
+                 eval_split: str = "train", device: str = "cpu", on_event: Callable[..., None] | None = None,
                  checkpoints: Path | None = None, tracker: Any = None, parent_run: str | None = None) -> None:
         from hpsearch.tracking import NullTracker
 
         self.spec, self.tuner, self.folds, self.eval_split = spec, tuner, folds, eval_split
         self.tracker = tracker or NullTracker()
         self.parent_run = parent_run
+        self.study: Any = None  # set by the runner, for the best-so-far line
         self.device = device
-        self.on_event = on_event or (lambda message: None)
+        self.on_event = on_event or (lambda message, **fields: None)
         self.checkpoints = checkpoints
         self.step_stride = max_epochs(spec)
 
@@ -185,7 +186,7 @@ class Objective:
         trial.set_user_attr("device", self.device)
         trial.set_user_attr("model", candidate_name)
         trial.set_user_attr("params", params)
-        self.on_event(f"trial {trial.number}: {candidate_name} {_short(params)}")
+        self.on_event(f"trial {trial.number}: {candidate_name} {_short(params)}", event="trial_start", trial=trial.number, model=candidate_name, params=params)
         run = self.tracker.start_trial(self.parent_run, trial.number, candidate_name, params, self.device)
         if run:
             trial.set_user_attr("mlflow_run_id", run)
@@ -196,12 +197,12 @@ class Objective:
             return value
         except TrialError as exc:
             trial.set_user_attr("failure_reason", str(exc))
-            self.on_event(f"trial {trial.number} failed: {exc}")
+            self.on_event(f"trial {trial.number} failed: {exc}", event="trial_end", trial=trial.number, state="FAIL", reason=str(exc))
             raise
         except optuna.TrialPruned as exc:
             state = "PRUNED"
             trial.set_user_attr("failure_reason", str(exc))
-            self.on_event(f"trial {trial.number} {exc}")
+            self.on_event(f"trial {trial.number} {exc}", event="trial_end", trial=trial.number, state="PRUNED", reason=str(exc))
             raise
         finally:
             # Runs end with their true status even when the trial crashes or is interrupted.
@@ -231,7 +232,9 @@ class Objective:
         for key, value in (("fold_scores", fold_scores), ("cv_mean", mean), ("cv_std", std), ("best_epochs", best_epochs),
                            ("wall_seconds", time.perf_counter() - started), ("samples_per_second", samples / seconds if seconds else 0.0)):
             trial.set_user_attr(key, value)
-        self.on_event(f"trial {trial.number}: {self.spec.metric} {mean:.4f} ± {std:.4f} over {len(fold_scores)} folds (best at {best_epochs} epochs)")
+        self.on_event(f"trial {trial.number}: {self.spec.metric} {mean:.4f} ± {std:.4f} over {len(fold_scores)} folds (best at {best_epochs} epochs)",
+                      event="trial_end", trial=trial.number, state="COMPLETE", cv_mean=mean, cv_std=std, best_epochs=best_epochs)
+        self._say_best(trial.number, mean, std)
         second = self.spec.search.second_objective
         if second is None:
             return mean
@@ -248,15 +251,19 @@ class Objective:
             curve.append(record.metrics[metric])
             speed = record.samples / max(record.seconds, 1e-9)
             self.tracker.log_epoch(run, fold + 1, record.epoch, record.train_loss, record.metrics, speed)
-            self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {curve[-1]:.4f} (loss {record.train_loss:.4f}, {speed:.0f} samples/s)")
+            self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {curve[-1]:.4f} (loss {record.train_loss:.4f}, {speed:.0f} samples/s)",
+                          event="epoch", trial=trial.number, fold=fold + 1, epoch=record.epoch, metrics=record.metrics, train_loss=record.train_loss, samples_per_second=speed)
             if multi:  # Optuna does not prune multi-objective trials
                 return False
             trial.report(curve[-1], step=fold * self.step_stride + record.epoch - 1)
             return bool(trial.should_prune())
 
         keep = self.checkpoints is not None and self.spec.export.policy == "best-fold"
+        show = getattr(self.on_event, "step", None)
+        label = f"trial {trial.number} fold {fold + 1}/{len(self.folds)}"
+        on_step = (lambda epoch, done, total: show(done, total, f"{label} epoch {epoch}")) if show else None
         fitted = self.tuner.fit(candidate, params, train_rows=train_rows, eval_rows=eval_rows, eval_split=self.eval_split,
-                                seed=self.spec.seed, on_epoch=on_epoch, keep_best=keep)
+                                seed=self.spec.seed, on_epoch=on_epoch, keep_best=keep, on_step=on_step)
         try:
             if keep and not fitted.result.stopped_early:
                 self._keep_if_best_fold(trial.number, fold, curve[fitted.result.best_epoch - 1], fitted)
@@ -265,6 +272,18 @@ class Objective:
                     "total_parameters": fitted.total_parameters, "trainable_parameters": fitted.trainable_parameters}
         finally:
             fitted.close()
+
+    def _say_best(self, number: int, mean: float, std: float) -> None:
+        """The best-so-far line, over every worker's completed trials (read from the storage)."""
+        sign = 1 if self.spec.direction == "maximize" else -1
+        best = (number, mean, std)
+        for t in self.study_trials():
+            if t.state.name == "COMPLETE" and "cv_mean" in t.user_attrs and sign * t.user_attrs["cv_mean"] > sign * best[1]:
+                best = (t.number, t.user_attrs["cv_mean"], t.user_attrs["cv_std"])
+        self.on_event(f"best so far: trial {best[0]}, {self.spec.metric} {best[1]:.4f} ± {best[2]:.4f}", event="best", trial=best[0], cv_mean=best[1])
+
+    def study_trials(self) -> list[Any]:
+        return [] if self.study is None else self.study.get_trials(deepcopy=False)
 
     def _keep_if_best_fold(self, number: int, fold: int, score: float, fitted: Any) -> None:
         """Policy best-fold: the trial's folder holds its best fold's model (at that fold's best epoch)."""

@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from hpsearch.spec import StudySpec
 
@@ -53,7 +53,7 @@ def plan_slots(spec: StudySpec, gpu_count: int | None = None, cpu_count: int | N
     return [Slot(f"gpu{g}-{w}", "cuda:0", {"CUDA_VISIBLE_DEVICES": str(g)}) for g in devices for w in range(per)]
 
 
-def run_pool(study_path: Path, slots: list[Slot], say: Callable[[str], None], storage: str | None = None) -> list[int]:
+def run_pool(study_path: Path, slots: list[Slot], say: Callable[..., None], storage: str | None = None, extra_args: Sequence[str] = ()) -> list[int]:
     """Run one worker process per slot until the study has n_trials; returns their exit codes.
 
     SIGINT and SIGTERM given to this process are passed on to every worker, which marks its running
@@ -67,6 +67,7 @@ def run_pool(study_path: Path, slots: list[Slot], say: Callable[[str], None], st
             command += ["--threads", str(slot.threads)]
         if storage:
             command += ["--storage", storage]
+        command += list(extra_args)
         processes.append(subprocess.Popen(command, env={**os.environ, **slot.env}))
     say(f"started {len(processes)} workers: {', '.join(s.label for s in slots)}")
 
@@ -111,7 +112,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def recover_dead_trials(study: Any, say: Callable[[str], None]) -> list[int]:
+def recover_dead_trials(study: Any, say: Callable[..., None]) -> list[int]:
     """Fail the RUNNING trials of this machine whose worker process is gone; run their configuration again."""
     from optuna.trial import TrialState
 

@@ -37,9 +37,3 @@ def test_validate_reports_errors_and_exits_nonzero(tmp_path: Path, capsys: pytes
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml:2: task" in err and "data: Field required" in err
-
-
-@pytest.mark.parametrize("argv", [["status", "s.yaml"], ["report", "s.yaml"]])
-def test_unfinished_commands_say_so(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(argv) == 2
-    assert "not available" in capsys.readouterr().err

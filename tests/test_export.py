@@ -24,7 +24,7 @@ tracking: {enabled: false}
 """
 
 
-def _quiet(message: str) -> None:
+def _quiet(message: str, **fields: object) -> None:
     pass
 
 

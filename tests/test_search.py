@@ -42,7 +42,7 @@ def _trials(path: Path):
     return optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
 
 
-def _quiet(message: str) -> None:
+def _quiet(message: str, **fields: object) -> None:
     pass
 
 
@@ -94,7 +94,7 @@ def test_candidate_that_cannot_learn_is_pruned(tmp_path: Path, tiny_bert: Path) 
 def test_interrupted_study_resumes_to_exactly_n_trials(tmp_path: Path, tiny_bert: Path) -> None:
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 3, pruner: {name: none}}\n")
 
-    def interrupt(message: str) -> None:
+    def interrupt(message: str, **fields: object) -> None:
         if message.startswith("trial 1 fold 2/3 epoch 1"):
             raise KeyboardInterrupt
 

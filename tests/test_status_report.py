@@ -32,7 +32,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
     text = path.read_text()
     start, end = text.index("models:"), text.index("\n", text.index("- {name: tiny")) + 1
     path.write_text(text[:start] + models + text[end:])
-    assert run_study(path, say=lambda m: None) == 0
+    assert run_study(path, say=lambda m, **f: None) == 0
     return path
 
 

@@ -78,7 +78,7 @@ def _runs(uri: str, experiment: str):
     return client, client.search_runs([exp.experiment_id], max_results=1000)
 
 
-def _quiet(message: str) -> None:
+def _quiet(message: str, **fields: object) -> None:
     pass
 
 

@@ -123,6 +123,7 @@ class FineTuner:
         on_epoch: EpochCallback | None = None,
         keep_best: bool = True,
         train_split: str = "train",
+        on_step: Any = None,
     ) -> Fitted:
         """Train on ``train_rows`` of the training split, evaluating ``eval_rows`` of ``eval_split`` each epoch."""
         inputs = self.inputs(candidate)
@@ -142,6 +143,7 @@ class FineTuner:
                 result = train(
                     model, batcher, train_rows, evaluation, config, device=self.device, metric=self.metric,
                     direction=self.direction, on_epoch=on_epoch, frozen_modules=frozen_modules(model, scope), keep_best=keep_best,
+                    on_step=on_step,
                 )
             else:
                 batcher = self._hidden_batcher(model, inputs, train_split, depth)
@@ -149,7 +151,7 @@ class FineTuner:
                 with frozen.only_layers(model, depth, None, skip_embeddings=True):
                     result = train(
                         model, batcher, train_rows, evaluation, config, device=self.device, metric=self.metric,
-                        direction=self.direction, on_epoch=on_epoch, keep_best=keep_best,
+                        direction=self.direction, on_epoch=on_epoch, keep_best=keep_best, on_step=on_step,
                     )
         except torch.OutOfMemoryError as exc:
             del model

@@ -70,6 +70,8 @@ class EvalSet:
 
 EpochCallback = Callable[[EpochRecord], bool]
 """Called after each epoch's evaluation; returning True stops training (e.g. a pruned trial)."""
+StepCallback = Callable[[int, int, int], None]
+"""Called after each batch with (epoch, batches done, batches in the epoch): progress display."""
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -96,6 +98,7 @@ def train(
     on_epoch: EpochCallback | None = None,
     frozen_modules: Sequence[Any] = (),
     keep_best: bool = True,
+    on_step: StepCallback | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` in place; with ``keep_best`` it ends holding its best epoch's weights."""
     from transformers import get_scheduler
@@ -117,7 +120,7 @@ def train(
     result, best_score, best_state = TrainResult(), None, None
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        train_loss = _train_epoch(model, batcher, train_rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch)
+        train_loss = _train_epoch(model, batcher, train_rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch, on_step)
         seconds = time.perf_counter() - started
         # No validation rows (a refit on all training data): train for exactly the epochs asked for.
         scores = evaluate(model, evaluation, device, dtype, config.batch_size) if evaluation.rows else {}
@@ -141,7 +144,7 @@ def train(
     return result
 
 
-def _train_epoch(model, batcher, rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch) -> float:  # noqa: ANN001
+def _train_epoch(model, batcher, rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch, on_step=None) -> float:  # noqa: ANN001
     model.train()
     for module in frozen_modules:
         module.eval()  # frozen layers behave as at inference, matching the frozen-output cache
@@ -173,6 +176,8 @@ def _train_epoch(model, batcher, rows, config, optimizer, scheduler, scaler, gen
                 optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+        if on_step is not None:
+            on_step(epoch, step, len(batches))
     return total / max(count, 1)
 
 

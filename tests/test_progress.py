@@ -1,0 +1,53 @@
+"""Progress output modes of `hpsearch run`: readable lines, JSON lines, quiet."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hpsearch.progress import Progress
+from toydata import toy_study
+
+EXTRA = """\
+space: {learning_rate: 8.0e-3, epochs: 2, batch_size: 8, warmup_ratio: 0.0, weight_decay: 0.0}
+cv: {folds: 2}
+search: {n_trials: 1}
+tracking: {enabled: false}
+export: {enabled: false}
+"""
+
+
+def _run(path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "hpsearch", "run", str(path), *flags], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_jsonl_mode_writes_one_event_per_line(tmp_path: Path, tiny_bert: Path) -> None:
+    result = _run(toy_study(tmp_path, tiny_bert, rows=40, extra=EXTRA), "--log-format", "jsonl")
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    kinds = [e.get("event") for e in events]
+    assert kinds.count("epoch") == 4 and "trial_start" in kinds and "best" in kinds
+    epoch = next(e for e in events if e.get("event") == "epoch")
+    assert {"trial", "fold", "epoch", "metrics", "train_loss", "time", "message"} <= set(epoch)
+    end = next(e for e in events if e.get("event") == "trial_end")
+    assert end["state"] == "COMPLETE" and 0 <= end["cv_mean"] <= 1
+    assert "winner (best): trial 0" in result.stdout
+
+
+def test_quiet_mode_prints_only_the_result(tmp_path: Path, tiny_bert: Path) -> None:
+    result = _run(toy_study(tmp_path, tiny_bert, rows=40, extra=EXTRA), "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.strip() == ""
+    assert "winner (best): trial 0" in result.stdout and "CV macro_f1" in result.stdout
+
+
+def test_step_bar_only_in_a_terminal() -> None:
+    stream = io.StringIO()
+    progress = Progress("text", label="cpu-0", stream=stream)
+    progress.step(3, 10, "trial 0 fold 1/2 epoch 1")
+    progress("trial 0: done")
+    assert stream.getvalue() == "[cpu-0] trial 0: done\n"  # no bar drawn into a file or pipe
