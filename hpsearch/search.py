@@ -212,16 +212,18 @@ class Objective:
         import optuna
 
         curves: list[list[float]] = []
-        seconds, samples = 0.0, 0
+        seconds, samples, eval_seconds = 0.0, 0, 0.0
         started = time.perf_counter()
         for fold, (train_rows, eval_rows) in enumerate(self.folds):
             outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, curves, run)
             seconds += outcome["seconds"]
             samples += outcome["samples"]
+            eval_seconds += outcome["eval_seconds"]
             trial.set_user_attr("total_parameters", outcome["total_parameters"])
             trial.set_user_attr("trainable_parameters", outcome["trainable_parameters"])
             trial.set_user_attr("epoch_curves", curves)
             trial.set_user_attr("train_seconds", seconds)
+            trial.set_user_attr("eval_seconds", eval_seconds)
             if outcome["stopped"]:
                 raise optuna.TrialPruned(f"pruned at fold {fold + 1}, epoch {len(curves[-1])}: {self.spec.metric}={curves[-1][-1]:.4f}")
         best_epochs, fold_scores = best_epoch_aggregate(curves, self.spec.direction)
@@ -268,6 +270,7 @@ class Objective:
             if keep and not fitted.result.stopped_early:
                 self._keep_if_best_fold(trial.number, fold, curve[fitted.result.best_epoch - 1], fitted)
             return {"seconds": fitted.result.train_seconds, "samples": sum(r.samples for r in fitted.result.history),
+                    "eval_seconds": sum(r.eval_seconds for r in fitted.result.history),
                     "stopped": fitted.result.stopped_early,
                     "total_parameters": fitted.total_parameters, "trainable_parameters": fitted.trainable_parameters}
         finally:

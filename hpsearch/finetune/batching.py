@@ -30,33 +30,10 @@ def sorted_order(rows: Sequence[int], lengths: Sequence[int], batch_size: int) -
     return [ordered[j : j + batch_size] for j in range(0, len(ordered), batch_size)]
 
 
-class TokenBatcher:
-    """Batches of token ids, padded per batch by the task's transformers collator."""
+class _Batcher:
+    """Shared ordering: length-grouped shuffled batches for training, length-sorted ones for evaluation."""
 
-    def __init__(self, features: list[dict[str, Any]], collator: Any) -> None:
-        self.features = features
-        self.collator = collator
-        self.lengths = [len(f["input_ids"]) for f in features]
-
-    def batches(
-        self, rows: Sequence[int], batch_size: int, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
-        order = (
-            length_grouped_order(rows, self.lengths, batch_size, generator)
-            if generator is not None
-            else sorted_order(rows, self.lengths, batch_size)
-        )
-        for chunk in order:
-            yield chunk, dict(self.collator([self.features[i] for i in chunk]))
-
-
-class HiddenBatcher:
-    """Batches of precomputed hidden states (the output of frozen bottom layers)."""
-
-    def __init__(self, hidden: list[torch.Tensor], features: list[dict[str, Any]]) -> None:
-        self.hidden = hidden
-        self.labels = [f["labels"] for f in features]
-        self.lengths = [h.shape[0] for h in hidden]
+    lengths: list[int]
 
     def batches(
         self, rows: Sequence[int], batch_size: int, generator: torch.Generator | None = None
@@ -68,6 +45,30 @@ class HiddenBatcher:
         )
         for chunk in order:
             yield chunk, self._collate(chunk)
+
+    def _collate(self, chunk: list[int]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class TokenBatcher(_Batcher):
+    """Batches of token ids, padded per batch by the task's transformers collator."""
+
+    def __init__(self, features: list[dict[str, Any]], collator: Any) -> None:
+        self.features = features
+        self.collator = collator
+        self.lengths = [len(f["input_ids"]) for f in features]
+
+    def _collate(self, chunk: list[int]) -> dict[str, torch.Tensor]:
+        return dict(self.collator([self.features[i] for i in chunk]))
+
+
+class HiddenBatcher(_Batcher):
+    """Batches of precomputed hidden states (the output of frozen bottom layers)."""
+
+    def __init__(self, hidden: list[torch.Tensor], features: list[dict[str, Any]]) -> None:
+        self.hidden = hidden
+        self.labels = [f["labels"] for f in features]
+        self.lengths = [h.shape[0] for h in hidden]
 
     def _collate(self, chunk: list[int]) -> dict[str, torch.Tensor]:
         longest = max(self.lengths[i] for i in chunk)

