@@ -81,6 +81,8 @@ class Session:
         out.mkdir(parents=True, exist_ok=True)
         self.data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
         self.data.label_map.save(out / "labels.json")
+        for warning in self.data.warnings:
+            say(f"warning: {warning}", event="warning")
         self.folds, eval_split = make_folds(spec, self.data)
         self.device = device or pick_device(spec)
         self.tuner = FineTuner(self.data, cache_dir=out / "cache", max_length=spec.data.max_length, device=self.device,
@@ -91,6 +93,11 @@ class Session:
         self.objective = Objective(spec, self.tuner, self.folds, eval_split=eval_split, device=self.device, on_event=say,
                                    checkpoints=out / "checkpoints", tracker=self.tracker, parent_run=self.parent_run)
         self.objective.study = self.study
+
+    def _close_dead_run(self, trial: Any, reason: str) -> None:
+        run = trial.user_attrs.get("mlflow_run_id")
+        if run:
+            self.tracker.end_trial(run, "FAIL", {**trial.user_attrs, "failure_reason": reason})
 
     def work(self) -> bool:
         """Run trials until the study has n_trials counted ones (or the timeout); False if interrupted."""
@@ -112,7 +119,7 @@ class Session:
                 # this machine never start more than n_trials between them.
                 lock.acquire()
                 try:
-                    recover_dead_trials(self.study, self.say)
+                    recover_dead_trials(self.study, self.say, self._close_dead_run)
                     requeue_interrupted(self.study)
                     if counted_trials(self.study) + running_trials(self.study) >= self.spec.search.n_trials:
                         break

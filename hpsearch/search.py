@@ -7,6 +7,7 @@ space allows. Every trial uses the same folds, so two trials are compared at the
 from __future__ import annotations
 
 import math
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -296,8 +297,12 @@ class Objective:
         marker = folder / "fold.json"
         if marker.is_file() and not self._better(score, json.loads(marker.read_text())["score"]):
             return
-        fitted.save(folder)
-        marker.write_text(json.dumps({"fold": fold, "score": score}))
+        try:
+            fitted.save(folder)
+            marker.write_text(json.dumps({"fold": fold, "score": score}))
+        except OSError as exc:  # e.g. the disk is full: this trial fails, the study and other checkpoints stay
+            shutil.rmtree(folder, ignore_errors=True)
+            raise TrialError(f"cannot save the checkpoint of trial {number} to {folder}: {exc}; free disk space or use export.policy: refit") from exc
 
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.spec.direction == "maximize" else a < b

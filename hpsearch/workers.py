@@ -112,8 +112,11 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def recover_dead_trials(study: Any, say: Callable[..., None]) -> list[int]:
-    """Fail the RUNNING trials of this machine whose worker process is gone; run their configuration again."""
+def recover_dead_trials(study: Any, say: Callable[..., None], on_recovered: Callable[[Any, str], None] | None = None) -> list[int]:
+    """Fail the RUNNING trials of this machine whose worker process is gone; run their configuration again.
+
+    ``on_recovered(trial, reason)`` lets the caller close what the dead worker left open (its MLflow run).
+    """
     from optuna.trial import TrialState
 
     recovered = []
@@ -127,6 +130,8 @@ def recover_dead_trials(study: Any, say: Callable[..., None]) -> list[int]:
         retries = int(trial.user_attrs.get("retries", 0))
         storage.set_trial_user_attr(trial._trial_id, "requeued", retries < MAX_RETRIES)  # noqa: SLF001
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001
+        if on_recovered is not None:
+            on_recovered(trial, reason)
         if retries < MAX_RETRIES:
             study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number, "retries": retries + 1})
             say(f"trial {trial.number}: {reason}; its configuration runs again (retry {retries + 1} of {MAX_RETRIES})")

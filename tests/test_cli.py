@@ -37,3 +37,16 @@ def test_validate_reports_errors_and_exits_nonzero(tmp_path: Path, capsys: pytes
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml:2: task" in err and "data: Field required" in err
+
+
+def test_validate_masks_passwords(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "d.csv").write_text("text,label\na,x\nb,y\n")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\ntask: text-classification\ndata: {train: d.csv}\nmodels: [{name: m, path: m}]\n"
+                     "search: {storage: 'postgresql://alice:hunter2@db:5432/hp'}\ntracking: {uri: 'https://bob:s3cret@ml.example'}\n")
+    assert main(["validate", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "s3cret" not in out
+    assert "postgresql://alice:***@db:5432/hp" in out and "https://bob:***@ml.example" in out

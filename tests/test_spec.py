@@ -110,6 +110,8 @@ BROKEN = [
     ("pair without second column", _minimal(task="text-pair-classification"), ["text_pair"]),
     ("enqueue unknown key", _minimal(search={"enqueue": [{"lr": 1}]}), ["search.enqueue[0]", "'lr'"]),
     ("float epochs", _minimal(space={"epochs": {"type": "float", "low": 1, "high": 3}}), ["epochs", "type: int"]),
+    ("output leaves the folder", _minimal(output_dir="../../elsewhere"), ["output_dir", "leaves the study's folder", "absolute path"]),
+    ("export leaves the folder", _minimal(export={"dir": "../model"}), ["export.dir", "leaves the study's folder"]),
 ]
 
 

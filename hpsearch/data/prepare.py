@@ -35,6 +35,8 @@ class StudyData:
     splits: dict[str, Split] = field(default_factory=dict)
     groups: list[Any] | None = None
     """Group value of each training row, when cv.group_column is set."""
+    warnings: list[str] = field(default_factory=list)
+    """Problems that do not stop the study but that the user should see (e.g. train/test overlap)."""
 
     @property
     def train(self) -> Split:
@@ -65,7 +67,26 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
         data.splits[name] = _standardise(dataset, name, spec, label_map)
     if spec.cv.group_column is not None and spec.data.validation is None:
         data.groups = _column(raw["train"], spec.cv.group_column, "train", spec)
+    for name in ("validation", "test"):
+        if name in data.splits:
+            shared = overlap(data.train, data.splits[name])
+            if shared:
+                data.warnings.append(
+                    f"{shared} of {len(data.splits[name])} {name} rows also occur in the training data: "
+                    f"their {name} scores are optimistic; remove them from one side"
+                )
     return data
+
+
+def overlap(train: Split, other: Split) -> int:
+    """Rows of ``other`` whose input (text, pair or tokens) also occurs in ``train``."""
+    keys = [k for k in ("text", "text_pair", "tokens") if k in train.columns]
+
+    def rows(split: Split) -> list[str]:
+        return [json.dumps([split.columns[k][i] for k in keys]) for i in range(len(split))]
+
+    seen = set(rows(train))
+    return sum(1 for row in rows(other) if row in seen)
 
 
 def _standardise(dataset: Any, split: str, spec: StudySpec, label_map: LabelMap) -> Split:

@@ -38,6 +38,8 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
                     raise DataError(f"{path} has splits {list(loaded)}, not {source.split!r}; set 'split' on the source")
                 loaded = loaded[source.split]
             return loaded
+        if fmt in ("csv", "json", "jsonl") and not _has_rows(path, header=fmt == "csv"):
+            raise DataError(f"{path} has no data rows; check the file (or the path in the study file)")
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
         builder = {"csv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}[fmt]
         return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=_str(cache_dir), **kwargs)
@@ -45,6 +47,13 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
         raise
     except Exception as exc:
         raise DataError(f"cannot read {path} as {fmt}: {_first_line(exc)}; check the file's format") from exc
+
+
+def _has_rows(path: Path, header: bool) -> bool:
+    """Whether a text file has a data row (after the header line for csv): reads two lines at most."""
+    with path.open("rb") as handle:
+        lines = [line for line in (handle.readline(), handle.readline()) if line.strip()]
+    return len(lines) > (1 if header else 0)
 
 
 def _str(path: Path | None) -> str | None:

@@ -53,7 +53,10 @@ def load_model(
     import torch
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:  # no config, an unknown architecture, or code that is not trusted
+        raise TrialError(f"cannot load the model config from {folder}: {exc}") from None
     available = getattr(config, "num_hidden_layers", None)
     if num_layers is not None:
         if available is not None and num_layers > available:
@@ -65,7 +68,10 @@ def load_model(
     else:
         config.problem_type = "regression"
     torch.manual_seed(seed)  # the new head's initial weights are part of the trial's seed
-    return task.model_class().from_pretrained(folder, config=config, trust_remote_code=trust_remote_code)
+    try:
+        return task.model_class().from_pretrained(folder, config=config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise TrialError(f"cannot load model weights from {folder}: {exc}") from None
 
 
 def encoder_parts(model: Any) -> tuple[Any, Any] | None:

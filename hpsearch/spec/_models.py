@@ -7,7 +7,7 @@ from typing import Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from hpsearch.spec._base import ResolvedPath, SpecModel
+from hpsearch.spec._base import OutputPath, ResolvedPath, SpecModel
 from hpsearch.spec._space import Param, ParamName, SearchSpace, check_domain
 from hpsearch.taskinfo import TASKS, metric_direction
 
@@ -185,7 +185,7 @@ class ExportSpec(SpecModel):
     """Where and how the winning model is written."""
 
     enabled: bool = Field(True, description="Export the winner at the end of 'run'.")
-    dir: ResolvedPath | None = Field(None, description="Export folder; null: 'model' inside the output folder.")
+    dir: OutputPath | None = Field(None, description="Export folder; null: 'model' inside the output folder.")
     policy: Literal["refit", "best-fold"] = Field(
         "refit", description="'refit' retrains on all training data; 'best-fold' keeps the best fold's model."
     )
@@ -196,7 +196,7 @@ class StudySpec(SpecModel):
     """A complete study. Load one with :func:`hpsearch.spec.load_spec`."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Study name (letters, digits, '.', '_', '-').")
-    output_dir: ResolvedPath | None = Field(None, description="Where results go; null: 'runs/<name>' beside the study file.")
+    output_dir: OutputPath | None = Field(None, description="Where results go; null: 'runs/<name>' beside the study file.")
     seed: int = Field(0, description="Seed of everything that is not set separately.")
     task: TaskName = Field(description="The task to fine-tune for.")
     data: DataSpec = Field(description="The labelled data and how to read it.")

@@ -83,3 +83,30 @@ def test_ner_tags_are_encoded_per_word(tmp_path: Path, tiny_bert: Path) -> None:
     data = prepare_data(spec)
     assert set(data.label_map.labels) == {"B-LOC", "B-PER", "O"}
     assert all(len(t) == len(w) for t, w in zip(data.train.columns["tags"], data.train.columns["tokens"]))
+
+
+def test_rows_shared_by_train_and_test_are_counted(tmp_path: Path) -> None:
+    train = classification_rows(30)
+    test = train[:4] + classification_rows(6, seed=99)
+    write_csv(tmp_path / "train.csv", train)
+    write_csv(tmp_path / "test.csv", test)
+    data = prepare_data(_spec(tmp_path, "  train: train.csv\n  test: test.csv"))
+    expected = sum(1 for r in test if r["text"] in {t["text"] for t in train})
+    assert expected >= 4
+    assert data.warnings == [f"{expected} of 10 test rows also occur in the training data: their test scores are optimistic; remove them from one side"]
+
+
+def test_invalid_utf8_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.csv").write_bytes(b"text,label\n\xff\xfe broken \xc3,pos\nfine,neg\n")
+    with pytest.raises(DataError, match=r"cannot read .*bad.csv as csv"):
+        prepare_data(_spec(tmp_path, "  train: bad.csv"))
+
+
+def test_empty_split_is_an_error(tmp_path: Path) -> None:
+    write_csv(tmp_path / "train.csv", classification_rows(10))
+    (tmp_path / "test.csv").write_text("text,label\n")
+    with pytest.raises(DataError, match=r"test.csv has no data rows"):
+        prepare_data(_spec(tmp_path, "  train: train.csv\n  test: test.csv"))
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(DataError, match=r"empty.jsonl has no data rows"):
+        prepare_data(_spec(tmp_path, "  train: train.csv\n  test: empty.jsonl"))

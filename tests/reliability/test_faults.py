@@ -1,0 +1,142 @@
+"""Reliability: failing configurations, a full disk, kill -9 of `run`, hostile output paths."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from hpsearch.runner import counted_trials, run_study
+from hpsearch.search import make_storage
+from hpsearch.spec import load_spec
+from toydata import toy_study
+
+SPACE = """\
+space:
+  learning_rate: 8.0e-3
+  epochs: EPOCHS
+  batch_size: [8, 16]
+  warmup_ratio: 0.0
+  weight_decay: 0.0
+cv: {folds: 2}
+"""
+
+
+def _quiet(message: str, **fields: object) -> None:
+    pass
+
+
+def _trials(path: Path) -> list[optuna.trial.FrozenTrial]:
+    spec = load_spec(path)
+    return optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
+
+
+def test_out_of_memory_fails_the_trial_and_the_study_goes_on(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hpsearch.finetune.loop as loop
+
+    real = loop._train_epoch
+
+    def scarce_memory(model, batcher, rows, config, *args, **kwargs):  # noqa: ANN001, ANN202
+        if config.batch_size == 16:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, batcher, rows, config, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_epoch", scarce_memory)
+    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 2, enqueue: [{batch_size: 16}, {batch_size: 8}]}\ntracking: {enabled: false}\nexport: {enabled: false}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    assert run_study(path, say=_quiet) == 0
+    first, second = _trials(path)
+    assert first.state.name == "FAIL" and "out of memory with batch_size=16: lower batch_size" in first.user_attrs["failure_reason"]
+    assert second.state.name == "COMPLETE"
+
+
+def test_full_disk_while_saving_a_checkpoint_fails_only_that_trial(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpsearch.finetune.core import Fitted
+
+    real, calls = Fitted.save, []
+
+    def full_once(self, folder):  # noqa: ANN001, ANN202
+        calls.append(folder)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, folder)
+
+    monkeypatch.setattr(Fitted, "save", full_once)
+    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 2, enqueue: [{batch_size: 8}, {batch_size: 16}]}\ntracking: {enabled: false}\nexport: {policy: best-fold}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    assert run_study(path, say=_quiet) == 0
+    first, second = _trials(path)
+    assert first.state.name == "FAIL" and "No space left on device" in first.user_attrs["failure_reason"]
+    assert second.state.name == "COMPLETE"
+    spec = load_spec(path)
+    assert not (spec.out_dir / "checkpoints" / "trial-0").exists()
+    assert (spec.export_dir / "config.json").is_file()
+
+
+def test_kill_9_of_run_then_run_again_loses_nothing(tmp_path: Path, tiny_bert: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    extra = SPACE.replace("EPOCHS", "4") + "search: {n_trials: 3, pruner: {name: none}, sampler: {name: random}}\nexecution: {devices: cpu}\nexport: {enabled: false}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=100, extra=extra)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            trials = _trials(path)
+        except Exception:  # not created yet
+            trials = []
+        if any(t.number == 1 and t.state.name == "RUNNING" for t in trials):
+            break
+        time.sleep(0.3)
+    else:
+        run.kill()
+        pytest.fail("trial 1 never started")
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    before = {t.number: t for t in _trials(path) if t.state.name == "COMPLETE"}
+    assert 0 in before
+
+    assert run_study(path, export=False, say=_quiet) == 0
+    trials = _trials(path)
+    assert trials[0].state.name == "COMPLETE" and trials[0].value == before[0].value  # nothing finished is lost
+    dead = trials[1]
+    assert dead.state.name == "FAIL" and "died" in dead.user_attrs["failure_reason"]
+    assert any(t.user_attrs.get("retry_of") == 1 and t.state.name == "COMPLETE" for t in trials)
+    study = optuna.load_study(study_name="toy", storage=make_storage(load_spec(path)))
+    assert counted_trials(study) == 3
+
+    spec = load_spec(path)
+    client = MlflowClient(f"sqlite:///{spec.out_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("toy")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
+    assert len(parents) == 1
+    numbers = [int(r.data.tags["hpsearch.trial"]) for r in children]
+    assert sorted(numbers) == sorted(set(numbers)) == [t.number for t in trials]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert next(r for r in children if r.data.tags["hpsearch.trial"] == "1").info.status == "FAILED"
+
+
+def test_model_code_does_not_run_unless_trusted(tmp_path: Path) -> None:
+    from hpsearch.data.labels import LabelMap
+    from hpsearch.errors import TrialError
+    from hpsearch.finetune.modeling import load_model
+    from hpsearch.finetune.tasks import get_task
+
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    marker = tmp_path / "code-ran"
+    (folder / "config.json").write_text('{"model_type": "hostile", "auto_map": {"AutoConfig": "configuration_hostile.HostileConfig"}}')
+    (folder / "configuration_hostile.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    with pytest.raises(TrialError, match="cannot load the model config"):
+        load_model(folder, get_task("text-classification"), LabelMap(("a", "b")), num_layers=None, trust_remote_code=False, seed=0)
+    assert not marker.exists()
