@@ -66,10 +66,6 @@ def make_pruner(spec: StudySpec) -> Any:
         raise SpecError([f"search.pruner.options: {pruner.name} pruner rejected {pruner.options}: {exc}"]) from None
 
 
-def storage_url(spec: StudySpec) -> str | None:
-    return spec.search.storage
-
-
 HEARTBEAT_SECONDS = 30
 """Heartbeat interval of database storages; a trial silent for 4 intervals counts as dead and is retried."""
 

@@ -17,10 +17,9 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from hpsearch.spec import StudySpec
 
@@ -87,16 +86,6 @@ def run_pool(study_path: Path, slots: list[Slot], say: Callable[..., None], stor
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-@contextmanager
-def claim_lock(folder: Path) -> Iterator[None]:
-    """Serialises 'is there room for another trial?' + 'start it' among the workers of this machine."""
-    from filelock import FileLock
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / "claim.lock")):
-        yield
 
 
 def _alive(pid: int) -> bool:
