@@ -53,8 +53,9 @@ def counted_trials(study: Any) -> int:
                and not t.user_attrs.get("interrupted") and not t.user_attrs.get("requeued"))
 
 
-def running_trials(study: Any) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING")
+def claimed_trials(study: Any) -> int:
+    """Counted trials plus running ones: no room for another trial once this reaches n_trials."""
+    return counted_trials(study) + sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING")
 
 
 def requeue_interrupted(study: Any) -> int:
@@ -99,14 +100,15 @@ class Session:
         if run:
             self.tracker.end_trial(run, "FAIL", {**trial.user_attrs, "failure_reason": reason})
 
-    def work(self) -> bool:
-        """Run trials until the study has n_trials counted ones (or the timeout); False if interrupted."""
+    def work(self, started: float | None = None) -> bool:
+        """Run trials until the study has n_trials counted ones, or until ``search.timeout`` seconds after
+        ``started`` (a ``time.monotonic()`` value; default now); False if interrupted."""
         from filelock import FileLock
 
         from hpsearch.errors import TrialError
         from hpsearch.workers import recover_dead_trials
 
-        started = time.monotonic()
+        started = time.monotonic() if started is None else started
         timeout = self.spec.search.timeout
         lock = FileLock(str(self.spec.out_dir / "claim.lock"))
         objective = _interruptible(self.objective, on_start=lock.release)
@@ -121,7 +123,7 @@ class Session:
                 try:
                     recover_dead_trials(self.study, self.say, self._close_dead_run)
                     requeue_interrupted(self.study)
-                    if counted_trials(self.study) + running_trials(self.study) >= self.spec.search.n_trials:
+                    if claimed_trials(self.study) >= self.spec.search.n_trials:
                         break
                     self.study.optimize(objective, n_trials=1, catch=(TrialError,))
                 finally:
@@ -167,6 +169,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         from hpsearch.tracking import Tracker
 
         # The study and its parent run exist before any worker starts, so all of them join the same ones.
+        started = time.monotonic()
         study = open_study(spec)
         Tracker.from_spec(spec).study_run(spec)
         say(f"study {spec.name!r}: {counted_trials(study)} of {spec.search.n_trials} trials finished; running the rest on {len(slots)} workers")
@@ -176,8 +179,9 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
             say(f"stopped: {counted_trials(session.study)} of {spec.search.n_trials} trials finished; run the same command to resume")
             session.tracker.end_study(session.parent_run, "KILLED")
             return 130
-        # Workers that died may have left trials behind: recover them and finish here.
-        if not session.work():
+        # Workers that died may have left trials behind: recover them and finish here, within the
+        # same timeout the workers had (not a fresh one).
+        if not session.work(started):
             return 130
     else:
         session = Session(spec, say)

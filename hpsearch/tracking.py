@@ -16,7 +16,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from hpsearch.spec import StudySpec
 
@@ -59,7 +59,7 @@ class NullTracker:
     def end_trial(self, run: str | None, state: str, attrs: dict[str, Any]) -> None:
         pass
 
-    def end_study(self, parent: str | None, status: str, files: list[Path] = ()) -> None:  # type: ignore[assignment]
+    def end_study(self, parent: str | None, status: str, files: Sequence[Path] = ()) -> None:
         pass
 
     def log_model(self, parent: str | None, folder: Path, task: str, registered_name: str) -> str | None:
@@ -163,7 +163,7 @@ class Tracker(NullTracker):
         self.client.log_batch(run, metrics=[Metric(k, float(v), now, 0) for k, v in numbers.items()], tags=tags)  # type: ignore[arg-type]
         self.client.set_terminated(run, status=STATUS.get(state, "FAILED"))  # type: ignore[arg-type]
 
-    def end_study(self, parent: str | None, status: str, files: list[Path] = ()) -> None:  # type: ignore[assignment]
+    def end_study(self, parent: str | None, status: str, files: Sequence[Path] = ()) -> None:
         for path in files:
             if path.is_file():
                 self.client.log_artifact(parent, str(path), artifact_path="selection")  # type: ignore[arg-type]
