@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except HpsearchError as exc:
         print(f"hpsearch {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print(f"hpsearch {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -95,7 +95,7 @@ def _existing_study(args: argparse.Namespace):  # noqa: ANN202 - (spec, optuna s
     spec = load_spec(args.study)
     if args.storage:
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": args.storage})})
-    return spec, load_existing_study(spec)
+    return spec, load_existing_study(spec, say=lambda message, **fields: print(message, file=sys.stderr, flush=True))
 
 
 def _status(args: argparse.Namespace) -> int:

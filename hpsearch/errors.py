@@ -24,3 +24,9 @@ class DataError(HpsearchError):
 
 class TrialError(HpsearchError):
     """A trial could not be trained; the message is recorded as the trial's failure reason."""
+
+
+class StorageUnavailable(HpsearchError):
+    """The study's storage database stayed unreachable for longer than ``search.storage_patience``."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, StorageUnavailable
 from hpsearch.spec import StudySpec, load_spec
+from hpsearch.summary import redact
 
 FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
@@ -87,8 +88,9 @@ class Session:
         self.folds, eval_split = make_folds(spec, self.data)
         self.device = device or pick_device(spec)
         self.tuner = FineTuner(self.data, cache_dir=out / "cache", max_length=spec.data.max_length, device=self.device,
-                               precision=spec.execution.precision, metric=spec.metric, direction=spec.direction)
-        self.study = open_study(spec, seed_offset=seed_offset)
+                               precision=spec.execution.precision, metric=spec.metric, direction=spec.direction,
+                               warn=lambda message: say(f"warning: {message}", event="warning"))
+        self.study = open_study(spec, seed_offset=seed_offset, say=say)
         self.tracker = Tracker.from_spec(spec)
         self.parent_run = self.tracker.study_run(spec)
         self.objective = Objective(spec, self.tuner, self.folds, eval_split=eval_split, device=self.device, on_event=say,
@@ -105,7 +107,8 @@ class Session:
         ``started`` (a ``time.monotonic()`` value; default now); False if interrupted."""
         from filelock import FileLock
 
-        from hpsearch.errors import TrialError
+        from hpsearch.errors import StorageUnavailable, TrialError
+        from hpsearch.storage import lost_storage
         from hpsearch.workers import recover_dead_trials
 
         started = time.monotonic() if started is None else started
@@ -125,7 +128,13 @@ class Session:
                     requeue_interrupted(self.study)
                     if claimed_trials(self.study) >= self.spec.search.n_trials:
                         break
-                    self.study.optimize(objective, n_trials=1, catch=(TrialError,))
+                    try:
+                        self.study.optimize(objective, n_trials=1, catch=(TrialError,))
+                    except Exception as exc:
+                        lost = lost_storage(exc)
+                        if lost is None:
+                            raise
+                        raise lost from None
                 finally:
                     if lock.is_locked:
                         lock.release(force=True)
@@ -134,6 +143,9 @@ class Session:
             self.say(f"interrupted: {counted_trials(self.study)} of {self.spec.search.n_trials} trials finished; run the same command to resume")
             self.tracker.end_study(self.parent_run, "KILLED")
             return False
+        except StorageUnavailable:
+            self.tracker.end_study(self.parent_run, "KILLED")
+            raise
         return True
 
 
@@ -174,6 +186,9 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         Tracker.from_spec(spec).study_run(spec)
         say(f"study {spec.name!r}: {counted_trials(study)} of {spec.search.n_trials} trials finished; running the rest on {len(slots)} workers")
         codes = run_pool(Path(study_path), slots, say, extra_args=list(worker_args))
+        if StorageUnavailable.exit_code in codes:
+            say(f"stopped: the workers lost the study storage {redact(spec.search.storage or '')}; run the same command to resume once it is back")
+            return StorageUnavailable.exit_code
         session = Session(spec, say)
         if any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
             say(f"stopped: {counted_trials(session.study)} of {spec.search.n_trials} trials finished; run the same command to resume")

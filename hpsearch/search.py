@@ -15,9 +15,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from hpsearch.errors import SpecError, TrialError
+from hpsearch.errors import SpecError, StorageUnavailable, TrialError
 from hpsearch.space import enqueue_params, grid, max_epochs, suggest
 from hpsearch.spec import StudySpec
+from hpsearch.storage import make_storage
 
 SAMPLERS: dict[str, Callable[..., Any]] = {}
 PRUNERS: dict[str, Callable[..., Any]] = {}
@@ -66,50 +67,11 @@ def make_pruner(spec: StudySpec) -> Any:
         raise SpecError([f"search.pruner.options: {pruner.name} pruner rejected {pruner.options}: {exc}"]) from None
 
 
-HEARTBEAT_SECONDS = 30
-"""Heartbeat interval of database storages; a trial silent for 4 intervals counts as dead and is retried."""
-
-
-def normalise_storage_url(url: str) -> str:
-    """'postgresql://' means psycopg2 to SQLAlchemy; use psycopg 3 (the 'postgres' extra) when psycopg2 is absent."""
-    import importlib.util
-
-    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None:
-        return "postgresql+psycopg://" + url[len("postgresql://"):]
-    return url
-
-
-def make_storage(spec: StudySpec) -> Any:
-    """The configured Optuna storage, or the embedded journal file in the output folder.
-
-    The journal file storage needs no server and is safe for several local worker processes
-    (appends under a file lock), unlike SQLite, which reports 'database is locked' under contention.
-    Database storages get Optuna's heartbeats, so a trial whose worker vanished is failed and retried.
-    """
-    import optuna
-    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-    from optuna.storages.journal import JournalFileBackend
-
-    from hpsearch.workers import MAX_RETRIES
-
-    url = spec.search.storage
-    if not url:
-        spec.out_dir.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(spec.out_dir / "optuna.journal")))
-    url = normalise_storage_url(url)
-    if url.startswith(("postgresql", "mysql")):
-        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
-                          grace_period=4 * HEARTBEAT_SECONDS, heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
-    if url.startswith("sqlite"):
-        return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.get_storage(url)
-
-
 def directions(spec: StudySpec) -> list[str]:
     return [spec.direction] + (["minimize"] if spec.search.second_objective else [])
 
 
-def open_study(spec: StudySpec, storage: Any | None = None, seed_offset: int = 0) -> Any:
+def open_study(spec: StudySpec, storage: Any | None = None, seed_offset: int = 0, say: Callable[..., None] | None = None) -> Any:
     """Create the study, or load it when it exists (re-running a spec resumes its study)."""
     import optuna
 
@@ -117,7 +79,7 @@ def open_study(spec: StudySpec, storage: Any | None = None, seed_offset: int = 0
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         study = optuna.create_study(
-            study_name=spec.name, storage=storage or make_storage(spec), sampler=make_sampler(spec, seed_offset),
+            study_name=spec.name, storage=storage or make_storage(spec, say), sampler=make_sampler(spec, seed_offset),
             pruner=make_pruner(spec), directions=directions(spec), load_if_exists=True,
         )
     except ValueError as exc:
@@ -132,7 +94,7 @@ def open_study(spec: StudySpec, storage: Any | None = None, seed_offset: int = 0
     return study
 
 
-def load_existing_study(spec: StudySpec) -> Any:
+def load_existing_study(spec: StudySpec, say: Callable[..., None] | None = None) -> Any:
     """The spec's study as stored; an error (not a new empty study) when it was never run."""
     import optuna
 
@@ -142,7 +104,7 @@ def load_existing_study(spec: StudySpec) -> Any:
     if not spec.search.storage and not (spec.out_dir / "optuna.journal").is_file():
         raise HpsearchError(f"study {spec.name!r} has not run yet (no {spec.out_dir / 'optuna.journal'}); start it with 'hpsearch run'")
     try:
-        return optuna.load_study(study_name=spec.name, storage=make_storage(spec))
+        return optuna.load_study(study_name=spec.name, storage=make_storage(spec, say))
     except KeyError:
         raise HpsearchError(f"no study named {spec.name!r} in the storage; start it with 'hpsearch run'") from None
 
@@ -192,18 +154,27 @@ class Objective:
             value = self._cross_validate(trial, self.spec.candidate(candidate_name), params, run)
             state = "COMPLETE"
             return value
+        except StorageUnavailable:
+            raise  # not the trial's fault: the worker stops, and the trial runs again later
         except TrialError as exc:
-            trial.set_user_attr("failure_reason", str(exc))
-            self.on_event(f"trial {trial.number} failed: {exc}", event="trial_end", trial=trial.number, state="FAIL", reason=str(exc))
+            self._failed(trial, str(exc))
             raise
         except optuna.TrialPruned as exc:
             state = "PRUNED"
             trial.set_user_attr("failure_reason", str(exc))
             self.on_event(f"trial {trial.number} {exc}", event="trial_end", trial=trial.number, state="PRUNED", reason=str(exc))
             raise
+        except Exception as exc:  # noqa: BLE001 - a fault inside one trial (a library bug, say) fails that trial only
+            reason = f"unexpected {type(exc).__name__} in the trial: {exc}"
+            self._failed(trial, reason)
+            raise TrialError(reason) from exc
         finally:
             # Runs end with their true status even when the trial crashes or is interrupted.
             self.tracker.end_trial(run, state, dict(trial.user_attrs))
+
+    def _failed(self, trial: Any, reason: str) -> None:
+        trial.set_user_attr("failure_reason", reason)
+        self.on_event(f"trial {trial.number} failed: {reason}", event="trial_end", trial=trial.number, state="FAIL", reason=reason)
 
     def _cross_validate(self, trial: Any, candidate: Any, params: dict[str, Any], run: str | None) -> float | tuple[float, float]:
         import optuna

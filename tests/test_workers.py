@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -81,21 +80,6 @@ def test_two_local_workers_finish_exactly_n_trials(tmp_path: Path, tiny_bert: Pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert "started 2 workers: cpu-0, cpu-1" in result.stderr
     _check_exact(path, 5, result.stdout + result.stderr)
-
-
-@pytest.fixture
-def postgres_url():
-    """A fresh PostgreSQL database on 127.0.0.1, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"hpsearch_test_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
 
 
 @pytest.mark.postgres

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -82,6 +82,7 @@ class FineTuner:
         frozen_cache: bool = True,
         metric: str | None = None,
         direction: str | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         from hpsearch.taskinfo import TASKS, metric_direction
 
@@ -95,6 +96,7 @@ class FineTuner:
         self.token_cache = TokenCache(cache_dir / "tokens")
         self.frozen_cache = frozen.FrozenOutputCache(cache_dir / "frozen") if frozen_cache else None
         self._inputs: dict[str, CandidateInputs] = {}
+        self.warn = warn or (lambda message: None)
 
     def inputs(self, candidate: Candidate) -> CandidateInputs:
         """Tokenizer and tokenized splits of ``candidate`` (tokenized once, then cached)."""
@@ -109,7 +111,16 @@ class FineTuner:
                 for name, split in self.data.splits.items()
             }
             self._inputs[candidate.name] = CandidateInputs(folder, tokenizer, tokenized, frozen.weights_fingerprint(folder))
+            for name, split in tokenized.items():
+                self._warn_if_cut(candidate.name, name, split)
         return self._inputs[candidate.name]
+
+    def _warn_if_cut(self, candidate: str, split: str, tokenized: Tokenized) -> None:
+        """Texts that fill max_length were (almost always) cut there: the model never sees their ends."""
+        cut = sum(1 for length in tokenized.lengths() if length >= self.max_length)
+        if cut:
+            self.warn(f"{cut} of {len(tokenized)} {split} rows fill data.max_length={self.max_length} tokens of {candidate}'s "
+                      f"tokenizer and are cut there; raise data.max_length if the ends of long texts matter")
 
     def fit(
         self,

@@ -149,6 +149,10 @@ class SearchSpec(SpecModel):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec, description="Optuna sampler and its seed.")
     pruner: PrunerSpec = Field(default_factory=PrunerSpec, description="Optuna pruner that stops bad trials early.")
     storage: str | None = Field(None, description="Optuna storage URL; null: an embedded store in the output folder.")
+    storage_patience: float = Field(
+        300, ge=0, description="Seconds a worker keeps retrying a storage database that cannot be reached "
+        "(waits of 1 s doubling up to 30 s) before it stops; finished trials stay safe either way."
+    )
     enqueue: list[dict[str, Any]] = Field(
         default_factory=list, description="Settings tried first (e.g. known-good defaults), by parameter name."
     )

@@ -1,6 +1,7 @@
 """Reliability: failing configurations, a full disk, kill -9 of `run`, hostile output paths."""
 from __future__ import annotations
 
+import csv
 import errno
 import os
 import signal
@@ -78,6 +79,46 @@ def test_full_disk_while_saving_a_checkpoint_fails_only_that_trial(tmp_path: Pat
     spec = load_spec(path)
     assert not (spec.out_dir / "checkpoints" / "trial-0").exists()
     assert (spec.export_dir / "config.json").is_file()
+
+
+def test_unexpected_error_inside_a_trial_fails_only_that_trial(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hpsearch.finetune.loop as loop
+
+    real = loop._train_epoch
+
+    def buggy(model, batcher, rows, config, *args, **kwargs):  # noqa: ANN001, ANN202
+        if config.batch_size == 16:
+            raise KeyError("a library bug")
+        return real(model, batcher, rows, config, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_epoch", buggy)
+    said: list[str] = []
+    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 2, enqueue: [{batch_size: 16}, {batch_size: 8}]}\ntracking: {enabled: false}\nexport: {enabled: false}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    assert run_study(path, say=lambda message, **fields: said.append(message)) == 0
+    first, second = _trials(path)
+    assert first.state.name == "FAIL" and first.user_attrs["failure_reason"] == "unexpected KeyError in the trial: 'a library bug'"
+    assert second.state.name == "COMPLETE"
+    assert any("trial 0 failed: unexpected KeyError" in m for m in said)
+
+
+def test_texts_longer_than_max_length_are_cut_with_a_warning(tmp_path: Path, tiny_bert: Path) -> None:
+    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 1, enqueue: [{batch_size: 8}]}\ntracking: {enabled: false}\nexport: {enabled: false}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    data = path.parent / "cls.csv"
+    rows = list(csv.DictReader(data.open()))
+    # Two extremely long texts (about 300,000 characters each); the rest are short.
+    rows[0]["text"], rows[1]["text"] = "good " * 60000, "bad " * 75000
+    with data.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    said: list[str] = []
+    assert run_study(path, say=lambda message, **fields: said.append(message)) == 0
+    warnings = [m for m in said if "data.max_length" in m]
+    assert warnings == ["warning: 2 of 40 train rows fill data.max_length=128 tokens of tiny's tokenizer and are cut there; "
+                        "raise data.max_length if the ends of long texts matter"], warnings
+    assert [t.state.name for t in _trials(path)] == ["COMPLETE"]
 
 
 def test_kill_9_of_run_then_run_again_loses_nothing(tmp_path: Path, tiny_bert: Path) -> None:
