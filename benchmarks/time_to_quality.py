@@ -1,0 +1,167 @@
+"""Time to quality: `hpsearch run` against `Trainer.hyperparameter_search` (Optuna backend).
+
+Both sides get the same candidate (packaged all-MiniLM-L6-v2), data (Rotten Tomatoes subsample),
+search space (learning rate, epochs, batch size, and training scope: full or embeddings + bottom 4
+layers frozen), trial budget, TPE sampler seed and the same 3 folds (the folds hpsearch computes).
+
+The anchor is the usual way of adding cross-validation to `Trainer.hyperparameter_search`: a Trainer
+whose `train` runs the manual k-fold loop (the model re-created by `model_init` for each fold), each
+fold scored at its last epoch, the trial's objective the mean over folds; frozen layers are frozen in
+`model_init`. It tokenizes once. No pruning (Trainer reports to the pruner only when it evaluates during
+training, which the usual set-up does not). Then the best settings are trained on all training rows
+and scored once on the test rows.
+
+hpsearch runs `hpsearch run` as a child process with the same spec (its defaults: median pruner,
+best-epoch scoring, frozen-layer cache, MLflow tracking on; export off, as the anchor writes no model).
+
+Run: `.venv/bin/python benchmarks/time_to_quality.py` (about 12 minutes on 2 cores).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from _common import machine, quiet, run_study, save, study_text
+
+SPACE = """\
+  learning_rate: {{type: float, low: 2.0e-5, high: 3.0e-4, log: true}}
+  epochs: {{type: int, low: 1, high: 3}}
+  batch_size: [16, 32]
+  scope: [full, freeze-{frozen}]
+  warmup_ratio: 0.1
+  weight_decay: 0.01"""
+SEARCH = """\
+  n_trials: {trials}
+  pruner: {{name: median, options: {{n_startup_trials: 3}}}}"""
+
+
+def anchor(spec, trials: int, frozen: int) -> dict:
+    """Trainer.hyperparameter_search with a manual k-fold loop, then a final fit and one test score."""
+    import datasets
+    import optuna
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback, Trainer, TrainingArguments
+
+    from hpsearch.data import prepare_data
+    from hpsearch.finetune.modeling import model_dir
+    from hpsearch.runner import make_folds
+
+    started = time.perf_counter()
+    data = prepare_data(spec)
+    folds, _ = make_folds(spec, data)
+    folder = model_dir(spec.models[0])
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    label_ids = {name: i for i, name in enumerate(data.label_map.labels)}
+
+    def encode(split) -> datasets.Dataset:
+        encoded = tokenizer(split.columns["text"], truncation=True, max_length=spec.data.max_length)
+        return datasets.Dataset.from_dict({**encoded, "labels": list(split.columns["label"])})
+
+    train_all, test = encode(data.train), encode(data.splits["test"])
+    fold_sets = [(train_all.select(tr), train_all.select(ev)) for tr, ev in folds]
+
+    def model_init(trial):  # noqa: ANN001, ANN202
+        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(label_ids))
+        if trial is not None and trial.params.get("scope") == f"freeze-{frozen}":
+            for part in [model.bert.embeddings, *model.bert.encoder.layer[:frozen]]:
+                part.requires_grad_(False)
+        return model
+
+    def hp_space(trial):  # noqa: ANN001, ANN202
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 2e-5, 3e-4, log=True),
+            "num_train_epochs": trial.suggest_int("epochs", 1, 3),
+            "per_device_train_batch_size": trial.suggest_categorical("batch_size", [16, 32]),
+            "scope": trial.suggest_categorical("scope", ["full", f"freeze-{frozen}"]),
+        }
+
+    def accuracy(prediction) -> dict:  # noqa: ANN001
+        return {"accuracy": float(np.mean(np.argmax(prediction.predictions, axis=-1) == prediction.label_ids))}
+
+    class KFoldTrainer(Trainer):
+        """Each search trial trains and scores every fold; the objective is the mean over folds."""
+
+        samples = 0
+
+        def train(self, resume_from_checkpoint=None, trial=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            if trial is None:
+                return super().train(resume_from_checkpoint, trial, **kwargs)
+            scores = []
+            for train_set, eval_set in fold_sets:
+                self.train_dataset, self.eval_dataset = train_set, eval_set
+                super().train(trial=trial)
+                scores.append(self.evaluate()["eval_accuracy"])
+                KFoldTrainer.samples += len(train_set) * int(self.args.num_train_epochs)
+            self.objective = statistics.fmean(scores)
+            trial.set_user_attr("fold_scores", scores)
+            return None
+
+    with tempfile.TemporaryDirectory() as out:
+        def arguments(**settings) -> TrainingArguments:  # noqa: ANN003
+            return TrainingArguments(
+                output_dir=out, per_device_eval_batch_size=32, warmup_steps=0.1, weight_decay=0.01,
+                lr_scheduler_type="linear", seed=spec.seed, eval_strategy="no", save_strategy="no",
+                logging_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True, **settings,
+            )
+
+        trainer = KFoldTrainer(model_init=model_init, args=arguments(), train_dataset=fold_sets[0][0],
+                               eval_dataset=fold_sets[0][1], compute_metrics=accuracy, processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)  # no metrics dict printed after every evaluation
+        best = trainer.hyperparameter_search(hp_space=hp_space, compute_objective=lambda m: m["eval_accuracy"], n_trials=trials,
+                                             direction="maximize", backend="optuna", sampler=optuna.samplers.TPESampler(seed=spec.seed))
+        search_seconds = time.perf_counter() - started
+        settings = best.hyperparameters
+        final_args = arguments(learning_rate=settings["learning_rate"], num_train_epochs=settings["epochs"],
+                               per_device_train_batch_size=settings["batch_size"])
+        final = Trainer(model=model_init(SimpleNamespace(params=settings)), args=final_args, train_dataset=train_all,
+                        compute_metrics=accuracy, processing_class=tokenizer)
+        final.remove_callback(PrinterCallback)
+        final.train()
+        test_accuracy = final.evaluate(test)["eval_accuracy"]
+    samples = KFoldTrainer.samples + len(train_all) * settings["epochs"]
+    return {"wall_s": time.perf_counter() - started, "search_s": search_seconds, "samples": samples,
+            "best_cv": best.objective, "settings": settings, "test_accuracy": test_accuracy}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=480, help="training rows (folds are cut from these)")
+    parser.add_argument("--test-rows", type=int, default=400)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--frozen", type=int, default=4, help="K of the freeze-K scope in the space")
+    args = parser.parse_args()
+    quiet()
+    from hpsearch.spec import load_spec
+
+    with tempfile.TemporaryDirectory() as folder:
+        study = Path(folder) / "study.yaml"
+        study.write_text(study_text("time-to-quality", args.rows, args.test_rows, SPACE.format(frozen=args.frozen), args.folds,
+                                    SEARCH.format(trials=args.trials)))
+        spec = load_spec(study)
+        print("anchor: Trainer.hyperparameter_search with a manual k-fold loop ...", flush=True)
+        theirs = anchor(spec, args.trials, args.frozen)
+        print(f"  {theirs['wall_s']:.0f} s, best CV accuracy {theirs['best_cv']:.4f}, test {theirs['test_accuracy']:.4f}", flush=True)
+        print("hpsearch run ...", flush=True)
+        mine = run_study(study)
+        mine["test_accuracy"] = mine["test_scores"]["accuracy"]
+        print(f"  {mine['wall_s']:.0f} s, best CV accuracy {mine['best_cv']:.4f}, test {mine['test_accuracy']:.4f}", flush=True)
+    result = {"machine": machine(), "settings": vars(args), "anchor": theirs, "hpsearch": mine,
+              "wall_ratio": mine["wall_s"] / theirs["wall_s"], "samples_ratio": mine["samples"] / theirs["samples"]}
+    print("\n| measure | hpsearch | Trainer.hyperparameter_search + k-fold loop | ratio |\n|---|---|---|---|")
+    print(f"| wall time (search, final fit, test) | {mine['wall_s']:.0f} s | {theirs['wall_s']:.0f} s | **{result['wall_ratio']:.2f}x** |")
+    print(f"| training samples processed | {mine['samples']} | {theirs['samples']} | {result['samples_ratio']:.2f}x |")
+    print(f"| best CV accuracy ({args.folds} folds, {args.trials} trials) | {mine['best_cv']:.4f} | {theirs['best_cv']:.4f} | |")
+    print(f"| test accuracy of the final model | {mine['test_accuracy']:.4f} | {theirs['test_accuracy']:.4f} | |")
+    print(f"| chosen settings | {mine['settings']} | {theirs['settings']} | |")
+    print(f"hpsearch trials: {mine['trials']}")
+    print(f"written to {save('time_to_quality', result)}")
+
+
+if __name__ == "__main__":
+    main()
