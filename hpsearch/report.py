@@ -23,7 +23,7 @@ def write_report(spec: StudySpec, study: Any, out: Path) -> list[Path]:
     from hpsearch.runner import select_from_study
 
     out.mkdir(parents=True, exist_ok=True)
-    report, table, _ = select_from_study(spec, study)
+    report, table = select_from_study(spec, study)
     figures: list[tuple[str, str, Callable[[], Any]]] = [
         ("optimization_history", "Optimization history", lambda: _history(spec, study)),
         ("param_importances", "Parameter importances", lambda: _importances(spec, study)),

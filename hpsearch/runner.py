@@ -279,8 +279,8 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     ]
 
 
-def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list[dict[str, Any]], Path]:
-    """CV table (written to the output folder), the winner, its interval and the paired comparisons."""
+def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The winner, its interval and the paired comparisons; and the CV table (not written anywhere)."""
     from hpsearch import selection
 
     rows = trial_rows(study)
@@ -288,7 +288,6 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
         reasons = sorted({t.user_attrs.get("failure_reason", t.state.name) for t in study.get_trials(deepcopy=False)})
         raise HpsearchError(f"no trial completed, so there is nothing to select or export. Reasons seen: {reasons or ['no trial ran']}")
     table = selection.cv_table(rows, spec.direction)
-    csv_path, _ = selection.write_table(table, spec.out_dir)
     chosen = selection.select(table, spec.selection.rule, spec.direction)
     interval = selection.corrected_interval(selection.fold_scores(chosen), spec.selection.confidence)
     trials = study.get_trials(deepcopy=False)
@@ -301,12 +300,13 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
     }
     if spec.search.second_objective:
         report["pareto_front"] = [t.number for t in study.best_trials]
-    return report, table, csv_path
+    return report, table
 
 
 def finish_study(session: Session, *, export: bool, target: Path | None = None, force: bool = False) -> int:
     """Selection, final model, one test evaluation, export, MLflow registration, summary."""
     from hpsearch.export import check_target, final_model, write_export
+    from hpsearch.selection import write_table
     from hpsearch.taskinfo import PIPELINE_TASKS
     from hpsearch.tracking import experiment_name
 
@@ -316,7 +316,8 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     target = target or spec.export_dir
     if export:
         check_target(target, force)  # before the refit, not after it
-    report, table, csv_path = select_from_study(spec, study)
+    report, table = select_from_study(spec, study)
+    csv_path, _ = write_table(table, spec.out_dir)
     chosen_trial = next(t for t in study.get_trials(deepcopy=False) if t.number == report["selected"]["trial"])
     report.update(labels=list(tuner.data.label_map.labels), train_rows=len(tuner.data.train), final_policy=spec.export.policy)
     if tracker.enabled:

@@ -65,7 +65,10 @@ def test_report_writes_html_and_valid_pngs(finished: Path, tmp_path: Path) -> No
     from PIL import Image
 
     out = tmp_path / "report"
+    results = load_spec(finished).out_dir / "cv_results.csv"
+    before = results.stat().st_mtime_ns
     assert main(["report", str(finished), "--out", str(out)]) == 0
+    assert results.stat().st_mtime_ns == before  # reporting reads the study; it does not rewrite results
     page = (out / "report.html").read_text()
     for name in ("optimization_history", "param_importances", "fold_scores", "learning_curves"):
         png = out / f"{name}.png"
