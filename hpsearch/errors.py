@@ -26,6 +26,10 @@ class TrialError(HpsearchError):
     """A trial could not be trained; the message is recorded as the trial's failure reason."""
 
 
+class OutOfMemory(TrialError):
+    """A fit ran out of (GPU or host) memory; a smaller batch may fit."""
+
+
 class StorageUnavailable(HpsearchError):
     """The study's storage database stayed unreachable for longer than ``search.storage_patience``."""
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from hpsearch.errors import SpecError, StorageUnavailable, TrialError
+from hpsearch.errors import OutOfMemory, SpecError, StorageUnavailable, TrialError
 from hpsearch.space import enqueue_params, grid, max_epochs, suggest
 from hpsearch.spec import StudySpec
 from hpsearch.storage import make_storage
@@ -232,8 +232,18 @@ class Objective:
         show = getattr(self.on_event, "step", None)
         label = f"trial {trial.number} fold {fold + 1}/{len(self.folds)}"
         on_step = (lambda epoch, done, total: show(done, total, f"{label} epoch {epoch}")) if show else None
-        fitted = self.tuner.fit(candidate, params, train_rows=train_rows, eval_rows=eval_rows, eval_split=self.eval_split,
-                                seed=self.spec.seed, on_epoch=on_epoch, keep_best=keep, on_step=on_step)
+        retries = self.spec.execution.memory_retries
+        while True:
+            try:
+                fitted = self.tuner.fit(candidate, params, train_rows=train_rows, eval_rows=eval_rows, eval_split=self.eval_split,
+                                        seed=self.spec.seed, on_epoch=on_epoch, keep_best=keep, on_step=on_step)
+                break
+            except OutOfMemory as exc:
+                if retries == 0 or int(params["batch_size"]) < 2:
+                    raise
+                retries -= 1
+                self._halve_batch(trial, params, fold, exc)
+                curve.clear()  # the fold starts again; Optuna keeps the first report of a repeated step
         try:
             if keep and not fitted.result.stopped_early:
                 self._keep_if_best_fold(trial.number, fold, curve[fitted.result.best_epoch - 1], fitted)
@@ -243,6 +253,18 @@ class Objective:
                     "total_parameters": fitted.total_parameters, "trainable_parameters": fitted.trainable_parameters}
         finally:
             fitted.close()
+
+    def _halve_batch(self, trial: Any, params: dict[str, Any], fold: int, exc: OutOfMemory) -> None:
+        """Half the batch, twice the accumulation: the same effective batch in less memory (for this and later folds)."""
+        old = (int(params["batch_size"]), int(params.get("grad_accumulation", 1)))
+        params.update(batch_size=old[0] // 2, grad_accumulation=old[1] * 2)
+        trial.set_user_attr("params", params)  # what the trial really ran with; the refit uses it too
+        trial.set_user_attr("memory_note", f"out of memory with batch_size={old[0]}; ran with batch_size={params['batch_size']}, "
+                                           f"grad_accumulation={params['grad_accumulation']}")
+        self.on_event(f"trial {trial.number} fold {fold + 1}: {exc}; retrying with batch_size={params['batch_size']} and "
+                      f"grad_accumulation={params['grad_accumulation']} (same effective batch)",
+                      event="memory_retry", trial=trial.number, fold=fold + 1, batch_size=params["batch_size"],
+                      grad_accumulation=params["grad_accumulation"])
 
     def _say_best(self, number: int, mean: float, std: float) -> None:
         """The best-so-far line, over every worker's completed trials (read from the storage)."""

@@ -14,7 +14,7 @@ import torch
 
 from hpsearch.data.prepare import StudyData
 from hpsearch.data.tokencache import TokenCache, Tokenized, tokenizer_fingerprint
-from hpsearch.errors import TrialError
+from hpsearch.errors import OutOfMemory, TrialError
 from hpsearch.finetune import frozen
 from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
 from hpsearch.finetune.loop import EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, predict_logits, train
@@ -168,7 +168,7 @@ class FineTuner:
         except torch.OutOfMemoryError as exc:
             del model
             release_memory()
-            raise TrialError(f"out of memory with batch_size={config.batch_size}: lower batch_size or max_length ({exc})") from None
+            raise OutOfMemory(f"out of memory with batch_size={config.batch_size}: lower batch_size or max_length ({exc})") from None
         except BaseException:
             del model
             release_memory()

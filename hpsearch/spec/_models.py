@@ -168,6 +168,10 @@ class ExecutionSpec(SpecModel):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Autocast on CUDA ('auto': bf16 where supported); CPU always uses fp32."
     )
+    memory_retries: int = Field(
+        1, ge=0, le=6, description="Times a fold that runs out of memory is retried with half the batch and twice "
+        "the gradient accumulation (same effective batch); 0: the trial fails at once."
+    )
 
 
 class TrackingSpec(SpecModel):

@@ -50,12 +50,38 @@ def test_out_of_memory_fails_the_trial_and_the_study_goes_on(tmp_path: Path, tin
         return real(model, batcher, rows, config, *args, **kwargs)
 
     monkeypatch.setattr(loop, "_train_epoch", scarce_memory)
-    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 2, enqueue: [{batch_size: 16}, {batch_size: 8}]}\ntracking: {enabled: false}\nexport: {enabled: false}\n"
+    extra = SPACE.replace("EPOCHS", "1") + ("search: {n_trials: 2, enqueue: [{batch_size: 16}, {batch_size: 8}]}\ntracking: {enabled: false}\n"
+                                            "export: {enabled: false}\nexecution: {memory_retries: 0}\n")
     path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
     assert run_study(path, say=_quiet) == 0
     first, second = _trials(path)
     assert first.state.name == "FAIL" and "out of memory with batch_size=16: lower batch_size" in first.user_attrs["failure_reason"]
     assert second.state.name == "COMPLETE"
+
+
+def test_out_of_memory_is_retried_with_half_the_batch_and_the_same_effective_batch(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hpsearch.finetune.loop as loop
+
+    real, seen = loop._train_epoch, []
+
+    def scarce_memory(model, batcher, rows, config, *args, **kwargs):  # noqa: ANN001, ANN202
+        seen.append((config.batch_size, config.grad_accumulation))
+        if config.batch_size == 16:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, batcher, rows, config, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_epoch", scarce_memory)
+    said: list[dict] = []
+    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 1, enqueue: [{batch_size: 16}]}\ntracking: {enabled: false}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    assert run_study(path, say=lambda message, **fields: said.append(fields)) == 0
+    (trial,) = _trials(path)
+    assert trial.state.name == "COMPLETE"
+    assert trial.params["batch_size"] == 16  # what was sampled ...
+    assert (trial.user_attrs["params"]["batch_size"], trial.user_attrs["params"]["grad_accumulation"]) == (8, 2)  # ... and what ran
+    assert "out of memory with batch_size=16" in trial.user_attrs["memory_note"]
+    assert [f["fold"] for f in said if f.get("event") == "memory_retry"] == [1]  # fold 2 starts with the smaller batch
+    assert seen == [(16, 1), (8, 2), (8, 2), (8, 2)]  # fold 1 twice, fold 2, then the refit with the settings that fit
 
 
 def test_full_disk_while_saving_a_checkpoint_fails_only_that_trial(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
