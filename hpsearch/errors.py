@@ -27,7 +27,7 @@ class TrialError(HpsearchError):
 
 
 class OutOfMemory(TrialError):
-    """A fit ran out of (GPU or host) memory; a smaller batch may fit."""
+    """A fit ran out of GPU memory; a smaller batch may fit."""
 
 
 class StorageUnavailable(HpsearchError):
