@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def _export(args: argparse.Namespace) -> int:
     from hpsearch.runner import export_study
 
     _quiet_libraries()
+    _stop_on_signals()
     return export_study(args.study, target=args.out.resolve() if args.out else None, force=args.force)
 
 
@@ -127,6 +129,7 @@ def _predict(args: argparse.Namespace) -> int:
     from hpsearch.predict import predict_file
 
     _quiet_libraries()
+    _stop_on_signals()
     rows = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size)
     print(f"wrote {rows} predictions to {args.output}")
     return 0
@@ -136,6 +139,7 @@ def _worker(args: argparse.Namespace) -> int:
     from hpsearch.runner import run_worker
 
     _quiet_libraries()
+    stop = _stop_on_signals()
     device = None
     if args.device is not None:
         device = "cpu" if args.device == "cpu" else f"cuda:{int(args.device)}"
@@ -143,7 +147,7 @@ def _worker(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    return run_worker(args.study, storage=args.storage, device=device, seed_offset=args.seed_offset, say=_progress(args, args.label))
+    return run_worker(args.study, storage=args.storage, device=device, seed_offset=args.seed_offset, say=_progress(args, args.label), stop=stop)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -155,15 +159,24 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_sigterm() -> None:
-    # SIGTERM (a scheduler's stop, or `run` passing one on) ends the trial like Ctrl-C: it is
-    # recorded as interrupted and runs again when the study resumes.
+def _stop_on_signals() -> threading.Event:
+    """SIGINT and SIGTERM (Ctrl-C, a scheduler's stop, or `run` passing one on) end the trial: it is
+    recorded as interrupted and runs again when the study resumes.
+
+    The returned event stays set even where the KeyboardInterrupt is lost (raised inside a finalizer
+    that the garbage collector runs, Python only prints it), so the worker still stops before its next trial.
+    """
     import signal
 
+    stop = threading.Event()
+
     def interrupt(signum: int, frame: object) -> None:
+        stop.set()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+    return stop
 
 
 def _quiet_libraries() -> None:
@@ -172,7 +185,6 @@ def _quiet_libraries() -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read by mlflow when it is imported
-    _stop_on_sigterm()
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -183,7 +195,8 @@ def _run(args: argparse.Namespace) -> int:
     from hpsearch.runner import run_study
 
     _quiet_libraries()
-    return run_study(args.study, export=not args.no_export, say=_progress(args), worker_args=_progress_args(args))
+    stop = _stop_on_signals()
+    return run_study(args.study, export=not args.no_export, say=_progress(args), worker_args=_progress_args(args), stop=stop)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ import gc
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -73,13 +74,15 @@ def requeue_interrupted(study: Any) -> int:
 class Session:
     """Everything a worker needs to run trials of one study in this process."""
 
-    def __init__(self, spec: StudySpec, say: Callable[..., None], device: str | None = None, seed_offset: int = 0) -> None:
+    def __init__(self, spec: StudySpec, say: Callable[..., None], device: str | None = None, seed_offset: int = 0,
+                 stop: threading.Event | None = None) -> None:
         from hpsearch.data import prepare_data
         from hpsearch.finetune import FineTuner
         from hpsearch.search import Objective, open_study
         from hpsearch.tracking import Tracker
 
         self.spec, self.say = spec, say
+        self.stop = stop or threading.Event()  # set by a signal handler: no new trial starts
         out = spec.out_dir
         out.mkdir(parents=True, exist_ok=True)
         self.data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
@@ -115,6 +118,8 @@ class Session:
         _settle_heap()
         try:
             while True:
+                if self.stop.is_set():  # the signal's KeyboardInterrupt was lost somewhere: stop all the same
+                    raise KeyboardInterrupt
                 if timeout is not None and time.monotonic() - started > timeout:
                     self.say(f"timeout of {timeout:g}s reached: no new trial is started")
                     break
@@ -192,7 +197,8 @@ def prune_checkpoints(spec: StudySpec, study: Any) -> list[int]:
     return removed
 
 
-def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None] = _say, worker_args: Sequence[str] = ()) -> int:
+def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None] = _say, worker_args: Sequence[str] = (),
+              stop: threading.Event | None = None) -> int:
     """``hpsearch run``: trials until n_trials (in this process, or one worker process per device
     slot), then selection, final model, test and export."""
     from hpsearch.workers import plan_slots, run_pool
@@ -208,12 +214,13 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         study = open_study(spec)
         Tracker.from_spec(spec).study_run(spec)
         say(f"study {spec.name!r}: {counted_trials(study)} of {spec.search.n_trials} trials finished; running the rest on {len(slots)} workers")
-        codes = run_pool(Path(study_path), slots, say, extra_args=list(worker_args))
+        stop = stop or threading.Event()
+        codes = run_pool(Path(study_path), slots, say, extra_args=list(worker_args), stop=stop)
         if StorageUnavailable.exit_code in codes:
             say(f"stopped: the workers lost the study storage {redact(spec.search.storage or '')}; run the same command to resume once it is back")
             return StorageUnavailable.exit_code
-        session = Session(spec, say)
-        if any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
+        session = Session(spec, say, stop=stop)
+        if stop.is_set() or any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
             say(f"stopped: {counted_trials(session.study)} of {spec.search.n_trials} trials finished; run the same command to resume")
             session.tracker.end_study(session.parent_run, "KILLED")
             return 130
@@ -222,7 +229,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         if not session.work(started):
             return 130
     else:
-        session = Session(spec, say)
+        session = Session(spec, say, stop=stop)
         remaining = spec.search.n_trials - counted_trials(session.study)
         say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), "
             f"{max(remaining, 0)} of {spec.search.n_trials} trials to run on {session.device}")
@@ -236,7 +243,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
 
 
 def run_worker(study_path: Path, *, storage: str | None = None, device: str | None = None,
-               seed_offset: int | None = None, say: Callable[..., None] = _say) -> int:
+               seed_offset: int | None = None, say: Callable[..., None] = _say, stop: threading.Event | None = None) -> int:
     """``hpsearch worker``: join the study and run trials until it has n_trials; no selection."""
     spec = load_spec(study_path)
     if storage:
@@ -244,7 +251,7 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
     import os
 
     # Workers of one study need different sampler seeds, or they would propose the same trials.
-    session = Session(spec, say, device=device, seed_offset=os.getpid() if seed_offset is None else seed_offset)
+    session = Session(spec, say, device=device, seed_offset=os.getpid() if seed_offset is None else seed_offset, stop=stop)
     say(f"worker on {session.device} joined study {spec.name!r} ({counted_trials(session.study)} of {spec.search.n_trials} trials finished)")
     return 0 if session.work() else 130
 

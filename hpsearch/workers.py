@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,11 +53,13 @@ def plan_slots(spec: StudySpec, gpu_count: int | None = None, cpu_count: int | N
     return [Slot(f"gpu{g}-{w}", "cuda:0", {"CUDA_VISIBLE_DEVICES": str(g)}) for g in devices for w in range(per)]
 
 
-def run_pool(study_path: Path, slots: list[Slot], say: Callable[..., None], storage: str | None = None, extra_args: Sequence[str] = ()) -> list[int]:
+def run_pool(study_path: Path, slots: list[Slot], say: Callable[..., None], storage: str | None = None, extra_args: Sequence[str] = (),
+             stop: threading.Event | None = None) -> list[int]:
     """Run one worker process per slot until the study has n_trials; returns their exit codes.
 
     SIGINT and SIGTERM given to this process are passed on to every worker, which marks its running
-    trial as interrupted (to be run again on resume) and exits.
+    trial as interrupted (to be run again on resume) and exits; ``stop`` is set, so the caller stops
+    too, even when the workers happened to finish just before the signal came.
     """
     processes = []
     for index, slot in enumerate(slots, start=1):
@@ -71,6 +74,8 @@ def run_pool(study_path: Path, slots: list[Slot], say: Callable[..., None], stor
     say(f"started {len(processes)} workers: {', '.join(s.label for s in slots)}")
 
     def forward(signum: int, _frame: Any) -> None:
+        if stop is not None:
+            stop.set()
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signum)

@@ -122,7 +122,7 @@ def test_killed_worker_loses_nothing(tmp_path: Path, tiny_bert: Path) -> None:
 
 
 def test_sigint_stops_every_worker_and_the_study_resumes(tmp_path: Path, tiny_bert: Path) -> None:
-    path = _study(tmp_path, tiny_bert, n_trials=4, epochs=4, rows=100)
+    path = _study(tmp_path, tiny_bert, n_trials=6, epochs=4, rows=100)  # trials left to interrupt after trial 1 starts
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     run = subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _wait_for_running_trial(path, time.monotonic() + 180)
@@ -136,4 +136,19 @@ def test_sigint_stops_every_worker_and_the_study_resumes(tmp_path: Path, tiny_be
     result = _run(path)
     assert result.returncode == 0, result.stderr[-3000:]
     study = _trials(path)
-    assert counted_trials(study) == 4 and not [t for t in study.get_trials() if t.state.name == "RUNNING"]
+    assert counted_trials(study) == 6 and not [t for t in study.get_trials() if t.state.name == "RUNNING"]
+
+
+def test_a_stop_request_is_honoured_even_when_its_keyboardinterrupt_was_lost(tmp_path: Path, tiny_bert: Path) -> None:
+    import threading
+
+    from hpsearch.runner import Session
+
+    path = _study(tmp_path, tiny_bert, n_trials=2)
+    said: list[str] = []
+    stop = threading.Event()
+    session = Session(load_spec(path), lambda message, **fields: said.append(message), stop=stop)
+    stop.set()  # as the signal handler does; its KeyboardInterrupt never reached the loop
+    assert session.work() is False
+    assert session.study.get_trials() == []
+    assert any("interrupted: 0 of 2 trials finished" in m for m in said)
