@@ -23,7 +23,7 @@ from hpsearch.spec import StudySpec
 from hpsearch.summary import redact
 
 HEARTBEAT_SECONDS = 30
-"""Heartbeat interval of database storages; a trial silent for 4 intervals counts as dead and is retried."""
+"""Heartbeat interval of database storages (see :func:`grace_period` for when a silent trial counts as dead)."""
 
 FIRST_WAIT, LONGEST_WAIT = 1.0, 30.0
 
@@ -61,13 +61,22 @@ def make_storage(spec: StudySpec, say: Callable[..., None] | None = None) -> Any
         with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we rely on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             database = patience.call(RDBStorage, url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
-                                     grace_period=4 * HEARTBEAT_SECONDS,
+                                     grace_period=grace_period(spec.search.storage_patience),
                                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
     elif url.startswith("sqlite"):
         database = patience.call(RDBStorage, url, engine_kwargs={"connect_args": {"timeout": 60}})
     else:
         return optuna.storages.get_storage(url)
     return patient_storage_class()(optuna.storages.get_storage(database), patience)
+
+
+def grace_period(patience: float) -> int:
+    """Seconds without a heartbeat after which other workers fail a running trial and run it again.
+
+    Longer than the patience: a worker that waits out an outage must not find, once the database is
+    back, that the others gave its trial up in the meantime. A dead worker's trial waits that long too.
+    """
+    return int(max(4 * HEARTBEAT_SECONDS, patience + 2 * HEARTBEAT_SECONDS))
 
 
 def unreachable(exc: BaseException) -> bool:

@@ -151,7 +151,8 @@ class SearchSpec(SpecModel):
     storage: str | None = Field(None, description="Optuna storage URL; null: an embedded store in the output folder.")
     storage_patience: float = Field(
         300, ge=0, description="Seconds a worker keeps retrying a storage database that cannot be reached "
-        "(waits of 1 s doubling up to 30 s) before it stops; finished trials stay safe either way."
+        "(waits of 1 s doubling up to 30 s) before it stops; finished trials stay safe either way. Other workers give "
+        "a silent trial up only after this plus a minute."
     )
     enqueue: list[dict[str, Any]] = Field(
         default_factory=list, description="Settings tried first (e.g. known-good defaults), by parameter name."

@@ -135,3 +135,14 @@ def test_database_password_never_reaches_output_files_or_mlflow(tmp_path: Path, 
     assert leaks == []
     recorded = {p.name for p in written if b"postgres:***@127.0.0.1" in p.read_bytes()}
     assert "study.resolved.yaml" in recorded  # the URL is logged to MLflow (masked), so the check above is not vacuous
+
+
+def test_other_workers_give_a_trial_up_only_after_its_worker_stopped_waiting(tmp_path: Path, tiny_bert: Path, postgres_url: str, proxy: TcpProxy) -> None:
+    from hpsearch.storage import HEARTBEAT_SECONDS, make_storage
+
+    proxy.start()
+    for patience in (0, 500):
+        path = _study(tmp_path, tiny_bert, postgres_url, proxy, n_trials=1, patience=patience)
+        database = make_storage(load_spec(path))._inner._backend  # PatientStorage -> Optuna's cache -> RDBStorage
+        assert database.heartbeat_interval == HEARTBEAT_SECONDS
+        assert database.grace_period > patience and database.grace_period >= 4 * HEARTBEAT_SECONDS
