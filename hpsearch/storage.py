@@ -183,6 +183,18 @@ def patient_storage_class() -> type:
     names = {name for base in (BaseStorage, BaseHeartbeat) for name, value in vars(base).items()
              if callable(value) and not name.startswith("__")}
     namespace = {name: forward(name) for name in sorted(names)}
+    beat = namespace["record_heartbeat"]
+
+    def record_heartbeat(self: Any, trial_id: int) -> None:
+        # Optuna's heartbeat thread does not catch errors: a give-up raised there would print a thread
+        # traceback. A missed heartbeat is harmless; the trial's own next call meets the outage too
+        # and stops the worker cleanly.
+        try:
+            beat(self, trial_id)
+        except StorageUnavailable:
+            pass
+
+    namespace["record_heartbeat"] = record_heartbeat
     namespace.update(__init__=__init__, __getattr__=__getattr__, __doc__="An Optuna storage that rides out database outages.")
     return type("PatientStorage", (BaseStorage, BaseHeartbeat), namespace)
 

@@ -146,3 +146,21 @@ def test_other_workers_give_a_trial_up_only_after_its_worker_stopped_waiting(tmp
         database = make_storage(load_spec(path))._inner._backend  # PatientStorage -> Optuna's cache -> RDBStorage
         assert database.heartbeat_interval == HEARTBEAT_SECONDS
         assert database.grace_period > patience and database.grace_period >= 4 * HEARTBEAT_SECONDS
+
+
+def test_a_lost_heartbeat_is_quiet_while_every_other_call_gives_up() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from hpsearch.errors import StorageUnavailable
+    from hpsearch.storage import Patience, patient_storage_class
+
+    class Gone:
+        def _fail(self, *args: object) -> None:
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+        record_heartbeat = get_trial = _fail
+
+    storage = patient_storage_class()(Gone(), Patience(0, "postgresql://u:pw@db/x"))
+    assert storage.record_heartbeat(1) is None  # in Optuna's heartbeat thread: no traceback
+    with pytest.raises(StorageUnavailable, match=r"postgresql://u:\*\*\*@db/x has been unreachable"):
+        storage.get_trial(1)
