@@ -50,7 +50,10 @@ def _retried_numbers(trials: list[Any]) -> set[int]:
 
 def counted_trials(study: Any) -> int:
     """Trials that count towards n_trials: finished ones, except those whose configuration ran again."""
-    trials = study.get_trials(deepcopy=False)
+    return _counted(study.get_trials(deepcopy=False))
+
+
+def _counted(trials: list[Any]) -> int:
     retried = _retried_numbers(trials)
     return sum(1 for t in trials if t.state.name in FINISHED_STATES and t.number not in retried
                and not t.user_attrs.get("interrupted") and not t.user_attrs.get("requeued"))
@@ -58,7 +61,8 @@ def counted_trials(study: Any) -> int:
 
 def claimed_trials(study: Any) -> int:
     """Counted trials plus running ones: no room for another trial once this reaches n_trials."""
-    return counted_trials(study) + sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING")
+    trials = study.get_trials(deepcopy=False)
+    return _counted(trials) + sum(1 for t in trials if t.state.name == "RUNNING")
 
 
 def requeue_interrupted(study: Any) -> int:

@@ -232,18 +232,9 @@ class Objective:
         show = getattr(self.on_event, "step", None)
         label = f"trial {trial.number} fold {fold + 1}/{len(self.folds)}"
         on_step = (lambda epoch, done, total: show(done, total, f"{label} epoch {epoch}")) if show else None
-        retries = self.spec.execution.memory_retries
-        while True:
-            try:
-                fitted = self.tuner.fit(candidate, params, train_rows=train_rows, eval_rows=eval_rows, eval_split=self.eval_split,
-                                        seed=self.spec.seed, on_epoch=on_epoch, keep_best=keep, on_step=on_step)
-                break
-            except OutOfMemory as exc:
-                if retries == 0 or int(params["batch_size"]) < 2:
-                    raise
-                retries -= 1
-                self._halve_batch(trial, params, fold, exc)
-                curve.clear()  # the fold starts again; Optuna keeps the first report of a repeated step
+        fitted = self._fit_within_memory(trial, fold, curve, lambda: self.tuner.fit(
+            candidate, params, train_rows=train_rows, eval_rows=eval_rows, eval_split=self.eval_split,
+            seed=self.spec.seed, on_epoch=on_epoch, keep_best=keep, on_step=on_step), params)
         try:
             if keep and not fitted.result.stopped_early:
                 self._keep_if_best_fold(trial.number, fold, curve[fitted.result.best_epoch - 1], fitted)
@@ -253,6 +244,19 @@ class Objective:
                     "total_parameters": fitted.total_parameters, "trainable_parameters": fitted.trainable_parameters}
         finally:
             fitted.close()
+
+    def _fit_within_memory(self, trial: Any, fold: int, curve: list[float], fit: Callable[[], Any], params: dict[str, Any]) -> Any:
+        """``fit()``, run again with a halved batch (``params`` is changed in place) while it runs out of memory."""
+        retries = self.spec.execution.memory_retries
+        while True:
+            try:
+                return fit()
+            except OutOfMemory as exc:
+                if retries == 0 or int(params["batch_size"]) < 2:
+                    raise
+                retries -= 1
+                self._halve_batch(trial, params, fold, exc)
+                curve.clear()  # the fold starts again; Optuna keeps the first report of a repeated step
 
     def _halve_batch(self, trial: Any, params: dict[str, Any], fold: int, exc: OutOfMemory) -> None:
         """Half the batch, twice the accumulation: the same effective batch in less memory (for this and later folds)."""

@@ -13,10 +13,9 @@ Optuna's writes are keyed by trial, so the repeat either does the same thing aga
 from __future__ import annotations
 
 import functools
-import threading
 import time
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from hpsearch.errors import StorageUnavailable
 from hpsearch.spec import StudySpec
@@ -79,6 +78,16 @@ def grace_period(patience: float) -> int:
     return int(max(4 * HEARTBEAT_SECONDS, patience + 2 * HEARTBEAT_SECONDS))
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (a few levels: chains can loop)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
 def unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) says the database cannot be reached.
 
@@ -86,16 +95,8 @@ def unreachable(exc: BaseException) -> bool:
     """
     from sqlalchemy import exc as sa
 
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, (sa.OperationalError, sa.InterfaceError, sa.TimeoutError)):
-            return True
-        if isinstance(seen, sa.DBAPIError) and seen.connection_invalidated:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(isinstance(e, (sa.OperationalError, sa.InterfaceError, sa.TimeoutError))
+               or (isinstance(e, sa.DBAPIError) and e.connection_invalidated) for e in _chain(exc))
 
 
 def lost_storage(exc: BaseException) -> StorageUnavailable | None:
@@ -104,12 +105,7 @@ def lost_storage(exc: BaseException) -> StorageUnavailable | None:
     Optuna's trial bookkeeping needs the storage too; when it is gone, Optuna's own follow-up error
     can hide ours, so the chain is searched.
     """
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None or isinstance(seen, StorageUnavailable):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return next((e for e in _chain(exc) if isinstance(e, StorageUnavailable)), None)
 
 
 class Patience:
@@ -119,7 +115,6 @@ class Patience:
         self.seconds, self.where = seconds, redact(url)
         self.say = say or (lambda message, **fields: None)
         self.exhausted = False  # after one give-up, later calls fail at once instead of waiting again
-        self._lock = threading.Lock()
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         waited, wait = 0.0, FIRST_WAIT
@@ -144,8 +139,7 @@ class Patience:
                 waited, wait = waited + pause, min(2 * wait, LONGEST_WAIT)
             else:
                 if waited:
-                    with self._lock:
-                        self.exhausted = False
+                    self.exhausted = False
                     self.say(f"storage {self.where} reachable again after {waited:.0f} s; continuing",
                              event="storage", state="reachable", waited_seconds=waited)
                 return result

@@ -39,17 +39,24 @@ def _trials(path: Path) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
 
 
-def test_out_of_memory_fails_the_trial_and_the_study_goes_on(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _fail_epochs(monkeypatch: pytest.MonkeyPatch, error: BaseException, batch_size: int = 16) -> list[tuple[int, int]]:
+    """Every training epoch with ``batch_size`` raises ``error``; returns the (batch, accumulation) of every epoch."""
     import hpsearch.finetune.loop as loop
 
-    real = loop._train_epoch
+    real, seen = loop._train_epoch, []
 
-    def scarce_memory(model, batcher, rows, config, *args, **kwargs):  # noqa: ANN001, ANN202
-        if config.batch_size == 16:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+    def failing(model, batcher, rows, config, *args, **kwargs):  # noqa: ANN001, ANN202
+        seen.append((config.batch_size, config.grad_accumulation))
+        if config.batch_size == batch_size:
+            raise error
         return real(model, batcher, rows, config, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "_train_epoch", scarce_memory)
+    monkeypatch.setattr(loop, "_train_epoch", failing)
+    return seen
+
+
+def test_out_of_memory_fails_the_trial_and_the_study_goes_on(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fail_epochs(monkeypatch, torch.OutOfMemoryError("CUDA out of memory (simulated)"))
     extra = SPACE.replace("EPOCHS", "1") + ("search: {n_trials: 2, enqueue: [{batch_size: 16}, {batch_size: 8}]}\ntracking: {enabled: false}\n"
                                             "export: {enabled: false}\nexecution: {memory_retries: 0}\n")
     path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
@@ -60,17 +67,7 @@ def test_out_of_memory_fails_the_trial_and_the_study_goes_on(tmp_path: Path, tin
 
 
 def test_out_of_memory_is_retried_with_half_the_batch_and_the_same_effective_batch(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hpsearch.finetune.loop as loop
-
-    real, seen = loop._train_epoch, []
-
-    def scarce_memory(model, batcher, rows, config, *args, **kwargs):  # noqa: ANN001, ANN202
-        seen.append((config.batch_size, config.grad_accumulation))
-        if config.batch_size == 16:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(model, batcher, rows, config, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "_train_epoch", scarce_memory)
+    seen = _fail_epochs(monkeypatch, torch.OutOfMemoryError("CUDA out of memory (simulated)"))
     said: list[dict] = []
     extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 1, enqueue: [{batch_size: 16}]}\ntracking: {enabled: false}\n"
     path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
@@ -108,16 +105,7 @@ def test_full_disk_while_saving_a_checkpoint_fails_only_that_trial(tmp_path: Pat
 
 
 def test_unexpected_error_inside_a_trial_fails_only_that_trial(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hpsearch.finetune.loop as loop
-
-    real = loop._train_epoch
-
-    def buggy(model, batcher, rows, config, *args, **kwargs):  # noqa: ANN001, ANN202
-        if config.batch_size == 16:
-            raise KeyError("a library bug")
-        return real(model, batcher, rows, config, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "_train_epoch", buggy)
+    _fail_epochs(monkeypatch, KeyError("a library bug"))
     said: list[str] = []
     extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 2, enqueue: [{batch_size: 16}, {batch_size: 8}]}\ntracking: {enabled: false}\nexport: {enabled: false}\n"
     path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
