@@ -1,8 +1,11 @@
 """The Optuna study of a spec: sampler, pruner and storage factories, and the trial objective.
 
 What the pruner sees: after every epoch of every fold, the trial reports the validation metric of
-that fold and epoch at step ``fold * E + epoch - 1``, where E is the largest epoch count the search
-space allows. Every trial uses the same folds, so two trials are compared at the same fold and epoch.
+that fold and epoch at step ``fold * (E + 1) + epoch - 1``, where E is the largest epoch count the
+search space allows; after each fold but the last it also reports its cross-validation score so far
+(the mean over the folds done, at their best common epoch count) at step ``fold * (E + 1) + E``.
+Every trial uses the same folds, so two trials are compared at the same fold and epoch, and, whatever
+their epoch counts, on the score the objective will be made of.
 """
 from __future__ import annotations
 
@@ -136,7 +139,7 @@ class Objective:
         self.device = device
         self.on_event = on_event or (lambda message, **fields: None)
         self.checkpoints = checkpoints
-        self.step_stride = max_epochs(spec)
+        self.step_stride = max_epochs(spec) + 1  # E epoch steps and one fold-end step per fold
 
     def __call__(self, trial: Any) -> float | tuple[float, float]:
         import optuna
@@ -194,6 +197,9 @@ class Objective:
             trial.set_user_attr("eval_seconds", eval_seconds)
             if outcome["stopped"]:
                 raise optuna.TrialPruned(f"pruned at fold {fold + 1}, epoch {len(curves[-1])}: {self.spec.metric}={curves[-1][-1]:.4f}")
+            if fold + 1 < len(self.folds) and self._prune_after_fold(trial, fold, curves):
+                raise optuna.TrialPruned(f"pruned after fold {fold + 1}: {self.spec.metric} so far "
+                                         f"{statistics.fmean(best_epoch_aggregate(curves, self.spec.direction)[1]):.4f}")
         best_epochs, fold_scores = best_epoch_aggregate(curves, self.spec.direction)
         mean = statistics.fmean(fold_scores)
         std = statistics.pstdev(fold_scores) if len(fold_scores) > 1 else 0.0
@@ -211,6 +217,14 @@ class Objective:
         cost = float(trial.user_attrs["total_parameters"]) if second == "params" else self._latency_ms(candidate, params)
         trial.set_user_attr(f"objective_{second}", cost)  # "params" alone would clash with the parameters
         return mean, cost
+
+    def _prune_after_fold(self, trial: Any, fold: int, curves: list[list[float]]) -> bool:
+        """Report the CV score so far at the fold-end step: trials of any epoch count meet on the objective's terms."""
+        if self.spec.search.second_objective is not None:  # Optuna does not prune multi-objective trials
+            return False
+        so_far = statistics.fmean(best_epoch_aggregate(curves, self.spec.direction)[1])
+        trial.report(so_far, step=fold * self.step_stride + self.step_stride - 1)
+        return bool(trial.should_prune())
 
     def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int], curves: list[list[float]], run: str | None) -> dict[str, Any]:
         metric, curve = self.spec.metric, []

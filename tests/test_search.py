@@ -91,6 +91,32 @@ def test_candidate_that_cannot_learn_is_pruned(tmp_path: Path, tiny_bert: Path) 
     assert max(trials[0].user_attrs["fold_scores"]) > 0.9  # the good candidate did learn
 
 
+def test_fold_end_step_prunes_on_the_cv_score_so_far(tmp_path: Path, tiny_bert: Path) -> None:
+    # The warm-up covers fold 1's two epoch steps, so only the fold-end step (the CV score so far) can prune.
+    models = (
+        f"models:\n  - {{name: good, path: {tiny_bert}}}\n"
+        f"  - {{name: stuck, path: {tiny_bert}, space: {{learning_rate: 1.0e-9}}}}\n"
+    )
+    search = (
+        "search:\n  n_trials: 3\n  sampler: {name: random}\n"
+        "  pruner: {name: median, options: {n_startup_trials: 2, n_warmup_steps: 2}}\n"
+        "  enqueue: [{model: good, learning_rate: 1.0e-2}, {model: good, learning_rate: 8.0e-3}, {model: stuck}]\n"
+    )
+    space = FAST.replace("epochs: 3", "epochs: 2").replace("high: 5.0e-3", "high: 1.0e-2")
+    path = _study(tmp_path, tiny_bert, search, models, space=space, rows=150)
+    assert run_study(path, say=_quiet) == 0
+    first, _, stuck = _trials(path)
+    assert stuck.state.name == "PRUNED"
+    assert stuck.user_attrs["failure_reason"].startswith("pruned after fold 1: macro_f1 so far")
+    assert sorted(stuck.intermediate_values) == [0, 1, 2]
+    # Steps: fold k's epochs at 3k and 3k+1, its CV score so far at 3k+2; none after the last fold.
+    curves = first.user_attrs["epoch_curves"]
+    assert sorted(first.intermediate_values) == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert [first.intermediate_values[s] for s in (0, 1, 3, 4, 6, 7)] == [v for curve in curves for v in curve]
+    assert first.intermediate_values[2] == max(curves[0])
+    assert first.intermediate_values[5] == pytest.approx(sum(best_epoch_aggregate(curves[:2], "maximize")[1]) / 2)
+
+
 def test_interrupted_study_resumes_to_exactly_n_trials(tmp_path: Path, tiny_bert: Path) -> None:
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 3, pruner: {name: none}}\n")
 
