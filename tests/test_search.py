@@ -71,20 +71,25 @@ def test_study_with_two_candidates_completes_and_selects_the_best(tmp_path: Path
     assert (spec.export_dir / "config.json").is_file()
 
 
-def test_candidate_that_cannot_learn_is_pruned(tmp_path: Path, tiny_bert: Path) -> None:
+def _good_then_stuck(tmp_path: Path, tiny_bert: Path, epochs: int, warmup_steps: int) -> Path:
+    """Two trials of a candidate that learns, then one whose learning rate is 1e-9, under the median pruner; run."""
     models = (
         f"models:\n  - {{name: good, path: {tiny_bert}}}\n"
         f"  - {{name: stuck, path: {tiny_bert}, space: {{learning_rate: 1.0e-9}}}}\n"
     )
     search = (
         "search:\n  n_trials: 3\n  sampler: {name: random}\n"
-        "  pruner: {name: median, options: {n_startup_trials: 2, n_warmup_steps: 0}}\n"
+        f"  pruner: {{name: median, options: {{n_startup_trials: 2, n_warmup_steps: {warmup_steps}}}}}\n"
         "  enqueue: [{model: good, learning_rate: 1.0e-2}, {model: good, learning_rate: 8.0e-3}, {model: stuck}]\n"
     )
-    space = FAST.replace("epochs: 3", "epochs: 4").replace("high: 5.0e-3", "high: 1.0e-2")
+    space = FAST.replace("epochs: 3", f"epochs: {epochs}").replace("high: 5.0e-3", "high: 1.0e-2")
     path = _study(tmp_path, tiny_bert, search, models, space=space, rows=150)
     assert run_study(path, say=_quiet) == 0
-    trials = _trials(path)
+    return path
+
+
+def test_candidate_that_cannot_learn_is_pruned(tmp_path: Path, tiny_bert: Path) -> None:
+    trials = _trials(_good_then_stuck(tmp_path, tiny_bert, epochs=4, warmup_steps=0))
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
     assert "pruned at fold 1" in trials[2].user_attrs["failure_reason"]
     assert trials[2].user_attrs["params"]["learning_rate"] == 1e-9
@@ -93,18 +98,7 @@ def test_candidate_that_cannot_learn_is_pruned(tmp_path: Path, tiny_bert: Path) 
 
 def test_fold_end_step_prunes_on_the_cv_score_so_far(tmp_path: Path, tiny_bert: Path) -> None:
     # The warm-up covers fold 1's two epoch steps, so only the fold-end step (the CV score so far) can prune.
-    models = (
-        f"models:\n  - {{name: good, path: {tiny_bert}}}\n"
-        f"  - {{name: stuck, path: {tiny_bert}, space: {{learning_rate: 1.0e-9}}}}\n"
-    )
-    search = (
-        "search:\n  n_trials: 3\n  sampler: {name: random}\n"
-        "  pruner: {name: median, options: {n_startup_trials: 2, n_warmup_steps: 2}}\n"
-        "  enqueue: [{model: good, learning_rate: 1.0e-2}, {model: good, learning_rate: 8.0e-3}, {model: stuck}]\n"
-    )
-    space = FAST.replace("epochs: 3", "epochs: 2").replace("high: 5.0e-3", "high: 1.0e-2")
-    path = _study(tmp_path, tiny_bert, search, models, space=space, rows=150)
-    assert run_study(path, say=_quiet) == 0
+    path = _good_then_stuck(tmp_path, tiny_bert, epochs=2, warmup_steps=2)
     first, _, stuck = _trials(path)
     assert stuck.state.name == "PRUNED"
     assert stuck.user_attrs["failure_reason"].startswith("pruned after fold 1: macro_f1 so far")
