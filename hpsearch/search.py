@@ -197,9 +197,8 @@ class Objective:
             trial.set_user_attr("eval_seconds", eval_seconds)
             if outcome["stopped"]:
                 raise optuna.TrialPruned(f"pruned at fold {fold + 1}, epoch {len(curves[-1])}: {self.spec.metric}={curves[-1][-1]:.4f}")
-            if fold + 1 < len(self.folds) and self._prune_after_fold(trial, fold, curves):
-                raise optuna.TrialPruned(f"pruned after fold {fold + 1}: {self.spec.metric} so far "
-                                         f"{statistics.fmean(best_epoch_aggregate(curves, self.spec.direction)[1]):.4f}")
+            if fold + 1 < len(self.folds):
+                self._prune_after_fold(trial, fold, curves)
         best_epochs, fold_scores = best_epoch_aggregate(curves, self.spec.direction)
         mean = statistics.fmean(fold_scores)
         std = statistics.pstdev(fold_scores) if len(fold_scores) > 1 else 0.0
@@ -218,13 +217,17 @@ class Objective:
         trial.set_user_attr(f"objective_{second}", cost)  # "params" alone would clash with the parameters
         return mean, cost
 
-    def _prune_after_fold(self, trial: Any, fold: int, curves: list[list[float]]) -> bool:
-        """Report the CV score so far at the fold-end step: trials of any epoch count meet on the objective's terms."""
+    def _prune_after_fold(self, trial: Any, fold: int, curves: list[list[float]]) -> None:
+        """Report the CV score so far at the fold-end step (trials of any epoch count meet on the objective's
+        terms) and raise ``TrialPruned`` if the pruner says so."""
+        import optuna
+
         if self.spec.search.second_objective is not None:  # Optuna does not prune multi-objective trials
-            return False
+            return
         so_far = statistics.fmean(best_epoch_aggregate(curves, self.spec.direction)[1])
         trial.report(so_far, step=fold * self.step_stride + self.step_stride - 1)
-        return bool(trial.should_prune())
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after fold {fold + 1}: {self.spec.metric} so far {so_far:.4f}")
 
     def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int], curves: list[list[float]], run: str | None) -> dict[str, Any]:
         metric, curve = self.spec.metric, []
