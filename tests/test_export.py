@@ -10,18 +10,9 @@ import pytest
 from hpsearch.cli import main
 from hpsearch.runner import run_study
 from hpsearch.spec import load_spec
-from toydata import classification_rows, ner_rows, toy_study, write_csv, write_jsonl
+from toydata import QUICK, classification_rows, ner_rows, toy_study, write_csv, write_jsonl
 
-SPACE = """\
-space:
-  learning_rate: {type: float, low: 5.0e-3, high: 1.0e-2, log: true}
-  epochs: 2
-  batch_size: 8
-  warmup_ratio: 0.0
-  weight_decay: 0.0
-cv: {folds: 2}
-tracking: {enabled: false}
-"""
+SPACE = QUICK
 
 
 def _quiet(message: str, **fields: object) -> None:

@@ -96,6 +96,19 @@ TASK_FILES = {
 }
 
 
+QUICK = """\
+space:
+  learning_rate: {type: float, low: 5.0e-3, high: 1.0e-2, log: true}
+  epochs: 2
+  batch_size: 8
+  warmup_ratio: 0.0
+  weight_decay: 0.0
+cv: {folds: 2}
+tracking: {enabled: false}
+"""
+"""Study sections of a quick run on the tiny model: 2 folds, 2 epochs, a learning rate it learns with, no tracking."""
+
+
 def toy_study(folder: Path, model: Path, task: str = "text-classification", rows: int = 120, extra: str = "") -> Path:
     """Write toy data for ``task`` and a study file that uses it with the tiny model; return the study path."""
     name, make, columns = TASK_FILES[task]
