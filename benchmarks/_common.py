@@ -46,10 +46,11 @@ models:
     )
 
 
-def study_text(name: str, rows: int, test_rows: int, space: str, folds: int, search: str, extra: str = "") -> str:
+def study_text(name: str, rows: int, test_rows: int, space: str, folds: int, search: str, extra: str = "", workers: int = 1) -> str:
     """A study file on the Rotten Tomatoes subsample with the packaged MiniLM-L6 as the only candidate.
 
-    ``space`` and ``search`` are the YAML bodies of those sections (indented by two spaces).
+    ``space`` and ``search`` are the YAML bodies of those sections (indented by two spaces); ``workers``
+    CPU worker processes share the cores (threads split between them).
     """
     return f"""\
 name: {name}
@@ -70,7 +71,7 @@ search:
   metric: accuracy
   sampler: {{name: tpe}}
 {search}
-execution: {{devices: cpu}}
+execution: {{devices: cpu, workers_per_device: {workers}}}
 export: {{enabled: false}}
 {extra}"""
 

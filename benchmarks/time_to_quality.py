@@ -137,12 +137,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--frozen", type=int, default=4, help="K of the freeze-K scope in the space")
+    parser.add_argument("--workers", type=int, default=1, help="hpsearch's CPU worker processes (the cores' threads split between them)")
     args = parser.parse_args()
     quiet()
     from hpsearch.spec import load_spec
 
     text = study_text("time-to-quality", args.rows, args.test_rows, SPACE.format(frozen=args.frozen), args.folds,
-                      SEARCH.format(trials=args.trials))
+                      SEARCH.format(trials=args.trials), workers=args.workers)
     # hpsearch runs before and after the anchor (each in a fresh folder) and its wall time is the mean of
     # the two, so a drift of the machine's speed during the long anchor run weighs on both sides alike.
     runs = []
