@@ -140,6 +140,7 @@ class Objective:
         self.on_event = on_event or (lambda message, **fields: None)
         self.checkpoints = checkpoints
         self.step_stride = max_epochs(spec) + 1  # E epoch steps and one fold-end step per fold
+        self.prunable = spec.search.second_objective is None  # Optuna does not prune multi-objective trials
 
     def __call__(self, trial: Any) -> float | tuple[float, float]:
         import optuna
@@ -222,7 +223,7 @@ class Objective:
         terms) and raise ``TrialPruned`` if the pruner says so."""
         import optuna
 
-        if self.spec.search.second_objective is not None:  # Optuna does not prune multi-objective trials
+        if not self.prunable:
             return
         so_far = statistics.fmean(best_epoch_aggregate(curves, self.spec.direction)[1])
         trial.report(so_far, step=fold * self.step_stride + self.step_stride - 1)
@@ -232,7 +233,6 @@ class Objective:
     def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int], curves: list[list[float]], run: str | None) -> dict[str, Any]:
         metric, curve = self.spec.metric, []
         curves.append(curve)
-        multi = self.spec.search.second_objective is not None
 
         def on_epoch(record: Any) -> bool:
             curve.append(record.metrics[metric])
@@ -240,7 +240,7 @@ class Objective:
             self.tracker.log_epoch(run, fold + 1, record.epoch, record.train_loss, record.metrics, speed)
             self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {curve[-1]:.4f} (loss {record.train_loss:.4f}, {speed:.0f} samples/s)",
                           event="epoch", trial=trial.number, fold=fold + 1, epoch=record.epoch, metrics=record.metrics, train_loss=record.train_loss, samples_per_second=speed)
-            if multi:  # Optuna does not prune multi-objective trials
+            if not self.prunable:
                 return False
             trial.report(curve[-1], step=fold * self.step_stride + record.epoch - 1)
             return bool(trial.should_prune())
