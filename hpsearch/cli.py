@@ -45,13 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     study_command("validate", "check a study file and print what it resolves to", _validate)
     run = study_command("run", "search, select the winner, test it and export it", _run)
     run.add_argument("--no-export", action="store_true", help="skip the export at the end")
+    run.add_argument("--new-study", action="store_true", help="start the study afresh: an existing study of this name is "
+                     "kept aside under <name>.replaced-<time> (needed after changing a setting that defines the objective)")
     _progress_options(run)
     worker = study_command("worker", "join a study as one more worker; runs trials until it has n_trials", _worker)
     worker.add_argument("--storage", help="Optuna storage URL of the study")
     worker.add_argument("--device", help="GPU id or 'cpu' (default: the study's devices)")
     worker.add_argument("--label", help=argparse.SUPPRESS)
     worker.add_argument("--seed-offset", type=int, help=argparse.SUPPRESS)
-    worker.add_argument("--threads", type=int, help="CPU threads for this worker (default: all cores)")
+    worker.add_argument("--threads", type=int, help="CPU threads for this worker (default: execution.threads, else the "
+                        "machine's cores divided by the hpsearch workers running on it)")
     _progress_options(worker)
     status = study_command("status", "trials so far, the best so far and what is running", _status)
     status.add_argument("--storage", help="Optuna storage URL of the study (default: the study file's)")
@@ -143,11 +146,10 @@ def _worker(args: argparse.Namespace) -> int:
     device = None
     if args.device is not None:
         device = "cpu" if args.device == "cpu" else f"cuda:{int(args.device)}"
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    return run_worker(args.study, storage=args.storage, device=device, seed_offset=args.seed_offset, say=_progress(args, args.label), stop=stop)
+    if args.threads is not None and args.threads < 1:
+        raise HpsearchError(f"--threads must be at least 1, but got {args.threads}")
+    return run_worker(args.study, storage=args.storage, device=device, seed_offset=args.seed_offset, say=_progress(args, args.label),
+                      stop=stop, threads=args.threads)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -196,7 +198,8 @@ def _run(args: argparse.Namespace) -> int:
 
     _quiet_libraries()
     stop = _stop_on_signals()
-    return run_study(args.study, export=not args.no_export, say=_progress(args), worker_args=_progress_args(args), stop=stop)
+    return run_study(args.study, export=not args.no_export, say=_progress(args), worker_args=_progress_args(args), stop=stop,
+                     new_study=args.new_study)
 
 
 if __name__ == "__main__":  # pragma: no cover

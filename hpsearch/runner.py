@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -59,12 +60,6 @@ def _counted(trials: list[Any]) -> int:
                and not t.user_attrs.get("interrupted") and not t.user_attrs.get("requeued"))
 
 
-def claimed_trials(study: Any) -> int:
-    """Counted trials plus running ones: no room for another trial once this reaches n_trials."""
-    trials = study.get_trials(deepcopy=False)
-    return _counted(trials) + sum(1 for t in trials if t.state.name == "RUNNING")
-
-
 def requeue_interrupted(study: Any) -> int:
     """Run the configurations of interrupted trials again (once each)."""
     trials = study.get_trials(deepcopy=False)
@@ -79,7 +74,7 @@ class Session:
     """Everything a worker needs to run trials of one study in this process."""
 
     def __init__(self, spec: StudySpec, say: Callable[..., None], device: str | None = None, seed_offset: int = 0,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, read_only: bool = False, threads: int | None = None) -> None:
         from hpsearch.data import prepare_data
         from hpsearch.finetune import FineTuner
         from hpsearch.search import Objective, open_study
@@ -87,8 +82,11 @@ class Session:
 
         self.spec, self.say = spec, say
         self.stop = stop or threading.Event()  # set by a signal handler: no new trial starts
+        self.threads = threads  # CPU threads asked for on the command line; None: the machine's share
         out = spec.out_dir
         out.mkdir(parents=True, exist_ok=True)
+        # The study first: a spec that no longer matches its study stops before data or models are loaded.
+        self.study = open_study(spec, seed_offset=seed_offset, say=say, read_only=read_only)
         self.data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
         self.data.label_map.save(out / "labels.json")
         for warning in self.data.warnings:
@@ -98,7 +96,6 @@ class Session:
         self.tuner = FineTuner(self.data, cache_dir=out / "cache", max_length=spec.data.max_length, device=self.device,
                                precision=spec.execution.precision, metric=spec.metric, direction=spec.direction,
                                warn=lambda message: say(f"warning: {message}", event="warning"))
-        self.study = open_study(spec, seed_offset=seed_offset, say=say)
         self.tracker = Tracker.from_spec(spec)
         self.parent_run = self.tracker.study_run(spec)
         self.objective = Objective(spec, self.tuner, self.folds, eval_split=eval_split, device=self.device, on_event=say,
@@ -110,27 +107,39 @@ class Session:
         if run:
             self.tracker.end_trial(run, "FAIL", {**trial.user_attrs, "failure_reason": reason})
 
-    def work(self, started: float | None = None) -> bool:
+    def work(self, started: float | None = None, wait_for_others: bool = False) -> bool:
         """Run trials until the study has n_trials counted ones, or until ``search.timeout`` seconds after
-        ``started`` (a ``time.monotonic()`` value; default now); False if interrupted."""
-        from filelock import FileLock
+        ``started`` (a ``time.monotonic()`` value; default now); False if interrupted.
+
+        With ``wait_for_others`` (the process that selects the winner) it returns only once no trial of
+        the study is running anywhere, so the selection sees every trial; a running trial whose worker
+        died is recovered meanwhile, and run here if it comes back to the queue.
+        """
+        from hpsearch.storage import claim_lock
+        from hpsearch.workers import ThreadShare
 
         started = time.monotonic() if started is None else started
         timeout = self.spec.search.timeout
-        lock = FileLock(str(self.spec.out_dir / "claim.lock"))
+        lock = claim_lock(self.spec, self.say)
         objective = _interruptible(self.objective, on_start=lock.release)
+        share = ThreadShare(self.spec.execution.threads if self.threads is None else self.threads, self.say)
+        waiting = Waiting(self.say)
         _settle_heap()
         try:
             while True:
                 if self.stop.is_set():  # the signal's KeyboardInterrupt was lost somewhere: stop all the same
                     raise KeyboardInterrupt
-                if timeout is not None and time.monotonic() - started > timeout:
+                may_start = timeout is None or time.monotonic() - started <= timeout
+                if not may_start and not waiting.timed_out:
                     self.say(f"timeout of {timeout:g}s reached: no new trial is started")
+                    waiting.timed_out = True
+                share.apply()
+                outcome = self._claim_and_run(objective, lock, may_start, wait_for_others, waiting)
+                if outcome == "done":
                     break
-                if not self._claim_and_run(objective, lock):
-                    break
-                prune_checkpoints(self.spec, self.study)
-                _settle_heap()
+                if outcome == "ran":
+                    prune_checkpoints(self.spec, self.study)
+                    _settle_heap()
         except KeyboardInterrupt:
             self.say(f"interrupted: {counted_trials(self.study)} of {self.spec.search.n_trials} trials finished; run the same command to resume")
             self.tracker.end_study(self.parent_run, "KILLED")
@@ -139,23 +148,38 @@ class Session:
             self.tracker.end_study(self.parent_run, "KILLED")
             raise
         finally:
+            share.close()
             gc.unfreeze()  # whatever outlives the trials is the caller's again, collectable as usual
         return True
 
-    def _claim_and_run(self, objective: Callable[[Any], Any], lock: Any) -> bool:
-        """Run one trial if the study has room for it; False if it has not."""
+    def _claim_and_run(self, objective: Callable[[Any], Any], lock: Any, may_start: bool, wait_for_others: bool,
+                       waiting: Waiting) -> str:
+        """Run one trial if the study has room for it ("ran"); else "wait" (trials still run elsewhere and
+        the caller selects) or "done"."""
+        import optuna
+
         from hpsearch.errors import TrialError
         from hpsearch.storage import lost_storage
         from hpsearch.workers import recover_dead_trials
 
-        # Checking for room and starting the trial happen under one lock, so the workers of
-        # this machine never start more than n_trials between them.
+        # Checking for room and starting the trial happen under one lock that every worker of the study
+        # sees (in its database, or a file beside the embedded storage), so they never start more than n_trials.
         lock.acquire()
         try:
             recover_dead_trials(self.study, self.say, self._close_dead_run)
+            with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we rely on
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)  # silent workers elsewhere (database heartbeats)
             requeue_interrupted(self.study)
-            if claimed_trials(self.study) >= self.spec.search.n_trials:
-                return False
+            trials = self.study.get_trials(deepcopy=False)
+            running = [t for t in trials if t.state.name == "RUNNING"]
+            if not may_start or _counted(trials) + len(running) >= self.spec.search.n_trials:
+                if wait_for_others and running:
+                    lock.release()
+                    waiting.show(running)
+                    waiting.pause()
+                    return "wait"
+                return "done"
             try:
                 self.study.optimize(objective, n_trials=1, catch=(TrialError,))
             except Exception as exc:
@@ -166,7 +190,37 @@ class Session:
         finally:
             if lock.is_locked:
                 lock.release(force=True)
-        return True
+        return "ran"
+
+
+class Waiting:
+    """While the selecting process waits for trials that run elsewhere: which, where, for how long."""
+
+    PAUSE_SECONDS = 2.0  # between looks at the storage
+    REPEAT_SECONDS = 60.0  # the same waiting line again after this long
+
+    def __init__(self, say: Callable[..., None]) -> None:
+        self.say = say
+        self.timed_out = False
+        self._shown: tuple[int, ...] = ()
+        self._when = 0.0
+
+    def show(self, running: list[Any]) -> None:
+        from datetime import datetime
+
+        numbers = tuple(t.number for t in running)
+        if numbers == self._shown and time.monotonic() - self._when < self.REPEAT_SECONDS:
+            return
+        self._shown, self._when = numbers, time.monotonic()
+        now = datetime.now()
+        where = "; ".join(
+            f"trial {t.number} ({t.user_attrs.get('model', '?')}) on {t.user_attrs.get('device', '?')}@{t.user_attrs.get('host', '?')}"
+            f" for {int((now - t.datetime_start).total_seconds()) if t.datetime_start else 0}s" for t in running)
+        self.say(f"waiting for {len(running)} trial(s) still running before selecting: {where}",
+                 event="waiting", trials=list(numbers))
+
+    def pause(self) -> None:
+        time.sleep(self.PAUSE_SECONDS)
 
 
 def _settle_heap() -> None:
@@ -201,13 +255,59 @@ def prune_checkpoints(spec: StudySpec, study: Any) -> list[int]:
     return removed
 
 
+STUDY_FILES = ("optuna.journal", "checkpoints", "cv_results.csv", "cv_results.json", "selection.json", "labels.json", "report")
+"""What belongs to one study in its output folder (``--new-study`` moves them aside)."""
+
+
+def set_aside_study(spec: StudySpec, say: Callable[..., None] = _say) -> str | None:
+    """``run --new-study``: keep the existing study under another name, so the spec starts a new one.
+
+    Nothing is deleted: a database study is copied to ``<name>.replaced-<time>`` in the same storage
+    (then removed under its own name), the study's files move to ``replaced/<time>/`` in the output
+    folder, and its MLflow study run is tagged with the new name. Returns that name, or None when
+    there was no study to set aside.
+    """
+    import shutil
+
+    import optuna
+
+    from hpsearch.storage import make_storage
+    from hpsearch.tracking import Tracker
+
+    out = spec.out_dir
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for count in range(2, 1000):  # twice in one second: never reuse a name, never overwrite what was set aside
+        if not (out / "replaced" / stamp).exists():
+            break
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{count}"
+    aside = f"{spec.name}.replaced-{stamp}"
+    if spec.search.storage:
+        storage = make_storage(spec, say)
+        if spec.name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+            return None
+        optuna.copy_study(from_study_name=spec.name, from_storage=storage, to_storage=storage, to_study_name=aside)
+        optuna.delete_study(study_name=spec.name, storage=storage)
+    elif not (out / "optuna.journal").is_file():
+        return None
+    folder = out / "replaced" / stamp
+    for name in STUDY_FILES:
+        if (out / name).exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(out / name), str(folder / name))
+    Tracker.from_spec(spec).rename_study_run(spec, aside)
+    say(f"study {spec.name!r} set aside as {aside!r}" + (f" (its files in {folder})" if folder.exists() else "") + "; starting a new one")
+    return aside
+
+
 def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None] = _say, worker_args: Sequence[str] = (),
-              stop: threading.Event | None = None) -> int:
+              stop: threading.Event | None = None, new_study: bool = False) -> int:
     """``hpsearch run``: trials until n_trials (in this process, or one worker process per device
     slot), then selection, final model, test and export."""
     from hpsearch.workers import plan_slots, run_pool
 
     spec = load_spec(study_path)
+    if new_study:
+        set_aside_study(spec, say)
     slots = plan_slots(spec)
     if len(slots) > 1:
         from hpsearch.search import open_study
@@ -229,15 +329,15 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
             session.tracker.end_study(session.parent_run, "KILLED")
             return 130
         # Workers that died may have left trials behind: recover them and finish here, within the
-        # same timeout the workers had (not a fresh one).
-        if not session.work(started):
+        # same timeout the workers had (not a fresh one); trials still running elsewhere are waited for.
+        if not session.work(started, wait_for_others=True):
             return 130
     else:
         session = Session(spec, say, stop=stop)
         remaining = spec.search.n_trials - counted_trials(session.study)
         say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), "
             f"{max(remaining, 0)} of {spec.search.n_trials} trials to run on {session.device}")
-        if not session.work():
+        if not session.work(wait_for_others=True):
             return 130
     try:
         return finish_study(session, export=export)
@@ -246,8 +346,8 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         raise
 
 
-def run_worker(study_path: Path, *, storage: str | None = None, device: str | None = None,
-               seed_offset: int | None = None, say: Callable[..., None] = _say, stop: threading.Event | None = None) -> int:
+def run_worker(study_path: Path, *, storage: str | None = None, device: str | None = None, seed_offset: int | None = None,
+               say: Callable[..., None] = _say, stop: threading.Event | None = None, threads: int | None = None) -> int:
     """``hpsearch worker``: join the study and run trials until it has n_trials; no selection."""
     spec = load_spec(study_path)
     if storage:
@@ -255,7 +355,8 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
     import os
 
     # Workers of one study need different sampler seeds, or they would propose the same trials.
-    session = Session(spec, say, device=device, seed_offset=os.getpid() if seed_offset is None else seed_offset, stop=stop)
+    session = Session(spec, say, device=device, seed_offset=os.getpid() if seed_offset is None else seed_offset, stop=stop,
+                      threads=threads)
     say(f"worker on {session.device} joined study {spec.name!r} ({counted_trials(session.study)} of {spec.search.n_trials} trials finished)")
     return 0 if session.work() else 130
 
@@ -308,6 +409,8 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
         "cv_interval": {"mean": interval.mean, "low": interval.low, "high": interval.high, "confidence": interval.confidence},
         "paired_comparisons": selection.compare_top(table, chosen, spec.selection.confidence),
         "trials": {state: sum(1 for t in trials if t.state.name == state) for state in FINISHED_STATES},
+        "considered_trials": sorted(row["trial"] for row in rows),
+        "running_trials": sorted(t.number for t in trials if t.state.name == "RUNNING"),
     }
     if spec.search.second_objective:
         report["pareto_front"] = [t.number for t in study.best_trials]
@@ -355,7 +458,7 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
 def export_study(study_path: Path, *, target: Path | None = None, force: bool = False, say: Callable[..., None] = _say) -> int:
     """``hpsearch export``: the selected model of a study (finished or still running), as a folder."""
     spec = load_spec(study_path)
-    session = Session(spec, say)
+    session = Session(spec, say, read_only=True)
     try:
         return finish_study(session, export=True, target=target, force=force)
     except BaseException:

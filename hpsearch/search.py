@@ -13,6 +13,7 @@ import math
 import shutil
 import statistics
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -74,31 +75,57 @@ def directions(spec: StudySpec) -> list[str]:
     return [spec.direction] + (["minimize"] if spec.search.second_objective else [])
 
 
-def open_study(spec: StudySpec, storage: Any | None = None, seed_offset: int = 0, say: Callable[..., None] | None = None) -> Any:
-    """Create the study, or load it when it exists (re-running a spec resumes its study)."""
+def open_study(spec: StudySpec, storage: Any | None = None, seed_offset: int = 0, say: Callable[..., None] | None = None,
+               read_only: bool = False) -> Any:
+    """Create the study, or load it when it exists (re-running a spec resumes its study).
+
+    The study is bound to the settings that define its objective (see :mod:`hpsearch.binding`): a
+    resumed study whose spec changed them stops here, before any data or model is loaded.
+    """
     import optuna
+
+    from hpsearch.binding import bind
 
     # Failed and pruned trials are reported by hpsearch itself, with their reasons.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         study = optuna.create_study(
-            study_name=spec.name, storage=storage or make_storage(spec, say), sampler=make_sampler(spec, seed_offset),
-            pruner=make_pruner(spec), directions=directions(spec), load_if_exists=True,
+            study_name=spec.name, storage=storage or make_storage(spec, say, read_only=read_only),
+            sampler=make_sampler(spec, seed_offset), pruner=make_pruner(spec), directions=directions(spec), load_if_exists=True,
         )
     except ValueError as exc:
         raise SpecError([f"search: the existing study {spec.name!r} does not match this spec ({exc}); rename the study or delete its storage"]) from None
+    bind(spec, study, say)  # first: it names the setting that changed, where the check below only sees its effect
     if [d.name.lower() for d in study.directions] != directions(spec):
-        raise SpecError([f"search.direction: study {spec.name!r} already exists with directions {[d.name.lower() for d in study.directions]}; rename the study or delete its storage"])
-    if not study.user_attrs.get("enqueued"):
-        for settings in spec.search.enqueue:
-            study.enqueue_trial(enqueue_params(spec, settings), skip_if_exists=True)
-        study.set_user_attr("enqueued", True)
-        study.set_user_attr("metric", spec.metric)
+        raise SpecError([f"search.direction: study {spec.name!r} already exists with directions {[d.name.lower() for d in study.directions]}; "
+                         "give the study a new 'name' or run with --new-study"])
+    if study.metric_names is None:  # so optuna-dashboard and the optuna CLI name the objective
+        with warnings.catch_warnings():  # marked experimental since Optuna 3.2; stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([spec.metric] + ([spec.search.second_objective] if spec.search.second_objective else []))
+    _enqueue_new_settings(spec, study)
     return study
 
 
+def _enqueue_new_settings(spec: StudySpec, study: Any) -> None:
+    """Enqueue the ``search.enqueue`` entries this study has not enqueued yet (entries added on resume too)."""
+    import json
+
+    attrs = study.user_attrs
+    done = attrs.get("enqueued_settings")
+    if done is None:  # a study from before entries were recorded one by one: its flag covered the list it had
+        done = [json.loads(json.dumps(s)) for s in spec.search.enqueue] if attrs.get("enqueued") else []
+    new = [s for s in spec.search.enqueue if json.loads(json.dumps(s)) not in done]
+    for settings in new:
+        study.enqueue_trial(enqueue_params(spec, settings), skip_if_exists=True)
+    if new or "enqueued_settings" not in attrs:
+        study.set_user_attr("enqueued_settings", done + [json.loads(json.dumps(s)) for s in new])
+        study.set_user_attr("metric", spec.metric)
+
+
 def load_existing_study(spec: StudySpec, say: Callable[..., None] | None = None) -> Any:
-    """The spec's study as stored; an error (not a new empty study) when it was never run."""
+    """The spec's study as stored, for commands that only read it; an error (not a new empty study)
+    when it was never run, and at once (not after ``storage_patience``) when its database cannot be reached."""
     import optuna
 
     from hpsearch.errors import HpsearchError
@@ -107,7 +134,7 @@ def load_existing_study(spec: StudySpec, say: Callable[..., None] | None = None)
     if not spec.search.storage and not (spec.out_dir / "optuna.journal").is_file():
         raise HpsearchError(f"study {spec.name!r} has not run yet (no {spec.out_dir / 'optuna.journal'}); start it with 'hpsearch run'")
     try:
-        return optuna.load_study(study_name=spec.name, storage=make_storage(spec, say))
+        return optuna.load_study(study_name=spec.name, storage=make_storage(spec, say, read_only=True))
     except KeyError:
         raise HpsearchError(f"no study named {spec.name!r} in the storage; start it with 'hpsearch run'") from None
 

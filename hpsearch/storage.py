@@ -17,7 +17,7 @@ import time
 import warnings
 from typing import Any, Callable, Iterator
 
-from hpsearch.errors import StorageUnavailable
+from hpsearch.errors import HpsearchError, StorageUnavailable
 from hpsearch.spec import StudySpec
 from hpsearch.summary import redact
 
@@ -28,21 +28,54 @@ FIRST_WAIT, LONGEST_WAIT = 1.0, 30.0
 
 
 def normalise_storage_url(url: str) -> str:
-    """'postgresql://' means psycopg2 to SQLAlchemy; use psycopg 3 (the 'postgres' extra) when psycopg2 is absent."""
+    """The SQLAlchemy URL for a storage URL as users write it.
+
+    'postgres://' (Heroku, psql and most hosting panels write it so) means PostgreSQL; 'postgresql://'
+    means psycopg2 to older SQLAlchemy versions: use psycopg 3 (the 'postgres' extra) when psycopg2 is absent.
+    """
     import importlib.util
 
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None:
         return "postgresql+psycopg://" + url[len("postgresql://"):]
     return url
 
 
-def make_storage(spec: StudySpec, say: Callable[..., None] | None = None) -> Any:
+def storage_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be used as a study storage (it does not parse, or its driver is missing), else None.
+
+    Checked without connecting, so ``validate`` can say it at once.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = redact(url)
+    try:
+        dialect = make_url(normalise_storage_url(url)).get_dialect()
+    except NoSuchModuleError:  # a subclass of ArgumentError: first
+        scheme = url.split(":", 1)[0]
+        return (f"search.storage: unknown database kind {scheme!r} in {shown!r}; use postgresql://, mysql+pymysql:// "
+                f"or sqlite:///, or remove search.storage for the embedded storage")
+    except ArgumentError:
+        return (f"search.storage: {shown!r} is not a database URL; write e.g. postgresql://user:password@host:5432/db, "
+                f"mysql+pymysql://user:password@host/db or sqlite:///path/study.db, or remove it for the embedded storage")
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        fix = "pip install 'hpsearch[postgres]'" if dialect.name == "postgresql" else f"install the Python driver for {dialect.name}"
+        return f"search.storage: the database driver for {shown!r} is not installed ({exc}); {fix}"
+    return None
+
+
+def make_storage(spec: StudySpec, say: Callable[..., None] | None = None, read_only: bool = False) -> Any:
     """The configured Optuna storage, or the embedded journal file in the output folder.
 
     The journal file storage needs no server and is safe for several local worker processes
     (appends under a file lock), unlike SQLite, which reports 'database is locked' under contention.
     Database storages get Optuna's heartbeats, so a trial whose worker vanished is failed and retried,
-    and ride out outages shorter than ``search.storage_patience``.
+    and ride out outages shorter than ``search.storage_patience``. ``read_only`` commands (status,
+    report, export) do not wait: an unreachable database is an error at once, with its reason.
     """
     import optuna
     from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -54,18 +87,35 @@ def make_storage(spec: StudySpec, say: Callable[..., None] | None = None) -> Any
     if not url:
         spec.out_dir.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(spec.out_dir / "optuna.journal")))
+    problem = storage_url_problem(url)
+    if problem:
+        raise HpsearchError(problem)
+    patience = Patience(0 if read_only else spec.search.storage_patience, url, say, read_only=read_only)  # says the URL as written
     url = normalise_storage_url(url)
-    patience = Patience(spec.search.storage_patience, url, say)
-    if url.startswith(("postgresql", "mysql")):
-        with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we rely on
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            database = patience.call(RDBStorage, url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
-                                     grace_period=grace_period(spec.search.storage_patience),
-                                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
-    elif url.startswith("sqlite"):
-        database = patience.call(RDBStorage, url, engine_kwargs={"connect_args": {"timeout": 60}})
-    else:
-        return optuna.storages.get_storage(url)
+    try:
+        if url.startswith(("postgresql", "mysql")):
+            engine: dict[str, Any] = {"pool_pre_ping": True}
+            if read_only and url.startswith("postgresql"):
+                engine["connect_args"] = {"connect_timeout": 5}  # a host that drops packets would hang for minutes
+            # Workers started together on an empty database would all create Optuna's tables at once
+            # (a unique-constraint error for all but one): one at a time, under a lock in the database.
+            schema = DatabaseLock(url, "hpsearch-schema", patience, engine.get("connect_args"))
+            schema.acquire()
+            try:
+                with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we rely on
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    database = patience.call(RDBStorage, url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                                             grace_period=grace_period(spec.search.storage_patience),
+                                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+            finally:
+                schema.release()
+        else:
+            database = patience.call(RDBStorage, url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})
+    except HpsearchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything else the database says is a setting to fix, not a crash
+        raise HpsearchError(f"cannot open the study storage {redact(url)}: {type(exc).__name__}: {_first_line(exc)}; "
+                            "check search.storage (or --storage)") from exc
     return patient_storage_class()(optuna.storages.get_storage(database), patience)
 
 
@@ -111,8 +161,8 @@ def lost_storage(exc: BaseException) -> StorageUnavailable | None:
 class Patience:
     """Calls a storage function again, with growing waits, while the database is unreachable."""
 
-    def __init__(self, seconds: float, url: str, say: Callable[..., None] | None = None) -> None:
-        self.seconds, self.where = seconds, redact(url)
+    def __init__(self, seconds: float, url: str, say: Callable[..., None] | None = None, read_only: bool = False) -> None:
+        self.seconds, self.where, self.read_only = seconds, redact(url), read_only
         self.say = say or (lambda message, **fields: None)
         self.exhausted = False  # after one give-up, later calls fail at once instead of waiting again
 
@@ -124,6 +174,10 @@ class Patience:
             except Exception as exc:  # noqa: BLE001 - only unreachable-database errors are retried
                 if not unreachable(exc):
                     raise
+                if self.read_only:
+                    raise HpsearchError(f"cannot reach the study storage {self.where}: {_first_line(exc)}; "
+                                        "check that the database is running and the host, port and credentials in "
+                                        "search.storage (or --storage) are right") from exc
                 if self.exhausted or waited >= self.seconds:
                     self.exhausted = True
                     raise StorageUnavailable(
@@ -193,3 +247,89 @@ def patient_storage_class() -> type:
     return type("PatientStorage", (BaseStorage, BaseHeartbeat), namespace)
 
 
+
+
+class DatabaseLock:
+    """A lock that every worker of a study sees, on any machine: an advisory lock in the study's database.
+
+    PostgreSQL's ``pg_advisory_lock`` and MySQL's ``GET_LOCK`` belong to one connection; if the worker
+    dies, the database closes its connection and the lock is free again. Same interface as ``FileLock``.
+    """
+
+    def __init__(self, url: str, key: str, patience: Patience, connect_args: dict[str, Any] | None = None) -> None:
+        import hashlib
+
+        from sqlalchemy import create_engine
+
+        self._engine = create_engine(normalise_storage_url(url), poolclass=_null_pool(), connect_args=connect_args or {})
+        self._mysql = self._engine.dialect.name.startswith(("mysql", "mariadb"))
+        self._key = key
+        # pg_advisory_lock takes a signed 64-bit number: the first 63 bits of a hash of the key.
+        self._number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
+        self._patience = patience
+        self._connection: Any = None
+
+    @property
+    def is_locked(self) -> bool:
+        return self._connection is not None
+
+    def _say(self, connection: Any, take: bool) -> None:
+        """Take or give back the lock on ``connection``."""
+        from sqlalchemy import text
+
+        if self._mysql:
+            sql, values = ("SELECT GET_LOCK(:key, -1)" if take else "SELECT RELEASE_LOCK(:key)"), {"key": self._key[:64]}
+        else:
+            sql, values = ("SELECT pg_advisory_lock(:n)" if take else "SELECT pg_advisory_unlock(:n)"), {"n": self._number}
+        connection.execute(text(sql), values)
+        connection.commit()
+
+    def acquire(self) -> None:
+        def take() -> Any:
+            connection = self._engine.connect()
+            try:
+                self._say(connection, take=True)
+            except BaseException:
+                connection.close()
+                raise
+            return connection
+
+        if self._connection is None:
+            self._connection = self._patience.call(take)
+
+    def release(self, force: bool = False) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            self._say(connection, take=False)
+        except Exception:  # noqa: BLE001 - a lost connection has released the lock on the server already
+            pass
+        finally:
+            connection.close()
+
+
+def _null_pool() -> Any:
+    from sqlalchemy.pool import NullPool
+
+    return NullPool
+
+
+def claim_lock(spec: StudySpec, say: Callable[..., None] | None = None) -> Any:
+    """The lock under which a worker checks the study for room and starts a trial.
+
+    Database storages lock in the database (every machine sees it); the embedded journal and SQLite,
+    which live in one machine's files, use a lock file beside them.
+    """
+    from filelock import FileLock
+
+    url = spec.search.storage
+    if url and normalise_storage_url(url).startswith(("postgresql", "mysql")):
+        return DatabaseLock(url, f"hpsearch-claim:{spec.name}", Patience(spec.search.storage_patience, url, say))
+    if url and url.startswith("sqlite:///"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(url).database
+        if database and database != ":memory:":
+            return FileLock(f"{database}.claim.lock")
+    return FileLock(str(spec.out_dir / "claim.lock"))

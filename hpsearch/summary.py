@@ -22,15 +22,25 @@ def describe_spec(spec: StudySpec) -> str:
             where = source.path if source.path is not None else f"hub:{source.hub} ({source.split})"
             lines.append(f"  data.{split}: {where}")
     lines.append(f"  max_length {data.max_length}; labels: {data.labels or 'from the training data'}")
+    lines.extend(f"warning: {w}" for w in subsample_warnings(spec))
     lines.append(f"candidates ({len(spec.models)}):")
     for m in spec.models:
         source = m.hub or m.path or f"{m.package}/{m.package_path}"
         layers = f", first {m.num_layers} layers" if m.num_layers else ""
-        overrides = f", overrides: {sorted(m.space)}" if m.space else ""
-        lines.append(f"  {m.name}: {source}{layers}{overrides}")
-    lines.append("search space:")
+        lines.append(f"  {m.name}: {source}{layers}")
+        for name, param in sorted(m.space.items()):
+            lines.append(f"    {name}: {describe_param(param)} (this candidate's own)")
+    overridden = {name for m in spec.models for name in m.space}
+    lines.append("search space (shared):")
     for name, param in spec.space.as_dict().items():
-        lines.append(f"  {name}: {describe_param(param)}")
+        owners = [m.name for m in spec.models if name in m.space]
+        if len(owners) == len(spec.models):
+            note = " - every candidate overrides it (see above)"
+        elif owners:
+            note = f" - overridden for {', '.join(owners)}"
+        else:
+            note = ""
+        lines.append(f"  {name}: {describe_param(param)}{note}" if name in overridden else f"  {name}: {describe_param(param)}")
     if spec.data.validation is not None:
         lines.append("scoring: the fixed validation split")
     else:
@@ -45,7 +55,8 @@ def describe_spec(spec: StudySpec) -> str:
     )
     lines.append(f"storage: {redact(s.storage) if s.storage else 'embedded, in ' + str(spec.out_dir)}")
     ex = spec.execution
-    lines.append(f"execution: devices {ex.devices}, {ex.workers_per_device} worker(s) per device, precision {ex.precision}")
+    threads = ex.threads or "cores shared by the workers on each machine"
+    lines.append(f"execution: devices {ex.devices}, {ex.workers_per_device} worker(s) per device, precision {ex.precision}, CPU threads per worker: {threads}")
     t = spec.tracking
     tracking = (redact(t.uri) if t.uri else f"embedded, in {spec.out_dir}") if t.enabled else "off"
     lines.append(f"tracking: {tracking}" + (f", experiment {t.experiment or spec.name!r}" if t.enabled else ""))
@@ -54,6 +65,22 @@ def describe_spec(spec: StudySpec) -> str:
         f" (policy {spec.export.policy})"
     )
     return "\n".join(lines)
+
+
+def subsample_warnings(spec: StudySpec) -> list[str]:
+    """Subsamples that ask for more rows than a local split has (all rows are then used)."""
+    from hpsearch.spec._files import count_rows, data_format
+
+    warnings = []
+    for split in ("train", "validation", "test"):
+        source, limit = getattr(spec.data, split), getattr(spec.data.subsample, split)
+        if source is None or limit is None or source.path is None or not source.path.exists():
+            continue
+        rows = count_rows(source.path, data_format(source.path, source.format), source.split)
+        if rows is not None and limit > rows:
+            warnings.append(f"data.subsample.{split} asks for {limit} rows but {source.path.name} has {rows}: all {rows} are used; "
+                            f"lower data.subsample.{split} to at most {rows}")
+    return warnings
 
 
 def redact(url: str) -> str:

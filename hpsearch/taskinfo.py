@@ -18,6 +18,8 @@ class TaskInfo:
     default_metric: str
     has_label_list: bool
     """Whether the task predicts one of a fixed list of labels (everything but regression)."""
+    columns: tuple[str, ...] = ("text", "label")
+    """Fields of ``data.columns`` that name the columns every split must have."""
 
 
 TASKS: dict[str, TaskInfo] = {
@@ -25,11 +27,13 @@ TASKS: dict[str, TaskInfo] = {
         "text-classification", ("accuracy", "macro_f1", "micro_f1", "mcc", "loss"), "macro_f1", True
     ),
     "text-pair-classification": TaskInfo(
-        "text-pair-classification", ("accuracy", "macro_f1", "micro_f1", "mcc", "loss"), "macro_f1", True
+        "text-pair-classification", ("accuracy", "macro_f1", "micro_f1", "mcc", "loss"), "macro_f1", True,
+        ("text", "text_pair", "label"),
     ),
     "regression": TaskInfo("regression", ("rmse", "pearson", "spearman", "loss"), "rmse", False),
     "token-classification": TaskInfo(
-        "token-classification", ("f1", "precision", "recall", "accuracy", "loss"), "f1", True
+        "token-classification", ("f1", "precision", "recall", "accuracy", "loss"), "f1", True,
+        ("tokens", "tags"),
     ),
 }
 

@@ -65,6 +65,9 @@ class NullTracker:
     def log_model(self, parent: str | None, folder: Path, task: str, registered_name: str) -> str | None:
         return None
 
+    def rename_study_run(self, spec: StudySpec, new_name: str) -> None:
+        pass
+
 
 class Tracker(NullTracker):
     """Logs through one ``MlflowClient``; every method takes the run id it writes to."""
@@ -110,6 +113,12 @@ class Tracker(NullTracker):
             return chosen
         self._log_spec(mine, spec)
         return mine
+
+    def rename_study_run(self, spec: StudySpec, new_name: str) -> None:
+        """The study's parent run, kept under the name of a study set aside (so a new study gets its own)."""
+        for run in self._study_runs(spec):
+            self.client.set_tag(run.info.run_id, STUDY, new_name)
+            self.client.update_run(run.info.run_id, name=new_name)
 
     def _study_runs(self, spec: StudySpec) -> list[Any]:
         return self.client.search_runs(

@@ -65,12 +65,11 @@ def run_pool(study_path: Path, slots: list[Slot], say: Callable[..., None], stor
     for index, slot in enumerate(slots, start=1):
         command = [sys.executable, "-m", "hpsearch", "worker", str(study_path), "--device", "cpu" if slot.device == "cpu" else "0",
                    "--label", slot.label, "--seed-offset", str(index)]
-        if slot.threads:
-            command += ["--threads", str(slot.threads)]
         if storage:
             command += ["--storage", storage]
         command += list(extra_args)
         processes.append(subprocess.Popen(command, env={**os.environ, **slot.env}))
+        register(processes[-1].pid)  # counted from the start, so the first trials already share the cores
     say(f"started {len(processes)} workers: {', '.join(s.label for s in slots)}")
 
     def forward(signum: int, _frame: Any) -> None:
@@ -91,6 +90,90 @@ def run_pool(study_path: Path, slots: list[Slot], say: Callable[..., None], stor
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def registry() -> Path:
+    """The folder where the hpsearch workers of this machine register (see :class:`ThreadShare`)."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "hpsearch-workers"
+
+
+def register(pid: int, folder: Path | None = None) -> Path:
+    folder = folder or registry()
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = folder / str(pid)
+    entry.write_text(_started(pid))
+    return entry
+
+
+def _started(pid: int) -> str:
+    """When a process started (clock ticks since boot), so a reused process id is not taken for a worker."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _registered_alive(entry: Path) -> bool:
+    pid = int(entry.name)
+    if not _alive(pid):
+        return False
+    try:
+        recorded = entry.read_text()
+    except OSError:
+        return False
+    return not recorded or recorded == _started(pid)
+
+
+class ThreadShare:
+    """This worker's share of the machine's CPU cores, with every hpsearch worker on the machine counted.
+
+    Each worker (started by ``run`` or by hand, for any study) registers its process id in a folder of
+    the machine's temporary directory; before each trial it counts the live ones and takes
+    ``cores // workers`` threads (at least 1), so hand-started workers and ``run``'s own never ask for
+    more threads than there are cores. ``fixed`` (``execution.threads`` or ``--threads``) overrides it.
+    """
+
+    def __init__(self, fixed: int | None, say: Callable[..., None], folder: Path | None = None, cores: int | None = None) -> None:
+        self.fixed, self.say = fixed, say
+        self.cores = cores or usable_cores()
+        self.folder = folder or registry()
+        self.mine = register(os.getpid(), self.folder)
+        self.threads: int | None = None
+
+    def workers(self) -> int:
+        """Live hpsearch workers on this machine, this one included (files of dead ones are removed)."""
+        count = 0
+        for entry in self.folder.iterdir():
+            if not entry.name.isdigit():
+                continue
+            if int(entry.name) == os.getpid() or _registered_alive(entry):
+                count += 1
+            else:
+                entry.unlink(missing_ok=True)
+        return max(count, 1)
+
+    def share(self) -> int:
+        return self.fixed or max(1, self.cores // self.workers())
+
+    def apply(self) -> int:
+        import torch
+
+        threads = self.share()
+        if threads != self.threads:
+            torch.set_num_threads(threads)
+            why = "as set" if self.fixed else f"{self.cores} cores shared by {self.workers()} hpsearch worker(s) on this machine"
+            self.say(f"using {threads} CPU thread(s) ({why})", event="threads", threads=threads)
+            self.threads = threads
+        return threads
+
+    def close(self) -> None:
+        self.mine.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

@@ -30,6 +30,17 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def broken_bert(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
+    """The tiny BERT with its weights file damaged: it validates (a config is there) and fails when a trial loads it."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("broken-bert") / "model"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "model.safetensors").write_bytes(b"not a weights file")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_bert_4layers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert-4"), corpus(), layers=4)
 

@@ -14,9 +14,9 @@ EXTRA = QUICK + "export: {enabled: false}\n"
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
+def finished(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, broken_bert: Path) -> Path:
     folder = tmp_path_factory.mktemp("finished")
-    models = (f"models:\n  - {{name: tiny, path: {tiny_bert}}}\n  - {{name: broken, path: {tiny_bert}, num_layers: 9}}\n")
+    models = (f"models:\n  - {{name: tiny, path: {tiny_bert}}}\n  - {{name: broken, path: {broken_bert}}}\n")
     search = "search:\n  n_trials: 4\n  pruner: {name: none}\n  sampler: {name: random}\n  enqueue: [{model: tiny}, {model: tiny, learning_rate: 6.0e-3}, {model: broken}]\n"
     path = toy_study(folder, tiny_bert, rows=60, extra=EXTRA + search)
     text = path.read_text()

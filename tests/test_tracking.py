@@ -82,9 +82,9 @@ def _quiet(message: str, **fields: object) -> None:
     pass
 
 
-def test_study_is_logged_nested_with_statuses_and_registered_model(tmp_path: Path, tiny_bert: Path, mlflow_server: str) -> None:
+def test_study_is_logged_nested_with_statuses_and_registered_model(tmp_path: Path, tiny_bert: Path, broken_bert: Path, mlflow_server: str) -> None:
     models = (f"models:\n  - {{name: good, path: {tiny_bert}}}\n  - {{name: stuck, path: {tiny_bert}, space: {{learning_rate: 1.0e-9}}}}\n"
-              f"  - {{name: broken, path: {tiny_bert}, num_layers: 9}}\n")
+              f"  - {{name: broken, path: {broken_bert}}}\n")
     search = ("search:\n  n_trials: 4\n  sampler: {name: random}\n  pruner: {name: median, options: {n_startup_trials: 2}}\n"
               "  enqueue: [{model: good, learning_rate: 1.0e-2}, {model: good, learning_rate: 8.0e-3}, {model: stuck}, {model: broken}]\n"
               f"tracking: {{uri: '{mlflow_server}', experiment: nested-test}}\n")
@@ -103,7 +103,7 @@ def test_study_is_logged_nested_with_statuses_and_registered_model(tmp_path: Pat
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children.values())
     assert [children[n].info.status for n in range(4)] == ["FINISHED", "FINISHED", "KILLED", "FAILED"]
     assert [children[n].data.tags["state"] for n in range(4)] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
-    assert "num_layers=9" in children[3].data.tags["failure_reason"]
+    assert "cannot load model weights" in children[3].data.tags["failure_reason"]
     first = children[0]
     assert first.data.params["model"] == "good" and float(first.data.params["learning_rate"]) == pytest.approx(1e-2)
     assert first.data.params["epochs"] == "3" and first.data.params["batch_size"] == "8"

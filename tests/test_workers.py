@@ -111,14 +111,18 @@ def test_killed_worker_loses_nothing(tmp_path: Path, tiny_bert: Path) -> None:
     os.kill(victim, signal.SIGKILL)
     out, err = run.communicate(timeout=300)
     assert run.returncode == 0, err[-3000:]
-    study = _trials(path)
+    check_recovered(_trials(path), victim, 4)
+    assert "runs again" in err
+
+
+def check_recovered(study, victim: int, n_trials: int) -> None:  # noqa: ANN001 - an Optuna study
+    """The killed worker's trial is FAIL, its configuration ran again once, and the study has exactly n_trials."""
     trials = study.get_trials()
     dead = [t for t in trials if "died" in t.user_attrs.get("failure_reason", "")]
     assert len(dead) == 1 and dead[0].state.name == "FAIL" and dead[0].user_attrs["pid"] == victim
     retry = [t for t in trials if t.user_attrs.get("retry_of") == dead[0].number]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == dead[0].params
-    assert counted_trials(study) == 4 and not [t for t in trials if t.state.name == "RUNNING"]
-    assert "runs again" in err
+    assert counted_trials(study) == n_trials and not [t for t in trials if t.state.name == "RUNNING"]
 
 
 def test_sigint_stops_every_worker_and_the_study_resumes(tmp_path: Path, tiny_bert: Path) -> None:
@@ -152,3 +156,42 @@ def test_a_stop_request_is_honoured_even_when_its_keyboardinterrupt_was_lost(tmp
     assert session.work() is False
     assert session.study.get_trials() == []
     assert any("interrupted: 0 of 2 trials finished" in m for m in said)
+
+
+def test_every_worker_on_the_machine_takes_its_share_of_the_cores(tmp_path: Path) -> None:
+    from hpsearch.workers import ThreadShare, register
+
+    said: list[str] = []
+    share = ThreadShare(None, lambda m, **f: said.append(m), folder=tmp_path, cores=8)
+    assert share.workers() == 1 and share.share() == 8
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        register(other.pid, tmp_path)  # a worker started by hand beside this one
+        assert share.workers() == 2 and share.share() == 4
+        assert share.apply() == 4 and said == ["using 4 CPU thread(s) (8 cores shared by 2 hpsearch worker(s) on this machine)"]
+    finally:
+        other.kill()
+        other.wait()
+    assert share.workers() == 1 and not (tmp_path / str(other.pid)).exists()  # a dead worker's entry is cleared
+    assert ThreadShare(3, lambda m, **f: None, folder=tmp_path, cores=8).share() == 3  # execution.threads / --threads wins
+    share.close()
+    assert not (tmp_path / str(os.getpid())).exists()
+
+
+def test_a_hand_started_worker_and_runs_workers_share_the_cores(tmp_path: Path, tiny_bert: Path) -> None:
+    from hpsearch.workers import register, registry
+
+    path = _study(tmp_path, tiny_bert, n_trials=1)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        register(sleeper.pid)  # one more hpsearch worker on this machine
+        result = subprocess.run([sys.executable, "-m", "hpsearch", "worker", str(path)], capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        (registry() / str(sleeper.pid)).unlink(missing_ok=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cores = len(os.sched_getaffinity(0))
+    workers = [line for line in result.stderr.splitlines() if "CPU thread(s)" in line]
+    assert workers and f"using {max(1, cores // 2)} CPU thread(s) ({cores} cores shared by 2 hpsearch worker(s) on this machine)" in workers[0]

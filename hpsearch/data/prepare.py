@@ -46,23 +46,28 @@ class StudyData:
 def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
     """Load, check, subsample and label-encode every split of the study."""
     raw: dict[str, Any] = {}
+    token_task = spec.task == "token-classification"
+    label_key = spec.data.columns.tags if token_task else spec.data.columns.label
+    notes: list[str] = []
     for name in SPLITS:
         source = getattr(spec.data, name)
         if source is not None:
             dataset = load_source(source, cache_dir)
+            if spec.task != "regression":  # on the file's own rows, so the row numbers point into it
+                _check_labels(_column(dataset, label_key, name, spec), name, label_key, spec, token_task)
             limit = getattr(spec.data.subsample, name)
             if limit is not None and limit < len(dataset):
                 dataset = dataset.shuffle(seed=spec.data.subsample.seed).select(range(limit))
+            elif limit is not None and limit > len(dataset):
+                notes.append(f"data.subsample.{name} asks for {limit} rows but the {name} data has {len(dataset)}: all of them are used")
             raw[name] = dataset
-    token_task = spec.task == "token-classification"
-    label_key = spec.data.columns.tags if token_task else spec.data.columns.label
     train_labels = _column(raw["train"], label_key, "train", spec)
     if spec.task == "regression":
         label_map = LabelMap(())
     else:
         seen = [tag for row in train_labels for tag in row] if token_task else train_labels
         label_map = LabelMap.from_values(seen, spec.data.labels)
-    data = StudyData(spec.task, label_map)
+    data = StudyData(spec.task, label_map, warnings=notes)
     for name, dataset in raw.items():
         data.splits[name] = _standardise(dataset, name, spec, label_map)
     if spec.cv.group_column is not None and spec.data.validation is None:
@@ -126,11 +131,33 @@ def _column(dataset: Any, name: str, split: str, spec: StudySpec) -> list[Any]:
     values = dataset[name]
     feature = dataset.features[name]
     names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
-    if names:  # datasets' ClassLabel stores ids; the label map works on names
+    if names and values:  # datasets' ClassLabel stores ids; the label map works on names
         if isinstance(values[0], list):
             return [[names[v] for v in row] for row in values]
         return [names[v] for v in values]
     return list(values)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+def _check_labels(values: list[Any], split: str, column: str, spec: StudySpec, token_task: bool) -> None:
+    """Missing or empty labels are an error: they would otherwise become a class named 'None' or ''."""
+    if token_task:
+        rows = [row for row, tags in enumerate(values) if isinstance(tags, list) and any(_missing(t) for t in tags)]
+    else:
+        rows = [row for row, value in enumerate(values) if _missing(value)]
+    if not rows:
+        return
+    source = getattr(spec.data, split)
+    where = str(source.path) if source.path is not None else f"hub dataset {source.hub!r}"
+    shown = ", ".join(str(r) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    what = "tags" if token_task else "labels"
+    raise DataError(
+        f"{where}: {len(rows)} {split} row(s) have a missing or empty {what[:-1]} in column {column!r} "
+        f"(rows {shown}, counting data rows from 0); fill in the {what} or remove those rows"
+    )
 
 
 def _texts(values: list[Any], split: str, column: str) -> list[str]:

@@ -70,8 +70,8 @@ def load_model(
     torch.manual_seed(seed)  # the new head's initial weights are part of the trial's seed
     try:
         return task.model_class().from_pretrained(folder, config=config, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise TrialError(f"cannot load model weights from {folder}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a missing, damaged or mismatched weights file: each is this candidate's failure
+        raise TrialError(f"cannot load model weights from {folder}: {type(exc).__name__}: {exc}") from None
 
 
 def encoder_parts(model: Any) -> tuple[Any, Any] | None:

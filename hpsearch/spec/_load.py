@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -11,7 +12,9 @@ from pydantic import BaseModel, ValidationError
 
 from hpsearch.errors import SpecError
 from hpsearch.spec._base import short_repr
-from hpsearch.spec._models import Candidate, StudySpec
+from hpsearch.spec._files import column_names, data_format, layer_count, model_config
+from hpsearch.spec._models import Candidate, DataSource, StudySpec
+from hpsearch.taskinfo import TASKS
 
 _FIXES = {
     "missing": "add it",
@@ -34,6 +37,30 @@ _FIXES = {
 }
 
 
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does.
+
+    YAML 1.1 (PyYAML's default) reads ``2e-05`` and ``1e-8`` as strings because they have no dot;
+    users write learning rates exactly like that, so an exponent makes a float with or without a dot.
+    """
+
+
+_FLOAT_12 = re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$
+    |^[-+]?\.(?:inf|Inf|INF)$
+    |^\.(?:nan|NaN|NAN)$""", re.X)
+# Integers keep PyYAML's resolver (registered first), so only what is not an integer becomes a float.
+SpecLoader.yaml_implicit_resolvers = {key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in "-+0123456789.":
+    SpecLoader.yaml_implicit_resolvers[_first] = [
+        (tag, regexp) for tag, regexp in SpecLoader.yaml_implicit_resolvers.get(_first, []) if tag != "tag:yaml.org,2002:float"
+    ] + [("tag:yaml.org,2002:float", _FLOAT_12)]
+
+
+def load_yaml(text: str) -> Any:
+    """Safe YAML with YAML 1.2 numbers (no tags, nothing evaluated)."""
+    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read, validate and resolve a study file. Raises :class:`SpecError` listing every problem."""
     path = Path(path).expanduser().resolve()
@@ -49,8 +76,8 @@ def load_spec(path: str | Path) -> StudySpec:
 def load_spec_text(text: str, base_dir: Path, source: str = "<string>") -> StudySpec:
     """Validate study YAML given as text; relative paths resolve against ``base_dir``."""
     try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = load_yaml(text)
+        root = yaml.compose(text, Loader=SpecLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}: " if mark is not None else f"{source}: "
@@ -62,6 +89,7 @@ def load_spec_text(text: str, base_dir: Path, source: str = "<string>") -> Study
         spec = StudySpec.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         problems = [_describe(err, root, source) for err in exc.errors()]
+        problems += _raw_resource_problems(data, base_dir)
         raise SpecError(problems, source) from None
     problems = _check_resources(spec)
     if problems:
@@ -158,21 +186,98 @@ def _first_model(cls: Any, tag: Any = None) -> type[BaseModel] | None:
 
 
 def _check_resources(spec: StudySpec) -> list[str]:
-    """Files, folders and packages the spec points at must exist before any training starts."""
-    problems = []
+    """Files, folders, columns, packages, scopes and the storage the spec points at, checked before any training."""
+    problems = _storage_problems(spec.search.storage)
     for split in ("train", "validation", "test"):
         source = getattr(spec.data, split)
-        if source is not None and source.path is not None and not source.path.exists():
-            problems.append(f"data.{split}.path: file not found: {source.path}; check the path (relative paths start at the study file's folder)")
+        if source is not None:
+            problems += _source_problems(split, source)
+            problems += _column_problems(spec, split, source)
     for i, model in enumerate(spec.models):
-        if model.path is not None and not (model.path / "config.json").is_file():
-            problems.append(f"models[{i}].path: no config.json in {model.path}; point it at a folder written by save_pretrained")
-        if model.package is not None:
-            folder = package_model_dir(model)
-            if folder is None:
-                problems.append(f"models[{i}].package: package {model.package!r} is not installed; pip install it")
-            elif not (folder / "config.json").is_file():
-                problems.append(f"models[{i}].package_path: no config.json in {folder}; set package_path to the model folder inside the package")
+        found = _candidate_problems(i, model)
+        problems += found or _scope_problems(spec, i, model)
+    return problems
+
+
+def _raw_resource_problems(data: dict[str, Any], base_dir: Path) -> list[str]:
+    """The same checks on the parts of a study that are valid on their own, when other parts are not
+    (schema errors must not hide a missing file or package)."""
+    context = {"base_dir": base_dir}
+    search = data.get("search")
+    problems = _storage_problems(search.get("storage")) if isinstance(search, dict) and isinstance(search.get("storage"), str) else []
+    section = data.get("data")
+    for split in ("train", "validation", "test"):
+        if isinstance(section, dict) and section.get(split) is not None:
+            try:
+                problems += _source_problems(split, DataSource.model_validate(section[split], context=context))
+            except ValidationError:
+                pass  # reported by the schema check already
+    models = data.get("models")
+    for i, model in enumerate(models if isinstance(models, list) else []):
+        try:
+            problems += _candidate_problems(i, Candidate.model_validate(model, context=context))
+        except ValidationError:
+            pass
+    return problems
+
+
+def _storage_problems(url: str | None) -> list[str]:
+    from hpsearch.storage import storage_url_problem
+
+    problem = storage_url_problem(url) if url else None
+    return [problem] if problem else []
+
+
+def _source_problems(split: str, source: DataSource) -> list[str]:
+    if source.path is not None and not source.path.exists():
+        return [f"data.{split}.path: file not found: {source.path}; check the path (relative paths start at the study file's folder)"]
+    return []
+
+
+def _column_problems(spec: StudySpec, split: str, source: DataSource) -> list[str]:
+    """Columns the task (and cv.group_column) needs that the file's header does not have."""
+    if source.path is None or not source.path.exists():
+        return []
+    columns = column_names(source.path, data_format(source.path, source.format), source.split)
+    if columns is None:
+        return []
+    wanted = {f"data.columns.{f}": getattr(spec.data.columns, f) for f in TASKS[spec.task].columns}
+    if split == "train" and spec.cv.group_column and spec.data.validation is None:
+        wanted["cv.group_column"] = spec.cv.group_column
+    return [f"{field}: the {split} data {source.path.name} has no column {name!r} (its columns: {', '.join(columns)}); "
+            f"set {field} to one of them" for field, name in wanted.items() if name is not None and name not in columns]
+
+
+def _candidate_problems(i: int, model: Candidate) -> list[str]:
+    if model.path is not None and not (model.path / "config.json").is_file():
+        return [f"models[{i}].path: no config.json in {model.path}; point it at a folder written by save_pretrained"]
+    if model.package is not None:
+        folder = package_model_dir(model)
+        if folder is None:
+            return [f"models[{i}].package: package {model.package!r} is not installed; pip install it"]
+        if not (folder / "config.json").is_file():
+            return [f"models[{i}].package_path: no config.json in {folder}; set package_path to the model folder inside the package"]
+    return []
+
+
+def _scope_problems(spec: StudySpec, i: int, model: Candidate) -> list[str]:
+    """Scopes in the candidate's space that cannot apply to it (only for models whose config is on disk)."""
+    folder = model.path if model.path is not None else package_model_dir(model) if model.package is not None else None
+    config = model_config(folder) if folder is not None else None
+    if config is None:
+        return []
+    available = layer_count(config)
+    layers = min(model.num_layers, available) if model.num_layers and available else model.num_layers or available
+    problems = []
+    field = f"models[{i}].space.scope" if "scope" in model.space else "space.scope"
+    if model.num_layers and available is not None and model.num_layers > available:
+        problems.append(f"models[{i}].num_layers: {model.name} has {available} layers, so it cannot keep {model.num_layers}; "
+                        f"lower num_layers to at most {available}")
+    for scope in spec.space_for(model)["scope"].values_hint():
+        depth = int(str(scope).split("-")[1]) if str(scope).startswith("freeze-") else None
+        if depth is not None and layers is not None and depth > layers:
+            problems.append(f"{field}: {scope!r} cannot apply to candidate {model.name}: it has {layers} layers, so at most "
+                            f"freeze-{layers} (or head); remove {scope!r} or override scope in models[{i}].space")
     return problems
 
 

@@ -169,6 +169,10 @@ class ExecutionSpec(SpecModel):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Autocast on CUDA ('auto': bf16 where supported); CPU always uses fp32."
     )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads per worker; null: the machine's cores divided by the hpsearch workers "
+        "running on it (started by 'run' or by hand), at least 1, looked at again before every trial."
+    )
     memory_retries: int = Field(
         1, ge=0, le=6, description="Times a fold that runs out of memory is retried with half the batch and twice "
         "the gradient accumulation (same effective batch); 0: the trial fails at once."

@@ -52,6 +52,8 @@ def reference() -> str:
         "- a list of choices: `[16, 32]` (same as `{type: categorical, choices: [16, 32]}`);",
         "- a fixed value: `3` (same as `{type: fixed, value: 3}`).",
         "",
+        "Numbers are read as YAML 1.2 reads them: `2e-5`, `1e-8` and `3E-4` are numbers, with or without a dot.",
+        "",
     ]
     return "\n".join(lines)
 

@@ -34,9 +34,11 @@ def test_label_unseen_in_training_is_named_with_its_row(tmp_path: Path) -> None:
 
 
 def test_missing_column_lists_the_columns(tmp_path: Path) -> None:
-    write_csv(tmp_path / "d.csv", [{"sentence": "a", "label": "x"}])
+    write_csv(tmp_path / "d.csv", [{"text": "a", "label": "x"}])
+    spec = _spec(tmp_path, "  train: d.csv")
+    write_csv(tmp_path / "d.csv", [{"sentence": "a", "label": "x"}])  # changed after validation (validate checks headers)
     with pytest.raises(DataError, match=r"no column 'text' \(columns: \['sentence', 'label'\]\).*data.columns"):
-        prepare_data(_spec(tmp_path, "  train: d.csv"))
+        prepare_data(spec)
 
 
 def test_empty_text_is_an_error_with_its_row(tmp_path: Path) -> None:
@@ -110,3 +112,25 @@ def test_empty_split_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(DataError, match=r"empty.jsonl has no data rows"):
         prepare_data(_spec(tmp_path, "  train: train.csv\n  test: empty.jsonl"))
+
+
+def test_missing_or_empty_labels_are_an_error_with_their_rows(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("text,label\ngood film,pos\nbad film,\nfine film,pos\ndull film,neg\nokay film, \n")
+    with pytest.raises(DataError) as caught:
+        prepare_data(_spec(tmp_path, "  train: d.csv"))
+    message = str(caught.value)
+    assert "d.csv: 2 train row(s) have a missing or empty label in column 'label' (rows 1, 4" in message
+    assert "fill in the labels or remove those rows" in message and "None" not in message
+
+
+def test_missing_tags_are_an_error_too(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "n.jsonl", [{"tokens": ["a", "b"], "tags": ["O", None]}, {"tokens": ["c"], "tags": ["O"]}])
+    with pytest.raises(DataError, match=r"1 train row\(s\) have a missing or empty tag in column 'tags' \(rows 0"):
+        prepare_data(_spec(tmp_path, "  train: n.jsonl", task="token-classification"))
+
+
+def test_a_subsample_larger_than_its_split_is_reported(tmp_path: Path) -> None:
+    write_csv(tmp_path / "d.csv", classification_rows(30))
+    data = prepare_data(_spec(tmp_path, "  train: d.csv\n  subsample: {train: 50}"))
+    assert len(data.train) == 30
+    assert data.warnings == ["data.subsample.train asks for 50 rows but the train data has 30: all of them are used"]

@@ -1,0 +1,116 @@
+"""A study bound to its spec: trials of one study are only ever scored under the same objective.
+
+When a study is created, the settings that define what a trial's score means (task, data content,
+columns, labels, max_length, subsample, folds, metric, candidates and their spaces, seed, second
+objective) are stored in it. Running the study again with any of them changed would mix scores that
+cannot be compared, so it stops before any training and says which fields changed. Settings that only
+say how much to run or where (n_trials, timeout, sampler, pruner, storage, tracking, export, execution,
+selection) may change freely; the changes are reported.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from hpsearch.errors import SpecError
+from hpsearch.spec import StudySpec
+
+OBJECTIVE_KEY, SETTINGS_KEY = "spec_binding", "spec_settings"
+
+
+def file_digest(path: Path) -> str:
+    """Content hash of a file, or of every file in a folder (names and contents)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _source(spec: StudySpec, split: str) -> Any:
+    source = getattr(spec.data, split)
+    if source is None:
+        return None
+    if source.path is None:
+        return {"hub": source.hub, "config": source.config, "split": source.split}
+    content = file_digest(source.path) if source.path.exists() else "missing"
+    return {"content": content, "format": source.format, "split": source.split if source.path.is_dir() else None}
+
+
+def _model(candidate: Any) -> dict[str, Any]:
+    entry = candidate.model_dump(mode="json", exclude={"path"})
+    if candidate.path is not None:  # the folder's content, so moving the project does not count as a change
+        config = candidate.path / "config.json"
+        entry["config"] = file_digest(config) if config.is_file() else "missing"
+    return entry
+
+
+def objective_fields(spec: StudySpec) -> dict[str, Any]:
+    """Every setting that defines the objective, as JSON values, by dotted field name."""
+    cv = spec.cv
+    fields: dict[str, Any] = {
+        "task": spec.task,
+        "seed": spec.seed,
+        **{f"data.{split}": _source(spec, split) for split in ("train", "validation", "test")},
+        "data.columns": spec.data.columns.model_dump(mode="json"),
+        "data.labels": spec.data.labels,
+        "data.max_length": spec.data.max_length,
+        "data.subsample": spec.data.subsample.model_dump(mode="json"),
+        "cv.folds": cv.folds, "cv.stratify": spec.stratify, "cv.group_column": cv.group_column,
+        "cv.shuffle": cv.shuffle, "cv.seed": spec.cv_seed,
+        "search.metric": spec.metric, "search.direction": spec.direction,
+        "search.second_objective": spec.search.second_objective,
+        "space": spec.space.model_dump(mode="json"),
+    }
+    fields.update({f"models.{m.name}": _model(m) for m in spec.models})
+    return json.loads(json.dumps(fields))  # plain JSON values, as they come back from the storage
+
+
+def free_settings(spec: StudySpec) -> dict[str, Any]:
+    """Settings that may change between runs of one study (reported when they do)."""
+    search = spec.search.model_dump(mode="json", include={"n_trials", "timeout", "sampler", "pruner", "enqueue"})
+    fields = {f"search.{k}": v for k, v in search.items()}
+    fields.update({"execution": spec.execution.model_dump(mode="json"), "selection": spec.selection.model_dump(mode="json"),
+                   "export.policy": spec.export.policy})
+    return json.loads(json.dumps(fields))
+
+
+def changed(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(field, old value, new value) for every field that differs, in a stable order."""
+    return [(key, old.get(key), new.get(key)) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+def _show(value: Any) -> str:
+    text = "absent" if value is None else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) -> None:
+    """Store the spec's objective in a new study, or check it against the one stored; raises SpecError."""
+    say = say or (lambda message, **fields: None)
+    attrs = study.user_attrs
+    objective, settings = objective_fields(spec), free_settings(spec)
+    stored = attrs.get(OBJECTIVE_KEY)
+    if stored is None:
+        study.set_user_attr(OBJECTIVE_KEY, objective)
+        study.set_user_attr(SETTINGS_KEY, settings)
+        return
+    differences = changed(stored, objective)
+    if differences:
+        lines = [f"{key}: was {_show(old)}, now {_show(new)}" for key, old, new in differences]
+        raise SpecError([
+            *lines,
+            f"study {spec.name!r} already has trials scored under the settings above, and scores under different ones cannot "
+            f"be compared; undo the change, give the study a new 'name', or run with --new-study to start it afresh "
+            f"(the old study is kept aside)",
+        ])
+    for key, old, new in changed(attrs.get(SETTINGS_KEY, {}), settings):
+        say(f"{key} changed since the last run: {_show(old)} -> {_show(new)}", event="setting_changed", field=key)
+    if attrs.get(SETTINGS_KEY) != settings:
+        study.set_user_attr(SETTINGS_KEY, settings)

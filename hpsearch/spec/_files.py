@@ -1,0 +1,115 @@
+"""What the files a spec points at hold, read cheaply: column names from a header, row counts, model configs.
+
+Used by ``validate`` (and every command that loads a spec) to report a missing column or a scope that
+cannot apply before anything is trained. Nothing here reads a whole data set into memory.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+SMALL_JSON = 64 << 20  # a JSON array file up to this size is parsed whole to find its columns
+
+
+def data_format(path: Path, declared: str | None) -> str | None:
+    if declared is not None:
+        return "json" if declared == "jsonl" else declared
+    return "disk" if path.is_dir() else _SUFFIXES.get(path.suffix.lower())
+
+
+def column_names(path: Path, fmt: str | None, split: str = "train") -> list[str] | None:
+    """The columns of a local data file or save_to_disk folder, from its header or schema; None when
+    they cannot be told cheaply (the full load reports problems then)."""
+    try:
+        if fmt == "csv":
+            with path.open(newline="", encoding="utf-8") as handle:
+                header = next(csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), None)
+            return header
+        if fmt == "json":
+            return _json_columns(path)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        if fmt == "disk":
+            info = path / "dataset_info.json"
+            if not info.is_file():
+                info = path / split / "dataset_info.json"
+            return list(json.loads(info.read_text(encoding="utf-8")).get("features", {})) if info.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError, StopIteration):
+        return None  # unreadable: the full load says why, with the file's name
+    except Exception:  # noqa: BLE001 - e.g. a parquet file pyarrow cannot read: the same
+        return None
+    return None
+
+
+def _json_columns(path: Path) -> list[str] | None:
+    with path.open(encoding="utf-8") as handle:
+        first = next((line for line in handle if line.strip()), "")
+    try:
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if isinstance(record, dict):  # JSON lines: the first record's keys
+        return list(record)
+    if path.stat().st_size > SMALL_JSON:
+        return None
+    whole = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(whole, list) and whole and isinstance(whole[0], dict):
+        return list(whole[0])
+    if isinstance(whole, dict):  # a column-oriented file, or {"data": [...]}
+        inner = whole.get("data")
+        if isinstance(inner, list) and inner and isinstance(inner[0], dict):
+            return list(inner[0])
+        return list(whole)
+    return None
+
+
+def count_rows(path: Path, fmt: str | None, split: str = "train") -> int | None:
+    """Data rows of a local file (a pass over it, without keeping it), or None when it cannot be told."""
+    try:
+        if fmt == "csv":
+            with path.open(newline="", encoding="utf-8") as handle:
+                return max(sum(1 for _ in csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")) - 1, 0)
+        if fmt == "json":
+            with path.open(encoding="utf-8") as handle:
+                first = next((line for line in handle if line.strip()), "")
+                if first.lstrip().startswith("{") and _is_object(first):
+                    return 1 + sum(1 for line in handle if line.strip())
+            whole = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size <= SMALL_JSON else None
+            return len(whole) if isinstance(whole, list) else None
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.read_metadata(path).num_rows)
+    except Exception:  # noqa: BLE001 - a count is a hint; the full load reports unreadable files
+        return None
+    return None
+
+
+def _is_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def model_config(folder: Path) -> dict[str, Any] | None:
+    """A model folder's config.json as a mapping, or None."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def layer_count(config: dict[str, Any]) -> int | None:
+    """Blocks in a model's stack as its config says (num_hidden_layers, or n_layer / n_layers)."""
+    for key in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None

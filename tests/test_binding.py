@@ -1,0 +1,172 @@
+"""A study is bound to the settings that define its objective: a changed one stops a resume, by name."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpsearch.errors import SpecError
+from hpsearch.search import open_study
+from hpsearch.spec import load_spec
+from toydata import classification_rows, write_csv
+
+BASE = """\
+name: bound
+task: text-classification
+seed: 0
+data:
+  train: d.csv
+  columns: {text: text, label: label}
+  max_length: 32
+models:
+  - {name: m, path: m}
+space:
+  learning_rate: {type: float, low: 1e-5, high: 1e-4, log: true}
+  epochs: 2
+cv: {folds: 2}
+search: {n_trials: 4, metric: macro_f1}
+tracking: {enabled: false}
+"""
+
+# (field named in the error, how the study file changes)
+CHANGES = [
+    ("task", lambda t: t.replace("task: text-classification", "task: text-pair-classification").replace(
+        "{text: text, label: label}", "{text: text, text_pair: other, label: label}")),
+    ("seed", lambda t: t.replace("seed: 0", "seed: 1")),
+    ("data.columns", lambda t: t.replace("{text: text, label: label}", "{text: other, label: label}")),
+    ("data.labels", lambda t: t.replace("  max_length: 32", "  max_length: 32\n  labels: [pos, neg]")),
+    ("data.max_length", lambda t: t.replace("max_length: 32", "max_length: 64")),
+    ("data.subsample", lambda t: t.replace("  max_length: 32", "  max_length: 32\n  subsample: {train: 30}")),
+    ("data.test", lambda t: t.replace("  columns:", "  test: d.csv\n  columns:")),
+    ("cv.folds", lambda t: t.replace("folds: 2", "folds: 3")),
+    ("cv.seed", lambda t: t.replace("cv: {folds: 2}", "cv: {folds: 2, seed: 7}")),
+    ("cv.group_column", lambda t: t.replace("cv: {folds: 2}", "cv: {folds: 2, group_column: group}")),
+    ("cv.shuffle", lambda t: t.replace("cv: {folds: 2}", "cv: {folds: 2, shuffle: false}")),
+    ("search.metric", lambda t: t.replace("metric: macro_f1", "metric: accuracy")),
+    ("search.direction", lambda t: t.replace("metric: macro_f1", "metric: macro_f1, direction: minimize")),
+    ("search.second_objective", lambda t: t.replace("metric: macro_f1", "metric: macro_f1, second_objective: params")),
+    ("models.m", lambda t: t.replace("{name: m, path: m}", "{name: m, path: m, num_layers: 1}")),
+    ("models.m2", lambda t: t.replace("  - {name: m, path: m}", "  - {name: m, path: m}\n  - {name: m2, path: m}")),
+    ("space", lambda t: t.replace("high: 1e-4", "high: 1e-3")),
+]
+
+
+def _write(folder: Path, text: str) -> Path:
+    rows = classification_rows(40)
+    for row in rows:
+        row["other"] = row["text"]
+    if not (folder / "d.csv").exists():
+        write_csv(folder / "d.csv", rows)
+    (folder / "m").mkdir(exist_ok=True)
+    (folder / "m" / "config.json").write_text('{"num_hidden_layers": 2}')
+    path = folder / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("field,change", CHANGES, ids=[c[0] for c in CHANGES])
+def test_each_objective_setting_changed_alone_is_refused_by_name(tmp_path: Path, field: str, change) -> None:
+    open_study(load_spec(_write(tmp_path, BASE)))
+    changed = load_spec(_write(tmp_path, change(BASE)))
+    with pytest.raises(SpecError) as caught:
+        open_study(changed)
+    problems = caught.value.problems
+    assert [p for p in problems if p.startswith(f"{field}: was ")], problems
+    follows = {"task": "data.columns", "seed": "cv.seed"}  # a new task needs its columns; the fold seed follows the seed
+    named = sorted(p.split(":")[0] for p in problems[:-1])
+    assert named == sorted({field, follows.get(field, field)}), problems  # that field (and what it implies), nothing else
+    assert "--new-study" in problems[-1] and "new 'name'" in problems[-1]
+
+
+def test_changed_data_content_is_refused(tmp_path: Path) -> None:
+    open_study(load_spec(_write(tmp_path, BASE)))
+    text = (tmp_path / "d.csv").read_text()
+    (tmp_path / "d.csv").write_text(text.replace("pos", "neg", 1))
+    with pytest.raises(SpecError, match=r"data\.train: was"):
+        open_study(load_spec(tmp_path / "study.yaml"))
+
+
+def test_free_settings_change_and_are_reported(tmp_path: Path) -> None:
+    open_study(load_spec(_write(tmp_path, BASE)))
+    said: list[str] = []
+    text = BASE.replace("n_trials: 4", "n_trials: 9, timeout: 600, pruner: {name: none}") + "execution: {devices: cpu}\n"
+    study = open_study(load_spec(_write(tmp_path, text)), say=lambda m, **f: said.append(m))
+    assert any(m.startswith("search.n_trials changed since the last run: 4 -> 9") for m in said), said
+    assert any(m.startswith("search.pruner changed") for m in said) and any(m.startswith("execution changed") for m in said)
+    assert study.user_attrs["spec_settings"]["search.n_trials"] == 9
+    said.clear()
+    open_study(load_spec(tmp_path / "study.yaml"), say=lambda m, **f: said.append(m))
+    assert not said  # reported once, then it is the study's setting
+
+
+def test_the_study_names_its_metric_for_dashboards(tmp_path: Path) -> None:
+    study = open_study(load_spec(_write(tmp_path, BASE)))
+    assert study.metric_names == ["macro_f1"]
+
+
+def test_enqueue_entries_added_on_resume_are_enqueued(tmp_path: Path) -> None:
+    first = BASE.replace("metric: macro_f1}", "metric: macro_f1, enqueue: [{learning_rate: 2e-5}]}")
+    study = open_study(load_spec(_write(tmp_path, first)))
+    assert [t.system_attrs["fixed_params"] for t in study.get_trials()] == [{"learning_rate": 2e-5}]
+    second = BASE.replace("metric: macro_f1}", "metric: macro_f1, enqueue: [{learning_rate: 2e-5}, {learning_rate: 5e-5}]}")
+    study = open_study(load_spec(_write(tmp_path, second)))
+    assert [t.system_attrs["fixed_params"] for t in study.get_trials()] == [{"learning_rate": 2e-5}, {"learning_rate": 5e-5}]
+    study = open_study(load_spec(tmp_path / "study.yaml"))
+    assert len(study.get_trials()) == 2  # nothing enqueued twice
+
+
+def test_a_changed_spec_stops_before_data_or_models_are_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hpsearch.data
+    import hpsearch.finetune
+    from hpsearch.runner import Session
+
+    open_study(load_spec(_write(tmp_path, BASE)))
+
+    def loaded(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data or a model was loaded before the spec check")
+
+    monkeypatch.setattr(hpsearch.data, "prepare_data", loaded)
+    monkeypatch.setattr(hpsearch.finetune, "FineTuner", loaded)
+    with pytest.raises(SpecError, match="data.max_length: was 32, now 64"):
+        Session(load_spec(_write(tmp_path, BASE.replace("max_length: 32", "max_length: 64"))), lambda m, **f: None)
+
+
+def test_new_study_sets_the_old_one_aside_and_starts_afresh(tmp_path: Path) -> None:
+    import optuna
+
+    from hpsearch.runner import set_aside_study
+    from hpsearch.storage import make_storage
+
+    spec = load_spec(_write(tmp_path, BASE))
+    study = open_study(spec)
+    study.enqueue_trial({"learning_rate": 3e-5})
+    (spec.out_dir / "selection.json").write_text("{}")
+    changed = load_spec(_write(tmp_path, BASE.replace("folds: 2", "folds: 3")))
+    aside = set_aside_study(changed, say=lambda m, **f: None)
+    assert aside is not None and aside.startswith("bound.replaced-")
+    fresh = open_study(changed)
+    assert fresh.get_trials() == [] and fresh.user_attrs["spec_binding"]["cv.folds"] == 3
+    kept = list((spec.out_dir / "replaced").glob("*/optuna.journal"))
+    assert len(kept) == 1 and (kept[0].parent / "selection.json").is_file()
+    old = optuna.load_study(study_name="bound", storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(kept[0]))))
+    assert len(old.get_trials()) == 1  # nothing lost
+    assert set_aside_study(load_spec(tmp_path / "study.yaml"), say=lambda m, **f: None) is not None
+    assert make_storage(changed) is not None
+
+
+@pytest.mark.postgres
+def test_new_study_on_postgresql_keeps_the_old_study_in_the_database(tmp_path: Path, postgres_url: str) -> None:
+    import optuna
+
+    from hpsearch.runner import set_aside_study
+    from hpsearch.storage import make_storage
+
+    text = BASE.replace("search: {n_trials: 4,", f"search: {{storage: '{postgres_url}', n_trials: 4,")
+    spec = load_spec(_write(tmp_path, text))
+    open_study(spec).enqueue_trial({"learning_rate": 3e-5})
+    aside = set_aside_study(spec, say=lambda m, **f: None)
+    storage = make_storage(spec)
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    assert names == {aside}
+    assert len(optuna.load_study(study_name=aside, storage=storage).get_trials()) == 1
+    assert open_study(spec).get_trials() == []

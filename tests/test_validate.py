@@ -1,0 +1,154 @@
+"""What `validate` (and so every command) catches before anything is trained: each problem at once, with the fix."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpsearch.cli import main
+from hpsearch.errors import SpecError
+from hpsearch.spec import load_spec
+from toydata import classification_rows, write_csv, write_jsonl
+
+HEAD = "name: v\ntask: text-classification\n"
+
+
+def _folder(tmp_path: Path, layers: int = 2) -> Path:
+    write_csv(tmp_path / "d.csv", classification_rows(20))
+    (tmp_path / "m").mkdir(exist_ok=True)
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"model_type": "bert", "num_hidden_layers": layers}))
+    return tmp_path
+
+
+def _load(tmp_path: Path, body: str) -> object:
+    path = tmp_path / "study.yaml"
+    path.write_text(HEAD + body)
+    return load_spec(path)
+
+
+def _problems(tmp_path: Path, body: str) -> list[str]:
+    with pytest.raises(SpecError) as caught:
+        _load(tmp_path, body)
+    return caught.value.problems
+
+
+def test_numbers_are_read_as_users_write_them(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    spec = _load(tmp_path, "data: {train: d.csv}\nmodels: [{name: m, path: m}]\n"
+                           "space:\n  learning_rate: 2e-5\n  adam_epsilon: 1e-8\n  weight_decay: [0, 3E-4]\n"
+                           "  warmup_ratio: {type: float, low: 0, high: 1e-1}\n")
+    assert spec.space.learning_rate.value == 2e-5 and spec.space.adam_epsilon.value == 1e-8
+    assert spec.space.weight_decay.choices == [0, 3e-4] and spec.space.warmup_ratio.high == 0.1
+    assert spec.search.n_trials == 20  # integers stay integers
+    problems = _problems(tmp_path, "data: {train: d.csv}\nmodels: [{name: m, path: m}]\nspace: {learning_rate: '2e-5'}\n")
+    assert problems and "learning_rate must be a number > 0, but got '2e-5'" in problems[0]  # quoted: a string, as written
+
+
+def test_a_missing_label_column_is_found_from_the_header(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    problems = _problems(tmp_path, "data: {train: d.csv, columns: {label: sentiment}}\nmodels: [{name: m, path: m}]\n")
+    assert problems == ["data.columns.label: the train data d.csv has no column 'sentiment' (its columns: text, label, group); "
+                        "set data.columns.label to one of them"]
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "json", "parquet"])
+def test_columns_are_checked_in_every_format(tmp_path: Path, suffix: str) -> None:
+    _folder(tmp_path)
+    rows = [{"review": r["text"], "label": r["label"]} for r in classification_rows(10)]
+    path = tmp_path / f"d.{suffix}"
+    if suffix == "jsonl":
+        write_jsonl(path, rows)
+    elif suffix == "json":
+        path.write_text(json.dumps(rows))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    problems = _problems(tmp_path, f"data: {{train: d.{suffix}}}\nmodels: [{{name: m, path: m}}]\ncv: {{group_column: movie}}\n")
+    assert [p.split(":")[0] for p in problems] == ["data.columns.text", "cv.group_column"], problems
+    assert "its columns: review, label" in problems[0]
+
+
+def test_schema_errors_do_not_hide_missing_files_and_packages(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    problems = _problems(tmp_path, "data: {train: nowhere.csv}\nmodels:\n  - {name: m, package: no_such_package_xyz}\n"
+                                   "  - {name: n, path: m, num_layers: 0}\ncv: {folds: 1}\nsearch: {storage: 'redis://h'}\n")
+    text = "\n".join(problems)
+    for part in ("cv.folds", "models[1].num_layers", "data.train.path: file not found", "package 'no_such_package_xyz' is not installed",
+                 "unknown database kind 'redis'"):
+        assert part in text, text
+
+
+def test_scopes_that_cannot_apply_are_rejected_by_candidate(tmp_path: Path) -> None:
+    _folder(tmp_path, layers=2)
+    problems = _problems(tmp_path, "data: {train: d.csv}\nmodels:\n  - {name: m, path: m}\n  - {name: cut, path: m, num_layers: 1}\n"
+                                   "  - {name: deep, path: m, num_layers: 3}\nspace: {scope: [full, freeze-2]}\n")
+    assert any(p.startswith("models[2].num_layers: deep has 2 layers, so it cannot keep 3") for p in problems), problems
+    assert any(p.startswith("space.scope: 'freeze-2' cannot apply to candidate cut: it has 1 layers") for p in problems), problems
+    assert not any("candidate m:" in p for p in problems)
+
+
+@pytest.mark.parametrize("url,part", [
+    ("mysql://u@h/db", "the database driver for 'mysql://u@h/db' is not installed"),
+    ("not a url", "is not a database URL"),
+    ("postgresql://alice:secret@h/db", None),
+    ("postgres://alice:secret@h/db", None),
+])
+def test_storage_urls_are_checked_without_connecting(tmp_path: Path, url: str, part: str | None) -> None:
+    _folder(tmp_path)
+    body = f"data: {{train: d.csv}}\nmodels: [{{name: m, path: m}}]\nsearch: {{storage: '{url}'}}\n"
+    if part is None:
+        assert _load(tmp_path, body).search.storage == url
+    else:
+        problems = _problems(tmp_path, body)
+        assert len(problems) == 1 and part in problems[0] and "secret" not in problems[0]
+
+
+def test_postgres_scheme_means_postgresql() -> None:
+    from hpsearch.storage import normalise_storage_url
+
+    assert normalise_storage_url("postgres://u@h:5432/db").startswith("postgresql")
+    assert normalise_storage_url("postgres://u@h:5432/db").endswith("://u@h:5432/db")
+
+
+def test_validate_shows_each_candidates_space_and_warns_about_a_large_subsample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _folder(tmp_path)
+    write_csv(tmp_path / "t.csv", classification_rows(7))
+    path = tmp_path / "study.yaml"
+    path.write_text(HEAD + "data: {train: d.csv, test: t.csv, subsample: {test: 500}}\n"
+                           "models:\n  - {name: a, path: m, space: {scope: [freeze-1, head]}}\n  - {name: b, path: m, space: {scope: full}}\n")
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: data.subsample.test asks for 500 rows but t.csv has 7" in out
+    assert "    scope: one of 'freeze-1', 'head' (this candidate's own)" in out
+    assert "    scope: 'full' (fixed) (this candidate's own)" in out
+    assert "scope: 'full' (fixed) - every candidate overrides it" in out
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["status", "report", "export"])
+def test_read_only_commands_fail_fast_on_an_unreachable_storage(tmp_path: Path, command: str) -> None:
+    _folder(tmp_path)
+    port = _closed_port()
+    path = tmp_path / "study.yaml"
+    path.write_text(HEAD + f"data: {{train: d.csv}}\nmodels: [{{name: m, path: m}}]\ntracking: {{enabled: false}}\n"
+                           f"search: {{storage: 'postgresql://postgres@127.0.0.1:{port}/nope', storage_patience: 300}}\n")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "hpsearch", command, str(path)], capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"cannot reach the study storage postgresql://postgres@127.0.0.1:{port}/nope" in result.stderr
+    assert "refused" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+    assert elapsed < 60, elapsed  # far from the 300 s patience that trial-running commands have
