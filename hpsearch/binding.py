@@ -43,32 +43,36 @@ def _source(spec: StudySpec, split: str) -> Any:
     return {"content": content, "format": source.format, "split": source.split if source.path.is_dir() else None}
 
 
-def _model(candidate: Any) -> dict[str, Any]:
-    entry = candidate.model_dump(mode="json", exclude={"path"})
+def _model(candidate: Any, compact: bool) -> dict[str, Any]:
+    entry = candidate.model_dump(mode="json", exclude={"path"}, exclude_defaults=compact)
     if candidate.path is not None:  # the folder's content, so moving the project does not count as a change
         config = candidate.path / "config.json"
         entry["config"] = file_digest(config) if config.is_file() else "missing"
     return entry
 
 
-def objective_fields(spec: StudySpec) -> dict[str, Any]:
-    """Every setting that defines the objective, as JSON values, by dotted field name."""
+def objective_fields(spec: StudySpec, compact: bool = True) -> dict[str, Any]:
+    """Every setting that defines the objective, as JSON values, by dotted field name.
+
+    ``compact`` leaves settings at their defaults out, so a setting that a later hpsearch adds (with
+    a default) is not taken for a change (see :func:`changed`).
+    """
     cv = spec.cv
     fields: dict[str, Any] = {
         "task": spec.task,
         "seed": spec.seed,
         **{f"data.{split}": _source(spec, split) for split in ("train", "validation", "test")},
-        "data.columns": spec.data.columns.model_dump(mode="json"),
+        "data.columns": spec.data.columns.model_dump(mode="json", exclude_defaults=compact),
         "data.labels": spec.data.labels,
         "data.max_length": spec.data.max_length,
-        "data.subsample": spec.data.subsample.model_dump(mode="json"),
+        "data.subsample": spec.data.subsample.model_dump(mode="json", exclude_defaults=compact),
         "cv.folds": cv.folds, "cv.stratify": spec.stratify, "cv.group_column": cv.group_column,
         "cv.shuffle": cv.shuffle, "cv.seed": spec.cv_seed,
         "search.metric": spec.metric, "search.direction": spec.direction,
         "search.second_objective": spec.search.second_objective,
-        "space": spec.space.model_dump(mode="json"),
+        "space": spec.space.model_dump(mode="json", exclude_defaults=compact),
     }
-    fields.update({f"models.{m.name}": _model(m) for m in spec.models})
+    fields.update({f"models.{m.name}": _model(m, compact) for m in spec.models})
     return json.loads(json.dumps(fields))  # plain JSON values, as they come back from the storage
 
 
@@ -81,13 +85,41 @@ def free_settings(spec: StudySpec) -> dict[str, Any]:
     return json.loads(json.dumps(fields))
 
 
-def changed(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(field, old value, new value) for every field that differs, in a stable order."""
-    return [(key, old.get(key), new.get(key)) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+def changed(stored: dict[str, Any], spec: StudySpec) -> list[tuple[str, Any, Any]]:
+    """(field, stored value, value now) for every objective setting that differs, innermost first, in a stable order.
+
+    The stored record is compact: a setting missing inside a section was at its default then, and has
+    changed only if it is not at its default now.
+    """
+    return _diff(stored, objective_fields(spec, compact=False), objective_fields(spec), "")
+
+
+def _diff(old: dict[str, Any], full: dict[str, Any], compact: dict[str, Any], prefix: str) -> list[tuple[str, Any, Any]]:
+    out: list[tuple[str, Any, Any]] = []
+    for key in sorted(set(old) | set(full)):
+        o, f, c = old.get(key, ABSENT), full.get(key, ABSENT), compact.get(key, ABSENT)
+        if isinstance(o, dict) and isinstance(f, dict):
+            out += _diff(o, f, c if isinstance(c, dict) else {}, f"{prefix}{key}.")
+        elif o is ABSENT:
+            if f is not ABSENT and c is not ABSENT and c != {}:  # not at its default now
+                out.append((f"{prefix}{key}", DEFAULT if prefix else ABSENT, f))
+        elif o != f:
+            out.append((f"{prefix}{key}", o, f))
+    return out
+
+
+class _Unset:
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+
+ABSENT, DEFAULT = _Unset("absent"), _Unset("the default")
 
 
 def _show(value: Any) -> str:
-    text = "absent" if value is None else json.dumps(value, sort_keys=True)
+    if isinstance(value, _Unset):
+        return value.word
+    text = json.dumps(value, sort_keys=True)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -95,13 +127,13 @@ def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) ->
     """Store the spec's objective in a new study, or check it against the one stored; raises SpecError."""
     say = say or (lambda message, **fields: None)
     attrs = study.user_attrs
-    objective, settings = objective_fields(spec), free_settings(spec)
+    settings = free_settings(spec)
     stored = attrs.get(OBJECTIVE_KEY)
     if stored is None:
-        study.set_user_attr(OBJECTIVE_KEY, objective)
+        study.set_user_attr(OBJECTIVE_KEY, objective_fields(spec))
         study.set_user_attr(SETTINGS_KEY, settings)
         return
-    differences = changed(stored, objective)
+    differences = changed(stored, spec)
     if differences:
         lines = [f"{key}: was {_show(old)}, now {_show(new)}" for key, old, new in differences]
         raise SpecError([
@@ -110,7 +142,7 @@ def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) ->
             f"be compared; undo the change, give the study a new 'name', or run with --new-study to start it afresh "
             f"(the old study is kept aside)",
         ])
-    for key, old, new in changed(attrs.get(SETTINGS_KEY, {}), settings):
+    for key, old, new in _diff(attrs.get(SETTINGS_KEY, {}), settings, settings, ""):
         say(f"{key} changed since the last run: {_show(old)} -> {_show(new)}", event="setting_changed", field=key)
     if attrs.get(SETTINGS_KEY) != settings:
         study.set_user_attr(SETTINGS_KEY, settings)

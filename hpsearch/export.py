@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError
+from hpsearch.space import applicable
 from hpsearch.spec import StudySpec
 from hpsearch.taskinfo import PIPELINE_TASKS
 
@@ -118,7 +119,7 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "## Selected configuration",
         "",
         f"- model: `{chosen['model']}` (trial {chosen['trial']}), {chosen['best_epochs']} epoch(s), final model by `{spec.export.policy}`",
-        *[f"- {k}: `{v}`" for k, v in chosen["params"].items()],
+        *[f"- {k}: `{v}`" for k, v in applicable({**chosen["params"], "epochs": chosen["best_epochs"]}).items()],
         "",
         "## Scores",
         "",

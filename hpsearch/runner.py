@@ -239,13 +239,14 @@ def prune_checkpoints(spec: StudySpec, study: Any) -> list[int]:
     """Keep on disk only the checkpoints export may need: those of the current top-k finished trials."""
     import shutil
 
+    from hpsearch.selection import rank_key
+
     folder = spec.out_dir / "checkpoints"
     if not folder.is_dir():
         return []
     finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.name != "RUNNING"}
     complete = [t for t in finished.values() if t.state.name == "COMPLETE"]
-    sign = -1 if spec.direction == "maximize" else 1
-    keep = {t.number for t in sorted(complete, key=lambda t: (sign * t.user_attrs["cv_mean"], t.number))[: spec.export.keep_top_k]}
+    keep = {t.number for t in sorted(complete, key=lambda t: rank_key(t.user_attrs["cv_mean"], t.number, spec.direction))[: spec.export.keep_top_k]}
     removed = []
     for path in folder.glob("trial-*"):
         number = int(path.name.split("-")[1])
@@ -394,6 +395,7 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
 def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The winner, its interval and the paired comparisons; and the CV table (not written anywhere)."""
     from hpsearch import selection
+    from hpsearch.taskinfo import metric_bounds
 
     rows = trial_rows(study)
     if not rows:
@@ -401,7 +403,7 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
         raise HpsearchError(f"no trial completed, so there is nothing to select or export. Reasons seen: {reasons or ['no trial ran']}")
     table = selection.cv_table(rows, spec.direction)
     chosen = selection.select(table, spec.selection.rule, spec.direction)
-    interval = selection.corrected_interval(selection.fold_scores(chosen), spec.selection.confidence)
+    interval = selection.corrected_interval(selection.fold_scores(chosen), spec.selection.confidence, bounds=metric_bounds(spec.metric))
     trials = study.get_trials(deepcopy=False)
     report: dict[str, Any] = {
         "metric": spec.metric, "direction": spec.direction, "rule": spec.selection.rule,
@@ -448,11 +450,23 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
             final.close()
     if export and tracker.enabled:
         report["registered_model"] = {"name": spec.name, "version": tracker.log_model(parent, target, PIPELINE_TASKS[spec.task], spec.name)}
+    tracker.log_study_result(parent, *_study_figures(spec, report))
     selection_path = spec.out_dir / "selection.json"
     selection_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     tracker.end_study(parent, "FINISHED", [csv_path, spec.out_dir / "cv_results.json", selection_path])
     say_summary(spec, report, report["paired_comparisons"], csv_path, say)
     return 0
+
+
+def _study_figures(spec: StudySpec, report: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """Metrics and tags of the study run: the winner's CV score and interval, its test score, the trial counts."""
+    ci, chosen = report["cv_interval"], report["selected"]
+    metrics = {f"cv_{spec.metric}": ci["mean"], f"cv_{spec.metric}_low": ci["low"], f"cv_{spec.metric}_high": ci["high"],
+               "cv_std": chosen["std_score"], "best_epochs": chosen["best_epochs"], "total_parameters": chosen["total_parameters"],
+               **{f"trials_{state.lower()}": count for state, count in report["trials"].items()}}
+    for name, value in (report.get("test_scores") or {}).items():
+        metrics[f"test_{name}"] = value
+    return metrics, {"winner_trial": str(chosen["trial"]), "winner_model": chosen["model"], "metric": spec.metric}
 
 
 def export_study(study_path: Path, *, target: Path | None = None, force: bool = False, say: Callable[..., None] = _say) -> int:
@@ -467,10 +481,14 @@ def export_study(study_path: Path, *, target: Path | None = None, force: bool = 
 
 
 def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[str, Any]], csv_path: Path, say: Callable[..., None]) -> None:
+    from hpsearch.space import describe_params, shown_params
+
     chosen, ci = report["selected"], report["cv_interval"]
     lines = [
         "",
-        f"winner ({report['rule']}): trial {chosen['trial']}, {chosen['model']}, {_params(chosen['params'])}, {chosen['best_epochs']} epoch(s)",
+        f"winner ({report['rule']}): trial {chosen['trial']}, {chosen['model']}, "
+        f"{describe_params({k: v for k, v in shown_params(spec, chosen['model'], chosen['params']).items() if k != 'epochs'})}, "
+        f"{chosen['best_epochs']} epoch(s)",
         f"  CV {spec.metric}: {ci['mean']:.4f}  [{ci['low']:.4f}, {ci['high']:.4f}] {ci['confidence']:.0%} CI (corrected resampled t), std {chosen['std_score']:.4f}",
     ]
     if report.get("test_scores"):
@@ -488,8 +506,3 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
 
         lines.append(f"compare trials in MLflow: {ui_command(spec)}")
     print("\n".join(lines), flush=True)
-
-
-def _params(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-                     if k in ("learning_rate", "batch_size", "scope", "weight_decay", "warmup_ratio"))

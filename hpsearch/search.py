@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from hpsearch.errors import OutOfMemory, SpecError, StorageUnavailable, TrialError
-from hpsearch.space import enqueue_params, grid, max_epochs, suggest
+from hpsearch.selection import better
+from hpsearch.space import describe_params, enqueue_params, grid, max_epochs, shown_params, suggest
 from hpsearch.spec import StudySpec
 from hpsearch.storage import make_storage
 
@@ -176,7 +177,7 @@ class Objective:
         trial.set_user_attr("device", self.device)
         trial.set_user_attr("model", candidate_name)
         trial.set_user_attr("params", params)
-        self.on_event(f"trial {trial.number}: {candidate_name} {_short(params)}", event="trial_start", trial=trial.number, model=candidate_name, params=params)
+        self.on_event(f"trial {trial.number}: {candidate_name} {describe_params(shown_params(self.spec, candidate_name, params))}", event="trial_start", trial=trial.number, model=candidate_name, params=params)
         run = self.tracker.start_trial(self.parent_run, trial.number, candidate_name, params, self.device)
         if run:
             trial.set_user_attr("mlflow_run_id", run)
@@ -316,10 +317,9 @@ class Objective:
 
     def _say_best(self, number: int, mean: float, std: float) -> None:
         """The best-so-far line, over every worker's completed trials (read from the storage)."""
-        sign = 1 if self.spec.direction == "maximize" else -1
         best = (number, mean, std)
-        for t in self.study_trials():
-            if t.state.name == "COMPLETE" and "cv_mean" in t.user_attrs and sign * t.user_attrs["cv_mean"] > sign * best[1]:
+        for t in self.study_trials():  # on a tie the earlier trial stays best, as in the selection and status
+            if t.state.name == "COMPLETE" and "cv_mean" in t.user_attrs and better((t.user_attrs["cv_mean"], t.number), (best[1], best[0]), self.spec.direction):
                 best = (t.number, t.user_attrs["cv_mean"], t.user_attrs["cv_std"])
         self.on_event(f"best so far: trial {best[0]}, {self.spec.metric} {best[1]:.4f} ± {best[2]:.4f}", event="best", trial=best[0], cv_mean=best[1])
 
@@ -342,7 +342,7 @@ class Objective:
             raise TrialError(f"cannot save the checkpoint of trial {number} to {folder}: {exc}; free disk space or use export.policy: refit") from exc
 
     def _better(self, a: float, b: float) -> bool:
-        return a > b if self.spec.direction == "maximize" else a < b
+        return better(a, b, self.spec.direction)
 
     def _latency_ms(self, candidate: Any, params: dict[str, Any]) -> float:
         """Inference milliseconds per example of a freshly trained one-epoch model (median of 3 runs)."""
@@ -359,6 +359,3 @@ class Objective:
             fitted.close()
 
 
-def _short(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-                     if k in ("learning_rate", "epochs", "batch_size", "scope", "weight_decay", "warmup_ratio"))

@@ -19,6 +19,21 @@ from typing import Any, Sequence
 CV_FIELDS = ("rank", "trial", "model", "mean_score", "std_score", "best_epochs", "total_parameters")
 
 
+def better(a: float | tuple[float, int], b: float | tuple[float, int], direction: str) -> bool:
+    """Whether score ``a`` beats ``b``. Given (score, trial number) pairs, an exact tie goes to the lower
+    number: every place that names a best trial (progress, status, selection, checkpoints) agrees."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        if a[0] == b[0]:
+            return a[1] < b[1]
+        a, b = a[0], b[0]
+    return a > b if direction == "maximize" else a < b  # type: ignore[operator]
+
+
+def rank_key(score: float, trial: int, direction: str) -> tuple[float, int]:
+    """Sort key: best first, ties by trial number."""
+    return (-score if direction == "maximize" else score, trial)
+
+
 @dataclass(frozen=True)
 class Interval:
     mean: float
@@ -30,8 +45,13 @@ class Interval:
         return f"{self.mean:.4f} [{self.low:.4f}, {self.high:.4f}] ({self.confidence:.0%} CI)"
 
 
-def corrected_interval(scores: Sequence[float], confidence: float = 0.95, test_train_ratio: float | None = None) -> Interval:
-    """Confidence interval of the mean of k CV scores, with the corrected resampled variance."""
+def corrected_interval(scores: Sequence[float], confidence: float = 0.95, test_train_ratio: float | None = None,
+                       bounds: tuple[float, float] | None = None) -> Interval:
+    """Confidence interval of the mean of k CV scores, with the corrected resampled variance.
+
+    ``bounds`` (the metric's range, e.g. (0, 1) for F1) clip the interval: a t interval is symmetric and
+    can reach past what the metric can take; the clipped ends are the honest statement of the same interval.
+    """
     from scipy.stats import t
 
     k = len(scores)
@@ -41,7 +61,10 @@ def corrected_interval(scores: Sequence[float], confidence: float = 0.95, test_t
     ratio = 1 / (k - 1) if test_train_ratio is None else test_train_ratio
     variance = sum((s - mean) ** 2 for s in scores) / (k - 1)
     half = t.ppf(0.5 + confidence / 2, k - 1) * math.sqrt((1 / k + ratio) * variance)
-    return Interval(mean, mean - half, mean + half, confidence)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Interval(mean, low, high, confidence)
 
 
 def paired_comparison(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, test_train_ratio: float | None = None) -> dict[str, float]:
@@ -68,7 +91,6 @@ def cv_table(rows: Sequence[dict[str, Any]], direction: str) -> list[dict[str, A
 
     Each input row needs: trial, model, params (dict), fold_scores (list), best_epochs, total_parameters.
     """
-    sign = -1 if direction == "maximize" else 1
     table = []
     for row in rows:
         scores = list(row["fold_scores"])
@@ -82,7 +104,7 @@ def cv_table(rows: Sequence[dict[str, Any]], direction: str) -> list[dict[str, A
         entry.update({f"param_{name}": value for name, value in sorted(row["params"].items())})
         entry["params"] = dict(row["params"])
         table.append(entry)
-    table.sort(key=lambda r: (sign * r["mean_score"], r["trial"]))
+    table.sort(key=lambda r: rank_key(r["mean_score"], r["trial"], direction))
     for rank, entry in enumerate(table, start=1):
         entry["rank"] = rank
     return table
@@ -139,3 +161,64 @@ def write_table(table: Sequence[dict[str, Any]], folder: Path) -> tuple[Path, Pa
         writer.writerows(sorted(table, key=lambda r: r["rank"]))
     json_path.write_text(json.dumps(sorted(table, key=lambda r: r["rank"]), indent=2, default=str), encoding="utf-8")
     return csv_path, json_path
+
+
+def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]], models: Sequence[str], winner: dict[str, Any],
+              confidence: float, direction: str, bounds: tuple[float, float] | None = None) -> list[dict[str, Any]]:
+    """"Which pretrained model?": one row per candidate model, best trial first.
+
+    ``trials`` holds every finished trial as {trial, model, state, samples, device_seconds, trainable_parameters,
+    total_parameters}. Each model's best trial is compared with the winner on the same folds (corrected
+    resampled t); the verdict says whether the data can tell them apart.
+    """
+    rows = []
+    for model in models:
+        mine = [t for t in trials if t["model"] == model]
+        ranked = sorted((r for r in table if r["model"] == model), key=lambda r: r["rank"])
+        row: dict[str, Any] = {
+            "model": model,
+            "trials": {state: sum(1 for t in mine if t["state"] == state) for state in ("COMPLETE", "PRUNED", "FAIL")},
+            "training_samples": int(sum(t.get("samples") or 0 for t in mine)),
+            "device_seconds": float(sum(t.get("device_seconds") or 0.0 for t in mine)),
+            "best_trial": None, "verdict": "no completed trial",
+        }
+        if ranked:
+            best = ranked[0]
+            info = next((t for t in mine if t["trial"] == best["trial"]), {})
+            interval = corrected_interval(fold_scores(best), confidence, bounds=bounds)
+            row.update(best_trial=best["trial"], mean_score=interval.mean, low=interval.low, high=interval.high,
+                       trainable_parameters=info.get("trainable_parameters"), total_parameters=best.get("total_parameters"),
+                       latency_ms=info.get("latency_ms"))
+            row.update(_against_winner(best, winner, confidence, direction))
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["best_trial"] is None, rank_key(r.get("mean_score", 0.0), r["best_trial"] or 0, direction)))
+
+
+def _against_winner(best: dict[str, Any], winner: dict[str, Any], confidence: float, direction: str) -> dict[str, Any]:
+    if best["trial"] == winner["trial"]:
+        return {"verdict": "winner", "comparison": None}
+    a, b = fold_scores(winner), fold_scores(best)
+    if len(a) != len(b) or len(a) < 2:
+        return {"verdict": "not comparable (different folds)", "comparison": None}
+    comparison = paired_comparison(a, b, confidence)  # winner minus this model
+    sign = 1 if direction == "maximize" else -1
+    ends = sorted((sign * comparison["low"], sign * comparison["high"]))
+    if ends[0] > 0:
+        verdict = "worse"
+    elif ends[1] < 0:
+        verdict = "better (not chosen by the selection rule)"
+    else:
+        verdict = "not distinguishable from the winner"
+    return {"verdict": verdict, "comparison": comparison}
+
+
+def clearly_beats(winner_folds: Sequence[float], baseline_folds: Sequence[float], confidence: float, direction: str) -> tuple[bool, dict[str, float] | None]:
+    """Whether the winner beats the trivial baseline on the same folds: the paired interval of the
+    difference lies entirely on the winner's side. With one fold (a fixed validation split) the
+    comparison is the plain difference."""
+    if len(winner_folds) < 2 or len(winner_folds) != len(baseline_folds):
+        difference = sum(winner_folds) / len(winner_folds) - sum(baseline_folds) / len(baseline_folds)
+        return better(difference, 0.0, direction), None
+    comparison = paired_comparison(winner_folds, baseline_folds, confidence)
+    bound = comparison["low"] if direction == "maximize" else comparison["high"]
+    return better(bound, 0.0, direction), comparison

@@ -74,3 +74,24 @@ def max_epochs(spec: StudySpec) -> int:
     for model in spec.models:
         best = max(best, *[int(v) for v in spec.space_for(model)["epochs"].values_hint()])
     return best
+
+
+LORA_SETTINGS = ("lora_r", "lora_alpha", "lora_dropout")
+
+
+def applicable(params: dict[str, Any]) -> dict[str, Any]:
+    """The settings that act in a trial: LoRA settings only for scope 'lora'."""
+    lora = str(params.get("scope", "full")) == "lora"
+    return {k: v for k, v in params.items() if lora or k not in LORA_SETTINGS}
+
+
+def shown_params(spec: StudySpec, candidate_name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What a progress line or summary shows of a trial: every setting that varies in the candidate's space
+    (and any that a memory retry changed), of those that apply to its scope."""
+    space = spec.space_for(spec.candidate(candidate_name))
+    keep = {name for name, param in space.items() if not isinstance(param, FixedParam) or params.get(name, param.value) != param.value}
+    return {k: v for k, v in applicable(params).items() if k in keep}
+
+
+def describe_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())

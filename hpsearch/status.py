@@ -32,8 +32,9 @@ def best_row(spec: StudySpec, rows: list[dict[str, Any]]) -> dict[str, Any] | No
     done = [r for r in rows if r["state"] == "COMPLETE" and r["cv_mean"] is not None]
     if not done:
         return None
-    sign = 1 if spec.direction == "maximize" else -1
-    return max(done, key=lambda r: (sign * r["cv_mean"], -r["trial"]))
+    from hpsearch.selection import rank_key
+
+    return min(done, key=lambda r: rank_key(r["cv_mean"], r["trial"], spec.direction))
 
 
 def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:

@@ -40,6 +40,14 @@ TASKS: dict[str, TaskInfo] = {
 _MINIMIZED = {"rmse", "loss"}
 
 
+_BOUNDS = {"mcc": (-1.0, 1.0), "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0), "rmse": (0.0, float("inf")), "loss": (0.0, float("inf"))}
+
+
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range a metric can take: [0, 1] for accuracy, F1, precision, recall, exact match."""
+    return _BOUNDS.get(metric, (0.0, 1.0))
+
+
 def metric_direction(metric: str) -> Direction:
     """Direction in which ``metric`` improves."""
     return "minimize" if metric in _MINIMIZED else "maximize"

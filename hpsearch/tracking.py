@@ -21,7 +21,9 @@ from typing import Any, Iterator, Sequence
 from hpsearch.spec import StudySpec
 
 ROLE, STUDY, TRIAL = "hpsearch.role", "hpsearch.study", "hpsearch.trial"
-STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+"""MLflow run status per trial state: a pruned trial ended as planned (its ``state`` tag says PRUNED), so it
+does not get the failure mark."""
 
 
 def tracking_uri(spec: StudySpec) -> str:
@@ -66,6 +68,9 @@ class NullTracker:
         return None
 
     def rename_study_run(self, spec: StudySpec, new_name: str) -> None:
+        pass
+
+    def log_study_result(self, parent: str | None, metrics: dict[str, float], tags: dict[str, str]) -> None:
         pass
 
 
@@ -113,6 +118,14 @@ class Tracker(NullTracker):
             return chosen
         self._log_spec(mine, spec)
         return mine
+
+    def log_study_result(self, parent: str | None, metrics: dict[str, float], tags: dict[str, str]) -> None:
+        """The winner's figures on the study run, so the experiment table compares studies at a glance."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],  # type: ignore[arg-type]
+                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def rename_study_run(self, spec: StudySpec, new_name: str) -> None:
         """The study's parent run, kept under the name of a study set aside (so a new study gets its own)."""

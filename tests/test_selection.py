@@ -94,3 +94,22 @@ def test_table_is_written_as_csv_and_json(tmp_path: Path) -> None:
 def test_empty_table_cannot_select() -> None:
     with pytest.raises(ValueError, match="no completed trial"):
         selection.select([], "best", "maximize")
+
+
+def test_ties_go_to_the_earlier_trial_everywhere() -> None:
+    assert selection.better((0.7, 1), (0.7, 3), "maximize") and not selection.better((0.7, 3), (0.7, 1), "maximize")
+    assert selection.better((0.2, 5), (0.3, 1), "minimize") and selection.better(0.8, 0.7, "maximize")
+    tied = [{**row, "fold_scores": [0.8, 0.8, 0.8]} for row in _rows()[:2]]
+    assert [r["trial"] for r in selection.cv_table(list(reversed(tied)), "maximize")] == [0, 1]
+
+
+@pytest.mark.parametrize("scores", [[0.99, 0.80, 1.0], [0.0, 0.3, 0.01], [0.93, 0.99, 0.89]])
+def test_intervals_stay_inside_the_metrics_range(scores: list[float]) -> None:
+    from hpsearch.taskinfo import metric_bounds
+
+    raw = selection.corrected_interval(scores, 0.95)
+    clipped = selection.corrected_interval(scores, 0.95, bounds=metric_bounds("macro_f1"))
+    assert 0.0 <= clipped.low <= clipped.mean <= clipped.high <= 1.0
+    assert clipped.low == max(raw.low, 0.0) and clipped.high == min(raw.high, 1.0)
+    assert raw.low < 0.0 or raw.high > 1.0 or scores == [0.93, 0.99, 0.89]  # the first two would leave [0, 1] unclipped
+    assert metric_bounds("mcc") == (-1.0, 1.0) and metric_bounds("rmse")[0] == 0.0

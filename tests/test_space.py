@@ -81,3 +81,17 @@ def test_bad_pruner_options_name_the_field(tmp_path: Path) -> None:
 
     with pytest.raises(SpecError, match=r"search.pruner.options: median pruner rejected \{'bogus': 1\}"):
         make_pruner(_spec(tmp_path, "search: {pruner: {name: median, options: {bogus: 1}}}\n"))
+
+
+def test_every_varying_setting_is_shown_and_only_settings_that_apply(tmp_path: Path) -> None:
+    from hpsearch.space import shown_params
+
+    spec = _spec(tmp_path, "space: {adam_epsilon: [1.0e-8, 1.0e-6], scope: [full, lora], lora_r: [4, 8], batch_size: 16}\n")
+    params = {"learning_rate": 2e-5, "adam_epsilon": 1e-6, "scope": "full", "lora_r": 4, "batch_size": 16, "epochs": 3, "warmup_ratio": 0.1,
+              "weight_decay": 0.0, "lora_alpha": 16}
+    shown = shown_params(spec, "big", params)
+    assert shown == {"learning_rate": 2e-5, "adam_epsilon": 1e-6, "scope": "full", "epochs": 3, "warmup_ratio": 0.1, "weight_decay": 0.0}
+    assert shown_params(spec, "big", {**params, "scope": "lora"})["lora_r"] == 4  # LoRA settings only where LoRA trains
+    small = shown_params(spec, "small", {**params, "learning_rate": 1.5e-3, "epochs": 7})
+    assert "epochs" not in small and small["learning_rate"] == 1.5e-3  # fixed for that candidate: not shown
+    assert shown_params(spec, "big", {**params, "batch_size": 8})["batch_size"] == 8  # changed by a memory retry: shown

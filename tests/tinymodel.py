@@ -32,3 +32,45 @@ def build_tiny_bert(folder: Path, sentences: list[str], layers: int = 2, hidden:
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+FAMILIES = ["bert", "roberta", "distilbert", "deberta-v2", "electra", "xlm-roberta", "albert", "modernbert", "gpt2"]
+"""Model families a study can compare; each gets a tiny random model (see :func:`build_tiny_family`)."""
+
+_FAMILY_SETTINGS: dict[str, dict[str, object]] = {
+    "electra": {"embedding_size": 16},  # a projection between embeddings and blocks, as in the real ELECTRA
+    "albert": {"embedding_size": 16},
+    "deberta-v2": {"relative_attention": True, "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
+                   "norm_rel_ebd": "layer_norm", "share_att_key": True, "max_relative_positions": -1, "position_buckets": 16},
+}
+
+
+def build_tiny_family(folder: Path, family: str, tokenizer_folder: Path, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """A random ``family`` model (``layers`` x ``hidden``) with the tiny BERT's tokenizer, as users save them.
+
+    The decoder (gpt2) gets the tokenizer without a pad token, as GPT-2's own tokenizer comes.
+    """
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in
+           (("pad_token_id", "[PAD]"), ("bos_token_id", "[CLS]"), ("eos_token_id", "[SEP]"), ("cls_token_id", "[CLS]"), ("sep_token_id", "[SEP]"))}
+    if family == "gpt2":  # as GPT-2's tokenizer: an end-of-text token, no pad token
+        ids.pop("pad_token_id")
+        tokenizer.pad_token = None
+        tokenizer.eos_token = "[SEP]"
+    config = AutoConfig.for_model(
+        family, vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * hidden, max_position_embeddings=128, **ids, **_FAMILY_SETTINGS.get(family, {}),
+    )
+    torch.manual_seed(seed)
+    AutoModel.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    for name in ("tokenizer.json", "vocab.txt"):
+        if (tokenizer_folder / name).is_file() and not (folder / name).is_file():
+            shutil.copy(tokenizer_folder / name, folder / name)
+    return folder

@@ -18,7 +18,8 @@ from hpsearch.errors import OutOfMemory, TrialError
 from hpsearch.finetune import frozen
 from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
 from hpsearch.finetune.loop import EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, predict_logits, train
-from hpsearch.finetune.modeling import Scope, apply_scope, count_parameters, encoder_parts, frozen_modules, load_model, model_dir
+from hpsearch.finetune.layouts import layout_of
+from hpsearch.finetune.modeling import Scope, apply_scope, count_parameters, frozen_modules, load_model, model_dir
 from hpsearch.finetune.tasks import Task, get_task
 from hpsearch.spec import Candidate
 
@@ -97,6 +98,7 @@ class FineTuner:
         self.token_cache = TokenCache(cache_dir / "tokens")
         self.frozen_cache = frozen.FrozenOutputCache(cache_dir / "frozen") if frozen_cache else None
         self._inputs: dict[str, CandidateInputs] = {}
+        self._said_no_cache: set[str] = set()
         self.warn = warn or (lambda message: None)
 
     def inputs(self, candidate: Candidate) -> CandidateInputs:
@@ -106,6 +108,12 @@ class FineTuner:
 
             folder = model_dir(candidate)
             tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=candidate.trust_remote_code)
+            if tokenizer.pad_token is None:  # decoders (GPT-2 style) ship none; batches and the classifier need one
+                stand_in = tokenizer.eos_token or tokenizer.sep_token
+                if stand_in is None:
+                    raise TrialError(f"the tokenizer of {candidate.name} has no pad, end-of-text or separator token to pad with; "
+                                     "save the tokenizer with a pad token")
+                tokenizer.pad_token = stand_in  # saved with the export, so pipeline() pads the same way
             key = tokenizer_fingerprint(folder)
             tokenized = {
                 name: self.token_cache.tokenize(split, self.data.task, tokenizer, key, self.max_length)
@@ -144,10 +152,11 @@ class FineTuner:
         model = load_model(
             inputs.folder, self.task, self.data.label_map,
             num_layers=candidate.num_layers, trust_remote_code=candidate.trust_remote_code, seed=seed,
+            pad_token_id=inputs.tokenizer.pad_token_id, untie_shared=scope.kind == "freeze",
         )
-        model = apply_scope(model, scope, params).to(self.device)
+        model = apply_scope(model, scope, params, candidate.lora_targets).to(self.device)
         trainable, total = count_parameters(model)
-        depth = self._cache_depth(model, scope)
+        depth = self._cache_depth(candidate, model, scope)
         try:
             if depth is None:
                 batcher = self._token_batcher(inputs, train_split)
@@ -201,11 +210,18 @@ class FineTuner:
         hidden = self.frozen_cache.get(model, depth, self._token_batcher(inputs, split), inputs.weights_key, tokenized.key, self.device)
         return HiddenBatcher(hidden, tokenized.features)
 
-    def _cache_depth(self, model: Any, scope: Scope) -> int | None:
-        if self.frozen_cache is None or scope.kind not in ("freeze", "head") or not frozen.supports_cache(model):
+    def _cache_depth(self, candidate: Candidate, model: Any, scope: Scope) -> int | None:
+        """How many bottom blocks' outputs come from the frozen-layer cache (None: no cache for this fit)."""
+        if self.frozen_cache is None or scope.kind not in ("freeze", "head"):
             return None
-        _, layers = encoder_parts(model)  # type: ignore[misc]
-        return len(layers) if scope.kind == "head" else scope.frozen_layers
+        why = frozen.cache_off(model)
+        if why is not None:
+            if candidate.name not in self._said_no_cache:  # once per candidate, not once per fold
+                self._said_no_cache.add(candidate.name)
+                self.warn(f"frozen-layer cache off for {candidate.name}: {why}; its frozen layers run at every step (same result, slower)")
+            return None
+        blocks = layout_of(model).block_list
+        return len(blocks) if scope.kind == "head" else scope.frozen_layers
 
 
 def load_fitted(tuner: FineTuner, candidate: Candidate, folder: Path) -> Fitted:

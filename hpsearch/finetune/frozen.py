@@ -17,38 +17,47 @@ from typing import Any, Iterator
 import torch
 
 from hpsearch.finetune.batching import TokenBatcher
-from hpsearch.finetune.modeling import encoder_parts
+from hpsearch.finetune.layouts import layout_of
 
 _MEMORY_ENTRIES = 2
 
 
 class _PassThrough(torch.nn.Module):
-    """Stands in for the embeddings: the stored hidden states come in as ``inputs_embeds``."""
+    """Stands in for the embeddings: the stored hidden states come in as ``inputs_embeds``.
+
+    Families call their embeddings with keywords (BERT) or positionally (DistilBERT:
+    ``embeddings(input_ids, inputs_embeds)``); either way the stored states are passed on unchanged.
+    """
 
     def forward(self, *args: Any, inputs_embeds: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        assert inputs_embeds is not None
+        if inputs_embeds is None:
+            inputs_embeds = next(a for a in args[1:] if isinstance(a, torch.Tensor) and a.is_floating_point())
         return inputs_embeds
 
 
-def supports_cache(model: Any) -> bool:
-    return encoder_parts(model) is not None
+def cache_off(model: Any) -> str | None:
+    """Why this model's frozen-layer outputs cannot be stored and reused (None: they can, exactly)."""
+    return layout_of(model).cache_off
 
 
 @contextlib.contextmanager
 def only_layers(model: Any, start: int, stop: int | None, skip_embeddings: bool) -> Iterator[Any]:
-    """Temporarily keep encoder layers [start:stop] (and optionally skip the embeddings)."""
-    parts = encoder_parts(model)
-    assert parts is not None
-    base, layers = parts
-    original_embeddings = base.embeddings
-    base.encoder.layer = torch.nn.ModuleList(list(layers)[start:stop])
+    """Temporarily keep blocks [start:stop] (and optionally pass stored states through the embedding stage)."""
+    layout = layout_of(model)
+    parent, name = layout.blocks
+    blocks = getattr(parent, name)
+    originals = [(p, n, getattr(p, n)) for p, n in layout.embeddings]
+    setattr(parent, name, torch.nn.ModuleList(list(blocks)[start:stop]))
     if skip_embeddings:
-        base.embeddings = _PassThrough()
+        # The first embedding module receives the stored states; later ones (ELECTRA's projection) pass them on.
+        for index, (owner, attribute, _) in enumerate(originals):
+            setattr(owner, attribute, _PassThrough() if index == 0 else torch.nn.Identity())
     try:
         yield model
     finally:
-        base.encoder.layer = layers
-        base.embeddings = original_embeddings
+        setattr(parent, name, blocks)
+        for owner, attribute, module in originals:
+            setattr(owner, attribute, module)
 
 
 def weights_fingerprint(folder: Path) -> str:
@@ -99,7 +108,7 @@ def compute_frozen_outputs(model: Any, depth: int, batcher: TokenBatcher, device
     """Output of embeddings + the first ``depth`` layers for every example, unpadded, on the CPU."""
     was_training = model.training
     model.eval()
-    base, _ = encoder_parts(model)  # type: ignore[misc]
+    base = layout_of(model).base
     rows = list(range(len(batcher.features)))
     out: list[torch.Tensor | None] = [None] * len(rows)
     with only_layers(model, 0, depth, skip_embeddings=False):

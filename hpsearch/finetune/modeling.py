@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpsearch.architectures import architecture
 from hpsearch.data.labels import LabelMap
 from hpsearch.errors import TrialError
+from hpsearch.finetune.layouts import layout_of
 from hpsearch.finetune.tasks import Task
 from hpsearch.spec import Candidate, package_model_dir
 
@@ -47,7 +49,8 @@ class Scope:
 
 
 def load_model(
-    folder: Path, task: Task, label_map: LabelMap, *, num_layers: int | None, trust_remote_code: bool, seed: int
+    folder: Path, task: Task, label_map: LabelMap, *, num_layers: int | None, trust_remote_code: bool, seed: int,
+    pad_token_id: int | None = None, untie_shared: bool = False,
 ) -> Any:
     """The pretrained encoder with a freshly initialised (seeded) head for ``task``."""
     import torch
@@ -62,6 +65,8 @@ def load_model(
         if available is not None and num_layers > available:
             raise TrialError(f"num_layers={num_layers} but {folder.name} has only {available} layers; lower num_layers")
         config.num_hidden_layers = num_layers
+    if getattr(config, "pad_token_id", None) is None and pad_token_id is not None:
+        config.pad_token_id = pad_token_id  # decoders classify at the last non-pad token: they must know the pad
     config.num_labels = task.num_labels(label_map)
     if label_map.labels:
         config.id2label, config.label2id = label_map.id2label, label_map.label2id
@@ -69,65 +74,85 @@ def load_model(
         config.problem_type = "regression"
     torch.manual_seed(seed)  # the new head's initial weights are part of the trial's seed
     try:
-        return task.model_class().from_pretrained(folder, config=config, trust_remote_code=trust_remote_code)
+        model = task.model_class().from_pretrained(folder, config=config, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - a missing, damaged or mismatched weights file: each is this candidate's failure
         raise TrialError(f"cannot load model weights from {folder}: {type(exc).__name__}: {exc}") from None
+    known = architecture(getattr(config, "model_type", None))
+    if untie_shared and known is not None and known.shared_blocks:
+        _untie(model)
+    return model
 
 
-def encoder_parts(model: Any) -> tuple[Any, Any] | None:
-    """(base model, its list of encoder layers) for BERT-like models, else None."""
-    base = getattr(model, "base_model", None)
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if base is None or layers is None or not hasattr(base, "embeddings"):
-        return None
-    return base, layers
+def _untie(model: Any) -> None:
+    """Give each depth of a weight-sharing model (ALBERT) its own copy of the layer it used, so the bottom K
+    can stay frozen while the layers above train. The copies start equal, so the model computes the same
+    function; it is saved (and exported) with one layer group per depth."""
+    import copy
+
+    import torch
+
+    layout = layout_of(model)
+    parent, name = layout.blocks
+    groups = getattr(parent, name)
+    config = layout.base.config
+    depth, count = int(config.num_hidden_layers), len(groups)
+    if count == depth:
+        return
+    per_group = depth / count  # ALBERT: layer i uses group int(i / (layers / groups))
+    setattr(parent, name, torch.nn.ModuleList([copy.deepcopy(groups[int(i / per_group)]) for i in range(depth)]))
+    config.num_hidden_groups = depth
+    if getattr(model, "config", None) is not config:
+        model.config.num_hidden_groups = depth
 
 
-def apply_scope(model: Any, scope: Scope, lora: dict[str, Any] | None = None) -> Any:
+def apply_scope(model: Any, scope: Scope, lora: dict[str, Any] | None = None, lora_targets: list[str] | None = None) -> Any:
     """Freeze or wrap ``model`` for ``scope``; returns the model to train."""
     if scope.kind == "full":
         return model
     if scope.kind == "lora":
-        return _with_lora(model, lora or {})
-    parts = encoder_parts(model)
-    if parts is None:
-        raise TrialError(f"scope {scope.kind!r} needs a BERT-like encoder; {type(model).__name__} is not one")
-    base, layers = parts
-    depth = len(layers) if scope.kind == "head" else scope.frozen_layers
-    if depth > len(layers):
-        raise TrialError(f"scope freeze-{depth} but the model has {len(layers)} layers; lower K")
-    for module in [base.embeddings, *list(layers)[:depth]]:
+        return _with_lora(model, lora or {}, lora_targets)
+    for module in frozen_modules(model, scope):
         for parameter in module.parameters():
             parameter.requires_grad_(False)
     return model
 
 
 def frozen_modules(model: Any, scope: Scope) -> list[Any]:
-    """Modules kept in eval mode during training (frozen layers run without dropout)."""
-    parts = encoder_parts(model)
-    if scope.kind not in ("freeze", "head") or parts is None:
+    """Modules a scope freezes (kept in eval mode during training: frozen layers run without dropout).
+
+    ``head``: the embeddings and every block; ``freeze-K``: the embeddings and the bottom K blocks.
+    """
+    if scope.kind not in ("freeze", "head"):
         return []
-    base, layers = parts
-    depth = len(layers) if scope.kind == "head" else scope.frozen_layers
-    return [base.embeddings, *list(layers)[:depth]]
+    layout = layout_of(model)
+    blocks = layout.block_list
+    if scope.kind == "head":
+        return [*layout.embedding_modules(), *blocks]
+    if layout.architecture is not None and layout.architecture.shared_blocks and len(blocks) != layout.depth:
+        raise TrialError(f"scope freeze-{scope.frozen_layers}: {type(model).__name__} shares one layer's weights across depth; "
+                         "it must be loaded with its layers untied (load_model(untie_shared=True))")
+    if scope.frozen_layers > len(blocks):
+        raise TrialError(f"scope freeze-{scope.frozen_layers} but the model has {len(blocks)} layers; lower K")
+    return [*layout.embedding_modules(), *list(blocks)[: scope.frozen_layers]]
 
 
-def _with_lora(model: Any, settings: dict[str, Any]) -> Any:
+def _with_lora(model: Any, settings: dict[str, Any], targets: list[str] | None) -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
+    known = architecture(getattr(model.config, "model_type", None))
     task_type = TaskType.TOKEN_CLS if "TokenClassification" in type(model).__name__ else TaskType.SEQ_CLS
     config = LoraConfig(
         task_type=task_type,
         r=int(settings.get("lora_r", 8)),
         lora_alpha=float(settings.get("lora_alpha", 16)),
         lora_dropout=float(settings.get("lora_dropout", 0.1)),
-        # None lets peft pick the attention projections it knows for this architecture.
-        target_modules=None,
+        # The candidate's own targets, else the family's attention projections, else what peft knows.
+        target_modules=list(targets) if targets else list(known.lora_targets) if known else None,
     )
     try:
         return get_peft_model(model, config)
     except ValueError as exc:
-        raise TrialError(f"LoRA is not available for {type(model).__name__}: {exc}") from exc
+        raise TrialError(f"LoRA is not available for {type(model).__name__}: {exc}; set lora_targets on the candidate") from exc
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

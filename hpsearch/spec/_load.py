@@ -14,6 +14,7 @@ from hpsearch.errors import SpecError
 from hpsearch.spec._base import short_repr
 from hpsearch.spec._files import column_names, data_format, layer_count, model_config
 from hpsearch.spec._models import Candidate, DataSource, StudySpec
+from hpsearch.architectures import scope_problem
 from hpsearch.taskinfo import TASKS
 
 _FIXES = {
@@ -274,6 +275,11 @@ def _scope_problems(spec: StudySpec, i: int, model: Candidate) -> list[str]:
         problems.append(f"models[{i}].num_layers: {model.name} has {available} layers, so it cannot keep {model.num_layers}; "
                         f"lower num_layers to at most {available}")
     for scope in spec.space_for(model)["scope"].values_hint():
+        reason = scope_problem(config.get("model_type"), str(scope), model.lora_targets)
+        if reason:
+            problems.append(f"{field}: {scope!r} cannot apply to candidate {model.name}: {reason}; remove {scope!r} or override "
+                            f"scope in models[{i}].space")
+            continue
         depth = int(str(scope).split("-")[1]) if str(scope).startswith("freeze-") else None
         if depth is not None and layers is not None and depth > layers:
             problems.append(f"{field}: {scope!r} cannot apply to candidate {model.name}: it has {layers} layers, so at most "

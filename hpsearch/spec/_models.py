@@ -87,6 +87,10 @@ class Candidate(SpecModel):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     num_layers: int | None = Field(None, ge=1, description="Keep only the first K encoder layers; null keeps all.")
     trust_remote_code: bool = Field(False, description="Allow code shipped with the model to run. Off by default.")
+    lora_targets: list[str] | None = Field(
+        None, description="Module names that get LoRA adapters (scope 'lora'); null: the attention projections hpsearch "
+        "knows for the model's family (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, DeBERTa, ALBERT, ModernBERT, GPT-2)."
+    )
     space: dict[ParamName, Param] = Field(
         default_factory=dict, description="Overrides of the search space for this candidate only."
     )

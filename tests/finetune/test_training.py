@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hpsearch.errors import TrialError
-from hpsearch.finetune.modeling import encoder_parts
+from hpsearch.finetune.layouts import layout_of
 
 LEARNABLE = {"learning_rate": 3e-3, "epochs": 5, "batch_size": 8, "warmup_ratio": 0.1}
 TRAIN, EVAL = list(range(120)), list(range(120, 160))
@@ -45,7 +45,7 @@ def test_truncation_keeps_the_first_k_layers(make_tuner, tiny_bert_4layers: Path
     spec, tuner = make_tuner(model=tiny_bert_4layers)
     truncated = Candidate(name="cut", path=tiny_bert_4layers, num_layers=2)
     fitted = tuner.fit(truncated, {**LEARNABLE, "epochs": 1}, train_rows=TRAIN, eval_rows=EVAL)
-    _, layers = encoder_parts(fitted.model)
+    layers = layout_of(fitted.model).block_list
     assert len(layers) == 2 and fitted.model.config.num_hidden_layers == 2
     # The kept layers are the pretrained first two, not fresh ones: compare an untouched (frozen) copy.
     from safetensors.torch import load_file
@@ -53,7 +53,7 @@ def test_truncation_keeps_the_first_k_layers(make_tuner, tiny_bert_4layers: Path
     stored = load_file(str(next(tiny_bert_4layers.glob("*.safetensors"))))
     key = next(k for k in stored if k.endswith("encoder.layer.1.attention.self.query.weight"))
     frozen = tuner.fit(truncated, {**LEARNABLE, "epochs": 1, "scope": "freeze-2"}, train_rows=TRAIN, eval_rows=EVAL)
-    assert torch.equal(encoder_parts(frozen.model)[1][1].attention.self.query.weight.cpu(), stored[key])
+    assert torch.equal(layout_of(frozen.model).block_list[1].attention.self.query.weight.cpu(), stored[key])
 
 
 def test_too_many_layers_is_a_clear_error(make_tuner) -> None:

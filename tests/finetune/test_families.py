@@ -1,0 +1,114 @@
+"""Every model family a study compares, with every training scope, cut to fewer layers, cached or not."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from hpsearch.architectures import architecture
+from hpsearch.data import prepare_data
+from hpsearch.finetune import FineTuner
+from hpsearch.finetune.layouts import layout_of
+from hpsearch.spec import Candidate, load_spec
+from tinymodel import FAMILIES, build_tiny_family
+from toydata import toy_study
+
+SCOPES = ["full", "freeze-1", "head", "lora"]
+PARAMS = {"learning_rate": 3e-3, "epochs": 2, "batch_size": 8, "warmup_ratio": 0.0, "weight_decay": 0.0}
+TRAIN, EVAL = list(range(48)), list(range(48, 64))
+
+
+@pytest.fixture(scope="module")
+def family_models(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("families")
+    return {family: build_tiny_family(root / family, family, tiny_bert) for family in FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path):  # noqa: ANN201 - a spec
+    return load_spec(toy_study(tmp_path_factory.mktemp("family-study"), tiny_bert, rows=64))
+
+
+def _tuner(study, folder: Path, cache: bool = True, warnings: list[str] | None = None) -> FineTuner:  # noqa: ANN001
+    sink = warnings if warnings is not None else []
+    return FineTuner(prepare_data(study), cache_dir=folder, max_length=32, frozen_cache=cache, warn=sink.append)
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_trains_with_every_scope(family: str, scope: str, family_models, study, tmp_path: Path) -> None:
+    fitted = _tuner(study, tmp_path).fit(Candidate(name=family, path=family_models[family]), {**PARAMS, "scope": scope},
+                                         train_rows=TRAIN, eval_rows=EVAL)
+    assert len(fitted.result.history) == 2
+    assert all(math.isfinite(v) for record in fitted.result.history for v in record.metrics.values())
+    trainable = {n for n, p in fitted.model.named_parameters() if p.requires_grad}
+    if scope == "full":
+        assert fitted.trainable_parameters == fitted.total_parameters
+    elif scope == "lora":
+        assert any("lora_A" in n for n in trainable) and fitted.trainable_parameters < fitted.total_parameters
+    else:
+        layout = layout_of(fitted.model)
+        frozen = [p for module in layout.embedding_modules() for p in module.parameters()]
+        assert frozen and not any(p.requires_grad for p in frozen), "embeddings train although frozen"
+        blocks = list(layout.block_list)
+        assert not any(p.requires_grad for p in blocks[0].parameters())
+        if scope == "freeze-1":  # the block above the frozen one trains
+            assert all(p.requires_grad for p in blocks[1].parameters())
+        else:
+            assert not any(p.requires_grad for block in blocks for p in block.parameters())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_num_layers_cuts_every_family(family: str, family_models, study, tmp_path: Path) -> None:
+    tuner = _tuner(study, tmp_path)
+    whole = tuner.fit(Candidate(name=family, path=family_models[family]), {**PARAMS, "epochs": 1}, train_rows=TRAIN, eval_rows=EVAL)
+    cut = tuner.fit(Candidate(name=f"{family}-1", path=family_models[family], num_layers=1), {**PARAMS, "epochs": 1},
+                    train_rows=TRAIN, eval_rows=EVAL)
+    assert cut.model.config.num_hidden_layers == 1
+    if architecture(family).shared_blocks:  # ALBERT: fewer repetitions of the same weights
+        assert cut.total_parameters == whole.total_parameters
+    else:
+        assert len(layout_of(cut.model).block_list) == 1
+        assert cut.total_parameters < whole.total_parameters
+
+
+@pytest.mark.parametrize("scope", ["freeze-1", "head"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_frozen_cache_is_exact_or_off_with_its_reason(family: str, scope: str, family_models, study, tmp_path: Path) -> None:
+    candidate = Candidate(name=family, path=family_models[family])
+    said: list[str] = []
+    cached = _tuner(study, tmp_path / "a", cache=True, warnings=said).fit(candidate, {**PARAMS, "scope": scope}, train_rows=TRAIN, eval_rows=EVAL)
+    plain = _tuner(study, tmp_path / "b", cache=False).fit(candidate, {**PARAMS, "scope": scope}, train_rows=TRAIN, eval_rows=EVAL)
+    reason = architecture(family).cache_off
+    assert cached.used_frozen_cache is (reason is None)
+    if reason is not None:
+        assert [m for m in said if m.startswith(f"frozen-layer cache off for {family}: {reason}")], said
+    for a, b in zip(cached.result.history, plain.result.history):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4, abs=1e-6)
+        assert a.metrics["macro_f1"] == pytest.approx(b.metrics["macro_f1"], abs=1e-6)
+        assert a.metrics["loss"] == pytest.approx(b.metrics["loss"], rel=1e-4, abs=1e-6)
+
+
+def test_the_no_cache_reason_is_said_once_per_candidate(family_models, study, tmp_path: Path) -> None:
+    said: list[str] = []
+    tuner = _tuner(study, tmp_path, warnings=said)
+    candidate = Candidate(name="gpt", path=family_models["gpt2"])
+    for _ in range(2):
+        tuner.fit(candidate, {**PARAMS, "epochs": 1, "scope": "freeze-1"}, train_rows=TRAIN, eval_rows=EVAL)
+    assert len([m for m in said if "frozen-layer cache off" in m]) == 1
+
+
+@pytest.mark.parametrize("family", ["gpt2", "distilbert", "albert"])
+def test_exported_models_of_other_families_load_in_a_pipeline(family: str, family_models, study, tmp_path: Path) -> None:
+    from transformers import pipeline
+
+    scope = "freeze-1" if family == "albert" else "full"  # ALBERT's untied layers must export as a plain ALBERT
+    fitted = _tuner(study, tmp_path).fit(Candidate(name=family, path=family_models[family]), {**PARAMS, "scope": scope},
+                                         train_rows=TRAIN, eval_rows=EVAL)
+    fitted.save(tmp_path / "export")
+    classify = pipeline("text-classification", model=str(tmp_path / "export"))
+    predictions = classify(["the film was good", "a really dull plot and awful music"])
+    assert {p["label"] for p in predictions} <= {"neg", "pos"} and len(predictions) == 2
+    if family == "gpt2":  # the pad token the decoder was trained with travels with the export
+        assert classify.tokenizer.pad_token is not None and classify.model.config.pad_token_id == classify.tokenizer.pad_token_id
