@@ -24,6 +24,7 @@ def write_report(spec: StudySpec, study: Any, out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     report, table = select_from_study(spec, study)
+    report.update(_final_figures(spec, report))
     figures: list[tuple[str, str, Callable[[], Any]]] = [
         ("optimization_history", "Optimization history", lambda: _history(spec, study)),
         ("param_importances", "Parameter importances", lambda: _importances(spec, study)),
@@ -45,6 +46,20 @@ def write_report(spec: StudySpec, study: Any, out: Path) -> list[Path]:
     page = out / "report.html"
     page.write_text(_page(spec, report, table, sections), encoding="utf-8")
     return [page, *written]
+
+
+def _final_figures(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
+    """Test score, baseline and warnings from the last ``run`` (selection.json), when it selected the same winner
+    from the same trials: they need the data and the final model, which the report does not load."""
+    import json
+
+    path = spec.out_dir / "selection.json"
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if saved.get("considered_trials") != report.get("considered_trials") or saved.get("selected", {}).get("trial") != report["selected"]["trial"]:
+        return {"stale_note": "the study has changed since the last run selected its winner: run it (or 'hpsearch export') for the test score and baseline"}
+    return {k: saved[k] for k in ("test_scores", "baseline", "warnings", "bias_corrected") if k in saved}
 
 
 def _save(draw: Callable[[], Any], path: Path) -> str | None:
@@ -128,6 +143,44 @@ def _curves(spec: StudySpec, study: Any, table: list[dict[str, Any]]) -> Any:
     return figure
 
 
+def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
+    """Test score, baseline, warnings and the per-model table, as HTML."""
+    parts = []
+    test = report.get("test_scores")
+    if test:
+        parts.append(f"<p id='test'>Test {html.escape(spec.metric)} of the final model: <b>{test[spec.metric]:.4f}</b> (held-out, evaluated once).</p>")
+    corrected = report.get("bias_corrected") or {}
+    if "estimate" in corrected:
+        parts.append(f"<p id='bbc'>Bias-corrected estimate of the winner's {html.escape(spec.metric)} (BBC-CV over {corrected['configurations']} "
+                     f"configurations, {corrected['samples']} bootstrap samples): <b>{corrected['estimate']:.4f}</b> "
+                     f"[{corrected['low']:.4f}, {corrected['high']:.4f}]; the raw CV score of the best of many trials is optimistic.</p>")
+    baseline = report.get("baseline")
+    if baseline:
+        on_test = f", test {baseline['test']:.4f}" if "test" in baseline else ""
+        verdict = "clearly beaten by the winner" if baseline["clearly_beaten"] else "<b>not clearly beaten by the winner</b>"
+        parts.append(f"<p id='baseline'>Trivial baseline (predicting {html.escape(baseline['predicts'])}): CV {baseline['cv_mean']:.4f}{on_test}; {verdict}.</p>")
+    for warning in report.get("warnings", []):
+        parts.append(f"<p class='warning' style='color:#a00'>Warning: {html.escape(warning)}</p>")
+    if report.get("stale_note"):
+        parts.append(f"<p class='note'>{html.escape(report['stale_note'])}</p>")
+    rows = report.get("per_model", [])
+    if rows:
+        head = "".join(f"<th>{h}</th>" for h in ("model", "best trial", "CV mean", "interval", "verdict", "winner minus it", "p",
+                                                  "complete / pruned / failed", "training samples", "device-seconds", "trained / total params"))
+        body = ""
+        for r in rows:
+            c = r.get("comparison") or {}
+            cells = [r["model"], r["best_trial"] if r["best_trial"] is not None else "—",
+                     f"{r['mean_score']:.4f}" if "mean_score" in r else "—",
+                     f"[{r['low']:.4f}, {r['high']:.4f}]" if "low" in r else "—", r["verdict"],
+                     f"{c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]" if c else "—", f"{c['p_value']:.3f}" if c else "—",
+                     "{COMPLETE} / {PRUNED} / {FAIL}".format(**r["trials"]), f"{r['training_samples']:,}", f"{r['device_seconds']:.0f}",
+                     f"{r.get('trainable_parameters') or 0:,} / {r.get('total_parameters') or 0:,}" if r["best_trial"] is not None else "—"]
+            body += "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>"
+        parts.append(f"<h2>Which model? (best trial of each candidate)</h2>\n<table id='per-model'><tr>{head}</tr>{body}</table>")
+    return "\n".join(parts)
+
+
 def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], sections: list[str]) -> str:
     chosen, ci = report["selected"], report["cv_interval"]
     splits = sorted({k for r in table for k in r if k.startswith("split")}, key=lambda k: int(k[5:-6]))
@@ -153,6 +206,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} th{{background:#f
 <h2>Selection</h2>
 <p id="winner">Winner ({html.escape(report['rule'])}): trial {chosen['trial']}, {html.escape(chosen['model'])}, {chosen['best_epochs']} epoch(s).
 CV {html.escape(spec.metric)} {ci['mean']:.4f}, {ci['confidence']:.0%} interval [{ci['low']:.4f}, {ci['high']:.4f}] (corrected resampled t).</p>
+{_answers(spec, report)}
+<h2>All completed trials</h2>
 <table id="selection-table"><tr>{head}</tr>{rows}</table>
 <h2>Paired comparisons (corrected resampled t-test over folds)</h2>
 <table id="paired"><tr><th>trials</th><th>difference</th><th>interval</th><th>p</th></tr>{comparisons}</table>

@@ -103,7 +103,13 @@ class Session:
         self.objective.study = self.study
 
     def _close_dead_run(self, trial: Any, reason: str) -> None:
+        """End the MLflow run a dead worker left open; a worker killed before it started one gets a failed
+        run now, so every trial of the study appears in MLflow exactly once."""
         run = trial.user_attrs.get("mlflow_run_id")
+        if not run:
+            attrs = trial.user_attrs
+            run = self.tracker.start_trial(self.parent_run, trial.number, attrs.get("model", trial.params.get("model", "?")),
+                                           attrs.get("params", dict(trial.params)), attrs.get("device", "?"))
         if run:
             self.tracker.end_trial(run, "FAIL", {**trial.user_attrs, "failure_reason": reason})
 
@@ -387,7 +393,8 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     return [
         {"trial": t.number, "model": t.user_attrs["model"], "params": t.user_attrs["params"],
          "fold_scores": t.user_attrs["fold_scores"], "best_epochs": t.user_attrs["best_epochs"],
-         "total_parameters": t.user_attrs["total_parameters"]}
+         "total_parameters": t.user_attrs["total_parameters"], "train_seconds": t.user_attrs.get("train_seconds"),
+         "latency_ms": t.user_attrs.get("objective_latency")}
         for t in study.get_trials(deepcopy=False, states=None) if t.state.name == "COMPLETE"
     ]
 
@@ -402,7 +409,7 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
         reasons = sorted({t.user_attrs.get("failure_reason", t.state.name) for t in study.get_trials(deepcopy=False)})
         raise HpsearchError(f"no trial completed, so there is nothing to select or export. Reasons seen: {reasons or ['no trial ran']}")
     table = selection.cv_table(rows, spec.direction)
-    chosen = selection.select(table, spec.selection.rule, spec.direction)
+    chosen = selection.select(table, spec.selection.rule, spec.direction, spec.selection.cost)
     interval = selection.corrected_interval(selection.fold_scores(chosen), spec.selection.confidence, bounds=metric_bounds(spec.metric))
     trials = study.get_trials(deepcopy=False)
     report: dict[str, Any] = {
@@ -414,9 +421,28 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
         "considered_trials": sorted(row["trial"] for row in rows),
         "running_trials": sorted(t.number for t in trials if t.state.name == "RUNNING"),
     }
+    report["gives_up"] = selection.gives_up(table, chosen, spec.selection.cost)
+    report["per_model"] = selection.per_model(table, trial_costs(trials), [m.name for m in spec.models], chosen,
+                                              spec.selection.confidence, spec.direction, metric_bounds(spec.metric))
     if spec.search.second_objective:
         report["pareto_front"] = [t.number for t in study.best_trials]
     return report, table
+
+
+def trial_costs(trials: list[Any]) -> list[dict[str, Any]]:
+    """What each finished trial was and cost: model, state, training samples, device-seconds, parameters, latency."""
+    out = []
+    for t in trials:
+        if t.state.name not in FINISHED_STATES or "model" not in t.user_attrs:
+            continue
+        a = t.user_attrs
+        train_seconds = float(a.get("train_seconds") or 0.0)
+        out.append({"trial": t.number, "model": a["model"], "state": t.state.name,
+                    "samples": int(a.get("train_samples") or round(float(a.get("samples_per_second") or 0.0) * train_seconds)),
+                    "device_seconds": train_seconds + float(a.get("eval_seconds") or 0.0),
+                    "trainable_parameters": a.get("trainable_parameters"), "total_parameters": a.get("total_parameters"),
+                    "latency_ms": a.get("objective_latency")})
+    return out
 
 
 def finish_study(session: Session, *, export: bool, target: Path | None = None, force: bool = False) -> int:
@@ -436,6 +462,9 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     csv_path, _ = write_table(table, spec.out_dir)
     chosen_trial = next(t for t in study.get_trials(deepcopy=False) if t.number == report["selected"]["trial"])
     report.update(labels=list(tuner.data.label_map.labels), train_rows=len(tuner.data.train), final_policy=spec.export.policy)
+    report["baseline"] = compare_with_baseline(spec, session, chosen_trial_scores(table, report))
+    report["warnings"] = [report["baseline"]["warning"]] if report["baseline"].get("warning") else []
+    report["bias_corrected"] = bias_corrected(spec, session)
     if tracker.enabled:
         report["mlflow"] = {"experiment": experiment_name(spec), "study_run": parent, "trial_run": chosen_trial.user_attrs.get("mlflow_run_id")}
     report["test_scores"] = None
@@ -458,6 +487,47 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     return 0
 
 
+def chosen_trial_scores(table: list[dict[str, Any]], report: dict[str, Any]) -> list[float]:
+    from hpsearch.selection import fold_scores
+
+    return fold_scores(next(r for r in table if r["trial"] == report["selected"]["trial"]))
+
+
+def compare_with_baseline(spec: StudySpec, session: Session, winner_folds: list[float]) -> dict[str, Any]:
+    """The trivial baseline on the study's folds, and whether the winner clearly beats it (else a warning)."""
+    from hpsearch.finetune.baseline import baseline_scores
+    from hpsearch.selection import clearly_beats
+
+    baseline = baseline_scores(session.data, session.folds, session.objective.eval_split, spec.metric)
+    beaten, comparison = clearly_beats(winner_folds, baseline["fold_scores"], spec.selection.confidence, spec.direction)
+    baseline.update(clearly_beaten=beaten, comparison=comparison)
+    if not beaten:
+        baseline["warning"] = (
+            f"the winner is not clearly better than predicting {baseline['predicts']} ({spec.metric} {baseline['cv_mean']:.4f} on the "
+            f"same folds): it may have learned nothing from the text. Likely causes: too few epochs, a learning rate too high "
+            f"or too low for this model, too little training data, or a frozen scope that leaves too little to train; "
+            f"widen the search (epochs, learning_rate, scope) or add data before trusting this model")
+    return baseline
+
+
+def bias_corrected(spec: StudySpec, session: Session) -> dict[str, Any]:
+    """BBC-CV over the out-of-fold predictions of every completed trial (see :mod:`hpsearch.estimate`)."""
+    from hpsearch import estimate
+
+    if not estimate.supported(spec.metric):
+        return {"skipped": f"not computed for the metric {spec.metric!r} (supported: {', '.join(estimate.CLASS_METRICS + estimate.VALUE_METRICS)})"}
+    split = session.objective.eval_split
+    kept = [t.user_attrs["oof"]["predictions"] for t in session.study.get_trials(deepcopy=False)
+            if t.state.name == "COMPLETE" and (t.user_attrs.get("oof") or {}).get("split") == split]
+    if not kept:
+        return {"skipped": "no completed trial recorded its out-of-fold predictions"}
+    gold = session.data.splits[split].columns["label"]
+    rows = [i for i in range(len(gold)) if all(i < len(p) and p[i] is not None for p in kept)]
+    result = estimate.bbc_cv([[p[i] for i in rows] for p in kept], [gold[i] for i in rows], spec.metric, spec.direction,
+                             classes=len(session.data.label_map), confidence=spec.selection.confidence, seed=spec.seed)
+    return result
+
+
 def _study_figures(spec: StudySpec, report: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
     """Metrics and tags of the study run: the winner's CV score and interval, its test score, the trial counts."""
     ci, chosen = report["cv_interval"], report["selected"]
@@ -466,7 +536,22 @@ def _study_figures(spec: StudySpec, report: dict[str, Any]) -> tuple[dict[str, f
                **{f"trials_{state.lower()}": count for state, count in report["trials"].items()}}
     for name, value in (report.get("test_scores") or {}).items():
         metrics[f"test_{name}"] = value
-    return metrics, {"winner_trial": str(chosen["trial"]), "winner_model": chosen["model"], "metric": spec.metric}
+    corrected = report.get("bias_corrected") or {}
+    if "estimate" in corrected:
+        metrics.update({f"bbc_{spec.metric}": corrected["estimate"], f"bbc_{spec.metric}_low": corrected["low"],
+                        f"bbc_{spec.metric}_high": corrected["high"]})
+    baseline = report.get("baseline") or {}
+    if "cv_mean" in baseline:
+        metrics[f"baseline_cv_{spec.metric}"] = baseline["cv_mean"]
+    if "test" in baseline:
+        metrics[f"baseline_test_{spec.metric}"] = baseline["test"]
+    for row in report.get("per_model", []):
+        if row.get("best_trial") is not None:
+            metrics[f"model_{row['model']}_cv_{spec.metric}"] = row["mean_score"]
+    tags = {"winner_trial": str(chosen["trial"]), "winner_model": chosen["model"], "metric": spec.metric,
+            "beats_baseline": str(baseline.get("clearly_beaten", "unknown")).lower()}
+    tags.update({f"model_{row['model']}_verdict": row["verdict"] for row in report.get("per_model", [])})
+    return metrics, tags
 
 
 def export_study(study_path: Path, *, target: Path | None = None, force: bool = False, say: Callable[..., None] = _say) -> int:
@@ -493,8 +578,23 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
     ]
     if report.get("test_scores"):
         lines.append(f"  test {spec.metric}: {report['test_scores'][spec.metric]:.4f} (held-out, evaluated once)")
+    traded = report.get("gives_up")
+    if traded:
+        lines.append(f"  the {report['rule']} rule chose it over trial {traded['best_trial']} (CV {traded['best_mean']:.4f}): "
+                     f"gives up {traded['score_given_up']:+.4f} {spec.metric} for {traded['cost']} {traded['chosen_cost']:,.4g} "
+                     f"instead of {traded['best_cost']:,.4g}")
+    corrected = report.get("bias_corrected") or {}
+    if "estimate" in corrected:
+        lines.append(f"  bias-corrected {spec.metric} (BBC-CV over {corrected['configurations']} configurations): {corrected['estimate']:.4f} "
+                     f"[{corrected['low']:.4f}, {corrected['high']:.4f}] - the raw CV score of a winner picked from many is optimistic")
+    baseline = report.get("baseline")
+    if baseline:
+        test = f", test {baseline['test']:.4f}" if "test" in baseline else ""
+        lines.append(f"  baseline (predicting {baseline['predicts']}): CV {spec.metric} {baseline['cv_mean']:.4f}{test}"
+                     f"{'' if baseline['clearly_beaten'] else '  <- NOT clearly beaten'}")
     for c in comparisons:
         lines.append(f"  vs trial {c['other']} ({c['other_model']}): difference {c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}], p={c['p_value']:.3f}")
+    lines += per_model_lines(spec, report.get("per_model", []))
     trials = report["trials"]
     lines.append(f"trials: {trials['COMPLETE']} complete, {trials['PRUNED']} pruned, {trials['FAIL']} failed")
     lines.append(f"results: {spec.out_dir} (CV table {csv_path.name}, selection.json)")
@@ -505,4 +605,25 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
         from hpsearch.tracking import ui_command
 
         lines.append(f"compare trials in MLflow: {ui_command(spec)}")
+    lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
     print("\n".join(lines), flush=True)
+
+
+def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
+    """The per-model answer as text: CV score and interval, trials, compute, size, and the verdict."""
+    if not rows:
+        return []
+    lines = [f"which model (best trial of each, {spec.metric} CV with interval; compared with the winner on the same folds):"]
+    for r in rows:
+        counts = r["trials"]
+        spent = f"{counts['COMPLETE']} complete/{counts['PRUNED']} pruned/{counts['FAIL']} failed, {r['training_samples']:,} samples, {r['device_seconds']:.0f} device-s"
+        if r["best_trial"] is None:
+            lines.append(f"  {r['model']}: {r['verdict']} ({spent})")
+            continue
+        size = f"{r['trainable_parameters'] or 0:,}/{r['total_parameters'] or 0:,} params trained/total"
+        versus = ""
+        if r.get("comparison"):
+            c = r["comparison"]
+            versus = f", winner minus it {c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}] p={c['p_value']:.3f}"
+        lines.append(f"  {r['model']}: {r['mean_score']:.4f} [{r['low']:.4f}, {r['high']:.4f}] (trial {r['best_trial']}) - {r['verdict']}{versus}; {spent}; {size}")
+    return lines

@@ -212,10 +212,11 @@ class Objective:
         import optuna
 
         curves: list[list[float]] = []
+        predictions: list[list[Any]] = []  # per fold, per epoch: the compact prediction of each validation row
         seconds, samples, eval_seconds = 0.0, 0, 0.0
         started = time.perf_counter()
         for fold, (train_rows, eval_rows) in enumerate(self.folds):
-            outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, curves, run)
+            outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, curves, run, predictions)
             seconds += outcome["seconds"]
             samples += outcome["samples"]
             eval_seconds += outcome["eval_seconds"]
@@ -223,6 +224,7 @@ class Objective:
             trial.set_user_attr("trainable_parameters", outcome["trainable_parameters"])
             trial.set_user_attr("epoch_curves", curves)
             trial.set_user_attr("train_seconds", seconds)
+            trial.set_user_attr("train_samples", samples)
             trial.set_user_attr("eval_seconds", eval_seconds)
             if outcome["stopped"]:
                 raise optuna.TrialPruned(f"pruned at fold {fold + 1}, epoch {len(curves[-1])}: {self.spec.metric}={curves[-1][-1]:.4f}")
@@ -233,6 +235,7 @@ class Objective:
         std = statistics.pstdev(fold_scores) if len(fold_scores) > 1 else 0.0
         if not math.isfinite(mean):
             raise TrialError(f"cross-validation score is {mean}")
+        trial.set_user_attr("oof", self._out_of_fold(predictions, best_epochs))
         for key, value in (("fold_scores", fold_scores), ("cv_mean", mean), ("cv_std", std), ("best_epochs", best_epochs),
                            ("wall_seconds", time.perf_counter() - started), ("samples_per_second", samples / seconds if seconds else 0.0)):
             trial.set_user_attr(key, value)
@@ -246,6 +249,15 @@ class Objective:
         trial.set_user_attr(f"objective_{second}", cost)  # "params" alone would clash with the parameters
         return mean, cost
 
+    def _out_of_fold(self, predictions: list[list[Any]], best_epochs: int) -> dict[str, Any]:
+        """Each validation row's prediction at the trial's scored epoch (the input of the bias-corrected estimate)."""
+        size = max((max(rows) for _, rows in self.folds if len(rows)), default=-1) + 1
+        pooled: list[Any] = [None] * size
+        for (_, rows), epochs in zip(self.folds, predictions):
+            for row, value in zip(rows, epochs[best_epochs - 1]):
+                pooled[row] = value
+        return {"split": self.eval_split, "epoch": best_epochs, "predictions": pooled}
+
     def _prune_after_fold(self, trial: Any, fold: int, curves: list[list[float]]) -> None:
         """Report the CV score so far at the fold-end step (trials of any epoch count meet on the objective's
         terms) and raise ``TrialPruned`` if the pruner says so."""
@@ -258,12 +270,15 @@ class Objective:
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after fold {fold + 1}: {self.spec.metric} so far {so_far:.4f}")
 
-    def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int], curves: list[list[float]], run: str | None) -> dict[str, Any]:
-        metric, curve = self.spec.metric, []
+    def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int],
+                  curves: list[list[float]], run: str | None, predictions: list[list[Any]]) -> dict[str, Any]:
+        metric, curve, predicted = self.spec.metric, [], []
         curves.append(curve)
+        predictions.append(predicted)
 
         def on_epoch(record: Any) -> bool:
             curve.append(record.metrics[metric])
+            predicted.append(record.predictions)
             speed = record.samples / max(record.seconds, 1e-9)
             self.tracker.log_epoch(run, fold + 1, record.epoch, record.train_loss, record.metrics, speed)
             self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {curve[-1]:.4f} (loss {record.train_loss:.4f}, {speed:.0f} samples/s)",
@@ -277,7 +292,7 @@ class Objective:
         show = getattr(self.on_event, "step", None)
         label = f"trial {trial.number} fold {fold + 1}/{len(self.folds)}"
         on_step = (lambda epoch, done, total: show(done, total, f"{label} epoch {epoch}")) if show else None
-        fitted = self._fit_within_memory(trial, fold, curve, lambda: self.tuner.fit(
+        fitted = self._fit_within_memory(trial, fold, [curve, predicted], lambda: self.tuner.fit(
             candidate, params, train_rows=train_rows, eval_rows=eval_rows, eval_split=self.eval_split,
             seed=self.spec.seed, on_epoch=on_epoch, keep_best=keep, on_step=on_step), params)
         try:
@@ -290,7 +305,7 @@ class Objective:
         finally:
             fitted.close()
 
-    def _fit_within_memory(self, trial: Any, fold: int, curve: list[float], fit: Callable[[], Any], params: dict[str, Any]) -> Any:
+    def _fit_within_memory(self, trial: Any, fold: int, records: list[list[Any]], fit: Callable[[], Any], params: dict[str, Any]) -> Any:
         """``fit()``, run again with a halved batch (``params`` is changed in place) while it runs out of memory."""
         retries = self.spec.execution.memory_retries
         while True:
@@ -301,7 +316,8 @@ class Objective:
                     raise
                 retries -= 1
                 self._halve_batch(trial, params, fold, exc)
-                curve.clear()  # the fold starts again; Optuna keeps the first report of a repeated step
+                for record in records:
+                    record.clear()  # the fold starts again; Optuna keeps the first report of a repeated step
 
     def _halve_batch(self, trial: Any, params: dict[str, Any], fold: int, exc: OutOfMemory) -> None:
         """Half the batch, twice the accumulation: the same effective batch in less memory (for this and later folds)."""

@@ -99,6 +99,7 @@ def cv_table(rows: Sequence[dict[str, Any]], direction: str) -> list[dict[str, A
         entry: dict[str, Any] = {
             "trial": row["trial"], "model": row["model"], "mean_score": mean, "std_score": std,
             "best_epochs": row["best_epochs"], "total_parameters": row["total_parameters"],
+            "train_seconds": row.get("train_seconds"), "latency_ms": row.get("latency_ms"),
         }
         entry.update({f"split{k}_score": s for k, s in enumerate(scores)})
         entry.update({f"param_{name}": value for name, value in sorted(row["params"].items())})
@@ -110,12 +111,16 @@ def cv_table(rows: Sequence[dict[str, Any]], direction: str) -> list[dict[str, A
     return table
 
 
-def select(table: Sequence[dict[str, Any]], rule: str, direction: str) -> dict[str, Any]:
+COSTS = {"parameters": "total_parameters", "latency": "latency_ms", "train_time": "train_seconds"}
+"""What ``selection.cost`` orders by, and the CV-table column that holds it."""
+
+
+def select(table: Sequence[dict[str, Any]], rule: str, direction: str, cost: str = "parameters") -> dict[str, Any]:
     """The winner under ``rule``: 'best' (rank 1) or 'one-standard-error'.
 
     One-standard-error: among trials whose mean is within one standard error of the best mean
-    (standard error = the best trial's fold std / sqrt(k)), take the cheapest to train and serve:
-    fewest parameters, then fewest epochs, then the better mean.
+    (standard error = the best trial's fold std / sqrt(k)), take the cheapest by ``cost`` (parameters,
+    latency or train_time), then fewest epochs, then the better mean.
     """
     if not table:
         raise ValueError("no completed trial to select from")
@@ -128,7 +133,19 @@ def select(table: Sequence[dict[str, Any]], rule: str, direction: str) -> dict[s
     standard_error = best["std_score"] * math.sqrt(k / (k - 1)) / math.sqrt(k) if k > 1 else 0.0
     sign = 1 if direction == "maximize" else -1
     eligible = [r for r in table if sign * (best["mean_score"] - r["mean_score"]) <= standard_error + 1e-12]
-    return min(eligible, key=lambda r: (r["total_parameters"], r["best_epochs"], r["rank"]))
+    column = COSTS[cost]
+    return min(eligible, key=lambda r: (r.get(column) if r.get(column) is not None else math.inf, r["best_epochs"], r["rank"]))
+
+
+def gives_up(table: Sequence[dict[str, Any]], chosen: dict[str, Any], cost: str) -> dict[str, Any] | None:
+    """What a cheaper choice than the top trial costs in score and saves in ``cost`` (None when the top trial was chosen)."""
+    best = min(table, key=lambda r: r["rank"])
+    if best["trial"] == chosen["trial"]:
+        return None
+    column = COSTS[cost]
+    return {"best_trial": best["trial"], "best_mean": best["mean_score"], "chosen_mean": chosen["mean_score"],
+            "score_given_up": best["mean_score"] - chosen["mean_score"], "cost": cost,
+            "best_cost": best.get(column), "chosen_cost": chosen.get(column)}
 
 
 def fold_scores(row: dict[str, Any]) -> list[float]:
@@ -218,7 +235,7 @@ def clearly_beats(winner_folds: Sequence[float], baseline_folds: Sequence[float]
     comparison is the plain difference."""
     if len(winner_folds) < 2 or len(winner_folds) != len(baseline_folds):
         difference = sum(winner_folds) / len(winner_folds) - sum(baseline_folds) / len(baseline_folds)
-        return better(difference, 0.0, direction), None
+        return bool(better(difference, 0.0, direction)), None
     comparison = paired_comparison(winner_folds, baseline_folds, confidence)
     bound = comparison["low"] if direction == "maximize" else comparison["high"]
-    return better(bound, 0.0, direction), comparison
+    return bool(better(bound, 0.0, direction)), comparison

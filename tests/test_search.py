@@ -199,3 +199,50 @@ def test_two_objectives_give_a_pareto_front(tmp_path: Path, tiny_bert: Path, tin
     assert front and front <= {t.number for t in trials}
     smallest = min(trials, key=lambda t: t.values[1])
     assert smallest.number in front or any(t.values[0] > smallest.values[0] and t.values[1] == smallest.values[1] for t in trials)
+
+
+def test_a_winner_no_better_than_the_baseline_is_flagged(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stuck = FAST.replace("learning_rate: {type: float, low: 1.0e-3, high: 5.0e-3, log: true}", "learning_rate: 1e-9")
+    assert "1e-9" in stuck
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 1, pruner: {name: none}}\n", space=stuck)
+    assert run_study(path, export=False, say=_quiet) == 0
+    out = capsys.readouterr().out
+    report = json.loads((load_spec(path).out_dir / "selection.json").read_text())
+    baseline = report["baseline"]
+    assert baseline["clearly_beaten"] is False and baseline["predicts"].startswith("the majority class")
+    assert report["warnings"] and "not clearly better than predicting the majority class" in report["warnings"][0]
+    assert "NOT clearly beaten" in out and "WARNING: the winner is not clearly better" in out
+    assert report["per_model"][0]["verdict"] == "winner"
+
+
+def test_a_learning_winner_beats_the_baseline_and_says_which_model(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 1, pruner: {name: none}}\n", rows=120)
+    assert run_study(path, export=False, say=_quiet) == 0
+    report = json.loads((load_spec(path).out_dir / "selection.json").read_text())
+    assert report["baseline"]["clearly_beaten"] is True and report["warnings"] == []
+    assert "which model" in capsys.readouterr().out
+
+
+def test_every_completed_trial_keeps_its_out_of_fold_predictions_for_the_corrected_estimate(tmp_path: Path, tiny_bert: Path) -> None:
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 3, pruner: {name: none}, sampler: {name: random}}\n", rows=60)
+    assert run_study(path, export=False, say=_quiet) == 0
+    trials = _trials(path)
+    spec = load_spec(path)
+    for t in trials:
+        oof = t.user_attrs["oof"]
+        assert oof["split"] == "train" and oof["epoch"] == t.user_attrs["best_epochs"]
+        assert len(oof["predictions"]) == 60 and all(p in (0, 1) for p in oof["predictions"])
+    report = json.loads((spec.out_dir / "selection.json").read_text())
+    corrected = report["bias_corrected"]
+    assert corrected["configurations"] == 3 and corrected["rows"] == 60
+    assert corrected["low"] <= corrected["estimate"] <= corrected["high"]
+    # The pooled out-of-fold macro-F1 of the winner sits close to its mean fold score (same predictions, pooled).
+    import numpy as np
+
+    from hpsearch import estimate
+    from hpsearch.data import prepare_data
+
+    winner = next(t for t in trials if t.number == report["selected"]["trial"])
+    gold = np.array(prepare_data(spec).train.columns["label"])
+    pooled = estimate.scores(np.array([winner.user_attrs["oof"]["predictions"]]), gold, "macro_f1", 2)[0]
+    assert abs(pooled - winner.user_attrs["cv_mean"]) < 0.1

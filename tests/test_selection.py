@@ -113,3 +113,64 @@ def test_intervals_stay_inside_the_metrics_range(scores: list[float]) -> None:
     assert clipped.low == max(raw.low, 0.0) and clipped.high == min(raw.high, 1.0)
     assert raw.low < 0.0 or raw.high > 1.0 or scores == [0.93, 0.99, 0.89]  # the first two would leave [0, 1] unclipped
     assert metric_bounds("mcc") == (-1.0, 1.0) and metric_bounds("rmse")[0] == 0.0
+
+
+def _costs(table: list[dict]) -> list[dict]:
+    return [{"trial": r["trial"], "model": r["model"], "state": "COMPLETE", "samples": 100, "device_seconds": 2.0,
+             "trainable_parameters": 10, "total_parameters": r["total_parameters"]} for r in table]
+
+
+def test_per_model_table_gives_each_model_its_best_trial_and_a_verdict() -> None:
+    rows = _rows() + [
+        {"trial": 3, "model": "tiny", "params": {}, "fold_scores": [0.50, 0.52, 0.51], "best_epochs": 1, "total_parameters": 10},
+        {"trial": 4, "model": "close", "params": {}, "fold_scores": [0.83, 0.80, 0.82], "best_epochs": 1, "total_parameters": 50},
+    ]
+    table = selection.cv_table(rows, "maximize")
+    winner = selection.select(table, "best", "maximize")
+    costs = _costs(table) + [{"trial": 5, "model": "tiny", "state": "PRUNED", "samples": 30, "device_seconds": 0.5}]
+    out = selection.per_model(table, costs, ["big", "small", "tiny", "close", "unused"], winner, 0.95, "maximize", (0.0, 1.0))
+    by = {r["model"]: r for r in out}
+    assert [r["model"] for r in out] == ["big", "close", "small", "tiny", "unused"]  # best first, no trial last
+    assert by["big"]["verdict"] == "winner" and by["big"]["comparison"] is None
+    assert by["small"]["best_trial"] == 1  # its best trial, not trial 2
+    assert by["small"]["verdict"] == "not distinguishable from the winner"  # 0.82 vs 0.8117, paired, 3 folds
+    assert by["tiny"]["verdict"] == "worse" and by["tiny"]["comparison"]["low"] > 0
+    assert by["tiny"]["trials"] == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 0} and by["tiny"]["training_samples"] == 130
+    assert by["unused"]["verdict"] == "no completed trial" and by["unused"]["best_trial"] is None
+    expected = selection.paired_comparison([0.80, 0.82, 0.84], [0.50, 0.52, 0.51], 0.95)
+    assert by["tiny"]["comparison"] == pytest.approx(expected)
+    assert 0.0 <= by["close"]["low"] <= by["close"]["high"] <= 1.0
+
+
+def test_minimised_metrics_get_the_same_verdicts() -> None:
+    rows = [{"trial": 0, "model": "a", "params": {}, "fold_scores": [0.2, 0.21, 0.19], "best_epochs": 1, "total_parameters": 1},
+            {"trial": 1, "model": "b", "params": {}, "fold_scores": [0.9, 0.95, 0.92], "best_epochs": 1, "total_parameters": 1}]
+    table = selection.cv_table(rows, "minimize")
+    winner = selection.select(table, "best", "minimize")
+    out = selection.per_model(table, _costs(table), ["a", "b"], winner, 0.95, "minimize")
+    assert [(r["model"], r["verdict"]) for r in out] == [("a", "winner"), ("b", "worse")]
+
+
+def test_a_winner_equal_to_the_baseline_is_not_clearly_better() -> None:
+    assert selection.clearly_beats([0.8, 0.82, 0.81], [0.5, 0.5, 0.5], 0.95, "maximize")[0]
+    assert not selection.clearly_beats([0.36, 0.33, 0.35], [0.35, 0.33, 0.36], 0.95, "maximize")[0]
+    assert not selection.clearly_beats([0.5, 0.5, 0.5], [0.5, 0.5, 0.5], 0.95, "maximize")[0]
+    assert selection.clearly_beats([0.3, 0.31, 0.29], [0.9, 0.91, 0.92], 0.95, "minimize")[0]
+    assert selection.clearly_beats([0.7], [0.5], 0.95, "maximize")[0]  # one validation split: the plain difference
+
+
+@pytest.mark.parametrize("cost,expected", [("parameters", 1), ("train_time", 0), ("latency", 0)])
+def test_one_standard_error_takes_the_cheapest_by_the_chosen_cost(cost: str, expected: int) -> None:
+    rows = _rows()
+    costs = {0: (50.0, 2.0), 1: (90.0, 9.0), 2: (10.0, 1.0)}  # trial: (train seconds, latency ms)
+    for row in rows:
+        row["train_seconds"], row["latency_ms"] = costs[row["trial"]]
+    table = selection.cv_table(rows, "maximize")
+    chosen = selection.select(table, "one-standard-error", "maximize", cost)
+    assert chosen["trial"] == expected
+    traded = selection.gives_up(table, chosen, cost)
+    if expected == 0:
+        assert traded is None
+    else:
+        assert traded["best_trial"] == 0 and traded["score_given_up"] == pytest.approx(0.82 - 0.8117, abs=1e-3)
+        assert (traded["best_cost"], traded["chosen_cost"]) == (1000, 100)

@@ -40,6 +40,8 @@ class EpochRecord:
     """Training time of this epoch (evaluation excluded)."""
     samples: int
     eval_seconds: float = 0.0
+    predictions: list[Any] | None = None
+    """The task's compact prediction for each evaluated row, in the order of the evaluated rows."""
 
 
 @dataclass
@@ -128,8 +130,8 @@ def train(
         seconds = time.perf_counter() - started
         # No validation rows (a refit on all training data): train for exactly the epochs asked for.
         started = time.perf_counter()
-        scores = evaluate(model, evaluation, device, dtype, config.batch_size) if evaluation.rows else {}
-        record = EpochRecord(epoch, train_loss, scores, seconds, len(train_rows), time.perf_counter() - started)
+        scores, predictions = evaluate_rows(model, evaluation, device, dtype, config.batch_size) if evaluation.rows else ({}, None)
+        record = EpochRecord(epoch, train_loss, scores, seconds, len(train_rows), time.perf_counter() - started, predictions)
         result.history.append(record)
         score = scores.get(metric)
         if score is None:
@@ -209,12 +211,19 @@ def predict_logits(model: Any, evaluation: EvalSet, device: torch.device, dtype:
 
 
 def evaluate(model: Any, evaluation: EvalSet, device: torch.device, dtype: torch.dtype | None, batch_size: int) -> dict[str, float]:
+    return evaluate_rows(model, evaluation, device, dtype, batch_size)[0]
+
+
+def evaluate_rows(model: Any, evaluation: EvalSet, device: torch.device, dtype: torch.dtype | None, batch_size: int) -> tuple[dict[str, float], list[Any]]:
+    """Metrics of ``evaluation`` and the task's compact prediction for each of its rows."""
     logits, loss = predict_logits(model, evaluation, device, dtype, batch_size)
     if not math.isfinite(loss):
         raise TrialError(f"validation loss is {loss}: the model diverged; lower the learning rate")
-    scores = evaluation.task.score(logits, evaluation.split, list(evaluation.rows), evaluation.label_map)
+    rows = list(evaluation.rows)
+    predictions = evaluation.task.decode(logits, evaluation.split, rows, evaluation.label_map)
+    scores = evaluation.task.measure(predictions, evaluation.split, rows, evaluation.label_map)
     scores["loss"] = loss
-    return scores
+    return scores, predictions
 
 
 def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:

@@ -196,6 +196,10 @@ class SelectionSpec(SpecModel):
 
     rule: Literal["best", "one-standard-error"] = Field("best", description="How the winner is chosen from the CV table.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the reported intervals.")
+    cost: Literal["parameters", "latency", "train_time"] = Field(
+        "parameters", description="What 'one-standard-error' takes the cheapest of: total parameters, inference latency "
+        "(measured only with search.second_objective: latency) or training time."
+    )
 
 
 class ExportSpec(SpecModel):
@@ -250,6 +254,9 @@ class StudySpec(SpecModel):
             )
         if self.cv.stratify and not info.has_label_list:
             problems.append("cv.stratify needs class labels; set it to false for regression")
+        if self.selection.cost == "latency" and self.search.second_objective != "latency":
+            problems.append("selection.cost latency needs search.second_objective: latency (latency is measured only then); "
+                            "set it, or use cost parameters or train_time")
         if self.search.sampler.name == "nsga2" and self.search.second_objective is None:
             problems.append("sampler nsga2 is for two objectives: set search.second_objective (latency or params)")
         known = set(SearchSpace.model_fields) | {"model"}

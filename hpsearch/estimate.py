@@ -1,0 +1,96 @@
+"""How good is the winner really? The selection-bias-corrected estimate (BBC-CV).
+
+The winner's CV score is the best of many, so it is optimistic: with enough configurations one of them
+scores high by luck. Bootstrap bias-corrected cross-validation (Tsamardinos, Greasidou & Borboudakis,
+"Bootstrapping the out-of-sample predictions for efficient and accurate cross-validation", Machine
+Learning 107, 2018) removes that optimism without training anything more: it takes every completed
+configuration's out-of-fold predictions (each row predicted by the fold model that did not train on it,
+at the configuration's scored epoch), draws bootstrap samples of rows, picks the best configuration on
+each sample and scores that pick on the rows the sample left out. The mean of those scores is the
+estimate; their percentiles give its interval. Cost: ``samples`` x configurations metric evaluations on
+counts (about a second for 1,000 samples, 50 configurations and 10,000 rows), no model is run.
+
+Pure numpy: tested on synthetic predictions whose true score is known.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+CLASS_METRICS = ("accuracy", "macro_f1", "micro_f1", "mcc")
+VALUE_METRICS = ("rmse", "pearson", "spearman")
+
+
+def supported(metric: str) -> bool:
+    return metric in CLASS_METRICS or metric in VALUE_METRICS
+
+
+def scores(predictions: np.ndarray, gold: np.ndarray, metric: str, classes: int = 0) -> np.ndarray:
+    """``metric`` of each row of ``predictions`` (configurations x rows) against ``gold``; the same
+    definitions as the study's metrics (scikit-learn / scipy), computed on counts so that many samples are cheap."""
+    if metric in CLASS_METRICS:
+        return _class_scores(predictions.astype(np.int64), gold.astype(np.int64), metric, classes)
+    if metric in VALUE_METRICS:
+        return _value_scores(predictions.astype(float), gold.astype(float), metric)
+    raise ValueError(f"no bias-corrected estimate for metric {metric!r}; supported: {CLASS_METRICS + VALUE_METRICS}")
+
+
+def _class_scores(predicted: np.ndarray, gold: np.ndarray, metric: str, classes: int) -> np.ndarray:
+    count, n = predicted.shape
+    flat = (np.arange(count)[:, None] * classes * classes + gold[None, :] * classes + predicted).ravel()
+    confusion = np.bincount(flat, minlength=count * classes * classes).reshape(count, classes, classes)  # [config, gold, predicted]
+    hits = np.trace(confusion, axis1=1, axis2=2).astype(float)
+    if metric in ("accuracy", "micro_f1"):  # single-label: micro F1 is accuracy
+        return hits / n
+    true, said = confusion.sum(axis=2).astype(float), confusion.sum(axis=1).astype(float)
+    if metric == "macro_f1":  # over the classes that occur in gold or predictions, as scikit-learn does
+        tp = np.diagonal(confusion, axis1=1, axis2=2).astype(float)
+        denominator = true + said
+        present = denominator > 0
+        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=present)
+        return f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    covariance = hits * n - (true * said).sum(axis=1)
+    spread = np.sqrt((n * n - (said * said).sum(axis=1)) * (n * n - (true * true).sum(axis=1)))
+    return np.divide(covariance, spread, out=np.zeros_like(covariance), where=spread > 0)
+
+
+def _value_scores(predicted: np.ndarray, gold: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "rmse":
+        return np.sqrt(((predicted - gold[None, :]) ** 2).mean(axis=1))
+    if metric == "spearman":
+        from scipy.stats import rankdata
+
+        predicted, gold = rankdata(predicted, axis=1), rankdata(gold)
+    p = predicted - predicted.mean(axis=1, keepdims=True)
+    g = gold - gold.mean()
+    spread = np.sqrt((p * p).sum(axis=1) * (g * g).sum())
+    return np.divide(p @ g, spread, out=np.zeros(len(p)), where=spread > 0)  # constant predictions: 0, as the study's metrics
+
+
+def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any], metric: str, direction: str, *, classes: int = 0,
+           samples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """The bias-corrected estimate of the selected configuration's score, with a percentile interval.
+
+    ``predictions``: one row per completed configuration, each with a prediction for every row of ``gold``.
+    """
+    matrix, truth = np.asarray(predictions), np.asarray(gold)
+    if matrix.ndim != 2 or matrix.shape[1] != len(truth) or len(truth) < 2:
+        raise ValueError(f"need configurations x rows predictions for {len(truth)} rows, got shape {matrix.shape}")
+    rng = np.random.default_rng(seed)
+    size = len(truth)
+    picked = []
+    for _ in range(samples):
+        bag = rng.integers(0, size, size)
+        left_out = np.ones(size, dtype=bool)
+        left_out[bag] = False
+        if not left_out.any():
+            continue
+        on_bag = scores(matrix[:, bag], truth[bag], metric, classes)
+        best = int(np.argmax(on_bag) if direction == "maximize" else np.argmin(on_bag))  # ties: the first listed
+        picked.append(float(scores(matrix[best : best + 1, left_out], truth[left_out], metric, classes)[0]))
+    values = np.asarray(picked)
+    tail = (1 - confidence) / 2 * 100
+    return {"estimate": float(values.mean()), "low": float(np.percentile(values, tail)), "high": float(np.percentile(values, 100 - tail)),
+            "confidence": confidence, "samples": len(values), "configurations": int(matrix.shape[0]), "rows": size,
+            "method": "BBC-CV (Tsamardinos, Greasidou & Borboudakis 2018), percentile interval"}

@@ -1,0 +1,47 @@
+"""The trivial baseline per task, on the study's own folds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpsearch.data import prepare_data
+from hpsearch.finetune.baseline import baseline_scores
+from hpsearch.spec import load_spec
+from toydata import classification_rows, toy_study, write_csv
+
+
+def _data(tmp_path: Path, model: Path, task: str, rows: int = 60):  # noqa: ANN202
+    return prepare_data(load_spec(toy_study(tmp_path, model, task=task, rows=rows)))
+
+
+def test_majority_class_of_each_folds_training_rows(tmp_path: Path, tiny_bert: Path) -> None:
+    write_csv(tmp_path / "skew.csv", [{"text": "good film", "label": "pos"}] * 6 + [{"text": "bad film", "label": "neg"}] * 2)
+    path = toy_study(tmp_path, tiny_bert)
+    path.write_text(path.read_text().replace("train: cls.csv", "train: skew.csv\n  test: skew.csv"))
+    data = prepare_data(load_spec(path))
+    pos = data.label_map.label2id["pos"]
+    folds = [([0, 1, 2, 6], [3, 4, 7]), ([3, 4, 5, 7, 6], [0, 1])]  # majority pos in the first, pos (3 of 5) in the second
+    result = baseline_scores(data, folds, "train", "accuracy")
+    labels = data.train.columns["label"]
+    expected = [sum(labels[i] == pos for i in rows) / len(rows) for _, rows in folds]
+    assert result["fold_scores"] == pytest.approx(expected) and result["cv_mean"] == pytest.approx(sum(expected) / 2)
+    assert result["predicts"] == "the majority class 'pos'" and result["test"] == pytest.approx(6 / 8)
+
+
+def test_regression_predicts_the_training_mean(tmp_path: Path, tiny_bert: Path) -> None:
+    data = _data(tmp_path, tiny_bert, "regression")
+    train, rows = list(range(40)), list(range(40, 60))
+    result = baseline_scores(data, [(train, rows)], "train", "rmse")
+    labels = data.train.columns["label"]
+    mean = sum(labels[i] for i in train) / len(train)
+    expected = (sum((labels[i] - mean) ** 2 for i in rows) / len(rows)) ** 0.5
+    assert result["fold_scores"][0] == pytest.approx(expected)
+    assert result["predicts"].startswith("the training mean")
+
+
+def test_token_classification_predicts_all_o(tmp_path: Path, tiny_bert: Path) -> None:
+    data = _data(tmp_path, tiny_bert, "token-classification")
+    result = baseline_scores(data, [(list(range(40)), list(range(40, 60)))], "train", "f1")
+    assert result["fold_scores"] == [0.0] and result["predicts"] == "'O' for every word"
+    assert baseline_scores(data, [(list(range(40)), list(range(40, 60)))], "train", "accuracy")["cv_mean"] < 1.0

@@ -1,0 +1,57 @@
+"""The bias-corrected estimate: its metrics match the study's, and it removes the optimism of picking the best."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpsearch import estimate
+from hpsearch.finetune import metrics
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "micro_f1", "mcc"])
+def test_class_metrics_on_counts_match_the_study_metrics(metric: str) -> None:
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 3, 200)
+    predicted = np.vstack([rng.integers(0, 3, 200), gold, np.where(rng.random(200) < 0.7, gold, 0), np.zeros(200, dtype=int)])
+    fast = estimate.scores(predicted, gold, metric, classes=3)
+    slow = [metrics.classification_metrics(list(p), list(gold))[metric] for p in predicted]
+    assert fast == pytest.approx(slow)
+
+
+@pytest.mark.parametrize("metric", ["rmse", "pearson", "spearman"])
+def test_value_metrics_match_the_study_metrics(metric: str) -> None:
+    rng = np.random.default_rng(2)
+    gold = rng.normal(size=80)
+    predicted = np.vstack([gold + rng.normal(scale=0.5, size=80), rng.normal(size=80), np.full(80, 0.3)])
+    fast = estimate.scores(predicted, gold, metric)
+    slow = [metrics.regression_metrics(list(p), list(gold))[metric] for p in predicted]
+    assert fast == pytest.approx(slow, abs=1e-9)
+
+
+def test_many_equal_random_configurations_the_raw_best_overstates_and_bbc_does_not() -> None:
+    rng = np.random.default_rng(0)
+    rows, configurations = 300, 60
+    gold = rng.integers(0, 2, rows)
+    predicted = rng.integers(0, 2, (configurations, rows))  # every configuration guesses: true accuracy 0.5
+    raw_best = estimate.scores(predicted, gold, "accuracy", classes=2).max()
+    result = estimate.bbc_cv(predicted, gold, "accuracy", "maximize", classes=2, samples=500)
+    assert raw_best > 0.55  # the maximum of 60 guessers looks good
+    assert abs(result["estimate"] - 0.5) < 0.02 and result["low"] < 0.5 < result["high"]
+    assert result["configurations"] == configurations and result["samples"] > 450
+
+
+def test_a_truly_better_configuration_keeps_its_score() -> None:
+    rng = np.random.default_rng(3)
+    gold = rng.integers(0, 2, 400)
+    good = np.where(rng.random(400) < 0.85, gold, 1 - gold)  # true accuracy 0.85
+    predicted = np.vstack([good, rng.integers(0, 2, (10, 400))])
+    result = estimate.bbc_cv(predicted, gold, "accuracy", "maximize", classes=2, samples=300)
+    assert result["estimate"] == pytest.approx(estimate.scores(good[None, :], gold, "accuracy", classes=2)[0], abs=0.02)
+
+
+def test_minimised_metrics_pick_the_smallest() -> None:
+    rng = np.random.default_rng(4)
+    gold = rng.normal(size=100)
+    predicted = np.vstack([gold + rng.normal(scale=0.1, size=100), gold + rng.normal(scale=2.0, size=100)])
+    result = estimate.bbc_cv(predicted, gold, "rmse", "minimize", samples=200)
+    assert result["estimate"] < 0.2
