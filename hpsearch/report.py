@@ -59,7 +59,12 @@ def _final_figures(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
     saved = json.loads(path.read_text(encoding="utf-8"))
     if saved.get("considered_trials") != report.get("considered_trials") or saved.get("selected", {}).get("trial") != report["selected"]["trial"]:
         return {"stale_note": "the study has changed since the last run selected its winner: run it (or 'hpsearch export') for the test score and baseline"}
-    return {k: saved[k] for k in ("test_scores", "baseline", "warnings", "bias_corrected") if k in saved}
+    figures = {k: saved[k] for k in ("test_scores", "baseline", "warnings", "bias_corrected") if k in saved}
+    latency = {row["model"]: row.get("latency_ms") for row in saved.get("per_model", [])}
+    for row in report.get("per_model", []):  # measured by run (it needs the model), not by the report
+        if row.get("latency_ms") is None:
+            row["latency_ms"] = latency.get(row["model"])
+    return figures
 
 
 def _save(draw: Callable[[], Any], path: Path) -> str | None:
@@ -149,6 +154,11 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
     test = report.get("test_scores")
     if test:
         parts.append(f"<p id='test'>Test {html.escape(spec.metric)} of the final model: <b>{test[spec.metric]:.4f}</b> (held-out, evaluated once).</p>")
+    traded = report.get("gives_up")
+    if traded:
+        parts.append(f"<p id='gives-up'>The {html.escape(report['rule'])} rule chose a cheaper trial than trial {traded['best_trial']} "
+                     f"(CV {traded['best_mean']:.4f}): it gives up {traded['score_given_up']:+.4f} for {html.escape(traded['cost'])} "
+                     f"{traded['chosen_cost']:,.4g} instead of {traded['best_cost']:,.4g}.</p>")
     corrected = report.get("bias_corrected") or {}
     if "estimate" in corrected:
         parts.append(f"<p id='bbc'>Bias-corrected estimate of the winner's {html.escape(spec.metric)} (BBC-CV over {corrected['configurations']} "
@@ -166,7 +176,7 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
     rows = report.get("per_model", [])
     if rows:
         head = "".join(f"<th>{h}</th>" for h in ("model", "best trial", "CV mean", "interval", "verdict", "winner minus it", "p",
-                                                  "complete / pruned / failed", "training samples", "device-seconds", "trained / total params"))
+                                                  "complete / pruned / failed", "training samples", "device-seconds", "trained / total params", "ms / example"))
         body = ""
         for r in rows:
             c = r.get("comparison") or {}
@@ -175,7 +185,8 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
                      f"[{r['low']:.4f}, {r['high']:.4f}]" if "low" in r else "—", r["verdict"],
                      f"{c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]" if c else "—", f"{c['p_value']:.3f}" if c else "—",
                      "{COMPLETE} / {PRUNED} / {FAIL}".format(**r["trials"]), f"{r['training_samples']:,}", f"{r['device_seconds']:.0f}",
-                     f"{r.get('trainable_parameters') or 0:,} / {r.get('total_parameters') or 0:,}" if r["best_trial"] is not None else "—"]
+                     f"{r.get('trainable_parameters') or 0:,} / {r.get('total_parameters') or 0:,}" if r["best_trial"] is not None else "—",
+                     f"{r['latency_ms']:.1f}" if r.get("latency_ms") is not None else "—"]
             body += "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>"
         parts.append(f"<h2>Which model? (best trial of each candidate)</h2>\n<table id='per-model'><tr>{head}</tr>{body}</table>")
     return "\n".join(parts)

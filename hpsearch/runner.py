@@ -465,6 +465,7 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     report["baseline"] = compare_with_baseline(spec, session, chosen_trial_scores(table, report))
     report["warnings"] = [report["baseline"]["warning"]] if report["baseline"].get("warning") else []
     report["bias_corrected"] = bias_corrected(spec, session)
+    _measure_latency(spec, session, report["per_model"])
     if tracker.enabled:
         report["mlflow"] = {"experiment": experiment_name(spec), "study_run": parent, "trial_run": chosen_trial.user_attrs.get("mlflow_run_id")}
     report["test_scores"] = None
@@ -510,6 +511,15 @@ def compare_with_baseline(spec: StudySpec, session: Session, winner_folds: list[
     return baseline
 
 
+def _measure_latency(spec: StudySpec, session: Session, rows: list[dict[str, Any]]) -> None:
+    """Inference latency of each candidate model that completed a trial, for the per-model table."""
+    split = session.objective.eval_split
+    sample = list(range(min(64, len(session.data.splits[split]))))
+    for row in rows:
+        if row.get("best_trial") is not None and row.get("latency_ms") is None:
+            row["latency_ms"] = session.tuner.latency_ms(spec.candidate(row["model"]), split, sample)
+
+
 def bias_corrected(spec: StudySpec, session: Session) -> dict[str, Any]:
     """BBC-CV over the out-of-fold predictions of every completed trial (see :mod:`hpsearch.estimate`)."""
     from hpsearch import estimate
@@ -548,6 +558,8 @@ def _study_figures(spec: StudySpec, report: dict[str, Any]) -> tuple[dict[str, f
     for row in report.get("per_model", []):
         if row.get("best_trial") is not None:
             metrics[f"model_{row['model']}_cv_{spec.metric}"] = row["mean_score"]
+        if row.get("latency_ms") is not None:
+            metrics[f"model_{row['model']}_latency_ms"] = row["latency_ms"]
     tags = {"winner_trial": str(chosen["trial"]), "winner_model": chosen["model"], "metric": spec.metric,
             "beats_baseline": str(baseline.get("clearly_beaten", "unknown")).lower()}
     tags.update({f"model_{row['model']}_verdict": row["verdict"] for row in report.get("per_model", [])})
@@ -621,6 +633,8 @@ def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
             lines.append(f"  {r['model']}: {r['verdict']} ({spent})")
             continue
         size = f"{r['trainable_parameters'] or 0:,}/{r['total_parameters'] or 0:,} params trained/total"
+        if r.get("latency_ms") is not None:
+            size += f", {r['latency_ms']:.1f} ms/example"
         versus = ""
         if r.get("comparison"):
             c = r["comparison"]

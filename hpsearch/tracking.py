@@ -194,6 +194,7 @@ class Tracker(NullTracker):
     def log_model(self, parent: str | None, folder: Path, task: str, registered_name: str) -> str | None:
         """Log the exported folder with MLflow's transformers flavour and register a new version."""
         import mlflow.transformers
+        from mlflow.entities import LoggedModelOutput
         from mlflow.exceptions import MlflowException
         from transformers import pipeline
 
@@ -205,13 +206,24 @@ class Tracker(NullTracker):
             requirements = [f"transformers=={_version('transformers')}", f"torch=={_version('torch').split('+')[0]}", f"hpsearch=={__version__}"]
             with _quiet_logger("mlflow.transformers"):  # warns that a local folder has no hub model card
                 mlflow.transformers.save_model(pipeline(task, model=str(folder), tokenizer=str(folder)), str(flavour_dir), pip_requirements=requirements)
-            self.client.log_artifacts(parent, str(flavour_dir), artifact_path="model")  # type: ignore[arg-type]
+            # A logged model of the study run (MLflow 3's model entity: listed under the run's "Logged models"),
+            # written through the client with explicit ids like everything else here.
+            logged = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=parent, model_type="transformers",
+                                                     tags={ROLE: "final-model", STUDY: registered_name})
+            try:
+                self.client.log_model_artifacts(logged.model_id, str(flavour_dir))
+            except BaseException:
+                self.client.finalize_logged_model(logged.model_id, "FAILED")
+                raise
+            self.client.finalize_logged_model(logged.model_id, "READY")
+            self.client.log_outputs(parent, [LoggedModelOutput(logged.model_id, 0)])  # type: ignore[arg-type] - the run's "Logged models"
         try:
             self.client.create_registered_model(registered_name)
         except MlflowException:
             pass  # already registered: add a version
-        run = self.client.get_run(parent)  # type: ignore[arg-type]
-        version = self.client.create_model_version(registered_name, f"{run.info.artifact_uri}/model", run_id=parent)
+        # The artifact location, not "models:/<id>": MLflow's database registry resolves a models:/ source
+        # through the process-wide tracking URI, not this client's (it would open ./mlflow.db).
+        version = self.client.create_model_version(registered_name, logged.artifact_location, run_id=parent, model_id=logged.model_id)
         return str(version.version)
 
 

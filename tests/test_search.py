@@ -220,7 +220,10 @@ def test_a_learning_winner_beats_the_baseline_and_says_which_model(tmp_path: Pat
     assert run_study(path, export=False, say=_quiet) == 0
     report = json.loads((load_spec(path).out_dir / "selection.json").read_text())
     assert report["baseline"]["clearly_beaten"] is True and report["warnings"] == []
-    assert "which model" in capsys.readouterr().out
+    row = report["per_model"][0]
+    assert row["verdict"] == "winner" and row["latency_ms"] > 0 and row["training_samples"] > 0 and row["device_seconds"] > 0
+    out = capsys.readouterr().out
+    assert "which model" in out and "ms/example" in out
 
 
 def test_every_completed_trial_keeps_its_out_of_fold_predictions_for_the_corrected_estimate(tmp_path: Path, tiny_bert: Path) -> None:

@@ -114,10 +114,17 @@ def test_study_is_logged_nested_with_statuses_and_registered_model(tmp_path: Pat
     assert len(client.get_metric_history(first.info.run_id, "fold2/train_loss")) == 3
     assert not [r for r in runs if r.info.status == "RUNNING"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"study.resolved.yaml", "selection", "model"} <= artifacts
+    assert {"study.resolved.yaml", "selection"} <= artifacts
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "selection")} >= {"selection/cv_results.csv", "selection/selection.json"}
+    logged = client.search_logged_models(experiment_ids=[parent.info.experiment_id])
+    assert len(logged) == 1 and logged[0].source_run_id == parent.info.run_id and str(logged[0].status) in ("READY", "LoggedModelStatus.READY")
     versions = client.search_model_versions("name='toy'")
-    assert len(versions) == 1 and versions[0].run_id == parent.info.run_id
+    assert len(versions) == 1 and versions[0].run_id == parent.info.run_id and versions[0].source == logged[0].artifact_location
+    assert [o.model_id for o in client.get_run(parent.info.run_id).outputs.model_outputs] == [logged[0].model_id]
+    study_metrics = client.get_run(parent.info.run_id).data.metrics
+    for key in ("cv_macro_f1", "cv_macro_f1_low", "cv_macro_f1_high", "baseline_cv_macro_f1", "bbc_macro_f1", "model_good_cv_macro_f1"):
+        assert key in study_metrics, key
+    assert client.get_run(parent.info.run_id).data.tags["winner_model"] == "good"
 
 
 def test_two_workers_logging_at_once_lose_no_run(tmp_path: Path, tiny_bert: Path, mlflow_server: str) -> None:
