@@ -20,7 +20,7 @@ def write_report(spec: StudySpec, study: Any, out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
-    from hpsearch.runner import select_from_study
+    from hpsearch.finish import select_from_study
 
     out.mkdir(parents=True, exist_ok=True)
     report, table = select_from_study(spec, study)

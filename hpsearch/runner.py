@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import signal
 import sys
 import threading
@@ -11,11 +10,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hpsearch.errors import HpsearchError, StorageUnavailable
+from hpsearch.errors import StorageUnavailable
+from hpsearch.finish import FINISHED_STATES, finish_study
 from hpsearch.spec import StudySpec, load_spec
 from hpsearch.summary import redact
 
-FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 
 def _say(message: str, **fields: Any) -> None:
@@ -387,185 +386,6 @@ def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None]
 
     return run
 
-
-def trial_rows(study: Any) -> list[dict[str, Any]]:
-    """Completed trials as the plain rows that ``selection.cv_table`` takes."""
-    return [
-        {"trial": t.number, "model": t.user_attrs["model"], "params": t.user_attrs["params"],
-         "fold_scores": t.user_attrs["fold_scores"], "best_epochs": t.user_attrs["best_epochs"],
-         "total_parameters": t.user_attrs["total_parameters"], "train_seconds": t.user_attrs.get("train_seconds"),
-         "latency_ms": t.user_attrs.get("objective_latency")}
-        for t in study.get_trials(deepcopy=False, states=None) if t.state.name == "COMPLETE"
-    ]
-
-
-def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The winner, its interval and the paired comparisons; and the CV table (not written anywhere)."""
-    from hpsearch import selection
-    from hpsearch.taskinfo import metric_bounds
-
-    rows = trial_rows(study)
-    if not rows:
-        reasons = sorted({t.user_attrs.get("failure_reason", t.state.name) for t in study.get_trials(deepcopy=False)})
-        raise HpsearchError(f"no trial completed, so there is nothing to select or export. Reasons seen: {reasons or ['no trial ran']}")
-    table = selection.cv_table(rows, spec.direction)
-    chosen = selection.select(table, spec.selection.rule, spec.direction, spec.selection.cost)
-    interval = selection.corrected_interval(selection.fold_scores(chosen), spec.selection.confidence, bounds=metric_bounds(spec.metric))
-    trials = study.get_trials(deepcopy=False)
-    report: dict[str, Any] = {
-        "metric": spec.metric, "direction": spec.direction, "rule": spec.selection.rule,
-        "selected": {k: chosen[k] for k in ("trial", "model", "params", "mean_score", "std_score", "best_epochs", "total_parameters")},
-        "cv_interval": {"mean": interval.mean, "low": interval.low, "high": interval.high, "confidence": interval.confidence},
-        "paired_comparisons": selection.compare_top(table, chosen, spec.selection.confidence),
-        "trials": {state: sum(1 for t in trials if t.state.name == state) for state in FINISHED_STATES},
-        "considered_trials": sorted(row["trial"] for row in rows),
-        "running_trials": sorted(t.number for t in trials if t.state.name == "RUNNING"),
-    }
-    report["gives_up"] = selection.gives_up(table, chosen, spec.selection.cost)
-    report["per_model"] = selection.per_model(table, trial_costs(trials), [m.name for m in spec.models], chosen,
-                                              spec.selection.confidence, spec.direction, metric_bounds(spec.metric))
-    if spec.search.second_objective:
-        report["pareto_front"] = [t.number for t in study.best_trials]
-    return report, table
-
-
-def trial_costs(trials: list[Any]) -> list[dict[str, Any]]:
-    """What each finished trial was and cost: model, state, training samples, device-seconds, parameters, latency."""
-    out = []
-    for t in trials:
-        if t.state.name not in FINISHED_STATES or "model" not in t.user_attrs:
-            continue
-        a = t.user_attrs
-        train_seconds = float(a.get("train_seconds") or 0.0)
-        out.append({"trial": t.number, "model": a["model"], "state": t.state.name,
-                    "samples": int(a.get("train_samples") or round(float(a.get("samples_per_second") or 0.0) * train_seconds)),
-                    "device_seconds": train_seconds + float(a.get("eval_seconds") or 0.0),
-                    "trainable_parameters": a.get("trainable_parameters"), "total_parameters": a.get("total_parameters"),
-                    "latency_ms": a.get("objective_latency")})
-    return out
-
-
-def finish_study(session: Session, *, export: bool, target: Path | None = None, force: bool = False) -> int:
-    """Selection, final model, one test evaluation, export, MLflow registration, summary."""
-    from hpsearch.export import check_target, final_model, write_export
-    from hpsearch.selection import write_table
-    from hpsearch.taskinfo import PIPELINE_TASKS
-    from hpsearch.tracking import experiment_name
-
-    spec, study, tuner, say = session.spec, session.study, session.tuner, session.say
-    tracker, parent = session.tracker, session.parent_run
-    export = export and (spec.export.enabled or target is not None)
-    target = target or spec.export_dir
-    if export:
-        check_target(target, force)  # before the refit, not after it
-    report, table = select_from_study(spec, study)
-    csv_path, _ = write_table(table, spec.out_dir)
-    chosen_trial = next(t for t in study.get_trials(deepcopy=False) if t.number == report["selected"]["trial"])
-    report.update(labels=list(tuner.data.label_map.labels), train_rows=len(tuner.data.train), final_policy=spec.export.policy)
-    report["baseline"] = compare_with_baseline(spec, session, chosen_trial_scores(table, report))
-    report["warnings"] = [report["baseline"]["warning"]] if report["baseline"].get("warning") else []
-    report["bias_corrected"] = bias_corrected(spec, session)
-    _measure_latency(spec, session, report["per_model"])
-    if tracker.enabled:
-        report["mlflow"] = {"experiment": experiment_name(spec), "study_run": parent, "trial_run": chosen_trial.user_attrs.get("mlflow_run_id")}
-    report["test_scores"] = None
-    if export or "test" in tuner.data.splits:  # else nothing would use the final model
-        final = final_model(spec, tuner, report["selected"], say)
-        try:
-            report["test_scores"] = tuner.score(final, "test") if "test" in tuner.data.splits else None
-            if export:
-                write_export(spec, final, report, table, target, force)
-                report["export_dir"] = str(target)
-        finally:
-            final.close()
-    if export and tracker.enabled:
-        report["registered_model"] = {"name": spec.name, "version": tracker.log_model(parent, target, PIPELINE_TASKS[spec.task], spec.name)}
-    tracker.log_study_result(parent, *_study_figures(spec, report))
-    selection_path = spec.out_dir / "selection.json"
-    selection_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-    tracker.end_study(parent, "FINISHED", [csv_path, spec.out_dir / "cv_results.json", selection_path])
-    say_summary(spec, report, report["paired_comparisons"], csv_path, say)
-    return 0
-
-
-def chosen_trial_scores(table: list[dict[str, Any]], report: dict[str, Any]) -> list[float]:
-    from hpsearch.selection import fold_scores
-
-    return fold_scores(next(r for r in table if r["trial"] == report["selected"]["trial"]))
-
-
-def compare_with_baseline(spec: StudySpec, session: Session, winner_folds: list[float]) -> dict[str, Any]:
-    """The trivial baseline on the study's folds, and whether the winner clearly beats it (else a warning)."""
-    from hpsearch.finetune.baseline import baseline_scores
-    from hpsearch.selection import clearly_beats
-
-    baseline = baseline_scores(session.data, session.folds, session.objective.eval_split, spec.metric)
-    beaten, comparison = clearly_beats(winner_folds, baseline["fold_scores"], spec.selection.confidence, spec.direction)
-    baseline.update(clearly_beaten=beaten, comparison=comparison)
-    if not beaten:
-        baseline["warning"] = (
-            f"the winner is not clearly better than predicting {baseline['predicts']} ({spec.metric} {baseline['cv_mean']:.4f} on the "
-            f"same folds): it may have learned nothing from the text. Likely causes: too few epochs, a learning rate too high "
-            f"or too low for this model, too little training data, or a frozen scope that leaves too little to train; "
-            f"widen the search (epochs, learning_rate, scope) or add data before trusting this model")
-    return baseline
-
-
-def _measure_latency(spec: StudySpec, session: Session, rows: list[dict[str, Any]]) -> None:
-    """Inference latency of each candidate model that completed a trial, for the per-model table."""
-    split = session.objective.eval_split
-    sample = list(range(min(64, len(session.data.splits[split]))))
-    for row in rows:
-        if row.get("best_trial") is not None and row.get("latency_ms") is None:
-            row["latency_ms"] = session.tuner.latency_ms(spec.candidate(row["model"]), split, sample)
-
-
-def bias_corrected(spec: StudySpec, session: Session) -> dict[str, Any]:
-    """BBC-CV over the out-of-fold predictions of every completed trial (see :mod:`hpsearch.estimate`)."""
-    from hpsearch import estimate
-
-    if not estimate.supported(spec.metric):
-        return {"skipped": f"not computed for the metric {spec.metric!r} (supported: {', '.join(estimate.CLASS_METRICS + estimate.VALUE_METRICS)})"}
-    split = session.objective.eval_split
-    kept = [t.user_attrs["oof"]["predictions"] for t in session.study.get_trials(deepcopy=False)
-            if t.state.name == "COMPLETE" and (t.user_attrs.get("oof") or {}).get("split") == split]
-    if not kept:
-        return {"skipped": "no completed trial recorded its out-of-fold predictions"}
-    gold = session.data.splits[split].columns["label"]
-    rows = [i for i in range(len(gold)) if all(i < len(p) and p[i] is not None for p in kept)]
-    result = estimate.bbc_cv([[p[i] for i in rows] for p in kept], [gold[i] for i in rows], spec.metric, spec.direction,
-                             classes=len(session.data.label_map), confidence=spec.selection.confidence, seed=spec.seed)
-    return result
-
-
-def _study_figures(spec: StudySpec, report: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
-    """Metrics and tags of the study run: the winner's CV score and interval, its test score, the trial counts."""
-    ci, chosen = report["cv_interval"], report["selected"]
-    metrics = {f"cv_{spec.metric}": ci["mean"], f"cv_{spec.metric}_low": ci["low"], f"cv_{spec.metric}_high": ci["high"],
-               "cv_std": chosen["std_score"], "best_epochs": chosen["best_epochs"], "total_parameters": chosen["total_parameters"],
-               **{f"trials_{state.lower()}": count for state, count in report["trials"].items()}}
-    for name, value in (report.get("test_scores") or {}).items():
-        metrics[f"test_{name}"] = value
-    corrected = report.get("bias_corrected") or {}
-    if "estimate" in corrected:
-        metrics.update({f"bbc_{spec.metric}": corrected["estimate"], f"bbc_{spec.metric}_low": corrected["low"],
-                        f"bbc_{spec.metric}_high": corrected["high"]})
-    baseline = report.get("baseline") or {}
-    if "cv_mean" in baseline:
-        metrics[f"baseline_cv_{spec.metric}"] = baseline["cv_mean"]
-    if "test" in baseline:
-        metrics[f"baseline_test_{spec.metric}"] = baseline["test"]
-    for row in report.get("per_model", []):
-        if row.get("best_trial") is not None:
-            metrics[f"model_{row['model']}_cv_{spec.metric}"] = row["mean_score"]
-        if row.get("latency_ms") is not None:
-            metrics[f"model_{row['model']}_latency_ms"] = row["latency_ms"]
-    tags = {"winner_trial": str(chosen["trial"]), "winner_model": chosen["model"], "metric": spec.metric,
-            "beats_baseline": str(baseline.get("clearly_beaten", "unknown")).lower()}
-    tags.update({f"model_{row['model']}_verdict": row["verdict"] for row in report.get("per_model", [])})
-    return metrics, tags
-
-
 def export_study(study_path: Path, *, target: Path | None = None, force: bool = False, say: Callable[..., None] = _say) -> int:
     """``hpsearch export``: the selected model of a study (finished or still running), as a folder."""
     spec = load_spec(study_path)
@@ -575,69 +395,3 @@ def export_study(study_path: Path, *, target: Path | None = None, force: bool = 
     except BaseException:
         session.tracker.end_study(session.parent_run, "FINISHED" if counted_trials(session.study) else "FAILED")
         raise
-
-
-def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[str, Any]], csv_path: Path, say: Callable[..., None]) -> None:
-    from hpsearch.space import describe_params, shown_params
-
-    chosen, ci = report["selected"], report["cv_interval"]
-    lines = [
-        "",
-        f"winner ({report['rule']}): trial {chosen['trial']}, {chosen['model']}, "
-        f"{describe_params({k: v for k, v in shown_params(spec, chosen['model'], chosen['params']).items() if k != 'epochs'})}, "
-        f"{chosen['best_epochs']} epoch(s)",
-        f"  CV {spec.metric}: {ci['mean']:.4f}  [{ci['low']:.4f}, {ci['high']:.4f}] {ci['confidence']:.0%} CI (corrected resampled t), std {chosen['std_score']:.4f}",
-    ]
-    if report.get("test_scores"):
-        lines.append(f"  test {spec.metric}: {report['test_scores'][spec.metric]:.4f} (held-out, evaluated once)")
-    traded = report.get("gives_up")
-    if traded:
-        lines.append(f"  the {report['rule']} rule chose it over trial {traded['best_trial']} (CV {traded['best_mean']:.4f}): "
-                     f"gives up {traded['score_given_up']:+.4f} {spec.metric} for {traded['cost']} {traded['chosen_cost']:,.4g} "
-                     f"instead of {traded['best_cost']:,.4g}")
-    corrected = report.get("bias_corrected") or {}
-    if "estimate" in corrected:
-        lines.append(f"  bias-corrected {spec.metric} (BBC-CV over {corrected['configurations']} configurations): {corrected['estimate']:.4f} "
-                     f"[{corrected['low']:.4f}, {corrected['high']:.4f}] - the raw CV score of a winner picked from many is optimistic")
-    baseline = report.get("baseline")
-    if baseline:
-        test = f", test {baseline['test']:.4f}" if "test" in baseline else ""
-        lines.append(f"  baseline (predicting {baseline['predicts']}): CV {spec.metric} {baseline['cv_mean']:.4f}{test}"
-                     f"{'' if baseline['clearly_beaten'] else '  <- NOT clearly beaten'}")
-    for c in comparisons:
-        lines.append(f"  vs trial {c['other']} ({c['other_model']}): difference {c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}], p={c['p_value']:.3f}")
-    lines += per_model_lines(spec, report.get("per_model", []))
-    trials = report["trials"]
-    lines.append(f"trials: {trials['COMPLETE']} complete, {trials['PRUNED']} pruned, {trials['FAIL']} failed")
-    lines.append(f"results: {spec.out_dir} (CV table {csv_path.name}, selection.json)")
-    if "export_dir" in report:
-        lines.append(f"model: {report['export_dir']} (load it with transformers.pipeline(model=...))")
-    lines.append(f"look: {csv_path} lists every completed trial, ranked; selection.json has the details")
-    if spec.tracking.enabled:
-        from hpsearch.tracking import ui_command
-
-        lines.append(f"compare trials in MLflow: {ui_command(spec)}")
-    lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
-    print("\n".join(lines), flush=True)
-
-
-def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
-    """The per-model answer as text: CV score and interval, trials, compute, size, and the verdict."""
-    if not rows:
-        return []
-    lines = [f"which model (best trial of each, {spec.metric} CV with interval; compared with the winner on the same folds):"]
-    for r in rows:
-        counts = r["trials"]
-        spent = f"{counts['COMPLETE']} complete/{counts['PRUNED']} pruned/{counts['FAIL']} failed, {r['training_samples']:,} samples, {r['device_seconds']:.0f} device-s"
-        if r["best_trial"] is None:
-            lines.append(f"  {r['model']}: {r['verdict']} ({spent})")
-            continue
-        size = f"{r['trainable_parameters'] or 0:,}/{r['total_parameters'] or 0:,} params trained/total"
-        if r.get("latency_ms") is not None:
-            size += f", {r['latency_ms']:.1f} ms/example"
-        versus = ""
-        if r.get("comparison"):
-            c = r["comparison"]
-            versus = f", winner minus it {c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}] p={c['p_value']:.3f}"
-        lines.append(f"  {r['model']}: {r['mean_score']:.4f} [{r['low']:.4f}, {r['high']:.4f}] (trial {r['best_trial']}) - {r['verdict']}{versus}; {spent}; {size}")
-    return lines

@@ -17,7 +17,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from hpsearch.errors import OutOfMemory, SpecError, StorageUnavailable, TrialError
 from hpsearch.selection import better

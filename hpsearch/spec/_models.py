@@ -1,7 +1,6 @@
 """The study spec: what to search, on which data, how to score it and where results go."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal, Union
 

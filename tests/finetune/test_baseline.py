@@ -8,7 +8,7 @@ import pytest
 from hpsearch.data import prepare_data
 from hpsearch.finetune.baseline import baseline_scores
 from hpsearch.spec import load_spec
-from toydata import classification_rows, toy_study, write_csv
+from toydata import toy_study, write_csv
 
 
 def _data(tmp_path: Path, model: Path, task: str, rows: int = 60):  # noqa: ANN202
