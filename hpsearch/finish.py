@@ -21,7 +21,9 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
         {"trial": t.number, "model": t.user_attrs["model"], "params": t.user_attrs["params"],
          "fold_scores": t.user_attrs["fold_scores"], "best_epochs": t.user_attrs["best_epochs"],
          "total_parameters": t.user_attrs["total_parameters"], "train_seconds": t.user_attrs.get("train_seconds"),
-         "latency_ms": t.user_attrs.get("objective_latency")}
+         "latency_ms": t.user_attrs.get("objective_latency"), "train_samples": t.user_attrs.get("train_samples"),
+         "device_seconds": t.user_attrs.get("device_seconds"), "flops": t.user_attrs.get("flops"),
+         "peak_memory_mb": t.user_attrs.get("peak_memory_mb")}
         for t in study.get_trials(deepcopy=False, states=None) if t.state.name == "COMPLETE"
     ]
 
@@ -29,6 +31,7 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
 def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The winner, its interval and the paired comparisons; and the CV table (not written anywhere)."""
     from hpsearch import selection
+    from hpsearch.cost import totals
     from hpsearch.taskinfo import metric_bounds
 
     rows = trial_rows(study)
@@ -48,8 +51,10 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
         "considered_trials": sorted(row["trial"] for row in rows),
         "running_trials": sorted(t.number for t in trials if t.state.name == "RUNNING"),
     }
+    costs = trial_costs(trials)
+    report["study_cost"] = totals(costs)
     report["gives_up"] = selection.gives_up(table, chosen, spec.selection.cost)
-    report["per_model"] = selection.per_model(table, trial_costs(trials), [m.name for m in spec.models], chosen,
+    report["per_model"] = selection.per_model(table, costs, [m.name for m in spec.models], chosen,
                                               spec.selection.confidence, spec.direction, metric_bounds(spec.metric))
     if spec.search.second_objective:
         report["pareto_front"] = [t.number for t in study.best_trials]
@@ -68,7 +73,7 @@ def trial_costs(trials: list[Any]) -> list[dict[str, Any]]:
                     "samples": int(a.get("train_samples") or round(float(a.get("samples_per_second") or 0.0) * train_seconds)),
                     "device_seconds": train_seconds + float(a.get("eval_seconds") or 0.0),
                     "trainable_parameters": a.get("trainable_parameters"), "total_parameters": a.get("total_parameters"),
-                    "latency_ms": a.get("objective_latency")})
+                    "latency_ms": a.get("objective_latency"), "flops": a.get("flops"), "peak_memory_mb": a.get("peak_memory_mb")})
     return out
 
 
@@ -173,6 +178,8 @@ def _study_figures(spec: StudySpec, report: dict[str, Any]) -> tuple[dict[str, f
                **{f"trials_{state.lower()}": count for state, count in report["trials"].items()}}
     for name, value in (report.get("test_scores") or {}).items():
         metrics[f"test_{name}"] = value
+    for key, value in (report.get("study_cost") or {}).items():
+        metrics[f"study_{key}"] = value
     corrected = report.get("bias_corrected") or {}
     if "estimate" in corrected:
         metrics.update({f"bbc_{spec.metric}": corrected["estimate"], f"bbc_{spec.metric}_low": corrected["low"],
@@ -225,6 +232,10 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
     lines += per_model_lines(spec, report.get("per_model", []))
     trials = report["trials"]
     lines.append(f"trials: {trials['COMPLETE']} complete, {trials['PRUNED']} pruned, {trials['FAIL']} failed")
+    spent = report.get("study_cost")
+    if spent:
+        lines.append(f"cost: {spent['training_samples']:,} training samples, {spent['device_seconds']:.0f} device-seconds, "
+                     f"~{spent['flops']:.3g} FLOPs (estimated) over {spent['trials']} finished trials")
     lines.append(f"results: {spec.out_dir} (CV table {csv_path.name}, selection.json)")
     if "export_dir" in report:
         lines.append(f"model: {report['export_dir']} (load it with transformers.pipeline(model=...))")

@@ -176,7 +176,7 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
     rows = report.get("per_model", [])
     if rows:
         head = "".join(f"<th>{h}</th>" for h in ("model", "best trial", "CV mean", "interval", "verdict", "winner minus it", "p",
-                                                  "complete / pruned / failed", "training samples", "device-seconds", "trained / total params", "ms / example"))
+                                                  "complete / pruned / failed", "training samples", "device-seconds", "FLOPs (est.)", "trained / total params", "ms / example"))
         body = ""
         for r in rows:
             c = r.get("comparison") or {}
@@ -185,6 +185,7 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
                      f"[{r['low']:.4f}, {r['high']:.4f}]" if "low" in r else "—", r["verdict"],
                      f"{c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]" if c else "—", f"{c['p_value']:.3f}" if c else "—",
                      "{COMPLETE} / {PRUNED} / {FAIL}".format(**r["trials"]), f"{r['training_samples']:,}", f"{r['device_seconds']:.0f}",
+                     f"{r.get('flops') or 0:.3g}",
                      f"{r.get('trainable_parameters') or 0:,} / {r.get('total_parameters') or 0:,}" if r["best_trial"] is not None else "—",
                      f"{r['latency_ms']:.1f}" if r.get("latency_ms") is not None else "—"]
             body += "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
+from hpsearch.cost import peak_memory_mb, reset_peak_memory, training_flops
 from hpsearch.errors import OutOfMemory, SpecError, StorageUnavailable, TrialError
 from hpsearch.selection import better
 from hpsearch.space import describe_params, enqueue_params, grid, max_epochs, shown_params, suggest
@@ -212,13 +213,18 @@ class Objective:
 
         curves: list[list[float]] = []
         predictions: list[list[Any]] = []  # per fold, per epoch: the compact prediction of each validation row
-        seconds, samples, eval_seconds = 0.0, 0, 0.0
+        seconds, samples, eval_seconds, flops = 0.0, 0, 0.0, 0.0
         started = time.perf_counter()
+        reset_peak_memory(self.tuner.device)
         for fold, (train_rows, eval_rows) in enumerate(self.folds):
             outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, curves, run, predictions)
             seconds += outcome["seconds"]
             samples += outcome["samples"]
             eval_seconds += outcome["eval_seconds"]
+            flops += outcome["flops"]
+            trial.set_user_attr("flops", flops)
+            trial.set_user_attr("device_seconds", seconds + eval_seconds)
+            trial.set_user_attr("peak_memory_mb", peak_memory_mb(self.tuner.device))
             trial.set_user_attr("total_parameters", outcome["total_parameters"])
             trial.set_user_attr("trainable_parameters", outcome["trainable_parameters"])
             trial.set_user_attr("epoch_curves", curves)
@@ -297,9 +303,14 @@ class Objective:
         try:
             if keep and not fitted.result.stopped_early:
                 self._keep_if_best_fold(trial.number, fold, curve[fitted.result.best_epoch - 1], fitted)
+            epochs = len(fitted.result.history)
+            lengths = fitted.inputs.tokenized["train"].lengths()
+            evaluated = fitted.inputs.tokenized[self.eval_split].lengths()
+            flops = training_flops(epochs * sum(lengths[i] for i in train_rows), epochs * sum(evaluated[i] for i in eval_rows),
+                                   fitted.total_parameters, fitted.trainable_parameters, str(params.get("scope", "full")).split("-")[0])
             return {"seconds": fitted.result.train_seconds, "samples": sum(r.samples for r in fitted.result.history),
                     "eval_seconds": sum(r.eval_seconds for r in fitted.result.history),
-                    "stopped": fitted.result.stopped_early,
+                    "stopped": fitted.result.stopped_early, "flops": flops,
                     "total_parameters": fitted.total_parameters, "trainable_parameters": fitted.trainable_parameters}
         finally:
             fitted.close()

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-CV_FIELDS = ("rank", "trial", "model", "mean_score", "std_score", "best_epochs", "total_parameters")
+CV_FIELDS = ("rank", "trial", "model", "mean_score", "std_score", "best_epochs", "total_parameters",
+             "train_samples", "device_seconds", "flops", "peak_memory_mb")
 
 
 def better(a: float | tuple[float, int], b: float | tuple[float, int], direction: str) -> bool:
@@ -100,6 +101,7 @@ def cv_table(rows: Sequence[dict[str, Any]], direction: str) -> list[dict[str, A
             "trial": row["trial"], "model": row["model"], "mean_score": mean, "std_score": std,
             "best_epochs": row["best_epochs"], "total_parameters": row["total_parameters"],
             "train_seconds": row.get("train_seconds"), "latency_ms": row.get("latency_ms"),
+            **{key: row.get(key) for key in ("train_samples", "device_seconds", "flops", "peak_memory_mb")},
         }
         entry.update({f"split{k}_score": s for k, s in enumerate(scores)})
         entry.update({f"param_{name}": value for name, value in sorted(row["params"].items())})
@@ -197,6 +199,7 @@ def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]],
             "trials": {state: sum(1 for t in mine if t["state"] == state) for state in ("COMPLETE", "PRUNED", "FAIL")},
             "training_samples": int(sum(t.get("samples") or 0 for t in mine)),
             "device_seconds": float(sum(t.get("device_seconds") or 0.0 for t in mine)),
+            "flops": float(sum(t.get("flops") or 0.0 for t in mine)),
             "best_trial": None, "verdict": "no completed trial",
         }
         if ranked:

@@ -24,6 +24,7 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
             "cv_mean": t.user_attrs.get("cv_mean"), "cv_std": t.user_attrs.get("cv_std"),
             "epochs": t.user_attrs.get("best_epochs"), "seconds": seconds, "device": t.user_attrs.get("device", ""),
             "host": t.user_attrs.get("host", ""), "note": t.user_attrs.get("failure_reason", ""),
+            "device_seconds": t.user_attrs.get("device_seconds"), "flops": t.user_attrs.get("flops"),
         })
     return rows
 
@@ -43,13 +44,14 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:
     from rich.table import Table
 
     table = Table(title=f"study {spec.name}: {counted} of {spec.search.n_trials} trials finished", title_justify="left")
-    for column in ("trial", "state", "model", "params", f"{spec.metric} (CV)", "epochs", "duration", "device", "note"):
+    for column in ("trial", "state", "model", "params", f"{spec.metric} (CV)", "epochs", "duration", "compute", "device", "note"):
         table.add_column(column, overflow="fold")
     for r in rows:
         score = f"{r['cv_mean']:.4f} ± {r['cv_std']:.4f}" if r["cv_mean"] is not None else ""
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in r["params"].items())
+        compute = f"{r['device_seconds']:.0f} dev-s, {r['flops']:.2g} FLOPs" if r.get("device_seconds") is not None and r.get("flops") else ""
         table.add_row(str(r["trial"]), r["state"], r["model"], params, score, str(r["epochs"] or ""),
-                      _duration(r["seconds"]), r["device"], r["note"][:60])
+                      _duration(r["seconds"]), compute, r["device"], r["note"][:60])
     console = Console(width=160, record=True, color_system=None, force_terminal=False)
     with console.capture() as capture:
         console.print(table)

@@ -177,7 +177,8 @@ class Tracker(NullTracker):
 
         now = int(time.time() * 1000)
         numbers = {k: attrs[k] for k in ("cv_mean", "cv_std", "best_epochs", "train_seconds", "samples_per_second",
-                                         "total_parameters", "trainable_parameters", "objective_latency", "objective_params") if isinstance(attrs.get(k), (int, float))}
+                                         "total_parameters", "trainable_parameters", "objective_latency", "objective_params", "train_samples",
+                                         "device_seconds", "flops", "peak_memory_mb") if isinstance(attrs.get(k), (int, float))}
         numbers.update({f"fold{k + 1}_score": s for k, s in enumerate(attrs.get("fold_scores") or [])})
         tags = [RunTag("state", state)]
         if attrs.get("failure_reason"):
