@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     study_command("validate", "check a study file and print what it resolves to", _validate)
+    study_command("plan", "estimate what the study will cost: a short calibration of every candidate and scope on this device", _plan)
     run = study_command("run", "search, select the winner, test it and export it", _run)
     run.add_argument("--no-export", action="store_true", help="skip the export at the end")
     run.add_argument("--new-study", action="store_true", help="start the study afresh: an existing study of this name is "
@@ -158,6 +159,18 @@ def _validate(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.study)
     print(describe_spec(spec))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from hpsearch.plan import plan_study, render
+    from hpsearch.spec import load_spec
+
+    _quiet_libraries()
+    spec = load_spec(args.study)
+    plan = plan_study(spec, say=lambda message, **fields: print(message, file=sys.stderr, flush=True))
+    print(render(plan))
+    print(f"saved: {spec.out_dir / 'plan.json'} ('hpsearch run' prints the estimate beside the time it took)")
     return 0
 
 

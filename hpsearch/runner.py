@@ -314,6 +314,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
     spec = load_spec(study_path)
     if new_study:
         set_aside_study(spec, say)
+    begun = time.monotonic()
     slots = plan_slots(spec)
     if len(slots) > 1:
         from hpsearch.search import open_study
@@ -346,10 +347,24 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         if not session.work(wait_for_others=True):
             return 130
     try:
-        return finish_study(session, export=export)
+        code = finish_study(session, export=export)
     except BaseException:
         session.tracker.end_study(session.parent_run, "FAILED")
         raise
+    _compare_with_plan(spec, time.monotonic() - begun, say)
+    return code
+
+
+def _compare_with_plan(spec: StudySpec, seconds: float, say: Callable[..., None]) -> None:
+    """The plan's estimate (``hpsearch plan``) beside the time the study took."""
+    import json
+
+    path = spec.out_dir / "plan.json"
+    if path.is_file():
+        plan = json.loads(path.read_text(encoding="utf-8"))
+        say(f"time: {seconds:.0f}s; 'hpsearch plan' estimated {plan['seconds_with_pruning']:.0f}s with pruning, "
+            f"{plan['seconds_without_pruning']:.0f}s without", event="plan", seconds=seconds,
+            estimate=plan["seconds_with_pruning"], estimate_without_pruning=plan["seconds_without_pruning"])
 
 
 def run_worker(study_path: Path, *, storage: str | None = None, device: str | None = None, seed_offset: int | None = None,

@@ -1,0 +1,171 @@
+"""``hpsearch plan``: what a study will cost, before it runs.
+
+For each candidate and each training scope it can draw, a short calibration on the study's device
+(one epoch over a few batches of the study's own tokenized rows, then an evaluation pass) measures
+seconds per training and per validation example, the one-off cost of loading the model and of the
+frozen-layer cache, and peak memory. From those the plan estimates seconds per epoch, per fold and per
+trial, and the study's total with and without pruning. The tokenized data and frozen-layer outputs it
+computes stay in the study's cache, so ``run`` reuses them.
+
+The arithmetic (:func:`estimate`) is pure and tested on hand-made numbers.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from hpsearch.spec import CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec
+
+PRUNED_SHARE = {"median": 0.5, "wilcoxon": 0.5, "successive-halving": 2 / 3, "hyperband": 2 / 3, "none": 0.0}
+"""Share of the trials after the pruner's start-up that the plan assumes pruned: the median pruner stops
+those below the running median (about half); successive halving keeps a third of each rung; the
+percentile pruner keeps its ``percentile`` (see :func:`pruned_share`)."""
+
+
+def pruned_share(spec: StudySpec) -> float:
+    pruner = spec.search.pruner
+    if pruner.name == "percentile":
+        return 1 - float(pruner.options.get("percentile", 25.0)) / 100
+    return PRUNED_SHARE[pruner.name]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What one candidate with one scope cost per example on this device."""
+
+    model: str
+    scope: str
+    train_seconds_per_example: float
+    eval_seconds_per_example: float
+    setup_seconds: float
+    """Per fit: loading the model (and, the first time only, building the frozen-layer cache: see ``once_seconds``)."""
+    once_seconds: float
+    peak_memory_mb: float
+
+
+def typical(param: FloatParam | IntParam | CategoricalParam | FixedParam) -> float:
+    """The value a parameter takes on average under uniform sampling (used for epochs)."""
+    if isinstance(param, FixedParam):
+        return float(param.value)
+    if isinstance(param, CategoricalParam):
+        return statistics.fmean(float(c) for c in param.choices)
+    return (param.low + param.high) / 2
+
+
+def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, eval_rows: int, folds: int, test_rows: int = 0) -> dict[str, Any]:
+    """Seconds per epoch, fold and trial for each calibrated (candidate, scope), and the study's totals.
+
+    ``train_rows``/``eval_rows``: examples one fold trains and validates on; ``test_rows``: the test split
+    the final model is scored on. Trials are assumed spread evenly over the calibrated pairs (the sampler
+    decides in truth). The totals include the one-off costs and the final model's refit and test pass.
+    """
+    rows = []
+    for c in calibrations:
+        epochs = typical(spec.space_for(spec.candidate(c.model))["epochs"])
+        epoch = train_rows * c.train_seconds_per_example + eval_rows * c.eval_seconds_per_example
+        fold = c.setup_seconds + epochs * epoch
+        rows.append({**asdict(c), "epochs": epochs, "epoch_seconds": epoch, "fold_seconds": fold, "trial_seconds": folds * fold})
+    n = spec.search.n_trials
+    per_trial = statistics.fmean(r["trial_seconds"] for r in rows)
+    # The final model: a refit on every training row (one fold's training and validation rows) and one test pass.
+    final = statistics.fmean(r["setup_seconds"] + r["epochs"] * (train_rows + eval_rows) * r["train_seconds_per_example"]
+                             + test_rows * r["eval_seconds_per_example"] for r in rows)
+    once = sum(c.once_seconds for c in calibrations)
+    startup = int(spec.search.pruner.options.get("n_startup_trials", 5)) if spec.search.pruner.name != "none" else n
+    prunable = max(0, n - startup) if spec.search.second_objective is None and folds * max(r["epochs"] for r in rows) > 1 else 0
+    share = pruned_share(spec)
+    pruned = share * prunable
+    # Trials report every epoch and the CV score so far after each fold: a pruned trial stops within its first fold.
+    work = 1 / folds if folds > 1 else 1 / max(2.0, max(r["epochs"] for r in rows))
+    without = once + n * per_trial + final
+    with_pruning = once + (n - pruned) * per_trial + pruned * work * per_trial + final
+    result: dict[str, Any] = {
+        "rows": rows, "n_trials": n, "folds": folds, "train_rows_per_fold": train_rows, "eval_rows_per_fold": eval_rows,
+        "seconds_without_pruning": without, "seconds_with_pruning": with_pruning, "one_off_seconds": once, "final_model_seconds": final,
+        "pruning_assumption": (f"{share:.0%} of the {prunable} trials after the pruner's start-up of {startup} are pruned, "
+                               f"each within its first fold ({work:.0%} of a trial's work)") if prunable and share else "no trial is pruned",
+        "longest_trial_seconds": max(r["trial_seconds"] for r in rows),
+        "warnings": [],
+    }
+    timeout = spec.search.timeout
+    if timeout is not None:
+        expected = with_pruning if prunable else without
+        if expected > timeout:
+            done = max(0, int((timeout - once) / per_trial))
+            result["warnings"].append(f"search.timeout {timeout:g}s is shorter than the estimate ({expected:.0f}s): the study will stop "
+                                      f"after about {done} of {n} trials")
+        result["warnings"].append(f"search.timeout is checked between trials: the last trial may run up to about "
+                                  f"{result['longest_trial_seconds']:.0f}s past it")
+    return result
+
+
+def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tuple[list[Calibration], int, int, int, int]:
+    """Time each (candidate, scope) on a few batches of the study's data: (calibrations, train rows per fold,
+    eval rows per fold, folds, test rows)."""
+    from hpsearch.cost import peak_memory_mb, reset_peak_memory
+    from hpsearch.data import prepare_data
+    from hpsearch.finetune import FineTuner
+    from hpsearch.runner import make_folds, pick_device
+
+    out = spec.out_dir
+    data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
+    folds, eval_split = make_folds(spec, data)
+    device = pick_device(spec)
+    tuner = FineTuner(data, cache_dir=out / "cache", max_length=spec.data.max_length, device=device,
+                      precision=spec.execution.precision, metric=spec.metric, direction=spec.direction, warn=lambda m: say(f"warning: {m}"))
+    found = []
+    for candidate in spec.models:
+        space = spec.space_for(candidate)
+        batch = int(max(space["batch_size"].values_hint()))
+        train_sample = list(folds[0][0])[: batches * batch]
+        eval_sample = list(folds[0][1])[: batches * batch]
+        for scope in dict.fromkeys(str(s) for s in space["scope"].values_hint()):
+            # Two epochs, timed on the second: the first batches of a fresh model run slower than the rest.
+            params = {"learning_rate": 1e-5, "epochs": 2, "batch_size": batch, "scope": scope, "warmup_ratio": 0.0}
+            reset_peak_memory(tuner.device)
+            timings = []
+            for _ in range(2):  # the first fit pays the one-off costs (tokenization, frozen-layer cache)
+                started = time.perf_counter()
+                fitted = tuner.fit(candidate, params, train_rows=train_sample, eval_rows=eval_sample, eval_split=eval_split, seed=spec.seed)
+                first, record = fitted.result.history
+                timings.append((time.perf_counter() - started - first.seconds - first.eval_seconds, record.seconds, record.eval_seconds))
+                fitted.close()
+            (first_wall, _, _), (wall, train_s, eval_s) = timings
+            found.append(Calibration(candidate.name, scope, train_s / len(train_sample), eval_s / max(len(eval_sample), 1),
+                                     max(wall - train_s - eval_s, 0.0), max(first_wall - wall, 0.0), peak_memory_mb(tuner.device)))
+            say(f"calibrated {candidate.name} {scope}: {1000 * found[-1].train_seconds_per_example:.1f} ms per training example, "
+                f"{1000 * found[-1].eval_seconds_per_example:.1f} ms per validation example on {device}")
+    train_rows = round(statistics.fmean(len(t) for t, _ in folds))
+    eval_rows = round(statistics.fmean(len(e) for _, e in folds))
+    test_rows = len(data.splits["test"]) if "test" in data.splits else 0
+    return found, train_rows, eval_rows, len(folds), test_rows
+
+
+def render(plan: dict[str, Any]) -> str:
+    lines = [f"plan: {plan['n_trials']} trials x {plan['folds']} fold(s), {plan['train_rows_per_fold']} training and "
+             f"{plan['eval_rows_per_fold']} validation rows per fold",
+             f"{'model':<16} {'scope':<10} {'ms/train ex':>11} {'ms/val ex':>9} {'epochs':>6} {'s/epoch':>8} {'s/fold':>8} {'s/trial':>8} {'peak MiB':>9}"]
+    for r in plan["rows"]:
+        lines.append(f"{r['model']:<16} {r['scope']:<10} {1000 * r['train_seconds_per_example']:>11.2f} {1000 * r['eval_seconds_per_example']:>9.2f} "
+                     f"{r['epochs']:>6.1f} {r['epoch_seconds']:>8.1f} {r['fold_seconds']:>8.1f} {r['trial_seconds']:>8.1f} {r['peak_memory_mb']:>9.0f}")
+    lines.append(f"estimated study time: {_minutes(plan['seconds_with_pruning'])} with pruning ({plan['pruning_assumption']}), "
+                 f"{_minutes(plan['seconds_without_pruning'])} without; both include one-off costs ({plan['one_off_seconds']:.0f}s: "
+                 f"tokenization, frozen-layer cache, kept for the run) and the final model ({plan['final_model_seconds']:.0f}s)")
+    lines += [f"warning: {w}" for w in plan["warnings"]]
+    return "\n".join(lines)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
+    """Calibrate, estimate, save ``plan.json`` in the output folder and return the plan."""
+    calibrations, train_rows, eval_rows, folds, test_rows = calibrate(spec, say)
+    plan = estimate(spec, calibrations, train_rows, eval_rows, folds, test_rows)
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    (spec.out_dir / "plan.json").write_text(json.dumps(plan, indent=2), encoding="utf-8")
+    return plan

@@ -1,0 +1,80 @@
+"""`hpsearch plan`: the estimate's arithmetic on hand-made timings, and a calibration on the tiny model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hpsearch.plan import Calibration, estimate
+from hpsearch.spec import load_spec_text
+
+BASE = """\
+name: p
+task: text-classification
+data: {train: d.csv}
+models: [{name: a, path: m}, {name: b, path: m, space: {epochs: 4}}]
+space: {epochs: {type: int, low: 1, high: 3}, scope: [full, freeze-1]}
+cv: {folds: 3}
+"""
+
+
+def _spec(tmp_path: Path, search: str):  # noqa: ANN202
+    (tmp_path / "d.csv").write_text("text,label\na,x\nb,y\n")
+    (tmp_path / "m").mkdir(exist_ok=True)
+    (tmp_path / "m" / "config.json").write_text("{}")
+    return load_spec_text(BASE + search, tmp_path)
+
+
+def _calibrations() -> list[Calibration]:
+    # seconds per training / validation example, setup per fit, one-off, peak MiB
+    return [Calibration("a", "full", 0.01, 0.002, 1.0, 10.0, 500.0), Calibration("b", "freeze-1", 0.004, 0.001, 2.0, 5.0, 400.0)]
+
+
+def test_epochs_folds_and_trials_add_up(tmp_path: Path) -> None:
+    plan = estimate(_spec(tmp_path, "search: {n_trials: 10, pruner: {name: none}}\n"), _calibrations(), train_rows=200, eval_rows=100, folds=3,
+                    test_rows=50)
+    a, b = plan["rows"]
+    assert a["epochs"] == 2.0 and b["epochs"] == 4.0  # the mean of 1..3; b's own fixed 4
+    assert a["epoch_seconds"] == pytest.approx(200 * 0.01 + 100 * 0.002)  # 2.2 s
+    assert a["fold_seconds"] == pytest.approx(1.0 + 2 * 2.2) and a["trial_seconds"] == pytest.approx(3 * 5.4)
+    assert b["trial_seconds"] == pytest.approx(3 * (2.0 + 4 * (0.8 + 0.1)))
+    mean_trial = (a["trial_seconds"] + b["trial_seconds"]) / 2
+    final = ((1.0 + 2 * 300 * 0.01 + 50 * 0.002) + (2.0 + 4 * 300 * 0.004 + 50 * 0.001)) / 2  # refit on 300 rows, test on 50
+    assert plan["final_model_seconds"] == pytest.approx(final)
+    assert plan["seconds_without_pruning"] == pytest.approx(15.0 + 10 * mean_trial + final)
+    assert plan["seconds_with_pruning"] == plan["seconds_without_pruning"]  # pruner none
+    assert plan["pruning_assumption"] == "no trial is pruned"
+
+
+def test_pruning_and_timeout_warnings(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "search: {n_trials: 10, timeout: 60, pruner: {name: median, options: {n_startup_trials: 2}}}\n")
+    plan = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3)
+    mean_trial = (plan["rows"][0]["trial_seconds"] + plan["rows"][1]["trial_seconds"]) / 2
+    pruned = 0.5 * 8  # the median pruner stops about half, each within its first of 3 folds
+    assert plan["seconds_with_pruning"] == pytest.approx(15.0 + (10 - pruned) * mean_trial + pruned * mean_trial / 3 + plan["final_model_seconds"])
+    assert "50% of the 8 trials after the pruner's start-up of 2" in plan["pruning_assumption"]
+    assert plan["warnings"][0].startswith("search.timeout 60s is shorter than the estimate")
+    assert f"after about {int((60 - 15) / mean_trial)} of 10 trials" in plan["warnings"][0]
+    assert "may run up to about" in plan["warnings"][1]
+
+
+def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hpsearch.cli import main
+    from hpsearch.runner import run_study
+    from hpsearch.spec import load_spec
+    from toydata import toy_study
+
+    extra = ("space: {learning_rate: 5.0e-3, epochs: 2, batch_size: 8, scope: [full, freeze-1]}\ncv: {folds: 2}\n"
+             "search: {n_trials: 2, pruner: {name: none}}\ntracking: {enabled: false}\nexport: {enabled: false}\n")
+    path = toy_study(tmp_path, tiny_bert, rows=48, extra=extra)
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "estimated study time" in out
+    spec = load_spec(path)
+    plan = json.loads((spec.out_dir / "plan.json").read_text())
+    assert [(r["model"], r["scope"]) for r in plan["rows"]] == [("tiny", "full"), ("tiny", "freeze-1")]
+    assert all(r["train_seconds_per_example"] > 0 and r["peak_memory_mb"] > 0 for r in plan["rows"])
+    said: list[str] = []
+    assert run_study(path, export=False, say=lambda m, **f: said.append(m)) == 0
+    assert any(m.startswith("time: ") and "'hpsearch plan' estimated" in m for m in said)
