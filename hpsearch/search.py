@@ -51,6 +51,10 @@ def _register_factories() -> None:
     })
 
 
+STARTUP_DEFAULTS = {"tpe": 10, "gp": 10}
+"""Optuna's random start-up trials per sampler, unless ``search.sampler.options.n_startup_trials`` says otherwise."""
+
+
 def make_sampler(spec: StudySpec, seed_offset: int = 0) -> Any:
     """The spec's sampler. Parallel workers pass distinct offsets: equal seeds would propose equal trials."""
     if not SAMPLERS:

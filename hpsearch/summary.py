@@ -53,6 +53,7 @@ def describe_spec(spec: StudySpec) -> str:
         f"(seed {spec.sampler_seed}), pruner {s.pruner.name}, {len(s.enqueue)} enqueued"
         + (f", timeout {s.timeout:g}s" if s.timeout else "")
     )
+    lines += search_budget_lines(spec)
     lines.append(f"storage: {redact(s.storage) if s.storage else 'embedded, in ' + str(spec.out_dir)}")
     ex = spec.execution
     threads = ex.threads or "cores shared by the workers on each machine"
@@ -65,6 +66,24 @@ def describe_spec(spec: StudySpec) -> str:
         f" (policy {spec.export.policy})"
     )
     return "\n".join(lines)
+
+
+def search_budget_lines(spec: StudySpec) -> list[str]:
+    """How the budget splits between random start-up and guided trials, and a warning when nothing is left to guide."""
+    from hpsearch.search import STARTUP_DEFAULTS
+
+    s = spec.search
+    if s.sampler.name not in STARTUP_DEFAULTS:
+        return []
+    startup = int(s.sampler.options.get("n_startup_trials", STARTUP_DEFAULTS[s.sampler.name]))
+    enqueued = len(s.enqueue)
+    guided = max(0, s.n_trials - max(startup, enqueued))
+    lines = [f"  sampler budget: {startup} random start-up trial(s) (enqueued settings count among them), then {guided} guided by {s.sampler.name}"]
+    if guided < 2:
+        lines.append(f"warning: with n_trials {s.n_trials} the {s.sampler.name} sampler has {guided} trial(s) to learn from its start-up of "
+                     f"{startup}: the study is close to a random search; raise search.n_trials, or set "
+                     f"search.sampler.options.n_startup_trials (e.g. {max(2, s.n_trials // 4)}), or narrow the space")
+    return lines
 
 
 def subsample_warnings(spec: StudySpec) -> list[str]:

@@ -95,3 +95,19 @@ def test_every_varying_setting_is_shown_and_only_settings_that_apply(tmp_path: P
     small = shown_params(spec, "small", {**params, "learning_rate": 1.5e-3, "epochs": 7})
     assert "epochs" not in small and small["learning_rate"] == 1.5e-3  # fixed for that candidate: not shown
     assert shown_params(spec, "big", {**params, "batch_size": 8})["batch_size"] == 8  # changed by a memory retry: shown
+
+
+def test_start_up_trials_are_optunas_unless_set(tmp_path: Path) -> None:
+    assert make_sampler(_spec(tmp_path, "search: {n_trials: 8}\n"))._n_startup_trials == 10
+    mine = _spec(tmp_path, "search: {n_trials: 8, sampler: {name: tpe, options: {n_startup_trials: 2}}}\n")
+    assert make_sampler(mine)._n_startup_trials == 2
+
+
+def test_validate_says_when_the_sampler_has_nothing_to_learn_from(tmp_path: Path) -> None:
+    from hpsearch.summary import search_budget_lines
+
+    lines = search_budget_lines(_spec(tmp_path, "search: {n_trials: 8}\n"))
+    assert lines[0] == "  sampler budget: 10 random start-up trial(s) (enqueued settings count among them), then 0 guided by tpe"
+    assert lines[1].startswith("warning: with n_trials 8 the tpe sampler has 0 trial(s) to learn from its start-up of 10")
+    assert "n_startup_trials (e.g. 2)" in lines[1]
+    assert len(search_budget_lines(_spec(tmp_path, "search: {n_trials: 8, sampler: {name: tpe, options: {n_startup_trials: 2}}}\n"))) == 1
