@@ -162,3 +162,14 @@ def test_closed_runs_release_their_model(make_tuner) -> None:
         refs.append(weakref.ref(fitted.model))
         fitted.close()
     assert all(ref() is None for ref in refs)
+
+
+def test_bf16_on_the_cpu_only_when_asked_for(make_tuner) -> None:
+    from hpsearch.finetune.loop import autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "bf16") is torch.bfloat16
+    assert autocast_dtype(cpu, "auto") is None and autocast_dtype(cpu, "fp32") is None
+    spec, tuner = make_tuner(precision="bf16")
+    fitted = tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 2}, train_rows=TRAIN, eval_rows=EVAL)
+    assert all(math.isfinite(r.train_loss) for r in fitted.result.history)
