@@ -100,6 +100,8 @@ def metadata(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]]) -> str:
+    from hpsearch.finish import findings
+
     chosen, ci = report["selected"], report["cv_interval"]
     task = PIPELINE_TASKS[spec.task]
     train = spec.data.train.path.name if spec.data.train.path else spec.data.train.hub
@@ -124,8 +126,9 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "## Scores",
         "",
         f"- CV {spec.metric}: {ci['mean']:.4f}, {ci['confidence']:.0%} interval [{ci['low']:.4f}, {ci['high']:.4f}] (corrected resampled t), std {chosen['std_score']:.4f}",
-        f"- test {spec.metric}: {test[spec.metric]:.4f} (held-out, evaluated once)" if test else "- test: no test split was given",
-        *_baseline_lines(spec, report),
+        *[f"- {sentence}" for _, sentence in findings(spec, report)],
+        *([] if test else ["- test: no test split was given"]),
+        *[f"- warning: {w}" for w in report.get("warnings", [])],
         "",
         "## Top trials (cross-validation)",
         "",
@@ -144,19 +147,6 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "",
     ]
     return "\n".join(lines)
-
-
-def _baseline_lines(spec: StudySpec, report: dict[str, Any]) -> list[str]:
-    corrected = report.get("bias_corrected") or {}
-    lines = [f"- bias-corrected CV {spec.metric} (BBC-CV over {corrected['configurations']} configurations): {corrected['estimate']:.4f} "
-             f"[{corrected['low']:.4f}, {corrected['high']:.4f}]"] if "estimate" in corrected else []
-    baseline = report.get("baseline")
-    if not baseline:
-        return lines
-    test = f", test {baseline['test']:.4f}" if "test" in baseline else ""
-    lines.append(f"- trivial baseline (predicting {baseline['predicts']}): CV {spec.metric} {baseline['cv_mean']:.4f}{test}; "
-                 + ("clearly beaten" if baseline["clearly_beaten"] else "**not clearly beaten**"))
-    return lines + [f"- warning: {w}" for w in report.get("warnings", [])]
 
 
 def _version(package: str) -> str | None:

@@ -68,10 +68,8 @@ def trial_costs(trials: list[Any]) -> list[dict[str, Any]]:
         if t.state.name not in FINISHED_STATES or "model" not in t.user_attrs:
             continue
         a = t.user_attrs
-        train_seconds = float(a.get("train_seconds") or 0.0)
-        out.append({"trial": t.number, "model": a["model"], "state": t.state.name,
-                    "samples": int(a.get("train_samples") or round(float(a.get("samples_per_second") or 0.0) * train_seconds)),
-                    "device_seconds": train_seconds + float(a.get("eval_seconds") or 0.0),
+        out.append({"trial": t.number, "model": a["model"], "state": t.state.name, "samples": int(a.get("train_samples") or 0),
+                    "device_seconds": float(a.get("device_seconds") or 0.0),
                     "trainable_parameters": a.get("trainable_parameters"), "total_parameters": a.get("total_parameters"),
                     "latency_ms": a.get("objective_latency"), "flops": a.get("flops"), "peak_memory_mb": a.get("peak_memory_mb")})
     return out
@@ -211,22 +209,7 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
         f"{chosen['best_epochs']} epoch(s)",
         f"  CV {spec.metric}: {ci['mean']:.4f}  [{ci['low']:.4f}, {ci['high']:.4f}] {ci['confidence']:.0%} CI (corrected resampled t), std {chosen['std_score']:.4f}",
     ]
-    if report.get("test_scores"):
-        lines.append(f"  test {spec.metric}: {report['test_scores'][spec.metric]:.4f} (held-out, evaluated once)")
-    traded = report.get("gives_up")
-    if traded:
-        lines.append(f"  the {report['rule']} rule chose it over trial {traded['best_trial']} (CV {traded['best_mean']:.4f}): "
-                     f"gives up {traded['score_given_up']:+.4f} {spec.metric} for {traded['cost']} {traded['chosen_cost']:,.4g} "
-                     f"instead of {traded['best_cost']:,.4g}")
-    corrected = report.get("bias_corrected") or {}
-    if "estimate" in corrected:
-        lines.append(f"  bias-corrected {spec.metric} (BBC-CV over {corrected['configurations']} configurations): {corrected['estimate']:.4f} "
-                     f"[{corrected['low']:.4f}, {corrected['high']:.4f}] - the raw CV score of a winner picked from many is optimistic")
-    baseline = report.get("baseline")
-    if baseline:
-        test = f", test {baseline['test']:.4f}" if "test" in baseline else ""
-        lines.append(f"  baseline (predicting {baseline['predicts']}): CV {spec.metric} {baseline['cv_mean']:.4f}{test}"
-                     f"{'' if baseline['clearly_beaten'] else '  <- NOT clearly beaten'}")
+    lines += [f"  {sentence}" for _, sentence in findings(spec, report)]
     for c in comparisons:
         lines.append(f"  vs trial {c['other']} ({c['other_model']}): difference {c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}], p={c['p_value']:.3f}")
     lines += per_model_lines(spec, report.get("per_model", []))
@@ -246,6 +229,32 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
         lines.append(f"compare trials in MLflow: {ui_command(spec)}")
     lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
     print("\n".join(lines), flush=True)
+
+
+def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, sentence) for what the result says beside the winner's CV score: its test score, what a cheaper
+    choice gave up, the bias-corrected estimate and the trivial baseline. Worded once, for the summary, the
+    report and the model card."""
+    metric, out = spec.metric, []
+    test = report.get("test_scores")
+    if test:
+        out.append(("test", f"test {metric}: {test[metric]:.4f} (the final model on the held-out split, evaluated once)"))
+    traded = report.get("gives_up")
+    if traded:
+        out.append(("gives-up", f"the {report['rule']} rule chose it over trial {traded['best_trial']} (CV {traded['best_mean']:.4f}): it gives "
+                                f"up {traded['score_given_up']:+.4f} {metric} for {traded['cost']} {traded['chosen_cost']:,.4g} instead of "
+                                f"{traded['best_cost']:,.4g}"))
+    corrected = report.get("bias_corrected") or {}
+    if "estimate" in corrected:
+        out.append(("bbc", f"bias-corrected {metric} (BBC-CV over {corrected['configurations']} configurations, {corrected['samples']} "
+                           f"bootstrap samples): {corrected['estimate']:.4f} [{corrected['low']:.4f}, {corrected['high']:.4f}]; the raw CV "
+                           f"score of a winner picked from many trials is optimistic"))
+    baseline = report.get("baseline")
+    if baseline:
+        on_test = f", test {baseline['test']:.4f}" if "test" in baseline else ""
+        verdict = "clearly beaten by the winner" if baseline["clearly_beaten"] else "NOT clearly beaten by the winner"
+        out.append(("baseline", f"trivial baseline (predicting {baseline['predicts']}): CV {metric} {baseline['cv_mean']:.4f}{on_test}; {verdict}"))
+    return out
 
 
 def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from hpsearch.space import describe_params
 from hpsearch.spec import StudySpec
 
 
@@ -150,25 +151,9 @@ def _curves(spec: StudySpec, study: Any, table: list[dict[str, Any]]) -> Any:
 
 def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
     """Test score, baseline, warnings and the per-model table, as HTML."""
-    parts = []
-    test = report.get("test_scores")
-    if test:
-        parts.append(f"<p id='test'>Test {html.escape(spec.metric)} of the final model: <b>{test[spec.metric]:.4f}</b> (held-out, evaluated once).</p>")
-    traded = report.get("gives_up")
-    if traded:
-        parts.append(f"<p id='gives-up'>The {html.escape(report['rule'])} rule chose a cheaper trial than trial {traded['best_trial']} "
-                     f"(CV {traded['best_mean']:.4f}): it gives up {traded['score_given_up']:+.4f} for {html.escape(traded['cost'])} "
-                     f"{traded['chosen_cost']:,.4g} instead of {traded['best_cost']:,.4g}.</p>")
-    corrected = report.get("bias_corrected") or {}
-    if "estimate" in corrected:
-        parts.append(f"<p id='bbc'>Bias-corrected estimate of the winner's {html.escape(spec.metric)} (BBC-CV over {corrected['configurations']} "
-                     f"configurations, {corrected['samples']} bootstrap samples): <b>{corrected['estimate']:.4f}</b> "
-                     f"[{corrected['low']:.4f}, {corrected['high']:.4f}]; the raw CV score of the best of many trials is optimistic.</p>")
-    baseline = report.get("baseline")
-    if baseline:
-        on_test = f", test {baseline['test']:.4f}" if "test" in baseline else ""
-        verdict = "clearly beaten by the winner" if baseline["clearly_beaten"] else "<b>not clearly beaten by the winner</b>"
-        parts.append(f"<p id='baseline'>Trivial baseline (predicting {html.escape(baseline['predicts'])}): CV {baseline['cv_mean']:.4f}{on_test}; {verdict}.</p>")
+    from hpsearch.finish import findings
+
+    parts = [f"<p id='{key}'>{html.escape(sentence[0].upper() + sentence[1:])}.</p>" for key, sentence in findings(spec, report)]
     for warning in report.get("warnings", []):
         parts.append(f"<p class='warning' style='color:#a00'>Warning: {html.escape(warning)}</p>")
     if report.get("stale_note"):
@@ -202,7 +187,7 @@ def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], 
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in [
             r["rank"], r["trial"], r["model"], f"{r['mean_score']:.4f}", f"{r['std_score']:.4f}",
             *[f"{r[s]:.4f}" for s in splits], r["best_epochs"],
-            ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items() if k in varying)]) + "</tr>"
+            describe_params({k: v for k, v in r["params"].items() if k in varying})]) + "</tr>"
         for r in table)
     comparisons = "".join(
         f"<tr><td>{c['selected']} vs {c['other']} ({html.escape(c['other_model'])})</td><td>{c['difference']:+.4f}</td>"

@@ -128,16 +128,16 @@ class Session:
         lock = claim_lock(self.spec, self.say)
         objective = _interruptible(self.objective, on_start=lock.release)
         share = ThreadShare(self.spec.execution.threads if self.threads is None else self.threads, self.say)
-        waiting = Waiting(self.say)
+        waiting, said_timeout = Waiting(self.say), False
         _settle_heap()
         try:
             while True:
                 if self.stop.is_set():  # the signal's KeyboardInterrupt was lost somewhere: stop all the same
                     raise KeyboardInterrupt
                 may_start = timeout is None or time.monotonic() - started <= timeout
-                if not may_start and not waiting.timed_out:
+                if not may_start and not said_timeout:
                     self.say(f"timeout of {timeout:g}s reached: no new trial is started")
-                    waiting.timed_out = True
+                    said_timeout = True
                 share.apply()
                 outcome = self._claim_and_run(objective, lock, may_start, wait_for_others, waiting)
                 if outcome == "done":
@@ -206,7 +206,6 @@ class Waiting:
 
     def __init__(self, say: Callable[..., None]) -> None:
         self.say = say
-        self.timed_out = False
         self._shown: tuple[int, ...] = ()
         self._when = 0.0
 

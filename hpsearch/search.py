@@ -117,14 +117,15 @@ def _enqueue_new_settings(spec: StudySpec, study: Any) -> None:
     import json
 
     attrs = study.user_attrs
+    wanted = json.loads(json.dumps(spec.search.enqueue))  # as the storage gives them back (JSON values)
     done = attrs.get("enqueued_settings")
     if done is None:  # a study from before entries were recorded one by one: its flag covered the list it had
-        done = [json.loads(json.dumps(s)) for s in spec.search.enqueue] if attrs.get("enqueued") else []
-    new = [s for s in spec.search.enqueue if json.loads(json.dumps(s)) not in done]
+        done = wanted if attrs.get("enqueued") else []
+    new = [s for s in wanted if s not in done]
     for settings in new:
         study.enqueue_trial(enqueue_params(spec, settings), skip_if_exists=True)
     if new or "enqueued_settings" not in attrs:
-        study.set_user_attr("enqueued_settings", done + [json.loads(json.dumps(s)) for s in new])
+        study.set_user_attr("enqueued_settings", done + new)
         study.set_user_attr("metric", spec.metric)
 
 

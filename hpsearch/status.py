@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from hpsearch.space import describe_params
 from hpsearch.spec import StudySpec
 
 
@@ -48,7 +49,7 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:
         table.add_column(column, overflow="fold")
     for r in rows:
         score = f"{r['cv_mean']:.4f} ± {r['cv_std']:.4f}" if r["cv_mean"] is not None else ""
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in r["params"].items())
+        params = describe_params(r["params"])
         compute = f"{r['device_seconds']:.0f} dev-s, {r['flops']:.2g} FLOPs" if r.get("device_seconds") is not None and r.get("flops") else ""
         table.add_row(str(r["trial"]), r["state"], r["model"], params, score, str(r["epochs"] or ""),
                       _duration(r["seconds"]), compute, r["device"], r["note"][:60])
@@ -65,10 +66,6 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:
     if not running:
         lines.append("running: nothing")
     return "\n".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _duration(seconds: float | None) -> str:

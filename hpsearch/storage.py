@@ -260,8 +260,9 @@ class DatabaseLock:
         import hashlib
 
         from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool  # one connection per lock, closed when it is given back
 
-        self._engine = create_engine(normalise_storage_url(url), poolclass=_null_pool(), connect_args=connect_args or {})
+        self._engine = create_engine(normalise_storage_url(url), poolclass=NullPool, connect_args=connect_args or {})
         self._mysql = self._engine.dialect.name.startswith(("mysql", "mariadb"))
         self._key = key
         # pg_advisory_lock takes a signed 64-bit number: the first 63 bits of a hash of the key.
@@ -273,7 +274,7 @@ class DatabaseLock:
     def is_locked(self) -> bool:
         return self._connection is not None
 
-    def _say(self, connection: Any, take: bool) -> None:
+    def _statement(self, connection: Any, take: bool) -> None:
         """Take or give back the lock on ``connection``."""
         from sqlalchemy import text
 
@@ -288,7 +289,7 @@ class DatabaseLock:
         def take() -> Any:
             connection = self._engine.connect()
             try:
-                self._say(connection, take=True)
+                self._statement(connection, take=True)
             except BaseException:
                 connection.close()
                 raise
@@ -302,17 +303,11 @@ class DatabaseLock:
         if connection is None:
             return
         try:
-            self._say(connection, take=False)
+            self._statement(connection, take=False)
         except Exception:  # noqa: BLE001 - a lost connection has released the lock on the server already
             pass
         finally:
             connection.close()
-
-
-def _null_pool() -> Any:
-    from sqlalchemy.pool import NullPool
-
-    return NullPool
 
 
 def claim_lock(spec: StudySpec, say: Callable[..., None] | None = None) -> Any:

@@ -30,7 +30,6 @@ def describe_spec(spec: StudySpec) -> str:
         lines.append(f"  {m.name}: {source}{layers}")
         for name, param in sorted(m.space.items()):
             lines.append(f"    {name}: {describe_param(param)} (this candidate's own)")
-    overridden = {name for m in spec.models for name in m.space}
     lines.append("search space (shared):")
     for name, param in spec.space.as_dict().items():
         owners = [m.name for m in spec.models if name in m.space]
@@ -40,7 +39,7 @@ def describe_spec(spec: StudySpec) -> str:
             note = f" - overridden for {', '.join(owners)}"
         else:
             note = ""
-        lines.append(f"  {name}: {describe_param(param)}{note}" if name in overridden else f"  {name}: {describe_param(param)}")
+        lines.append(f"  {name}: {describe_param(param)}{note}")
     if spec.data.validation is not None:
         lines.append("scoring: the fixed validation split")
     else:

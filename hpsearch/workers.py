@@ -111,12 +111,18 @@ def register(pid: int, folder: Path | None = None) -> Path:
     return entry
 
 
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (state first); empty where /proc cannot tell."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()
+    except OSError:
+        return []
+
+
 def _started(pid: int) -> str:
     """When a process started (clock ticks since boot), so a reused process id is not taken for a worker."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[19]
-    except (OSError, IndexError):
-        return ""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""
 
 
 def _registered_alive(entry: Path) -> bool:
@@ -158,16 +164,17 @@ class ThreadShare:
                 entry.unlink(missing_ok=True)
         return max(count, 1)
 
-    def share(self) -> int:
-        return self.fixed or max(1, self.cores // self.workers())
+    def share(self, workers: int | None = None) -> int:
+        return self.fixed or max(1, self.cores // (workers or self.workers()))
 
     def apply(self) -> int:
         import torch
 
-        threads = self.share()
+        workers = self.workers()
+        threads = self.share(workers)
         if threads != self.threads:
             torch.set_num_threads(threads)
-            why = "as set" if self.fixed else f"{self.cores} cores shared by {self.workers()} hpsearch worker(s) on this machine"
+            why = "as set" if self.fixed else f"{self.cores} cores shared by {workers} hpsearch worker(s) on this machine"
             self.say(f"using {threads} CPU thread(s) ({why})", event="threads", threads=threads)
             self.threads = threads
         return threads
@@ -183,10 +190,8 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a killed child that its parent has not reaped yet is a zombie: dead for our purpose
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    fields = _stat(pid)
+    return not fields or fields[0] != "Z"  # a killed child its parent has not reaped yet is a zombie: dead for our purpose
 
 
 def recover_dead_trials(study: Any, say: Callable[..., None], on_recovered: Callable[[Any, str], None] | None = None) -> list[int]:

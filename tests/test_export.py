@@ -58,7 +58,8 @@ def test_metadata_and_model_card(exported: Path) -> None:
     config = json.loads((spec.export_dir / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"}
     card = (spec.export_dir / "README.md").read_text()
-    for part in ("## Selected configuration", "## Top trials", "CV macro_f1", 'pipeline("text-classification"', "candidates considered: tiny"):
+    for part in ("## Selected configuration", "## Top trials", "CV macro_f1", 'pipeline("text-classification"', "candidates considered: tiny",
+                 "- bias-corrected macro_f1 (BBC-CV over", "- trivial baseline (predicting the majority class"):
         assert part in card
 
 

@@ -68,6 +68,9 @@ def test_report_writes_html_and_valid_pngs(finished: Path, tmp_path: Path) -> No
             assert image.format == "PNG"
         assert f"alt='{name}'" in page and "data:image/png;base64," in page
     assert "id=\"selection-table\"" in page and "id=\"paired\"" in page
+    assert "<p id='bbc'>Bias-corrected macro_f1 (BBC-CV over 3 configurations" in page
+    assert "<p id='baseline'>Trivial baseline (predicting the majority class" in page
+    assert "<table id='per-model'>" in page and "<td>winner</td>" in page and "<td>no completed trial</td>" in page
     spec = load_spec(finished)
     import json
 

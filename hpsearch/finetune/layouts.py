@@ -31,14 +31,6 @@ class Layout:
         return [getattr(parent, name) for parent, name in self.embeddings]
 
     @property
-    def depth(self) -> int:
-        """Blocks a scope can freeze (ALBERT: its repetitions)."""
-        config = getattr(self.base, "config", None)
-        if self.architecture is not None and self.architecture.shared_blocks and config is not None:
-            return int(config.num_hidden_layers)
-        return len(self.block_list)
-
-    @property
     def cache_off(self) -> str | None:
         if self.architecture is None:
             return "hpsearch does not know this architecture's layer interface"

@@ -128,7 +128,7 @@ def frozen_modules(model: Any, scope: Scope) -> list[Any]:
     blocks = layout.block_list
     if scope.kind == "head":
         return [*layout.embedding_modules(), *blocks]
-    if layout.architecture is not None and layout.architecture.shared_blocks and len(blocks) != layout.depth:
+    if layout.architecture is not None and layout.architecture.shared_blocks and len(blocks) != layout.base.config.num_hidden_layers:
         raise TrialError(f"scope freeze-{scope.frozen_layers}: {type(model).__name__} shares one layer's weights across depth; "
                          "it must be loaded with its layers untied (load_model(untie_shared=True))")
     if scope.frozen_layers > len(blocks):
