@@ -19,7 +19,7 @@ from hpsearch import __version__
 from hpsearch.errors import HpsearchError
 from hpsearch.space import applicable
 from hpsearch.spec import StudySpec
-from hpsearch.taskinfo import PIPELINE_TASKS
+from hpsearch.tasks import get_task
 
 METADATA = "hpsearch.json"
 
@@ -75,15 +75,15 @@ def write_export(spec: StudySpec, fitted: Any, report: dict[str, Any], table: li
 
 def metadata(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
     chosen = report["selected"]
-    cols = spec.data.columns
-    inputs = {"tokens": cols.tokens} if spec.task == "token-classification" else {"text": cols.text, "text_pair": cols.text_pair}
+    task = get_task(spec.task).configured(spec)
     return {
         "hpsearch_version": __version__,
         "study": spec.name,
         "spec_hash": spec_hash(spec),
         "task": spec.task,
-        "pipeline_task": PIPELINE_TASKS[spec.task],
-        "input_columns": {k: v for k, v in inputs.items() if v},
+        "pipeline_task": task.pipeline_task,
+        "input_columns": task.input_columns(spec.data.columns),
+        "task_settings": report.get("task_settings", {}),
         "labels": report.get("labels"),
         "max_length": spec.data.max_length,
         "metric": spec.metric,
@@ -103,7 +103,7 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
     from hpsearch.finish import findings
 
     chosen, ci = report["selected"], report["cv_interval"]
-    task = PIPELINE_TASKS[spec.task]
+    task = get_task(spec.task).pipeline_task
     train = spec.data.train.path.name if spec.data.train.path else spec.data.train.hub
     test = report.get("test_scores")
     lines = [

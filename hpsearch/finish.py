@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
 from hpsearch.spec import StudySpec
+from hpsearch.tasks import get_task
 
 if TYPE_CHECKING:
     from hpsearch.runner import Session
@@ -32,7 +33,7 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
     """The winner, its interval and the paired comparisons; and the CV table (not written anywhere)."""
     from hpsearch import selection
     from hpsearch.cost import totals
-    from hpsearch.taskinfo import metric_bounds
+    from hpsearch.tasks import metric_bounds
 
     rows = trial_rows(study)
     if not rows:
@@ -79,7 +80,6 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     """Selection, final model, one test evaluation, export, MLflow registration, summary."""
     from hpsearch.export import check_target, final_model, write_export
     from hpsearch.selection import write_table
-    from hpsearch.taskinfo import PIPELINE_TASKS
     from hpsearch.tracking import experiment_name
 
     spec, study, tuner, say = session.spec, session.study, session.tuner, session.say
@@ -91,7 +91,7 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     report, table = select_from_study(spec, study)
     csv_path, _ = write_table(table, spec.out_dir)
     chosen_trial = next(t for t in study.get_trials(deepcopy=False) if t.number == report["selected"]["trial"])
-    report.update(labels=list(tuner.data.label_map.labels), train_rows=len(tuner.data.train), final_policy=spec.export.policy)
+    report.update(labels=list(tuner.data.label_map.labels), task_settings=tuner.data.task.export_settings(), train_rows=len(tuner.data.train), final_policy=spec.export.policy)
     report["baseline"] = compare_with_baseline(spec, session, chosen_trial_scores(table, report))
     report["warnings"] = [report["baseline"]["warning"]] if report["baseline"].get("warning") else []
     report["bias_corrected"] = bias_corrected(spec, session)
@@ -109,7 +109,7 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
         finally:
             final.close()
     if export and tracker.enabled:
-        report["registered_model"] = {"name": spec.name, "version": tracker.log_model(parent, target, PIPELINE_TASKS[spec.task], spec.name)}
+        report["registered_model"] = {"name": spec.name, "version": tracker.log_model(parent, target, get_task(spec.task).pipeline_task, spec.name)}
     tracker.log_study_result(parent, *_study_figures(spec, report))
     selection_path = spec.out_dir / "selection.json"
     selection_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")

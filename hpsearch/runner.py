@@ -36,8 +36,9 @@ def make_folds(spec: StudySpec, data: Any) -> tuple[list[tuple[list[int], list[i
 
     if "validation" in data.splits:
         return [(list(range(len(data.train))), list(range(len(data.splits["validation"]))))], "validation"
-    labels = data.train.columns["label"] if spec.stratify and "label" in data.train.columns else None
-    splits = cv_splits(len(data.train), spec.cv.folds, labels=labels, groups=data.groups, shuffle=spec.cv.shuffle, seed=spec.cv_seed)
+    labels = data.task.strata(data.train) if spec.stratify else None
+    groups = data.groups if data.groups is not None else data.task.groups(data.train)
+    splits = cv_splits(len(data.train), spec.cv.folds, labels=labels, groups=groups, shuffle=spec.cv.shuffle, seed=spec.cv_seed)
     return [(train.tolist(), val.tolist()) for train, val in splits], "train"
 
 

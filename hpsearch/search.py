@@ -309,8 +309,8 @@ class Objective:
             if keep and not fitted.result.stopped_early:
                 self._keep_if_best_fold(trial.number, fold, curve[fitted.result.best_epoch - 1], fitted)
             epochs = len(fitted.result.history)
-            lengths = fitted.inputs.tokenized["train"].lengths()
-            evaluated = fitted.inputs.tokenized[self.eval_split].lengths()
+            lengths = fitted.inputs.tokenized["train"].example_lengths()
+            evaluated = fitted.inputs.tokenized[self.eval_split].example_lengths()
             flops = training_flops(epochs * sum(lengths[i] for i in train_rows), epochs * sum(evaluated[i] for i in eval_rows),
                                    fitted.total_parameters, fitted.trainable_parameters, str(params.get("scope", "full")).split("-")[0])
             return {"seconds": fitted.result.train_seconds, "samples": sum(r.samples for r in fitted.result.history),

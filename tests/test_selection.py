@@ -105,7 +105,7 @@ def test_ties_go_to_the_earlier_trial_everywhere() -> None:
 
 @pytest.mark.parametrize("scores", [[0.99, 0.80, 1.0], [0.0, 0.3, 0.01], [0.93, 0.99, 0.89]])
 def test_intervals_stay_inside_the_metrics_range(scores: list[float]) -> None:
-    from hpsearch.taskinfo import metric_bounds
+    from hpsearch.tasks import metric_bounds
 
     raw = selection.corrected_interval(scores, 0.95)
     clipped = selection.corrected_interval(scores, 0.95, bounds=metric_bounds("macro_f1"))

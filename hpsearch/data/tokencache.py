@@ -1,4 +1,4 @@
-"""Tokenize each (data, tokenizer, max_length, task) once, on disk, shared by trials, folds and workers."""
+"""Tokenize each (data, tokenizer, max_length, task settings) once, on disk, shared by trials, folds and workers."""
 from __future__ import annotations
 
 import hashlib
@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.data.prepare import Split
-
-IGNORE_INDEX = -100
-"""Label of positions that carry no loss (special tokens, non-first subwords)."""
+from hpsearch.tasks import Features, Task
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt")
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 
 def tokenizer_fingerprint(folder: Path) -> str:
@@ -31,17 +29,29 @@ def tokenizer_fingerprint(folder: Path) -> str:
 
 @dataclass
 class Tokenized:
-    """Model inputs of one split: a list of per-example feature dicts (unpadded)."""
+    """Model inputs of one split (unpadded feature dicts; see :class:`hpsearch.tasks.Features`)."""
 
-    features: list[dict[str, list[int] | int | float]]
+    tokens: Features
     key: str
     from_cache: bool
 
+    @property
+    def features(self) -> list[dict[str, Any]]:
+        return self.tokens.rows
+
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self.tokens.rows)
 
     def lengths(self) -> list[int]:
-        return [len(f["input_ids"]) for f in self.features]  # type: ignore[arg-type]
+        """Tokens of each feature."""
+        return [len(f["input_ids"]) for f in self.tokens.rows]
+
+    def example_lengths(self) -> list[int]:
+        """Tokens of each example (all its windows)."""
+        lengths = self.lengths()
+        if self.tokens.windows is None:
+            return lengths
+        return [sum(lengths[f] for f in window) for window in self.tokens.windows]
 
 
 class TokenCache:
@@ -51,61 +61,35 @@ class TokenCache:
         self.root = root
         self.passes = 0
 
-    def tokenize(self, split: Split, task: str, tokenizer: Any, tokenizer_key: str, max_length: int) -> Tokenized:
+    def tokenize(self, split: Split, task: Task, tokenizer: Any, tokenizer_key: str, max_length: int) -> Tokenized:
         from filelock import FileLock
 
-        key = _cache_key(split.fingerprint, tokenizer_key, max_length, task)
+        key = _cache_key(split.fingerprint, tokenizer_key, max_length, task.cache_key())
         folder = self.root / key
         self.root.mkdir(parents=True, exist_ok=True)
         # One process tokenizes; the others wait on the lock and then read its result.
         with FileLock(str(folder) + ".lock"):
             if (folder / "meta.json").is_file():
                 return Tokenized(_load(folder), key, from_cache=True)
-            features = tokenize_split(split, task, tokenizer, max_length)
+            features = task.tokenize(split, tokenizer, max_length)
             self.passes += 1
-            _save_atomically(folder, features, {"task": task, "max_length": max_length, "rows": len(features)})
+            _save_atomically(folder, features, {"task": task.cache_key(), "max_length": max_length, "rows": len(features.rows)})
         return Tokenized(features, key, from_cache=False)
 
 
-def _cache_key(fingerprint: str, tokenizer_key: str, max_length: int, task: str) -> str:
+def _cache_key(fingerprint: str, tokenizer_key: str, max_length: int, task: list[Any]) -> str:
     raw = json.dumps([_FORMAT_VERSION, fingerprint, tokenizer_key, max_length, task])
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
-def tokenize_split(split: Split, task: str, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
-    cols = split.columns
-    if task == "token-classification":
-        encoded = tokenizer(cols["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
-        features = []
-        for i, tags in enumerate(cols["tags"]):
-            feature = {k: encoded[k][i] for k in encoded.keys()}
-            feature["labels"] = align_labels(encoded.word_ids(i), tags)
-            features.append(feature)
-        return features
-    pairs = cols.get("text_pair")
-    encoded = tokenizer(cols["text"], pairs, truncation=True, max_length=max_length)
-    return [
-        {**{k: encoded[k][i] for k in encoded.keys()}, "labels": label} for i, label in enumerate(cols["label"])
-    ]
-
-
-def align_labels(word_ids: list[int | None], tags: list[int]) -> list[int]:
-    """Tag of each word on its first subword; other subwords and special tokens are ignored."""
-    labels, previous = [], None
-    for word in word_ids:
-        labels.append(IGNORE_INDEX if word is None or word == previous else tags[word])
-        previous = word
-    return labels
-
-
-def _save_atomically(folder: Path, features: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+def _save_atomically(folder: Path, features: Features, meta: dict[str, Any]) -> None:
     import datasets
 
     datasets.disable_progress_bars()
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
-        datasets.Dataset.from_list(features).save_to_disk(str(tmp / "data"))
-        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        datasets.Dataset.from_list(features.rows).save_to_disk(str(tmp / "data"))
+        (tmp / "meta.json").write_text(json.dumps({**meta, "windows": features.windows}), encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -113,7 +97,8 @@ def _save_atomically(folder: Path, features: list[dict[str, Any]], meta: dict[st
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _load(folder: Path) -> list[dict[str, Any]]:
+def _load(folder: Path) -> Features:
     import datasets
 
-    return datasets.load_from_disk(str(folder / "data")).to_list()
+    windows = json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("windows")
+    return Features(datasets.load_from_disk(str(folder / "data")).to_list(), windows)

@@ -5,7 +5,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from hpsearch.data.tokencache import IGNORE_INDEX
+from hpsearch.tasks.base import IGNORE_INDEX
 
 MEGA_BATCH = 50
 """Batches per length-sorted block: long enough to group lengths, short enough to stay random."""
@@ -63,11 +63,11 @@ class TokenBatcher(_Batcher):
 
 
 class HiddenBatcher(_Batcher):
-    """Batches of precomputed hidden states (the output of frozen bottom layers)."""
+    """Batches of precomputed hidden states (the output of frozen bottom layers), with the loss's targets."""
 
-    def __init__(self, hidden: list[torch.Tensor], features: list[dict[str, Any]]) -> None:
+    def __init__(self, hidden: list[torch.Tensor], features: list[dict[str, Any]], target_keys: tuple[str, ...]) -> None:
         self.hidden = hidden
-        self.labels = [f["labels"] for f in features]
+        self.targets = {key: [f[key] for f in features] for key in target_keys}
         self.lengths = [h.shape[0] for h in hidden]
 
     def _collate(self, chunk: list[int]) -> dict[str, torch.Tensor]:
@@ -79,13 +79,16 @@ class HiddenBatcher(_Batcher):
             embeds[row, : self.lengths[i]] = self.hidden[i]
             mask[row, : self.lengths[i]] = 1
         batch = {"inputs_embeds": embeds, "attention_mask": mask}
-        first = self.labels[chunk[0]]
-        if isinstance(first, list):
-            labels = torch.full((len(chunk), longest), IGNORE_INDEX, dtype=torch.long)
-            for row, i in enumerate(chunk):
-                labels[row, : len(self.labels[i])] = torch.tensor(self.labels[i])
-            batch["labels"] = labels
-        else:
-            dtype = torch.float32 if isinstance(first, float) else torch.long
-            batch["labels"] = torch.tensor([self.labels[i] for i in chunk], dtype=dtype)
+        for key, values in self.targets.items():
+            batch[key] = _stack_targets([values[i] for i in chunk], longest)
         return batch
+
+
+def _stack_targets(values: list[Any], longest: int) -> torch.Tensor:
+    """One target per row (a class, a number, a position) or one per token (padded with IGNORE_INDEX)."""
+    if isinstance(values[0], list):
+        labels = torch.full((len(values), longest), IGNORE_INDEX, dtype=torch.long)
+        for row, value in enumerate(values):
+            labels[row, : len(value)] = torch.tensor(value)
+        return labels
+    return torch.tensor(values, dtype=torch.float32 if isinstance(values[0], float) else torch.long)

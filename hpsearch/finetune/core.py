@@ -20,8 +20,8 @@ from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
 from hpsearch.finetune.loop import EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, predict_logits, train
 from hpsearch.finetune.layouts import layout_of
 from hpsearch.finetune.modeling import Scope, apply_scope, count_parameters, frozen_modules, load_model, model_dir
-from hpsearch.finetune.tasks import Task, get_task
 from hpsearch.spec import Candidate
+from hpsearch.tasks import Task, metric_direction
 
 TRAIN_KEYS = ("learning_rate", "epochs", "batch_size", "adam_epsilon", "weight_decay", "warmup_ratio", "scheduler", "grad_accumulation", "max_grad_norm")
 
@@ -86,12 +86,10 @@ class FineTuner:
         direction: str | None = None,
         warn: Callable[[str], None] | None = None,
     ) -> None:
-        from hpsearch.taskinfo import TASKS, metric_direction
-
         self.data = data
-        self.metric = metric or TASKS[data.task].default_metric
+        self.task: Task = data.task
+        self.metric = metric or self.task.default_metric
         self.direction = direction or metric_direction(self.metric)
-        self.task: Task = get_task(data.task)
         self.max_length = max_length
         self.device = torch.device(device)
         self.precision = precision
@@ -116,7 +114,7 @@ class FineTuner:
                 tokenizer.pad_token = stand_in  # saved with the export, so pipeline() pads the same way
             key = tokenizer_fingerprint(folder)
             tokenized = {
-                name: self.token_cache.tokenize(split, self.data.task, tokenizer, key, self.max_length)
+                name: self.token_cache.tokenize(split, self.task, tokenizer, key, self.max_length)
                 for name, split in self.data.splits.items()
             }
             self._inputs[candidate.name] = CandidateInputs(folder, tokenizer, tokenized, frozen.weights_fingerprint(folder))
@@ -125,7 +123,10 @@ class FineTuner:
         return self._inputs[candidate.name]
 
     def _warn_if_cut(self, candidate: str, split: str, tokenized: Tokenized) -> None:
-        """Texts that fill max_length were (almost always) cut there: the model never sees their ends."""
+        """Texts that fill max_length were (almost always) cut there: the model never sees their ends.
+        (Tasks that cut long inputs into windows lose nothing.)"""
+        if tokenized.tokens.windows is not None:
+            return
         cut = sum(1 for length in tokenized.lengths() if length >= self.max_length)
         if cut:
             self.warn(f"{cut} of {len(tokenized)} {split} rows fill data.max_length={self.max_length} tokens of {candidate}'s "
@@ -154,13 +155,14 @@ class FineTuner:
             num_layers=candidate.num_layers, trust_remote_code=candidate.trust_remote_code, seed=seed,
             pad_token_id=inputs.tokenizer.pad_token_id, untie_shared=scope.kind == "freeze",
         )
-        model = apply_scope(model, scope, params, candidate.lora_targets).to(self.device)
+        model = apply_scope(model, scope, params, candidate.lora_targets, self.task.peft_task_type).to(self.device)
         trainable, total = count_parameters(model)
         depth = self._cache_depth(candidate, model, scope)
+        train_rows = inputs.tokenized[train_split].tokens.of(train_rows)  # examples -> their features
         try:
             if depth is None:
                 batcher = self._token_batcher(inputs, train_split)
-                evaluation = EvalSet(self._token_batcher(inputs, eval_split), eval_rows, self.data.splits[eval_split], self.data.label_map, self.task)
+                evaluation = self._eval_set(self._token_batcher(inputs, eval_split), inputs, eval_split, eval_rows)
                 result = train(
                     model, batcher, train_rows, evaluation, config, device=self.device, metric=self.metric,
                     direction=self.direction, on_epoch=on_epoch, frozen_modules=frozen_modules(model, scope), keep_best=keep_best,
@@ -168,7 +170,7 @@ class FineTuner:
                 )
             else:
                 batcher = self._hidden_batcher(model, inputs, train_split, depth)
-                evaluation = EvalSet(self._hidden_batcher(model, inputs, eval_split, depth), eval_rows, self.data.splits[eval_split], self.data.label_map, self.task)
+                evaluation = self._eval_set(self._hidden_batcher(model, inputs, eval_split, depth), inputs, eval_split, eval_rows)
                 with frozen.only_layers(model, depth, None, skip_embeddings=True):
                     result = train(
                         model, batcher, train_rows, evaluation, config, device=self.device, metric=self.metric,
@@ -210,7 +212,7 @@ class FineTuner:
         return evaluate(fitted.model, evaluation, self.device, autocast_dtype(self.device, self.precision), batch_size)
 
     def predict(self, fitted: Fitted, split: str, rows: Sequence[int] | None = None, batch_size: int = 32) -> list[Any]:
-        """Per-row logits (token tasks: per labelled word) of a fitted model."""
+        """The task's per-row outputs of a fitted model (see ``loop.predict_logits``)."""
         evaluation = self._full_eval_set(fitted, split, rows)
         logits, _ = predict_logits(fitted.model, evaluation, self.device, autocast_dtype(self.device, self.precision), batch_size)
         return logits
@@ -219,7 +221,10 @@ class FineTuner:
 
     def _full_eval_set(self, fitted: Fitted, split: str, rows: Sequence[int] | None) -> EvalSet:
         rows = list(range(len(self.data.splits[split]))) if rows is None else rows
-        return EvalSet(self._token_batcher(fitted.inputs, split), rows, self.data.splits[split], self.data.label_map, self.task)
+        return self._eval_set(self._token_batcher(fitted.inputs, split), fitted.inputs, split, rows)
+
+    def _eval_set(self, batcher: Any, inputs: CandidateInputs, split: str, rows: Sequence[int]) -> EvalSet:
+        return EvalSet(batcher, rows, self.data.splits[split], self.data.label_map, self.task, inputs.tokenized[split].tokens)
 
     def _token_batcher(self, inputs: CandidateInputs, split: str) -> TokenBatcher:
         return TokenBatcher(inputs.tokenized[split].features, self.task.collator(inputs.tokenizer))
@@ -228,7 +233,7 @@ class FineTuner:
         assert self.frozen_cache is not None
         tokenized = inputs.tokenized[split]
         hidden = self.frozen_cache.get(model, depth, self._token_batcher(inputs, split), inputs.weights_key, tokenized.key, self.device)
-        return HiddenBatcher(hidden, tokenized.features)
+        return HiddenBatcher(hidden, tokenized.features, self.task.target_keys)
 
     def _cache_depth(self, candidate: Candidate, model: Any, scope: Scope) -> int | None:
         """How many bottom blocks' outputs come from the frozen-layer cache (None: no cache for this fit)."""

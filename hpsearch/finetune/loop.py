@@ -11,9 +11,8 @@ import torch
 
 from hpsearch.data.labels import LabelMap
 from hpsearch.data.prepare import Split
-from hpsearch.data.tokencache import IGNORE_INDEX
 from hpsearch.errors import TrialError
-from hpsearch.finetune.tasks import Task
+from hpsearch.tasks import Features, Task
 
 
 @dataclass(frozen=True)
@@ -62,13 +61,14 @@ class TrainResult:
 
 @dataclass
 class EvalSet:
-    """Rows of one split to score, with what the task's metrics need."""
+    """Rows (examples) of one split to score, with their features and what the task's metrics need."""
 
     batcher: Any
     rows: Sequence[int]
     split: Split
     label_map: LabelMap
     task: Task
+    features: Features
 
 
 EpochCallback = Callable[[EpochRecord], bool]
@@ -196,25 +196,27 @@ def _train_epoch(model, batcher, rows, config, optimizer, scheduler, scaler, gen
 
 
 @torch.no_grad()
-def predict_logits(model: Any, evaluation: EvalSet, device: torch.device, dtype: torch.dtype | None, batch_size: int) -> tuple[list[np.ndarray], float]:
-    """Per-row logits in ``evaluation.rows`` order (for token tasks: one row per labelled word), and the mean loss."""
+def predict_logits(model: Any, evaluation: EvalSet, device: torch.device, dtype: torch.dtype | None, batch_size: int) -> tuple[list[Any], float]:
+    """The task's outputs per row in ``evaluation.rows`` order, and the mean loss over their features.
+
+    A row with one feature gets that feature's output; a row with several (windows of a long context)
+    gets the list of its (feature, output) pairs.
+    """
     model.eval()
-    by_row: dict[int, np.ndarray] = {}
+    by_feature: dict[int, Any] = {}
     loss_sum, loss_count = 0.0, 0
-    for chunk, batch in evaluation.batcher.batches(evaluation.rows, batch_size):
+    for chunk, batch in evaluation.batcher.batches(evaluation.features.of(evaluation.rows), batch_size):
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             output = model(**batch)
         loss_sum += output.loss.float().item() * len(chunk)
         loss_count += len(chunk)
-        logits = output.logits.float().cpu().numpy()
-        labels = batch["labels"].cpu().numpy()
-        for position, row in enumerate(chunk):
-            if evaluation.task.token_level:
-                by_row[row] = logits[position][labels[position] != IGNORE_INDEX]
-            else:
-                by_row[row] = logits[position]
-    return [by_row[row] for row in evaluation.rows], loss_sum / max(loss_count, 1)
+        by_feature.update(zip(chunk, evaluation.task.outputs(output, batch)))
+    windows = evaluation.features.windows
+    if windows is None:
+        return [by_feature[row] for row in evaluation.rows], loss_sum / max(loss_count, 1)
+    rows = evaluation.features.rows
+    return [[(rows[f], by_feature[f]) for f in windows[row]] for row in evaluation.rows], loss_sum / max(loss_count, 1)
 
 
 def evaluate(model: Any, evaluation: EvalSet, device: torch.device, dtype: torch.dtype | None, batch_size: int) -> dict[str, float]:

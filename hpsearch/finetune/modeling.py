@@ -10,8 +10,8 @@ from hpsearch.architectures import architecture
 from hpsearch.data.labels import LabelMap
 from hpsearch.errors import TrialError
 from hpsearch.finetune.layouts import layout_of
-from hpsearch.finetune.tasks import Task
 from hpsearch.spec import Candidate, package_model_dir
+from hpsearch.tasks import Task
 
 
 def model_dir(candidate: Candidate) -> Path:
@@ -67,11 +67,7 @@ def load_model(
         config.num_hidden_layers = num_layers
     if getattr(config, "pad_token_id", None) is None and pad_token_id is not None:
         config.pad_token_id = pad_token_id  # decoders classify at the last non-pad token: they must know the pad
-    config.num_labels = task.num_labels(label_map)
-    if label_map.labels:
-        config.id2label, config.label2id = label_map.id2label, label_map.label2id
-    else:
-        config.problem_type = "regression"
+    task.configure_model(config, label_map)
     torch.manual_seed(seed)  # the new head's initial weights are part of the trial's seed
     try:
         model = task.model_class().from_pretrained(folder, config=config, trust_remote_code=trust_remote_code)
@@ -105,12 +101,13 @@ def _untie(model: Any) -> None:
         model.config.num_hidden_groups = depth
 
 
-def apply_scope(model: Any, scope: Scope, lora: dict[str, Any] | None = None, lora_targets: list[str] | None = None) -> Any:
+def apply_scope(model: Any, scope: Scope, lora: dict[str, Any] | None = None, lora_targets: list[str] | None = None,
+                task_type: str = "SEQ_CLS") -> Any:
     """Freeze or wrap ``model`` for ``scope``; returns the model to train."""
     if scope.kind == "full":
         return model
     if scope.kind == "lora":
-        return _with_lora(model, lora or {}, lora_targets)
+        return _with_lora(model, lora or {}, lora_targets, task_type)
     for module in frozen_modules(model, scope):
         for parameter in module.parameters():
             parameter.requires_grad_(False)
@@ -136,13 +133,12 @@ def frozen_modules(model: Any, scope: Scope) -> list[Any]:
     return [*layout.embedding_modules(), *list(blocks)[: scope.frozen_layers]]
 
 
-def _with_lora(model: Any, settings: dict[str, Any], targets: list[str] | None) -> Any:
+def _with_lora(model: Any, settings: dict[str, Any], targets: list[str] | None, task_type: str) -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
     known = architecture(getattr(model.config, "model_type", None))
-    task_type = TaskType.TOKEN_CLS if "TokenClassification" in type(model).__name__ else TaskType.SEQ_CLS
     config = LoraConfig(
-        task_type=task_type,
+        task_type=TaskType[task_type],
         r=int(settings.get("lora_r", 8)),
         lora_alpha=float(settings.get("lora_alpha", 16)),
         lora_dropout=float(settings.get("lora_dropout", 0.1)),

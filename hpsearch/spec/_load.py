@@ -15,7 +15,7 @@ from hpsearch.spec._base import short_repr
 from hpsearch.spec._files import column_names, data_format, layer_count, model_config
 from hpsearch.spec._models import Candidate, DataSource, StudySpec
 from hpsearch.architectures import scope_problem
-from hpsearch.taskinfo import TASKS
+from hpsearch.tasks import TASKS
 
 _FIXES = {
     "missing": "add it",
@@ -242,7 +242,7 @@ def _column_problems(spec: StudySpec, split: str, source: DataSource) -> list[st
     columns = column_names(source.path, data_format(source.path, source.format), source.split)
     if columns is None:
         return []
-    wanted = {f"data.columns.{f}": getattr(spec.data.columns, f) for f in TASKS[spec.task].columns}
+    wanted = {f"data.columns.{f}": getattr(spec.data.columns, f) for f in TASKS[spec.task].column_fields()}
     if split == "train" and spec.cv.group_column and spec.data.validation is None:
         wanted["cv.group_column"] = spec.cv.group_column
     return [f"{field}: the {split} data {source.path.name} has no column {name!r} (its columns: {', '.join(columns)}); "

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from hpsearch.spec._base import OutputPath, ResolvedPath, SpecModel
 from hpsearch.spec._space import Param, ParamName, SearchSpace, check_domain
-from hpsearch.taskinfo import TASKS, metric_direction
+from hpsearch.tasks import TASKS, metric_direction
 
-TaskName = Literal["text-classification", "text-pair-classification", "regression", "token-classification"]
+TaskName = Literal[tuple(TASKS)]  # type: ignore[valid-type]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
@@ -40,14 +40,16 @@ class DataSource(SpecModel):
         return self
 
 
-class Columns(SpecModel):
-    """Which columns of the data hold what."""
+def _task_columns() -> dict[str, Any]:
+    """Every task's ``data.columns`` fields (each task declares its own, see ``hpsearch.tasks``)."""
+    fields: dict[str, Any] = {}
+    for task in TASKS.values():
+        for name, (default, description) in task.columns.items():
+            fields.setdefault(name, (str if default is not None else Optional[str], Field(default, description=description)))
+    return fields
 
-    text: str = Field("text", description="Text column (classification, regression).")
-    text_pair: str | None = Field(None, description="Second text column (text-pair-classification).")
-    label: str = Field("label", description="Label column (classification) or target column (regression).")
-    tokens: str = Field("tokens", description="Column of word lists (token-classification).")
-    tags: str = Field("tags", description="Column of per-word tag lists (token-classification).")
+
+Columns = create_model("Columns", __base__=SpecModel, __doc__="Which columns of the data hold what.", **_task_columns())
 
 
 class Subsample(SpecModel):
@@ -59,7 +61,7 @@ class Subsample(SpecModel):
     seed: int = Field(0, description="Seed of the subsample (independent of the study seed).")
 
 
-class DataSpec(SpecModel):
+class _DataSpec(SpecModel):
     """The labelled data."""
 
     train: DataSource = Field(description="Training data; cross-validation folds are cut from it.")
@@ -73,6 +75,13 @@ class DataSpec(SpecModel):
     )
     max_length: int = Field(128, ge=8, le=8192, description="Longest tokenized input; longer inputs are truncated.")
     subsample: Subsample = Field(default_factory=Subsample, description="Optional subsample for quick runs.")
+
+
+DataSpec = create_model(
+    "DataSpec", __base__=_DataSpec, __doc__=_DataSpec.__doc__,
+    **{name: setting for task in TASKS.values() for name, setting in task.settings.items()},
+)
+"""The labelled data, with the settings each task adds (see ``hpsearch.tasks``)."""
 
 
 class Candidate(SpecModel):
@@ -219,7 +228,7 @@ class StudySpec(SpecModel):
     name: str = Field(pattern=NAME_PATTERN, description="Study name (letters, digits, '.', '_', '-').")
     output_dir: OutputPath | None = Field(None, description="Where results go; null: 'runs/<name>' beside the study file.")
     seed: int = Field(0, description="Seed of everything that is not set separately.")
-    task: TaskName = Field(description="The task to fine-tune for.")
+    task: TaskName = Field(description=f"The task to fine-tune for: {', '.join(TASKS)}.")
     data: DataSpec = Field(description="The labelled data and how to read it.")
     models: list[Candidate] = Field(min_length=1, description="Candidate pretrained models.")
     space: SearchSpace = Field(default_factory=SearchSpace, description="Hyperparameters searched for every candidate.")
@@ -243,17 +252,14 @@ class StudySpec(SpecModel):
     def _task_consistency(self) -> StudySpec:
         info = TASKS[self.task]
         problems: list[str] = []
-        if self.task == "text-pair-classification" and self.data.columns.text_pair is None:
-            problems.append("task text-pair-classification needs data.columns.text_pair (the second text column)")
-        if self.task == "regression" and self.data.labels is not None:
-            problems.append("task regression predicts a number: remove data.labels")
+        problems.extend(info.spec_problems(self))
         if self.search.metric is not None and self.search.metric not in info.metrics:
             problems.append(
                 f"search.metric {self.search.metric!r} is not reported for task {self.task}; "
                 f"choose one of {list(info.metrics)}"
             )
         if self.cv.stratify and not info.has_label_list:
-            problems.append("cv.stratify needs class labels; set it to false for regression")
+            problems.append(f"cv.stratify needs class labels, which task {self.task} does not have; set it to false")
         if self.selection.cost == "latency" and self.search.second_objective != "latency":
             problems.append("selection.cost latency needs search.second_objective: latency (latency is measured only then); "
                             "set it, or use cost parameters or train_time")

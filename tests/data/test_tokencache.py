@@ -4,7 +4,9 @@ import multiprocessing
 from pathlib import Path
 
 from hpsearch.data import prepare_data
-from hpsearch.data.tokencache import IGNORE_INDEX, TokenCache, align_labels, tokenizer_fingerprint
+from hpsearch.data.tokencache import TokenCache, tokenizer_fingerprint
+from hpsearch.tasks.base import IGNORE_INDEX
+from hpsearch.tasks.entities import align_labels
 from hpsearch.spec import load_spec
 from toydata import toy_study
 
@@ -78,12 +80,12 @@ def test_ner_alignment_on_a_real_tokenizer(tmp_path: Path, tiny_bert: Path) -> N
     from transformers import AutoTokenizer
 
     from hpsearch.data.prepare import Split
-    from hpsearch.data.tokencache import tokenize_split
+    from hpsearch.tasks import get_task
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     words = ["alice", "xqzv", "paris"]  # 'xqzv' is not in the toy vocabulary: several subwords or [UNK]
     split = Split("train", {"tokens": [words], "tags": [[1, 0, 2]]}, "fp")
-    feature = tokenize_split(split, "token-classification", tokenizer, 32)[0]
+    feature = get_task("token-classification").tokenize(split, tokenizer, 32).rows[0]
     encoded = tokenizer(words, is_split_into_words=True)
     expected, previous = [], None
     for word in encoded.word_ids():

@@ -185,7 +185,7 @@ def test_model_code_does_not_run_unless_trusted(tmp_path: Path) -> None:
     from hpsearch.data.labels import LabelMap
     from hpsearch.errors import TrialError
     from hpsearch.finetune.modeling import load_model
-    from hpsearch.finetune.tasks import get_task
+    from hpsearch.tasks import get_task
 
     folder = tmp_path / "custom"
     folder.mkdir()

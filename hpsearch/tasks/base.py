@@ -1,0 +1,216 @@
+"""What every task provides: the base class the search, the loop, export and predict talk to.
+
+A task owns its whole path: the spec fields it adds (columns, data settings), reading and checking its
+columns, tokenization and label alignment, the model head, the collator, turning model outputs into
+predictions, its metrics, its trivial baseline, the pipeline that serves its exports and how ``predict``
+reads and writes rows. Nothing outside ``hpsearch.tasks`` branches on a task's name.
+
+Importing a task module is cheap (no torch, no transformers): the spec reads the registry to validate
+metric names and columns before anything heavy loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Sequence
+
+from hpsearch.errors import DataError
+
+if TYPE_CHECKING:
+    from hpsearch.data.labels import LabelMap
+    from hpsearch.data.prepare import Split, StudyData
+
+Direction = Literal["maximize", "minimize"]
+
+
+class Column(Protocol):
+    """Reads the column a ``data.columns`` field names, in one split (a DataError names the split when it is missing)."""
+
+    def __call__(self, field: str) -> list[Any]: ...
+
+    def name(self, field: str) -> str:
+        """The column's name in the data (for messages)."""
+        ...
+
+IGNORE_INDEX = -100
+"""Label of positions that carry no loss (special tokens, non-first subwords)."""
+
+_MINIMIZED = {"rmse", "loss"}
+_BOUNDS = {"mcc": (-1.0, 1.0), "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0), "rmse": (0.0, math.inf), "loss": (0.0, math.inf)}
+
+
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range a metric can take: [0, 1] for accuracy, F1, precision, recall, exact match."""
+    return _BOUNDS.get(metric, (0.0, 1.0))
+
+
+def metric_direction(metric: str) -> Direction:
+    """Direction in which ``metric`` improves."""
+    return "minimize" if metric in _MINIMIZED else "maximize"
+
+
+@dataclass(frozen=True)
+class Features:
+    """A split's model inputs: one feature dict per model input (unpadded).
+
+    ``windows`` is None when each example is one feature (feature i is example i); otherwise it lists,
+    per example, the indices of its features (a long question-answering context gives several windows).
+    """
+
+    rows: list[dict[str, Any]]
+    windows: list[list[int]] | None = None
+
+    def of(self, examples: Sequence[int]) -> list[int]:
+        """The feature indices of ``examples``, in order."""
+        if self.windows is None:
+            return list(examples)
+        return [feature for example in examples for feature in self.windows[example]]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One kind of work. Subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]
+    default_metric: ClassVar[str]
+    auto_class: ClassVar[str]
+    """Name of the transformers AutoModelFor... class that adds this task's head."""
+    pipeline_task: ClassVar[str]
+    """The ``transformers.pipeline`` task that serves an export."""
+    peft_task_type: ClassVar[str] = "SEQ_CLS"
+    has_label_list: ClassVar[bool] = True
+    """Whether the task predicts one of a fixed list of labels (cv.stratify and data.labels apply)."""
+    inputs: ClassVar[tuple[str, ...]] = ()
+    """Fields of ``data.columns`` that hold the model's inputs (every split, and ``predict``'s input, needs them)."""
+    target: ClassVar[str | None] = None
+    """Field of ``data.columns`` that holds what is learned (every labelled split needs it)."""
+    columns: ClassVar[dict[str, tuple[str | None, str]]] = {}
+    """``data.columns`` fields this task adds: name -> (default column name, description)."""
+    settings: ClassVar[dict[str, tuple[Any, Any]]] = {}
+    """``data`` settings this task adds: name -> (type, pydantic Field)."""
+    target_keys: ClassVar[tuple[str, ...]] = ("labels",)
+    """Feature keys the loss needs (the frozen-layer batches carry them beside the stored states)."""
+
+    # -- the spec -----------------------------------------------------------------------------
+
+    def configured(self, spec: Any) -> Task:
+        """This task with the study's settings (for tasks that declare ``settings``)."""
+        values = {name: getattr(spec.data, name) for name in self.settings}
+        return dataclasses.replace(self, **values) if values else self
+
+    def with_data(self, train: Split) -> Task:
+        """This task fitted to the study's training data (for what depends on it)."""
+        return self
+
+    def spec_problems(self, spec: Any) -> list[str]:
+        """What in the spec does not fit this task, each with its fix."""
+        return []
+
+    def column_fields(self) -> tuple[str, ...]:
+        return tuple(f for f in (*self.inputs, self.target) if f is not None)
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def missing_targets(self, values: list[Any]) -> list[int]:
+        """Rows (of the file as read) whose target is missing or empty."""
+        return [row for row, value in enumerate(values) if is_missing(value)]
+
+    def label_map(self, train_targets: list[Any], declared: Sequence[str] | None) -> LabelMap:
+        from hpsearch.data.labels import LabelMap
+
+        return LabelMap.from_values(train_targets, declared) if self.has_label_list else LabelMap(())
+
+    def standardise(self, column: Column, split: str, label_map: LabelMap) -> dict[str, list[Any]]:
+        """The split in standard columns (checked, label-encoded)."""
+        raise NotImplementedError
+
+    def strata(self, split: Split) -> list[Any] | None:
+        """What stratified folds keep in proportion (None: folds cannot be stratified)."""
+        return None
+
+    def groups(self, split: Split) -> list[Any] | None:
+        """Rows that must stay in one fold when cv.group_column is not set (None: no such rows)."""
+        return None
+
+    def input_key(self, split: Split, row: int) -> str:
+        """Identity of a row's input, to find validation or test rows that also occur in training."""
+        return json.dumps([split.columns[key][row] for key in self.standard_inputs])
+
+    standard_inputs: ClassVar[tuple[str, ...]] = ()
+    """Standard column names of the inputs (what ``input_key`` compares)."""
+
+    # -- tokens and the model -----------------------------------------------------------------
+
+    def cache_key(self) -> list[Any]:
+        """What, beside data, tokenizer and max_length, changes this task's features."""
+        return [self.name, *[getattr(self, name) for name in sorted(self.settings)]]
+
+    def tokenize(self, split: Split, tokenizer: Any, max_length: int) -> Features:
+        raise NotImplementedError
+
+    def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer, return_tensors="pt")
+
+    def num_labels(self, label_map: LabelMap) -> int:
+        return len(label_map) if label_map.labels else 1
+
+    def configure_model(self, config: Any, label_map: LabelMap) -> None:
+        """Set the head's size and labels on a model config before the model is built."""
+        config.num_labels = self.num_labels(label_map)
+        if label_map.labels:
+            config.id2label, config.label2id = label_map.id2label, label_map.label2id
+
+    def model_class(self) -> Any:
+        import transformers
+
+        return getattr(transformers, self.auto_class)
+
+    # -- outputs, predictions, metrics --------------------------------------------------------
+
+    def outputs(self, output: Any, batch: dict[str, Any]) -> list[Any]:
+        """The part of a model output each feature of ``batch`` keeps (numpy arrays), in batch order."""
+        return list(output.logits.float().cpu().numpy())
+
+    def decode(self, outputs: list[Any], split: Split, rows: list[int], label_map: LabelMap) -> list[Any]:
+        """Per-example outputs (a list of (feature, output) pairs where examples have several features)
+        -> one compact, JSON-friendly prediction per row: what metrics, out-of-fold estimates and exports use."""
+        raise NotImplementedError
+
+    def measure(self, predictions: list[Any], split: Split, rows: list[int], label_map: LabelMap) -> dict[str, float]:
+        raise NotImplementedError
+
+    def baseline(self, data: StudyData, train_rows: Sequence[int], split: Split, rows: list[int]) -> tuple[list[Any], str]:
+        """Predictions of a model that learned nothing from the text, fitted on ``train_rows``, and what it predicts."""
+        raise NotImplementedError
+
+    # -- export and predict -------------------------------------------------------------------
+
+    def export_settings(self) -> dict[str, Any]:
+        """Settings ``predict`` needs beside the model (written to the export's metadata)."""
+        return {}
+
+    def input_columns(self, columns: Any) -> dict[str, str]:
+        """Standard input name -> the column the study read it from (written to the export's metadata)."""
+        return {field: getattr(columns, field) for field in self.inputs if getattr(columns, field) is not None}
+
+    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        """One dict of output columns per input row, from an exported folder."""
+        raise NotImplementedError
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+def texts(values: list[Any], split: str, column: str) -> list[str]:
+    """Non-empty strings, or a DataError naming the first empty row."""
+    for row, value in enumerate(values):
+        if is_missing(value) or not str(value).strip():
+            raise DataError(f"{split} row {row}: column {column!r} is empty; fill in or remove the row")
+    return [str(v) for v in values]
+

@@ -1,0 +1,140 @@
+"""One label (or one number) per text or text pair: text classification, pair classification, regression."""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from hpsearch.errors import DataError
+from hpsearch.tasks.base import Column, Features, Task, texts
+
+
+@dataclass(frozen=True)
+class TextClassification(Task):
+    name: ClassVar[str] = "text-classification"
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "micro_f1", "mcc", "loss")
+    default_metric: ClassVar[str] = "macro_f1"
+    auto_class: ClassVar[str] = "AutoModelForSequenceClassification"
+    pipeline_task: ClassVar[str] = "text-classification"
+    inputs: ClassVar[tuple[str, ...]] = ("text",)
+    target: ClassVar[str | None] = "label"
+    columns: ClassVar[dict[str, tuple[str | None, str]]] = {
+        "text": ("text", "Text column (classification, regression)."),
+        "label": ("label", "Label column (classification) or target column (regression)."),
+    }
+    standard_inputs: ClassVar[tuple[str, ...]] = ("text",)
+
+    def standardise(self, column: Column, split: str, label_map: Any) -> dict[str, list[Any]]:
+        out = {field: texts(column(field), split, column.name(field)) for field in self.inputs}
+        out["label"] = self._targets(column("label"), split, column.name("label"), label_map)
+        return out
+
+    def _targets(self, values: list[Any], split: str, name: str, label_map: Any) -> list[Any]:
+        return label_map.encode(values, split)
+
+    def strata(self, split: Any) -> list[Any] | None:
+        return split.columns["label"]
+
+    def tokenize(self, split: Any, tokenizer: Any, max_length: int) -> Features:
+        cols = split.columns
+        encoded = tokenizer(cols["text"], cols.get("text_pair"), truncation=True, max_length=max_length)
+        return Features([{**{k: encoded[k][i] for k in encoded.keys()}, "labels": label} for i, label in enumerate(cols["label"])])
+
+    def decode(self, outputs: list[Any], split: Any, rows: list[int], label_map: Any) -> list[Any]:
+        return [int(np.argmax(x)) for x in outputs]
+
+    def measure(self, predictions: list[Any], split: Any, rows: list[int], label_map: Any) -> dict[str, float]:
+        from hpsearch.finetune import metrics
+
+        return metrics.classification_metrics(predictions, [split.columns["label"][i] for i in rows])
+
+    def baseline(self, data: Any, train_rows: Sequence[int], split: Any, rows: list[int]) -> tuple[list[Any], str]:
+        majority = Counter(data.train.columns["label"][i] for i in train_rows).most_common(1)[0][0]
+        return [majority] * len(rows), f"the majority class {data.label_map.labels[majority]!r}"
+
+    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        outputs = _pipeline_outputs(model_dir, meta, rows, batch_size, top_k=None)
+        result = []
+        for scores in outputs:
+            best = max(scores, key=lambda s: s["score"])
+            result.append({"prediction": best["label"], "score": float(best["score"]),
+                           "scores": json.dumps({s["label"]: round(float(s["score"]), 6) for s in scores})})
+        return result
+
+
+@dataclass(frozen=True)
+class TextPairClassification(TextClassification):
+    name: ClassVar[str] = "text-pair-classification"
+    inputs: ClassVar[tuple[str, ...]] = ("text", "text_pair")
+    columns: ClassVar[dict[str, tuple[str | None, str]]] = {
+        "text_pair": (None, "Second text column (text-pair-classification)."),
+    }
+    standard_inputs: ClassVar[tuple[str, ...]] = ("text", "text_pair")
+
+    def spec_problems(self, spec: Any) -> list[str]:
+        if spec.data.columns.text_pair is None:
+            return ["task text-pair-classification needs data.columns.text_pair (the second text column)"]
+        return []
+
+
+@dataclass(frozen=True)
+class Regression(TextClassification):
+    name: ClassVar[str] = "regression"
+    metrics: ClassVar[tuple[str, ...]] = ("rmse", "pearson", "spearman", "loss")
+    default_metric: ClassVar[str] = "rmse"
+    has_label_list: ClassVar[bool] = False
+    columns: ClassVar[dict[str, tuple[str | None, str]]] = {}
+
+    def spec_problems(self, spec: Any) -> list[str]:
+        return ["task regression predicts a number: remove data.labels"] if spec.data.labels is not None else []
+
+    def missing_targets(self, values: list[Any]) -> list[int]:
+        return []  # a missing number is reported by _targets, with the value found
+
+    def _targets(self, values: list[Any], split: str, name: str, label_map: Any) -> list[Any]:
+        out = []
+        for row, value in enumerate(values):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if not math.isfinite(number):
+                raise DataError(f"{split} row {row}: regression target {value!r} in {name!r} is not a finite number")
+            out.append(number)
+        return out
+
+    def strata(self, split: Any) -> list[Any] | None:
+        return None
+
+    def configure_model(self, config: Any, label_map: Any) -> None:
+        config.num_labels = 1
+        config.problem_type = "regression"
+
+    def decode(self, outputs: list[Any], split: Any, rows: list[int], label_map: Any) -> list[Any]:
+        return [float(x.reshape(-1)[0]) for x in outputs]
+
+    def measure(self, predictions: list[Any], split: Any, rows: list[int], label_map: Any) -> dict[str, float]:
+        from hpsearch.finetune import metrics
+
+        return metrics.regression_metrics(predictions, [split.columns["label"][i] for i in rows])
+
+    def baseline(self, data: Any, train_rows: Sequence[int], split: Any, rows: list[int]) -> tuple[list[Any], str]:
+        mean = float(np.mean([data.train.columns["label"][i] for i in train_rows]))
+        return [mean] * len(rows), f"the training mean {mean:.4g}"
+
+    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        outputs = _pipeline_outputs(model_dir, meta, rows, batch_size, function_to_apply="none")
+        return [{"prediction": float(o["score"])} for o in outputs]
+
+
+def _pipeline_outputs(model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int, **options: Any) -> list[Any]:
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=model_dir, tokenizer=model_dir, device=-1)
+    text, pair = meta["input_columns"]["text"], meta["input_columns"].get("text_pair")
+    inputs = [{"text": str(r[text]), "text_pair": str(r[pair])} if pair else str(r[text]) for r in rows]
+    return pipe(inputs, truncation=True, max_length=meta["max_length"], batch_size=batch_size, **options)

@@ -1,0 +1,121 @@
+"""Token classification (named entities): one tag per word, scored by entity-level F1 (seqeval, IOB2)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from hpsearch.errors import DataError
+from hpsearch.tasks.base import IGNORE_INDEX, Column, Features, Task, is_missing
+
+
+@dataclass(frozen=True)
+class TokenClassification(Task):
+    name: ClassVar[str] = "token-classification"
+    metrics: ClassVar[tuple[str, ...]] = ("f1", "precision", "recall", "accuracy", "loss")
+    default_metric: ClassVar[str] = "f1"
+    auto_class: ClassVar[str] = "AutoModelForTokenClassification"
+    pipeline_task: ClassVar[str] = "token-classification"
+    peft_task_type: ClassVar[str] = "TOKEN_CLS"
+    inputs: ClassVar[tuple[str, ...]] = ("tokens",)
+    target: ClassVar[str | None] = "tags"
+    columns: ClassVar[dict[str, tuple[str | None, str]]] = {
+        "tokens": ("tokens", "Column of word lists (token-classification)."),
+        "tags": ("tags", "Column of per-word tag lists (token-classification)."),
+    }
+    standard_inputs: ClassVar[tuple[str, ...]] = ("tokens",)
+
+    def missing_targets(self, values: list[Any]) -> list[int]:
+        return [row for row, tags in enumerate(values) if isinstance(tags, list) and any(is_missing(t) for t in tags)]
+
+    def label_map(self, train_targets: list[Any], declared: Sequence[str] | None) -> Any:
+        return super().label_map([tag for row in train_targets for tag in row], declared)
+
+    def standardise(self, column: Column, split: str, label_map: Any) -> dict[str, list[Any]]:
+        tokens, tags = column("tokens"), column("tags")
+        for row, (words, row_tags) in enumerate(zip(tokens, tags)):
+            if not isinstance(words, list) or not isinstance(row_tags, list) or len(words) != len(row_tags):
+                raise DataError(f"{split} row {row}: '{column.name('tokens')}' and '{column.name('tags')}' must be lists "
+                                "of equal length; fix the row")
+            if not words:
+                raise DataError(f"{split} row {row}: no tokens; remove the row")
+        return {"tokens": [[str(w) for w in words] for words in tokens],
+                "tags": [label_map.encode(row_tags, f"{split} (row {i}) tag") for i, row_tags in enumerate(tags)]}
+
+    def tokenize(self, split: Any, tokenizer: Any, max_length: int) -> Features:
+        cols = split.columns
+        encoded = tokenizer(cols["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
+        features = []
+        for i, tags in enumerate(cols["tags"]):
+            feature = {k: encoded[k][i] for k in encoded.keys()}
+            feature["labels"] = align_labels(encoded.word_ids(i), tags)
+            features.append(feature)
+        return Features(features)
+
+    def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorForTokenClassification
+
+        return DataCollatorForTokenClassification(tokenizer, return_tensors="pt")
+
+    def outputs(self, output: Any, batch: dict[str, Any]) -> list[Any]:
+        """The logits of each word's first subword, in word order."""
+        logits = output.logits.float().cpu().numpy()
+        labels = batch["labels"].cpu().numpy()
+        return [logits[i][labels[i] != IGNORE_INDEX] for i in range(len(logits))]
+
+    def decode(self, outputs: list[Any], split: Any, rows: list[int], label_map: Any) -> list[Any]:
+        outside = label_map.labels.index("O") if "O" in label_map.labels else 0
+        predicted = []
+        for word_logits, row in zip(outputs, rows):
+            words = len(split.columns["tags"][row])
+            ids = [int(np.argmax(x)) for x in word_logits][:words]
+            # Words cut off by max_length get no prediction: they count as 'O' (a miss, never a free hit).
+            predicted.append(ids + [outside] * (words - len(ids)))
+        return predicted
+
+    def measure(self, predictions: list[Any], split: Any, rows: list[int], label_map: Any) -> dict[str, float]:
+        from hpsearch.finetune import metrics
+
+        names = label_map.labels
+        gold = [[names[i] for i in split.columns["tags"][row]] for row in rows]
+        return metrics.entity_metrics([[names[i] for i in ids] for ids in predictions], gold)
+
+    def baseline(self, data: Any, train_rows: Sequence[int], split: Any, rows: list[int]) -> tuple[list[Any], str]:
+        empty = np.zeros((0, len(data.label_map)))  # no word predicted: every word counts as 'O'
+        return self.decode([empty] * len(rows), split, rows, data.label_map), "'O' for every word"
+
+    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        """One tag per input word (from its first subword); words past max_length get 'O'."""
+        import torch
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
+        id2label = model.config.id2label
+        outside = "O" if "O" in id2label.values() else id2label[0]
+        column = meta["input_columns"]["tokens"]
+        result = []
+        for start in range(0, len(rows), batch_size):
+            batch = [[str(w) for w in row[column]] for row in rows[start : start + batch_size]]
+            encoded = tokenizer(batch, is_split_into_words=True, truncation=True, max_length=meta["max_length"], padding=True, return_tensors="pt")
+            with torch.no_grad():
+                predicted = model(**encoded).logits.argmax(-1).tolist()
+            for i, words in enumerate(batch):
+                tags, previous = [], None
+                for position, word in enumerate(encoded.word_ids(i)):
+                    if word is not None and word != previous:
+                        tags.append(id2label[predicted[i][position]])
+                    previous = word
+                tags += [outside] * (len(words) - len(tags))
+                result.append({"predicted_tags": tags})
+        return result
+
+
+def align_labels(word_ids: list[int | None], tags: list[int]) -> list[int]:
+    """Tag of each word on its first subword; other subwords and special tokens are ignored."""
+    labels, previous = [], None
+    for word in word_ids:
+        labels.append(IGNORE_INDEX if word is None or word == previous else tags[word])
+        previous = word
+    return labels

@@ -1,0 +1,311 @@
+"""Extractive question answering (SQuAD format): the answer is a span of the context.
+
+Contexts longer than ``data.max_length`` are cut into overlapping windows (``data.doc_stride`` tokens of
+overlap); each window is one training feature, with the answer's start and end token, or the position of
+the first token ([CLS]) when the answer is not inside that window. An example's prediction is the best
+span over all its windows (the ``n_best`` highest start and end logits of each, spans up to
+``data.max_answer_length`` tokens); when the training data has unanswerable questions (empty
+``answers``), the empty answer wins where its score beats the best span's by more than
+``data.null_threshold``. Exact match and token F1 use SQuAD's answer normalisation and the best of the
+gold answers, on whole examples (not windows). Folds keep every question about one context together.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import re
+import statistics
+import string
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional, Sequence
+
+import numpy as np
+from pydantic import Field
+
+from hpsearch.errors import DataError, TrialError
+from hpsearch.tasks.base import Column, Features, Task, texts
+
+N_BEST = 20
+"""Start and end positions considered per window (the usual SQuAD setting)."""
+
+
+@dataclass(frozen=True)
+class QuestionAnswering(Task):
+    name: ClassVar[str] = "question-answering"
+    metrics: ClassVar[tuple[str, ...]] = ("f1", "exact_match", "loss")
+    default_metric: ClassVar[str] = "f1"
+    auto_class: ClassVar[str] = "AutoModelForQuestionAnswering"
+    pipeline_task: ClassVar[str] = "question-answering"
+    peft_task_type: ClassVar[str] = "QUESTION_ANS"
+    has_label_list: ClassVar[bool] = False
+    inputs: ClassVar[tuple[str, ...]] = ("question", "context")
+    target: ClassVar[str | None] = "answers"
+    columns: ClassVar[dict[str, tuple[str | None, str]]] = {
+        "question": ("question", "Question column (question-answering)."),
+        "context": ("context", "Context (passage) column (question-answering)."),
+        "answers": ("answers", "Answers column (question-answering): {text: [...], answer_start: [...]}, "
+                               "empty lists for an unanswerable question."),
+    }
+    settings: ClassVar[dict[str, tuple[Any, Any]]] = {
+        "doc_stride": (Optional[int], Field(None, ge=1, description=(
+            "question-answering: tokens shared by consecutive windows of a context longer than max_length; "
+            "null: a quarter of max_length."))),
+        "max_answer_length": (int, Field(30, ge=1, description="question-answering: longest answer span, in tokens.")),
+        "null_threshold": (float, Field(0.0, description=(
+            "question-answering: how much the empty answer's score must beat the best span's to answer nothing "
+            "(used only when the training data has unanswerable questions)."))),
+    }
+    target_keys: ClassVar[tuple[str, ...]] = ("start_positions", "end_positions")
+    standard_inputs: ClassVar[tuple[str, ...]] = ("question", "context")
+
+    doc_stride: int | None = None
+    max_answer_length: int = 30
+    null_threshold: float = 0.0
+    max_length: int = 384
+    allow_null: bool = False
+    """Whether the empty answer may be predicted (the training data has unanswerable questions)."""
+
+    def configured(self, spec: Any) -> Task:
+        task = super().configured(spec)
+        return _replace(task, max_length=spec.data.max_length)
+
+    def spec_problems(self, spec: Any) -> list[str]:
+        stride = spec.data.doc_stride
+        if stride is not None and stride >= spec.data.max_length // 2:
+            return [f"data.doc_stride {stride} must be below half of data.max_length ({spec.data.max_length}); "
+                    f"lower it (e.g. {spec.data.max_length // 4})"]
+        return []
+
+    @property
+    def stride(self) -> int:
+        return self.doc_stride if self.doc_stride is not None else max(1, self.max_length // 4)
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def missing_targets(self, values: list[Any]) -> list[int]:
+        return [row for row, value in enumerate(values) if value is None]  # empty answers are allowed (unanswerable)
+
+    def standardise(self, column: Column, split: str, label_map: Any) -> dict[str, list[Any]]:
+        questions = texts(column("question"), split, column.name("question"))
+        contexts = texts(column("context"), split, column.name("context"))
+        answer_texts, answer_starts = [], []
+        for row, (value, context) in enumerate(zip(column("answers"), contexts)):
+            answers = _answers(value, split, row, column.name("answers"))
+            for text, start in zip(*answers):
+                if context[start : start + len(text)] != text:
+                    found = context[start : start + len(text)]
+                    raise DataError(f"{split} row {row}: answer {text!r} is not at answer_start {start} of its context "
+                                    f"(the context has {found!r} there); fix answer_start or the answer text")
+            answer_texts.append(answers[0])
+            answer_starts.append(answers[1])
+        return {"question": questions, "context": contexts, "answer_text": answer_texts, "answer_start": answer_starts}
+
+    def groups(self, split: Any) -> list[Any] | None:
+        return split.columns["context"]  # all questions about one passage in one fold, else the CV score leaks
+
+    def with_data(self, train: Any) -> Task:
+        """This task knowing whether its training data has unanswerable questions."""
+        return _replace(self, allow_null=any(not answers for answers in train.columns["answer_text"]))
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    def cache_key(self) -> list[Any]:
+        return [self.name, self.stride]
+
+    def tokenize(self, split: Any, tokenizer: Any, max_length: int) -> Features:
+        if not getattr(tokenizer, "is_fast", False):
+            raise TrialError(f"question answering needs a fast tokenizer (character offsets); {type(tokenizer).__name__} is not one")
+        cols = split.columns
+        _check_question_lengths(tokenizer, cols["question"], split.name, max_length)
+        encoded = tokenizer(
+            cols["question"], cols["context"], truncation="only_second", max_length=max_length, stride=self.stride,
+            return_overflowing_tokens=True, return_offsets_mapping=True,
+        )
+        model_keys = [k for k in encoded.keys() if k not in ("offset_mapping", "overflow_to_sample_mapping")]
+        features: list[dict[str, Any]] = []
+        windows: list[list[int]] = [[] for _ in cols["question"]]
+        for i, example in enumerate(encoded["overflow_to_sample_mapping"]):
+            sequence = encoded.sequence_ids(i)
+            offsets = encoded["offset_mapping"][i]
+            starts = [o[0] if s == 1 else -1 for o, s in zip(offsets, sequence)]
+            ends = [o[1] if s == 1 else -1 for o, s in zip(offsets, sequence)]
+            start, end = _answer_tokens(starts, ends, cols["answer_text"][example], cols["answer_start"][example])
+            windows[example].append(len(features))
+            features.append({**{k: encoded[k][i] for k in model_keys}, "start_positions": start, "end_positions": end,
+                             "offset_start": starts, "offset_end": ends, "example": example})
+        return Features(features, windows)
+
+    def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorWithPadding
+
+        pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        drop = ("offset_start", "offset_end", "example")
+        return lambda rows: pad([{k: v for k, v in row.items() if k not in drop} for row in rows])
+
+    def configure_model(self, config: Any, label_map: Any) -> None:
+        config.num_labels = 2
+
+    # -- outputs, predictions, metrics --------------------------------------------------------
+
+    def outputs(self, output: Any, batch: dict[str, Any]) -> list[Any]:
+        """Start and end logits of each window, as a (2, window length) array."""
+        start = output.start_logits.float().cpu().numpy()
+        end = output.end_logits.float().cpu().numpy()
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        return [np.stack([start[i, :n], end[i, :n]]) for i, n in enumerate(lengths)]
+
+    def decode(self, outputs: list[Any], split: Any, rows: list[int], label_map: Any) -> list[Any]:
+        """The answer text of each example (its windows' (feature, logits) pairs in ``outputs``); '' for no answer."""
+        return [self.best_answer(split.columns["context"][row], windows)[0] for row, windows in zip(rows, outputs)]
+
+    def best_answer(self, context: str, windows: list[tuple[dict[str, Any], Any]]) -> tuple[str, float, int, int]:
+        """(answer text, score, start char, end char) of the best span over ``windows``; ('', ...) for no answer."""
+        best: tuple[float, int, int] | None = None
+        null_score = None
+        for feature, logits in windows:
+            spans, window_null = best_spans(logits[0], logits[1], feature["offset_start"], self.max_answer_length)
+            null_score = window_null if null_score is None else min(null_score, window_null)
+            for score, first, last in spans[:1]:
+                candidate = (score, feature["offset_start"][first], feature["offset_end"][last])
+                if best is None or candidate[0] > best[0]:
+                    best = candidate
+        if best is None or (self.allow_null and null_score is not None and null_score > best[0] + self.null_threshold):
+            return "", float(null_score if null_score is not None else 0.0), -1, -1
+        score, start, end = best
+        return context[start:end], float(score), start, end
+
+    def measure(self, predictions: list[Any], split: Any, rows: list[int], label_map: Any) -> dict[str, float]:
+        gold = [split.columns["answer_text"][row] for row in rows]
+        return squad_scores(predictions, gold)
+
+    def baseline(self, data: Any, train_rows: Sequence[int], split: Any, rows: list[int]) -> tuple[list[Any], str]:
+        """The first words of the context, as many as the median training answer has."""
+        lengths = [len(answers[0].split()) for answers in (data.train.columns["answer_text"][i] for i in train_rows) if answers]
+        words = max(1, int(statistics.median(lengths))) if lengths else 1
+        return ([" ".join(split.columns["context"][row].split()[:words]) for row in rows],
+                f"the first {words} word(s) of the context")
+
+    # -- export and predict -------------------------------------------------------------------
+
+    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+        from transformers import pipeline
+
+        pipe = pipeline("question-answering", model=model_dir, tokenizer=model_dir, device=-1)
+        columns = meta["input_columns"]
+        settings = meta.get("task_settings", {})
+        result = []
+        for row in rows:
+            answer = pipe(question=str(row[columns["question"]]), context=str(row[columns["context"]]),
+                          max_seq_len=meta["max_length"], doc_stride=settings.get("doc_stride", meta["max_length"] // 4),
+                          max_answer_len=settings.get("max_answer_length", 30),
+                          handle_impossible_answer=bool(settings.get("allow_null", False)))
+            result.append({"answer": answer["answer"], "score": float(answer["score"]), "start": int(answer["start"]), "end": int(answer["end"])})
+        return result
+
+    def export_settings(self) -> dict[str, Any]:
+        return {"doc_stride": self.stride, "max_answer_length": self.max_answer_length, "allow_null": self.allow_null}
+
+
+def _replace(task: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(task, **changes)
+
+
+def _answers(value: Any, split: str, row: int, column: str) -> tuple[list[str], list[int]]:
+    """(texts, character starts) of one row's answers: SQuAD's {text: [...], answer_start: [...]} (or its JSON string)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            value = None
+    if not isinstance(value, dict) or not isinstance(value.get("text"), list) or not isinstance(value.get("answer_start"), list) \
+            or len(value["text"]) != len(value["answer_start"]):
+        raise DataError(f"{split} row {row}: column {column!r} must be {{text: [...], answer_start: [...]}} with one start per "
+                        f"answer text (empty lists for an unanswerable question), got {str(value)[:80]!r}; fix the row")
+    try:
+        starts = [int(s) for s in value["answer_start"]]
+    except (TypeError, ValueError):
+        raise DataError(f"{split} row {row}: answer_start {value['answer_start']!r} in {column!r} must be whole numbers") from None
+    return [str(t) for t in value["text"]], starts
+
+
+def _check_question_lengths(tokenizer: Any, questions: list[str], split: str, max_length: int) -> None:
+    """A question must leave room for the context: at most half of max_length tokens."""
+    limit = max_length // 2
+    for row, ids in enumerate(tokenizer(questions, add_special_tokens=False)["input_ids"]):
+        if len(ids) > limit:
+            raise DataError(f"{split} row {row}: the question is {len(ids)} tokens long, more than half of data.max_length "
+                            f"({max_length}); raise data.max_length or shorten the question")
+
+
+def _answer_tokens(starts: list[int], ends: list[int], texts_: list[str], answer_starts: list[int]) -> tuple[int, int]:
+    """Token positions of the first gold answer inside this window, or (0, 0) when it is not inside (or there is none)."""
+    if not texts_:
+        return 0, 0
+    first_char, last_char = answer_starts[0], answer_starts[0] + len(texts_[0])
+    context = [i for i, s in enumerate(starts) if s >= 0]
+    if not context or starts[context[0]] > first_char or ends[context[-1]] < last_char:
+        return 0, 0
+    first = next(i for i in context if ends[i] > first_char)
+    last = next(i for i in reversed(context) if starts[i] < last_char)
+    return first, max(first, last)
+
+
+def best_spans(start_logits: Any, end_logits: Any, offset_start: list[int], max_answer_length: int,
+               n_best: int = N_BEST) -> tuple[list[tuple[float, int, int]], float]:
+    """Valid spans of one window, best first, as (score, first token, last token), and the window's null score.
+
+    A span is valid when both ends lie in the context and it is at most ``max_answer_length`` tokens long;
+    the candidates are the ``n_best`` highest start and end logits.
+    """
+    length = min(len(start_logits), len(offset_start))
+    starts = np.argsort(start_logits[:length])[::-1][:n_best]
+    ends = np.argsort(end_logits[:length])[::-1][:n_best]
+    spans = []
+    for first in starts:
+        if offset_start[first] < 0:
+            continue
+        for last in ends:
+            if offset_start[last] < 0 or last < first or last - first + 1 > max_answer_length:
+                continue
+            spans.append((float(start_logits[first] + end_logits[last]), int(first), int(last)))
+    spans.sort(key=lambda s: (-s[0], s[1], s[2]))
+    return spans, float(start_logits[0] + end_logits[0])
+
+
+# -- SQuAD answer metrics -------------------------------------------------------------------------
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, no articles (a, an, the), single spaces: SQuAD's normalisation."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    predicted, expected = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not predicted or not expected:  # an empty answer (unanswerable) matches only an empty answer
+        return float(predicted == expected)
+    common = sum((collections.Counter(predicted) & collections.Counter(expected)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_scores(predictions: list[str], gold: list[list[str]]) -> dict[str, float]:
+    """Mean exact match and token F1 over examples, each against its best gold answer ('' when it has none)."""
+    em, f1 = [], []
+    for predicted, answers in zip(predictions, gold):
+        answers = answers or [""]
+        em.append(max(exact_match(predicted, a) for a in answers))
+        f1.append(max(token_f1(predicted, a) for a in answers))
+    return {"exact_match": float(np.mean(em)) if em else 0.0, "f1": float(np.mean(f1)) if f1 else 0.0}
