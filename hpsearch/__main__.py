@@ -1,5 +1,3 @@
-import sys
+from hpsearch.cli import entry
 
-from hpsearch.cli import main
-
-sys.exit(main())
+entry()

@@ -19,7 +19,7 @@ from hpsearch import __version__
 from hpsearch.errors import HpsearchError
 from hpsearch.space import applicable
 from hpsearch.spec import StudySpec
-from hpsearch.tasks import get_task
+from hpsearch.tasks import Task, get_task
 
 METADATA = "hpsearch.json"
 
@@ -56,13 +56,15 @@ def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callab
     return fitted
 
 
-def write_export(spec: StudySpec, fitted: Any, report: dict[str, Any], table: list[dict[str, Any]], target: Path, force: bool) -> Path:
+def write_export(spec: StudySpec, fitted: Any, report: dict[str, Any], table: list[dict[str, Any]], target: Path, force: bool,
+                 task: Task | None = None) -> Path:
     """Write the folder atomically: a crash leaves the previous export (or nothing), never half a folder."""
     check_target(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         fitted.save(staging)
+        (task or get_task(spec.task).configured(spec)).finish_export(staging)
         (staging / METADATA).write_text(json.dumps(metadata(spec, report), indent=2, default=str), encoding="utf-8")
         (staging / "README.md").write_text(model_card(spec, report, table), encoding="utf-8")
         if target.exists():
@@ -103,7 +105,6 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
     from hpsearch.finish import findings
 
     chosen, ci = report["selected"], report["cv_interval"]
-    task = get_task(spec.task).pipeline_task
     train = spec.data.train.path.name if spec.data.train.path else spec.data.train.hub
     test = report.get("test_scores")
     lines = [
@@ -114,7 +115,7 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "",
         "## Data",
         "",
-        f"- training data: `{train}`, {report.get('train_rows', '?')} rows; labels: {', '.join(report.get('labels') or []) or 'a number (regression)'}",
+        f"- training data: `{train}`, {report.get('train_rows', '?')} rows; {get_task(spec.task).learns(report.get('labels') or [])}",
         f"- scoring: {'the fixed validation split' if spec.data.validation else f'{spec.cv.folds}-fold cross-validation'}, metric `{spec.metric}`",
         f"- candidates considered: {', '.join(m.name for m in spec.models)}",
         "",
@@ -127,7 +128,7 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "",
         f"- CV {spec.metric}: {ci['mean']:.4f}, {ci['confidence']:.0%} interval [{ci['low']:.4f}, {ci['high']:.4f}] (corrected resampled t), std {chosen['std_score']:.4f}",
         *[f"- {sentence}" for _, sentence in findings(spec, report)],
-        *([] if test else ["- test: no test split was given"]),
+        *([f"- every test metric: {', '.join(f'{k} {v:.4f}' for k, v in sorted(test.items()))}"] if test else ["- test: no test split was given"]),
         *[f"- warning: {w}" for w in report.get("warnings", [])],
         "",
         "## Top trials (cross-validation)",
@@ -140,7 +141,7 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "",
         "```python",
         "from transformers import pipeline",
-        f'model = pipeline("{task}", model="path/to/this/folder")',
+        f"model = {get_task(spec.task).load_call('path/to/this/folder')}",
         "```",
         "",
         "or, for a file of inputs: `hpsearch predict path/to/this/folder --input data.csv --output predictions.csv`.",

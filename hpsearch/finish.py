@@ -104,12 +104,12 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
         try:
             report["test_scores"] = tuner.score(final, "test") if "test" in tuner.data.splits else None
             if export:
-                write_export(spec, final, report, table, target, force)
+                write_export(spec, final, report, table, target, force, tuner.data.task)
                 report["export_dir"] = str(target)
         finally:
             final.close()
     if export and tracker.enabled:
-        report["registered_model"] = {"name": spec.name, "version": tracker.log_model(parent, target, get_task(spec.task).pipeline_task, spec.name)}
+        report["registered_model"] = {"name": spec.name, "version": tracker.log_model(parent, target, tuner.data.task.mlflow_pipeline, spec.name)}
     tracker.log_study_result(parent, *_study_figures(spec, report))
     selection_path = spec.out_dir / "selection.json"
     selection_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
@@ -221,7 +221,7 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
                      f"~{spent['flops']:.3g} FLOPs (estimated) over {spent['trials']} finished trials")
     lines.append(f"results: {spec.out_dir} (CV table {csv_path.name}, selection.json)")
     if "export_dir" in report:
-        lines.append(f"model: {report['export_dir']} (load it with transformers.pipeline(model=...))")
+        lines.append(f"model: {report['export_dir']} (serve it with transformers.{get_task(spec.task).load_call(str(report['export_dir']))})")
     lines.append(f"look: {csv_path} lists every completed trial, ranked; selection.json has the details")
     if spec.tracking.enabled:
         from hpsearch.tracking import ui_command

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from hpsearch.spec import CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec
+from hpsearch.tasks import get_task
 
 
 def describe_param(param: FloatParam | IntParam | CategoricalParam | FixedParam) -> str:
@@ -43,7 +44,8 @@ def describe_spec(spec: StudySpec) -> str:
     if spec.data.validation is not None:
         lines.append("scoring: the fixed validation split")
     else:
-        group = f", grouped by {spec.cv.group_column!r}" if spec.cv.group_column else ""
+        grouped = f"{spec.cv.group_column!r}" if spec.cv.group_column else get_task(spec.task).grouped_by
+        group = f", grouped by {grouped}" if grouped else ""
         strat = "stratified" if spec.stratify else "not stratified"
         lines.append(f"scoring: {spec.cv.folds}-fold CV ({strat}{group}, seed {spec.cv_seed})")
     s = spec.search

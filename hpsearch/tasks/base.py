@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Sequence
 
 from hpsearch.errors import DataError
@@ -81,6 +82,8 @@ class Task:
     pipeline_task: ClassVar[str]
     """The ``transformers.pipeline`` task that serves an export."""
     peft_task_type: ClassVar[str] = "SEQ_CLS"
+    mlflow_pipeline: ClassVar[str | None] = None
+    """Pipeline task MLflow's transformers flavour logs the export as (None: the folder is logged as it is)."""
     has_label_list: ClassVar[bool] = True
     """Whether the task predicts one of a fixed list of labels (cv.stratify and data.labels apply)."""
     inputs: ClassVar[tuple[str, ...]] = ()
@@ -91,6 +94,8 @@ class Task:
     """``data.columns`` fields this task adds: name -> (default column name, description)."""
     settings: ClassVar[dict[str, tuple[Any, Any]]] = {}
     """``data`` settings this task adds: name -> (type, pydantic Field)."""
+    grouped_by: ClassVar[str | None] = None
+    """What ``groups`` keeps in one fold, in words (None: nothing)."""
     target_keys: ClassVar[tuple[str, ...]] = ("labels",)
     """Feature keys the loss needs (the frozen-layer batches carry them beside the stored states)."""
 
@@ -193,6 +198,17 @@ class Task:
     def export_settings(self) -> dict[str, Any]:
         """Settings ``predict`` needs beside the model (written to the export's metadata)."""
         return {}
+
+    def learns(self, labels: Sequence[str]) -> str:
+        """What the model predicts, in words (for the model card)."""
+        return f"labels: {', '.join(labels)}"
+
+    def load_call(self, folder: str) -> str:
+        """The ``transformers.pipeline`` call that serves an export in ``folder``."""
+        return f'pipeline("{self.pipeline_task}", model="{folder}")'
+
+    def finish_export(self, folder: Path) -> None:
+        """Add what the exported folder needs beyond weights, config and tokenizer (before it is moved into place)."""
 
     def input_columns(self, columns: Any) -> dict[str, str]:
         """Standard input name -> the column the study read it from (written to the export's metadata)."""

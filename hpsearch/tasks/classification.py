@@ -20,6 +20,7 @@ class TextClassification(Task):
     default_metric: ClassVar[str] = "macro_f1"
     auto_class: ClassVar[str] = "AutoModelForSequenceClassification"
     pipeline_task: ClassVar[str] = "text-classification"
+    mlflow_pipeline: ClassVar[str | None] = "text-classification"
     inputs: ClassVar[tuple[str, ...]] = ("text",)
     target: ClassVar[str | None] = "label"
     columns: ClassVar[dict[str, tuple[str | None, str]]] = {
@@ -91,6 +92,9 @@ class Regression(TextClassification):
 
     def spec_problems(self, spec: Any) -> list[str]:
         return ["task regression predicts a number: remove data.labels"] if spec.data.labels is not None else []
+
+    def learns(self, labels: Sequence[str]) -> str:
+        return "predicts a number (regression)"
 
     def missing_targets(self, values: list[Any]) -> list[int]:
         return []  # a missing number is reported by _targets, with the value found

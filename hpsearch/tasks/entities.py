@@ -17,6 +17,7 @@ class TokenClassification(Task):
     default_metric: ClassVar[str] = "f1"
     auto_class: ClassVar[str] = "AutoModelForTokenClassification"
     pipeline_task: ClassVar[str] = "token-classification"
+    mlflow_pipeline: ClassVar[str | None] = "token-classification"
     peft_task_type: ClassVar[str] = "TOKEN_CLS"
     inputs: ClassVar[tuple[str, ...]] = ("tokens",)
     target: ClassVar[str | None] = "tags"
@@ -25,6 +26,9 @@ class TokenClassification(Task):
         "tags": ("tags", "Column of per-word tag lists (token-classification)."),
     }
     standard_inputs: ClassVar[tuple[str, ...]] = ("tokens",)
+
+    def learns(self, labels: Sequence[str]) -> str:
+        return f"tags: {', '.join(labels)}"
 
     def missing_targets(self, values: list[Any]) -> list[int]:
         return [row for row, tags in enumerate(values) if isinstance(tags, list) and any(is_missing(t) for t in tags)]

@@ -3,7 +3,7 @@
 Contexts longer than ``data.max_length`` are cut into overlapping windows (``data.doc_stride`` tokens of
 overlap); each window is one training feature, with the answer's start and end token, or the position of
 the first token ([CLS]) when the answer is not inside that window. An example's prediction is the best
-span over all its windows (the ``n_best`` highest start and end logits of each, spans up to
+span over all its windows (the 20 highest start and end logits of each, spans up to
 ``data.max_answer_length`` tokens); when the training data has unanswerable questions (empty
 ``answers``), the empty answer wins where its score beats the best span's by more than
 ``data.null_threshold``. Exact match and token F1 use SQuAD's answer normalisation and the best of the
@@ -12,11 +12,14 @@ gold answers, on whole examples (not windows). Folds keep every question about o
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import re
+import shutil
 import statistics
 import string
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
@@ -24,9 +27,7 @@ from pydantic import Field
 
 from hpsearch.errors import DataError, TrialError
 from hpsearch.tasks.base import Column, Features, Task, texts
-
-N_BEST = 20
-"""Start and end positions considered per window (the usual SQuAD setting)."""
+from hpsearch.tasks.qa_pipeline import best_answer, context_offsets
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class QuestionAnswering(Task):
             "(used only when the training data has unanswerable questions)."))),
     }
     target_keys: ClassVar[tuple[str, ...]] = ("start_positions", "end_positions")
+    grouped_by: ClassVar[str | None] = "context (all questions about one passage)"
     standard_inputs: ClassVar[tuple[str, ...]] = ("question", "context")
 
     doc_stride: int | None = None
@@ -67,7 +69,7 @@ class QuestionAnswering(Task):
 
     def configured(self, spec: Any) -> Task:
         task = super().configured(spec)
-        return _replace(task, max_length=spec.data.max_length)
+        return dataclasses.replace(task, max_length=spec.data.max_length)
 
     def spec_problems(self, spec: Any) -> list[str]:
         stride = spec.data.doc_stride
@@ -76,11 +78,14 @@ class QuestionAnswering(Task):
                     f"lower it (e.g. {spec.data.max_length // 4})"]
         return []
 
-    @property
-    def stride(self) -> int:
-        return self.doc_stride if self.doc_stride is not None else max(1, self.max_length // 4)
+    def stride(self, max_length: int) -> int:
+        """Tokens shared by consecutive windows at ``max_length``."""
+        return self.doc_stride if self.doc_stride is not None else max(1, max_length // 4)
 
     # -- data ---------------------------------------------------------------------------------
+
+    def learns(self, labels: Sequence[str]) -> str:
+        return "predicts the answer's span in the context (or no answer, where trained on unanswerable questions)"
 
     def missing_targets(self, values: list[Any]) -> list[int]:
         return [row for row, value in enumerate(values) if value is None]  # empty answers are allowed (unanswerable)
@@ -105,30 +110,28 @@ class QuestionAnswering(Task):
 
     def with_data(self, train: Any) -> Task:
         """This task knowing whether its training data has unanswerable questions."""
-        return _replace(self, allow_null=any(not answers for answers in train.columns["answer_text"]))
+        return dataclasses.replace(self, allow_null=any(not answers for answers in train.columns["answer_text"]))
 
     # -- tokens -------------------------------------------------------------------------------
 
     def cache_key(self) -> list[Any]:
-        return [self.name, self.stride]
+        return [self.name, self.doc_stride]
 
     def tokenize(self, split: Any, tokenizer: Any, max_length: int) -> Features:
         if not getattr(tokenizer, "is_fast", False):
             raise TrialError(f"question answering needs a fast tokenizer (character offsets); {type(tokenizer).__name__} is not one")
         cols = split.columns
-        _check_question_lengths(tokenizer, cols["question"], split.name, max_length)
+        stride = self.stride(max_length)
+        _check_question_lengths(tokenizer, cols["question"], split.name, max_length, stride)
         encoded = tokenizer(
-            cols["question"], cols["context"], truncation="only_second", max_length=max_length, stride=self.stride,
+            cols["question"], cols["context"], truncation="only_second", max_length=max_length, stride=stride,
             return_overflowing_tokens=True, return_offsets_mapping=True,
         )
         model_keys = [k for k in encoded.keys() if k not in ("offset_mapping", "overflow_to_sample_mapping")]
         features: list[dict[str, Any]] = []
         windows: list[list[int]] = [[] for _ in cols["question"]]
         for i, example in enumerate(encoded["overflow_to_sample_mapping"]):
-            sequence = encoded.sequence_ids(i)
-            offsets = encoded["offset_mapping"][i]
-            starts = [o[0] if s == 1 else -1 for o, s in zip(offsets, sequence)]
-            ends = [o[1] if s == 1 else -1 for o, s in zip(offsets, sequence)]
+            starts, ends = context_offsets(encoded["offset_mapping"][i], encoded.sequence_ids(i))
             start, end = _answer_tokens(starts, ends, cols["answer_text"][example], cols["answer_start"][example])
             windows[example].append(len(features))
             features.append({**{k: encoded[k][i] for k in model_keys}, "start_positions": start, "end_positions": end,
@@ -160,19 +163,7 @@ class QuestionAnswering(Task):
 
     def best_answer(self, context: str, windows: list[tuple[dict[str, Any], Any]]) -> tuple[str, float, int, int]:
         """(answer text, score, start char, end char) of the best span over ``windows``; ('', ...) for no answer."""
-        best: tuple[float, int, int] | None = None
-        null_score = None
-        for feature, logits in windows:
-            spans, window_null = best_spans(logits[0], logits[1], feature["offset_start"], self.max_answer_length)
-            null_score = window_null if null_score is None else min(null_score, window_null)
-            for score, first, last in spans[:1]:
-                candidate = (score, feature["offset_start"][first], feature["offset_end"][last])
-                if best is None or candidate[0] > best[0]:
-                    best = candidate
-        if best is None or (self.allow_null and null_score is not None and null_score > best[0] + self.null_threshold):
-            return "", float(null_score if null_score is not None else 0.0), -1, -1
-        score, start, end = best
-        return context[start:end], float(score), start, end
+        return best_answer(context, windows, self.max_answer_length, self.allow_null, self.null_threshold)
 
     def measure(self, predictions: list[Any], split: Any, rows: list[int], label_map: Any) -> dict[str, float]:
         gold = [split.columns["answer_text"][row] for row in rows]
@@ -190,26 +181,28 @@ class QuestionAnswering(Task):
     def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
         from transformers import pipeline
 
-        pipe = pipeline("question-answering", model=model_dir, tokenizer=model_dir, device=-1)
+        from hpsearch.tasks.qa_pipeline import ExtractiveQuestionAnswering
+
+        pipe = pipeline("question-answering", model=model_dir, tokenizer=model_dir, device=-1, pipeline_class=ExtractiveQuestionAnswering)
         columns = meta["input_columns"]
-        settings = meta.get("task_settings", {})
-        result = []
-        for row in rows:
-            answer = pipe(question=str(row[columns["question"]]), context=str(row[columns["context"]]),
-                          max_seq_len=meta["max_length"], doc_stride=settings.get("doc_stride", meta["max_length"] // 4),
-                          max_answer_len=settings.get("max_answer_length", 30),
-                          handle_impossible_answer=bool(settings.get("allow_null", False)))
-            result.append({"answer": answer["answer"], "score": float(answer["score"]), "start": int(answer["start"]), "end": int(answer["end"])})
-        return result
+        return [pipe(question=str(row[columns["question"]]), context=str(row[columns["context"]])) for row in rows]
+
+    def load_call(self, folder: str) -> str:
+        return f'pipeline("question-answering", model="{folder}", trust_remote_code=True)  # runs the folder\'s qa_pipeline.py'
+
+    def finish_export(self, folder: Path) -> None:
+        """Make the folder serve itself: the pipeline file beside the weights, named in the config with the settings."""
+        shutil.copyfile(Path(__file__).with_name("qa_pipeline.py"), folder / "qa_pipeline.py")
+        config_path = folder / "config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["custom_pipelines"] = {"question-answering": {
+            "impl": "qa_pipeline.ExtractiveQuestionAnswering", "pt": ["AutoModelForQuestionAnswering"], "tf": [], "type": "text"}}
+        config["hpsearch_qa"] = {"max_length": self.max_length, **self.export_settings()}
+        config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
     def export_settings(self) -> dict[str, Any]:
-        return {"doc_stride": self.stride, "max_answer_length": self.max_answer_length, "allow_null": self.allow_null}
-
-
-def _replace(task: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(task, **changes)
+        return {"doc_stride": self.stride(self.max_length), "max_answer_length": self.max_answer_length, "allow_null": self.allow_null,
+                "null_threshold": self.null_threshold}
 
 
 def _answers(value: Any, split: str, row: int, column: str) -> tuple[list[str], list[int]]:
@@ -230,13 +223,14 @@ def _answers(value: Any, split: str, row: int, column: str) -> tuple[list[str], 
     return [str(t) for t in value["text"]], starts
 
 
-def _check_question_lengths(tokenizer: Any, questions: list[str], split: str, max_length: int) -> None:
-    """A question must leave room for the context: at most half of max_length tokens."""
-    limit = max_length // 2
+def _check_question_lengths(tokenizer: Any, questions: list[str], split: str, max_length: int, stride: int) -> None:
+    """A question must leave room for more context than the windows share (special tokens counted generously)."""
+    limit = max_length - stride - 4
     for row, ids in enumerate(tokenizer(questions, add_special_tokens=False)["input_ids"]):
         if len(ids) > limit:
-            raise DataError(f"{split} row {row}: the question is {len(ids)} tokens long, more than half of data.max_length "
-                            f"({max_length}); raise data.max_length or shorten the question")
+            raise DataError(f"{split} row {row}: the question is {len(ids)} tokens long, but with data.max_length {max_length} "
+                            f"and a doc_stride of {stride} at most {limit} fit; raise data.max_length, lower data.doc_stride "
+                            "or shorten the question")
 
 
 def _answer_tokens(starts: list[int], ends: list[int], texts_: list[str], answer_starts: list[int]) -> tuple[int, int]:
@@ -250,28 +244,6 @@ def _answer_tokens(starts: list[int], ends: list[int], texts_: list[str], answer
     first = next(i for i in context if ends[i] > first_char)
     last = next(i for i in reversed(context) if starts[i] < last_char)
     return first, max(first, last)
-
-
-def best_spans(start_logits: Any, end_logits: Any, offset_start: list[int], max_answer_length: int,
-               n_best: int = N_BEST) -> tuple[list[tuple[float, int, int]], float]:
-    """Valid spans of one window, best first, as (score, first token, last token), and the window's null score.
-
-    A span is valid when both ends lie in the context and it is at most ``max_answer_length`` tokens long;
-    the candidates are the ``n_best`` highest start and end logits.
-    """
-    length = min(len(start_logits), len(offset_start))
-    starts = np.argsort(start_logits[:length])[::-1][:n_best]
-    ends = np.argsort(end_logits[:length])[::-1][:n_best]
-    spans = []
-    for first in starts:
-        if offset_start[first] < 0:
-            continue
-        for last in ends:
-            if offset_start[last] < 0 or last < first or last - first + 1 > max_answer_length:
-                continue
-            spans.append((float(start_logits[first] + end_logits[last]), int(first), int(last)))
-    spans.sort(key=lambda s: (-s[0], s[1], s[2]))
-    return spans, float(start_logits[0] + end_logits[0])
 
 
 # -- SQuAD answer metrics -------------------------------------------------------------------------
