@@ -126,6 +126,6 @@ def run_study(study: Path) -> dict:
     searched = sum(len(curve) * per_fold for t in trials for curve in t.user_attrs.get("epoch_curves", []))
     chosen = selection["selected"]
     return {"wall_s": wall, "samples": int(searched + rows * chosen["best_epochs"]), "best_cv": selection["cv_interval"]["mean"],
-            "settings": {"model": chosen["model"], **{k: chosen["params"][k] for k in ("learning_rate", "adam_epsilon", "batch_size", "scope")},
+            "settings": {"model": chosen["model"], **{k: chosen["params"].get(k) for k in ("learning_rate", "adam_epsilon", "batch_size", "scope")},
                          "epochs": chosen["best_epochs"]},
             "test_scores": selection["test_scores"], "trials": selection["trials"]}

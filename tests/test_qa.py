@@ -218,3 +218,32 @@ def test_the_frozen_layer_cache_is_exact_for_qa(tmp_path: Path, tiny_bert: Path)
     for a, b in zip(runs[0].result.history, runs[1].result.history):
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4)
         assert a.metrics["f1"] == pytest.approx(b.metrics["f1"], abs=1e-6)
+
+
+def test_qa_settings_are_checked_in_the_spec(tmp_path: Path, tiny_bert: Path) -> None:
+    from hpsearch.spec import load_spec_text
+
+    write_jsonl(tmp_path / "x.jsonl", qa_rows(6))
+    base = f"name: t\ntask: {{task}}\ndata: {{{{train: x.jsonl, max_length: 64, doc_stride: {{stride}}}}}}\nmodels: [{{{{name: a, path: {tiny_bert}}}}}]\n"
+    with pytest.raises(Exception, match="data.doc_stride applies to task question-answering only, not to text-classification"):
+        load_spec_text(base.format(task="text-classification", stride=16), tmp_path)
+    with pytest.raises(Exception, match=r"data.doc_stride 32 must be below half of data.max_length \(64\)"):
+        load_spec_text(base.format(task="question-answering", stride=32), tmp_path)
+    assert load_spec_text(base.format(task="question-answering", stride=16), tmp_path).data.doc_stride == 16
+
+
+@pytest.mark.parametrize("scope", ["lora", "head"])
+def test_lora_and_head_scopes_train_and_export_for_qa(scope: str, tmp_path: Path, tiny_bert: Path) -> None:
+    from transformers import AutoModelForQuestionAnswering
+
+    from hpsearch.finetune import FineTuner
+    from hpsearch.spec import Candidate
+
+    spec = load_spec(toy_study(tmp_path, tiny_bert, task="question-answering", rows=24))
+    tuner = FineTuner(prepare_data(spec), cache_dir=tmp_path / "cache", max_length=32)
+    fitted = tuner.fit(Candidate(name="tiny", path=tiny_bert), {"learning_rate": 1e-2, "epochs": 1, "batch_size": 8, "scope": scope},
+                       train_rows=list(range(18)), eval_rows=list(range(18, 24)))
+    assert fitted.trainable_parameters < fitted.total_parameters
+    assert {"f1", "exact_match", "loss"} <= set(fitted.result.history[0].metrics)
+    fitted.save(tmp_path / "export")
+    assert type(AutoModelForQuestionAnswering.from_pretrained(tmp_path / "export")).__name__ == "BertForQuestionAnswering"

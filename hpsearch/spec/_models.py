@@ -253,6 +253,10 @@ class StudySpec(SpecModel):
         info = TASKS[self.task]
         problems: list[str] = []
         problems.extend(info.spec_problems(self))
+        for other in TASKS.values():
+            for name, (_, field) in other.settings.items():
+                if name not in info.settings and getattr(self.data, name) != field.default:
+                    problems.append(f"data.{name} applies to task {other.name} only, not to {self.task}; remove it")
         if self.search.metric is not None and self.search.metric not in info.metrics:
             problems.append(
                 f"search.metric {self.search.metric!r} is not reported for task {self.task}; "
