@@ -232,7 +232,8 @@ class FineTuner:
     def _hidden_batcher(self, model: Any, inputs: CandidateInputs, split: str, depth: int) -> HiddenBatcher:
         assert self.frozen_cache is not None
         tokenized = inputs.tokenized[split]
-        hidden = self.frozen_cache.get(model, depth, self._token_batcher(inputs, split), inputs.weights_key, tokenized.key, self.device)
+        hidden = self.frozen_cache.get(model, depth, self._token_batcher(inputs, split), inputs.weights_key, tokenized.key, self.device,
+                                       autocast_dtype(self.device, self.precision))
         return HiddenBatcher(hidden, tokenized.features, self.task.target_keys)
 
     def _cache_depth(self, candidate: Candidate, model: Any, scope: Scope) -> int | None:

@@ -78,10 +78,13 @@ class FrozenOutputCache:
         self.computed = 0
         self._memory: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
 
-    def get(self, model: Any, depth: int, batcher: TokenBatcher, model_key: str, data_key: str, device: torch.device) -> list[torch.Tensor]:
+    def get(self, model: Any, depth: int, batcher: TokenBatcher, model_key: str, data_key: str, device: torch.device,
+            dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+        """The outputs of the bottom ``depth`` blocks, computed as training computes them (under autocast to ``dtype``)."""
         from filelock import FileLock
 
-        key = hashlib.sha256(json.dumps([model_key, data_key, depth]).encode()).hexdigest()[:20]
+        parts: list[Any] = [model_key, data_key, depth] + ([str(dtype)] if dtype is not None else [])
+        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
@@ -92,7 +95,7 @@ class FrozenOutputCache:
                 stored = torch.load(path, weights_only=True)
                 hidden = list(torch.split(stored["flat"], stored["lengths"].tolist()))
             else:
-                hidden = compute_frozen_outputs(model, depth, batcher, device)
+                hidden = compute_frozen_outputs(model, depth, batcher, device, dtype=dtype)
                 self.computed += 1
                 tmp = path.with_suffix(".tmp")
                 torch.save({"flat": torch.cat(hidden), "lengths": torch.tensor([h.shape[0] for h in hidden])}, tmp)
@@ -104,8 +107,10 @@ class FrozenOutputCache:
 
 
 @torch.no_grad()
-def compute_frozen_outputs(model: Any, depth: int, batcher: TokenBatcher, device: torch.device, batch_size: int = 64) -> list[torch.Tensor]:
-    """Output of embeddings + the first ``depth`` layers for every example, unpadded, on the CPU."""
+def compute_frozen_outputs(model: Any, depth: int, batcher: TokenBatcher, device: torch.device, batch_size: int = 64,
+                           dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    """Output of embeddings + the first ``depth`` layers for every example, unpadded, on the CPU (float32),
+    under autocast to ``dtype`` when training runs under it, so a cached and an uncached fit see the same states."""
     was_training = model.training
     model.eval()
     base = layout_of(model).base
@@ -114,7 +119,8 @@ def compute_frozen_outputs(model: Any, depth: int, batcher: TokenBatcher, device
     with only_layers(model, 0, depth, skip_embeddings=False):
         for chunk, batch in batcher.batches(rows, batch_size):
             inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            hidden = base(**inputs).last_hidden_state.float().cpu()
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                hidden = base(**inputs).last_hidden_state.float().cpu()
             for position, row in enumerate(chunk):
                 out[row] = hidden[position, : batcher.lengths[row]].clone()
     model.train(was_training)

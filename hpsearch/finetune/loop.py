@@ -81,8 +81,9 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """Mixed precision: bf16 (or fp16) on CUDA; on the CPU fp32 unless bf16 is asked for by name.
 
     'auto' stays fp32 on the CPU for now, although bf16 autocast measured 1.38x faster there with equal
-    test scores (benchmarks/README.md, "bf16 on the CPU"): the frozen-layer cache stores fp32 outputs,
-    so under autocast a cached and an uncached run would no longer match exactly.
+    test scores (benchmarks/README.md, "bf16 on the CPU"): making it the default moves every recorded
+    CPU figure, and the benchmarks that would justify it have not been re-run. (The frozen-layer cache
+    computes under the same autocast, so cached and uncached fits agree in either precision.)
     """
     if device.type == "cpu":
         return torch.bfloat16 if precision == "bf16" else None
