@@ -77,7 +77,7 @@ def write_export(spec: StudySpec, fitted: Any, report: dict[str, Any], table: li
 
 def metadata(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
     chosen = report["selected"]
-    task = get_task(spec.task).configured(spec)
+    task = get_task(spec.task)
     return {
         "hpsearch_version": __version__,
         "study": spec.name,

@@ -82,12 +82,11 @@ class Task:
     pipeline_task: ClassVar[str]
     """The ``transformers.pipeline`` task that serves an export."""
     peft_task_type: ClassVar[str] = "SEQ_CLS"
-    mlflow_pipeline: ClassVar[str | None] = None
-    """Pipeline task MLflow's transformers flavour logs the export as (None: the folder is logged as it is)."""
     has_label_list: ClassVar[bool] = True
     """Whether the task predicts one of a fixed list of labels (cv.stratify and data.labels apply)."""
     inputs: ClassVar[tuple[str, ...]] = ()
-    """Fields of ``data.columns`` that hold the model's inputs (every split, and ``predict``'s input, needs them)."""
+    """Fields of ``data.columns`` that hold the model's inputs (every split, and ``predict``'s input, needs them);
+    ``standardise`` keeps each under its field's name."""
     target: ClassVar[str | None] = None
     """Field of ``data.columns`` that holds what is learned (every labelled split needs it)."""
     columns: ClassVar[dict[str, tuple[str | None, str]]] = {}
@@ -142,10 +141,7 @@ class Task:
 
     def input_key(self, split: Split, row: int) -> str:
         """Identity of a row's input, to find validation or test rows that also occur in training."""
-        return json.dumps([split.columns[key][row] for key in self.standard_inputs])
-
-    standard_inputs: ClassVar[tuple[str, ...]] = ()
-    """Standard column names of the inputs (what ``input_key`` compares)."""
+        return json.dumps([split.columns[field][row] for field in self.inputs])
 
     # -- tokens and the model -----------------------------------------------------------------
 
@@ -202,6 +198,11 @@ class Task:
     def learns(self, labels: Sequence[str]) -> str:
         """What the model predicts, in words (for the model card)."""
         return f"labels: {', '.join(labels)}"
+
+    @property
+    def mlflow_pipeline(self) -> str | None:
+        """Pipeline task MLflow's transformers flavour logs the export as (None: the folder is logged as it is)."""
+        return self.pipeline_task
 
     def load_call(self, folder: str) -> str:
         """The ``transformers.pipeline`` call that serves an export in ``folder``."""

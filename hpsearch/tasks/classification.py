@@ -20,14 +20,12 @@ class TextClassification(Task):
     default_metric: ClassVar[str] = "macro_f1"
     auto_class: ClassVar[str] = "AutoModelForSequenceClassification"
     pipeline_task: ClassVar[str] = "text-classification"
-    mlflow_pipeline: ClassVar[str | None] = "text-classification"
     inputs: ClassVar[tuple[str, ...]] = ("text",)
     target: ClassVar[str | None] = "label"
     columns: ClassVar[dict[str, tuple[str | None, str]]] = {
         "text": ("text", "Text column (classification, regression)."),
         "label": ("label", "Label column (classification) or target column (regression)."),
     }
-    standard_inputs: ClassVar[tuple[str, ...]] = ("text",)
 
     def standardise(self, column: Column, split: str, label_map: Any) -> dict[str, list[Any]]:
         out = {field: texts(column(field), split, column.name(field)) for field in self.inputs}
@@ -74,7 +72,6 @@ class TextPairClassification(TextClassification):
     columns: ClassVar[dict[str, tuple[str | None, str]]] = {
         "text_pair": (None, "Second text column (text-pair-classification)."),
     }
-    standard_inputs: ClassVar[tuple[str, ...]] = ("text", "text_pair")
 
     def spec_problems(self, spec: Any) -> list[str]:
         if spec.data.columns.text_pair is None:

@@ -17,7 +17,6 @@ class TokenClassification(Task):
     default_metric: ClassVar[str] = "f1"
     auto_class: ClassVar[str] = "AutoModelForTokenClassification"
     pipeline_task: ClassVar[str] = "token-classification"
-    mlflow_pipeline: ClassVar[str | None] = "token-classification"
     peft_task_type: ClassVar[str] = "TOKEN_CLS"
     inputs: ClassVar[tuple[str, ...]] = ("tokens",)
     target: ClassVar[str | None] = "tags"
@@ -25,7 +24,6 @@ class TokenClassification(Task):
         "tokens": ("tokens", "Column of word lists (token-classification)."),
         "tags": ("tags", "Column of per-word tag lists (token-classification)."),
     }
-    standard_inputs: ClassVar[tuple[str, ...]] = ("tokens",)
 
     def learns(self, labels: Sequence[str]) -> str:
         return f"tags: {', '.join(labels)}"

@@ -58,7 +58,6 @@ class QuestionAnswering(Task):
     }
     target_keys: ClassVar[tuple[str, ...]] = ("start_positions", "end_positions")
     grouped_by: ClassVar[str | None] = "context (all questions about one passage)"
-    standard_inputs: ClassVar[tuple[str, ...]] = ("question", "context")
 
     doc_stride: int | None = None
     max_answer_length: int = 30
@@ -186,6 +185,10 @@ class QuestionAnswering(Task):
         pipe = pipeline("question-answering", model=model_dir, tokenizer=model_dir, device=-1, pipeline_class=ExtractiveQuestionAnswering)
         columns = meta["input_columns"]
         return [pipe(question=str(row[columns["question"]]), context=str(row[columns["context"]])) for row in rows]
+
+    @property
+    def mlflow_pipeline(self) -> str | None:
+        return None  # MLflow's flavour cannot rebuild a pipeline transformers no longer ships: the folder is logged
 
     def load_call(self, folder: str) -> str:
         return f'pipeline("question-answering", model="{folder}", trust_remote_code=True)  # runs the folder\'s qa_pipeline.py'
