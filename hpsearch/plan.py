@@ -19,10 +19,10 @@ from typing import Any, Callable
 
 from hpsearch.spec import CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec
 
-PRUNED_SHARE = {"median": 0.5, "wilcoxon": 0.5, "successive-halving": 2 / 3, "hyperband": 2 / 3, "none": 0.0}
+PRUNED_SHARE = {"median": 0.5, "wilcoxon": 0.5, "hyperband": 2 / 3, "none": 0.0}
 """Share of the trials after the pruner's start-up that the plan assumes pruned: the median pruner stops
-those below the running median (about half); successive halving keeps a third of each rung; the
-percentile pruner keeps its ``percentile`` (see :func:`pruned_share`)."""
+those below the running median (about half); Hyperband keeps about a third; the percentile pruner keeps
+its ``percentile`` (see :func:`pruned_share`). Successive halving has its own arithmetic (:mod:`hpsearch.rungs`)."""
 
 
 def pruned_share(spec: StudySpec) -> float:
@@ -30,6 +30,28 @@ def pruned_share(spec: StudySpec) -> float:
     if pruner.name == "percentile":
         return 1 - float(pruner.options.get("percentile", 25.0)) / 100
     return PRUNED_SHARE[pruner.name]
+
+
+def pruning(spec: StudySpec, folds: int, epochs: float) -> tuple[int, float, str]:
+    """(trials the pruner never stops, share of a complete trial's work that each later trial costs on
+    average, the assumption in words with ``{later}`` for the number of later trials); ``epochs``: a
+    typical trial's epoch count."""
+    from hpsearch.rungs import REDUCTION_FACTOR, expected_work
+
+    pruner = spec.search.pruner
+    if pruner.name == "none" or spec.search.second_objective is not None or folds * epochs <= 1:
+        return 0, 1.0, "no trial is pruned"
+    if pruner.name == "successive-halving":
+        factor = int(pruner.options.get("reduction_factor", REDUCTION_FACTOR))
+        work = expected_work(folds, epochs, factor)
+        return 1, work, (f"successive halving keeps 1/{factor} of the trials at each rung (epoch 1 of fold 1, then each fold's end): "
+                         f"each of the {{later}} trials after the first costs {work:.0%} of a complete trial on average")
+    startup = int(pruner.options.get("n_startup_trials", 5))
+    share = pruned_share(spec)
+    # Trials report every epoch and the CV score so far after each fold: a pruned trial stops within its first fold.
+    first = 1 / folds if folds > 1 else 1 / max(2.0, epochs)
+    return startup, (1 - share) + share * first, (f"{share:.0%} of the {{later}} trials after the pruner's start-up of {startup} are pruned, "
+                                                  f"each within its first fold ({first:.0%} of a trial's work)")
 
 
 @dataclass(frozen=True)
@@ -68,38 +90,42 @@ def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, 
         epoch = train_rows * c.train_seconds_per_example + eval_rows * c.eval_seconds_per_example
         fold = c.setup_seconds + epochs * epoch
         rows.append({**asdict(c), "epochs": epochs, "epoch_seconds": epoch, "fold_seconds": fold, "trial_seconds": folds * fold})
-    n = spec.search.n_trials
     per_trial = statistics.fmean(r["trial_seconds"] for r in rows)
     # The final model: a refit on every training row (one fold's training and validation rows) and one test pass.
     final = statistics.fmean(r["setup_seconds"] + r["epochs"] * (train_rows + eval_rows) * r["train_seconds_per_example"]
                              + test_rows * r["eval_seconds_per_example"] for r in rows)
     once = sum(c.once_seconds for c in calibrations)
-    startup = int(spec.search.pruner.options.get("n_startup_trials", 5)) if spec.search.pruner.name != "none" else n
-    prunable = max(0, n - startup) if spec.search.second_objective is None and folds * max(r["epochs"] for r in rows) > 1 else 0
-    share = pruned_share(spec)
-    pruned = share * prunable
-    # Trials report every epoch and the CV score so far after each fold: a pruned trial stops within its first fold.
-    work = 1 / folds if folds > 1 else 1 / max(2.0, max(r["epochs"] for r in rows))
-    without = once + n * per_trial + final
-    with_pruning = once + (n - pruned) * per_trial + pruned * work * per_trial + final
+    startup, work, assumption = pruning(spec, folds, statistics.fmean(r["epochs"] for r in rows))
+    n, n_unpruned = _trials(spec, per_trial, once, startup, work)
+    kept = min(n, startup) if work < 1 else n
     result: dict[str, Any] = {
-        "rows": rows, "n_trials": n, "folds": folds, "train_rows_per_fold": train_rows, "eval_rows_per_fold": eval_rows,
-        "seconds_without_pruning": without, "seconds_with_pruning": with_pruning, "one_off_seconds": once, "final_model_seconds": final,
-        "pruning_assumption": (f"{share:.0%} of the {prunable} trials after the pruner's start-up of {startup} are pruned, "
-                               f"each within its first fold ({work:.0%} of a trial's work)") if prunable and share else "no trial is pruned",
-        "longest_trial_seconds": max(r["trial_seconds"] for r in rows),
-        "warnings": [],
+        "rows": rows, "n_trials": n, "n_trials_without_pruning": n_unpruned, "time_budget": spec.search.n_trials is None,
+        "folds": folds, "train_rows_per_fold": train_rows, "eval_rows_per_fold": eval_rows,
+        "seconds_without_pruning": once + n_unpruned * per_trial + final,
+        "seconds_with_pruning": once + kept * per_trial + (n - kept) * work * per_trial + final,
+        "one_off_seconds": once, "final_model_seconds": final,
+        "pruning_assumption": assumption.format(later=f"{n - kept:.0f}") if n > kept else "no trial is pruned",
+        "longest_trial_seconds": max(r["trial_seconds"] for r in rows), "warnings": [],
     }
     timeout = spec.search.timeout
     if timeout is not None:
-        expected = with_pruning if prunable else without
-        if expected > timeout:
+        expected = result["seconds_with_pruning"] - final
+        if spec.search.n_trials is not None and expected > timeout:
             done = max(0, int((timeout - once) / per_trial))
             result["warnings"].append(f"search.timeout {timeout:g}s is shorter than the estimate ({expected:.0f}s): the study will stop "
-                                      f"after about {done} of {n} trials")
+                                      f"after about {done} of {spec.search.n_trials} trials")
         result["warnings"].append(f"search.timeout is checked between trials: the last trial may run up to about "
                                   f"{result['longest_trial_seconds']:.0f}s past it")
     return result
+
+
+def _trials(spec: StudySpec, per_trial: float, once: float, startup: int, work: float) -> tuple[float, float]:
+    """Trials the study will run, with and without pruning: ``n_trials``, or as many as fit in the timeout."""
+    if spec.search.n_trials is not None:
+        return spec.search.n_trials, spec.search.n_trials
+    budget = max(spec.search.timeout - once, 0.0)  # type: ignore[operator]  # the spec requires one of the two
+    unpruned = budget / per_trial
+    return min(startup, unpruned) + max(0.0, budget - startup * per_trial) / (work * per_trial), unpruned
 
 
 def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tuple[list[Calibration], int, int, int, int]:
@@ -145,7 +171,9 @@ def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tu
 
 
 def render(plan: dict[str, Any]) -> str:
-    lines = [f"plan: {plan['n_trials']} trials x {plan['folds']} fold(s), {plan['train_rows_per_fold']} training and "
+    trials = (f"about {plan['n_trials']:.0f} trials in the timeout ({plan['n_trials_without_pruning']:.0f} without pruning)"
+              if plan.get("time_budget") else f"{plan['n_trials']} trials")
+    lines = [f"plan: {trials} x {plan['folds']} fold(s), {plan['train_rows_per_fold']} training and "
              f"{plan['eval_rows_per_fold']} validation rows per fold",
              f"{'model':<16} {'scope':<10} {'ms/train ex':>11} {'ms/val ex':>9} {'epochs':>6} {'s/epoch':>8} {'s/fold':>8} {'s/trial':>8} {'peak MiB':>9}"]
     for r in plan["rows"]:

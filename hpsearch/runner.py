@@ -147,7 +147,7 @@ class Session:
                     prune_checkpoints(self.spec, self.study)
                     _settle_heap()
         except KeyboardInterrupt:
-            self.say(f"interrupted: {counted_trials(self.study)} of {self.spec.search.n_trials} trials finished; run the same command to resume")
+            self.say(f"interrupted: {self.spec.search.done_text(counted_trials(self.study))} finished; run the same command to resume")
             self.tracker.end_study(self.parent_run, "KILLED")
             return False
         except StorageUnavailable:
@@ -179,7 +179,7 @@ class Session:
             requeue_interrupted(self.study)
             trials = self.study.get_trials(deepcopy=False)
             running = [t for t in trials if t.state.name == "RUNNING"]
-            if not may_start or _counted(trials) + len(running) >= self.spec.search.n_trials:
+            if not may_start or _counted(trials) + len(running) >= self.spec.search.trial_limit:
                 if wait_for_others and running:
                     lock.release()
                     waiting.show(running)
@@ -324,7 +324,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         started = time.monotonic()
         study = open_study(spec)
         Tracker.from_spec(spec).study_run(spec)
-        say(f"study {spec.name!r}: {counted_trials(study)} of {spec.search.n_trials} trials finished; running the rest on {len(slots)} workers")
+        say(f"study {spec.name!r}: {spec.search.done_text(counted_trials(study))} finished; running the rest on {len(slots)} workers")
         stop = stop or threading.Event()
         codes = run_pool(Path(study_path), slots, say, extra_args=list(worker_args), stop=stop)
         if StorageUnavailable.exit_code in codes:
@@ -332,7 +332,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
             return StorageUnavailable.exit_code
         session = Session(spec, say, stop=stop)
         if stop.is_set() or any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
-            say(f"stopped: {counted_trials(session.study)} of {spec.search.n_trials} trials finished; run the same command to resume")
+            say(f"stopped: {spec.search.done_text(counted_trials(session.study))} finished; run the same command to resume")
             session.tracker.end_study(session.parent_run, "KILLED")
             return 130
         # Workers that died may have left trials behind: recover them and finish here, within the
@@ -341,9 +341,10 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
             return 130
     else:
         session = Session(spec, say, stop=stop)
-        remaining = spec.search.n_trials - counted_trials(session.study)
-        say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), "
-            f"{max(remaining, 0)} of {spec.search.n_trials} trials to run on {session.device}")
+        done = counted_trials(session.study)
+        todo = (f"{max(spec.search.n_trials - done, 0)} of {spec.search.n_trials} trials" if spec.search.n_trials is not None
+                else f"trials for {spec.search.timeout:g} s ({done} finished before)")
+        say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), {todo} to run on {session.device}")
         if not session.work(wait_for_others=True):
             return 130
     try:
@@ -378,7 +379,7 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
     # Workers of one study need different sampler seeds, or they would propose the same trials.
     session = Session(spec, say, device=device, seed_offset=os.getpid() if seed_offset is None else seed_offset, stop=stop,
                       threads=threads)
-    say(f"worker on {session.device} joined study {spec.name!r} ({counted_trials(session.study)} of {spec.search.n_trials} trials finished)")
+    say(f"worker on {session.device} joined study {spec.name!r} ({spec.search.done_text(counted_trials(session.study))} finished)")
     return 0 if session.work() else 130
 
 

@@ -5,7 +5,8 @@ that fold and epoch at step ``fold * (E + 1) + epoch - 1``, where E is the large
 search space allows; after each fold but the last it also reports its cross-validation score so far
 (the mean over the folds done, at their best common epoch count) at step ``fold * (E + 1) + E``.
 Every trial uses the same folds, so two trials are compared at the same fold and epoch, and, whatever
-their epoch counts, on the score the objective will be made of.
+their epoch counts, on the score the objective will be made of. The successive-halving pruner decides
+only at a few of these steps, its rungs (see :mod:`hpsearch.rungs`).
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ PRUNERS: dict[str, Callable[..., Any]] = {}
 def _register_factories() -> None:
     import optuna
 
+    from hpsearch.rungs import OnRungs
+
     s, p = optuna.samplers, optuna.pruners
     SAMPLERS.update({
         "tpe": lambda spec, seed, opts: s.TPESampler(seed=seed, **opts),
@@ -42,12 +45,12 @@ def _register_factories() -> None:
         "nsga2": lambda spec, seed, opts: s.NSGAIISampler(seed=seed, **opts),
     })
     PRUNERS.update({
-        "none": lambda opts: p.NopPruner(**opts),
-        "median": lambda opts: p.MedianPruner(**opts),
-        "percentile": lambda opts: p.PercentilePruner(**{"percentile": 25.0, **opts}),
-        "successive-halving": lambda opts: p.SuccessiveHalvingPruner(**opts),
-        "hyperband": lambda opts: p.HyperbandPruner(**opts),
-        "wilcoxon": lambda opts: p.WilcoxonPruner(**opts),
+        "none": lambda spec, opts: p.NopPruner(**opts),
+        "median": lambda spec, opts: p.MedianPruner(**opts),
+        "percentile": lambda spec, opts: p.PercentilePruner(**{"percentile": 25.0, **opts}),
+        "successive-halving": lambda spec, opts: OnRungs(max_epochs(spec) + 1, opts),
+        "hyperband": lambda spec, opts: p.HyperbandPruner(**opts),
+        "wilcoxon": lambda spec, opts: p.WilcoxonPruner(**opts),
     })
 
 
@@ -71,7 +74,7 @@ def make_pruner(spec: StudySpec) -> Any:
         _register_factories()
     pruner = spec.search.pruner
     try:
-        return PRUNERS[pruner.name](dict(pruner.options))
+        return PRUNERS[pruner.name](spec, dict(pruner.options))
     except (TypeError, ValueError) as exc:
         raise SpecError([f"search.pruner.options: {pruner.name} pruner rejected {pruner.options}: {exc}"]) from None
 
@@ -218,11 +221,12 @@ class Objective:
 
         curves: list[list[float]] = []
         predictions: list[list[Any]] = []  # per fold, per epoch: the compact prediction of each validation row
+        losses: dict[str, float] = {}  # validation loss by reported step: the rungs' tie-break (see hpsearch.rungs)
         seconds, samples, eval_seconds, flops = 0.0, 0, 0.0, 0.0
         started = time.perf_counter()
         reset_peak_memory(self.tuner.device)
         for fold, (train_rows, eval_rows) in enumerate(self.folds):
-            outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, curves, run, predictions)
+            outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, curves, run, predictions, losses)
             seconds += outcome["seconds"]
             samples += outcome["samples"]
             eval_seconds += outcome["eval_seconds"]
@@ -239,7 +243,7 @@ class Objective:
             if outcome["stopped"]:
                 raise optuna.TrialPruned(f"pruned at fold {fold + 1}, epoch {len(curves[-1])}: {self.spec.metric}={curves[-1][-1]:.4f}")
             if fold + 1 < len(self.folds):
-                self._prune_after_fold(trial, fold, curves)
+                self._prune_after_fold(trial, fold, curves, losses)
         best_epochs, fold_scores = best_epoch_aggregate(curves, self.spec.direction)
         mean = statistics.fmean(fold_scores)
         std = statistics.pstdev(fold_scores) if len(fold_scores) > 1 else 0.0
@@ -268,20 +272,26 @@ class Objective:
                 pooled[row] = value
         return {"split": self.eval_split, "epoch": best_epochs, "predictions": pooled}
 
-    def _prune_after_fold(self, trial: Any, fold: int, curves: list[list[float]]) -> None:
+    def _prune_after_fold(self, trial: Any, fold: int, curves: list[list[float]], losses: dict[str, float]) -> None:
         """Report the CV score so far at the fold-end step (trials of any epoch count meet on the objective's
         terms) and raise ``TrialPruned`` if the pruner says so."""
         import optuna
 
         if not self.prunable:
             return
-        so_far = statistics.fmean(best_epoch_aggregate(curves, self.spec.direction)[1])
-        trial.report(so_far, step=fold * self.step_stride + self.step_stride - 1)
+        epochs, scores = best_epoch_aggregate(curves, self.spec.direction)
+        so_far = statistics.fmean(scores)
+        step = fold * self.step_stride + self.step_stride - 1
+        at_epochs = [losses.get(str(f * self.step_stride + epochs - 1)) for f in range(fold + 1)]
+        if None not in at_epochs:
+            losses[str(step)] = statistics.fmean(at_epochs)  # type: ignore[arg-type]
+            trial.set_user_attr("validation_loss", losses)
+        trial.report(so_far, step=step)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after fold {fold + 1}: {self.spec.metric} so far {so_far:.4f}")
 
     def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int],
-                  curves: list[list[float]], run: str | None, predictions: list[list[Any]]) -> dict[str, Any]:
+                  curves: list[list[float]], run: str | None, predictions: list[list[Any]], losses: dict[str, float]) -> dict[str, Any]:
         metric, curve, predicted = self.spec.metric, [], []
         curves.append(curve)
         predictions.append(predicted)
@@ -295,7 +305,11 @@ class Objective:
                           event="epoch", trial=trial.number, fold=fold + 1, epoch=record.epoch, metrics=record.metrics, train_loss=record.train_loss, samples_per_second=speed)
             if not self.prunable:
                 return False
-            trial.report(curve[-1], step=fold * self.step_stride + record.epoch - 1)
+            step = fold * self.step_stride + record.epoch - 1
+            if "loss" in record.metrics and str(step) not in losses:  # a repeated step (memory retry) keeps its first report, as Optuna does
+                losses[str(step)] = record.metrics["loss"]
+                trial.set_user_attr("validation_loss", losses)
+            trial.report(curve[-1], step=step)
             return bool(trial.should_prune())
 
         keep = self.checkpoints is not None and self.spec.export.policy == "best-fold"

@@ -44,7 +44,7 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"study {spec.name}: {counted} of {spec.search.n_trials} trials finished", title_justify="left")
+    table = Table(title=f"study {spec.name}: {spec.search.done_text(counted)} finished", title_justify="left")
     for column in ("trial", "state", "model", "params", f"{spec.metric} (CV)", "epochs", "duration", "compute", "device", "note"):
         table.add_column(column, overflow="fold")
     for r in rows:

@@ -50,9 +50,9 @@ def describe_spec(spec: StudySpec) -> str:
         lines.append(f"scoring: {spec.cv.folds}-fold CV ({strat}{group}, seed {spec.cv_seed})")
     s = spec.search
     lines.append(
-        f"search: {s.n_trials} trials, metric {spec.metric} ({spec.direction}), sampler {s.sampler.name} "
+        f"search: {s.budget_text}, metric {spec.metric} ({spec.direction}), sampler {s.sampler.name} "
         f"(seed {spec.sampler_seed}), pruner {s.pruner.name}, {len(s.enqueue)} enqueued"
-        + (f", timeout {s.timeout:g}s" if s.timeout else "")
+        + (f", timeout {s.timeout:g}s" if s.timeout and s.n_trials is not None else "")
     )
     lines += search_budget_lines(spec)
     lines.append(f"storage: {redact(s.storage) if s.storage else 'embedded, in ' + str(spec.out_dir)}")
@@ -78,6 +78,9 @@ def search_budget_lines(spec: StudySpec) -> list[str]:
         return []
     startup = int(s.sampler.options.get("n_startup_trials", STARTUP_DEFAULTS[s.sampler.name]))
     enqueued = len(s.enqueue)
+    if s.n_trials is None:
+        return [f"  sampler budget: {startup} random start-up trial(s) (enqueued settings count among them), then guided by "
+                f"{s.sampler.name} until the timeout ('hpsearch plan' estimates how many trials fit)"]
     guided = max(0, s.n_trials - max(startup, enqueued))
     lines = [f"  sampler budget: {startup} random start-up trial(s) (enqueued settings count among them), then {guided} guided by {s.sampler.name}"]
     if guided < 2:

@@ -193,7 +193,7 @@ class Tracker(NullTracker):
             path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
             self.client.log_artifact(run_id, str(path))
         self.client.log_batch(run_id, params=_params({"metric": spec.metric, "direction": spec.direction, "folds": spec.cv.folds,
-                                                      "n_trials": spec.search.n_trials, "sampler": spec.search.sampler.name,
+                                                      "n_trials": spec.search.n_trials or "until timeout", "sampler": spec.search.sampler.name,
                                                       "pruner": spec.search.pruner.name, "candidates": ",".join(m.name for m in spec.models)}))
 
     def start_trial(self, parent: str | None, number: int, model: str, params: dict[str, Any], device: str) -> str:

@@ -59,6 +59,21 @@ def test_pruning_and_timeout_warnings(tmp_path: Path) -> None:
     assert "may run up to about" in plan["warnings"][1]
 
 
+def test_a_time_budget_is_turned_into_trials_with_and_without_successive_halving(tmp_path: Path) -> None:
+    from hpsearch.rungs import expected_work
+
+    spec = _spec(tmp_path, "search: {n_trials: null, timeout: 600, pruner: {name: successive-halving}}\n")
+    plan = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3)
+    mean_trial = (plan["rows"][0]["trial_seconds"] + plan["rows"][1]["trial_seconds"]) / 2
+    work = expected_work(3, 3.0, 3)  # the candidates' typical epochs: 2 and 4
+    assert plan["n_trials_without_pruning"] == pytest.approx((600 - 15) / mean_trial)
+    assert plan["n_trials"] == pytest.approx(1 + (600 - 15 - mean_trial) / (work * mean_trial))  # the first trial runs whole
+    assert plan["n_trials"] > 3 * plan["n_trials_without_pruning"]
+    assert plan["seconds_with_pruning"] == pytest.approx(600 + plan["final_model_seconds"])
+    assert "successive halving keeps 1/3" in plan["pruning_assumption"]
+    assert not any("shorter than the estimate" in w for w in plan["warnings"])
+
+
 def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from hpsearch.cli import main
     from hpsearch.runner import run_study

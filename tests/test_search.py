@@ -71,16 +71,17 @@ def test_study_with_two_candidates_completes_and_selects_the_best(tmp_path: Path
     assert (spec.export_dir / "config.json").is_file()
 
 
-def _good_then_stuck(tmp_path: Path, tiny_bert: Path, epochs: int, warmup_steps: int) -> Path:
-    """Two trials of a candidate that learns, then one whose learning rate is 1e-9, under the median pruner; run."""
+def _good_then_stuck(tmp_path: Path, tiny_bert: Path, epochs: int, warmup_steps: int, pruner: str = "") -> Path:
+    """Two trials of a candidate that learns, then one whose learning rate is 1e-9, under the median pruner
+    (or ``pruner``); run."""
     models = (
         f"models:\n  - {{name: good, path: {tiny_bert}}}\n"
         f"  - {{name: stuck, path: {tiny_bert}, space: {{learning_rate: 1.0e-9}}}}\n"
     )
     search = (
         "search:\n  n_trials: 3\n  sampler: {name: random}\n"
-        f"  pruner: {{name: median, options: {{n_startup_trials: 2, n_warmup_steps: {warmup_steps}}}}}\n"
-        "  enqueue: [{model: good, learning_rate: 1.0e-2}, {model: good, learning_rate: 8.0e-3}, {model: stuck}]\n"
+        + (pruner or f"  pruner: {{name: median, options: {{n_startup_trials: 2, n_warmup_steps: {warmup_steps}}}}}\n")
+        + "  enqueue: [{model: good, learning_rate: 1.0e-2}, {model: good, learning_rate: 8.0e-3}, {model: stuck}]\n"
     )
     space = FAST.replace("epochs: 3", f"epochs: {epochs}").replace("high: 5.0e-3", "high: 1.0e-2")
     path = _study(tmp_path, tiny_bert, search, models, space=space, rows=150)
@@ -109,6 +110,27 @@ def test_fold_end_step_prunes_on_the_cv_score_so_far(tmp_path: Path, tiny_bert: 
     assert [first.intermediate_values[s] for s in (0, 1, 3, 4, 6, 7)] == [v for curve in curves for v in curve]
     assert first.intermediate_values[2] == max(curves[0])
     assert first.intermediate_values[5] == pytest.approx(sum(best_epoch_aggregate(curves[:2], "maximize")[1]) / 2)
+
+
+def test_successive_halving_stops_a_hopeless_configuration_after_one_epoch_of_one_fold(tmp_path: Path, tiny_bert: Path) -> None:
+    path = _good_then_stuck(tmp_path, tiny_bert, epochs=4, warmup_steps=0, pruner="  pruner: {name: successive-halving}\n")
+    trials = _trials(path)
+    assert trials[0].state.name == "COMPLETE"  # the first trial passes every rung
+    stuck = trials[2]
+    assert stuck.state.name == "PRUNED" and stuck.user_attrs["params"]["learning_rate"] == 1e-9
+    assert stuck.user_attrs["failure_reason"].startswith("pruned at fold 1, epoch 1:")
+    assert sorted(stuck.intermediate_values) == [0]  # one epoch of one fold was all it cost
+
+
+def test_a_time_budget_instead_of_a_trial_count(tmp_path: Path, tiny_bert: Path) -> None:
+    said: list[str] = []
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: null, timeout: 2, pruner: {name: successive-halving}}\n",
+                  space=FAST.replace("epochs: 3", "epochs: 1"), rows=60)
+    assert run_study(path, say=lambda m, **f: said.append(m)) == 0
+    assert any("trials for 2 s" in m for m in said)
+    assert any(m.startswith("timeout of 2s reached") for m in said)  # the budget, not a count, ended the search
+    assert any(t.state.name == "COMPLETE" for t in _trials(path))
+    assert json.loads((load_spec(path).out_dir / "selection.json").read_text())["selected"]["trial"] is not None
 
 
 def test_interrupted_study_resumes_to_exactly_n_trials(tmp_path: Path, tiny_bert: Path) -> None:

@@ -49,6 +49,15 @@ def test_numbers_are_read_as_users_write_them(tmp_path: Path) -> None:
     assert problems and "learning_rate must be a number > 0, but got '2e-5'" in problems[0]  # quoted: a string, as written
 
 
+def test_a_study_without_a_trial_count_needs_a_time_budget(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    body = "data: {train: d.csv}\nmodels: [{name: m, path: m}]\nsearch: {n_trials: null%s}\n"
+    problems = _problems(tmp_path, body % "")
+    assert len(problems) == 1 and "n_trials: null needs a time budget: set search.timeout (seconds)" in problems[0]
+    spec = _load(tmp_path, body % ", timeout: 900")
+    assert spec.search.trial_limit == float("inf") and spec.search.done_text(3) == "3 trials (budget 900 s)"
+
+
 def test_a_missing_label_column_is_found_from_the_header(tmp_path: Path) -> None:
     _folder(tmp_path)
     problems = _problems(tmp_path, "data: {train: d.csv, columns: {label: sentiment}}\nmodels: [{name: m, path: m}]\n")

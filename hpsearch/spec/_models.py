@@ -143,7 +143,8 @@ class PrunerSpec(SpecModel):
     """Which Optuna pruner stops unpromising trials early."""
 
     name: Literal["none", "median", "percentile", "successive-halving", "hyperband", "wilcoxon"] = Field(
-        "median", description="Optuna pruner."
+        "median", description="Optuna pruner. 'successive-halving' decides at rungs (epoch 1 of fold 1, then each fold's "
+        "end) and keeps the top 1/reduction_factor (default 3) of the trials at each: the pruner for a time budget."
     )
     options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments of the pruner.")
 
@@ -151,8 +152,13 @@ class PrunerSpec(SpecModel):
 class SearchSpec(SpecModel):
     """How candidates are sampled, scored and stopped."""
 
-    n_trials: int = Field(20, ge=1, description="Trials to finish in total (over all workers and restarts).")
-    timeout: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
+    n_trials: int | None = Field(
+        20, ge=1, description="Trials to finish in total (over all workers and restarts); null: as many as search.timeout "
+        "allows (the budget is then time, not a trial count)."
+    )
+    timeout: float | None = Field(
+        None, gt=0, description="Stop starting new trials after this many seconds of this run (trials running then finish)."
+    )
     metric: str | None = Field(None, description="Validation metric to optimise; null uses the task's default.")
     direction: Literal["maximize", "minimize"] | None = Field(None, description="Null: the metric's natural direction.")
     second_objective: Literal["latency", "params"] | None = Field(
@@ -169,6 +175,26 @@ class SearchSpec(SpecModel):
     enqueue: list[dict[str, Any]] = Field(
         default_factory=list, description="Settings tried first (e.g. known-good defaults), by parameter name."
     )
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> SearchSpec:
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("n_trials: null needs a time budget: set search.timeout (seconds), or give n_trials a number")
+        return self
+
+    @property
+    def trial_limit(self) -> float:
+        """The trial count the study stops at (infinite when the timeout alone is the budget)."""
+        return float("inf") if self.n_trials is None else self.n_trials
+
+    @property
+    def budget_text(self) -> str:
+        """'20 trials', or 'trials for 600 s' when the timeout is the budget."""
+        return f"{self.n_trials} trials" if self.n_trials is not None else f"trials for {self.timeout:g} s"
+
+    def done_text(self, done: int) -> str:
+        """'3 of 20 trials', or '3 trials (budget 600 s)' when the timeout is the budget."""
+        return f"{done} of {self.n_trials} trials" if self.n_trials is not None else f"{done} trials (budget {self.timeout:g} s)"
 
 
 class ExecutionSpec(SpecModel):

@@ -1,0 +1,117 @@
+"""Success at a small budget: the same wall-clock budget for hpsearch and the anchor, several sampler seeds.
+
+The search (from issue reports): 600 Rotten Tomatoes rows, packaged all-MiniLM-L6-v2, full fine-tuning,
+learning rate 1e-5 to 1e-4 (log), AdamW epsilon 1e-8 or 1e-6, batch 16 or 32, epochs 1 to 3, 3 folds,
+macro-F1. With 6 trials, a low learning rate for few epochs leaves the model at the majority-class
+plateau, so the draws decide whether a study finds anything.
+
+For each seed: the anchor (`Trainer.hyperparameter_search` with the manual k-fold loop of
+time_to_quality.py, TPE with that seed, 6 trials, final fit, test score) runs first; its wall time is
+the budget. Then `hpsearch run` with the same seed, no trial count and `search.timeout` set so that its
+whole run (start, search, selection, final fit, test) takes about the anchor's wall time, under the
+successive-halving pruner (rungs: epoch 1 of fold 1, then each fold's end).
+
+A study succeeds when its winner clearly beats the majority-class baseline on the same folds (the
+paired interval of the difference above 0, as hpsearch reports it) and its CV score is within 0.02 of
+the best CV score any trial of any run reached (the best configuration known).
+
+Run: `.venv/bin/python benchmarks/small_budget.py` (about 45 minutes on 2 cores).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from _common import machine, quiet, run_study, save, study_text
+from time_to_quality import anchor, space_text
+
+MARGIN = 0.02
+"""How close to the best known CV score a winner must be to count."""
+STARTUP_S = 15.0
+"""Seconds of an hpsearch run outside its search (start, selection, baseline) taken off its timeout."""
+
+
+def baseline_folds(spec) -> list[float]:  # noqa: ANN001
+    from hpsearch.data import prepare_data
+    from hpsearch.finetune.baseline import baseline_scores
+    from hpsearch.runner import make_folds
+
+    data = prepare_data(spec)
+    folds, split = make_folds(spec, data)
+    return baseline_scores(data, folds, split, spec.metric)["fold_scores"]
+
+
+def hpsearch_side(study: Path, timeout: float) -> dict:
+    import optuna
+
+    from hpsearch.search import make_storage
+    from hpsearch.spec import load_spec
+
+    result = run_study(study)
+    spec = load_spec(study)
+    selection = json.loads((spec.out_dir / "selection.json").read_text())
+    trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    winner = next(t for t in done if t.number == selection["selected"]["trial"])
+    return {**result, "timeout_s": timeout, "winner_folds": winner.user_attrs["fold_scores"],
+            "clearly_beats_baseline": selection["baseline"]["clearly_beaten"], "baseline_cv": selection["baseline"]["cv_mean"],
+            "configurations": len(trials), "complete": len(done), "all_cv": [t.user_attrs["cv_mean"] for t in done],
+            "test_score": result["test_scores"][spec.metric]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rows", type=int, default=600)
+    parser.add_argument("--test-rows", type=int, default=400)
+    parser.add_argument("--trials", type=int, default=6, help="the anchor's trial count")
+    parser.add_argument("--pruner", default="successive-halving", help="hpsearch's pruner")
+    args = parser.parse_args()
+    quiet()
+    from hpsearch.selection import clearly_beats
+    from hpsearch.spec import load_spec
+
+    space = space_text(["full"], [1e-8, 1e-6], lr=(1e-5, 1e-4))
+    runs = []
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in args.seeds:
+            anchor_study = Path(folder) / f"anchor-{seed}" / "study.yaml"
+            anchor_study.parent.mkdir()
+            anchor_study.write_text(study_text("small-budget", args.rows, args.test_rows, space, 3, f"  n_trials: {args.trials}",
+                                               metric="macro_f1", seed=seed))
+            spec = load_spec(anchor_study)
+            print(f"seed {seed}: anchor, {args.trials} trials ...", flush=True)
+            theirs = anchor(spec, args.trials, ["full"], [("minilm-l6", None)], [1e-8, 1e-6], lr=(1e-5, 1e-4))
+            baseline = baseline_folds(spec)
+            winner_folds = max(theirs["trials"], key=lambda t: t["cv"])["fold_scores"]
+            theirs["clearly_beats_baseline"] = clearly_beats(winner_folds, baseline, 0.95, "maximize")[0]
+            theirs["baseline_cv"] = sum(baseline) / len(baseline)
+            print(f"  {theirs['wall_s']:.0f} s, best CV {theirs['best_cv']:.4f}, test {theirs['test_score']:.4f}", flush=True)
+            timeout = max(theirs["search_s"] - STARTUP_S, 30.0)
+            mine_study = Path(folder) / f"hpsearch-{seed}" / "study.yaml"
+            mine_study.parent.mkdir()
+            search = f"  n_trials: null\n  timeout: {timeout:.0f}\n  pruner: {{name: {args.pruner}}}"
+            mine_study.write_text(study_text("small-budget", args.rows, args.test_rows, space, 3, search, metric="macro_f1", seed=seed))
+            print(f"seed {seed}: hpsearch, timeout {timeout:.0f} s ...", flush=True)
+            mine = hpsearch_side(mine_study, timeout)
+            print(f"  {mine['wall_s']:.0f} s, {mine['configurations']} configurations ({mine['complete']} complete), best CV "
+                  f"{mine['best_cv']:.4f}, test {mine['test_score']:.4f}", flush=True)
+            runs.append({"seed": seed, "anchor": theirs, "hpsearch": mine})
+    best_known = max([t["cv"] for r in runs for t in r["anchor"]["trials"]] + [cv for r in runs for cv in r["hpsearch"]["all_cv"]])
+    print(f"\nbest CV macro-F1 of any trial of any run: {best_known:.4f}; success: clearly above the baseline and within {MARGIN} of it\n")
+    print("| seed | side | wall time | configurations (complete) | winner CV | test macro-F1 | beats baseline | success |\n|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        for side, result in (("anchor", r["anchor"]), ("hpsearch", r["hpsearch"])):
+            result["success"] = bool(result["clearly_beats_baseline"] and result["best_cv"] >= best_known - MARGIN)
+            count = f"{args.trials} ({args.trials})" if side == "anchor" else f"{result['configurations']} ({result['complete']})"
+            print(f"| {r['seed']} | {side} | {result['wall_s']:.0f} s | {count} | {result['best_cv']:.4f} | {result['test_score']:.4f} | "
+                  f"{'yes' if result['clearly_beats_baseline'] else 'no'} | {'yes' if result['success'] else 'no'} |")
+    tally = {side: sum(r[side]["success"] for r in runs) for side in ("anchor", "hpsearch")}
+    print(f"\nsuccesses: hpsearch {tally['hpsearch']} of {len(runs)}, anchor {tally['anchor']} of {len(runs)}")
+    print(f"written to {save('small_budget', {'machine': machine(), 'settings': vars(args), 'best_known_cv': best_known, 'runs': runs, 'successes': tally})}")
+
+
+if __name__ == "__main__":
+    main()

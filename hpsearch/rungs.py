@@ -1,0 +1,92 @@
+"""Successive halving on the study's rungs: epoch 1 of fold 1, then the end of each fold but the last.
+
+A trial reports after every epoch of every fold and, after each fold but the last, its CV score so
+far (see :mod:`hpsearch.search` for the step layout). Successive halving needs a few of those as
+rungs, each costlier than the one before: the first epoch of the first fold (skipped when no trial
+trains more than one epoch: it would be the first fold's end), then the end of fold 1, fold 2, ...
+A trial passes a rung when its value there is in the top 1/``reduction_factor`` of the values every
+trial of the study had at that rung; the rest stop. So most configurations cost one epoch of one
+fold, and only the promising ones pay for all folds: under a fixed budget (``search.timeout``) the
+study looks at several times as many configurations.
+
+Ties are broken by the validation loss. Below some learning rate every trial sits at the same
+plateau (a classifier that predicts the majority class has the same accuracy and F1 whatever its
+weights), and a plain comparison would let all of them through at full cost; the lower validation
+loss says which trial is closer to learning. The loss enters as a difference far smaller than any
+difference in the metric, so it never reorders trials whose scores differ.
+
+The promotion rule and its bookkeeping are Optuna's :class:`~optuna.pruners.SuccessiveHalvingPruner`,
+which places rung k at step ``reduction_factor ** k``; :class:`OnRungs` shows it each trial with its
+rung values at those steps.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+
+REDUCTION_FACTOR = 3
+"""Default share kept at each rung: a third (Optuna's own default is a quarter)."""
+TIE_BREAK = 1e-9
+"""Weight of the validation loss (squashed into [0, 1)) in the value the pruner compares."""
+
+
+def rung_of(step: int, stride: int) -> int | None:
+    """The rung a reported step is (None: not a rung). ``stride``: steps per fold (epochs + 1)."""
+    several_epochs = stride > 2
+    if step == 0 and several_epochs:
+        return 0
+    if step % stride == stride - 1:
+        return step // stride + (1 if several_epochs else 0)
+    return None
+
+
+def rung_positions(folds: int, epochs: float) -> list[float]:
+    """Where the rungs sit, as shares of a complete trial's work (``epochs``: a trial's epoch count)."""
+    first = [1 / (folds * epochs)] if epochs > 1 else []
+    return first + [f / folds for f in range(1, folds)]
+
+
+def expected_work(folds: int, epochs: float, reduction_factor: float) -> float:
+    """Share of a complete trial's work that one configuration costs on average once every rung keeps
+    1/``reduction_factor`` of the trials reaching it (the plan's arithmetic)."""
+    work, alive, done = 0.0, 1.0, 0.0
+    for position in rung_positions(folds, epochs):
+        work += alive * (position - done)
+        done, alive = position, alive / reduction_factor
+    return work + alive * (1 - done)
+
+
+class OnRungs(optuna.pruners.BasePruner):
+    """Optuna's successive halving, deciding only at the study's rungs (see the module's text)."""
+
+    def __init__(self, stride: int, options: dict[str, Any]) -> None:
+        if "min_resource" in options:
+            raise ValueError("min_resource does not apply: the rungs are epoch 1 of fold 1 and each fold's end")
+        self.stride = stride
+        options = {"reduction_factor": REDUCTION_FACTOR, **options}
+        self.reduction_factor = int(options["reduction_factor"])
+        self.inner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, **options)
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        step = trial.last_step
+        if step is None or rung_of(step, self.stride) is None:
+            return False
+        losses = trial.user_attrs.get("validation_loss", {})  # by step, as the objective records it
+        better = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        at_rungs = {}
+        for reported, value in trial.intermediate_values.items():
+            rung = rung_of(reported, self.stride)
+            if rung is not None:
+                loss = losses.get(str(reported))
+                tie = TIE_BREAK * loss / (1 + loss) if loss is not None and math.isfinite(loss) and loss >= 0 else 0.0
+                at_rungs[self.reduction_factor ** rung] = value - better * tie
+        # The same trial (its id: the pruner records each rung's value on it) with its rungs as steps.
+        view = optuna.trial.FrozenTrial(
+            number=trial.number, state=trial.state, value=None, datetime_start=trial.datetime_start,
+            datetime_complete=trial.datetime_complete, params=trial.params, distributions=trial.distributions,
+            user_attrs=trial.user_attrs, system_attrs=trial.system_attrs, intermediate_values=at_rungs,
+            trial_id=trial._trial_id,
+        )
+        return bool(self.inner.prune(study, view))

@@ -1,0 +1,77 @@
+"""Successive halving on the study's rungs: which steps are rungs, what a configuration costs, who stops."""
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from hpsearch.rungs import OnRungs, expected_work, rung_of, rung_positions
+
+
+def test_rungs_are_the_first_epoch_then_each_fold_end() -> None:
+    stride = 4  # 3 epochs per fold at steps 4k..4k+2, the CV score so far at 4k+3
+    assert [s for s in range(12) if rung_of(s, stride) is not None] == [0, 3, 7, 11]
+    assert [rung_of(s, stride) for s in (0, 3, 7)] == [0, 1, 2]
+    # One epoch per fold: its first epoch is the first fold's end, so the fold ends alone are rungs.
+    assert [(s, rung_of(s, 2)) for s in range(6) if rung_of(s, 2) is not None] == [(1, 0), (3, 1), (5, 2)]
+
+
+def test_expected_work_of_a_configuration() -> None:
+    assert rung_positions(3, 3) == pytest.approx([1 / 9, 1 / 3, 2 / 3])
+    # 1/9 for everyone, then a third goes on to 1/3, a ninth to 2/3, a 27th to the end.
+    assert expected_work(3, 3, 3) == pytest.approx(1 / 9 + (1 / 3) * (2 / 9) + (1 / 9) * (1 / 3) + (1 / 27) * (1 / 3))
+    assert expected_work(3, 1, 3) == pytest.approx(1 / 3 + (1 / 3) * (1 / 3) + (1 / 9) * (1 / 3))  # no epoch rung
+    assert expected_work(3, 3, 1) == pytest.approx(1.0)  # keeping everyone costs full trials
+
+
+def _report(study: optuna.Study, values: dict[int, float]) -> bool:
+    """A new trial reports ``values`` (step -> value) in order; whether it was told to stop at its last step."""
+    trial = study.ask()
+    pruned = False
+    for step, value in sorted(values.items()):
+        trial.report(value, step)
+        pruned = trial.should_prune()
+        if pruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return True
+    study.tell(trial, values[max(values)])
+    return pruned
+
+
+def test_a_trial_is_compared_only_with_what_others_had_at_the_same_rung() -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize", pruner=OnRungs(4, {}))
+    # Trial 0 sets the bar at every rung: epoch 1 of fold 1 (step 0) 0.6, fold 1's end (step 3) 0.7.
+    assert not _report(study, {0: 0.6, 1: 0.65, 2: 0.7, 3: 0.7, 4: 0.7, 7: 0.71, 8: 0.72})
+    # Worse at epoch 1 of fold 1: stopped there, before paying for more.
+    assert _report(study, {0: 0.5, 1: 0.9})
+    # Between rungs nothing stops a trial, however bad its epochs look; at fold 1's end it is compared
+    # with the 0.7 trial 0 had there (not with the epoch-1 values).
+    assert not _report(study, {0: 0.6, 1: 0.1, 2: 0.65, 3: 0.71, 4: 0.5, 7: 0.72, 8: 0.8})
+    assert _report(study, {0: 0.61, 1: 0.6, 2: 0.6, 3: 0.69})
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["COMPLETE", "PRUNED", "COMPLETE", "PRUNED"]
+    assert sorted(study.get_trials()[1].intermediate_values) == [0]
+
+
+def test_rungs_are_not_configurable_by_resource() -> None:
+    with pytest.raises(ValueError, match="min_resource does not apply"):
+        OnRungs(4, {"min_resource": 2})
+
+
+def test_a_tie_on_the_metric_goes_to_the_lower_validation_loss() -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize", pruner=OnRungs(4, {}))
+
+    def plateau(loss: float) -> bool:  # the majority-class score every stuck classifier gets, with its own loss
+        trial = study.ask()
+        trial.set_user_attr("validation_loss", {"0": loss})
+        trial.report(0.3576, 0)
+        pruned = trial.should_prune()
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE,
+                   values=None if pruned else [0.3576])
+        return pruned
+
+    assert not plateau(0.69)
+    assert plateau(0.70)  # same score, higher loss: stopped
+    assert not plateau(0.65)  # same score, lower loss: goes on
+    assert study.get_trials()[2].intermediate_values[0] == 0.3576  # the reported value itself is untouched
