@@ -103,9 +103,10 @@ class Session:
         self.objective.study = self.study
 
     def _close_dead_run(self, trial: Any, reason: str) -> None:
-        """End the MLflow run a dead worker left open; a worker killed before it started one gets a failed
+        """End the MLflow run a dead worker left open (found by the id the trial recorded, else by its tags:
+        the worker may have died before recording it); a worker killed before it started one gets a failed
         run now, so every trial of the study appears in MLflow exactly once."""
-        run = trial.user_attrs.get("mlflow_run_id")
+        run = trial.user_attrs.get("mlflow_run_id") or self.tracker.open_trial_run(self.parent_run, trial.number)
         if not run:
             attrs = trial.user_attrs
             run = self.tracker.start_trial(self.parent_run, trial.number, attrs.get("model", trial.params.get("model", "?")),

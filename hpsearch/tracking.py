@@ -97,6 +97,9 @@ class NullTracker:
     def log_epoch(self, run: str | None, fold: int, epoch: int, train_loss: float, metrics: dict[str, float], samples_per_second: float) -> None:
         pass
 
+    def open_trial_run(self, parent: str | None, number: int) -> str | None:
+        return None
+
     def end_trial(self, run: str | None, state: str, attrs: dict[str, Any]) -> None:
         pass
 
@@ -203,6 +206,15 @@ class Tracker(NullTracker):
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=tags)
         self.client.log_batch(run.info.run_id, params=_params({"model": model, **params}))
         return run.info.run_id
+
+    def open_trial_run(self, parent: str | None, number: int) -> str | None:
+        """The run still open for trial ``number``: a worker killed between starting it and recording its id
+        in the study leaves one that only its tags lead to."""
+        query = f"tags.`{ROLE}` = 'trial' and tags.`{TRIAL}` = '{number}' and attributes.status = 'RUNNING'"
+        if parent:
+            query += f" and tags.`mlflow.parentRunId` = '{parent}'"
+        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
+        return runs[0].info.run_id if runs else None
 
     def log_epoch(self, run: str | None, fold: int, epoch: int, train_loss: float, metrics: dict[str, float], samples_per_second: float) -> None:
         from mlflow.entities import Metric

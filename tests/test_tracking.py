@@ -191,6 +191,23 @@ def test_a_new_embedded_database_starts_from_an_empty_copy(tmp_path: Path, monke
     assert (tmp_path / "a" / "mlflow.db").read_bytes() == before
 
 
+def test_a_trial_run_left_open_before_its_id_was_recorded_is_found_by_its_tags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker killed between creating a trial's run and recording the run's id in the study: recovery
+    # must end that run, not start a second one for the same trial (seen once in the kill -9 test).
+    from hpsearch.tracking import Tracker
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "study")
+    parent = tracker.client.create_run(tracker.experiment_id, run_name="study").info.run_id
+    other = tracker.client.create_run(tracker.experiment_id, run_name="study").info.run_id
+    run = tracker.start_trial(parent, 1, "tiny", {"learning_rate": 1e-3}, "cpu")
+    tracker.start_trial(parent, 2, "tiny", {"learning_rate": 1e-3}, "cpu")
+    assert tracker.open_trial_run(parent, 1) == run
+    assert tracker.open_trial_run(other, 1) is None  # another study run's trial 1 is not this one
+    tracker.end_trial(run, "FAIL", {"failure_reason": "worker died"})
+    assert tracker.open_trial_run(parent, 1) is None  # ended runs are not open
+
+
 def test_tracking_off_writes_nothing(tmp_path: Path, tiny_bert: Path) -> None:
     from hpsearch.spec import load_spec
 
