@@ -25,12 +25,10 @@ import tempfile
 from pathlib import Path
 
 from _common import machine, quiet, run_study, save, study_text
-from time_to_quality import anchor, space_text
+from time_to_quality import STARTUP_S, anchor, space_text
 
 MARGIN = 0.02
 """How close to the best known CV score a winner must be to count."""
-STARTUP_S = 15.0
-"""Seconds of an hpsearch run outside its search (start, selection, baseline) taken off its timeout."""
 
 
 def baseline_folds(spec) -> list[float]:  # noqa: ANN001

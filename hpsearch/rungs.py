@@ -61,6 +61,9 @@ def expected_work(folds: int, epochs: float, reduction_factor: float) -> float:
 class OnRungs(optuna.pruners.BasePruner):
     """Optuna's successive halving, deciding only at the study's rungs (see the module's text)."""
 
+    reads_validation_loss = True
+    """Tells the objective to record each reported step's validation loss (user attr ``validation_loss``)."""
+
     def __init__(self, stride: int, options: dict[str, Any]) -> None:
         if "min_resource" in options:
             raise ValueError("min_resource does not apply: the rungs are epoch 1 of fold 1 and each fold's end")

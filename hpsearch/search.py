@@ -221,7 +221,8 @@ class Objective:
 
         curves: list[list[float]] = []
         predictions: list[list[Any]] = []  # per fold, per epoch: the compact prediction of each validation row
-        losses: dict[str, float] = {}  # validation loss by reported step: the rungs' tie-break (see hpsearch.rungs)
+        # Validation loss by reported step, kept only for a pruner that breaks ties by it (see hpsearch.rungs).
+        losses: dict[str, float] | None = {} if getattr(trial.study.pruner, "reads_validation_loss", False) else None
         seconds, samples, eval_seconds, flops = 0.0, 0, 0.0, 0.0
         started = time.perf_counter()
         reset_peak_memory(self.tuner.device)
@@ -272,7 +273,7 @@ class Objective:
                 pooled[row] = value
         return {"split": self.eval_split, "epoch": best_epochs, "predictions": pooled}
 
-    def _prune_after_fold(self, trial: Any, fold: int, curves: list[list[float]], losses: dict[str, float]) -> None:
+    def _prune_after_fold(self, trial: Any, fold: int, curves: list[list[float]], losses: dict[str, float] | None) -> None:
         """Report the CV score so far at the fold-end step (trials of any epoch count meet on the objective's
         terms) and raise ``TrialPruned`` if the pruner says so."""
         import optuna
@@ -282,16 +283,24 @@ class Objective:
         epochs, scores = best_epoch_aggregate(curves, self.spec.direction)
         so_far = statistics.fmean(scores)
         step = fold * self.step_stride + self.step_stride - 1
-        at_epochs = [losses.get(str(f * self.step_stride + epochs - 1)) for f in range(fold + 1)]
-        if None not in at_epochs:
-            losses[str(step)] = statistics.fmean(at_epochs)  # type: ignore[arg-type]
-            trial.set_user_attr("validation_loss", losses)
+        if losses is not None:  # the loss at the same epochs as the score
+            at_epochs = [losses.get(str(f * self.step_stride + epochs - 1)) for f in range(fold + 1)]
+            self._record_loss(trial, losses, step, None if None in at_epochs else statistics.fmean(at_epochs))  # type: ignore[arg-type]
         trial.report(so_far, step=step)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after fold {fold + 1}: {self.spec.metric} so far {so_far:.4f}")
 
+    @staticmethod
+    def _record_loss(trial: Any, losses: dict[str, float], step: int, loss: float | None) -> None:
+        """Keep a reported step's validation loss where the pruner reads it; a repeated step (memory retry)
+        keeps its first value, as Optuna keeps the first report."""
+        if loss is None or str(step) in losses:
+            return
+        losses[str(step)] = loss
+        trial.set_user_attr("validation_loss", losses)
+
     def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int],
-                  curves: list[list[float]], run: str | None, predictions: list[list[Any]], losses: dict[str, float]) -> dict[str, Any]:
+                  curves: list[list[float]], run: str | None, predictions: list[list[Any]], losses: dict[str, float] | None) -> dict[str, Any]:
         metric, curve, predicted = self.spec.metric, [], []
         curves.append(curve)
         predictions.append(predicted)
@@ -306,9 +315,8 @@ class Objective:
             if not self.prunable:
                 return False
             step = fold * self.step_stride + record.epoch - 1
-            if "loss" in record.metrics and str(step) not in losses:  # a repeated step (memory retry) keeps its first report, as Optuna does
-                losses[str(step)] = record.metrics["loss"]
-                trial.set_user_attr("validation_loss", losses)
+            if losses is not None:
+                self._record_loss(trial, losses, step, record.metrics.get("loss"))
             trial.report(curve[-1], step=step)
             return bool(trial.should_prune())
 

@@ -102,6 +102,7 @@ def test_fold_end_step_prunes_on_the_cv_score_so_far(tmp_path: Path, tiny_bert: 
     path = _good_then_stuck(tmp_path, tiny_bert, epochs=2, warmup_steps=2)
     first, _, stuck = _trials(path)
     assert stuck.state.name == "PRUNED"
+    assert "validation_loss" not in first.user_attrs  # only a pruner that reads it gets it written
     assert stuck.user_attrs["failure_reason"].startswith("pruned after fold 1: macro_f1 so far")
     assert sorted(stuck.intermediate_values) == [0, 1, 2]
     # Steps: fold k's epochs at 3k and 3k+1, its CV score so far at 3k+2; none after the last fold.
@@ -116,6 +117,8 @@ def test_successive_halving_stops_a_hopeless_configuration_after_one_epoch_of_on
     path = _good_then_stuck(tmp_path, tiny_bert, epochs=4, warmup_steps=0, pruner="  pruner: {name: successive-halving}\n")
     trials = _trials(path)
     assert trials[0].state.name == "COMPLETE"  # the first trial passes every rung
+    # the tie-break's input: the loss of every epoch step (0-3) and of the fold-end steps (4, 9) of 3 folds x 4 epochs
+    assert sorted(int(s) for s in trials[0].user_attrs["validation_loss"]) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
     stuck = trials[2]
     assert stuck.state.name == "PRUNED" and stuck.user_attrs["params"]["learning_rate"] == 1e-9
     assert stuck.user_attrs["failure_reason"].startswith("pruned at fold 1, epoch 1:")
