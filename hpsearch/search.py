@@ -183,10 +183,11 @@ class Objective:
 
         candidate_name, params = suggest(trial, self.spec)
         trial.set_user_attr("device", self.device)
+        trial.set_user_attr("precision", self.tuner.precision)
         trial.set_user_attr("model", candidate_name)
         trial.set_user_attr("params", params)
         self.on_event(f"trial {trial.number}: {candidate_name} {describe_params(shown_params(self.spec, candidate_name, params))}", event="trial_start", trial=trial.number, model=candidate_name, params=params)
-        run = self.tracker.start_trial(self.parent_run, trial.number, candidate_name, params, self.device)
+        run = self.tracker.start_trial(self.parent_run, trial.number, candidate_name, params, self.device, self.tuner.precision)
         if run:
             trial.set_user_attr("mlflow_run_id", run)
         state = "FAIL"

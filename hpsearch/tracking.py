@@ -91,7 +91,7 @@ class NullTracker:
     def study_run(self, spec: StudySpec) -> str | None:
         return None
 
-    def start_trial(self, parent: str | None, number: int, model: str, params: dict[str, Any], device: str) -> str | None:
+    def start_trial(self, parent: str | None, number: int, model: str, params: dict[str, Any], device: str, precision: str = "fp32") -> str | None:
         return None
 
     def log_epoch(self, run: str | None, fold: int, epoch: int, train_loss: float, metrics: dict[str, float], samples_per_second: float) -> None:
@@ -199,8 +199,8 @@ class Tracker(NullTracker):
                                                       "n_trials": spec.search.n_trials or "until timeout", "sampler": spec.search.sampler.name,
                                                       "pruner": spec.search.pruner.name, "candidates": ",".join(m.name for m in spec.models)}))
 
-    def start_trial(self, parent: str | None, number: int, model: str, params: dict[str, Any], device: str) -> str:
-        tags = {ROLE: "trial", TRIAL: str(number), "device": device, "state": "RUNNING"}
+    def start_trial(self, parent: str | None, number: int, model: str, params: dict[str, Any], device: str, precision: str = "fp32") -> str:
+        tags = {ROLE: "trial", TRIAL: str(number), "device": device, "precision": precision, "state": "RUNNING"}
         if parent:
             tags["mlflow.parentRunId"] = parent
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=tags)

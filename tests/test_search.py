@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from hpsearch.cli import main
 from hpsearch.errors import HpsearchError
@@ -49,11 +50,17 @@ def _quiet(message: str, **fields: object) -> None:
 def test_study_with_two_candidates_completes_and_selects_the_best(tmp_path: Path, tiny_bert: Path, tiny_bert_4layers: Path) -> None:
     models = f"models:\n  - {{name: two, path: {tiny_bert}}}\n  - {{name: four, path: {tiny_bert_4layers}}}\n"
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 4, pruner: {name: none}, sampler: {name: random}}\n", models)
-    assert run_study(path, say=_quiet) == 0
+    said: list[dict] = []
+    assert run_study(path, say=lambda message, **fields: said.append(fields)) == 0
     spec = load_spec(path)
     trials = _trials(path)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(trials) == 4 and len(complete) == 4
+    from hpsearch.finetune.loop import resolve_precision
+
+    used = resolve_precision("auto", torch.device("cpu"))  # what the study's precision: auto means on this CPU
+    assert [f["precision"] for f in said if f.get("event") == "precision"] == [used]
+    assert {t.user_attrs["precision"] for t in trials} == {used}
     assert {t.params["model"] for t in trials} <= {"two", "four"}
     table = json.loads((spec.out_dir / "cv_results.json").read_text())
     assert len(table) == len(complete)

@@ -17,7 +17,7 @@ from hpsearch.data.tokencache import TokenCache, Tokenized, tokenizer_fingerprin
 from hpsearch.errors import OutOfMemory, TrialError
 from hpsearch.finetune import frozen
 from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
-from hpsearch.finetune.loop import EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, predict_logits, train
+from hpsearch.finetune.loop import EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, predict_logits, resolve_precision, train
 from hpsearch.finetune.layouts import layout_of
 from hpsearch.finetune.modeling import Scope, apply_scope, count_parameters, frozen_modules, load_model, model_dir
 from hpsearch.spec import Candidate
@@ -92,7 +92,8 @@ class FineTuner:
         self.direction = direction or metric_direction(self.metric)
         self.max_length = max_length
         self.device = torch.device(device)
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device, self.task.exact_outputs)
+        """The precision fits run in ('bf16', 'fp16' or 'fp32'): ``precision`` resolved for this device and task."""
         self.token_cache = TokenCache(cache_dir / "tokens")
         self.frozen_cache = frozen.FrozenOutputCache(cache_dir / "frozen") if frozen_cache else None
         self._inputs: dict[str, CandidateInputs] = {}

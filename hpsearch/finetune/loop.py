@@ -77,23 +77,36 @@ StepCallback = Callable[[int, int, int], None]
 """Called after each batch with (epoch, batches done, batches in the epoch): progress display."""
 
 
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """Mixed precision: bf16 (or fp16) on CUDA; on the CPU fp32 unless bf16 is asked for by name.
+def resolve_precision(precision: str, device: torch.device, exact_outputs: bool = False) -> str:
+    """What ``precision`` means on ``device``: 'bf16', 'fp16' or 'fp32' (the autocast a fit runs under).
 
-    'auto' stays fp32 on the CPU for now, although bf16 autocast measured 1.38x faster there with equal
-    test scores (benchmarks/README.md, "bf16 on the CPU"): making it the default moves every recorded
-    CPU figure, and the benchmarks that would justify it have not been re-run. (The frozen-layer cache
-    computes under the same autocast, so cached and uncached fits agree in either precision.)
+    'auto' is bf16 on CUDA where supported (else fp16), and bf16 on a CPU with native bf16 instructions
+    (avx512_bf16 or AMX): measured 1.38x faster there with equal test scores (benchmarks/README.md,
+    "bf16 on the CPU"); a CPU without them would emulate bf16, slower than fp32. On the CPU, 'auto' keeps
+    fp32 for a task whose predictions are the model's raw output values (``exact_outputs``: regression),
+    which bf16's 8-bit mantissa rounds to about 3 significant digits. 'bf16' and 'fp16' asked for by name
+    are kept, except fp16 on the CPU (no fp16 autocast there: fp32).
     """
+    if precision == "fp32" or device.type not in ("cpu", "cuda"):
+        return "fp32"
     if device.type == "cpu":
-        return torch.bfloat16 if precision == "bf16" else None
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+        if precision == "bf16" or (precision == "auto" and not exact_outputs and native_cpu_bf16()):
+            return "bf16"
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return precision
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (see :func:`resolve_precision`); None: fp32."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(precision, device))
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX tiles), as PyTorch's kernels detect it."""
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def train(

@@ -85,6 +85,7 @@ class Regression(TextClassification):
     metrics: ClassVar[tuple[str, ...]] = ("rmse", "pearson", "spearman", "loss")
     default_metric: ClassVar[str] = "rmse"
     has_label_list: ClassVar[bool] = False
+    exact_outputs: ClassVar[bool] = True
     columns: ClassVar[dict[str, tuple[str | None, str]]] = {}
 
     def spec_problems(self, spec: Any) -> list[str]:

@@ -164,13 +164,41 @@ def test_closed_runs_release_their_model(make_tuner) -> None:
     assert all(ref() is None for ref in refs)
 
 
-def test_bf16_on_the_cpu_only_when_asked_for(make_tuner) -> None:
-    from hpsearch.finetune.loop import autocast_dtype
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_the_cpu_is_bf16_only_where_the_cpu_computes_it(monkeypatch, native) -> None:
+    from hpsearch.finetune import loop
 
+    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: native)
     cpu = torch.device("cpu")
-    assert autocast_dtype(cpu, "bf16") is torch.bfloat16
-    assert autocast_dtype(cpu, "auto") is None and autocast_dtype(cpu, "fp32") is None
+    assert loop.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert loop.autocast_dtype(cpu, "auto") is (torch.bfloat16 if native else None)
+    assert loop.resolve_precision("auto", cpu, exact_outputs=True) == "fp32"  # raw output values: not rounded to bf16
+    assert loop.resolve_precision("bf16", cpu, exact_outputs=True) == "bf16"  # asked for by name: kept
+    assert loop.resolve_precision("fp16", cpu) == "fp32" and loop.resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_auto_precision_on_cuda_follows_the_gpu(monkeypatch) -> None:
+    from hpsearch.finetune import loop
+
+    gpu = torch.device("cuda", 0)
+    for supported, expected in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: supported)
+        assert loop.resolve_precision("auto", gpu) == loop.resolve_precision("auto", gpu, exact_outputs=True) == expected
+    assert loop.resolve_precision("fp32", gpu) == "fp32" and loop.autocast_dtype(gpu, "fp16") is torch.float16
+
+
+def test_the_tuner_resolves_auto_for_its_task(monkeypatch, make_tuner) -> None:
+    from hpsearch.finetune import loop
+
+    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: True)
+    assert make_tuner()[1].precision == "bf16"
+    assert make_tuner("regression")[1].precision == "fp32"
+    assert make_tuner("regression", precision="bf16")[1].precision == "bf16"
+
+
+def test_bf16_trains_on_the_cpu_when_asked_for(make_tuner) -> None:
     spec, tuner = make_tuner(precision="bf16")
+    assert tuner.precision == "bf16"
     fitted = tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 2}, train_rows=TRAIN, eval_rows=EVAL)
     assert all(math.isfinite(r.train_loss) for r in fitted.result.history)
 
