@@ -102,7 +102,8 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     if export or "test" in tuner.data.splits:  # else nothing would use the final model
         final = final_model(spec, tuner, report["selected"], say)
         try:
-            report["test_scores"] = tuner.score(final, "test") if "test" in tuner.data.splits else None
+            # In fp32, as pipeline() serves the export: the score users will see, whatever the training precision.
+            report["test_scores"] = tuner.score(final, "test", served=True) if "test" in tuner.data.splits else None
             if export:
                 write_export(spec, final, report, table, target, force, tuner.data.task)
                 report["export_dir"] = str(target)

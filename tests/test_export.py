@@ -134,3 +134,28 @@ def test_retention_keeps_only_the_top_checkpoints(tmp_path: Path, tiny_bert: Pat
     report = json.loads((spec.out_dir / "selection.json").read_text())
     assert f"trial-{report['selected']['trial']}" in kept
     assert report["final_policy"] == "best-fold" and (spec.export_dir / "config.json").is_file()
+
+
+def test_the_test_score_is_the_served_score_whatever_the_training_precision(tmp_path: Path, tiny_bert: Path, monkeypatch) -> None:
+    """Trials train in bf16 here; the reported test score is computed in fp32, as pipeline() serves the export."""
+    import hpsearch.finetune.core as core
+    from sklearn.metrics import f1_score
+    from transformers import pipeline
+
+    from hpsearch.data import prepare_data
+
+    seen: list[tuple[str, object]] = []
+    evaluate = core.evaluate
+    monkeypatch.setattr(core, "evaluate", lambda model, evaluation, device, dtype, batch: seen.append((evaluation.split.name, dtype)) or evaluate(model, evaluation, device, dtype, batch))
+    write_csv(tmp_path / "test.csv", classification_rows(40, seed=9))
+    path = toy_study(tmp_path, tiny_bert, rows=90, extra=SPACE + "search: {n_trials: 2, pruner: {name: none}}\nexecution: {precision: bf16}\n")
+    path.write_text(path.read_text().replace("  train: cls.csv\n", "  train: cls.csv\n  test: test.csv\n"))
+    assert run_study(path, say=_quiet) == 0
+    assert ("test", None) in seen and all(dtype is None for split, dtype in seen if split == "test")
+    spec = load_spec(path)
+    report = json.loads((spec.out_dir / "selection.json").read_text())
+    data = prepare_data(spec)
+    test = data.splits["test"]
+    served = [o["label"] for o in pipeline("text-classification", model=str(spec.export_dir))(test.columns["text"], truncation=True, max_length=spec.data.max_length)]
+    gold = [data.label_map.labels[i] for i in test.columns["label"]]
+    assert report["test_scores"]["macro_f1"] == pytest.approx(f1_score(gold, served, average="macro"), abs=1e-12)

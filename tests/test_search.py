@@ -212,6 +212,22 @@ def test_test_split_is_scored_once_on_the_refit_model(tmp_path: Path, tiny_bert:
     assert 0.0 <= report["test_scores"]["macro_f1"] <= 1.0
 
 
+def test_the_heap_stays_frozen_through_the_end_of_the_study_then_is_released(tmp_path: Path, tiny_bert: Path, monkeypatch) -> None:
+    """The fits at the study's end (latency, final model) free their models without a walk over every object
+    the libraries hold; once run_study returns, nothing stays frozen."""
+    import gc
+
+    import hpsearch.runner as runner
+
+    frozen_at_finish = []
+    finish = runner.finish_study
+    monkeypatch.setattr(runner, "finish_study", lambda session, **kw: frozen_at_finish.append(gc.get_freeze_count()) or finish(session, **kw))
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n")
+    assert run_study(path, say=_quiet) == 0
+    assert frozen_at_finish and frozen_at_finish[0] > 0
+    assert gc.get_freeze_count() == 0
+
+
 def test_epoch_count_maximising_the_fold_mean() -> None:
     curves = [[0.5, 0.7, 0.6], [0.6, 0.65, 0.8], [0.5, 0.75]]  # the last fold stopped after 2 epochs
     assert best_epoch_aggregate(curves, "maximize") == (2, [0.7, 0.65, 0.75])

@@ -188,7 +188,8 @@ class FineTuner:
         return Fitted(model, inputs, result, trainable, total, depth is not None)
 
     def latency_ms(self, candidate: Candidate, split: str, rows: Sequence[int], repeats: int = 3, batch_size: int = 32) -> float:
-        """Inference milliseconds per example of ``candidate`` as it is served (median of ``repeats`` passes over ``rows``).
+        """Inference milliseconds per example of ``candidate`` as it is served: in fp32, as ``transformers.pipeline``
+        runs the export (median of ``repeats`` passes over ``rows``).
 
         Measured on the pretrained model with a fresh head: the values of the weights, and the training
         scope (LoRA adapters are merged into the export), do not change the compute; the layer cut does.
@@ -197,25 +198,27 @@ class FineTuner:
 
         fitted = self.fit(candidate, {"learning_rate": 1e-5, "epochs": 0, "scope": "full"}, train_rows=[], eval_rows=[], train_split=split)
         try:
-            self.predict(fitted, split, rows[:8], batch_size)  # warm-up: first calls allocate
+            self.predict(fitted, split, rows[:8], batch_size, served=True)  # warm-up: first calls allocate
             timings = []
             for _ in range(repeats):
                 started = time.perf_counter()
-                self.predict(fitted, split, rows, batch_size)
+                self.predict(fitted, split, rows, batch_size, served=True)
                 timings.append((time.perf_counter() - started) * 1000 / max(len(rows), 1))
             return sorted(timings)[len(timings) // 2]
         finally:
             fitted.close()
 
-    def score(self, fitted: Fitted, split: str, rows: Sequence[int] | None = None, batch_size: int = 32) -> dict[str, float]:
-        """Metrics of a fitted model on ``rows`` (default: all) of ``split``."""
+    def score(self, fitted: Fitted, split: str, rows: Sequence[int] | None = None, batch_size: int = 32, served: bool = False) -> dict[str, float]:
+        """Metrics of a fitted model on ``rows`` (default: all) of ``split``; ``served``: in fp32, as
+        ``transformers.pipeline`` runs the export, rather than in the training precision."""
         evaluation = self._full_eval_set(fitted, split, rows)
-        return evaluate(fitted.model, evaluation, self.device, autocast_dtype(self.device, self.precision), batch_size)
+        return evaluate(fitted.model, evaluation, self.device, None if served else autocast_dtype(self.device, self.precision), batch_size)
 
-    def predict(self, fitted: Fitted, split: str, rows: Sequence[int] | None = None, batch_size: int = 32) -> list[Any]:
-        """The task's per-row outputs of a fitted model (see ``loop.predict_logits``)."""
+    def predict(self, fitted: Fitted, split: str, rows: Sequence[int] | None = None, batch_size: int = 32, served: bool = False) -> list[Any]:
+        """The task's per-row outputs of a fitted model (see ``loop.predict_logits``; ``served`` as in :meth:`score`)."""
         evaluation = self._full_eval_set(fitted, split, rows)
-        logits, _ = predict_logits(fitted.model, evaluation, self.device, autocast_dtype(self.device, self.precision), batch_size)
+        dtype = None if served else autocast_dtype(self.device, self.precision)
+        logits, _ = predict_logits(fitted.model, evaluation, self.device, dtype, batch_size)
         return logits
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ class _DataSpec(SpecModel):
     validation: DataSource | None = Field(
         None, description="Optional fixed validation split; when given, trials are scored on it instead of k-fold CV."
     )
-    test: DataSource | None = Field(None, description="Optional held-out test data, evaluated once on the final model.")
+    test: DataSource | None = Field(None, description="Optional held-out test data, evaluated once on the final model (in fp32, as pipeline() serves the export).")
     columns: Columns = Field(default_factory=Columns, description="Column mapping.")
     labels: list[str] | None = Field(
         None, description="Label list in a fixed order; null takes the sorted labels found in the training data."
