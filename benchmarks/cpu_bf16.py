@@ -2,8 +2,8 @@
 
 Same model (packaged all-MiniLM-L6-v2, full fine-tuning), data (Rotten Tomatoes), batch size,
 max_length, learning rate, schedule and seed; the two precisions run interleaved (fp32, bf16, fp32,
-bf16) in one process. `precision: auto` would pick bf16 on the CPU only if it is faster with test
-scores equal within seed noise. Run: `.venv/bin/python benchmarks/cpu_bf16.py [--repeats 2]`.
+bf16) in one process. This measurement is why `precision: auto` is bf16 on a CPU with native bf16
+(faster, test scores equal within seed noise). Run: `.venv/bin/python benchmarks/cpu_bf16.py [--repeats 2]`.
 """
 from __future__ import annotations
 
