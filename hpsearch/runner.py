@@ -36,7 +36,8 @@ def precision_line(asked: str, used: str, device: str) -> str:
 
     names = {"bf16": "bf16 autocast", "fp16": "fp16 autocast", "fp32": "fp32"}
     if asked != "auto":
-        return f"training in {names[used]} on {device} (precision: {asked})"
+        cpu_fp16 = "; the CPU has no fp16 autocast" if asked != used else ""
+        return f"training in {names[used]} on {device} (precision: {asked}{cpu_fp16})"
     if device == "cpu":
         why = ("this CPU computes bf16 natively" if used == "bf16" else
                "the task's predictions are raw output values, which bf16 would round" if native_cpu_bf16() else
