@@ -30,23 +30,6 @@ def pick_device(spec: StudySpec) -> str:
     return f"cuda:{devices[0]}" if isinstance(devices, list) else "cuda:0"
 
 
-def precision_line(asked: str, used: str, device: str) -> str:
-    """What the fits run in, and why when ``auto`` chose it."""
-    from hpsearch.finetune.loop import native_cpu_bf16
-
-    names = {"bf16": "bf16 autocast", "fp16": "fp16 autocast", "fp32": "fp32"}
-    if asked != "auto":
-        cpu_fp16 = "; the CPU has no fp16 autocast" if asked != used else ""
-        return f"training in {names[used]} on {device} (precision: {asked}{cpu_fp16})"
-    if device == "cpu":
-        why = ("this CPU computes bf16 natively" if used == "bf16" else
-               "the task's predictions are raw output values, which bf16 would round" if native_cpu_bf16() else
-               "this CPU has no native bf16")
-    else:
-        why = "the GPU supports bf16" if used == "bf16" else "the GPU has no bf16"
-    return f"training in {names[used]} on {device} (precision: auto; {why})"
-
-
 def make_folds(spec: StudySpec, data: Any) -> tuple[list[tuple[list[int], list[int]]], str]:
     """The folds every trial uses, and the split they are scored on."""
     from hpsearch.data import cv_splits
@@ -94,6 +77,7 @@ class Session:
                  stop: threading.Event | None = None, read_only: bool = False, threads: int | None = None) -> None:
         from hpsearch.data import prepare_data
         from hpsearch.finetune import FineTuner
+        from hpsearch.finetune.loop import describe_precision
         from hpsearch.search import Objective, open_study
         from hpsearch.tracking import Tracker
 
@@ -113,7 +97,7 @@ class Session:
         self.tuner = FineTuner(self.data, cache_dir=out / "cache", max_length=spec.data.max_length, device=self.device,
                                precision=spec.execution.precision, metric=spec.metric, direction=spec.direction,
                                warn=lambda message: say(f"warning: {message}", event="warning"))
-        say(precision_line(spec.execution.precision, self.tuner.precision, self.device), event="precision", precision=self.tuner.precision)
+        say(describe_precision(spec.execution.precision, self.tuner.precision, self.device), event="precision", precision=self.tuner.precision)
         self.tracker = Tracker.from_spec(spec)
         self.parent_run = self.tracker.study_run(spec)
         self.objective = Objective(spec, self.tuner, self.folds, eval_split=eval_split, device=self.device, on_event=say,

@@ -228,19 +228,6 @@ def test_the_heap_stays_frozen_through_the_end_of_the_study_then_is_released(tmp
     assert gc.get_freeze_count() == 0
 
 
-def test_the_precision_line_says_what_auto_chose_and_why(monkeypatch) -> None:
-    from hpsearch.finetune import loop
-    from hpsearch.runner import precision_line
-
-    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: True)
-    assert precision_line("auto", "bf16", "cpu") == "training in bf16 autocast on cpu (precision: auto; this CPU computes bf16 natively)"
-    assert "raw output values" in precision_line("auto", "fp32", "cpu")  # regression on a bf16 CPU
-    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: False)
-    assert precision_line("auto", "fp32", "cpu").endswith("(precision: auto; this CPU has no native bf16)")
-    assert precision_line("fp16", "fp32", "cpu") == "training in fp32 on cpu (precision: fp16; the CPU has no fp16 autocast)"
-    assert precision_line("auto", "fp16", "cuda:0").endswith("(precision: auto; the GPU has no bf16)")
-
-
 def test_epoch_count_maximising_the_fold_mean() -> None:
     curves = [[0.5, 0.7, 0.6], [0.6, 0.65, 0.8], [0.5, 0.75]]  # the last fold stopped after 2 epochs
     assert best_epoch_aggregate(curves, "maximize") == (2, [0.7, 0.65, 0.75])

@@ -98,6 +98,21 @@ def resolve_precision(precision: str, device: torch.device, exact_outputs: bool 
     return precision
 
 
+def describe_precision(asked: str, used: str, device: str) -> str:
+    """What the fits run in (``used``, from :func:`resolve_precision`), and why when ``auto`` chose it."""
+    names = {"bf16": "bf16 autocast", "fp16": "fp16 autocast", "fp32": "fp32"}
+    if asked != "auto":
+        cpu_fp16 = "; the CPU has no fp16 autocast" if asked != used else ""
+        return f"training in {names[used]} on {device} (precision: {asked}{cpu_fp16})"
+    if device == "cpu":
+        why = ("this CPU computes bf16 natively" if used == "bf16" else
+               "the task's predictions are raw output values, which bf16 would round" if native_cpu_bf16() else
+               "this CPU has no native bf16")
+    else:
+        why = "the GPU supports bf16" if used == "bf16" else "the GPU has no bf16"
+    return f"training in {names[used]} on {device} (precision: auto; {why})"
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype of ``precision`` on ``device`` (see :func:`resolve_precision`); None: fp32."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(precision, device))

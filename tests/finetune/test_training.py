@@ -187,6 +187,18 @@ def test_auto_precision_on_cuda_follows_the_gpu(monkeypatch) -> None:
     assert loop.resolve_precision("fp32", gpu) == "fp32" and loop.autocast_dtype(gpu, "fp16") is torch.float16
 
 
+def test_the_precision_line_says_what_auto_chose_and_why(monkeypatch) -> None:
+    from hpsearch.finetune import loop
+
+    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: True)
+    assert loop.describe_precision("auto", "bf16", "cpu") == "training in bf16 autocast on cpu (precision: auto; this CPU computes bf16 natively)"
+    assert "raw output values" in loop.describe_precision("auto", "fp32", "cpu")  # regression on a bf16 CPU
+    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: False)
+    assert loop.describe_precision("auto", "fp32", "cpu").endswith("(precision: auto; this CPU has no native bf16)")
+    assert loop.describe_precision("fp16", "fp32", "cpu") == "training in fp32 on cpu (precision: fp16; the CPU has no fp16 autocast)"
+    assert loop.describe_precision("auto", "fp16", "cuda:0").endswith("(precision: auto; the GPU has no bf16)")
+
+
 def test_the_tuner_resolves_auto_for_its_task(monkeypatch, make_tuner) -> None:
     from hpsearch.finetune import loop
 
