@@ -59,6 +59,22 @@ def hpsearch_side(study: Path, timeout: float) -> dict:
             "test_score": result["test_scores"][spec.metric]}
 
 
+def anchor_side(folder: Path, seed: int, args: argparse.Namespace, space: str, clearly_beats, load_spec) -> dict:  # noqa: ANN001
+    """`Trainer.hyperparameter_search` with the manual k-fold loop: its trials, wall and search time, winner, test score."""
+    study = folder / f"anchor-{seed}" / "study.yaml"
+    study.parent.mkdir()
+    study.write_text(study_text("small-budget", args.rows, args.test_rows, space, 3, f"  n_trials: {args.trials}", metric="macro_f1", seed=seed))
+    spec = load_spec(study)
+    print(f"seed {seed}: anchor, {args.trials} trials ...", flush=True)
+    theirs = anchor(spec, args.trials, ["full"], [("minilm-l6", None)], [1e-8, 1e-6], lr=(1e-5, 1e-4))
+    baseline = baseline_folds(spec)
+    winner_folds = max(theirs["trials"], key=lambda t: t["cv"])["fold_scores"]
+    theirs["clearly_beats_baseline"] = clearly_beats(winner_folds, baseline, 0.95, "maximize")[0]
+    theirs["baseline_cv"] = sum(baseline) / len(baseline)
+    print(f"  {theirs['wall_s']:.0f} s (search {theirs['search_s']:.0f} s), best CV {theirs['best_cv']:.4f}, test {theirs['test_score']:.4f}", flush=True)
+    return theirs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -66,7 +82,12 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=400)
     parser.add_argument("--trials", type=int, default=6, help="the anchor's trial count")
     parser.add_argument("--pruner", default="successive-halving", help="hpsearch's pruner")
+    parser.add_argument("--anchor-search-s", type=float, nargs="+",
+                        help="hpsearch side only: the anchor's search seconds per seed, from an earlier run of this script on "
+                             "the same machine (it prints them); the timeouts are derived as in a full run")
     args = parser.parse_args()
+    if args.anchor_search_s and len(args.anchor_search_s) != len(args.seeds):
+        parser.error(f"--anchor-search-s needs one value per seed: {len(args.seeds)} seed(s), {len(args.anchor_search_s)} value(s)")
     quiet()
     from hpsearch.selection import clearly_beats
     from hpsearch.spec import load_spec
@@ -75,19 +96,13 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         for seed in args.seeds:
-            anchor_study = Path(folder) / f"anchor-{seed}" / "study.yaml"
-            anchor_study.parent.mkdir()
-            anchor_study.write_text(study_text("small-budget", args.rows, args.test_rows, space, 3, f"  n_trials: {args.trials}",
-                                               metric="macro_f1", seed=seed))
-            spec = load_spec(anchor_study)
-            print(f"seed {seed}: anchor, {args.trials} trials ...", flush=True)
-            theirs = anchor(spec, args.trials, ["full"], [("minilm-l6", None)], [1e-8, 1e-6], lr=(1e-5, 1e-4))
-            baseline = baseline_folds(spec)
-            winner_folds = max(theirs["trials"], key=lambda t: t["cv"])["fold_scores"]
-            theirs["clearly_beats_baseline"] = clearly_beats(winner_folds, baseline, 0.95, "maximize")[0]
-            theirs["baseline_cv"] = sum(baseline) / len(baseline)
-            print(f"  {theirs['wall_s']:.0f} s, best CV {theirs['best_cv']:.4f}, test {theirs['test_score']:.4f}", flush=True)
-            timeout = max(theirs["search_s"] - STARTUP_S, 30.0)
+            if args.anchor_search_s:
+                theirs, search_s = None, args.anchor_search_s[args.seeds.index(seed)]
+            else:
+                theirs = anchor_side(Path(folder), seed, args, space, clearly_beats, load_spec)
+                search_s = theirs["search_s"]
+            print(f"seed {seed}: anchor search {search_s:.0f} s", flush=True)
+            timeout = max(search_s - STARTUP_S, 30.0)
             mine_study = Path(folder) / f"hpsearch-{seed}" / "study.yaml"
             mine_study.parent.mkdir()
             search = f"  n_trials: null\n  timeout: {timeout:.0f}\n  pruner: {{name: {args.pruner}}}"
@@ -97,16 +112,18 @@ def main() -> None:
             print(f"  {mine['wall_s']:.0f} s, {mine['configurations']} configurations ({mine['complete']} complete), best CV "
                   f"{mine['best_cv']:.4f}, test {mine['test_score']:.4f}", flush=True)
             runs.append({"seed": seed, "anchor": theirs, "hpsearch": mine})
-    best_known = max([t["cv"] for r in runs for t in r["anchor"]["trials"]] + [cv for r in runs for cv in r["hpsearch"]["all_cv"]])
+    best_known = max([t["cv"] for r in runs if r["anchor"] for t in r["anchor"]["trials"]] + [cv for r in runs for cv in r["hpsearch"]["all_cv"]])
     print(f"\nbest CV macro-F1 of any trial of any run: {best_known:.4f}; success: clearly above the baseline and within {MARGIN} of it\n")
     print("| seed | side | wall time | configurations (complete) | winner CV | test macro-F1 | beats baseline | success |\n|---|---|---|---|---|---|---|---|")
     for r in runs:
         for side, result in (("anchor", r["anchor"]), ("hpsearch", r["hpsearch"])):
+            if result is None:
+                continue
             result["success"] = bool(result["clearly_beats_baseline"] and result["best_cv"] >= best_known - MARGIN)
             count = f"{args.trials} ({args.trials})" if side == "anchor" else f"{result['configurations']} ({result['complete']})"
             print(f"| {r['seed']} | {side} | {result['wall_s']:.0f} s | {count} | {result['best_cv']:.4f} | {result['test_score']:.4f} | "
                   f"{'yes' if result['clearly_beats_baseline'] else 'no'} | {'yes' if result['success'] else 'no'} |")
-    tally = {side: sum(r[side]["success"] for r in runs) for side in ("anchor", "hpsearch")}
+    tally = {side: sum(bool(r[side] and r[side]["success"]) for r in runs) for side in ("anchor", "hpsearch")}
     print(f"\nsuccesses: hpsearch {tally['hpsearch']} of {len(runs)}, anchor {tally['anchor']} of {len(runs)}")
     print(f"written to {save('small_budget', {'machine': machine(), 'settings': vars(args), 'best_known_cv': best_known, 'runs': runs, 'successes': tally})}")
 

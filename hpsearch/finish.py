@@ -127,10 +127,9 @@ def chosen_trial_scores(table: list[dict[str, Any]], report: dict[str, Any]) -> 
 
 def compare_with_baseline(spec: StudySpec, session: Session, winner_folds: list[float]) -> dict[str, Any]:
     """The trivial baseline on the study's folds, and whether the winner clearly beats it (else a warning)."""
-    from hpsearch.finetune.baseline import baseline_scores
     from hpsearch.selection import clearly_beats
 
-    baseline = baseline_scores(session.data, session.folds, session.objective.eval_split, spec.metric)
+    baseline = dict(session.baseline)
     beaten, comparison = clearly_beats(winner_folds, baseline["fold_scores"], spec.selection.confidence, spec.direction)
     baseline.update(clearly_beaten=beaten, comparison=comparison)
     if not beaten:

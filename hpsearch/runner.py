@@ -77,7 +77,9 @@ class Session:
                  stop: threading.Event | None = None, read_only: bool = False, threads: int | None = None) -> None:
         from hpsearch.data import prepare_data
         from hpsearch.finetune import FineTuner
+        from hpsearch.finetune.baseline import baseline_scores
         from hpsearch.finetune.loop import describe_precision
+        from hpsearch.plateau import PlateauAware
         from hpsearch.search import Objective, open_study
         from hpsearch.tracking import Tracker
 
@@ -93,6 +95,10 @@ class Session:
         for warning in self.data.warnings:
             say(f"warning: {warning}", event="warning")
         self.folds, eval_split = make_folds(spec, self.data)
+        # The trivial baseline on these folds: the sampler's plateau (see hpsearch.plateau), the winner's bar at the end.
+        self.baseline = baseline_scores(self.data, self.folds, eval_split, spec.metric)
+        if isinstance(self.study.sampler, PlateauAware):
+            self.study.sampler.set_baseline(self.baseline["fold_scores"], self.baseline["loss"])
         self.device = device or pick_device(spec)
         self.tuner = FineTuner(self.data, cache_dir=out / "cache", max_length=spec.data.max_length, device=self.device,
                                precision=spec.execution.precision, metric=spec.metric, direction=spec.direction,

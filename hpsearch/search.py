@@ -54,6 +54,8 @@ def _register_factories() -> None:
     })
 
 
+LEARNS_FROM_SCORES = ("tpe", "gp")
+"""Samplers shown trials that learned nothing as one plateau ordered by loss (see :mod:`hpsearch.plateau`)."""
 STARTUP_DEFAULTS = {"tpe": 10, "gp": 10}
 """Optuna's random start-up trials per sampler, unless ``search.sampler.options.n_startup_trials`` says otherwise."""
 
@@ -64,9 +66,14 @@ def make_sampler(spec: StudySpec, seed_offset: int = 0) -> Any:
         _register_factories()
     sampler = spec.search.sampler
     try:
-        return SAMPLERS[sampler.name](spec, spec.sampler_seed + seed_offset, dict(sampler.options))
+        made = SAMPLERS[sampler.name](spec, spec.sampler_seed + seed_offset, dict(sampler.options))
     except (TypeError, ValueError) as exc:
         raise SpecError([f"search.sampler.options: {sampler.name} sampler rejected {sampler.options}: {exc}"]) from None
+    if sampler.name in LEARNS_FROM_SCORES and not spec.search.second_objective:
+        from hpsearch.plateau import PlateauAware
+
+        return PlateauAware(made, spec.direction, spec.selection.confidence)
+    return made
 
 
 def make_pruner(spec: StudySpec) -> Any:
@@ -222,13 +229,14 @@ class Objective:
 
         curves: list[list[float]] = []
         predictions: list[list[Any]] = []  # per fold, per epoch: the compact prediction of each validation row
+        loss_curves: list[list[float]] = []  # per fold, per epoch: the validation loss (the sampler's tie-break)
         # Validation loss by reported step, kept only for a pruner that breaks ties by it (see hpsearch.rungs).
         losses: dict[str, float] | None = {} if getattr(trial.study.pruner, "reads_validation_loss", False) else None
         seconds, samples, eval_seconds, flops = 0.0, 0, 0.0, 0.0
         started = time.perf_counter()
         reset_peak_memory(self.tuner.device)
         for fold, (train_rows, eval_rows) in enumerate(self.folds):
-            outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, curves, run, predictions, losses)
+            outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, curves, run, predictions, losses, loss_curves)
             seconds += outcome["seconds"]
             samples += outcome["samples"]
             eval_seconds += outcome["eval_seconds"]
@@ -252,7 +260,9 @@ class Objective:
         if not math.isfinite(mean):
             raise TrialError(f"cross-validation score is {mean}")
         trial.set_user_attr("oof", self._out_of_fold(predictions, best_epochs))
+        cv_loss = statistics.fmean(c[best_epochs - 1] for c in loss_curves)
         for key, value in (("fold_scores", fold_scores), ("cv_mean", mean), ("cv_std", std), ("best_epochs", best_epochs),
+                           ("cv_loss", cv_loss if math.isfinite(cv_loss) else None),
                            ("wall_seconds", time.perf_counter() - started), ("samples_per_second", samples / seconds if seconds else 0.0)):
             trial.set_user_attr(key, value)
         self.on_event(f"trial {trial.number}: {self.spec.metric} {mean:.4f} ± {std:.4f} over {len(fold_scores)} folds (best at {best_epochs} epochs)",
@@ -301,14 +311,17 @@ class Objective:
         trial.set_user_attr("validation_loss", losses)
 
     def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int],
-                  curves: list[list[float]], run: str | None, predictions: list[list[Any]], losses: dict[str, float] | None) -> dict[str, Any]:
-        metric, curve, predicted = self.spec.metric, [], []
+                  curves: list[list[float]], run: str | None, predictions: list[list[Any]], losses: dict[str, float] | None,
+                  loss_curves: list[list[float]]) -> dict[str, Any]:
+        metric, curve, predicted, loss_curve = self.spec.metric, [], [], []
         curves.append(curve)
         predictions.append(predicted)
+        loss_curves.append(loss_curve)
 
         def on_epoch(record: Any) -> bool:
             curve.append(record.metrics[metric])
             predicted.append(record.predictions)
+            loss_curve.append(record.metrics.get("loss", math.nan))
             speed = record.samples / max(record.seconds, 1e-9)
             self.tracker.log_epoch(run, fold + 1, record.epoch, record.train_loss, record.metrics, speed)
             self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {curve[-1]:.4f} (loss {record.train_loss:.4f}, {speed:.0f} samples/s)",
@@ -325,7 +338,7 @@ class Objective:
         show = getattr(self.on_event, "step", None)
         label = f"trial {trial.number} fold {fold + 1}/{len(self.folds)}"
         on_step = (lambda epoch, done, total: show(done, total, f"{label} epoch {epoch}")) if show else None
-        fitted = self._fit_within_memory(trial, fold, [curve, predicted], lambda: self.tuner.fit(
+        fitted = self._fit_within_memory(trial, fold, [curve, predicted, loss_curve], lambda: self.tuner.fit(
             candidate, params, train_rows=train_rows, eval_rows=eval_rows, eval_split=self.eval_split,
             seed=self.spec.seed, on_epoch=on_epoch, keep_best=keep, on_step=on_step), params)
         try:

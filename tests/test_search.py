@@ -130,6 +130,19 @@ def test_successive_halving_stops_a_hopeless_configuration_after_one_epoch_of_on
     assert stuck.state.name == "PRUNED" and stuck.user_attrs["params"]["learning_rate"] == 1e-9
     assert stuck.user_attrs["failure_reason"].startswith("pruned at fold 1, epoch 1:")
     assert sorted(stuck.intermediate_values) == [0]  # one epoch of one fold was all it cost
+    # the sampler's tie-break (hpsearch.plateau): the loss at the scored epoch count, averaged over the folds
+    losses, best = trials[0].user_attrs["validation_loss"], trials[0].user_attrs["best_epochs"]
+    assert trials[0].user_attrs["cv_loss"] == pytest.approx(sum(losses[str(f * 5 + best - 1)] for f in range(3)) / 3)
+
+
+def test_the_sampler_is_given_the_baseline_of_the_study_folds(tmp_path: Path, tiny_bert: Path) -> None:
+    from hpsearch.plateau import PlateauAware
+    from hpsearch.runner import Session
+
+    session = Session(load_spec(_study(tmp_path, tiny_bert, "search: {n_trials: 1}\n")), _quiet)
+    assert isinstance(session.study.sampler, PlateauAware)
+    assert session.study.sampler.baseline == session.baseline["fold_scores"] and len(session.baseline["fold_scores"]) == 3
+    assert session.study.sampler.baseline_loss == session.baseline["loss"] > 0  # cross-entropy of the class frequencies
 
 
 def test_a_time_budget_instead_of_a_trial_count(tmp_path: Path, tiny_bert: Path) -> None:

@@ -134,7 +134,10 @@ class CVSpec(SpecModel):
 class SamplerSpec(SpecModel):
     """Which Optuna sampler proposes the next trial."""
 
-    name: Literal["tpe", "random", "grid", "cmaes", "gp", "nsga2"] = Field("tpe", description="Optuna sampler.")
+    name: Literal["tpe", "random", "grid", "cmaes", "gp", "nsga2"] = Field("tpe", description=(
+        "Optuna sampler. tpe and gp (one objective) see the trials that learned nothing (score not clearly above the "
+        "trivial baseline, or validation loss no lower than predicting the target distribution) as one level at the "
+        "baseline's score, ordered by validation loss; stored scores are unchanged."))
     seed: int | None = Field(None, description="Sampler seed; null uses the study seed.")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments of the sampler.")
 

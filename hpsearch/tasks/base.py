@@ -192,6 +192,11 @@ class Task:
         """Predictions of a model that learned nothing from the text, fitted on ``train_rows``, and what it predicts."""
         raise NotImplementedError
 
+    def baseline_loss(self, data: StudyData, train_rows: Sequence[int], split: Split, rows: list[int]) -> float | None:
+        """The validation loss (as the model's head measures it) of a model that learned only the distribution of
+        ``train_rows``' targets; None where the task cannot say. A trial whose loss is no lower learned nothing."""
+        return None
+
     # -- export and predict -------------------------------------------------------------------
 
     def export_settings(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
@@ -54,6 +55,13 @@ class TextClassification(Task):
     def baseline(self, data: Any, train_rows: Sequence[int], split: Any, rows: list[int]) -> tuple[list[Any], str]:
         majority = Counter(data.train.columns["label"][i] for i in train_rows).most_common(1)[0][0]
         return [majority] * len(rows), f"the majority class {data.label_map.labels[majority]!r}"
+
+    def baseline_loss(self, data: Any, train_rows: Sequence[int], split: Any, rows: list[int]) -> float | None:
+        """Cross-entropy of predicting the training rows' class frequencies (add-one: no class gets probability 0)."""
+        counts = Counter(data.train.columns["label"][i] for i in train_rows)
+        classes = len(data.label_map)
+        labels = split.columns["label"]
+        return -statistics.fmean(math.log((counts[labels[i]] + 1) / (len(train_rows) + classes)) for i in rows)
 
     def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
         outputs = _pipeline_outputs(model_dir, meta, rows, batch_size, top_k=None)
@@ -127,6 +135,11 @@ class Regression(TextClassification):
     def baseline(self, data: Any, train_rows: Sequence[int], split: Any, rows: list[int]) -> tuple[list[Any], str]:
         mean = float(np.mean([data.train.columns["label"][i] for i in train_rows]))
         return [mean] * len(rows), f"the training mean {mean:.4g}"
+
+    def baseline_loss(self, data: Any, train_rows: Sequence[int], split: Any, rows: list[int]) -> float | None:
+        """Mean squared error of the training mean (the regression head's loss)."""
+        mean = statistics.fmean(data.train.columns["label"][i] for i in train_rows)
+        return statistics.fmean((split.columns["label"][i] - mean) ** 2 for i in rows)
 
     def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
         outputs = _pipeline_outputs(model_dir, meta, rows, batch_size, function_to_apply="none")

@@ -1,6 +1,7 @@
 """The trivial baseline per task, on the study's own folds."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,12 @@ def test_majority_class_of_each_folds_training_rows(tmp_path: Path, tiny_bert: P
     expected = [sum(labels[i] == pos for i in rows) / len(rows) for _, rows in folds]
     assert result["fold_scores"] == pytest.approx(expected) and result["cv_mean"] == pytest.approx(sum(expected) / 2)
     assert result["predicts"] == "the majority class 'pos'" and result["test"] == pytest.approx(6 / 8)
+    # the loss of predicting each fold's training class frequencies (add-one), as cross-entropy on its validation rows
+    def cross_entropy(train: list[int], rows: list[int]) -> float:
+        p = {c: (sum(labels[i] == c for i in train) + 1) / (len(train) + 2) for c in (0, 1)}
+        return -sum(math.log(p[labels[i]]) for i in rows) / len(rows)
+
+    assert result["loss"] == pytest.approx(sum(cross_entropy(list(t), list(r)) for t, r in folds) / 2)
 
 
 def test_regression_predicts_the_training_mean(tmp_path: Path, tiny_bert: Path) -> None:
@@ -38,10 +45,12 @@ def test_regression_predicts_the_training_mean(tmp_path: Path, tiny_bert: Path) 
     expected = (sum((labels[i] - mean) ** 2 for i in rows) / len(rows)) ** 0.5
     assert result["fold_scores"][0] == pytest.approx(expected)
     assert result["predicts"].startswith("the training mean")
+    assert result["loss"] == pytest.approx(expected ** 2)  # the regression head's loss: mean squared error
 
 
 def test_token_classification_predicts_all_o(tmp_path: Path, tiny_bert: Path) -> None:
     data = _data(tmp_path, tiny_bert, "token-classification")
     result = baseline_scores(data, [(list(range(40)), list(range(40, 60)))], "train", "f1")
     assert result["fold_scores"] == [0.0] and result["predicts"] == "'O' for every word"
+    assert result["loss"] is None  # no prior loss for token classification: the sampler uses the score alone
     assert baseline_scores(data, [(list(range(40)), list(range(40, 60)))], "train", "accuracy")["cv_mean"] < 1.0
