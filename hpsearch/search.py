@@ -229,7 +229,7 @@ class Objective:
 
         curves: list[list[float]] = []
         predictions: list[list[Any]] = []  # per fold, per epoch: the compact prediction of each validation row
-        loss_curves: list[list[float]] = []  # per fold, per epoch: the validation loss (the sampler's tie-break)
+        loss_curves: list[list[float]] = []  # per fold, per epoch: the validation loss (what the sampler reads)
         # Validation loss by reported step, kept only for a pruner that breaks ties by it (see hpsearch.rungs).
         losses: dict[str, float] | None = {} if getattr(trial.study.pruner, "reads_validation_loss", False) else None
         seconds, samples, eval_seconds, flops = 0.0, 0, 0.0, 0.0
@@ -260,7 +260,9 @@ class Objective:
         if not math.isfinite(mean):
             raise TrialError(f"cross-validation score is {mean}")
         trial.set_user_attr("oof", self._out_of_fold(predictions, best_epochs))
-        cv_loss = statistics.fmean(c[best_epochs - 1] for c in loss_curves)
+        # The lowest validation loss at an epoch count every fold reached: an overconfident model scored at a late
+        # epoch has a high loss there, yet learned (hpsearch.plateau reads this against the baseline's loss).
+        cv_loss = statistics.fmean(best_epoch_aggregate(loss_curves, "minimize")[1])
         for key, value in (("fold_scores", fold_scores), ("cv_mean", mean), ("cv_std", std), ("best_epochs", best_epochs),
                            ("cv_loss", cv_loss if math.isfinite(cv_loss) else None),
                            ("wall_seconds", time.perf_counter() - started), ("samples_per_second", samples / seconds if seconds else 0.0)):
