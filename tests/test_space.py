@@ -98,9 +98,9 @@ def test_every_varying_setting_is_shown_and_only_settings_that_apply(tmp_path: P
 
 
 def test_start_up_trials_are_optunas_unless_set(tmp_path: Path) -> None:
-    assert make_sampler(_spec(tmp_path, "search: {n_trials: 8}\n"))._n_startup_trials == 10
+    assert make_sampler(_spec(tmp_path, "search: {n_trials: 8}\n")).inner._n_startup_trials == 10  # TPE behind the plateau view
     mine = _spec(tmp_path, "search: {n_trials: 8, sampler: {name: tpe, options: {n_startup_trials: 2}}}\n")
-    assert make_sampler(mine)._n_startup_trials == 2
+    assert make_sampler(mine).inner._n_startup_trials == 2
 
 
 def test_validate_says_when_the_sampler_has_nothing_to_learn_from(tmp_path: Path) -> None:
