@@ -33,7 +33,8 @@ def peak_memory_mb(device: Any) -> float:
 def reset_peak_memory(device: Any) -> None:
     import torch
 
-    if getattr(device, "type", str(device)).startswith("cuda") and torch.cuda.is_available():
+    # Before this process's first CUDA call there is nothing to reset, and PyTorch refuses the call.
+    if getattr(device, "type", str(device)).startswith("cuda") and torch.cuda.is_initialized():
         torch.cuda.reset_peak_memory_stats(device)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch.cost import totals, training_flops
+from hpsearch.cost import reset_peak_memory, totals, training_flops
 
 
 def test_flops_follow_the_six_n_rule_for_full_fine_tuning() -> None:
@@ -26,6 +26,29 @@ def test_frozen_layers_cost_only_their_forward_pass() -> None:
 def test_study_totals_add_every_finished_trial() -> None:
     costs = [{"samples": 10, "device_seconds": 1.5, "flops": 1e9}, {"samples": 5, "device_seconds": 0.5, "flops": None}]
     assert totals(costs) == {"trials": 2, "training_samples": 15, "device_seconds": 2.0, "flops": 1e9}
+
+
+def test_peak_memory_reset_waits_for_the_first_cuda_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh worker process resets the peak before its first trial touches the GPU; PyTorch refuses a
+    # reset before CUDA is initialised ("Invalid device argument"), which failed every trial on a GPU.
+    import torch
+
+    resets = []
+
+    def reset(device: object) -> None:
+        if not torch.cuda.is_initialized():
+            raise RuntimeError("Invalid device argument")
+        resets.append(device)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    reset_peak_memory(torch.device("cuda:0"))
+    assert resets == []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    reset_peak_memory(torch.device("cuda:0"))
+    reset_peak_memory("cpu")
+    assert resets == [torch.device("cuda:0")]
 
 
 def test_cost_fields_reach_the_cv_table_selection_status_and_mlflow(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
