@@ -29,23 +29,14 @@ gives it the baseline (:meth:`PlateauAware.set_baseline`) before the first trial
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, Sequence
 
 import optuna
 
-from hpsearch.rungs import TIE_BREAK
+from hpsearch.rungs import TIE_BREAK, tie_break
+from hpsearch.search import LOSS_ATTR
 from hpsearch.selection import clearly_beats
 
-LOSS_ATTR = "cv_loss"
-"""Trial user attr: the lowest mean validation loss over the folds at an epoch count they all reached."""
-
-
-def tie_break(loss: float | None) -> float:
-    """The loss squashed into [0, TIE_BREAK): far smaller than any difference in a metric."""
-    if loss is None or not math.isfinite(loss) or loss < 0:
-        return TIE_BREAK
-    return TIE_BREAK * loss / (1 + loss)
 
 
 class PlateauAware(optuna.samplers.BaseSampler):
@@ -80,7 +71,7 @@ class PlateauAware(optuna.samplers.BaseSampler):
             if not folds or len(folds) != len(self.baseline) or self.learned(folds, trial.user_attrs.get(LOSS_ATTR)):
                 return trial
             seen = copy.copy(trial)
-            seen.value = sum(self.baseline) / len(self.baseline) - better * tie_break(trial.user_attrs.get(LOSS_ATTR))
+            seen.value = sum(self.baseline) / len(self.baseline) - better * tie_break(trial.user_attrs.get(LOSS_ATTR), missing=TIE_BREAK)
             return seen
         if state == optuna.trial.TrialState.PRUNED and trial.intermediate_values:
             losses = trial.user_attrs.get("validation_loss") or {}
@@ -89,7 +80,7 @@ class PlateauAware(optuna.samplers.BaseSampler):
                 return trial
             seen = copy.copy(trial)
             seen.intermediate_values = {**trial.intermediate_values,
-                                        step: trial.intermediate_values[step] - better * tie_break(losses[str(step)])}
+                                        step: trial.intermediate_values[step] - better * tie_break(losses[str(step)], missing=TIE_BREAK)}
             return seen
         return trial
 

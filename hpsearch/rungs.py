@@ -15,6 +15,14 @@ weights), and a plain comparison would let all of them through at full cost; the
 loss says which trial is closer to learning. The loss enters as a difference far smaller than any
 difference in the metric, so it never reorders trials whose scores differ.
 
+Once the study's trivial baseline is known (:meth:`OnRungs.set_baseline`), a trial that has not
+learned by a rung sits on that plateau whatever its score: its value there is the baseline's (on the
+same folds), ordered by loss. Not learned means a score no better than the baseline's, or a
+validation loss no lower than that of a model that learned only the targets' distribution (where the
+task can say). A trial that predicts a few rows of the minority class by chance scores above the
+plateau without having learned anything, and would otherwise pass the rung ahead of one whose loss is
+falling but whose predictions have not changed yet.
+
 The promotion rule and its bookkeeping are Optuna's :class:`~optuna.pruners.SuccessiveHalvingPruner`,
 which places rung k at step ``reduction_factor ** k``; :class:`OnRungs` shows it each trial with its
 rung values at those steps.
@@ -22,14 +30,22 @@ rung values at those steps.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 
 REDUCTION_FACTOR = 3
 """Default share kept at each rung: a third (Optuna's own default is a quarter)."""
 TIE_BREAK = 1e-9
-"""Weight of the validation loss (squashed into [0, 1)) in the value the pruner compares."""
+"""Weight of the validation loss (squashed into [0, 1)) in the value the pruner and the sampler compare."""
+
+
+def tie_break(loss: float | None, missing: float = 0.0) -> float:
+    """The validation loss squashed into [0, TIE_BREAK): far smaller than any difference in a metric.
+    ``missing``: what a trial without a usable loss gets (0: no tie-break; TIE_BREAK: behind every loss)."""
+    if loss is None or not math.isfinite(loss) or loss < 0:
+        return missing
+    return TIE_BREAK * loss / (1 + loss)
 
 
 def rung_of(step: int, stride: int) -> int | None:
@@ -71,6 +87,31 @@ class OnRungs(optuna.pruners.BasePruner):
         options = {"reduction_factor": REDUCTION_FACTOR, **options}
         self.reduction_factor = int(options["reduction_factor"])
         self.inner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, **options)
+        self.baseline: list[float] | None = None
+        self.baseline_losses: list[float] | None = None
+
+    def set_baseline(self, fold_scores: Sequence[float], fold_losses: Sequence[float | None] | None = None) -> None:
+        """The trivial baseline's score on each of the study's folds, and the validation loss on each of a model that
+        learned only the targets' distribution (None: the task cannot say; the score alone then decides)."""
+        self.baseline = list(fold_scores)
+        self.baseline_losses = None if not fold_losses or None in fold_losses else [float(v) for v in fold_losses]  # type: ignore[arg-type]
+
+    def plateau(self, step: int) -> tuple[float, float | None]:
+        """The baseline's score and loss at a rung step: fold 1's at its first epoch, else the mean over the folds so far."""
+        assert self.baseline is not None
+        folds = step // self.stride + 1 if step % self.stride == self.stride - 1 else 1
+        loss = None if self.baseline_losses is None else sum(self.baseline_losses[:folds]) / folds
+        return sum(self.baseline[:folds]) / folds, loss
+
+    def rung_value(self, step: int, value: float, loss: float | None, better: float) -> float:
+        """What the rung compares: the reported value, or the baseline's where the trial has not learned; minus the
+        loss's tie-break."""
+        if self.baseline is None or len(self.baseline) <= step // self.stride:
+            return value - better * tie_break(loss)
+        score, baseline_loss = self.plateau(step)
+        if better * (value - score) > 0 and (baseline_loss is None or (loss is not None and loss < baseline_loss)):
+            return value - better * tie_break(loss)
+        return score - better * tie_break(loss, missing=TIE_BREAK)
 
     def prune(self, study: Any, trial: Any) -> bool:
         step = trial.last_step
@@ -82,9 +123,7 @@ class OnRungs(optuna.pruners.BasePruner):
         for reported, value in trial.intermediate_values.items():
             rung = rung_of(reported, self.stride)
             if rung is not None:
-                loss = losses.get(str(reported))
-                tie = TIE_BREAK * loss / (1 + loss) if loss is not None and math.isfinite(loss) and loss >= 0 else 0.0
-                at_rungs[self.reduction_factor ** rung] = value - better * tie
+                at_rungs[self.reduction_factor ** rung] = self.rung_value(reported, value, losses.get(str(reported)), better)
         # The same trial (its id: the pruner records each rung's value on it) with its rungs as steps.
         view = optuna.trial.FrozenTrial(
             number=trial.number, state=trial.state, value=None, datetime_start=trial.datetime_start,

@@ -80,6 +80,7 @@ class Session:
         from hpsearch.finetune.baseline import baseline_scores
         from hpsearch.finetune.loop import describe_precision
         from hpsearch.plateau import PlateauAware
+        from hpsearch.rungs import OnRungs
         from hpsearch.search import Objective, open_study
         from hpsearch.tracking import Tracker
 
@@ -95,10 +96,13 @@ class Session:
         for warning in self.data.warnings:
             say(f"warning: {warning}", event="warning")
         self.folds, eval_split = make_folds(spec, self.data)
-        # The trivial baseline on these folds: the sampler's plateau (see hpsearch.plateau), the winner's bar at the end.
+        # The trivial baseline on these folds: the plateau of the sampler and of successive halving (hpsearch.plateau,
+        # hpsearch.rungs), the winner's bar at the end.
         self.baseline = baseline_scores(self.data, self.folds, eval_split, spec.metric)
         if isinstance(self.study.sampler, PlateauAware):
             self.study.sampler.set_baseline(self.baseline["fold_scores"], self.baseline["loss"])
+        if isinstance(self.study.pruner, OnRungs):
+            self.study.pruner.set_baseline(self.baseline["fold_scores"], self.baseline["fold_losses"])
         self.device = device or pick_device(spec)
         self.tuner = FineTuner(self.data, cache_dir=out / "cache", max_length=spec.data.max_length, device=self.device,
                                precision=spec.execution.precision, metric=spec.metric, direction=spec.direction,

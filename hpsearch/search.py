@@ -167,6 +167,18 @@ def best_epoch_aggregate(curves: Sequence[Sequence[float]], direction: str) -> t
     return best + 1, [c[best] for c in curves]
 
 
+LOSS_ATTR = "cv_loss"
+"""Trial user attr: the trial's lowest validation loss (:func:`lowest_loss`), what the sampler's view reads."""
+
+
+def lowest_loss(loss_curves: Sequence[Sequence[float]]) -> float | None:
+    """The mean validation loss over the folds at the epoch count (one every fold reached) that minimises it; None where
+    a loss is missing. An overconfident model scored at a late epoch has a high loss there, yet learned: what
+    :mod:`hpsearch.plateau` and :mod:`hpsearch.rungs` compare with the loss of a model that learned only the targets."""
+    loss = statistics.fmean(best_epoch_aggregate(loss_curves, "minimize")[1])
+    return loss if math.isfinite(loss) else None
+
+
 class Objective:
     """Scores one (candidate, hyperparameters) trial by k-fold cross-validation."""
 
@@ -253,7 +265,7 @@ class Objective:
             if outcome["stopped"]:
                 raise optuna.TrialPruned(f"pruned at fold {fold + 1}, epoch {len(curves[-1])}: {self.spec.metric}={curves[-1][-1]:.4f}")
             if fold + 1 < len(self.folds):
-                self._prune_after_fold(trial, fold, curves, losses)
+                self._prune_after_fold(trial, fold, curves, losses, loss_curves)
         best_epochs, fold_scores = best_epoch_aggregate(curves, self.spec.direction)
         mean = statistics.fmean(fold_scores)
         std = statistics.pstdev(fold_scores) if len(fold_scores) > 1 else 0.0
@@ -262,9 +274,8 @@ class Objective:
         trial.set_user_attr("oof", self._out_of_fold(predictions, best_epochs))
         # The lowest validation loss at an epoch count every fold reached: an overconfident model scored at a late
         # epoch has a high loss there, yet learned (hpsearch.plateau reads this against the baseline's loss).
-        cv_loss = statistics.fmean(best_epoch_aggregate(loss_curves, "minimize")[1])
         for key, value in (("fold_scores", fold_scores), ("cv_mean", mean), ("cv_std", std), ("best_epochs", best_epochs),
-                           ("cv_loss", cv_loss if math.isfinite(cv_loss) else None),
+                           (LOSS_ATTR, lowest_loss(loss_curves)),
                            ("wall_seconds", time.perf_counter() - started), ("samples_per_second", samples / seconds if seconds else 0.0)):
             trial.set_user_attr(key, value)
         self.on_event(f"trial {trial.number}: {self.spec.metric} {mean:.4f} ± {std:.4f} over {len(fold_scores)} folds (best at {best_epochs} epochs)",
@@ -286,19 +297,19 @@ class Objective:
                 pooled[row] = value
         return {"split": self.eval_split, "epoch": best_epochs, "predictions": pooled}
 
-    def _prune_after_fold(self, trial: Any, fold: int, curves: list[list[float]], losses: dict[str, float] | None) -> None:
+    def _prune_after_fold(self, trial: Any, fold: int, curves: list[list[float]], losses: dict[str, float] | None,
+                          loss_curves: list[list[float]]) -> None:
         """Report the CV score so far at the fold-end step (trials of any epoch count meet on the objective's
         terms) and raise ``TrialPruned`` if the pruner says so."""
         import optuna
 
         if not self.prunable:
             return
-        epochs, scores = best_epoch_aggregate(curves, self.spec.direction)
+        _, scores = best_epoch_aggregate(curves, self.spec.direction)
         so_far = statistics.fmean(scores)
         step = fold * self.step_stride + self.step_stride - 1
-        if losses is not None:  # the loss at the same epochs as the score
-            at_epochs = [losses.get(str(f * self.step_stride + epochs - 1)) for f in range(fold + 1)]
-            self._record_loss(trial, losses, step, None if None in at_epochs else statistics.fmean(at_epochs))  # type: ignore[arg-type]
+        if losses is not None:  # the lowest loss over the folds so far, as the trial's cv_loss at its end
+            self._record_loss(trial, losses, step, lowest_loss(loss_curves))
         trial.report(so_far, step=step)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after fold {fold + 1}: {self.spec.metric} so far {so_far:.4f}")

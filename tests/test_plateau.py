@@ -7,8 +7,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpsearch.plateau import PlateauAware, tie_break
-from hpsearch.rungs import TIE_BREAK
+from hpsearch.plateau import PlateauAware
+from hpsearch.rungs import TIE_BREAK, tie_break
 from hpsearch.search import make_sampler
 from hpsearch.spec import load_spec_text
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from hpsearch.rungs import OnRungs, expected_work, rung_of, rung_positions
+from hpsearch.rungs import TIE_BREAK, OnRungs, expected_work, rung_of, rung_positions, tie_break
 
 
 def test_rungs_are_the_first_epoch_then_each_fold_end() -> None:
@@ -75,3 +75,48 @@ def test_a_tie_on_the_metric_goes_to_the_lower_validation_loss() -> None:
     assert plateau(0.70)  # same score, higher loss: stopped
     assert not plateau(0.65)  # same score, lower loss: goes on
     assert study.get_trials()[2].intermediate_values[0] == 0.3576  # the reported value itself is untouched
+
+
+def _at_first_rung(study: optuna.Study, value: float, loss: float | None) -> bool:
+    """A new trial reports ``value`` with ``loss`` at epoch 1 of fold 1; whether it was stopped there."""
+    trial = study.ask()
+    if loss is not None:
+        trial.set_user_attr("validation_loss", {"0": loss})
+    trial.report(value, 0)
+    pruned = trial.should_prune()
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE,
+               values=None if pruned else [value])
+    return pruned
+
+
+def test_a_trial_that_has_not_learned_sits_at_the_baseline_whatever_its_score() -> None:
+    """Macro-F1 of a model that guesses both classes beats the majority class by chance; its loss says it learned nothing."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    pruner = OnRungs(4, {})
+    pruner.set_baseline([0.36, 0.35, 0.37], [0.687, 0.688, 0.686])
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    assert not _at_first_rung(study, 0.45, loss=0.700)  # lucky guessing; the first trial passes alone
+    assert not _at_first_rung(study, 0.36, loss=0.660)  # loss falling, predictions not changed yet: ahead of the lucky one
+    assert _at_first_rung(study, 0.47, loss=0.710)  # luckier still, but further from learning: stopped
+    assert not _at_first_rung(study, 0.62, loss=0.600)  # learned: its own score, above the whole plateau
+    assert pruner.rung_value(0, 0.45, 0.700, 1.0) == 0.36 - tie_break(0.700)
+    assert pruner.rung_value(0, 0.62, 0.600, 1.0) == 0.62 - tie_break(0.600)
+    # A score no better than the baseline's sits on the plateau too, ordered by loss; a missing loss goes last.
+    assert pruner.rung_value(0, 0.30, 0.650, 1.0) == 0.36 - tie_break(0.650) > pruner.rung_value(0, 0.36, None, 1.0) == 0.36 - TIE_BREAK
+
+
+def test_the_plateau_at_a_rung_is_the_baselines_on_the_same_folds() -> None:
+    pruner = OnRungs(4, {})  # 3 epochs per fold; fold ends at steps 3, 7, 11
+    pruner.set_baseline([0.30, 0.40, 0.50], [0.60, 0.70, 0.80])
+    assert pruner.plateau(0) == (0.30, 0.60)  # epoch 1 of fold 1
+    assert pruner.plateau(3) == (0.30, 0.60)  # fold 1's end: its CV score so far is fold 1's
+    assert pruner.plateau(7) == (pytest.approx(0.35), pytest.approx(0.65))  # fold 2's end: the mean of folds 1 and 2
+    # Where the task has no loss for it (token classification, QA), the score alone decides.
+    pruner.set_baseline([0.30, 0.40, 0.50], [None, None, None])
+    assert pruner.plateau(7)[1] is None
+    assert pruner.rung_value(7, 0.36, 2.0, 1.0) == 0.36 - tie_break(2.0)
+    assert pruner.rung_value(7, 0.34, 2.0, 1.0) == pytest.approx(0.35 - tie_break(2.0), abs=0)
+    # A minimised metric: better is lower.
+    pruner.set_baseline([0.30, 0.40, 0.50], [0.60, 0.70, 0.80])
+    assert pruner.rung_value(0, 0.20, 0.50, -1.0) == 0.20 + tie_break(0.50)
+    assert pruner.rung_value(0, 0.35, 0.50, -1.0) == 0.30 + tie_break(0.50)

@@ -134,6 +134,9 @@ def test_successive_halving_stops_a_hopeless_configuration_after_one_epoch_of_on
     losses = trials[0].user_attrs["validation_loss"]
     means = [sum(losses[str(f * 5 + e)] for f in range(3)) / 3 for e in range(4)]
     assert trials[0].user_attrs["cv_loss"] == pytest.approx(min(means))
+    # at a fold's end (a rung) the pruner reads the same: the lowest mean loss over the folds so far
+    assert losses["4"] == pytest.approx(min(losses[str(e)] for e in range(4)))
+    assert losses["9"] == pytest.approx(min((losses[str(e)] + losses[str(5 + e)]) / 2 for e in range(4)))
 
 
 def test_the_sampler_is_given_the_baseline_of_the_study_folds(tmp_path: Path, tiny_bert: Path) -> None:
@@ -143,6 +146,17 @@ def test_the_sampler_is_given_the_baseline_of_the_study_folds(tmp_path: Path, ti
     session = Session(load_spec(_study(tmp_path, tiny_bert, "search: {n_trials: 1}\n")), _quiet)
     assert isinstance(session.study.sampler, PlateauAware)
     assert session.study.sampler.baseline == session.baseline["fold_scores"] and len(session.baseline["fold_scores"]) == 3
+
+
+def test_successive_halving_is_given_the_baseline_of_the_study_folds(tmp_path: Path, tiny_bert: Path) -> None:
+    from hpsearch.rungs import OnRungs
+    from hpsearch.runner import Session
+
+    session = Session(load_spec(_study(tmp_path, tiny_bert, "search: {n_trials: 1, pruner: {name: successive-halving}}\n")), _quiet)
+    pruner = session.study.pruner
+    assert isinstance(pruner, OnRungs)
+    assert pruner.baseline == session.baseline["fold_scores"] and len(pruner.baseline) == 3
+    assert pruner.baseline_losses == session.baseline["fold_losses"] and all(loss > 0 for loss in pruner.baseline_losses)
     assert session.study.sampler.baseline_loss == session.baseline["loss"] > 0  # cross-entropy of the class frequencies
 
 

@@ -15,8 +15,8 @@ from hpsearch.data.prepare import StudyData
 
 
 def baseline_scores(data: StudyData, folds: Sequence[tuple[Sequence[int], Sequence[int]]], eval_split: str, metric: str) -> dict[str, Any]:
-    """Per-fold scores of the trivial baseline on ``folds``, their mean, its mean validation loss (None where the task
-    cannot say; see ``Task.baseline_loss``), and its test scores when there is a test split."""
+    """Per-fold scores of the trivial baseline on ``folds``, their mean, its validation loss per fold and their mean
+    (None where the task cannot say; see ``Task.baseline_loss``), and its test scores when there is a test split."""
     task = data.task
     scores, losses, said = [], [], ""
     for train_rows, eval_rows in folds:
@@ -25,7 +25,7 @@ def baseline_scores(data: StudyData, folds: Sequence[tuple[Sequence[int], Sequen
         scores.append(task.measure(predictions, split, rows, data.label_map)[metric])
         losses.append(task.baseline_loss(data, train_rows, split, rows))
     result: dict[str, Any] = {"predicts": said, "fold_scores": scores, "cv_mean": float(np.mean(scores)),
-                              "loss": None if None in losses else float(np.mean(losses))}
+                              "fold_losses": losses, "loss": None if None in losses else float(np.mean(losses))}
     if "test" in data.splits:
         split = data.splits["test"]
         rows = list(range(len(split)))
