@@ -15,6 +15,7 @@ import shutil
 import statistics
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -167,6 +168,23 @@ def best_epoch_aggregate(curves: Sequence[Sequence[float]], direction: str) -> t
     return best + 1, [c[best] for c in curves]
 
 
+@dataclass
+class FoldRecords:
+    """What a trial's folds reported so far, per fold and per epoch: the metric, each validation row's compact
+    prediction and the validation loss; and the validation loss by reported step where the pruner reads it."""
+
+    curves: list[list[float]] = field(default_factory=list)
+    predictions: list[list[Any]] = field(default_factory=list)
+    loss_curves: list[list[float]] = field(default_factory=list)
+    losses: dict[str, float] | None = None
+
+    def new_fold(self) -> tuple[list[float], list[Any], list[float]]:
+        """The next fold's (metric, predictions, loss) lists, filled epoch by epoch."""
+        for records in (self.curves, self.predictions, self.loss_curves):
+            records.append([])
+        return self.curves[-1], self.predictions[-1], self.loss_curves[-1]
+
+
 LOSS_ATTR = "cv_loss"
 """Trial user attr: the trial's lowest validation loss (:func:`lowest_loss`), what the sampler's view reads."""
 
@@ -239,16 +257,14 @@ class Objective:
     def _cross_validate(self, trial: Any, candidate: Any, params: dict[str, Any], run: str | None) -> float | tuple[float, float]:
         import optuna
 
-        curves: list[list[float]] = []
-        predictions: list[list[Any]] = []  # per fold, per epoch: the compact prediction of each validation row
-        loss_curves: list[list[float]] = []  # per fold, per epoch: the validation loss (what the sampler reads)
-        # Validation loss by reported step, kept only for a pruner that breaks ties by it (see hpsearch.rungs).
-        losses: dict[str, float] | None = {} if getattr(trial.study.pruner, "reads_validation_loss", False) else None
+        # Validation loss by reported step, kept only for a pruner that reads it (see hpsearch.rungs).
+        reports = FoldRecords(losses={} if getattr(trial.study.pruner, "reads_validation_loss", False) else None)
+        curves = reports.curves
         seconds, samples, eval_seconds, flops = 0.0, 0, 0.0, 0.0
         started = time.perf_counter()
         reset_peak_memory(self.tuner.device)
         for fold, (train_rows, eval_rows) in enumerate(self.folds):
-            outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, curves, run, predictions, losses, loss_curves)
+            outcome = self._fit_fold(trial, candidate, params, fold, train_rows, eval_rows, run, reports)
             seconds += outcome["seconds"]
             samples += outcome["samples"]
             eval_seconds += outcome["eval_seconds"]
@@ -265,17 +281,15 @@ class Objective:
             if outcome["stopped"]:
                 raise optuna.TrialPruned(f"pruned at fold {fold + 1}, epoch {len(curves[-1])}: {self.spec.metric}={curves[-1][-1]:.4f}")
             if fold + 1 < len(self.folds):
-                self._prune_after_fold(trial, fold, curves, losses, loss_curves)
+                self._prune_after_fold(trial, fold, reports)
         best_epochs, fold_scores = best_epoch_aggregate(curves, self.spec.direction)
         mean = statistics.fmean(fold_scores)
         std = statistics.pstdev(fold_scores) if len(fold_scores) > 1 else 0.0
         if not math.isfinite(mean):
             raise TrialError(f"cross-validation score is {mean}")
-        trial.set_user_attr("oof", self._out_of_fold(predictions, best_epochs))
-        # The lowest validation loss at an epoch count every fold reached: an overconfident model scored at a late
-        # epoch has a high loss there, yet learned (hpsearch.plateau reads this against the baseline's loss).
+        trial.set_user_attr("oof", self._out_of_fold(reports.predictions, best_epochs))
         for key, value in (("fold_scores", fold_scores), ("cv_mean", mean), ("cv_std", std), ("best_epochs", best_epochs),
-                           (LOSS_ATTR, lowest_loss(loss_curves)),
+                           (LOSS_ATTR, lowest_loss(reports.loss_curves)),
                            ("wall_seconds", time.perf_counter() - started), ("samples_per_second", samples / seconds if seconds else 0.0)):
             trial.set_user_attr(key, value)
         self.on_event(f"trial {trial.number}: {self.spec.metric} {mean:.4f} ± {std:.4f} over {len(fold_scores)} folds (best at {best_epochs} epochs)",
@@ -297,19 +311,18 @@ class Objective:
                 pooled[row] = value
         return {"split": self.eval_split, "epoch": best_epochs, "predictions": pooled}
 
-    def _prune_after_fold(self, trial: Any, fold: int, curves: list[list[float]], losses: dict[str, float] | None,
-                          loss_curves: list[list[float]]) -> None:
+    def _prune_after_fold(self, trial: Any, fold: int, reports: FoldRecords) -> None:
         """Report the CV score so far at the fold-end step (trials of any epoch count meet on the objective's
         terms) and raise ``TrialPruned`` if the pruner says so."""
         import optuna
 
         if not self.prunable:
             return
-        _, scores = best_epoch_aggregate(curves, self.spec.direction)
+        _, scores = best_epoch_aggregate(reports.curves, self.spec.direction)
         so_far = statistics.fmean(scores)
         step = fold * self.step_stride + self.step_stride - 1
-        if losses is not None:  # the lowest loss over the folds so far, as the trial's cv_loss at its end
-            self._record_loss(trial, losses, step, lowest_loss(loss_curves))
+        if reports.losses is not None:  # the lowest loss over the folds so far, as the trial's cv_loss at its end
+            self._record_loss(trial, reports.losses, step, lowest_loss(reports.loss_curves))
         trial.report(so_far, step=step)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after fold {fold + 1}: {self.spec.metric} so far {so_far:.4f}")
@@ -324,12 +337,9 @@ class Objective:
         trial.set_user_attr("validation_loss", losses)
 
     def _fit_fold(self, trial: Any, candidate: Any, params: dict[str, Any], fold: int, train_rows: Sequence[int], eval_rows: Sequence[int],
-                  curves: list[list[float]], run: str | None, predictions: list[list[Any]], losses: dict[str, float] | None,
-                  loss_curves: list[list[float]]) -> dict[str, Any]:
-        metric, curve, predicted, loss_curve = self.spec.metric, [], [], []
-        curves.append(curve)
-        predictions.append(predicted)
-        loss_curves.append(loss_curve)
+                  run: str | None, reports: FoldRecords) -> dict[str, Any]:
+        metric, losses = self.spec.metric, reports.losses
+        curve, predicted, loss_curve = reports.new_fold()
 
         def on_epoch(record: Any) -> bool:
             curve.append(record.metrics[metric])
