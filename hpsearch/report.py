@@ -178,15 +178,24 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _cost_cells(row: dict[str, Any]) -> list[str]:
+    """A trial's cost as the CV table records it ("—" where a trial from an older study has none)."""
+    def shown(key: str, form: str) -> str:
+        return "—" if row.get(key) is None else format(row[key], form)
+
+    return [shown("train_samples", ","), shown("device_seconds", ".0f"), shown("flops", ".3g"), shown("peak_memory_mb", ".0f")]
+
+
 def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], sections: list[str]) -> str:
     chosen, ci = report["selected"], report["cv_interval"]
     splits = sorted({k for r in table for k in r if k.startswith("split")}, key=lambda k: int(k[5:-6]))
-    head = "".join(f"<th>{h}</th>" for h in ["rank", "trial", "model", "mean", "std", *splits, "epochs", "searched params"])
+    head = "".join(f"<th>{h}</th>" for h in ["rank", "trial", "model", "mean", "std", *splits, "epochs", "training samples", "device-seconds",
+                                              "FLOPs (est.)", "peak MiB", "searched params"])
     varying = [k for k in table[0]["params"] if len({str(r["params"].get(k)) for r in table}) > 1] or list(table[0]["params"])
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in [
             r["rank"], r["trial"], r["model"], f"{r['mean_score']:.4f}", f"{r['std_score']:.4f}",
-            *[f"{r[s]:.4f}" for s in splits], r["best_epochs"],
+            *[f"{r[s]:.4f}" for s in splits], r["best_epochs"], *_cost_cells(r),
             describe_params({k: v for k, v in r["params"].items() if k in varying})]) + "</tr>"
         for r in table)
     comparisons = "".join(

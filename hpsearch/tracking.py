@@ -70,13 +70,28 @@ def _seed_database(uri: str) -> None:
 
 
 def ui_command(spec: StudySpec) -> str:
-    """The command that opens this study's results in the MLflow UI."""
+    """The command that opens this study's results in the MLflow UI, and the page of its training runs (MLflow 3's UI
+    opens an experiment on its GenAI overview unless the page asks for the model-training view)."""
     from hpsearch.summary import redact
 
     uri = tracking_uri(spec)
+    page = runs_page(uri, experiment_name(spec))
     if uri.startswith(("http://", "https://")):
-        return f"open {redact(uri)} in a browser (experiment {experiment_name(spec)!r})"
-    return f"mlflow ui --backend-store-uri {uri}"
+        return f"open {redact(uri).rstrip('/')}/{page} in a browser" if page else f"open {redact(uri)} in a browser (experiment {experiment_name(spec)!r})"
+    command = f"mlflow ui --backend-store-uri {uri}"
+    return f"{command}, then open http://127.0.0.1:5000/{page}" if page else command
+
+
+def runs_page(uri: str, experiment: str) -> str | None:
+    """The MLflow UI's address (after the server's) of the experiment's runs table; None when it cannot be looked up."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    except (MlflowException, OSError):
+        return None
+    return f"#/experiments/{found.experiment_id}/runs?workflowType=machine_learning" if found else None
 
 
 def experiment_name(spec: StudySpec) -> str:

@@ -77,3 +77,11 @@ def test_report_writes_html_and_valid_pngs(finished: Path, tmp_path: Path) -> No
     selection = json.loads((spec.out_dir / "selection.json").read_text())
     assert f"Winner (best): trial {selection['selected']['trial']}" in page
     assert page.count("<tr><td>") >= 3  # the three completed trials are rows of the selection table
+    # each completed trial's cost, as the CV table records it, in its row of the selection table
+    table = page.split('id="selection-table"')[1].split("</table>")[0]
+    assert "<th>training samples</th><th>device-seconds</th><th>FLOPs (est.)</th><th>peak MiB</th>" in table
+    import csv
+
+    for row in csv.DictReader(results.open()):
+        cells = f"<td>{int(row['train_samples']):,}</td><td>{float(row['device_seconds']):.0f}</td><td>{float(row['flops']):.3g}</td>"
+        assert cells in table, row["trial"]

@@ -165,7 +165,9 @@ def test_embedded_default_lives_in_the_study_folder(tmp_path: Path, tiny_bert: P
     _, runs = _runs(f"sqlite:///{spec.out_dir / 'mlflow.db'}", "toy")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert all(r.info.artifact_uri.startswith((spec.out_dir / "mlartifacts").as_uri()) for r in runs)
-    assert f"mlflow ui --backend-store-uri sqlite:///{spec.out_dir / 'mlflow.db'}" in capsys.readouterr().out
+    experiment = _runs(f"sqlite:///{spec.out_dir / 'mlflow.db'}", "toy")[0].get_experiment_by_name("toy").experiment_id
+    assert (f"mlflow ui --backend-store-uri sqlite:///{spec.out_dir / 'mlflow.db'}, then open "
+            f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning") in capsys.readouterr().out
 
 
 def test_a_new_embedded_database_starts_from_an_empty_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
