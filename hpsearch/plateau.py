@@ -33,10 +33,9 @@ from typing import Any, Sequence
 
 import optuna
 
-from hpsearch.rungs import TIE_BREAK, tie_break
+from hpsearch.rungs import on_plateau
 from hpsearch.search import LOSS_ATTR
 from hpsearch.selection import clearly_beats
-
 
 
 class PlateauAware(optuna.samplers.BaseSampler):
@@ -71,7 +70,7 @@ class PlateauAware(optuna.samplers.BaseSampler):
             if not folds or len(folds) != len(self.baseline) or self.learned(folds, trial.user_attrs.get(LOSS_ATTR)):
                 return trial
             seen = copy.copy(trial)
-            seen.value = sum(self.baseline) / len(self.baseline) - better * tie_break(trial.user_attrs.get(LOSS_ATTR), missing=TIE_BREAK)
+            seen.value = on_plateau(sum(self.baseline) / len(self.baseline), trial.user_attrs.get(LOSS_ATTR), better)
             return seen
         if state == optuna.trial.TrialState.PRUNED and trial.intermediate_values:
             losses = trial.user_attrs.get("validation_loss") or {}
@@ -80,7 +79,7 @@ class PlateauAware(optuna.samplers.BaseSampler):
                 return trial
             seen = copy.copy(trial)
             seen.intermediate_values = {**trial.intermediate_values,
-                                        step: trial.intermediate_values[step] - better * tie_break(losses[str(step)], missing=TIE_BREAK)}
+                                        step: on_plateau(trial.intermediate_values[step], losses[str(step)], better)}
             return seen
         return trial
 

@@ -48,6 +48,12 @@ def tie_break(loss: float | None, missing: float = 0.0) -> float:
     return TIE_BREAK * loss / (1 + loss)
 
 
+def on_plateau(baseline: float, loss: float | None, better: float) -> float:
+    """The value a trial that learned nothing is compared at: the baseline's score, behind it by the tie-break of its
+    loss (a trial without a loss last). ``better``: 1 where higher scores are better, -1 where lower are."""
+    return baseline - better * tie_break(loss, missing=TIE_BREAK)
+
+
 def rung_of(step: int, stride: int) -> int | None:
     """The rung a reported step is (None: not a rung). ``stride``: steps per fold (epochs + 1)."""
     several_epochs = stride > 2
@@ -111,7 +117,7 @@ class OnRungs(optuna.pruners.BasePruner):
         score, baseline_loss = self.plateau(step)
         if better * (value - score) > 0 and (baseline_loss is None or (loss is not None and loss < baseline_loss)):
             return value - better * tie_break(loss)
-        return score - better * tie_break(loss, missing=TIE_BREAK)
+        return on_plateau(score, loss, better)
 
     def prune(self, study: Any, trial: Any) -> bool:
         step = trial.last_step
