@@ -23,6 +23,13 @@ task can say). A trial that predicts a few rows of the minority class by chance 
 plateau without having learned anything, and would otherwise pass the rung ahead of one whose loss is
 falling but whose predictions have not changed yet.
 
+A rung ranks the trials that learned only once ``reduction_factor`` of them have reached it: before that
+"the top third" is nobody, and Optuna's rule (a trial must then be the best so far) would let the
+first trial that learned stop every later one that is not better on one fold's noisy score, so a
+small budget compares nothing with its first good trial. So, with the baseline known, each of the
+first ``reduction_factor`` trials that learned by a rung passes it; trials on the plateau are compared
+as before, and from the next learned trial on the rung ranks as usual.
+
 The promotion rule and its bookkeeping are Optuna's :class:`~optuna.pruners.SuccessiveHalvingPruner`,
 which places rung k at step ``reduction_factor ** k``; :class:`OnRungs` shows it each trial with its
 rung values at those steps.
@@ -33,6 +40,7 @@ import math
 from typing import Any, Sequence
 
 import optuna
+from optuna.pruners._successive_halving import _completed_rung_key
 
 REDUCTION_FACTOR = 3
 """Default share kept at each rung: a third (Optuna's own default is a quarter)."""
@@ -137,4 +145,18 @@ class OnRungs(optuna.pruners.BasePruner):
             user_attrs=trial.user_attrs, system_attrs=trial.system_attrs, intermediate_values=at_rungs,
             trial_id=trial._trial_id,
         )
-        return bool(self.inner.prune(study, view))
+        if not self.inner.prune(study, view):  # records the trial's value at the rung, where later trials compare with it
+            return False
+        return not self._among_first_learned(study, step, view.intermediate_values[max(view.intermediate_values)], better)
+
+    def _among_first_learned(self, study: Any, step: int, value: float, better: float) -> bool:
+        """Whether a trial with ``value`` at the rung of ``step`` learned, and is one of the first
+        ``reduction_factor`` that did there (itself counted: the pruner has recorded it)."""
+        if self.baseline is None or len(self.baseline) <= step // self.stride:
+            return False
+        score = self.plateau(step)[0]
+        if better * (value - score) <= 0:
+            return False
+        key = _completed_rung_key(rung_of(step, self.stride))  # where Optuna's pruner records each trial's value at a rung
+        learned = sum(1 for t in study.get_trials(deepcopy=False) if key in t.system_attrs and better * (t.system_attrs[key] - score) > 0)
+        return learned <= self.reduction_factor

@@ -120,3 +120,22 @@ def test_the_plateau_at_a_rung_is_the_baselines_on_the_same_folds() -> None:
     pruner.set_baseline([0.30, 0.40, 0.50], [0.60, 0.70, 0.80])
     assert pruner.rung_value(0, 0.20, 0.50, -1.0) == 0.20 + tie_break(0.50)
     assert pruner.rung_value(0, 0.35, 0.50, -1.0) == 0.30 + tie_break(0.50)
+
+
+def test_the_first_trials_that_learned_pass_a_rung_until_it_can_rank_them() -> None:
+    """A third of fewer than three is nobody: a strong first trial must not stop every later one that learned."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    pruner = OnRungs(4, {})  # a third kept at each rung
+    pruner.set_baseline([0.36, 0.35, 0.37], [0.687, 0.688, 0.686])
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    assert not _at_first_rung(study, 0.72, loss=0.55)  # the first trial that learned
+    assert _at_first_rung(study, 0.36, loss=0.690)  # on the plateau: compared as always, and stopped
+    assert not _at_first_rung(study, 0.65, loss=0.60)  # learned, worse than the first: the second that learned passes
+    assert not _at_first_rung(study, 0.60, loss=0.62)  # and the third
+    # From the fourth that learned on, the rung ranks them (Optuna's rule: the best of fewer than 6).
+    assert _at_first_rung(study, 0.70, loss=0.58)
+    assert not _at_first_rung(study, 0.73, loss=0.50)
+    # Without a baseline nothing says who learned: Optuna's rule alone (the second must beat the first).
+    plain = optuna.create_study(direction="maximize", pruner=OnRungs(4, {}))
+    assert not _at_first_rung(plain, 0.72, loss=0.55)
+    assert _at_first_rung(plain, 0.65, loss=0.60)
