@@ -129,15 +129,16 @@ class OnRungs(optuna.pruners.BasePruner):
 
     def prune(self, study: Any, trial: Any) -> bool:
         step = trial.last_step
-        if step is None or rung_of(step, self.stride) is None:
+        rung = None if step is None else rung_of(step, self.stride)
+        if rung is None:
             return False
         losses = trial.user_attrs.get("validation_loss", {})  # by step, as the objective records it
         better = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
         at_rungs = {}
         for reported, value in trial.intermediate_values.items():
-            rung = rung_of(reported, self.stride)
-            if rung is not None:
-                at_rungs[self.reduction_factor ** rung] = self.rung_value(reported, value, losses.get(str(reported)), better)
+            at = rung_of(reported, self.stride)
+            if at is not None:
+                at_rungs[self.reduction_factor ** at] = self.rung_value(reported, value, losses.get(str(reported)), better)
         # The same trial (its id: the pruner records each rung's value on it) with its rungs as steps.
         view = optuna.trial.FrozenTrial(
             number=trial.number, state=trial.state, value=None, datetime_start=trial.datetime_start,
@@ -147,16 +148,17 @@ class OnRungs(optuna.pruners.BasePruner):
         )
         if not self.inner.prune(study, view):  # records the trial's value at the rung, where later trials compare with it
             return False
-        return not self._among_first_learned(study, step, view.intermediate_values[max(view.intermediate_values)], better)
+        return not self._among_first_learned(study, step, rung, at_rungs[self.reduction_factor ** rung], better)
 
-    def _among_first_learned(self, study: Any, step: int, value: float, better: float) -> bool:
-        """Whether a trial with ``value`` at the rung of ``step`` learned, and is one of the first
-        ``reduction_factor`` that did there (itself counted: the pruner has recorded it)."""
+    def _among_first_learned(self, study: Any, step: int, rung: int, value: float, better: float) -> bool:
+        """Whether a trial with rung value ``value`` at ``rung`` (reported at ``step``) learned, and is one of the first
+        ``reduction_factor`` that did there (itself counted: the pruner has recorded it). Learned: a rung value above the
+        plateau, which :meth:`rung_value` gives only to a trial that learned."""
         if self.baseline is None or len(self.baseline) <= step // self.stride:
             return False
         score = self.plateau(step)[0]
         if better * (value - score) <= 0:
             return False
-        key = _completed_rung_key(rung_of(step, self.stride))  # where Optuna's pruner records each trial's value at a rung
+        key = _completed_rung_key(rung)  # where Optuna's pruner records each trial's value at a rung
         learned = sum(1 for t in study.get_trials(deepcopy=False) if key in t.system_attrs and better * (t.system_attrs[key] - score) > 0)
         return learned <= self.reduction_factor
