@@ -30,9 +30,10 @@ def study(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path):  # noqa: A
     return load_spec(toy_study(tmp_path_factory.mktemp("family-study"), tiny_bert, rows=64))
 
 
-def _tuner(study, folder: Path, cache: bool = True, warnings: list[str] | None = None) -> FineTuner:  # noqa: ANN001
+def _tuner(study, folder: Path, cache: bool = True, warnings: list[str] | None = None, precision: str = "auto") -> FineTuner:  # noqa: ANN001
     sink = warnings if warnings is not None else []
-    return FineTuner(prepare_data(study), cache_dir=folder, max_length=32, frozen_cache=cache, warn=sink.append)
+    return FineTuner(prepare_data(study), cache_dir=folder, max_length=32, precision=precision, frozen_cache=cache,
+                     warn=sink.append)
 
 
 @pytest.mark.parametrize("scope", SCOPES)
@@ -73,21 +74,33 @@ def test_num_layers_cuts_every_family(family: str, family_models, study, tmp_pat
         assert cut.total_parameters < whole.total_parameters
 
 
+# Where a fit runs under bf16 autocast, the cache computes its states in larger batches than training does; a
+# different padding shape rounds some states to the next bf16 value, so the two fits agree to bf16's precision
+# (one bf16 step is 2**-8 of a value), not to fp32's; seen: at most 1.2e-4 apart. fp32 shows the cache is exact,
+# bf16 that it runs under autocast too.
+AGREEMENT = {"fp32": 1e-4, "bf16": 2**-8}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("scope", ["freeze-1", "head"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_frozen_cache_is_exact_or_off_with_its_reason(family: str, scope: str, family_models, study, tmp_path: Path) -> None:
+def test_frozen_cache_is_exact_or_off_with_its_reason(family: str, scope: str, precision: str, family_models, study,
+                                                      tmp_path: Path) -> None:
     candidate = Candidate(name=family, path=family_models[family])
     said: list[str] = []
-    cached = _tuner(study, tmp_path / "a", cache=True, warnings=said).fit(candidate, {**PARAMS, "scope": scope}, train_rows=TRAIN, eval_rows=EVAL)
-    plain = _tuner(study, tmp_path / "b", cache=False).fit(candidate, {**PARAMS, "scope": scope}, train_rows=TRAIN, eval_rows=EVAL)
+    tuners = _tuner(study, tmp_path / "a", warnings=said, precision=precision), _tuner(study, tmp_path / "b", cache=False, precision=precision)
+    assert [tuner.precision for tuner in tuners] == [precision, precision]
+    cached, plain = (tuner.fit(candidate, {**PARAMS, "scope": scope}, train_rows=TRAIN, eval_rows=EVAL) for tuner in tuners)
     reason = architecture(family).cache_off
     assert cached.used_frozen_cache is (reason is None)
     if reason is not None:
         assert [m for m in said if m.startswith(f"frozen-layer cache off for {family}: {reason}")], said
+    rel = AGREEMENT[precision]
     for a, b in zip(cached.result.history, plain.result.history):
-        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4, abs=1e-6)
-        assert a.metrics["macro_f1"] == pytest.approx(b.metrics["macro_f1"], abs=1e-6)
-        assert a.metrics["loss"] == pytest.approx(b.metrics["loss"], rel=1e-4, abs=1e-6)
+        assert a.train_loss == pytest.approx(b.train_loss, rel=rel, abs=1e-6)
+        assert a.metrics["loss"] == pytest.approx(b.metrics["loss"], rel=rel, abs=1e-6)
+        if precision == "fp32":  # one rounding step may move a prediction across the boundary in bf16
+            assert a.metrics["macro_f1"] == pytest.approx(b.metrics["macro_f1"], abs=1e-6)
 
 
 def test_the_no_cache_reason_is_said_once_per_candidate(family_models, study, tmp_path: Path) -> None:
