@@ -23,16 +23,18 @@ task can say). A trial that predicts a few rows of the minority class by chance 
 plateau without having learned anything, and would otherwise pass the rung ahead of one whose loss is
 falling but whose predictions have not changed yet.
 
-A rung ranks the trials that learned only once ``reduction_factor`` of them have reached it: before that
-"the top third" is nobody, and Optuna's rule (a trial must then be the best so far) would let the
-first trial that learned stop every later one that is not better on one fold's noisy score, so a
-small budget compares nothing with its first good trial. So, with the baseline known, each of the
-first ``reduction_factor`` trials that learned by a rung passes it; trials on the plateau are compared
-as before, and from the next learned trial on the rung ranks as usual.
+A rung keeps the top third rounded up (Optuna's own rule rounds down, and keeps only the best while
+fewer than six trials reached a rung, so at the last rungs, which few trials reach, a good trial stopped
+unless it beat every one before it). And it ranks the trials that learned only once ``reduction_factor``
+of them have reached it: before that the first trial that learned would stop every later one that is
+not better on one fold's noisy score, so a small budget would compare nothing with its first good
+trial. So, with the baseline known, each of the first ``reduction_factor`` trials that learned by a
+rung passes it; trials on the plateau are compared as before, and from the next learned trial on the
+rung ranks as usual.
 
-The promotion rule and its bookkeeping are Optuna's :class:`~optuna.pruners.SuccessiveHalvingPruner`,
-which places rung k at step ``reduction_factor ** k``; :class:`OnRungs` shows it each trial with its
-rung values at those steps.
+Nothing is stored for the rule: a trial's value at a rung is computed again, by the same function, from
+what every trial reports (its intermediate values and validation losses), so parallel workers on one
+storage see the same rungs.
 """
 from __future__ import annotations
 
@@ -40,7 +42,6 @@ import math
 from typing import Any, Sequence
 
 import optuna
-from optuna.pruners._successive_halving import _completed_rung_key
 
 REDUCTION_FACTOR = 3
 """Default share kept at each rung: a third (Optuna's own default is a quarter)."""
@@ -88,19 +89,39 @@ def expected_work(folds: int, epochs: float, reduction_factor: float) -> float:
     return work + alive * (1 - done)
 
 
+def passes(value: float, others: Sequence[float], reduction_factor: int, better: float, plateau: float | None = None) -> bool:
+    """Whether a trial whose value at a rung is ``value`` passes it, where the study's other trials had ``others``: the
+    top ``ceil(n / reduction_factor)`` of the n values, itself included, pass (ties pass). With the ``plateau`` score
+    known, each of the first ``reduction_factor`` trials above it passes too. ``better``: 1 where higher is better, -1
+    where lower is."""
+    if plateau is not None and better * (value - plateau) > 0:
+        if sum(1 for v in others if better * (v - plateau) > 0) < reduction_factor:
+            return True
+    ahead = sum(1 for v in others if better * (v - value) > 0)
+    return ahead < math.ceil((len(others) + 1) / reduction_factor)
+
+
 class OnRungs(optuna.pruners.BasePruner):
-    """Optuna's successive halving, deciding only at the study's rungs (see the module's text)."""
+    """Successive halving deciding only at the study's rungs (see the module's text)."""
 
     reads_validation_loss = True
     """Tells the objective to record each reported step's validation loss (user attr ``validation_loss``)."""
 
+    OPTIONS = {"reduction_factor": "the share kept at each rung is 1/reduction_factor (default 3)",
+               "min_early_stopping_rate": "how many of the first rungs stop no one (default 0)"}
+
     def __init__(self, stride: int, options: dict[str, Any]) -> None:
         if "min_resource" in options:
             raise ValueError("min_resource does not apply: the rungs are epoch 1 of fold 1 and each fold's end")
+        unknown = sorted(set(options) - set(self.OPTIONS))
+        if unknown:
+            known = "; ".join(f"{name}: {meaning}" for name, meaning in self.OPTIONS.items())
+            raise ValueError(f"unknown option(s) {', '.join(unknown)}; successive halving takes {known}")
         self.stride = stride
-        options = {"reduction_factor": REDUCTION_FACTOR, **options}
-        self.reduction_factor = int(options["reduction_factor"])
-        self.inner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, **options)
+        self.reduction_factor = int(options.get("reduction_factor", REDUCTION_FACTOR))
+        self.first_rung = int(options.get("min_early_stopping_rate", 0))
+        if self.reduction_factor < 2 or self.first_rung < 0:
+            raise ValueError(f"reduction_factor must be 2 or more and min_early_stopping_rate 0 or more, not {dict(options)}")
         self.baseline: list[float] | None = None
         self.baseline_losses: list[float] | None = None
 
@@ -117,10 +138,14 @@ class OnRungs(optuna.pruners.BasePruner):
         loss = None if self.baseline_losses is None else sum(self.baseline_losses[:folds]) / folds
         return sum(self.baseline[:folds]) / folds, loss
 
+    def knows_plateau(self, step: int) -> bool:
+        """Whether the baseline covers the folds a rung step has seen."""
+        return self.baseline is not None and len(self.baseline) > step // self.stride
+
     def rung_value(self, step: int, value: float, loss: float | None, better: float) -> float:
         """What the rung compares: the reported value, or the baseline's where the trial has not learned; minus the
         loss's tie-break."""
-        if self.baseline is None or len(self.baseline) <= step // self.stride:
+        if not self.knows_plateau(step):
             return value - better * tie_break(loss)
         score, baseline_loss = self.plateau(step)
         if better * (value - score) > 0 and (baseline_loss is None or (loss is not None and loss < baseline_loss)):
@@ -130,35 +155,17 @@ class OnRungs(optuna.pruners.BasePruner):
     def prune(self, study: Any, trial: Any) -> bool:
         step = trial.last_step
         rung = None if step is None else rung_of(step, self.stride)
-        if rung is None:
+        if rung is None or rung < self.first_rung:
             return False
-        losses = trial.user_attrs.get("validation_loss", {})  # by step, as the objective records it
+        if math.isnan(trial.intermediate_values[step]):
+            return True
         better = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-        at_rungs = {}
-        for reported, value in trial.intermediate_values.items():
-            at = rung_of(reported, self.stride)
-            if at is not None:
-                at_rungs[self.reduction_factor ** at] = self.rung_value(reported, value, losses.get(str(reported)), better)
-        # The same trial (its id: the pruner records each rung's value on it) with its rungs as steps.
-        view = optuna.trial.FrozenTrial(
-            number=trial.number, state=trial.state, value=None, datetime_start=trial.datetime_start,
-            datetime_complete=trial.datetime_complete, params=trial.params, distributions=trial.distributions,
-            user_attrs=trial.user_attrs, system_attrs=trial.system_attrs, intermediate_values=at_rungs,
-            trial_id=trial._trial_id,
-        )
-        if not self.inner.prune(study, view):  # records the trial's value at the rung, where later trials compare with it
-            return False
-        return not self._among_first_learned(study, step, rung, at_rungs[self.reduction_factor ** rung], better)
 
-    def _among_first_learned(self, study: Any, step: int, rung: int, value: float, better: float) -> bool:
-        """Whether a trial with rung value ``value`` at ``rung`` (reported at ``step``) learned, and is one of the first
-        ``reduction_factor`` that did there (itself counted: the pruner has recorded it). Learned: a rung value above the
-        plateau, which :meth:`rung_value` gives only to a trial that learned."""
-        if self.baseline is None or len(self.baseline) <= step // self.stride:
-            return False
-        score = self.plateau(step)[0]
-        if better * (value - score) <= 0:
-            return False
-        key = _completed_rung_key(rung)  # where Optuna's pruner records each trial's value at a rung
-        learned = sum(1 for t in study.get_trials(deepcopy=False) if key in t.system_attrs and better * (t.system_attrs[key] - score) > 0)
-        return learned <= self.reduction_factor
+        def at_rung(reported: Any) -> float:  # a trial's value at this rung (losses by step, as the objective records them)
+            loss = reported.user_attrs.get("validation_loss", {}).get(str(step))
+            return self.rung_value(step, reported.intermediate_values[step], loss, better)
+
+        others = [at_rung(t) for t in study.get_trials(deepcopy=False)
+                  if t.number != trial.number and not math.isnan(t.intermediate_values.get(step, math.nan))]
+        plateau = self.plateau(step)[0] if self.knows_plateau(step) else None
+        return not passes(at_rung(trial), others, self.reduction_factor, better, plateau)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from hpsearch.rungs import TIE_BREAK, OnRungs, expected_work, rung_of, rung_positions, tie_break
+from hpsearch.rungs import TIE_BREAK, OnRungs, expected_work, passes, rung_of, rung_positions, tie_break
 
 
 def test_rungs_are_the_first_epoch_then_each_fold_end() -> None:
@@ -56,6 +56,32 @@ def test_a_trial_is_compared_only_with_what_others_had_at_the_same_rung() -> Non
 def test_rungs_are_not_configurable_by_resource() -> None:
     with pytest.raises(ValueError, match="min_resource does not apply"):
         OnRungs(4, {"min_resource": 2})
+    with pytest.raises(ValueError, match="unknown option.* bootstrap_count; successive halving takes reduction_factor"):
+        OnRungs(4, {"bootstrap_count": 2})
+    with pytest.raises(ValueError, match="reduction_factor must be 2 or more"):
+        OnRungs(4, {"reduction_factor": 1})
+
+
+def test_a_rung_keeps_the_top_third_rounded_up() -> None:
+    # Of n trials at a rung (the one deciding included), ceil(n/3) pass: 1 of 1 to 3, 2 of 4 to 6, 3 of 7 to 9.
+    for n, kept in [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2), (7, 3), (9, 3), (10, 4)]:
+        others = [float(v) for v in range(n - 1)]  # 0, 1, ...; a value ahead of k of them ranks k+1 from the top
+        ranks = [rank for rank in range(1, n + 1) if passes(n - rank - 0.5, others, 3, 1.0)]
+        assert ranks == list(range(1, kept + 1)), n
+    assert passes(3.0, [2.0, 3.0, 5.0, 1.0], 3, 1.0) and not passes(2.0, [2.0, 3.0, 5.0, 1.0], 3, 1.0)  # ties with the second pass
+    assert passes(0.2, [0.1, 0.3, 0.5, 0.9], 3, -1.0) and not passes(0.31, [0.1, 0.3, 0.5, 0.9], 3, -1.0)  # lower is better
+    # With the plateau known, the first three above it pass whatever their rank; the fourth is ranked.
+    assert passes(0.5, [0.9, 0.8, 0.3, 0.3, 0.3], 3, 1.0, plateau=0.35)
+    assert not passes(0.5, [0.9, 0.8, 0.7, 0.3, 0.3], 3, 1.0, plateau=0.35)
+    assert not passes(0.3, [0.9, 0.8, 0.3], 3, 1.0, plateau=0.35)  # on the plateau: ranked
+
+
+def test_the_first_rungs_can_stop_no_one() -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize", pruner=OnRungs(4, {"min_early_stopping_rate": 1}))
+    assert not _report(study, {0: 0.6, 3: 0.7, 7: 0.7, 8: 0.7})
+    assert not _report(study, {0: 0.1, 3: 0.8, 7: 0.8, 8: 0.8})  # far behind at epoch 1 of fold 1: rung 0 stops no one
+    assert _report(study, {0: 0.1, 3: 0.5})  # fold 1's end decides: behind both
 
 
 def test_a_tie_on_the_metric_goes_to_the_lower_validation_loss() -> None:
@@ -132,8 +158,9 @@ def test_the_first_trials_that_learned_pass_a_rung_until_it_can_rank_them() -> N
     assert _at_first_rung(study, 0.36, loss=0.690)  # on the plateau: compared as always, and stopped
     assert not _at_first_rung(study, 0.65, loss=0.60)  # learned, worse than the first: the second that learned passes
     assert not _at_first_rung(study, 0.60, loss=0.62)  # and the third
-    # From the fourth that learned on, the rung ranks them (Optuna's rule: the best of fewer than 6).
-    assert _at_first_rung(study, 0.70, loss=0.58)
+    # From the fourth that learned on, the rung ranks them: the top third of the trials there, rounded up.
+    assert not _at_first_rung(study, 0.70, loss=0.58)  # second of 5 (the top 2 pass)
+    assert _at_first_rung(study, 0.61, loss=0.61)  # fifth of 6 (the top 2 pass)
     assert not _at_first_rung(study, 0.73, loss=0.50)
     # Without a baseline nothing says who learned: Optuna's rule alone (the second must beat the first).
     plain = optuna.create_study(direction="maximize", pruner=OnRungs(4, {}))

@@ -147,9 +147,10 @@ class PrunerSpec(SpecModel):
 
     name: Literal["none", "median", "percentile", "successive-halving", "hyperband", "wilcoxon"] = Field(
         "median", description="Optuna pruner. 'successive-halving' decides at rungs (epoch 1 of fold 1, then each fold's "
-        "end) and keeps the top 1/reduction_factor (default 3) of the trials at each, a trial that has not learned (score "
+        "end) and keeps the top 1/reduction_factor (default 3, rounded up) of the trials at each, a trial that has not learned (score "
         "no better than the trivial baseline's, or loss no lower than the target distribution's) counting at the baseline, "
-        "ordered by loss; each of the first reduction_factor trials that learned by a rung passes it: the pruner for a time budget."
+        "ordered by loss; each of the first reduction_factor trials that learned by a rung passes it: the pruner for a time budget. "
+        "Options: reduction_factor, min_early_stopping_rate (how many of the first rungs stop no one)."
     )
     options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments of the pruner.")
 
