@@ -44,8 +44,10 @@ def pruning(spec: StudySpec, folds: int, epochs: float) -> tuple[int, float, str
     if pruner.name == "successive-halving":
         factor = int(pruner.options.get("reduction_factor", REDUCTION_FACTOR))
         work = expected_work(folds, epochs, factor)
-        return 1, work, (f"successive halving keeps 1/{factor} of the trials at each rung (epoch 1 of fold 1, then each fold's end): "
-                         f"each of the {{later}} trials after the first costs {work:.0%} of a complete trial on average")
+        # The first `factor` trials that learn pass every rung (hpsearch.rungs): counted as the first `factor` trials.
+        return factor, work, (f"successive halving keeps 1/{factor} of the trials at each rung (epoch 1 of fold 1, then each fold's "
+                              f"end) after the first {factor}, which run in full: each of the {{later}} later trials costs {work:.0%} "
+                              f"of a complete trial on average; trials that learn pass more often than that, so the count is an upper bound")
     startup = int(pruner.options.get("n_startup_trials", 5))
     share = pruned_share(spec)
     # Trials report every epoch and the CV score so far after each fold: a pruned trial stops within its first fold.

@@ -32,6 +32,14 @@ trial. So, with the baseline known, each of the first ``reduction_factor`` trial
 rung passes it; trials on the plateau are compared as before, and from the next learned trial on the
 rung ranks as usual.
 
+At the end of a fold (every rung but epoch 1 of fold 1) a trial that has not learned stops, unless no
+other trial has reached that rung yet: it trained all its epochs on a whole fold and stayed on the
+plateau, so its CV score would be the baseline's, and the winner has to beat that. Ranking such
+trials by loss (as at epoch 1, where more epochs may still lift them) let the early ones run every
+fold while few trials had reached the last rungs. The first trial to reach a rung goes on whatever
+it scored, so a study in which nothing learns still completes one trial, and says that nothing beat
+the baseline.
+
 Nothing is stored for the rule: a trial's value at a rung is computed again, by the same function, from
 what every trial reports (its intermediate values and validation losses), so parallel workers on one
 storage see the same rungs.
@@ -167,5 +175,8 @@ class OnRungs(optuna.pruners.BasePruner):
 
         others = [at_rung(t) for t in study.get_trials(deepcopy=False)
                   if t.number != trial.number and not math.isnan(t.intermediate_values.get(step, math.nan))]
+        value = at_rung(trial)
         plateau = self.plateau(step)[0] if self.knows_plateau(step) else None
-        return not passes(at_rung(trial), others, self.reduction_factor, better, plateau)
+        if plateau is not None and others and better * (value - plateau) <= 0 and step % self.stride == self.stride - 1:
+            return True  # a whole fold trained and nothing learned: it cannot win (the first trial there goes on alone)
+        return not passes(value, others, self.reduction_factor, better, plateau)

@@ -67,10 +67,10 @@ def test_a_time_budget_is_turned_into_trials_with_and_without_successive_halving
     mean_trial = (plan["rows"][0]["trial_seconds"] + plan["rows"][1]["trial_seconds"]) / 2
     work = expected_work(3, 3.0, 3)  # the candidates' typical epochs: 2 and 4
     assert plan["n_trials_without_pruning"] == pytest.approx((600 - 15) / mean_trial)
-    assert plan["n_trials"] == pytest.approx(1 + (600 - 15 - mean_trial) / (work * mean_trial))  # the first trial runs whole
+    assert plan["n_trials"] == pytest.approx(3 + (600 - 15 - 3 * mean_trial) / (work * mean_trial))  # the first three run whole
     assert plan["n_trials"] > 3 * plan["n_trials_without_pruning"]
     assert plan["seconds_with_pruning"] == pytest.approx(600 + plan["final_model_seconds"])
-    assert "successive halving keeps 1/3" in plan["pruning_assumption"]
+    assert "successive halving keeps 1/3" in plan["pruning_assumption"] and "after the first 3, which run in full" in plan["pruning_assumption"]
     assert not any("shorter than the estimate" in w for w in plan["warnings"])
 
 

@@ -166,3 +166,30 @@ def test_the_first_trials_that_learned_pass_a_rung_until_it_can_rank_them() -> N
     plain = optuna.create_study(direction="maximize", pruner=OnRungs(4, {}))
     assert not _at_first_rung(plain, 0.72, loss=0.55)
     assert _at_first_rung(plain, 0.65, loss=0.60)
+
+
+def test_at_a_folds_end_a_trial_that_has_not_learned_stops_unless_it_is_the_first_there() -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    pruner = OnRungs(4, {})  # 3 epochs per fold: epoch 1 of fold 1 at step 0, fold 1's end at step 3
+    pruner.set_baseline([0.36, 0.35, 0.37], [0.687, 0.688, 0.686])
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+
+    def trial(reports: dict[int, tuple[float, float]]) -> list[int]:
+        """A new trial reports (score, loss) at each step; the steps it reported before it stopped or finished."""
+        t = study.ask()
+        for step, (score, _) in sorted(reports.items()):
+            t.set_user_attr("validation_loss", {str(s): reports[s][1] for s in reports if s <= step})
+            t.report(score, step)
+            if t.should_prune():
+                study.tell(t, state=optuna.trial.TrialState.PRUNED)
+                return sorted(s for s in reports if s <= step)
+        study.tell(t, reports[max(reports)][0])
+        return sorted(reports)
+
+    # The first trial goes on alone, learned or not: a study where nothing learns still completes one.
+    assert trial({0: (0.36, 0.68), 3: (0.36, 0.68), 7: (0.36, 0.68)}) == [0, 3, 7]
+    # On the plateau at epoch 1 but closer to learning (lower loss): passes that rung; at fold 1's end, a whole
+    # fold trained and still on the plateau: stopped, though its loss is lower than the first trial's.
+    assert trial({0: (0.36, 0.60), 3: (0.36, 0.60), 7: (0.36, 0.60)}) == [0, 3]
+    # A trial that learned by fold 1's end goes on.
+    assert trial({0: (0.36, 0.58), 3: (0.62, 0.55), 7: (0.63, 0.55)}) == [0, 3, 7]

@@ -149,7 +149,8 @@ class PrunerSpec(SpecModel):
         "median", description="Optuna pruner. 'successive-halving' decides at rungs (epoch 1 of fold 1, then each fold's "
         "end) and keeps the top 1/reduction_factor (default 3, rounded up) of the trials at each, a trial that has not learned (score "
         "no better than the trivial baseline's, or loss no lower than the target distribution's) counting at the baseline, "
-        "ordered by loss; each of the first reduction_factor trials that learned by a rung passes it: the pruner for a time budget. "
+        "ordered by loss, and stopped at a fold's end unless it is the first there; each of the first reduction_factor trials "
+        "that learned by a rung passes it: the pruner for a time budget. "
         "Options: reduction_factor, min_early_stopping_rate (how many of the first rungs stop no one)."
     )
     options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments of the pruner.")
