@@ -29,8 +29,7 @@ unless it beat every one before it). And it ranks the trials that learned only o
 of them have reached it: before that the first trial that learned would stop every later one that is
 not better on one fold's noisy score, so a small budget would compare nothing with its first good
 trial. So, with the baseline known, each of the first ``reduction_factor`` trials that learned by a
-rung passes it; trials on the plateau are compared as before, and from the next learned trial on the
-rung ranks as usual.
+rung passes it; from the next learned trial on the rung ranks as usual.
 
 At the end of a fold (every rung but epoch 1 of fold 1) a trial that has not learned stops, unless no
 other trial has reached that rung yet: it trained all its epochs on a whole fold and stayed on the
@@ -40,7 +39,7 @@ fold while few trials had reached the last rungs. The first trial to reach a run
 it scored, so a study in which nothing learns still completes one trial, and says that nothing beat
 the baseline.
 
-Nothing is stored for the rule: a trial's value at a rung is computed again, by the same function, from
+The whole rule is :func:`passes`. Nothing is stored for it: a trial's value at a rung is computed again, by the same function, from
 what every trial reports (its intermediate values and validation losses), so parallel workers on one
 storage see the same rungs.
 """
@@ -71,12 +70,17 @@ def on_plateau(baseline: float, loss: float | None, better: float) -> float:
     return baseline - better * tie_break(loss, missing=TIE_BREAK)
 
 
+def at_fold_end(step: int, stride: int) -> bool:
+    """Whether a reported step is a fold's end (the CV score so far). ``stride``: steps per fold (epochs + 1)."""
+    return step % stride == stride - 1
+
+
 def rung_of(step: int, stride: int) -> int | None:
     """The rung a reported step is (None: not a rung). ``stride``: steps per fold (epochs + 1)."""
     several_epochs = stride > 2
     if step == 0 and several_epochs:
         return 0
-    if step % stride == stride - 1:
+    if at_fold_end(step, stride):
         return step // stride + (1 if several_epochs else 0)
     return None
 
@@ -97,13 +101,17 @@ def expected_work(folds: int, epochs: float, reduction_factor: float) -> float:
     return work + alive * (1 - done)
 
 
-def passes(value: float, others: Sequence[float], reduction_factor: int, better: float, plateau: float | None = None) -> bool:
+def passes(value: float, others: Sequence[float], reduction_factor: int, better: float, plateau: float | None = None,
+           fold_end: bool = False) -> bool:
     """Whether a trial whose value at a rung is ``value`` passes it, where the study's other trials had ``others``: the
     top ``ceil(n / reduction_factor)`` of the n values, itself included, pass (ties pass). With the ``plateau`` score
-    known, each of the first ``reduction_factor`` trials above it passes too. ``better``: 1 where higher is better, -1
-    where lower is."""
-    if plateau is not None and better * (value - plateau) > 0:
-        if sum(1 for v in others if better * (v - plateau) > 0) < reduction_factor:
+    known, each of the first ``reduction_factor`` trials above it passes too, and at a ``fold_end`` a trial not above it
+    stops unless it is the first there. ``better``: 1 where higher is better, -1 where lower is."""
+    if plateau is not None:
+        if better * (value - plateau) <= 0:
+            if fold_end and others:
+                return False  # a whole fold trained and nothing learned: it cannot win
+        elif sum(1 for v in others if better * (v - plateau) > 0) < reduction_factor:
             return True
     ahead = sum(1 for v in others if better * (v - value) > 0)
     return ahead < math.ceil((len(others) + 1) / reduction_factor)
@@ -142,7 +150,7 @@ class OnRungs(optuna.pruners.BasePruner):
     def plateau(self, step: int) -> tuple[float, float | None]:
         """The baseline's score and loss at a rung step: fold 1's at its first epoch, else the mean over the folds so far."""
         assert self.baseline is not None
-        folds = step // self.stride + 1 if step % self.stride == self.stride - 1 else 1
+        folds = step // self.stride + 1 if at_fold_end(step, self.stride) else 1
         loss = None if self.baseline_losses is None else sum(self.baseline_losses[:folds]) / folds
         return sum(self.baseline[:folds]) / folds, loss
 
@@ -175,8 +183,5 @@ class OnRungs(optuna.pruners.BasePruner):
 
         others = [at_rung(t) for t in study.get_trials(deepcopy=False)
                   if t.number != trial.number and not math.isnan(t.intermediate_values.get(step, math.nan))]
-        value = at_rung(trial)
         plateau = self.plateau(step)[0] if self.knows_plateau(step) else None
-        if plateau is not None and others and better * (value - plateau) <= 0 and step % self.stride == self.stride - 1:
-            return True  # a whole fold trained and nothing learned: it cannot win (the first trial there goes on alone)
-        return not passes(value, others, self.reduction_factor, better, plateau)
+        return not passes(at_rung(trial), others, self.reduction_factor, better, plateau, at_fold_end(step, self.stride))

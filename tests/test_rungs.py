@@ -23,11 +23,14 @@ def test_expected_work_of_a_configuration() -> None:
     assert expected_work(3, 3, 1) == pytest.approx(1.0)  # keeping everyone costs full trials
 
 
-def _report(study: optuna.Study, values: dict[int, float]) -> bool:
-    """A new trial reports ``values`` (step -> value) in order; whether it was told to stop at its last step."""
+def _report(study: optuna.Study, values: dict[int, float], losses: dict[int, float] | None = None) -> bool:
+    """A new trial reports ``values`` (step -> value) in order, with the validation ``losses`` of those steps; whether
+    it was told to stop at its last step."""
     trial = study.ask()
     pruned = False
     for step, value in sorted(values.items()):
+        if losses:
+            trial.set_user_attr("validation_loss", {str(s): loss for s, loss in losses.items() if s <= step})
         trial.report(value, step)
         pruned = trial.should_prune()
         if pruned:
@@ -162,7 +165,7 @@ def test_the_first_trials_that_learned_pass_a_rung_until_it_can_rank_them() -> N
     assert not _at_first_rung(study, 0.70, loss=0.58)  # second of 5 (the top 2 pass)
     assert _at_first_rung(study, 0.61, loss=0.61)  # fifth of 6 (the top 2 pass)
     assert not _at_first_rung(study, 0.73, loss=0.50)
-    # Without a baseline nothing says who learned: Optuna's rule alone (the second must beat the first).
+    # Without a baseline nothing says who learned: the ranking alone (the second must beat the first).
     plain = optuna.create_study(direction="maximize", pruner=OnRungs(4, {}))
     assert not _at_first_rung(plain, 0.72, loss=0.55)
     assert _at_first_rung(plain, 0.65, loss=0.60)
@@ -173,23 +176,13 @@ def test_at_a_folds_end_a_trial_that_has_not_learned_stops_unless_it_is_the_firs
     pruner = OnRungs(4, {})  # 3 epochs per fold: epoch 1 of fold 1 at step 0, fold 1's end at step 3
     pruner.set_baseline([0.36, 0.35, 0.37], [0.687, 0.688, 0.686])
     study = optuna.create_study(direction="maximize", pruner=pruner)
-
-    def trial(reports: dict[int, tuple[float, float]]) -> list[int]:
-        """A new trial reports (score, loss) at each step; the steps it reported before it stopped or finished."""
-        t = study.ask()
-        for step, (score, _) in sorted(reports.items()):
-            t.set_user_attr("validation_loss", {str(s): reports[s][1] for s in reports if s <= step})
-            t.report(score, step)
-            if t.should_prune():
-                study.tell(t, state=optuna.trial.TrialState.PRUNED)
-                return sorted(s for s in reports if s <= step)
-        study.tell(t, reports[max(reports)][0])
-        return sorted(reports)
-
     # The first trial goes on alone, learned or not: a study where nothing learns still completes one.
-    assert trial({0: (0.36, 0.68), 3: (0.36, 0.68), 7: (0.36, 0.68)}) == [0, 3, 7]
+    assert not _report(study, {0: 0.36, 3: 0.36, 7: 0.36}, losses={0: 0.68, 3: 0.68, 7: 0.68})
     # On the plateau at epoch 1 but closer to learning (lower loss): passes that rung; at fold 1's end, a whole
     # fold trained and still on the plateau: stopped, though its loss is lower than the first trial's.
-    assert trial({0: (0.36, 0.60), 3: (0.36, 0.60), 7: (0.36, 0.60)}) == [0, 3]
+    assert _report(study, {0: 0.36, 3: 0.36, 7: 0.36}, losses={0: 0.60, 3: 0.60, 7: 0.60})
+    assert sorted(study.get_trials()[-1].intermediate_values) == [0, 3]
     # A trial that learned by fold 1's end goes on.
-    assert trial({0: (0.36, 0.58), 3: (0.62, 0.55), 7: (0.63, 0.55)}) == [0, 3, 7]
+    assert not _report(study, {0: 0.36, 3: 0.62, 7: 0.63}, losses={0: 0.58, 3: 0.55, 7: 0.55})
+    assert passes(0.36, [0.36, 0.36], 3, 1.0, plateau=0.36) and not passes(0.36, [0.36, 0.36], 3, 1.0, plateau=0.36, fold_end=True)
+    assert passes(0.36, [], 3, 1.0, plateau=0.36, fold_end=True)  # the first there
