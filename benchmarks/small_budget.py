@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=400)
     parser.add_argument("--trials", type=int, default=6, help="the anchor's trial count")
     parser.add_argument("--pruner", default="successive-halving", help="hpsearch's pruner")
+    parser.add_argument("--startup", type=int, help="hpsearch's TPE random start-up trials (default: Optuna's, 10)")
     parser.add_argument("--anchor-search-s", type=float, nargs="+",
                         help="hpsearch side only: the anchor's search seconds per seed, from an earlier run of this script on "
                              "the same machine (it prints them); the timeouts are derived as in a full run")
@@ -106,7 +107,8 @@ def main() -> None:
             mine_study = Path(folder) / f"hpsearch-{seed}" / "study.yaml"
             mine_study.parent.mkdir()
             search = f"  n_trials: null\n  timeout: {timeout:.0f}\n  pruner: {{name: {args.pruner}}}"
-            mine_study.write_text(study_text("small-budget", args.rows, args.test_rows, space, 3, search, metric="macro_f1", seed=seed))
+            mine_study.write_text(study_text("small-budget", args.rows, args.test_rows, space, 3, search, metric="macro_f1", seed=seed,
+                                             sampler=f"{{name: tpe, options: {{n_startup_trials: {args.startup}}}}}" if args.startup else "{name: tpe}"))
             print(f"seed {seed}: hpsearch, timeout {timeout:.0f} s ...", flush=True)
             mine = hpsearch_side(mine_study, timeout)
             print(f"  {mine['wall_s']:.0f} s, {mine['configurations']} configurations ({mine['complete']} complete), best CV "

@@ -40,6 +40,6 @@ def reset_peak_memory(device: Any) -> None:
 
 def totals(costs: list[dict[str, Any]]) -> dict[str, float]:
     """Study totals over every finished trial (pruned and failed ones cost too)."""
-    return {"trials": len(costs), "training_samples": sum(int(c.get("samples") or 0) for c in costs),
+    return {"trials": len(costs), "train_samples": sum(int(c.get("train_samples") or 0) for c in costs),
             "device_seconds": sum(float(c.get("device_seconds") or 0.0) for c in costs),
             "flops": sum(float(c.get("flops") or 0.0) for c in costs)}

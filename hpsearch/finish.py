@@ -69,7 +69,7 @@ def trial_costs(trials: list[Any]) -> list[dict[str, Any]]:
         if t.state.name not in FINISHED_STATES or "model" not in t.user_attrs:
             continue
         a = t.user_attrs
-        out.append({"trial": t.number, "model": a["model"], "state": t.state.name, "samples": int(a.get("train_samples") or 0),
+        out.append({"trial": t.number, "model": a["model"], "state": t.state.name, "train_samples": int(a.get("train_samples") or 0),
                     "device_seconds": float(a.get("device_seconds") or 0.0),
                     "trainable_parameters": a.get("trainable_parameters"), "total_parameters": a.get("total_parameters"),
                     "latency_ms": a.get("objective_latency"), "flops": a.get("flops"), "peak_memory_mb": a.get("peak_memory_mb")})
@@ -217,7 +217,7 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
     lines.append(f"trials: {trials['COMPLETE']} complete, {trials['PRUNED']} pruned, {trials['FAIL']} failed")
     spent = report.get("study_cost")
     if spent:
-        lines.append(f"cost: {spent['training_samples']:,} training samples, {spent['device_seconds']:.0f} device-seconds, "
+        lines.append(f"cost: {spent['train_samples']:,} training samples, {spent['device_seconds']:.0f} device-seconds, "
                      f"~{spent['flops']:.3g} FLOPs (estimated) over {spent['trials']} finished trials")
     lines.append(f"results: {spec.out_dir} (CV table {csv_path.name}, selection.json)")
     if "export_dir" in report:
@@ -264,7 +264,7 @@ def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
     lines = [f"which model (best trial of each, {spec.metric} CV with interval; compared with the winner on the same folds):"]
     for r in rows:
         counts = r["trials"]
-        spent = f"{counts['COMPLETE']} complete/{counts['PRUNED']} pruned/{counts['FAIL']} failed, {r['training_samples']:,} samples, {r['device_seconds']:.0f} device-s"
+        spent = f"{counts['COMPLETE']} complete/{counts['PRUNED']} pruned/{counts['FAIL']} failed, {r['train_samples']:,} samples, {r['device_seconds']:.0f} device-s"
         if r["best_trial"] is None:
             lines.append(f"  {r['model']}: {r['verdict']} ({spent})")
             continue

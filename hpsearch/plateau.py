@@ -47,10 +47,14 @@ class PlateauAware(optuna.samplers.BaseSampler):
         self.baseline_loss: float | None = None
         self._seen: dict[int, optuna.trial.FrozenTrial] = {}  # finished trials do not change: viewed once
 
-    def set_baseline(self, fold_scores: Sequence[float], loss: float | None = None) -> None:
+    def set_baseline(self, fold_scores: Sequence[float], fold_losses: Sequence[float | None] | None = None) -> None:
         """The trivial baseline's score on each of the study's folds (none: the sampler sees the plain scores), and the
-        mean validation loss of a model that learned only the targets' distribution (None: the task cannot say)."""
-        self.baseline, self.baseline_loss = list(fold_scores), loss
+        validation loss on each of a model that learned only the targets' distribution (None: the task cannot say);
+        the same arguments as :meth:`hpsearch.rungs.OnRungs.set_baseline`. A complete trial's loss is compared with
+        their mean."""
+        self.baseline = list(fold_scores)
+        known = fold_losses and None not in fold_losses
+        self.baseline_loss = sum(fold_losses) / len(fold_losses) if known else None  # type: ignore[arg-type]
         self._seen.clear()
 
     def view(self, trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:

@@ -169,7 +169,7 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
                      f"{r['mean_score']:.4f}" if "mean_score" in r else "—",
                      f"[{r['low']:.4f}, {r['high']:.4f}]" if "low" in r else "—", r["verdict"],
                      f"{c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]" if c else "—", f"{c['p_value']:.3f}" if c else "—",
-                     "{COMPLETE} / {PRUNED} / {FAIL}".format(**r["trials"]), f"{r['training_samples']:,}", f"{r['device_seconds']:.0f}",
+                     "{COMPLETE} / {PRUNED} / {FAIL}".format(**r["trials"]), f"{r['train_samples']:,}", f"{r['device_seconds']:.0f}",
                      f"{r.get('flops') or 0:.3g}",
                      f"{r.get('trainable_parameters') or 0:,} / {r.get('total_parameters') or 0:,}" if r["best_trial"] is not None else "—",
                      f"{r['latency_ms']:.1f}" if r.get("latency_ms") is not None else "—"]

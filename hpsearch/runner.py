@@ -100,7 +100,7 @@ class Session:
         # hpsearch.rungs), the winner's bar at the end.
         self.baseline = baseline_scores(self.data, self.folds, eval_split, spec.metric)
         if isinstance(self.study.sampler, PlateauAware):
-            self.study.sampler.set_baseline(self.baseline["fold_scores"], self.baseline["loss"])
+            self.study.sampler.set_baseline(self.baseline["fold_scores"], self.baseline["fold_losses"])
         if isinstance(self.study.pruner, OnRungs):
             self.study.pruner.set_baseline(self.baseline["fold_scores"], self.baseline["fold_losses"])
         self.device = device or pick_device(spec)

@@ -186,7 +186,7 @@ def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]],
               confidence: float, direction: str, bounds: tuple[float, float] | None = None) -> list[dict[str, Any]]:
     """"Which pretrained model?": one row per candidate model, best trial first.
 
-    ``trials`` holds every finished trial as {trial, model, state, samples, device_seconds, trainable_parameters,
+    ``trials`` holds every finished trial as {trial, model, state, train_samples, device_seconds, trainable_parameters,
     total_parameters}. Each model's best trial is compared with the winner on the same folds (corrected
     resampled t); the verdict says whether the data can tell them apart.
     """
@@ -197,7 +197,7 @@ def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]],
         row: dict[str, Any] = {
             "model": model,
             "trials": {state: sum(1 for t in mine if t["state"] == state) for state in ("COMPLETE", "PRUNED", "FAIL")},
-            "training_samples": int(sum(t.get("samples") or 0 for t in mine)),
+            "train_samples": int(sum(t.get("train_samples") or 0 for t in mine)),
             "device_seconds": float(sum(t.get("device_seconds") or 0.0 for t in mine)),
             "flops": float(sum(t.get("flops") or 0.0 for t in mine)),
             "best_trial": None, "verdict": "no completed trial",

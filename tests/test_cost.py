@@ -24,8 +24,8 @@ def test_frozen_layers_cost_only_their_forward_pass() -> None:
 
 
 def test_study_totals_add_every_finished_trial() -> None:
-    costs = [{"samples": 10, "device_seconds": 1.5, "flops": 1e9}, {"samples": 5, "device_seconds": 0.5, "flops": None}]
-    assert totals(costs) == {"trials": 2, "training_samples": 15, "device_seconds": 2.0, "flops": 1e9}
+    costs = [{"train_samples": 10, "device_seconds": 1.5, "flops": 1e9}, {"train_samples": 5, "device_seconds": 0.5, "flops": None}]
+    assert totals(costs) == {"trials": 2, "train_samples": 15, "device_seconds": 2.0, "flops": 1e9}
 
 
 def test_peak_memory_reset_waits_for_the_first_cuda_call(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,7 +65,7 @@ def test_cost_fields_reach_the_cv_table_selection_status_and_mlflow(tmp_path: Pa
         assert int(row["train_samples"]) == 2 * 20 * 2  # 2 folds x 20 training rows x 2 epochs
         assert float(row["device_seconds"]) > 0 and float(row["flops"]) > 0 and float(row["peak_memory_mb"]) > 0
     report = json.loads((spec.out_dir / "selection.json").read_text())
-    assert report["study_cost"]["training_samples"] == sum(int(r["train_samples"]) for r in rows)
+    assert report["study_cost"]["train_samples"] == sum(int(r["train_samples"]) for r in rows)
     assert report["study_cost"]["flops"] == pytest.approx(sum(float(r["flops"]) for r in rows))
     assert "cost: 160 training samples" in capsys.readouterr().out
     assert main(["status", str(path)]) == 0

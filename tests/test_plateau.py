@@ -49,7 +49,7 @@ def test_a_trial_that_learned_nothing_is_seen_at_the_baseline_less_its_loss() ->
 def test_a_score_that_beats_the_majority_class_learned_nothing_while_its_loss_is_the_priors() -> None:
     """A model that guesses both classes clearly beats the majority class on macro-F1; its loss says it learned nothing."""
     sampler = _plateau_aware()
-    sampler.set_baseline(BASELINE, loss=0.687)
+    sampler.set_baseline(BASELINE, [0.688, 0.687, 0.686])  # mean 0.687
     guessing = _complete(1.2e-5, [0.47, 0.48, 0.44], loss=0.690)
     starting = _complete(6e-5, [0.40, 0.36, 0.41], loss=0.657)
     learned = _complete(8e-5, [0.70, 0.72, 0.71], loss=0.55)
@@ -57,6 +57,8 @@ def test_a_score_that_beats_the_majority_class_learned_nothing_while_its_loss_is
     assert sampler.view(starting).value > sampler.view(guessing).value  # the one that started to learn leads the plateau
     assert sampler.view(guessing).value < statistics.fmean(BASELINE) < sampler.view(learned).value == learned.value
     assert not sampler.learned([0.70, 0.72, 0.71], None)  # a loss unknown while the prior's is known: not shown as learned
+    sampler.set_baseline(BASELINE, [0.688, None, 0.686])  # a fold the task cannot say for: no loss bar
+    assert sampler.learned([0.70, 0.72, 0.71], None)
 
 
 def test_the_plateau_is_ordered_the_other_way_when_the_metric_is_minimised() -> None:

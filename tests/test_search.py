@@ -301,7 +301,7 @@ def test_a_learning_winner_beats_the_baseline_and_says_which_model(tmp_path: Pat
     report = json.loads((load_spec(path).out_dir / "selection.json").read_text())
     assert report["baseline"]["clearly_beaten"] is True and report["warnings"] == [], report["selected"]
     row = report["per_model"][0]
-    assert row["verdict"] == "winner" and row["latency_ms"] > 0 and row["training_samples"] > 0 and row["device_seconds"] > 0
+    assert row["verdict"] == "winner" and row["latency_ms"] > 0 and row["train_samples"] > 0 and row["device_seconds"] > 0
     out = capsys.readouterr().out
     assert "which model" in out and "ms/example" in out
 

@@ -116,7 +116,7 @@ def test_intervals_stay_inside_the_metrics_range(scores: list[float]) -> None:
 
 
 def _costs(table: list[dict]) -> list[dict]:
-    return [{"trial": r["trial"], "model": r["model"], "state": "COMPLETE", "samples": 100, "device_seconds": 2.0,
+    return [{"trial": r["trial"], "model": r["model"], "state": "COMPLETE", "train_samples": 100, "device_seconds": 2.0,
              "trainable_parameters": 10, "total_parameters": r["total_parameters"]} for r in table]
 
 
@@ -127,7 +127,7 @@ def test_per_model_table_gives_each_model_its_best_trial_and_a_verdict() -> None
     ]
     table = selection.cv_table(rows, "maximize")
     winner = selection.select(table, "best", "maximize")
-    costs = _costs(table) + [{"trial": 5, "model": "tiny", "state": "PRUNED", "samples": 30, "device_seconds": 0.5}]
+    costs = _costs(table) + [{"trial": 5, "model": "tiny", "state": "PRUNED", "train_samples": 30, "device_seconds": 0.5}]
     out = selection.per_model(table, costs, ["big", "small", "tiny", "close", "unused"], winner, 0.95, "maximize", (0.0, 1.0))
     by = {r["model"]: r for r in out}
     assert [r["model"] for r in out] == ["big", "close", "small", "tiny", "unused"]  # best first, no trial last
@@ -135,7 +135,7 @@ def test_per_model_table_gives_each_model_its_best_trial_and_a_verdict() -> None
     assert by["small"]["best_trial"] == 1  # its best trial, not trial 2
     assert by["small"]["verdict"] == "not distinguishable from the winner"  # 0.82 vs 0.8117, paired, 3 folds
     assert by["tiny"]["verdict"] == "worse" and by["tiny"]["comparison"]["low"] > 0
-    assert by["tiny"]["trials"] == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 0} and by["tiny"]["training_samples"] == 130
+    assert by["tiny"]["trials"] == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 0} and by["tiny"]["train_samples"] == 130
     assert by["unused"]["verdict"] == "no completed trial" and by["unused"]["best_trial"] is None
     expected = selection.paired_comparison([0.80, 0.82, 0.84], [0.50, 0.52, 0.51], 0.95)
     assert by["tiny"]["comparison"] == pytest.approx(expected)
