@@ -142,7 +142,7 @@ def score_runs(runs: list[dict], best_known: list[float] | None) -> dict[str, in
     """Mark each side's success against the best CV known on its seed's folds (this run's trials of both sides, or
     ``best_known`` of that seed when higher); returns the successes per side."""
     for i, r in enumerate(runs):
-        seen = [cv for cv in r["hpsearch"]["all_cv"]] + ([t["cv"] for t in r["anchor"]["trials"]] if r["anchor"] else [])
+        seen = list(r["hpsearch"]["all_cv"]) + ([t["cv"] for t in r["anchor"]["trials"]] if r["anchor"] else [])
         r["best_known_cv"] = max(seen + ([best_known[i]] if best_known else []))
         for side in ("anchor", "hpsearch"):
             if r[side] is not None:

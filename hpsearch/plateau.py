@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import optuna
 
-from hpsearch.rungs import on_plateau
+from hpsearch.rungs import known_losses, on_plateau
 from hpsearch.search import LOSS_ATTR
 from hpsearch.selection import clearly_beats
 
@@ -53,8 +53,8 @@ class PlateauAware(optuna.samplers.BaseSampler):
         the same arguments as :meth:`hpsearch.rungs.OnRungs.set_baseline`. A complete trial's loss is compared with
         their mean."""
         self.baseline = list(fold_scores)
-        known = fold_losses and None not in fold_losses
-        self.baseline_loss = sum(fold_losses) / len(fold_losses) if known else None  # type: ignore[arg-type]
+        losses = known_losses(fold_losses)
+        self.baseline_loss = None if losses is None else sum(losses) / len(losses)
         self._seen.clear()
 
     def view(self, trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:

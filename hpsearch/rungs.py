@@ -70,6 +70,11 @@ def on_plateau(baseline: float, loss: float | None, better: float) -> float:
     return baseline - better * tie_break(loss, missing=TIE_BREAK)
 
 
+def known_losses(fold_losses: Sequence[float | None] | None) -> list[float] | None:
+    """The baseline's validation loss per fold, or None when the task cannot say for some fold (no loss bar then)."""
+    return None if not fold_losses or None in fold_losses else [float(v) for v in fold_losses]  # type: ignore[arg-type]
+
+
 def at_fold_end(step: int, stride: int) -> bool:
     """Whether a reported step is a fold's end (the CV score so far). ``stride``: steps per fold (epochs + 1)."""
     return step % stride == stride - 1
@@ -145,7 +150,7 @@ class OnRungs(optuna.pruners.BasePruner):
         """The trivial baseline's score on each of the study's folds, and the validation loss on each of a model that
         learned only the targets' distribution (None: the task cannot say; the score alone then decides)."""
         self.baseline = list(fold_scores)
-        self.baseline_losses = None if not fold_losses or None in fold_losses else [float(v) for v in fold_losses]  # type: ignore[arg-type]
+        self.baseline_losses = known_losses(fold_losses)
 
     def plateau(self, step: int) -> tuple[float, float | None]:
         """The baseline's score and loss at a rung step: fold 1's at its first epoch, else the mean over the folds so far."""
