@@ -18,6 +18,10 @@ value given with `--best-known` (from earlier runs) when higher. Each seed cuts 
 study's `seed` seeds the folds too), and the same configuration scores a few hundredths apart on
 different folds, so a bar taken over all seeds would compare partitions, not configurations.
 
+With `--vary sampler`, only the samplers' seeds change from seed to seed: the study seed (folds,
+training) stays 0 on both sides, so every seed shares the folds and one bar (the best of every trial of
+the run, or `--best-known` when higher).
+
 Run: `.venv/bin/python benchmarks/small_budget.py` (about 45 minutes on 2 cores).
 """
 from __future__ import annotations
@@ -66,7 +70,8 @@ def anchor_side(folder: Path, seed: int, args: argparse.Namespace, space: str, c
     """`Trainer.hyperparameter_search` with the manual k-fold loop: its trials, wall and search time, winner, test score."""
     study = folder / f"anchor-{seed}" / "study.yaml"
     study.parent.mkdir()
-    study.write_text(study_text("small-budget", args.rows, args.test_rows, space, 3, f"  n_trials: {args.trials}", metric="macro_f1", seed=seed))
+    study.write_text(study_text("small-budget", args.rows, args.test_rows, space, 3, f"  n_trials: {args.trials}", metric="macro_f1",
+                                **seeds(seed, args.vary, None)))
     spec = load_spec(study)
     print(f"seed {seed}: anchor, {args.trials} trials ...", flush=True)
     theirs = anchor(spec, args.trials, ["full"], [("minilm-l6", None)], [1e-8, 1e-6], lr=(1e-5, 1e-4))
@@ -86,17 +91,22 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6, help="the anchor's trial count")
     parser.add_argument("--pruner", default="successive-halving", help="hpsearch's pruner")
     parser.add_argument("--startup", type=int, help="hpsearch's TPE random start-up trials (default: Optuna's, 10)")
+    parser.add_argument("--vary", choices=["all", "sampler"], default="all",
+                        help="what each seed seeds: everything (folds, sampler, training), or only the samplers, the study seed "
+                             "staying 0")
     parser.add_argument("--best-known", type=float, nargs="+",
                         help="per seed: the best CV macro-F1 known on that seed's folds from earlier runs (the bar is the higher "
-                             "of it and this run's best)")
+                             "of it and this run's best); with --vary sampler, one value for the shared folds")
     parser.add_argument("--anchor-search-s", type=float, nargs="+",
                         help="hpsearch side only: the anchor's search seconds per seed, from an earlier run of this script on "
                              "the same machine (it prints them); the timeouts are derived as in a full run")
     args = parser.parse_args()
     if args.anchor_search_s and len(args.anchor_search_s) != len(args.seeds):
         parser.error(f"--anchor-search-s needs one value per seed: {len(args.seeds)} seed(s), {len(args.anchor_search_s)} value(s)")
-    if args.best_known and len(args.best_known) != len(args.seeds):
-        parser.error(f"--best-known needs one value per seed: {len(args.seeds)} seed(s), {len(args.best_known)} value(s)")
+    wanted = 1 if args.vary == "sampler" else len(args.seeds)
+    if args.best_known and len(args.best_known) != wanted:
+        parser.error(f"--best-known needs {wanted} value(s) ({'one for the shared folds' if wanted == 1 else 'one per seed'}), "
+                     f"got {len(args.best_known)}")
     quiet()
     from hpsearch.selection import clearly_beats
     from hpsearch.spec import load_spec
@@ -115,14 +125,14 @@ def main() -> None:
             mine_study = Path(folder) / f"hpsearch-{seed}" / "study.yaml"
             mine_study.parent.mkdir()
             search = f"  n_trials: null\n  timeout: {timeout:.0f}\n  pruner: {{name: {args.pruner}}}"
-            mine_study.write_text(study_text("small-budget", args.rows, args.test_rows, space, 3, search, metric="macro_f1", seed=seed,
-                                             sampler=f"{{name: tpe, options: {{n_startup_trials: {args.startup}}}}}" if args.startup else "{name: tpe}"))
+            mine_study.write_text(study_text("small-budget", args.rows, args.test_rows, space, 3, search, metric="macro_f1",
+                                             **seeds(seed, args.vary, args.startup)))
             print(f"seed {seed}: hpsearch, timeout {timeout:.0f} s ...", flush=True)
             mine = hpsearch_side(mine_study, timeout)
             print(f"  {mine['wall_s']:.0f} s, {mine['configurations']} configurations ({mine['complete']} complete), best CV "
                   f"{mine['best_cv']:.4f}, test {mine['test_score']:.4f}", flush=True)
             runs.append({"seed": seed, "anchor": theirs, "hpsearch": mine})
-    tally = score_runs(runs, args.best_known)
+    tally = score_runs(runs, args.best_known, shared_folds=args.vary == "sampler")
     path = save("small_budget", {"machine": machine(), "settings": vars(args), "runs": runs, "successes": tally})
     print(f"\nsuccess: clearly above the baseline and within {MARGIN} of the best CV macro-F1 known on the seed's folds\n")
     print("| seed | side | wall time | configurations (complete) | winner CV | best known on these folds | test macro-F1 | beats baseline | success |\n"
@@ -138,12 +148,28 @@ def main() -> None:
     print(f"written to {path}")
 
 
-def score_runs(runs: list[dict], best_known: list[float] | None) -> dict[str, int]:
+def seeds(seed: int, vary: str, startup: int | None) -> dict[str, object]:
+    """study_text's seed and sampler for one seed of the run: ``vary`` 'all' seeds the whole study with it, 'sampler'
+    only the sampler (the study seed, hence folds and training, stays 0)."""
+    options = f", options: {{n_startup_trials: {startup}}}" if startup else ""
+    if vary == "sampler":
+        return {"seed": 0, "sampler": f"{{name: tpe, seed: {seed}{options}}}"}
+    return {"seed": seed, "sampler": f"{{name: tpe{options}}}"}
+
+
+def score_runs(runs: list[dict], best_known: list[float] | None, shared_folds: bool = False) -> dict[str, int]:
     """Mark each side's success against the best CV known on its seed's folds (this run's trials of both sides, or
-    ``best_known`` of that seed when higher); returns the successes per side."""
+    ``best_known`` of that seed when higher); with ``shared_folds`` every seed has the same folds, so one bar: the best
+    of every run's trials, or ``best_known[0]``. Returns the successes per side."""
+    def seen(r: dict) -> list[float]:
+        return list(r["hpsearch"]["all_cv"]) + ([t["cv"] for t in r["anchor"]["trials"]] if r["anchor"] else [])
+
+    pooled = [cv for r in runs for cv in seen(r)]
     for i, r in enumerate(runs):
-        seen = list(r["hpsearch"]["all_cv"]) + ([t["cv"] for t in r["anchor"]["trials"]] if r["anchor"] else [])
-        r["best_known_cv"] = max(seen + ([best_known[i]] if best_known else []))
+        if shared_folds:
+            r["best_known_cv"] = max(pooled + (best_known[:1] if best_known else []))
+        else:
+            r["best_known_cv"] = max(seen(r) + ([best_known[i]] if best_known else []))
         for side in ("anchor", "hpsearch"):
             if r[side] is not None:
                 r[side]["success"] = bool(r[side]["clearly_beats_baseline"] and r[side]["best_cv"] >= r["best_known_cv"] - MARGIN)

@@ -72,7 +72,8 @@ def anchor(spec, trials: int, scopes: list[str], models: list[tuple[str, int | N
            lr: tuple[float, float] = (2e-5, 3e-4)) -> dict:
     """Trainer.hyperparameter_search with a manual k-fold loop, then a final fit and one test score.
 
-    Scored on ``spec.metric`` (accuracy or macro_f1); the sampler's and the training seed are the spec's."""
+    Scored on ``spec.metric`` (accuracy or macro_f1); the sampler's seed is the spec's sampler seed, the training
+    seed the study's."""
     import datasets
     import optuna
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback, Trainer, TrainingArguments
@@ -164,7 +165,7 @@ def anchor(spec, trials: int, scopes: list[str], models: list[tuple[str, int | N
                                eval_dataset=fold_sets[0][1], compute_metrics=score, processing_class=tokenizer)
         trainer.remove_callback(PrinterCallback)  # no metrics dict printed after every evaluation
         best = trainer.hyperparameter_search(hp_space=hp_space, compute_objective=lambda m: m["eval_score"], n_trials=trials,
-                                             direction="maximize", backend="optuna", sampler=optuna.samplers.TPESampler(seed=spec.seed))
+                                             direction="maximize", backend="optuna", sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed))
         search_seconds = time.perf_counter() - started
         settings = best.hyperparameters
         final_args = arguments(learning_rate=settings["learning_rate"], num_train_epochs=settings["epochs"],
