@@ -5,7 +5,10 @@ Runs `hpsearch run --log-format jsonl --no-export` as a child process on Rotten 
   loading, tokenization, model loading, MLflow logging, selection), from the trials' own timings;
 - the tokenization passes (cache entries written) for 20 trials x 2 folds;
 - the worker's RSS after each trial (sampled when the trial ends) and its peak.
-Run: `.venv/bin/python benchmarks/study_overhead.py` (about 5 minutes on 2 cores).
+With `--warm`, the child first runs a 1-trial study of its own in the same process (every library
+imported, every code path taken once), then the measured study: the same figures for a process that
+has already paid the start-up, as a long-lived worker taking one study after another would.
+Run: `.venv/bin/python benchmarks/study_overhead.py [TRIALS] [--warm]` (about 5 minutes on 2 cores).
 """
 from __future__ import annotations
 
@@ -40,17 +43,39 @@ execution: {{devices: cpu}}
 """
 
 
+WARM = """\
+import sys
+from hpsearch.cli import main
+if main(["run", sys.argv[1], "--log-format", "jsonl", "--no-export"]) != 0:
+    sys.exit("the warm-up study failed")
+print('{"event": "measured_start"}', file=sys.stderr, flush=True)
+sys.argv = ["hpsearch", "run", sys.argv[2], "--log-format", "jsonl", "--no-export"]
+from hpsearch.cli import entry
+entry()
+"""
+"""The child of ``--warm``: a 1-trial study, then the measured one in the same process, ended as the ``hpsearch``
+program ends (quick exit)."""
+
+
 def main() -> None:
     import psutil
 
-    trials = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    numbers = [a for a in sys.argv[1:] if not a.startswith("--")]
+    trials = int(numbers[0]) if numbers else 20
+    warm = "--warm" in sys.argv[1:]
     with tempfile.TemporaryDirectory() as folder:
         study = Path(folder) / "study.yaml"
         study.write_text(STUDY.format(data=DATA, trials=trials))
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        if warm:
+            (Path(folder) / "warm").mkdir()
+            first = Path(folder) / "warm" / "study.yaml"
+            first.write_text(STUDY.format(data=DATA, trials=1).replace("name: overhead", "name: warm-up"))
+            command = [sys.executable, "-c", WARM, str(first), str(study)]
+        else:
+            command = [sys.executable, "-m", "hpsearch", "run", str(study), "--log-format", "jsonl", "--no-export"]
         started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(study), "--log-format", "jsonl", "--no-export"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         process = psutil.Process(child.pid)
         peak = [0]
 
@@ -65,8 +90,14 @@ def main() -> None:
         threading.Thread(target=watch, daemon=True).start()
         rss_after_trial = []
         first_trial = last_trial = None
+        measuring = not warm
         for line in child.stderr:  # type: ignore[union-attr]
             event = json.loads(line)
+            if event.get("event") == "measured_start":
+                measuring, started = True, time.perf_counter()
+                peak[0] = 0
+            if not measuring:
+                continue
             if event.get("event") == "trial_start" and first_trial is None:
                 first_trial = time.perf_counter() - started
             if event.get("event") == "trial_end":
@@ -90,12 +121,12 @@ def main() -> None:
         passes = len([p for p in (spec.out_dir / "cache" / "tokens").iterdir() if p.is_dir()])
     growth = (rss_after_trial[-1] - rss_after_trial[1]) / rss_after_trial[1]
     result = {
-        "machine": machine(), "trials": trials, "wall_s": wall, "training_steps_s": train, "validation_s": evaluation,
+        "machine": machine(), "trials": trials, "warm_process": warm, "wall_s": wall, "training_steps_s": train, "validation_s": evaluation,
         "outside_training_share": 1 - (train + evaluation) / wall, "outside_training_steps_share": 1 - train / wall,
         "tokenization_passes": passes, "to_first_trial_s": first_trial, "after_last_trial_s": wall - (last_trial or wall), "rss_mib_after_trial": [r / 2**20 for r in rss_after_trial],
         "peak_rss_mib": peak[0] / 2**20, "rss_growth_trial2_to_last": growth,
     }
-    print(f"\n| measure | value |\n|---|---|")
+    print(f"\n| measure ({'after a 1-trial study in the same process' if warm else 'a fresh process'}) | value |\n|---|---|")
     print(f"| wall time, {trials} trials x 2 folds | {wall:.1f} s |")
     print(f"| training steps | {train:.1f} s |")
     print(f"| validation | {evaluation:.1f} s |")
@@ -106,7 +137,7 @@ def main() -> None:
     print(f"| tokenization passes (cache entries) | {passes} |")
     print(f"| RSS after trial 2 / after trial {trials} | {rss_after_trial[1] / 2**20:.0f} / {rss_after_trial[-1] / 2**20:.0f} MiB ({growth:+.1%}) |")
     print(f"| peak RSS | {peak[0] / 2**20:.0f} MiB |")
-    print(f"written to {save('study_overhead', result)}")
+    print(f"written to {save('study_overhead_warm' if warm else 'study_overhead', result)}")
 
 
 if __name__ == "__main__":
