@@ -194,8 +194,11 @@ def _minutes(seconds: float) -> str:
 
 def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
     """Calibrate, estimate, save ``plan.json`` in the output folder and return the plan."""
+    from hpsearch.export import spec_hash
+
     calibrations, train_rows, eval_rows, folds, test_rows = calibrate(spec, say)
-    plan = estimate(spec, calibrations, train_rows, eval_rows, folds, test_rows)
+    # Which version of the study the plan is for: `run` sets its time beside the estimate only for that one.
+    plan = {**estimate(spec, calibrations, train_rows, eval_rows, folds, test_rows), "spec_hash": spec_hash(spec)}
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     (spec.out_dir / "plan.json").write_text(json.dumps(plan, indent=2), encoding="utf-8")
     return plan

@@ -341,7 +341,8 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         started = time.monotonic()
         study = open_study(spec)
         Tracker.from_spec(spec).study_run(spec)
-        say(f"study {spec.name!r}: {spec.search.done_text(counted_trials(study))} finished; running the rest on {len(slots)} workers")
+        before = counted_trials(study)
+        say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers")
         stop = stop or threading.Event()
         codes = run_pool(Path(study_path), slots, say, extra_args=list(worker_args), stop=stop)
         if StorageUnavailable.exit_code in codes:
@@ -358,9 +359,9 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
             return 130
     else:
         session = Session(spec, say, stop=stop)
-        done = counted_trials(session.study)
-        todo = (f"{max(spec.search.n_trials - done, 0)} of {spec.search.n_trials} trials" if spec.search.n_trials is not None
-                else f"trials for {spec.search.timeout:g} s ({done} finished before)")
+        before = counted_trials(session.study)
+        todo = (f"{max(spec.search.n_trials - before, 0)} of {spec.search.n_trials} trials" if spec.search.n_trials is not None
+                else f"trials for {spec.search.timeout:g} s ({before} finished before)")
         say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), {todo} to run on {session.device}")
         if not session.work(wait_for_others=True, unfreeze=False):
             return 130
@@ -373,20 +374,30 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         raise
     finally:
         gc.unfreeze()
-    _compare_with_plan(spec, time.monotonic() - begun, say)
+    say_time(spec, time.monotonic() - begun, before, say)
     return code
 
 
-def _compare_with_plan(spec: StudySpec, seconds: float, say: Callable[..., None]) -> None:
-    """The plan's estimate (``hpsearch plan``) beside the time the study took."""
+def say_time(spec: StudySpec, seconds: float, before: int, say: Callable[..., None]) -> None:
+    """The time this run took, and beside it the estimate of ``hpsearch plan`` where one was made for this study
+    file and the run did the whole study (``before``: trials that had finished before it started)."""
     import json
 
+    from hpsearch.export import spec_hash
+    from hpsearch.status import duration
+
+    text, fields = f"time: {duration(seconds)}", {"seconds": seconds}
     path = spec.out_dir / "plan.json"
-    if path.is_file():
-        plan = json.loads(path.read_text(encoding="utf-8"))
-        say(f"time: {seconds:.0f}s; 'hpsearch plan' estimated {plan['seconds_with_pruning']:.0f}s with pruning, "
-            f"{plan['seconds_without_pruning']:.0f}s without", event="plan", seconds=seconds,
-            estimate=plan["seconds_with_pruning"], estimate_without_pruning=plan["seconds_without_pruning"])
+    plan = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if before:
+        text += f" (this run only: {before} trial(s) had finished before it)"
+    if plan is not None and plan.get("spec_hash", spec_hash(spec)) != spec_hash(spec):
+        text += "; plan.json was made for an earlier version of this study file: run 'hpsearch plan' again for an estimate"
+    elif plan is not None and not before:
+        text += (f"; 'hpsearch plan' estimated {duration(plan['seconds_with_pruning'])} with pruning, "
+                 f"{duration(plan['seconds_without_pruning'])} without")
+        fields.update(estimate=plan["seconds_with_pruning"], estimate_without_pruning=plan["seconds_without_pruning"])
+    say(text, event="time", **fields)
 
 
 def run_worker(study_path: Path, *, storage: str | None = None, device: str | None = None, seed_offset: int | None = None,

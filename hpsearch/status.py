@@ -52,7 +52,7 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:
         params = describe_params(r["params"])
         compute = f"{r['device_seconds']:.0f} dev-s, {r['flops']:.2g} FLOPs" if r.get("device_seconds") is not None and r.get("flops") else ""
         table.add_row(str(r["trial"]), r["state"], r["model"], params, score, str(r["epochs"] or ""),
-                      _duration(r["seconds"]), compute, r["device"], r["note"][:60])
+                      duration(r["seconds"]), compute, r["device"], r["note"][:60])
     console = Console(width=160, record=True, color_system=None, force_terminal=False)
     with console.capture() as capture:
         console.print(table)
@@ -62,13 +62,14 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:
                  if best else "best so far: none (no completed trial yet)")
     running = [r for r in rows if r["state"] == "RUNNING"]
     for r in running:
-        lines.append(f"running: trial {r['trial']} ({r['model']}) on {r['device'] or '?'}@{r['host'] or '?'} for {_duration(r['seconds'])}")
+        lines.append(f"running: trial {r['trial']} ({r['model']}) on {r['device'] or '?'}@{r['host'] or '?'} for {duration(r['seconds'])}")
     if not running:
         lines.append("running: nothing")
     return "\n".join(lines)
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
+    """'1m26s', '42s'; '' for None."""
     if seconds is None:
         return ""
     minutes, secs = divmod(int(seconds), 60)

@@ -93,3 +93,31 @@ def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: 
     said: list[str] = []
     assert run_study(path, export=False, say=lambda m, **f: said.append(m)) == 0
     assert any(m.startswith("time: ") and "'hpsearch plan' estimated" in m for m in said)
+
+
+def test_run_sets_its_time_beside_the_plan_made_for_this_study_only(tmp_path: Path) -> None:
+    from hpsearch.export import spec_hash
+    from hpsearch.runner import say_time
+
+    spec = _spec(tmp_path, "search: {n_trials: 10}\n")
+
+    def said(before: int = 0) -> tuple[str, dict]:
+        lines: list[tuple[str, dict]] = []
+        say_time(spec, 86.4, before, lambda m, **f: lines.append((m, f)))
+        assert len(lines) == 1
+        return lines[0]
+
+    assert said() == ("time: 1m26s", {"event": "time", "seconds": 86.4})  # no plan: the time alone
+    spec.out_dir.mkdir(parents=True)
+    plan = {"seconds_with_pruning": 74.0, "seconds_without_pruning": 90.0}
+    (spec.out_dir / "plan.json").write_text(json.dumps({**plan, "spec_hash": spec_hash(spec)}))
+    text, fields = said()
+    assert text == "time: 1m26s; 'hpsearch plan' estimated 1m14s with pruning, 1m30s without"
+    assert fields["estimate"] == 74.0 and fields["estimate_without_pruning"] == 90.0
+    text, fields = said(before=3)  # a resumed study: this run did only part of what the plan estimated
+    assert text == "time: 1m26s (this run only: 3 trial(s) had finished before it)" and "estimate" not in fields
+    (spec.out_dir / "plan.json").write_text(json.dumps({**plan, "spec_hash": "0" * 16}))  # the study file changed since
+    text, fields = said()
+    assert "made for an earlier version of this study file: run 'hpsearch plan' again" in text and "estimate" not in fields
+    (spec.out_dir / "plan.json").write_text(json.dumps(plan))  # a plan saved before plans recorded their study
+    assert "'hpsearch plan' estimated 1m14s" in said()[0]
