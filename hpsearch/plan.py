@@ -47,7 +47,7 @@ def pruning(spec: StudySpec, folds: int, epochs: float) -> tuple[int, float, str
         # The first `factor` trials that learn pass every rung (hpsearch.rungs): counted as the first `factor` trials.
         return factor, work, (f"successive halving keeps 1/{factor} of the trials at each rung (epoch 1 of fold 1, then each fold's "
                               f"end) after the first {factor}, which run in full: each of the {{later}} later trials costs {work:.0%} "
-                              f"of a complete trial on average; trials that learn pass more often than that, so the count is an upper bound")
+                              f"of a complete trial on average; trials that learn pass more often than that")
     startup = int(pruner.options.get("n_startup_trials", 5))
     share = pruned_share(spec)
     # Trials report every epoch and the CV score so far after each fold: a pruned trial stops within its first fold.
@@ -173,8 +173,10 @@ def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tu
 
 
 def render(plan: dict[str, Any]) -> str:
-    trials = (f"about {plan['n_trials']:.0f} trials in the timeout ({plan['n_trials_without_pruning']:.0f} without pruning)"
-              if plan.get("time_budget") else f"{plan['n_trials']} trials")
+    low, high = plan["n_trials_without_pruning"], plan["n_trials"]
+    ranged = bool(plan.get("time_budget")) and round(high) > round(low)
+    trials = (f"{low:.0f} to {high:.0f} trials in the timeout" if ranged
+              else f"about {high:.0f} trials in the timeout" if plan.get("time_budget") else f"{plan['n_trials']} trials")
     lines = [f"plan: {trials} x {plan['folds']} fold(s), {plan['train_rows_per_fold']} training and "
              f"{plan['eval_rows_per_fold']} validation rows per fold",
              f"{'model':<16} {'scope':<10} {'ms/train ex':>11} {'ms/val ex':>9} {'epochs':>6} {'s/epoch':>8} {'s/fold':>8} {'s/trial':>8} {'peak MiB':>9}"]
@@ -184,6 +186,9 @@ def render(plan: dict[str, Any]) -> str:
     lines.append(f"estimated study time: {_minutes(plan['seconds_with_pruning'])} with pruning ({plan['pruning_assumption']}), "
                  f"{_minutes(plan['seconds_without_pruning'])} without; both include one-off costs ({plan['one_off_seconds']:.0f}s: "
                  f"tokenization, frozen-layer cache, kept for the run) and the final model ({plan['final_model_seconds']:.0f}s)")
+    if ranged:
+        lines.append(f"trials in the timeout: {low:.0f} if every trial runs in full, {high:.0f} if each rung keeps only its share; "
+                     f"the more configurations learn, the more pass the rungs, and the nearer the study gets to the lower end")
     lines += [f"warning: {w}" for w in plan["warnings"]]
     return "\n".join(lines)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch.plan import Calibration, estimate
+from hpsearch.plan import Calibration, estimate, render
 from hpsearch.spec import load_spec_text
 
 BASE = """\
@@ -72,6 +72,10 @@ def test_a_time_budget_is_turned_into_trials_with_and_without_successive_halving
     assert plan["seconds_with_pruning"] == pytest.approx(600 + plan["final_model_seconds"])
     assert "successive halving keeps 1/3" in plan["pruning_assumption"] and "after the first 3, which run in full" in plan["pruning_assumption"]
     assert not any("shorter than the estimate" in w for w in plan["warnings"])
+    low, high = round(plan["n_trials_without_pruning"]), round(plan["n_trials"])
+    shown = render(plan)
+    assert shown.startswith(f"plan: {low} to {high} trials in the timeout x 3 fold(s)")
+    assert f"trials in the timeout: {low} if every trial runs in full, {high} if each rung keeps only its share" in shown
 
 
 def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
