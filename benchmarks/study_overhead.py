@@ -12,6 +12,7 @@ Run: `.venv/bin/python benchmarks/study_overhead.py [TRIALS] [--warm]` (about 5 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -60,9 +61,11 @@ program ends (quick exit)."""
 def main() -> None:
     import psutil
 
-    numbers = [a for a in sys.argv[1:] if not a.startswith("--")]
-    trials = int(numbers[0]) if numbers else 20
-    warm = "--warm" in sys.argv[1:]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("trials", type=int, nargs="?", default=20)
+    parser.add_argument("--warm", action="store_true", help="measure the study in a process that has already run one")
+    args = parser.parse_args()
+    trials, warm = args.trials, args.warm
     with tempfile.TemporaryDirectory() as folder:
         study = Path(folder) / "study.yaml"
         study.write_text(STUDY.format(data=DATA, trials=trials))

@@ -175,8 +175,12 @@ def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tu
 def render(plan: dict[str, Any]) -> str:
     low, high = plan["n_trials_without_pruning"], plan["n_trials"]
     ranged = bool(plan.get("time_budget")) and round(high) > round(low)
-    trials = (f"{low:.0f} to {high:.0f} trials in the timeout" if ranged
-              else f"about {high:.0f} trials in the timeout" if plan.get("time_budget") else f"{plan['n_trials']} trials")
+    if ranged:
+        trials = f"{low:.0f} to {high:.0f} trials in the timeout"
+    elif plan.get("time_budget"):
+        trials = f"about {high:.0f} trials in the timeout"
+    else:
+        trials = f"{high} trials"
     lines = [f"plan: {trials} x {plan['folds']} fold(s), {plan['train_rows_per_fold']} training and "
              f"{plan['eval_rows_per_fold']} validation rows per fold",
              f"{'model':<16} {'scope':<10} {'ms/train ex':>11} {'ms/val ex':>9} {'epochs':>6} {'s/epoch':>8} {'s/fold':>8} {'s/trial':>8} {'peak MiB':>9}"]

@@ -391,7 +391,7 @@ def say_time(spec: StudySpec, seconds: float, before: int, say: Callable[..., No
     plan = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     if before:
         text += f" (this run only: {before} trial(s) had finished before it)"
-    if plan is not None and plan.get("spec_hash", spec_hash(spec)) != spec_hash(spec):
+    if plan is not None and plan.get("spec_hash") not in (None, spec_hash(spec)):  # None: a plan from before plans recorded it
         text += "; plan.json was made for an earlier version of this study file: run 'hpsearch plan' again for an estimate"
     elif plan is not None and not before:
         text += (f"; 'hpsearch plan' estimated {duration(plan['seconds_with_pruning'])} with pruning, "
