@@ -143,11 +143,11 @@ def compare_with_baseline(spec: StudySpec, session: Session, winner_folds: list[
 
 def _measure_latency(spec: StudySpec, session: Session, rows: list[dict[str, Any]]) -> None:
     """Inference latency of each candidate model that completed a trial, for the per-model table."""
-    split = session.objective.eval_split
-    sample = list(range(min(64, len(session.data.splits[split]))))
+    from hpsearch.search import candidate_latency
+
     for row in rows:
         if row.get("best_trial") is not None and row.get("latency_ms") is None:
-            row["latency_ms"] = session.tuner.latency_ms(spec.candidate(row["model"]), split, sample)
+            row["latency_ms"] = candidate_latency(session.study, session.tuner, spec.candidate(row["model"]), session.objective.eval_split)
 
 
 def bias_corrected(spec: StudySpec, session: Session) -> dict[str, Any]:

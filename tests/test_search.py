@@ -277,6 +277,26 @@ def test_two_objectives_give_a_pareto_front(tmp_path: Path, tiny_bert: Path, tin
     assert smallest.number in front or any(t.values[0] > smallest.values[0] and t.values[1] == smallest.values[1] for t in trials)
 
 
+def test_latency_is_measured_once_per_candidate_and_shared_by_its_trials(tmp_path: Path, tiny_bert: Path, tiny_bert_4layers: Path) -> None:
+    # The compute of a candidate as served does not depend on its trained weights or settings: a figure
+    # measured per trial would differ by timing noise alone, and one-standard-error with cost latency would
+    # then pick among one model's trials by that noise instead of by epochs and score.
+    models = f"models:\n  - {{name: two, path: {tiny_bert}}}\n  - {{name: four, path: {tiny_bert_4layers}}}\n"
+    search = ("search: {n_trials: 5, sampler: {name: nsga2}, second_objective: latency, pruner: {name: none},"
+              " enqueue: [{model: two}, {model: four}, {model: two}, {model: four}, {model: two}]}\n"
+              "selection: {rule: one-standard-error, cost: latency}\n")
+    path = _study(tmp_path, tiny_bert, search, models, space=FAST.replace("epochs: 3", "epochs: 1"), rows=60)
+    assert run_study(path, export=False, say=_quiet) == 0
+    trials = [t for t in _trials(path) if t.state.name == "COMPLETE"]
+    by_model: dict[str, set[float]] = {}
+    for t in trials:
+        assert t.values[1] == t.user_attrs["objective_latency"] > 0
+        by_model.setdefault(t.user_attrs["model"], set()).add(t.values[1])
+    assert sorted(by_model) == ["four", "two"] and all(len(values) == 1 for values in by_model.values()), by_model
+    report = json.loads((load_spec(path).out_dir / "selection.json").read_text())
+    assert {row["model"]: row["latency_ms"] for row in report["per_model"]} == {m: v.pop() for m, v in by_model.items()}
+
+
 def test_a_winner_no_better_than_the_baseline_is_flagged(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
     stuck = FAST.replace("learning_rate: {type: float, low: 1.0e-3, high: 5.0e-3, log: true}", "learning_rate: 1e-9")
     assert "1e-9" in stuck
