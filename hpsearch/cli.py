@@ -111,7 +111,10 @@ def _progress_options(parser: argparse.ArgumentParser) -> None:
 def _progress(args: argparse.Namespace, label: str | None = None):  # noqa: ANN202 - a Progress
     from hpsearch.progress import Progress
 
-    return Progress("quiet" if args.quiet else args.log_format, label=label)
+    progress = Progress("quiet" if args.quiet else args.log_format, label=label)
+    if progress.mode == "jsonl":
+        progress.route_warnings()
+    return progress
 
 
 def _progress_args(args: argparse.Namespace) -> list[str]:

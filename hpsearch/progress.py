@@ -33,6 +33,16 @@ class Progress:
             self.stream.write((f"[{self.label}] " if self.label else "") + message + "\n")
         self.stream.flush()
 
+    def route_warnings(self) -> None:
+        """Send Python warnings (a library's deprecation notice, say) through this progress as ``warning`` events, so
+        that in JSON-lines mode every line of the stream parses."""
+        import warnings
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
+            self(f"{category.__name__}: {message}", event="warning", category=category.__name__, location=f"{filename}:{lineno}")
+
+        warnings.showwarning = show
+
     def step(self, done: int, total: int, description: str) -> None:
         """One optimizer step of the running epoch; drawn as a bar only in an interactive terminal."""
         if self.mode != "text" or not self.stream.isatty():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,11 @@ def _with_lora(model: Any, settings: dict[str, Any], targets: list[str] | None, 
         target_modules=list(targets) if targets else list(known.lora_targets) if known else None,
     )
     try:
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing` on every wrap: a note between the
+            # two libraries that users can do nothing about, repeated for every LoRA fit.
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            return get_peft_model(model, config)
     except ValueError as exc:
         raise TrialError(f"LoRA is not available for {type(model).__name__}: {exc}; set lora_targets on the candidate") from exc
 
