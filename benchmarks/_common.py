@@ -53,18 +53,19 @@ def study_text(name: str, rows: int, test_rows: int, space: str, folds: int, sea
 
     ``space`` and ``search`` are the YAML bodies of those sections (indented by two spaces); ``workers``
     CPU worker processes share the cores (threads split between them); ``precision`` as in the spec
-    ('auto' is bf16 on a CPU with native bf16).
+    ('auto' is bf16 on a CPU with native bf16); ``test_rows`` 0: no test split.
     """
+    test = f"  test: {DATA}/test.csv\n" if test_rows else ""
+    subsample = f"{{train: {rows}, test: {test_rows}}}" if test_rows else f"{{train: {rows}}}"
     return f"""\
 name: {name}
 task: text-classification
 seed: {seed}
 data:
   train: {DATA}/train.csv
-  test: {DATA}/test.csv
-  labels: [rotten, fresh]
+{test}  labels: [rotten, fresh]
   max_length: 64
-  subsample: {{train: {rows}, test: {test_rows}}}
+  subsample: {subsample}
 models:
 {models}
 space:

@@ -8,7 +8,12 @@ Runs `hpsearch run --log-format jsonl --no-export` as a child process on Rotten 
 With `--warm`, the child first runs a 1-trial study of its own in the same process (every library
 imported, every code path taken once), then the measured study: the same figures for a process that
 has already paid the start-up, as a long-lived worker taking one study after another would.
-Run: `.venv/bin/python benchmarks/study_overhead.py [TRIALS] [--warm]` (about 5 minutes on 2 cores).
+With `--preset broad`, the measured study is the broad time-to-quality search instead (see
+time_to_quality.py: 12 trials, two model sizes, full / freeze-2 / LoRA, 3 folds, 1,000 rows, median
+pruner), without its test split so that no final fit runs: the same share for a study of the length
+users run.
+Run: `.venv/bin/python benchmarks/study_overhead.py [TRIALS] [--warm] [--preset broad]` (about 3
+minutes on 2 cores; `--preset broad` about 8).
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import DATA, machine, save
+from _common import DATA, machine, save, study_text
 
 STUDY = """\
 name: overhead
@@ -58,17 +63,29 @@ entry()
 program ends (quick exit)."""
 
 
+def broad_study() -> str:
+    """The broad time-to-quality search (see time_to_quality.py) without a test split: no final fit."""
+    from time_to_quality import PRESETS, SEARCH, models_text, space_text
+
+    preset = PRESETS["broad"]
+    return study_text("overhead-broad", preset["rows"], 0, space_text(preset["scopes"], preset["epsilons"]), preset["folds"],
+                      SEARCH.format(trials=preset["trials"]), models=models_text(preset["models"]))
+
+
 def main() -> None:
     import psutil
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("trials", type=int, nargs="?", default=20)
     parser.add_argument("--warm", action="store_true", help="measure the study in a process that has already run one")
+    parser.add_argument("--preset", choices=["short", "broad"], default="short",
+                        help="short: 20 (TRIALS) one-epoch trials of full fine-tuning; broad: the broad time-to-quality search")
     args = parser.parse_args()
-    trials, warm = args.trials, args.warm
+    trials, warm = (12 if args.preset == "broad" else args.trials), args.warm
+    text = broad_study() if args.preset == "broad" else STUDY.format(data=DATA, trials=trials)
     with tempfile.TemporaryDirectory() as folder:
         study = Path(folder) / "study.yaml"
-        study.write_text(STUDY.format(data=DATA, trials=trials))
+        study.write_text(text)
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         if warm:
             (Path(folder) / "warm").mkdir()
@@ -92,6 +109,7 @@ def main() -> None:
 
         threading.Thread(target=watch, daemon=True).start()
         rss_after_trial = []
+        shown: dict[int, str] = {}
         first_trial = last_trial = None
         measuring = not warm
         for line in child.stderr:  # type: ignore[union-attr]
@@ -101,12 +119,13 @@ def main() -> None:
                 peak[0] = 0
             if not measuring:
                 continue
-            if event.get("event") == "trial_start" and first_trial is None:
-                first_trial = time.perf_counter() - started
+            if event.get("event") == "trial_start":
+                first_trial = time.perf_counter() - started if first_trial is None else first_trial
+                shown[event["trial"]] = event["message"].split(": ", 1)[-1]
             if event.get("event") == "trial_end":
                 last_trial = time.perf_counter() - started
                 rss_after_trial.append(process.memory_info().rss)
-                print(f"trial {event['trial']}: RSS {rss_after_trial[-1] / 2**20:.0f} MiB", flush=True)
+                print(f"trial {event['trial']} ({shown.get(event['trial'], '')}, {event['state']}): RSS {rss_after_trial[-1] / 2**20:.0f} MiB", flush=True)
         child.wait()
         wall = time.perf_counter() - started
         if child.returncode != 0:
@@ -124,13 +143,13 @@ def main() -> None:
         passes = len([p for p in (spec.out_dir / "cache" / "tokens").iterdir() if p.is_dir()])
     growth = (rss_after_trial[-1] - rss_after_trial[1]) / rss_after_trial[1]
     result = {
-        "machine": machine(), "trials": trials, "warm_process": warm, "wall_s": wall, "training_steps_s": train, "validation_s": evaluation,
+        "machine": machine(), "preset": args.preset, "trials": trials, "warm_process": warm, "wall_s": wall, "training_steps_s": train, "validation_s": evaluation,
         "outside_training_share": 1 - (train + evaluation) / wall, "outside_training_steps_share": 1 - train / wall,
         "tokenization_passes": passes, "to_first_trial_s": first_trial, "after_last_trial_s": wall - (last_trial or wall), "rss_mib_after_trial": [r / 2**20 for r in rss_after_trial],
         "peak_rss_mib": peak[0] / 2**20, "rss_growth_trial2_to_last": growth,
     }
     print(f"\n| measure ({'after a 1-trial study in the same process' if warm else 'a fresh process'}) | value |\n|---|---|")
-    print(f"| wall time, {trials} trials x 2 folds | {wall:.1f} s |")
+    print(f"| wall time, {trials} trials x {spec.cv.folds} folds | {wall:.1f} s |")
     print(f"| training steps | {train:.1f} s |")
     print(f"| validation | {evaluation:.1f} s |")
     print(f"| outside training steps and validation | {result['outside_training_share']:.1%} |")
@@ -140,7 +159,7 @@ def main() -> None:
     print(f"| tokenization passes (cache entries) | {passes} |")
     print(f"| RSS after trial 2 / after trial {trials} | {rss_after_trial[1] / 2**20:.0f} / {rss_after_trial[-1] / 2**20:.0f} MiB ({growth:+.1%}) |")
     print(f"| peak RSS | {peak[0] / 2**20:.0f} MiB |")
-    print(f"written to {save('study_overhead_warm' if warm else 'study_overhead', result)}")
+    print(f"written to {save('study_overhead' + ('_broad' if args.preset == 'broad' else '') + ('_warm' if warm else ''), result)}")
 
 
 if __name__ == "__main__":
