@@ -46,13 +46,15 @@ def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callab
         if not (folder / "config.json").is_file():
             raise HpsearchError(f"the best-fold checkpoint of trial {chosen['trial']} is missing from {folder.parent}; "
                                 "use export.policy: refit, or run the study again")
-        say(f"final model: best fold of trial {chosen['trial']} ({folder})")
+        say(f"final model: best fold of trial {chosen['trial']} ({folder})", event="final_model", policy="best-fold", trial=chosen["trial"])
         return load_fitted(tuner, candidate, folder)
     started = time.perf_counter()
-    say(f"final model: refit of trial {chosen['trial']} on all {len(tuner.data.train)} training rows for {chosen['best_epochs']} epoch(s)")
+    say(f"final model: refit of trial {chosen['trial']} on all {len(tuner.data.train)} training rows for {chosen['best_epochs']} epoch(s)",
+        event="final_model", policy="refit", trial=chosen["trial"])
     params = {**chosen["params"], "epochs": chosen["best_epochs"]}
     fitted = tuner.fit(candidate, params, train_rows=list(range(len(tuner.data.train))), eval_rows=[], seed=spec.seed)
-    say(f"refit took {time.perf_counter() - started:.0f}s")
+    seconds = time.perf_counter() - started
+    say(f"refit took {seconds:.0f}s", event="refit_end", seconds=seconds)
     return fitted
 
 

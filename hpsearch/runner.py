@@ -152,7 +152,7 @@ class Session:
                     raise KeyboardInterrupt
                 may_start = timeout is None or time.monotonic() - started <= timeout
                 if not may_start and not said_timeout:
-                    self.say(f"timeout of {timeout:g}s reached: no new trial is started")
+                    self.say(f"timeout of {timeout:g}s reached: no new trial is started", event="timeout", seconds=timeout)
                     said_timeout = True
                 share.apply()
                 outcome = self._claim_and_run(objective, lock, may_start, wait_for_others, waiting)
@@ -163,7 +163,7 @@ class Session:
                     prune_checkpoints(self.spec, self.study)
                     _settle_heap()
         except KeyboardInterrupt:
-            self.say(f"interrupted: {self.spec.search.done_text(counted_trials(self.study))} finished; run the same command to resume")
+            self.say(f"interrupted: {self.spec.search.done_text(counted_trials(self.study))} finished; run the same command to resume", event="stopped", reason="interrupted")
             self.tracker.end_study(self.parent_run, "KILLED")
             return False
         except StorageUnavailable:
@@ -318,7 +318,8 @@ def set_aside_study(spec: StudySpec, say: Callable[..., None] = _say) -> str | N
             folder.mkdir(parents=True, exist_ok=True)
             shutil.move(str(out / name), str(folder / name))
     Tracker.from_spec(spec).rename_study_run(spec, aside)
-    say(f"study {spec.name!r} set aside as {aside!r}" + (f" (its files in {folder})" if folder.exists() else "") + "; starting a new one")
+    say(f"study {spec.name!r} set aside as {aside!r}" + (f" (its files in {folder})" if folder.exists() else "") + "; starting a new one",
+        event="set_aside", study=aside)
     return aside
 
 
@@ -342,15 +343,17 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         study = open_study(spec)
         Tracker.from_spec(spec).study_run(spec)
         before = counted_trials(study)
-        say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers")
+        say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers",
+            event="study_start", finished=before, workers=len(slots))
         stop = stop or threading.Event()
         codes = run_pool(Path(study_path), slots, say, extra_args=list(worker_args), stop=stop)
         if StorageUnavailable.exit_code in codes:
-            say(f"stopped: the workers lost the study storage {redact(spec.search.storage or '')}; run the same command to resume once it is back")
+            say(f"stopped: the workers lost the study storage {redact(spec.search.storage or '')}; run the same command to resume once it is back",
+                event="stopped", reason="storage unreachable")
             return StorageUnavailable.exit_code
         session = Session(spec, say, stop=stop)
         if stop.is_set() or any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
-            say(f"stopped: {spec.search.done_text(counted_trials(session.study))} finished; run the same command to resume")
+            say(f"stopped: {spec.search.done_text(counted_trials(session.study))} finished; run the same command to resume", event="stopped", reason="interrupted")
             session.tracker.end_study(session.parent_run, "KILLED")
             return 130
         # Workers that died may have left trials behind: recover them and finish here, within the
@@ -362,7 +365,8 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         before = counted_trials(session.study)
         todo = (f"{max(spec.search.n_trials - before, 0)} of {spec.search.n_trials} trials" if spec.search.n_trials is not None
                 else f"trials for {spec.search.timeout:g} s ({before} finished before)")
-        say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), {todo} to run on {session.device}")
+        say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), {todo} to run on {session.device}",
+            event="study_start", training_rows=len(session.data.train), folds=len(session.folds), device=str(session.device))
         if not session.work(wait_for_others=True, unfreeze=False):
             return 130
     try:
@@ -411,7 +415,8 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
     # Workers of one study need different sampler seeds, or they would propose the same trials.
     session = Session(spec, say, device=device, seed_offset=os.getpid() if seed_offset is None else seed_offset, stop=stop,
                       threads=threads)
-    say(f"worker on {session.device} joined study {spec.name!r} ({spec.search.done_text(counted_trials(session.study))} finished)")
+    say(f"worker on {session.device} joined study {spec.name!r} ({spec.search.done_text(counted_trials(session.study))} finished)",
+        event="worker_joined", device=str(session.device))
     return 0 if session.work() else 130
 
 

@@ -70,7 +70,7 @@ def run_pool(study_path: Path, slots: list[Slot], say: Callable[..., None], stor
         command += list(extra_args)
         processes.append(subprocess.Popen(command, env={**os.environ, **slot.env}))
         register(processes[-1].pid)  # counted from the start, so the first trials already share the cores
-    say(f"started {len(processes)} workers: {', '.join(s.label for s in slots)}")
+    say(f"started {len(processes)} workers: {', '.join(s.label for s in slots)}", event="workers_started", workers=[s.label for s in slots])
 
     def forward(signum: int, _frame: Any) -> None:
         if stop is not None:
@@ -85,7 +85,7 @@ def run_pool(study_path: Path, slots: list[Slot], say: Callable[..., None], stor
             time.sleep(0.5)
         for slot, process in zip(slots, processes):
             if process.returncode not in (0, 130):
-                say(f"worker {slot.label} ended with exit code {process.returncode}")
+                say(f"worker {slot.label} ended with exit code {process.returncode}", event="worker_exit", worker=slot.label, code=process.returncode)
         return [process.returncode for process in processes]
     finally:
         for sig, handler in previous.items():
@@ -216,8 +216,8 @@ def recover_dead_trials(study: Any, say: Callable[..., None], on_recovered: Call
             on_recovered(trial, reason)
         if retries < MAX_RETRIES:
             study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number, "retries": retries + 1})
-            say(f"trial {trial.number}: {reason}; its configuration runs again (retry {retries + 1} of {MAX_RETRIES})")
+            say(f"trial {trial.number}: {reason}; its configuration runs again (retry {retries + 1} of {MAX_RETRIES})", event="retry", trial=trial.number)
         else:
-            say(f"trial {trial.number}: {reason}; not retried again ({MAX_RETRIES} retries used)")
+            say(f"trial {trial.number}: {reason}; not retried again ({MAX_RETRIES} retries used)", event="retry_exhausted", trial=trial.number)
         recovered.append(trial.number)
     return recovered

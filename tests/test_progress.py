@@ -34,6 +34,7 @@ def test_jsonl_mode_writes_one_event_per_line(tmp_path: Path, tiny_bert: Path) -
     events = [json.loads(line) for line in result.stderr.splitlines()]
     kinds = [e.get("event") for e in events]
     assert [e for e in events if "category" in e] == []  # no library warning on a clean run
+    assert [e for e in events if "event" not in e] == []  # every event says its kind
     assert kinds.count("epoch") == 4 and "trial_start" in kinds and "best" in kinds
     epoch = next(e for e in events if e.get("event") == "epoch")
     assert {"trial", "fold", "epoch", "metrics", "train_loss", "time", "message"} <= set(epoch)
