@@ -1,6 +1,7 @@
 """End-to-end `hpsearch run` on the tiny model: search, CV selection, resume, grid, pruning, failures."""
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 from pathlib import Path
@@ -294,7 +295,11 @@ def test_latency_is_measured_once_per_candidate_and_shared_by_its_trials(tmp_pat
         by_model.setdefault(t.user_attrs["model"], set()).add(t.values[1])
     assert sorted(by_model) == ["four", "two"] and all(len(values) == 1 for values in by_model.values()), by_model
     report = json.loads((load_spec(path).out_dir / "selection.json").read_text())
-    assert {row["model"]: row["latency_ms"] for row in report["per_model"]} == {m: v.pop() for m, v in by_model.items()}
+    latency = {m: v.pop() for m, v in by_model.items()}
+    assert {row["model"]: row["latency_ms"] for row in report["per_model"]} == latency
+    with (load_spec(path).out_dir / "cv_results.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == len(trials) and all(float(row["latency_ms"]) == latency[row["model"]] for row in table)
 
 
 def test_a_winner_no_better_than_the_baseline_is_flagged(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
