@@ -110,7 +110,8 @@ def _importances(spec: StudySpec, study: Any) -> Any:
 def _pareto(spec: StudySpec, study: Any) -> Any:
     from optuna.visualization.matplotlib import plot_pareto_front
 
-    return plot_pareto_front(study, target_names=[spec.metric, str(spec.search.second_objective)])
+    second = {"latency": "latency (ms per example, as served)", "params": "parameters"}[str(spec.search.second_objective)]
+    return plot_pareto_front(study, target_names=[spec.metric, second])
 
 
 def _fold_scores(spec: StudySpec, study: Any) -> Any:
@@ -189,13 +190,15 @@ def _cost_cells(row: dict[str, Any]) -> list[str]:
 def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], sections: list[str]) -> str:
     chosen, ci = report["selected"], report["cv_interval"]
     splits = sorted({k for r in table for k in r if k.startswith("split")}, key=lambda k: int(k[5:-6]))
+    latency = any(r.get("latency_ms") is not None for r in table)  # measured with second_objective: latency
     head = "".join(f"<th>{h}</th>" for h in ["rank", "trial", "model", "mean", "std", *splits, "epochs", "training samples", "device-seconds",
-                                              "FLOPs (est.)", "peak MiB", "searched params"])
+                                              "FLOPs (est.)", "peak MiB", *(["ms / example"] if latency else []), "searched params"])
     varying = [k for k in table[0]["params"] if len({str(r["params"].get(k)) for r in table}) > 1] or list(table[0]["params"])
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in [
             r["rank"], r["trial"], r["model"], f"{r['mean_score']:.4f}", f"{r['std_score']:.4f}",
             *[f"{r[s]:.4f}" for s in splits], r["best_epochs"], *_cost_cells(r),
+            *([f"{r['latency_ms']:.1f}" if r.get("latency_ms") is not None else "—"] if latency else []),
             describe_params({k: v for k, v in r["params"].items() if k in varying})]) + "</tr>"
         for r in table)
     comparisons = "".join(

@@ -300,6 +300,10 @@ def test_latency_is_measured_once_per_candidate_and_shared_by_its_trials(tmp_pat
     with (load_spec(path).out_dir / "cv_results.csv").open() as handle:
         table = list(csv.DictReader(handle))
     assert len(table) == len(trials) and all(float(row["latency_ms"]) == latency[row["model"]] for row in table)
+    assert main(["report", str(path), "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    trials_table = page[page.index("All completed trials"):]
+    assert "ms / example" in trials_table and f"<td>{latency['two']:.1f}</td>" in trials_table
 
 
 def test_a_winner_no_better_than_the_baseline_is_flagged(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
