@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import platform
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,41 @@ def test_the_heap_stays_frozen_through_the_end_of_the_study_then_is_released(tmp
     assert run_study(path, say=_quiet) == 0
     assert frozen_at_finish and frozen_at_finish[0] > 0
     assert gc.get_freeze_count() == 0
+
+
+HOLES = """
+import psutil
+from hpsearch.runner import trim_heap
+# 160 MB freed in 16 KB pieces between pieces still held: holes in the C heap that free() keeps.
+held, freed = [], []
+for _ in range(10_000):
+    freed.append(b"x" * 16_384)
+    held.append(b"y" * 16_384)
+del freed
+process = psutil.Process()
+before = process.memory_info().rss
+called = trim_heap()
+print(called, (before - process.memory_info().rss) // 2**20)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_the_worker_gives_freed_heap_back_to_the_system_after_each_trial(tmp_path: Path, tiny_bert: Path, monkeypatch) -> None:
+    """What a fit freed leaves the process between trials (glibc keeps freed heap memory otherwise)."""
+    import subprocess
+    import sys
+
+    import hpsearch.runner as runner
+
+    result = subprocess.run([sys.executable, "-c", HOLES], capture_output=True, text=True, timeout=120, check=True)
+    called, released_mib = result.stdout.split()
+    assert called == "True" and int(released_mib) >= 80, result.stdout
+    trims = []
+    trim = runner.trim_heap
+    monkeypatch.setattr(runner, "trim_heap", lambda: trims.append(1) or trim())
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n")
+    assert run_study(path, export=False, say=_quiet) == 0
+    assert len(trims) == 2  # once after each trial
 
 
 def test_epoch_count_maximising_the_fold_mean() -> None:
