@@ -4,7 +4,8 @@ Runs `hpsearch run --log-format jsonl --no-export` as a child process on Rotten 
 - the share of wall time spent outside training steps and validation (process start, imports, data
   loading, tokenization, model loading, MLflow logging, selection), from the trials' own timings;
 - the tokenization passes (cache entries written) for 20 trials x 2 folds;
-- the worker's RSS after each trial (sampled when the trial ends) and its peak.
+- the worker's RSS after each trial (sampled when the trial ends), when the next one starts (after the
+  worker's clean-up between trials), and its peak.
 With `--warm`, the child first runs a 1-trial study of its own in the same process (every library
 imported, every code path taken once), then the measured study: the same figures for a process that
 has already paid the start-up, as a long-lived worker taking one study after another would.
@@ -108,7 +109,7 @@ def main() -> None:
                 time.sleep(0.2)
 
         threading.Thread(target=watch, daemon=True).start()
-        rss_after_trial = []
+        rss_after_trial, rss_between = [], []
         shown: dict[int, str] = {}
         first_trial = last_trial = None
         measuring = not warm
@@ -120,6 +121,8 @@ def main() -> None:
             if not measuring:
                 continue
             if event.get("event") == "trial_start":
+                if rss_after_trial:  # the previous trial's clean-up (collection, freed heap) is done
+                    rss_between.append(process.memory_info().rss)
                 first_trial = time.perf_counter() - started if first_trial is None else first_trial
                 shown[event["trial"]] = event["message"].split(": ", 1)[-1]
             if event.get("event") == "trial_end":
@@ -146,6 +149,7 @@ def main() -> None:
         "machine": machine(), "preset": args.preset, "trials": trials, "warm_process": warm, "wall_s": wall, "training_steps_s": train, "validation_s": evaluation,
         "outside_training_share": 1 - (train + evaluation) / wall, "outside_training_steps_share": 1 - train / wall,
         "tokenization_passes": passes, "to_first_trial_s": first_trial, "after_last_trial_s": wall - (last_trial or wall), "rss_mib_after_trial": [r / 2**20 for r in rss_after_trial],
+        "rss_mib_at_next_trial_start": [r / 2**20 for r in rss_between],
         "peak_rss_mib": peak[0] / 2**20, "rss_growth_trial2_to_last": growth,
     }
     print(f"\n| measure ({'after a 1-trial study in the same process' if warm else 'a fresh process'}) | value |\n|---|---|")
@@ -158,6 +162,7 @@ def main() -> None:
     print(f"| from the last trial's end to the process's end (selection, baseline, exit) | {result['after_last_trial_s']:.1f} s |")
     print(f"| tokenization passes (cache entries) | {passes} |")
     print(f"| RSS after trial 2 / after trial {trials} | {rss_after_trial[1] / 2**20:.0f} / {rss_after_trial[-1] / 2**20:.0f} MiB ({growth:+.1%}) |")
+    print(f"| RSS when trial 3 / trial {trials} starts (after the previous trial's clean-up) | {rss_between[1] / 2**20:.0f} / {rss_between[-1] / 2**20:.0f} MiB |")
     print(f"| peak RSS | {peak[0] / 2**20:.0f} MiB |")
     print(f"written to {save('study_overhead' + ('_broad' if args.preset == 'broad' else '') + ('_warm' if warm else ''), result)}")
 
