@@ -286,10 +286,6 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim  # type: ignore[no-any-return]
     except (OSError, AttributeError):
         return None
-    try:
-        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0) or True)
-    except (OSError, AttributeError):
-        return False
 
 
 def prune_checkpoints(spec: StudySpec, study: Any) -> list[int]:
