@@ -112,7 +112,7 @@ def _progress(args: argparse.Namespace, label: str | None = None):  # noqa: ANN2
     from hpsearch.progress import Progress
 
     progress = Progress("quiet" if args.quiet else args.log_format, label=label)
-    if progress.mode == "jsonl":
+    if progress.mode != "text":  # JSON lines keep every line parseable; quiet prints only the result
         progress.route_warnings()
     return progress
 

@@ -9,6 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import pytest
+
 from hpsearch.progress import Progress
 from toydata import toy_study
 
@@ -53,6 +55,15 @@ def test_jsonl_mode_sends_python_warnings_as_events() -> None:
     event = json.loads(stream.getvalue())
     assert event["event"] == "warning" and event["category"] == "FutureWarning" and "this call is deprecated" in event["message"]
     assert event["location"].startswith(__file__)
+
+
+@pytest.mark.parametrize("flags,shown", [("quiet=True, log_format='text'", False), ("quiet=False, log_format='jsonl'", True)])
+def test_the_program_routes_python_warnings_in_quiet_and_jsonl_modes(flags: str, shown: bool) -> None:
+    # In a fresh interpreter: pytest records warnings itself, which would hide what the program does.
+    code = ("import argparse, warnings\nfrom hpsearch.cli import _progress\n"
+            f"_progress(argparse.Namespace({flags}))\nwarnings.warn('this call is deprecated', FutureWarning)\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stderr
+    assert (json.loads(err)["category"] == "FutureWarning") if shown else err == "", err
 
 
 def test_quiet_mode_prints_only_the_result(tmp_path: Path, tiny_bert: Path) -> None:

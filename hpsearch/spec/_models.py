@@ -180,7 +180,8 @@ class SearchSpec(SpecModel):
         "a silent trial up only after this plus a minute."
     )
     enqueue: list[dict[str, Any]] = Field(
-        default_factory=list, description="Settings tried first (e.g. known-good defaults), by parameter name."
+        default_factory=list, description="Settings tried first (e.g. known-good defaults), by parameter name; an entry "
+        "whose settings a trial of the study already has (a repeated entry, say) is not run again."
     )
 
     @model_validator(mode="after")
