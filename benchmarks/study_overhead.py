@@ -64,26 +64,33 @@ entry()
 program ends (quick exit)."""
 
 
-def broad_study() -> str:
-    """The broad time-to-quality search (see time_to_quality.py) without a test split: no final fit."""
+def broad_study() -> tuple[str, int]:
+    """The broad time-to-quality search (see time_to_quality.py) without a test split (no final fit), and its trial count."""
     from time_to_quality import PRESETS, SEARCH, models_text, space_text
 
     preset = PRESETS["broad"]
-    return study_text("overhead-broad", preset["rows"], 0, space_text(preset["scopes"], preset["epsilons"]), preset["folds"],
+    text = study_text("overhead-broad", preset["rows"], 0, space_text(preset["scopes"], preset["epsilons"]), preset["folds"],
                       SEARCH.format(trials=preset["trials"]), models=models_text(preset["models"]))
+    return text, preset["trials"]
 
 
 def main() -> None:
     import psutil
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("trials", type=int, nargs="?", default=20)
+    parser.add_argument("trials", type=int, nargs="?", help="trials of the short study (default 20)")
     parser.add_argument("--warm", action="store_true", help="measure the study in a process that has already run one")
     parser.add_argument("--preset", choices=["short", "broad"], default="short",
-                        help="short: 20 (TRIALS) one-epoch trials of full fine-tuning; broad: the broad time-to-quality search")
+                        help="short: TRIALS one-epoch trials of full fine-tuning; broad: the broad time-to-quality search (its own 12 trials)")
     args = parser.parse_args()
-    trials, warm = (12 if args.preset == "broad" else args.trials), args.warm
-    text = broad_study() if args.preset == "broad" else STUDY.format(data=DATA, trials=trials)
+    if args.preset == "broad" and args.trials is not None:
+        parser.error("TRIALS is for the short study; the broad search has its own trial count")
+    warm = args.warm
+    if args.preset == "broad":
+        text, trials = broad_study()
+    else:
+        trials = args.trials or 20
+        text = STUDY.format(data=DATA, trials=trials)
     with tempfile.TemporaryDirectory() as folder:
         study = Path(folder) / "study.yaml"
         study.write_text(text)

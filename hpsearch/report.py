@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from hpsearch.selection import latency_measured
 from hpsearch.space import describe_params
 from hpsearch.spec import StudySpec
 
@@ -190,7 +191,7 @@ def _cost_cells(row: dict[str, Any]) -> list[str]:
 def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], sections: list[str]) -> str:
     chosen, ci = report["selected"], report["cv_interval"]
     splits = sorted({k for r in table for k in r if k.startswith("split")}, key=lambda k: int(k[5:-6]))
-    latency = any(r.get("latency_ms") is not None for r in table)  # measured with second_objective: latency
+    latency = latency_measured(table)
     head = "".join(f"<th>{h}</th>" for h in ["rank", "trial", "model", "mean", "std", *splits, "epochs", "training samples", "device-seconds",
                                               "FLOPs (est.)", "peak MiB", *(["ms / example"] if latency else []), "searched params"])
     varying = [k for k in table[0]["params"] if len({str(r["params"].get(k)) for r in table}) > 1] or list(table[0]["params"])

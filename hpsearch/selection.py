@@ -167,13 +167,17 @@ def compare_top(table: Sequence[dict[str, Any]], selected: dict[str, Any], confi
     return out
 
 
+def latency_measured(table: Sequence[dict[str, Any]]) -> bool:
+    """Whether the trials carry a latency (measured only with ``search.second_objective: latency``)."""
+    return any(r.get("latency_ms") is not None for r in table)
+
+
 def write_table(table: Sequence[dict[str, Any]], folder: Path) -> tuple[Path, Path]:
     """Save the CV table as CSV (flat columns) and JSON; returns both paths."""
     folder.mkdir(parents=True, exist_ok=True)
     split_cols = sorted({k for r in table for k in r if k.startswith("split")}, key=lambda k: int(k[5:-6]))
     param_cols = sorted({k for r in table for k in r if k.startswith("param_")})
-    measured = ["latency_ms"] if any(r.get("latency_ms") is not None for r in table) else []  # with second_objective: latency
-    columns = [*CV_FIELDS, *measured, *split_cols, *param_cols]
+    columns = [*CV_FIELDS, *(["latency_ms"] if latency_measured(table) else []), *split_cols, *param_cols]
     csv_path, json_path = folder / "cv_results.csv", folder / "cv_results.json"
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")

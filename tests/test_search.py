@@ -320,7 +320,7 @@ def test_latency_is_measured_once_per_candidate_and_shared_by_its_trials(tmp_pat
     # then pick among one model's trials by that noise instead of by epochs and score.
     models = f"models:\n  - {{name: two, path: {tiny_bert}}}\n  - {{name: four, path: {tiny_bert_4layers}}}\n"
     search = ("search: {n_trials: 5, sampler: {name: nsga2}, second_objective: latency, pruner: {name: none},"
-              " enqueue: [{model: two}, {model: four}, {model: two}, {model: four}, {model: two}]}\n"
+              " enqueue: [{model: two}, {model: four}]}\n"
               "selection: {rule: one-standard-error, cost: latency}\n")
     path = _study(tmp_path, tiny_bert, search, models, space=FAST.replace("epochs: 3", "epochs: 1"), rows=60)
     assert run_study(path, export=False, say=_quiet) == 0
