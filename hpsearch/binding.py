@@ -3,9 +3,10 @@
 When a study is created, the settings that define what a trial's score means (task, data content,
 columns, labels, max_length, subsample, folds, metric, candidates and their spaces, seed, second
 objective) are stored in it. Running the study again with any of them changed would mix scores that
-cannot be compared, so it stops before any training and says which fields changed. Settings that only
-say how much to run or where (n_trials, timeout, sampler, pruner, storage, tracking, export, execution,
-selection) may change freely; the changes are reported.
+cannot be compared, so it stops before any training and says which fields changed; a study in which no
+trial has started yet (an earlier run stopped on bad data, say) takes the changed settings instead, and
+says so. Settings that only say how much to run or where (n_trials, timeout, sampler, pruner, storage,
+tracking, export, execution, selection) may change freely; the changes are reported.
 """
 from __future__ import annotations
 
@@ -134,6 +135,15 @@ def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) ->
         study.set_user_attr(SETTINGS_KEY, settings)
         return
     differences = changed(stored, spec)
+    if differences and not _started(study):
+        # Nothing was scored under the stored settings (an earlier run stopped before its first trial, on bad
+        # data for instance): the study takes the new ones, rather than sending a user who fixed the problem
+        # to --new-study.
+        study.set_user_attr(OBJECTIVE_KEY, objective_fields(spec))
+        for key, old, new in differences:
+            say(f"{key} changed since the last run: {_show(old)} -> {_show(new)}; no trial had started, so the study takes "
+                "the new setting", event="setting_changed", field=key)
+        differences = []
     if differences:
         lines = [f"{key}: was {_show(old)}, now {_show(new)}" for key, old, new in differences]
         raise SpecError([
@@ -146,3 +156,8 @@ def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) ->
         say(f"{key} changed since the last run: {_show(old)} -> {_show(new)}", event="setting_changed", field=key)
     if attrs.get(SETTINGS_KEY) != settings:
         study.set_user_attr(SETTINGS_KEY, settings)
+
+
+def _started(study: Any) -> bool:
+    """Whether any trial of ``study`` has started (enqueued trials that never ran are only waiting)."""
+    return any(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))

@@ -115,10 +115,13 @@ def open_study(spec: StudySpec, storage: Any | None = None, seed_offset: int = 0
     if [d.name.lower() for d in study.directions] != directions(spec):
         raise SpecError([f"search.direction: study {spec.name!r} already exists with directions {[d.name.lower() for d in study.directions]}; "
                          "give the study a new 'name' or run with --new-study"])
-    if study.metric_names is None:  # so optuna-dashboard and the optuna CLI name the objective
+    names = [spec.metric] + ([spec.search.second_objective] if spec.search.second_objective else [])
+    if study.metric_names != names:  # so optuna-dashboard and the optuna CLI name the objective (new, or taken by bind)
         with warnings.catch_warnings():  # marked experimental since Optuna 3.2; stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([spec.metric] + ([spec.search.second_objective] if spec.search.second_objective else []))
+            study.set_metric_names(names)
+    if study.user_attrs.get("metric") != spec.metric:
+        study.set_user_attr("metric", spec.metric)
     _enqueue_new_settings(spec, study)
     return study
 
@@ -137,7 +140,6 @@ def _enqueue_new_settings(spec: StudySpec, study: Any) -> None:
         study.enqueue_trial(enqueue_params(spec, settings), skip_if_exists=True)
     if new or "enqueued_settings" not in attrs:
         study.set_user_attr("enqueued_settings", done + new)
-        study.set_user_attr("metric", spec.metric)
 
 
 def load_existing_study(spec: StudySpec, say: Callable[..., None] | None = None) -> Any:

@@ -64,9 +64,18 @@ def _write(folder: Path, text: str) -> Path:
     return path
 
 
+def _started(path: Path) -> object:
+    """The study of ``path`` with one trial that ran (failed): scored under its settings, as far as binding goes."""
+    import optuna
+
+    study = open_study(load_spec(path))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    return study
+
+
 @pytest.mark.parametrize("field,change", CHANGES, ids=[c[0] for c in CHANGES])
 def test_each_objective_setting_changed_alone_is_refused_by_name(tmp_path: Path, field: str, change) -> None:
-    open_study(load_spec(_write(tmp_path, BASE)))
+    _started(_write(tmp_path, BASE))
     changed = load_spec(_write(tmp_path, change(BASE)))
     with pytest.raises(SpecError) as caught:
         open_study(changed)
@@ -80,11 +89,31 @@ def test_each_objective_setting_changed_alone_is_refused_by_name(tmp_path: Path,
 
 
 def test_changed_data_content_is_refused(tmp_path: Path) -> None:
-    open_study(load_spec(_write(tmp_path, BASE)))
+    _started(_write(tmp_path, BASE))
     text = (tmp_path / "d.csv").read_text()
     (tmp_path / "d.csv").write_text(text.replace("pos", "neg", 1))
     with pytest.raises(SpecError, match=r"data\.train\.content: was"):
         open_study(load_spec(tmp_path / "study.yaml"))
+
+
+def test_a_study_where_no_trial_started_takes_changed_settings_and_says_so(tmp_path: Path) -> None:
+    """A first run that stopped before its first trial (bad data, say) bound the study; the user fixes the data and
+    the study file and runs again: nothing was scored, so the study takes the new settings instead of refusing."""
+    first = BASE.replace("metric: macro_f1}", "metric: macro_f1, enqueue: [{learning_rate: 2e-5}]}")
+    study = open_study(load_spec(_write(tmp_path, first)))
+    assert [t.state.name for t in study.get_trials()] == ["WAITING"]  # enqueued, never run: not started
+    (tmp_path / "d.csv").write_text((tmp_path / "d.csv").read_text().replace("pos", "neg", 1))
+    said: list[tuple[str, dict]] = []
+    second = first.replace("max_length: 32", "max_length: 64").replace("metric: macro_f1,", "metric: accuracy,")
+    study = open_study(load_spec(_write(tmp_path, second)), say=lambda m, **f: said.append((m, f)))
+    taken = {f["field"] for m, f in said if "no trial had started, so the study takes the new setting" in m}
+    assert taken == {"data.train.content", "data.max_length", "search.metric"}, said
+    assert study.user_attrs["spec_binding"]["data.max_length"] == 64
+    assert study.metric_names == ["accuracy"] and study.user_attrs["metric"] == "accuracy"
+    assert len(study.get_trials()) == 1  # the enqueued trial still waits, once
+    said.clear()
+    open_study(load_spec(tmp_path / "study.yaml"), say=lambda m, **f: said.append((m, f)))
+    assert said == []  # taken once; it is now the study's objective
 
 
 def test_free_settings_change_and_are_reported(tmp_path: Path) -> None:
@@ -122,7 +151,7 @@ def test_a_changed_spec_stops_before_data_or_models_are_loaded(tmp_path: Path, m
     import hpsearch.finetune
     from hpsearch.runner import Session
 
-    open_study(load_spec(_write(tmp_path, BASE)))
+    _started(_write(tmp_path, BASE))
 
     def loaded(*args: object, **kwargs: object) -> None:
         raise AssertionError("data or a model was loaded before the spec check")
