@@ -22,6 +22,20 @@ class DataError(HpsearchError):
     """The data cannot be loaded or does not fit the task."""
 
 
+class RowError(DataError):
+    """A problem with one row of a split. ``row`` counts the rows as the task read them, from 0: after a
+    subsample they are not the file's, so :func:`hpsearch.data.prepare.prepare_data` names the file's row instead."""
+
+    def __init__(self, split: str, row: int, problem: str, where: str | None = None) -> None:
+        self.split, self.row, self.problem, self.where = split, row, problem, where
+        prefix, counted = (f"{where}: " if where else ""), (" (counting data rows from 0)" if where is not None else "")
+        super().__init__(f"{prefix}{split} row {row}{counted}: {problem}")
+
+    def at(self, row: int, where: str) -> RowError:
+        """The same problem, named by the row of the data source ``where`` that it came from."""
+        return RowError(self.split, row, self.problem, where)
+
+
 class TrialError(HpsearchError):
     """A trial could not be trained; the message is recorded as the trial's failure reason."""
 

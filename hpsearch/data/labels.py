@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, RowError
 
 
 @dataclass(frozen=True)
@@ -26,17 +26,18 @@ class LabelMap:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def encode(self, values: Sequence[object], split: str, first_row: int = 0) -> list[int]:
-        """Ids of ``values``; a label that the map does not know is an error naming it and its row."""
+    def encode(self, values: Sequence[object], split: str, row: int | None = None) -> list[int]:
+        """Ids of ``values``, one per row; or, with ``row``, the tags of that one row, one per token. A label that the map
+        does not know is an error naming it and its row."""
         mapping = self.label2id
         ids = []
-        for row, value in enumerate(values, start=first_row):
+        for position, value in enumerate(values):
             key = str(value)
             if key not in mapping:
-                raise DataError(
-                    f"{split} row {row}: label {key!r} never occurs in the training data "
-                    f"(known labels: {list(self.labels)}); fix the row or add the label to data.labels"
-                )
+                what = f"label {key!r}" if row is None else f"tag {key!r} of token {position}"
+                raise RowError(split, position if row is None else row,
+                               f"{what} never occurs in the training data (known labels: {list(self.labels)}); "
+                               "fix the row or add the label to data.labels")
             ids.append(mapping[key])
         return ids
 

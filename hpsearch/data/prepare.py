@@ -9,7 +9,7 @@ from typing import Any
 
 from hpsearch.data.labels import LabelMap
 from hpsearch.data.sources import load_source
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, RowError
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import Task, get_task
 
@@ -23,9 +23,17 @@ class Split:
     name: str
     columns: dict[str, list[Any]]
     fingerprint: str
+    source_rows: list[int] | None = None
+    """The row of the data source each example came from (after a subsample); None where they are the same."""
+    source: str = ""
+    """The data source, as a problem with one of its rows names it (a file path, or a hub dataset)."""
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values())))
+
+    def row_error(self, problem: RowError) -> RowError:
+        """``problem`` (raised on this split's examples) named by the row of the data source it came from."""
+        return _source_row_error(problem, self.source_rows, self.source)
 
 
 @dataclass
@@ -50,6 +58,7 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
     raw: dict[str, Any] = {}
     target = getattr(spec.data.columns, task.target) if task.target else None
     notes: list[str] = []
+    rows: dict[str, list[int] | None] = {}
     for name in SPLITS:
         source = getattr(spec.data, name)
         if source is not None:
@@ -57,15 +66,17 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
             if target is not None:  # on the file's own rows, so the row numbers point into it
                 _check_targets(task, _column(dataset, target, name), name, target, spec)
             limit = getattr(spec.data.subsample, name)
+            rows[name] = None
             if limit is not None and limit < len(dataset):
-                dataset = dataset.shuffle(seed=spec.data.subsample.seed).select(range(limit))
+                rows[name] = subsample_rows(len(dataset), limit, spec.data.subsample.seed)
+                dataset = dataset.select(rows[name])
             elif limit is not None and limit > len(dataset):
                 notes.append(f"data.subsample.{name} asks for {limit} rows but the {name} data has {len(dataset)}: all of them are used")
             raw[name] = dataset
     label_map = task.label_map(_column(raw["train"], target, "train"), spec.data.labels) if target else LabelMap(())
     data = StudyData(task, label_map, warnings=notes)
     for name, dataset in raw.items():
-        data.splits[name] = _standardise(task, dataset, name, spec, label_map)
+        data.splits[name] = _standardise(task, dataset, name, spec, label_map, rows[name])
     data.task = task.with_data(data.train)
     if spec.cv.group_column is not None and spec.data.validation is None:
         data.groups = _column(raw["train"], spec.cv.group_column, "train")
@@ -99,11 +110,32 @@ class _Reader:
         return _column(self.dataset, self.name(field), self.split)
 
 
-def _standardise(task: Task, dataset: Any, split: str, spec: StudySpec, label_map: LabelMap) -> Split:
+def subsample_rows(size: int, limit: int, seed: int) -> list[int]:
+    """The rows a subsample of ``limit`` of ``size`` keeps, in its order: those of ``datasets``' seeded shuffle
+    (``shuffle(seed).select(range(limit))``), which depends on the length and the seed only."""
+    from datasets import Dataset
+
+    return list(Dataset.from_dict({"row": range(size)}).shuffle(seed=seed).select(range(limit))["row"])
+
+
+def _standardise(task: Task, dataset: Any, split: str, spec: StudySpec, label_map: LabelMap, rows: list[int] | None) -> Split:
     if len(dataset) == 0:
         raise DataError(f"the {split} data is empty; check the file or the subsample settings")
-    out = task.standardise(_Reader(dataset, split, spec), split, label_map)
-    return Split(split, out, _fingerprint(out))
+    where = _where(spec, split)
+    try:
+        out = task.standardise(_Reader(dataset, split, spec), split, label_map)
+    except RowError as exc:
+        raise _source_row_error(exc, rows, where) from None
+    return Split(split, out, _fingerprint(out), rows, where)
+
+
+def _source_row_error(problem: RowError, rows: list[int] | None, where: str) -> RowError:
+    return problem.at(problem.row if rows is None else rows[problem.row], where)
+
+
+def _where(spec: StudySpec, split: str) -> str:
+    source = getattr(spec.data, split)
+    return str(source.path) if source.path is not None else f"hub dataset {source.hub!r}"
 
 
 def _column(dataset: Any, name: str, split: str) -> list[Any]:
@@ -127,8 +159,7 @@ def _check_targets(task: Task, values: list[Any], split: str, column: str, spec:
     rows = task.missing_targets(values)
     if not rows:
         return
-    source = getattr(spec.data, split)
-    where = str(source.path) if source.path is not None else f"hub dataset {source.hub!r}"
+    where = _where(spec, split)
     shown = ", ".join(str(r) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
     what = task.target if task.target.endswith("s") else f"{task.target}s"
     raise DataError(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.data.prepare import Split
+from hpsearch.errors import RowError
 from hpsearch.tasks import Features, Task
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt")
 _FORMAT_VERSION = 2
@@ -71,7 +72,10 @@ class TokenCache:
         with FileLock(str(folder) + ".lock"):
             if (folder / "meta.json").is_file():
                 return Tokenized(_load(folder), key, from_cache=True)
-            features = task.tokenize(split, tokenizer, max_length)
+            try:
+                features = task.tokenize(split, tokenizer, max_length)
+            except RowError as exc:
+                raise split.row_error(exc) from None
             self.passes += 1
             _save_atomically(folder, features, {"task": task.cache_key(), "max_length": max_length, "rows": len(features.rows)})
         return Tokenized(features, key, from_cache=False)

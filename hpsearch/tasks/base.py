@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Sequence
 
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, RowError
 
 if TYPE_CHECKING:
     from hpsearch.data.labels import LabelMap
@@ -236,6 +236,6 @@ def texts(values: list[Any], split: str, column: str) -> list[str]:
     """Non-empty strings, or a DataError naming the first empty row."""
     for row, value in enumerate(values):
         if is_missing(value) or not str(value).strip():
-            raise DataError(f"{split} row {row}: column {column!r} is empty; fill in or remove the row")
+            raise RowError(split, row, f"column {column!r} is empty; fill in or remove the row")
     return [str(v) for v in values]
 

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from hpsearch.errors import DataError
+from hpsearch.errors import RowError
 from hpsearch.tasks.base import Column, Features, Task, texts
 
 
@@ -113,7 +113,7 @@ class Regression(TextClassification):
             except (TypeError, ValueError):
                 number = math.nan
             if not math.isfinite(number):
-                raise DataError(f"{split} row {row}: regression target {value!r} in {name!r} is not a finite number")
+                raise RowError(split, row, f"regression target {value!r} in {name!r} is not a finite number")
             out.append(number)
         return out
 

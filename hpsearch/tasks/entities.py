@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from hpsearch.errors import DataError
+from hpsearch.errors import RowError
 from hpsearch.tasks.base import IGNORE_INDEX, Column, Features, Task, is_missing
 
 
@@ -38,12 +38,12 @@ class TokenClassification(Task):
         tokens, tags = column("tokens"), column("tags")
         for row, (words, row_tags) in enumerate(zip(tokens, tags)):
             if not isinstance(words, list) or not isinstance(row_tags, list) or len(words) != len(row_tags):
-                raise DataError(f"{split} row {row}: '{column.name('tokens')}' and '{column.name('tags')}' must be lists "
-                                "of equal length; fix the row")
+                raise RowError(split, row, f"'{column.name('tokens')}' and '{column.name('tags')}' must be lists "
+                               "of equal length; fix the row")
             if not words:
-                raise DataError(f"{split} row {row}: no tokens; remove the row")
+                raise RowError(split, row, "no tokens; remove the row")
         return {"tokens": [[str(w) for w in words] for words in tokens],
-                "tags": [label_map.encode(row_tags, f"{split} (row {i}) tag") for i, row_tags in enumerate(tags)]}
+                "tags": [label_map.encode(row_tags, split, row=i) for i, row_tags in enumerate(tags)]}
 
     def tokenize(self, split: Any, tokenizer: Any, max_length: int) -> Features:
         cols = split.columns

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Optional, Sequence
 import numpy as np
 from pydantic import Field
 
-from hpsearch.errors import DataError, TrialError
+from hpsearch.errors import RowError, TrialError
 from hpsearch.tasks.base import Column, Features, Task, texts
 from hpsearch.tasks.qa_pipeline import best_answer, context_offsets
 
@@ -98,8 +98,8 @@ class QuestionAnswering(Task):
             for text, start in zip(*answers):
                 if context[start : start + len(text)] != text:
                     found = context[start : start + len(text)]
-                    raise DataError(f"{split} row {row}: answer {text!r} is not at answer_start {start} of its context "
-                                    f"(the context has {found!r} there); fix answer_start or the answer text")
+                    raise RowError(split, row, f"answer {text!r} is not at answer_start {start} of its context "
+                                   f"(the context has {found!r} there); fix answer_start or the answer text")
             answer_texts.append(answers[0])
             answer_starts.append(answers[1])
         return {"question": questions, "context": contexts, "answer_text": answer_texts, "answer_start": answer_starts}
@@ -217,12 +217,12 @@ def _answers(value: Any, split: str, row: int, column: str) -> tuple[list[str], 
             value = None
     if not isinstance(value, dict) or not isinstance(value.get("text"), list) or not isinstance(value.get("answer_start"), list) \
             or len(value["text"]) != len(value["answer_start"]):
-        raise DataError(f"{split} row {row}: column {column!r} must be {{text: [...], answer_start: [...]}} with one start per "
-                        f"answer text (empty lists for an unanswerable question), got {str(value)[:80]!r}; fix the row")
+        raise RowError(split, row, f"column {column!r} must be {{text: [...], answer_start: [...]}} with one start per "
+                       f"answer text (empty lists for an unanswerable question), got {str(value)[:80]!r}; fix the row")
     try:
         starts = [int(s) for s in value["answer_start"]]
     except (TypeError, ValueError):
-        raise DataError(f"{split} row {row}: answer_start {value['answer_start']!r} in {column!r} must be whole numbers") from None
+        raise RowError(split, row, f"answer_start {value['answer_start']!r} in {column!r} must be whole numbers") from None
     return [str(t) for t in value["text"]], starts
 
 
@@ -231,9 +231,9 @@ def _check_question_lengths(tokenizer: Any, questions: list[str], split: str, ma
     limit = max_length - stride - 4
     for row, ids in enumerate(tokenizer(questions, add_special_tokens=False)["input_ids"]):
         if len(ids) > limit:
-            raise DataError(f"{split} row {row}: the question is {len(ids)} tokens long, but with data.max_length {max_length} "
-                            f"and a doc_stride of {stride} at most {limit} fit; raise data.max_length, lower data.doc_stride "
-                            "or shorten the question")
+            raise RowError(split, row, f"the question is {len(ids)} tokens long, but with data.max_length {max_length} "
+                           f"and a doc_stride of {stride} at most {limit} fit; raise data.max_length, lower data.doc_stride "
+                           "or shorten the question")
 
 
 def _answer_tokens(starts: list[int], ends: list[int], texts_: list[str], answer_starts: list[int]) -> tuple[int, int]:

@@ -43,8 +43,54 @@ def test_missing_column_lists_the_columns(tmp_path: Path) -> None:
 
 def test_empty_text_is_an_error_with_its_row(tmp_path: Path) -> None:
     write_csv(tmp_path / "d.csv", [{"text": "fine", "label": "x"}, {"text": "", "label": "y"}])
-    with pytest.raises(DataError, match="train row 1: column 'text' is empty"):
+    with pytest.raises(DataError, match=r"d\.csv: train row 1 \(counting data rows from 0\): column 'text' is empty"):
         prepare_data(_spec(tmp_path, "  train: d.csv"))
+
+
+def test_a_problem_in_a_subsample_names_the_row_of_the_file(tmp_path: Path) -> None:
+    """The subsample shuffles the rows: a problem found among them is named by its row in the file, where the user looks."""
+    rows = classification_rows(60)
+    rows[7]["text"] = ""
+    write_csv(tmp_path / "d.csv", rows)
+    test = classification_rows(40, seed=1)
+    test[33]["label"] = "unknown"
+    write_csv(tmp_path / "t.csv", test)
+    with pytest.raises(DataError, match=r"train row 7 \(counting data rows from 0\): column 'text' is empty"):
+        prepare_data(_spec(tmp_path, "  train: d.csv\n  subsample: {train: 59, seed: 3}"))
+    rows[7]["text"] = "fine again"
+    write_csv(tmp_path / "d.csv", rows)
+    with pytest.raises(DataError, match=r"t\.csv: test row 33 \(counting data rows from 0\): label 'unknown' never occurs"):
+        prepare_data(_spec(tmp_path, "  train: d.csv\n  test: t.csv\n  subsample: {train: 30, test: 39, seed: 3}"))
+
+
+def test_the_subsample_keeps_the_rows_of_the_seeded_shuffle(tmp_path: Path) -> None:
+    """The rows a subsample keeps (and their order) are those of datasets' seeded shuffle, as in every earlier version:
+    a study resumed after an upgrade scores its trials on the same rows."""
+    from hpsearch.data.sources import load_source
+
+    write_csv(tmp_path / "d.csv", classification_rows(100))
+    spec = _spec(tmp_path, "  train: d.csv\n  subsample: {train: 20, seed: 5}")
+    shuffled = load_source(spec.data.train).shuffle(seed=5).select(range(20))
+    data = prepare_data(spec)
+    assert data.train.columns["text"] == shuffled["text"]
+    assert data.train.source_rows is not None and len(set(data.train.source_rows)) == 20
+
+
+def test_a_problem_found_while_tokenizing_names_the_row_of_the_file(tmp_path: Path) -> None:
+    from hpsearch.data.prepare import Split
+    from hpsearch.data.tokencache import TokenCache
+    from hpsearch.errors import RowError
+
+    class Refuses:
+        def cache_key(self) -> list[str]:
+            return ["refuses"]
+
+        def tokenize(self, split: Split, tokenizer: object, max_length: int) -> None:
+            raise RowError(split.name, 1, "the question is too long; raise data.max_length")
+
+    split = Split("train", {"question": ["a", "b", "c"]}, "fp", source_rows=[40, 12, 7], source="q.jsonl")
+    with pytest.raises(DataError, match=r"^q\.jsonl: train row 12 \(counting data rows from 0\): the question is too long"):
+        TokenCache(tmp_path).tokenize(split, Refuses(), object(), "tok", 64)  # type: ignore[arg-type]
 
 
 def test_subsample_is_deterministic(tmp_path: Path) -> None:
