@@ -158,6 +158,11 @@ def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) ->
         study.set_user_attr(SETTINGS_KEY, settings)
 
 
+def objective_digest(study: Any) -> str:
+    """A short digest of the objective ``study`` is bound to: its MLflow study run carries it (see :mod:`hpsearch.tracking`)."""
+    return hashlib.sha256(json.dumps(study.user_attrs.get(OBJECTIVE_KEY), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _started(study: Any) -> bool:
     """Whether any trial of ``study`` has started (enqueued trials that never ran are only waiting)."""
     return any(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from hpsearch.binding import objective_digest
 from hpsearch.errors import StorageUnavailable
 from hpsearch.finish import FINISHED_STATES, finish_study
 from hpsearch.spec import StudySpec, load_spec
@@ -110,7 +111,7 @@ class Session:
                                warn=lambda message: say(f"warning: {message}", event="warning"))
         say(describe_precision(spec.execution.precision, self.tuner.precision, self.device), event="precision", precision=self.tuner.precision)
         self.tracker = Tracker.from_spec(spec)
-        self.parent_run = self.tracker.study_run(spec)
+        self.parent_run = self.tracker.study_run(spec, objective_digest(self.study))
         self.objective = Objective(spec, self.tuner, self.folds, eval_split=eval_split, device=self.device, on_event=say,
                                    checkpoints=out / "checkpoints", tracker=self.tracker, parent_run=self.parent_run)
         self.objective.study = self.study
@@ -371,8 +372,9 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
 
         # The study and its parent run exist before any worker starts, so all of them join the same ones.
         started = time.monotonic()
-        study = open_study(spec)
-        Tracker.from_spec(spec).study_run(spec)
+        study = open_study(spec, say=say)
+        tracker = Tracker.from_spec(spec)
+        parent = tracker.study_run(spec, objective_digest(study))
         before = counted_trials(study)
         say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers",
             event="study_start", finished=before, workers=len(slots))
@@ -382,7 +384,11 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
             say(f"stopped: the workers lost the study storage {redact(spec.search.storage or '')}; run the same command to resume once it is back",
                 event="stopped", reason="storage unreachable")
             return StorageUnavailable.exit_code
-        session = Session(spec, say, stop=stop)
+        try:
+            session = Session(spec, say, stop=stop)
+        except BaseException:  # the workers' error (bad data, say) is the run's: its study run did not stay open
+            tracker.end_study(parent, "FAILED")
+            raise
         if stop.is_set() or any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
             say(f"stopped: {spec.search.done_text(counted_trials(session.study))} finished; run the same command to resume", event="stopped", reason="interrupted")
             session.tracker.end_study(session.parent_run, "KILLED")

@@ -22,6 +22,8 @@ from typing import Any, Iterator, Sequence
 from hpsearch.spec import StudySpec
 
 ROLE, STUDY, TRIAL = "hpsearch.role", "hpsearch.study", "hpsearch.trial"
+OBJECTIVE = "hpsearch.objective"
+"""Tag of a study run: the digest of the objective its study was bound to when the run was made (hpsearch.binding)."""
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 """MLflow run status per trial state: a pruned trial ended as planned (its ``state`` tag says PRUNED), so it
 does not get the failure mark."""
@@ -103,7 +105,7 @@ class NullTracker:
 
     enabled = False
 
-    def study_run(self, spec: StudySpec) -> str | None:
+    def study_run(self, spec: StudySpec, objective: str | None = None) -> str | None:
         return None
 
     def start_trial(self, parent: str | None, number: int, model: str, params: dict[str, Any], device: str, precision: str = "fp32") -> str | None:
@@ -158,18 +160,26 @@ class Tracker(NullTracker):
         artifacts = None if spec.tracking.uri else (spec.out_dir / "mlartifacts").as_uri()
         return cls(tracking_uri(spec), experiment_name(spec), artifacts)
 
-    def study_run(self, spec: StudySpec) -> str:
+    def study_run(self, spec: StudySpec, objective: str | None = None) -> str:
         """The study's parent run: found again on resume, so a study never gets two.
 
         Workers starting at the same moment may each create one; all of them then keep the oldest
         and the others delete their own, so every worker ends up logging under the same parent.
+        ``objective`` (:func:`hpsearch.binding.objective_digest`) tags the run. A run tagged with another
+        one was logged before its study took new settings (possible only while no trial had started): its
+        parameters and resolved spec no longer describe the study, so it is kept under another name and
+        the study gets a new run.
         """
         existing = self._study_runs(spec)
+        if existing and objective is not None and existing[0].data.tags.get(OBJECTIVE, objective) != objective:
+            self.rename_study_run(spec, f"{spec.name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}")
+            existing = []
         if existing:
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
             return run_id
-        mine = self.client.create_run(self.experiment_id, run_name=spec.name, tags={ROLE: "study", STUDY: spec.name, "task": spec.task}).info.run_id
+        tags = {ROLE: "study", STUDY: spec.name, "task": spec.task, **({OBJECTIVE: objective} if objective else {})}
+        mine = self.client.create_run(self.experiment_id, run_name=spec.name, tags=tags).info.run_id
         chosen = self._study_runs(spec)[0].info.run_id
         if chosen != mine:
             self.client.delete_run(mine)

@@ -213,3 +213,22 @@ def test_a_setting_added_by_a_later_version_is_not_a_change(tmp_path: Path) -> N
     assert changed(objective_fields(spec), spec) == []  # the compact record compares equal too
     stored["models.m"]["num_layers"] = 1
     assert changed(stored, spec) == [("models.m.num_layers", 1, None)]
+
+
+def test_the_mlflow_study_run_follows_settings_taken_before_any_trial(tmp_path: Path) -> None:
+    """The study run logs the settings (parameters, resolved spec): when the study takes new ones before any trial, it
+    gets a new run, and the old one is kept under another name; a resume with the same settings keeps its run."""
+    from hpsearch.binding import objective_digest
+    from hpsearch.tracking import Tracker
+
+    text = BASE.replace("tracking: {enabled: false}\n", "")
+    spec = load_spec(_write(tmp_path, text))
+    tracker = Tracker.from_spec(spec)
+    first = tracker.study_run(spec, objective_digest(open_study(spec)))
+    assert tracker.study_run(spec, objective_digest(open_study(spec))) == first
+    changed = load_spec(_write(tmp_path, text.replace("folds: 2", "folds: 3")))
+    second = tracker.study_run(changed, objective_digest(open_study(changed)))
+    runs = {r.info.run_id: r for r in tracker.client.search_runs([tracker.experiment_id])}
+    assert second != first and runs[second].data.params["folds"] == "3" and runs[first].data.params["folds"] == "2"
+    assert runs[first].data.tags["hpsearch.study"].startswith("bound.superseded-")
+    assert tracker.study_run(changed, objective_digest(open_study(changed))) == second
