@@ -40,7 +40,8 @@ def make_folds(spec: StudySpec, data: Any) -> tuple[list[tuple[list[int], list[i
         return [(list(range(len(data.train))), list(range(len(data.splits["validation"]))))], "validation"
     labels = data.task.strata(data.train) if spec.stratify else None
     groups = data.groups if data.groups is not None else data.task.groups(data.train)
-    splits = cv_splits(len(data.train), spec.cv.folds, labels=labels, groups=groups, shuffle=spec.cv.shuffle, seed=spec.cv_seed)
+    splits = cv_splits(len(data.train), spec.cv.folds, labels=labels, groups=groups, shuffle=spec.cv.shuffle, seed=spec.cv_seed,
+                       label_names=data.label_map.labels or None)
     return [(train.tolist(), val.tolist()) for train, val in splits], "train"
 
 

@@ -74,6 +74,8 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
                 notes.append(f"data.subsample.{name} asks for {limit} rows but the {name} data has {len(dataset)}: all of them are used")
             raw[name] = dataset
     label_map = task.label_map(_column(raw["train"], target, "train"), spec.data.labels) if target else LabelMap(())
+    if spec.data.labels is not None and target is not None:
+        notes += _unseen_labels(spec.data.labels, _column(raw["train"], target, "train"))
     data = StudyData(task, label_map, warnings=notes)
     for name, dataset in raw.items():
         data.splits[name] = _standardise(task, dataset, name, spec, label_map, rows[name])
@@ -89,6 +91,17 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
                     f"their {name} scores are optimistic; remove them from one side"
                 )
     return data
+
+
+def _unseen_labels(declared: list[str], targets: list[Any]) -> list[str]:
+    """A declared label that no training row has: the model gets an output for it but never learns it."""
+    seen = {str(t) for value in targets for t in (value if isinstance(value, list) else [value])}
+    unseen = [label for label in declared if label not in seen]
+    if not unseen:
+        return []
+    them = "it" if len(unseen) == 1 else "them"
+    return [f"data.labels declares {unseen}, which no training row has: the model can never learn to predict {them}; "
+            f"add training rows with {them} or remove {them} from data.labels"]
 
 
 def overlap(task: Task, train: Split, other: Split) -> int:

@@ -17,10 +17,12 @@ def cv_splits(
     groups: Sequence[object] | None = None,
     shuffle: bool = True,
     seed: int = 0,
+    label_names: Sequence[str] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train indices, validation indices) per fold.
 
     ``labels`` given means stratified; ``groups`` given means no group is split across folds.
+    ``label_names`` (by label id) name the classes in errors.
     """
     from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
@@ -36,7 +38,7 @@ def cv_splits(
                 "lower cv.folds or use a column with more groups"
             )
     if labels is not None:
-        _check_class_counts(labels, folds)
+        _check_class_counts(labels, folds, label_names)
         if groups is not None:
             splitter = StratifiedGroupKFold(n_splits=folds, shuffle=shuffle, random_state=random_state)
             return list(splitter.split(index, labels, groups))
@@ -49,13 +51,14 @@ def cv_splits(
     return list(KFold(n_splits=folds, shuffle=shuffle, random_state=random_state).split(index))
 
 
-def _check_class_counts(labels: Sequence[int], folds: int) -> None:
+def _check_class_counts(labels: Sequence[int], folds: int, names: Sequence[str] | None) -> None:
     counts = Counter(labels)
     small = {label: n for label, n in sorted(counts.items()) if n < folds}
     if small:
+        shown = {names[label]: n for label, n in small.items()} if names is not None else small
         raise DataError(
             f"stratified {folds}-fold CV needs at least {folds} rows per class, but these classes have fewer: "
-            f"{small} (label id: rows); lower cv.folds, add rows, or set cv.stratify: false"
+            f"{shown} ({'label' if names is not None else 'label id'}: rows); lower cv.folds, add rows, or set cv.stratify: false"
         )
 
 

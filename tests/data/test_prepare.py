@@ -41,6 +41,14 @@ def test_missing_column_lists_the_columns(tmp_path: Path) -> None:
         prepare_data(spec)
 
 
+def test_a_declared_label_no_training_row_has_is_a_warning(tmp_path: Path) -> None:
+    write_csv(tmp_path / "d.csv", classification_rows(30))
+    data = prepare_data(_spec(tmp_path, "  train: d.csv\n  labels: [pos, neg, meh]"))
+    assert data.label_map.labels == ("pos", "neg", "meh")
+    assert [w for w in data.warnings if "data.labels declares ['meh'], which no training row has" in w], data.warnings
+    assert not prepare_data(_spec(tmp_path, "  train: d.csv\n  labels: [pos, neg]")).warnings
+
+
 def test_empty_text_is_an_error_with_its_row(tmp_path: Path) -> None:
     write_csv(tmp_path / "d.csv", [{"text": "fine", "label": "x"}, {"text": "", "label": "y"}])
     with pytest.raises(DataError, match=r"d\.csv: train row 1 \(counting data rows from 0\): column 'text' is empty"):

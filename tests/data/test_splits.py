@@ -41,6 +41,8 @@ def test_class_smaller_than_folds_names_counts_and_fix() -> None:
         cv_splits(12, 5, labels=[0] * 10 + [1] * 2)
     message = str(info.value)
     assert "{1: 2}" in message and "lower cv.folds" in message and "cv.stratify: false" in message
+    with pytest.raises(DataError, match=r"have fewer: \{'rare': 2\} \(label: rows\)"):
+        cv_splits(12, 5, labels=[0] * 10 + [1] * 2, label_names=["common", "rare"])
 
 
 def test_too_few_groups() -> None:
