@@ -41,7 +41,10 @@ def _source(spec: StudySpec, split: str) -> Any:
     if source.path is None:
         return {"hub": source.hub, "config": source.config, "split": source.split}
     content = file_digest(source.path) if source.path.exists() else "missing"
-    return {"content": content, "format": source.format, "split": source.split if source.path.is_dir() else None}
+    described = {"content": content, "format": source.format, "split": source.split if source.path.is_dir() else None}
+    if source.delimiter is not None:  # only where set: studies bound before the setting existed compare equal
+        described["delimiter"] = source.delimiter
+    return described
 
 
 def _model(candidate: Any, compact: bool) -> dict[str, Any]:

@@ -92,14 +92,15 @@ def search_budget_lines(spec: StudySpec) -> list[str]:
 
 def subsample_warnings(spec: StudySpec) -> list[str]:
     """Subsamples that ask for more rows than a local split has (all rows are then used)."""
-    from hpsearch.spec._files import count_rows, data_format
+    from hpsearch.spec._files import count_rows, csv_delimiter, data_format
 
     warnings = []
     for split in ("train", "validation", "test"):
         source, limit = getattr(spec.data, split), getattr(spec.data.subsample, split)
         if source is None or limit is None or source.path is None or not source.path.exists():
             continue
-        rows = count_rows(source.path, data_format(source.path, source.format), source.split)
+        rows = count_rows(source.path, data_format(source.path, source.format), source.split,
+                          csv_delimiter(source.path, source.format, source.delimiter) or ",")
         if rows is not None and limit > rows:
             warnings.append(f"data.subsample.{split} asks for {limit} rows but {source.path.name} has {rows}: all {rows} are used; "
                             f"lower data.subsample.{split} to at most {rows}")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from hpsearch.errors import DataError
 from hpsearch.spec import DataSource
+from hpsearch.spec._files import csv_delimiter
 
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -40,7 +41,8 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
             return loaded
         if fmt in ("csv", "json", "jsonl") and not _has_rows(path, header=fmt == "csv"):
             raise DataError(f"{path} has no data rows; check the file (or the path in the study file)")
-        kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        delimiter = csv_delimiter(path, source.format, source.delimiter)
+        kwargs = {"delimiter": delimiter} if delimiter not in (None, ",") else {}
         builder = {"csv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}[fmt]
         return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=_str(cache_dir), **kwargs)
     except DataError:

@@ -20,13 +20,20 @@ def data_format(path: Path, declared: str | None) -> str | None:
     return "disk" if path.is_dir() else _SUFFIXES.get(path.suffix.lower())
 
 
-def column_names(path: Path, fmt: str | None, split: str = "train") -> list[str] | None:
+def csv_delimiter(path: Path, declared: str | None, delimiter: str | None) -> str | None:
+    """The field separator of a csv source (``delimiter`` as the spec gives it); None when it is not a csv file."""
+    if data_format(path, declared) != "csv":
+        return None
+    return delimiter or ("\t" if path.suffix.lower() == ".tsv" else ",")
+
+
+def column_names(path: Path, fmt: str | None, split: str = "train", delimiter: str = ",") -> list[str] | None:
     """The columns of a local data file or save_to_disk folder, from its header or schema; None when
     they cannot be told cheaply (the full load reports problems then)."""
     try:
-        if fmt == "csv":
-            with path.open(newline="", encoding="utf-8") as handle:
-                header = next(csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), None)
+        if fmt == "csv":  # utf-8-sig: spreadsheets write a byte-order mark, which the full load drops too
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                header = next(csv.reader(handle, delimiter=delimiter), None)
             return header
         if fmt == "json":
             return _json_columns(path)
@@ -68,12 +75,12 @@ def _json_columns(path: Path) -> list[str] | None:
     return None
 
 
-def count_rows(path: Path, fmt: str | None, split: str = "train") -> int | None:
+def count_rows(path: Path, fmt: str | None, split: str = "train", delimiter: str = ",") -> int | None:
     """Data rows of a local file (a pass over it, without keeping it), or None when it cannot be told."""
     try:
         if fmt == "csv":
-            with path.open(newline="", encoding="utf-8") as handle:
-                return max(sum(1 for _ in csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")) - 1, 0)
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                return max(sum(1 for _ in csv.reader(handle, delimiter=delimiter)) - 1, 0)
         if fmt == "json":
             with path.open(encoding="utf-8") as handle:
                 first = next((line for line in handle if line.strip()), "")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from hpsearch.errors import SpecError
 from hpsearch.spec._base import short_repr
-from hpsearch.spec._files import column_names, data_format, layer_count, model_config
+from hpsearch.spec._files import column_names, csv_delimiter, data_format, layer_count, model_config
 from hpsearch.spec._models import Candidate, DataSource, StudySpec
 from hpsearch.architectures import scope_problem
 from hpsearch.tasks import TASKS
@@ -232,6 +232,9 @@ def _storage_problems(url: str | None) -> list[str]:
 def _source_problems(split: str, source: DataSource) -> list[str]:
     if source.path is not None and not source.path.exists():
         return [f"data.{split}.path: file not found: {source.path}; check the path (relative paths start at the study file's folder)"]
+    if source.path is not None and data_format(source.path, source.format) is None:
+        return [f"data.{split}: cannot tell the format of {source.path.name} from its suffix {source.path.suffix!r}; use .csv, .tsv, "
+                f".json, .jsonl or .parquet, or set data.{split}: {{path: {source.path.name}, format: csv}} (or json, parquet)"]
     return []
 
 
@@ -239,14 +242,22 @@ def _column_problems(spec: StudySpec, split: str, source: DataSource) -> list[st
     """Columns the task (and cv.group_column) needs that the file's header does not have."""
     if source.path is None or not source.path.exists():
         return []
-    columns = column_names(source.path, data_format(source.path, source.format), source.split)
+    delimiter = csv_delimiter(source.path, source.format, source.delimiter)
+    columns = column_names(source.path, data_format(source.path, source.format), source.split, delimiter or ",")
     if columns is None:
         return []
     wanted = {f"data.columns.{f}": getattr(spec.data.columns, f) for f in TASKS[spec.task].column_fields()}
     if split == "train" and spec.cv.group_column and spec.data.validation is None:
         wanted["cv.group_column"] = spec.cv.group_column
+    missing = [(field, name) for field, name in wanted.items() if name is not None and name not in columns]
+    if missing and delimiter is not None and len(columns) == 1:
+        other = next((c for c in ";\t|," if c != delimiter and c in columns[0]), None)
+        if other is not None:  # one column whose name holds the real separator: the file is not cut where it should be
+            setting = 'delimiter: "\\t"' if other == "\t" else f"delimiter: '{other}'"
+            return [f"data.{split}: the header of {source.path.name} reads as one column {columns[0]!r}: the file separates its "
+                    f"fields with {other!r}; set data.{split}: {{path: {source.path.name}, {setting}}}"]
     return [f"{field}: the {split} data {source.path.name} has no column {name!r} (its columns: {', '.join(columns)}); "
-            f"set {field} to one of them" for field, name in wanted.items() if name is not None and name not in columns]
+            f"set {field} to one of them" for field, name in missing]
 
 
 def _candidate_problems(i: int, model: Candidate) -> list[str]:

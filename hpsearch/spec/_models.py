@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, create_model, field_validator, model_validator
 
 from hpsearch.spec._base import OutputPath, ResolvedPath, SpecModel
+from hpsearch.spec._files import csv_delimiter
 from hpsearch.spec._space import Param, ParamName, SearchSpace, check_domain
 from hpsearch.tasks import TASKS, metric_direction
 
@@ -27,6 +28,10 @@ class DataSource(SpecModel):
     format: Literal["csv", "json", "jsonl", "parquet", "disk"] | None = Field(
         None, description="File format; null infers it from the file suffix (a folder means 'disk')."
     )
+    delimiter: str | None = Field(
+        None, min_length=1, max_length=1,
+        description="Field separator of a csv file, e.g. ';' (spreadsheets in many locales write it); null: a comma, a tab for .tsv.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -37,6 +42,8 @@ class DataSource(SpecModel):
     def _one_source(self) -> DataSource:
         if (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of 'path' (a local file or folder) or 'hub' (a hub dataset name)")
+        if self.delimiter is not None and (self.path is None or csv_delimiter(self.path, self.format, None) is None):
+            raise ValueError("'delimiter' applies to csv files only; remove it, or set format: csv")
         return self
 
 

@@ -123,9 +123,36 @@ def test_jsonl_parquet_and_saved_folders_load_alike(tmp_path: Path) -> None:
 
 
 def test_unknown_suffix_says_how_to_fix(tmp_path: Path) -> None:
-    (tmp_path / "d.txt").write_text("x")
-    with pytest.raises(DataError, match="set 'format' on the source"):
-        prepare_data(_spec(tmp_path, "  train: d.txt"))
+    from hpsearch.errors import SpecError
+
+    (tmp_path / "d.txt").write_text("text,label\na,x\n")
+    with pytest.raises(SpecError, match=r"cannot tell the format of d\.txt from its suffix '\.txt'.*\{path: d\.txt, format: csv\}"):
+        _spec(tmp_path, "  train: d.txt")
+    assert prepare_data(_spec(tmp_path, "  train: {path: d.txt, format: csv}")).train.columns["text"] == ["a"]
+
+
+def test_a_csv_with_another_separator_is_named_and_read_with_delimiter(tmp_path: Path) -> None:
+    """Spreadsheets in many locales write ';' between fields: the header then reads as one column, and validate
+    names the separator and the setting that reads the file."""
+    from hpsearch.errors import SpecError
+
+    rows = classification_rows(20)
+    (tmp_path / "d.csv").write_text("text;label\n" + "".join(f"{r['text']};{r['label']}\n" for r in rows), encoding="utf-8")
+    with pytest.raises(SpecError, match=r"reads as one column 'text;label'.*set data\.train: \{path: d\.csv, delimiter: ';'\}"):
+        _spec(tmp_path, "  train: d.csv")
+    data = prepare_data(_spec(tmp_path, "  train: {path: d.csv, delimiter: ';'}"))
+    assert data.train.columns["text"] == [r["text"] for r in rows]
+    (tmp_path / "d.json").write_text("[]")
+    with pytest.raises(SpecError, match="'delimiter' applies to csv files only"):
+        _spec(tmp_path, "  train: {path: d.json, delimiter: ';'}")
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_column(tmp_path: Path) -> None:
+    """Spreadsheets' "CSV UTF-8" starts the file with a byte-order mark; the first column is still 'text'."""
+    rows = classification_rows(20)
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows), encoding="utf-8-sig")
+    data = prepare_data(_spec(tmp_path, "  train: d.csv"))  # validate's header check passed it too
+    assert data.train.columns["text"] == [r["text"] for r in rows]
 
 
 def test_groups_come_from_the_group_column(tmp_path: Path, tiny_bert: Path) -> None:
