@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", type=Path, required=True, help="input file; its columns are those the study used")
     predict.add_argument("--output", type=Path, required=True, help="output file (.csv or .jsonl), one row per input row")
     predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--delimiter", help="field separator of a csv input, e.g. ';' (also used for a csv output); default ','")
     predict.set_defaults(handler=_predict)
     return parser
 
@@ -163,7 +164,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     _quiet_libraries()
     _stop_on_signals()
-    rows = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size)
+    rows = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size, delimiter=args.delimiter)
     print(f"wrote {rows} predictions to {args.output}")
     return 0
 

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from hpsearch.data.sources import load_source
 from hpsearch.errors import DataError, HpsearchError
 from hpsearch.export import METADATA
 from hpsearch.spec import DataSource
+from hpsearch.spec._files import column_names, csv_delimiter
 from hpsearch.tasks import get_task
 
 
@@ -20,31 +23,44 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32) -> int:
-    """Predict every row of ``input_path`` and write ``output_path`` (.csv or .jsonl); returns the row count."""
+def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32, delimiter: str | None = None) -> int:
+    """Predict every row of ``input_path`` and write ``output_path`` (.csv or .jsonl); returns the row count.
+    ``delimiter``: the field separator of a csv input, and of a csv output."""
     meta = read_metadata(model_dir)
     if output_path.suffix.lower() not in (".csv", ".jsonl"):
         raise HpsearchError(f"--output must end in .csv or .jsonl, got {output_path.name!r}")
-    rows = load_source(DataSource(path=input_path.resolve())).to_list()
+    path = input_path.resolve()
+    try:
+        source = DataSource(path=path, delimiter=delimiter)
+    except ValidationError as exc:  # a separator of more than one character, or one for a json file
+        raise HpsearchError(f"--delimiter {delimiter!r}: {exc.errors()[0]['msg']}") from None
+    columns = list(meta["input_columns"].values())
+    separator = csv_delimiter(path, None, delimiter)
+    header = column_names(path, "csv", delimiter=separator) if separator is not None else None
+    if header is not None and len(header) == 1 and any(c not in header for c in columns):
+        other = next((c for c in ";\t|," if c != separator and c in header[0]), None)
+        if other is not None:  # read with the wrong separator, the rows would not even parse
+            raise DataError(f"the header of {input_path} reads as one column {header[0]!r}: the file separates its fields "
+                            f"with {other!r}; pass --delimiter {other!r}")
+    rows = load_source(source).to_list()
     if not rows:
         raise DataError(f"{input_path} has no rows")
-    columns = meta["input_columns"]
-    missing = [c for c in columns.values() if c not in rows[0]]
+    missing = [c for c in columns if c not in rows[0]]
     if missing:
         raise DataError(f"{input_path} lacks the column(s) {missing} the model was trained on (columns: {list(rows[0])}); rename them")
     predictions = get_task(meta["task"]).predict(str(model_dir), meta, rows, batch_size)
     for row, prediction in zip(rows, predictions):
         row.update(prediction)
-    _write(output_path, rows)
+    _write(output_path, rows, delimiter or ",")
     return len(rows)
 
 
-def _write(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write(path: Path, rows: list[dict[str, Any]], delimiter: str = ",") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".jsonl":
         path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows), encoding="utf-8")
         return
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter=delimiter)
         writer.writeheader()
         writer.writerows({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows)

@@ -107,6 +107,19 @@ def test_predict_names_missing_columns(exported: Path, tmp_path: Path, capsys: p
     assert "lacks the column(s) ['text']" in capsys.readouterr().err
 
 
+def test_predict_reads_and_writes_another_separator(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = classification_rows(5, seed=2)
+    source = tmp_path / "in.csv"
+    source.write_text("id;text\n" + "".join(f"{i};{r['text']}, really\n" for i, r in enumerate(rows)), encoding="utf-8")
+    model = str(load_spec(exported).export_dir)
+    assert main(["predict", model, "--input", str(source), "--output", str(tmp_path / "o.csv")]) == 2
+    assert "reads as one column 'id;text': the file separates its fields with ';'; pass --delimiter ';'" in capsys.readouterr().err
+    assert main(["predict", model, "--input", str(source), "--output", str(tmp_path / "o.csv"), "--delimiter", ";"]) == 0
+    with (tmp_path / "o.csv").open() as handle:
+        out = list(csv.DictReader(handle, delimiter=";"))
+    assert [r["id"] for r in out] == ["0", "1", "2", "3", "4"] and all(r["prediction"] in ("neg", "pos") for r in out)
+
+
 def test_token_classification_export_serves_entities(tmp_path: Path, tiny_bert: Path) -> None:
     from transformers import pipeline
 
