@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 
 from hpsearch.cost import peak_memory_mb, reset_peak_memory, training_flops
-from hpsearch.errors import OutOfMemory, SpecError, StorageUnavailable, TrialError
+from hpsearch.errors import DataError, OutOfMemory, SpecError, StorageUnavailable, TrialError
 from hpsearch.selection import better
 from hpsearch.space import describe_params, enqueue_params, grid, max_epochs, shown_params, suggest
 from hpsearch.spec import StudySpec
@@ -260,6 +260,9 @@ class Objective:
         except TrialError as exc:
             self._failed(trial, str(exc))
             raise
+        except DataError as exc:  # found once the candidate's tokenizer reads the data (a question too long for it, say)
+            self._failed(trial, str(exc))
+            raise TrialError(str(exc)) from exc
         except optuna.TrialPruned as exc:
             state = "PRUNED"
             trial.set_user_attr("failure_reason", str(exc))

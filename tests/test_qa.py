@@ -10,8 +10,9 @@ import pytest
 from hpsearch.cli import main
 from hpsearch.data import prepare_data
 from hpsearch.data.prepare import Split
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, HpsearchError
 from hpsearch.runner import make_folds, run_study
+from hpsearch.search import make_storage
 from hpsearch.spec import load_spec
 from hpsearch.tasks import get_task
 from hpsearch.tasks.qa_pipeline import best_spans
@@ -247,3 +248,20 @@ def test_lora_and_head_scopes_train_and_export_for_qa(scope: str, tmp_path: Path
     assert {"f1", "exact_match", "loss"} <= set(fitted.result.history[0].metrics)
     fitted.save(tmp_path / "export")
     assert type(AutoModelForQuestionAnswering.from_pretrained(tmp_path / "export")).__name__ == "BertForQuestionAnswering"
+
+
+def test_a_question_too_long_for_the_windows_fails_the_trial_naming_the_row_of_the_file(tmp_path: Path, tiny_bert: Path) -> None:
+    """Found only when the candidate's tokenizer reads the data: the trial fails with the problem itself (not as an
+    unexpected error), and names the row of the file even though a subsample shuffled the rows."""
+    path = toy_study(tmp_path, tiny_bert, task="question-answering", rows=40, extra=QUICK + "search: {n_trials: 1, pruner: {name: none}}\n")
+    rows = [json.loads(line) for line in (tmp_path / "qa.jsonl").read_text().splitlines()]
+    rows[12]["question"] = " ".join(["why"] * 40) + "?"
+    write_jsonl(tmp_path / "qa.jsonl", rows)
+    path.write_text(path.read_text().replace("data:\n  train: qa.jsonl\n", "data:\n  train: qa.jsonl\n  max_length: 48\n  subsample: {train: 39}\n"))
+    with pytest.raises(HpsearchError, match="no trial completed"):
+        run_study(path, say=_quiet)
+    import optuna
+
+    spec = load_spec(path)
+    [trial] = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
+    assert trial.user_attrs["failure_reason"].startswith(f"{tmp_path / 'qa.jsonl'}: train row 12 (counting data rows from 0): the question is")
