@@ -82,11 +82,15 @@ def search_budget_lines(spec: StudySpec) -> list[str]:
         return [f"  sampler budget: {startup} random start-up trial(s) (enqueued settings count among them), then guided by "
                 f"{s.sampler.name} until the timeout ('hpsearch plan' estimates how many trials fit)"]
     guided = max(0, s.n_trials - max(startup, enqueued))
-    lines = [f"  sampler budget: {startup} random start-up trial(s) (enqueued settings count among them), then {guided} guided by {s.sampler.name}"]
+    first = min(startup, s.n_trials)
+    of = f" (all {s.n_trials} trials are in its start-up of {startup})" if first < startup else ""
+    lines = [f"  sampler budget: {first} random start-up trial(s) (enqueued settings count among them){of}, then {guided} guided by {s.sampler.name}"]
     if guided < 2:
+        shorter = max(2, s.n_trials // 4)
+        fix = (f"raise search.n_trials, or set search.sampler.options.n_startup_trials (e.g. {shorter}), or narrow the space"
+               if s.n_trials - max(shorter, enqueued) >= 2 else "raise search.n_trials (this budget is too small for any sampler to learn from), or narrow the space")
         lines.append(f"warning: with n_trials {s.n_trials} the {s.sampler.name} sampler has {guided} trial(s) to learn from its start-up of "
-                     f"{startup}: the study is close to a random search; raise search.n_trials, or set "
-                     f"search.sampler.options.n_startup_trials (e.g. {max(2, s.n_trials // 4)}), or narrow the space")
+                     f"{startup}: the study is close to a random search; {fix}")
     return lines
 
 

@@ -205,7 +205,9 @@ class SearchSpec(SpecModel):
     @property
     def budget_text(self) -> str:
         """'20 trials', or 'trials for 600 s' when the timeout is the budget."""
-        return f"{self.n_trials} trials" if self.n_trials is not None else f"trials for {self.timeout:g} s"
+        if self.n_trials is None:
+            return f"trials for {self.timeout:g} s"
+        return f"{self.n_trials} trial{'s' if self.n_trials != 1 else ''}"
 
     def done_text(self, done: int) -> str:
         """'3 of 20 trials', or '3 trials (budget 600 s)' when the timeout is the budget."""
