@@ -83,7 +83,7 @@ def search_budget_lines(spec: StudySpec) -> list[str]:
                 f"{s.sampler.name} until the timeout ('hpsearch plan' estimates how many trials fit)"]
     guided = max(0, s.n_trials - max(startup, enqueued))
     first = min(startup, s.n_trials)
-    of = f" (all {s.n_trials} trials are in its start-up of {startup})" if first < startup else ""
+    of = f" (every trial falls in its start-up of {startup})" if first < startup else ""
     lines = [f"  sampler budget: {first} random start-up trial(s) (enqueued settings count among them){of}, then {guided} guided by {s.sampler.name}"]
     if guided < 2:
         shorter = max(2, s.n_trials // 4)

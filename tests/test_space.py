@@ -107,7 +107,7 @@ def test_validate_says_when_the_sampler_has_nothing_to_learn_from(tmp_path: Path
     from hpsearch.summary import search_budget_lines
 
     lines = search_budget_lines(_spec(tmp_path, "search: {n_trials: 8}\n"))
-    assert lines[0] == ("  sampler budget: 8 random start-up trial(s) (enqueued settings count among them) (all 8 trials are in its "
+    assert lines[0] == ("  sampler budget: 8 random start-up trial(s) (enqueued settings count among them) (every trial falls in its "
                         "start-up of 10), then 0 guided by tpe")
     assert lines[1].startswith("warning: with n_trials 8 the tpe sampler has 0 trial(s) to learn from its start-up of 10")
     assert "n_startup_trials (e.g. 2)" in lines[1]
