@@ -94,9 +94,12 @@ def _target(spec: StudySpec) -> dict[str, Any]:
 
 
 def _history(spec: StudySpec, study: Any) -> Any:
+    from matplotlib.ticker import MaxNLocator
     from optuna.visualization.matplotlib import plot_optimization_history
 
-    return plot_optimization_history(study, **_target(spec))
+    axes = plot_optimization_history(study, **_target(spec))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers, not 0.25 steps
+    return axes
 
 
 def _importances(spec: StudySpec, study: Any) -> Any:
