@@ -109,6 +109,16 @@ BROKEN = [
     ("missing package", _minimal(models=[{"name": "m", "package": "no_such_pkg_xyz"}]), ["models[0].package", "not installed"]),
     ("pair without second column", _minimal(task="text-pair-classification"), ["text_pair"]),
     ("enqueue unknown key", _minimal(search={"enqueue": [{"lr": 1}]}), ["search.enqueue[0]", "'lr'"]),
+    ("enqueue outside a range", _minimal(search={"enqueue": [{"learning_rate": 0.01}]}),
+     ["search.enqueue[0].learning_rate: 0.01 is outside space.learning_rate [1e-05, 0.0001]", "widen the range"]),
+    ("enqueue not a choice", _minimal(space={"batch_size": [16, 32]}, search={"enqueue": [{"batch_size": 64}]}),
+     ["search.enqueue[0].batch_size: 64 is not one of space.batch_size's choices [16, 32]"]),
+    ("enqueue a fixed parameter", _minimal(space={"epochs": 2}, search={"enqueue": [{"epochs": 4}]}),
+     ["search.enqueue[0].epochs: epochs is fixed at 2 in the space, so 4 would be ignored"]),
+    ("enqueue a word for a number", _minimal(search={"enqueue": [{"learning_rate": "fast"}]}), ["'fast' is not a number"]),
+    ("enqueue outside a candidate's own space", _minimal(models=[{"name": "m", "path": "model", "space": {"epochs": {"type": "int", "low": 1, "high": 2}}}],
+                                                            search={"enqueue": [{"model": "m", "epochs": 3}]}),
+     ["search.enqueue[0].epochs: 3 is outside space.epochs [1, 2]"]),
     ("float epochs", _minimal(space={"epochs": {"type": "float", "low": 1, "high": 3}}), ["epochs", "type: int"]),
     ("output leaves the folder", _minimal(output_dir="../../elsewhere"), ["output_dir", "leaves the study's folder", "absolute path"]),
     ("export leaves the folder", _minimal(export={"dir": "../model"}), ["export.dir", "leaves the study's folder"]),
@@ -149,6 +159,30 @@ def test_errors_carry_the_line_and_are_reported_together(tmp_path: Path) -> None
     assert len(problems) == 2
     assert any(p.startswith(f"{path}:9: cv.folds") for p in problems), problems
     assert any(p.startswith(f"{path}:11: search.n_trials") for p in problems), problems
+
+
+def test_study_wide_problems_are_each_reported_at_their_own_line(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """        name: demo
+        task: text-classification
+        data:
+          train: train.csv
+        models:
+          - name: m
+            path: model
+        search:
+          metric: rmse
+          enqueue:
+            - {learning_rate: 0.5}
+        """,
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    problems = info.value.problems
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(f"{path}:9: search.metric 'rmse' is not reported"), problems
+    assert problems[1].startswith(f"{path}:11: search.enqueue[0].learning_rate: 0.5 is outside"), problems
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:

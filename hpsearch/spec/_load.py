@@ -89,13 +89,29 @@ def load_spec_text(text: str, base_dir: Path, source: str = "<string>") -> Study
     try:
         spec = StudySpec.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        problems = [_describe(err, root, source) for err in exc.errors()]
+        problems = [problem for err in exc.errors() for problem in _study_level(err, root, source)]
         problems += _raw_resource_problems(data, base_dir)
         raise SpecError(problems, source) from None
     problems = _check_resources(spec)
     if problems:
         raise SpecError(problems, source)
     return spec
+
+
+def _study_level(err: Any, root: yaml.Node | None, source: str) -> list[str]:
+    """The problems of one pydantic error: the study-wide checks raise several at once, one per line, each starting
+    with the field it is about; each is then reported at that field's line."""
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["loc"] or err["type"] != "value_error":
+        return [_describe(err, root, source)]
+    problems = []
+    for problem in message.splitlines():
+        field = re.match(r"([A-Za-z_][\w.]*(?:\[\d+\][\w.]*)*)[: ]", problem)
+        loc = tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", field.group(1))) if field else ()
+        node = _node_at(root, loc) if loc else None
+        line = f"{source}:{node.start_mark.line + 1}" if node is not None and node is not root else source
+        problems.append(f"{line}: {problem}")
+    return problems
 
 
 def _describe(err: Any, root: yaml.Node | None, source: str) -> str:

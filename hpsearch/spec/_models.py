@@ -8,7 +8,7 @@ from pydantic import Field, create_model, field_validator, model_validator
 
 from hpsearch.spec._base import OutputPath, ResolvedPath, SpecModel
 from hpsearch.spec._files import csv_delimiter
-from hpsearch.spec._space import Param, ParamName, SearchSpace, check_domain
+from hpsearch.spec._space import Param, ParamName, SearchSpace, check_domain, value_problem
 from hpsearch.tasks import TASKS, metric_direction
 
 TaskName = Literal[tuple(TASKS)]  # type: ignore[valid-type]
@@ -312,7 +312,7 @@ class StudySpec(SpecModel):
             problems.append("selection.cost latency needs search.second_objective: latency (latency is measured only then); "
                             "set it, or use cost parameters or train_time")
         if self.search.sampler.name == "nsga2" and self.search.second_objective is None:
-            problems.append("sampler nsga2 is for two objectives: set search.second_objective (latency or params)")
+            problems.append("search.sampler nsga2 is for two objectives: set search.second_objective (latency or params)")
         known = set(SearchSpace.model_fields) | {"model"}
         for i, settings in enumerate(self.search.enqueue):
             unknown = sorted(set(settings) - known)
@@ -320,8 +320,14 @@ class StudySpec(SpecModel):
                 problems.append(f"search.enqueue[{i}] has unknown keys {unknown}; use 'model' and names from 'space'")
             if "model" in settings and settings["model"] not in {m.name for m in self.models}:
                 problems.append(f"search.enqueue[{i}].model {settings['model']!r} is not a candidate name")
-        if problems:
-            raise ValueError("; ".join(problems))
+                continue
+            space = self.space_for(self.candidate(settings.get("model", self.models[0].name)))
+            for name in sorted(set(settings) & set(space)):
+                problem = value_problem(name, space[name], settings[name])
+                if problem is not None:
+                    problems.append(f"search.enqueue[{i}].{name}: {problem}")
+        if problems:  # one per line: the loader reports each at the line of the field it names
+            raise ValueError("\n".join(problems))
         return self
 
     # Derived settings: one place decides each default so every module agrees.

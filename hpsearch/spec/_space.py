@@ -71,6 +71,25 @@ class FixedParam(SpecModel):
         return [self.value]
 
 
+def value_problem(name: str, param: Any, value: Any) -> str | None:
+    """Why ``value`` (a ``search.enqueue`` entry's) is not one that ``param`` (the space's ``name``) can take; None when it is.
+
+    Optuna would run a value outside a range (with a warning), fail the trial on a choice the list lacks, and silently
+    use the space's value instead of one given for a fixed parameter: each is the user's mistake, said before anything runs.
+    """
+    if isinstance(param, FixedParam):
+        return None if value == param.value else (f"{name} is fixed at {param.value!r} in the space, so {value!r} would be ignored; "
+                                                   f"search {name} in the space, or remove it from the entry")
+    if isinstance(param, CategoricalParam):
+        return None if value in param.choices else f"{value!r} is not one of space.{name}'s choices {param.choices}; add it there or change the entry"
+    if isinstance(param, (FloatParam, IntParam)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(param, IntParam) and value != int(value)):
+            return f"{value!r} is not {'a whole number' if isinstance(param, IntParam) else 'a number'}; space.{name} is {param.type}"
+        if not param.low <= value <= param.high:
+            return f"{value!r} is outside space.{name} [{param.low:g}, {param.high:g}]; widen the range or change the entry"
+    return None
+
+
 def _check_range(low: float, high: float, log: bool) -> None:
     if low > high:
         raise ValueError(f"low must be <= high, but got low={low}, high={high}; swap them")
