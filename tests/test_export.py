@@ -99,6 +99,9 @@ def test_predict_writes_one_row_per_input_row(exported: Path, tmp_path: Path) ->
     assert [int(r["id"]) for r in out] == list(range(13))
     assert all(r["prediction"] in ("neg", "pos") and 0.5 <= float(r["score"]) <= 1.0 for r in out)
     assert set(json.loads(out[0]["scores"])) == {"neg", "pos"}
+    assert main(["predict", str(spec.export_dir), "--input", str(source), "--output", str(tmp_path / "out.jsonl")]) == 0
+    first = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
+    assert set(first["scores"]) == {"neg", "pos"} and abs(sum(first["scores"].values()) - 1) < 1e-3  # an object, not a string
 
 
 def test_predict_names_missing_columns(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

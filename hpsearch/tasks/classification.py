@@ -1,7 +1,6 @@
 """One label (or one number) per text or text pair: text classification, pair classification, regression."""
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import Counter
@@ -69,7 +68,7 @@ class TextClassification(Task):
         for scores in outputs:
             best = max(scores, key=lambda s: s["score"])
             result.append({"prediction": best["label"], "score": float(best["score"]),
-                           "scores": json.dumps({s["label"]: round(float(s["score"]), 6) for s in scores})})
+                           "scores": {s["label"]: round(float(s["score"]), 6) for s in scores}})
         return result
 
 
