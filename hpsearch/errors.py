@@ -31,6 +31,9 @@ class RowError(DataError):
         prefix, counted = (f"{where}: " if where else ""), (" (counting data rows from 0)" if where is not None else "")
         super().__init__(f"{prefix}{split} row {row}{counted}: {problem}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, int, str, str | None]]:  # pickled (across processes) with its fields
+        return RowError, (self.split, self.row, self.problem, self.where)
+
     def at(self, row: int, where: str) -> RowError:
         """The same problem, named by the row of the data source ``where`` that it came from."""
         return RowError(self.split, row, self.problem, where)
