@@ -180,7 +180,7 @@ def render(plan: dict[str, Any]) -> str:
     elif plan.get("time_budget"):
         trials = f"about {high:.0f} trials in the timeout"
     else:
-        trials = f"{high} trials"
+        trials = f"{high} trial{'s' if high != 1 else ''}"
     lines = [f"plan: {trials} x {plan['folds']} fold(s), {plan['train_rows_per_fold']} training and "
              f"{plan['eval_rows_per_fold']} validation rows per fold",
              f"{'model':<16} {'scope':<10} {'ms/train ex':>11} {'ms/val ex':>9} {'epochs':>6} {'s/epoch':>8} {'s/fold':>8} {'s/trial':>8} {'peak MiB':>9}"]
