@@ -241,7 +241,13 @@ class Objective:
     def __call__(self, trial: Any) -> float | tuple[float, float]:
         import optuna
 
-        candidate_name, params = suggest(trial, self.spec)
+        try:
+            candidate_name, params = suggest(trial, self.spec)
+        except ValueError as exc:  # a waiting enqueued trial whose value the space no longer has (a choice removed)
+            frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+            reason = f"its enqueued settings {frozen.system_attrs.get('fixed_params')} do not fit the space: {exc}"
+            self._failed(trial, reason)
+            raise TrialError(reason) from None
         trial.set_user_attr("device", self.device)
         trial.set_user_attr("precision", self.tuner.precision)
         trial.set_user_attr("model", candidate_name)

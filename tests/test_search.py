@@ -13,7 +13,7 @@ import torch
 from hpsearch.cli import main
 from hpsearch.errors import HpsearchError
 from hpsearch.runner import run_study
-from hpsearch.search import best_epoch_aggregate, make_storage
+from hpsearch.search import best_epoch_aggregate, make_storage, open_study
 from hpsearch.spec import load_spec
 from toydata import toy_study
 
@@ -217,6 +217,18 @@ def test_a_failing_trial_does_not_stop_the_study(tmp_path: Path, tiny_bert: Path
     trials = _trials(path)
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert "cannot load model weights" in trials[0].user_attrs["failure_reason"]
+
+
+def test_a_waiting_trial_whose_value_the_space_lost_fails_alone(tmp_path: Path, tiny_bert: Path) -> None:
+    """An entry enqueued under an earlier space (a choice since removed) waits in the study: its trial fails with the
+    reason, and the study goes on (Optuna's own error would stop the run)."""
+    space = FAST.replace("  batch_size: 8\n", "  batch_size: [8, 16]\n").replace("epochs: 3", "epochs: 1")
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n", space=space)
+    open_study(load_spec(path)).enqueue_trial({"batch_size": 64})  # as an earlier version of the study file enqueued it
+    assert run_study(path, export=False, say=_quiet) == 0
+    trials = _trials(path)
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[0].user_attrs["failure_reason"].startswith("its enqueued settings {'batch_size': 64} do not fit the space")
 
 
 def test_all_trials_failing_is_an_error_with_the_reasons(tmp_path: Path, tiny_bert: Path, broken_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
