@@ -109,7 +109,7 @@ class Session:
         self.device = device or pick_device(spec)
         self.tuner = FineTuner(self.data, cache_dir=out / "cache", max_length=spec.data.max_length, device=self.device,
                                precision=spec.execution.precision, metric=spec.metric, direction=spec.direction,
-                               warn=lambda message: say(f"warning: {message}", event="warning"))
+                               warn=lambda message: say(f"warning: {message}", event="warning"), info=say)
         say(describe_precision(spec.execution.precision, self.tuner.precision, self.device), event="precision", precision=self.tuner.precision)
         self.tracker = Tracker.from_spec(spec)
         self.parent_run = self.tracker.study_run(spec, objective_digest(self.study))

@@ -406,3 +406,19 @@ def test_every_completed_trial_keeps_its_out_of_fold_predictions_for_the_correct
     gold = np.array(prepare_data(spec).train.columns["label"])
     pooled = estimate.scores(np.array([winner.user_attrs["oof"]["predictions"]]), gold, "macro_f1", 2)[0]
     assert abs(pooled - winner.user_attrs["cv_mean"]) < 0.1
+
+
+def test_one_off_preparation_is_announced_once(tmp_path: Path, tiny_bert: Path) -> None:
+    """Tokenizing and the frozen layers' outputs can take minutes on large data: each is announced when it starts, and
+    not again once cached (a second study on the same data and model reads both from the cache)."""
+    space = FAST.replace("epochs: 3", "epochs: 1").replace("  warmup_ratio: 0.0\n", "  warmup_ratio: 0.0\n  scope: freeze-1\n")
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 1, pruner: {name: none}}\n", space=space)
+    said: list[dict] = []
+    assert run_study(path, export=False, say=lambda message, **fields: said.append({"message": message, **fields})) == 0
+    prepared = [e for e in said if e.get("event") == "prepare"]
+    assert [e["step"] for e in prepared] == ["tokenize", "frozen_layers"], prepared
+    assert prepared[0]["rows"] == {"train": 90} and prepared[0]["message"].startswith("tiny: tokenizing 90 train rows")
+    assert prepared[1]["layers"] == 1 and prepared[1]["rows"] == 90
+    said.clear()
+    assert run_study(path, export=False, say=lambda message, **fields: said.append({"message": message, **fields}), new_study=True) == 0
+    assert not [e for e in said if e.get("event") == "prepare"]

@@ -62,6 +62,10 @@ class TokenCache:
         self.root = root
         self.passes = 0
 
+    def has(self, split: Split, task: Task, tokenizer_key: str, max_length: int) -> bool:
+        """Whether :meth:`tokenize` would read ``split`` from the cache (no tokenizing)."""
+        return (self.root / _cache_key(split.fingerprint, tokenizer_key, max_length, task.cache_key()) / "meta.json").is_file()
+
     def tokenize(self, split: Split, task: Task, tokenizer: Any, tokenizer_key: str, max_length: int) -> Tokenized:
         from filelock import FileLock
 

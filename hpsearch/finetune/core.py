@@ -85,6 +85,7 @@ class FineTuner:
         metric: str | None = None,
         direction: str | None = None,
         warn: Callable[[str], None] | None = None,
+        info: Callable[..., None] | None = None,
     ) -> None:
         self.data = data
         self.task: Task = data.task
@@ -99,6 +100,8 @@ class FineTuner:
         self._inputs: dict[str, CandidateInputs] = {}
         self._said_no_cache: set[str] = set()
         self.warn = warn or (lambda message: None)
+        self.info = info or (lambda message, **fields: None)
+        """Says what one-off work starts (tokenizing, the frozen layers' outputs), with an event's fields."""
 
     def inputs(self, candidate: Candidate) -> CandidateInputs:
         """Tokenizer and tokenized splits of ``candidate`` (tokenized once, then cached)."""
@@ -114,6 +117,11 @@ class FineTuner:
                                      "save the tokenizer with a pad token")
                 tokenizer.pad_token = stand_in  # saved with the export, so pipeline() pads the same way
             key = tokenizer_fingerprint(folder)
+            todo = {name: len(split) for name, split in self.data.splits.items() if not self.token_cache.has(split, self.task, key, self.max_length)}
+            if todo:
+                self.info(f"{candidate.name}: tokenizing {' and '.join(f'{rows:,} {name}' for name, rows in todo.items())} rows "
+                          f"(max_length {self.max_length}; once, kept for every trial)", event="prepare", candidate=candidate.name,
+                          step="tokenize", rows=todo)
             tokenized = {
                 name: self.token_cache.tokenize(split, self.task, tokenizer, key, self.max_length)
                 for name, split in self.data.splits.items()
@@ -170,8 +178,8 @@ class FineTuner:
                     on_step=on_step,
                 )
             else:
-                batcher = self._hidden_batcher(model, inputs, train_split, depth)
-                evaluation = self._eval_set(self._hidden_batcher(model, inputs, eval_split, depth), inputs, eval_split, eval_rows)
+                batcher = self._hidden_batcher(model, inputs, train_split, depth, candidate.name)
+                evaluation = self._eval_set(self._hidden_batcher(model, inputs, eval_split, depth, candidate.name), inputs, eval_split, eval_rows)
                 with frozen.only_layers(model, depth, None, skip_embeddings=True):
                     result = train(
                         model, batcher, train_rows, evaluation, config, device=self.device, metric=self.metric,
@@ -233,11 +241,17 @@ class FineTuner:
     def _token_batcher(self, inputs: CandidateInputs, split: str) -> TokenBatcher:
         return TokenBatcher(inputs.tokenized[split].features, self.task.collator(inputs.tokenizer))
 
-    def _hidden_batcher(self, model: Any, inputs: CandidateInputs, split: str, depth: int) -> HiddenBatcher:
+    def _hidden_batcher(self, model: Any, inputs: CandidateInputs, split: str, depth: int, candidate: str) -> HiddenBatcher:
         assert self.frozen_cache is not None
         tokenized = inputs.tokenized[split]
+
+        def announce() -> None:
+            self.info(f"{candidate}: computing the outputs of its {depth} frozen bottom layer(s) for {len(tokenized.features):,} {split} "
+                      "inputs (once, kept for every fit with them frozen)", event="prepare", candidate=candidate, step="frozen_layers",
+                      layers=depth, rows=len(tokenized.features))
+
         hidden = self.frozen_cache.get(model, depth, self._token_batcher(inputs, split), inputs.weights_key, tokenized.key, self.device,
-                                       autocast_dtype(self.device, self.precision))
+                                       autocast_dtype(self.device, self.precision), announce)
         return HiddenBatcher(hidden, tokenized.features, self.task.target_keys)
 
     def _cache_depth(self, candidate: Candidate, model: Any, scope: Scope) -> int | None:

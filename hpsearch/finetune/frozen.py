@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -79,8 +79,9 @@ class FrozenOutputCache:
         self._memory: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
 
     def get(self, model: Any, depth: int, batcher: TokenBatcher, model_key: str, data_key: str, device: torch.device,
-            dtype: torch.dtype | None = None) -> list[torch.Tensor]:
-        """The outputs of the bottom ``depth`` blocks, computed as training computes them (under autocast to ``dtype``)."""
+            dtype: torch.dtype | None = None, announce: Callable[[], None] = lambda: None) -> list[torch.Tensor]:
+        """The outputs of the bottom ``depth`` blocks, computed as training computes them (under autocast to ``dtype``);
+        ``announce`` is called before they are computed (not when they come from the cache)."""
         from filelock import FileLock
 
         parts: list[Any] = [model_key, data_key, depth] + ([str(dtype)] if dtype is not None else [])
@@ -95,6 +96,7 @@ class FrozenOutputCache:
                 stored = torch.load(path, weights_only=True)
                 hidden = list(torch.split(stored["flat"], stored["lengths"].tolist()))
             else:
+                announce()
                 hidden = compute_frozen_outputs(model, depth, batcher, device, dtype=dtype)
                 self.computed += 1
                 tmp = path.with_suffix(".tmp")
