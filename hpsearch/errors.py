@@ -43,6 +43,10 @@ class TrialError(HpsearchError):
     """A trial could not be trained; the message is recorded as the trial's failure reason."""
 
 
+class ModelUnavailable(TrialError):
+    """A candidate's files cannot be had or read (package, hub, config, weights, tokenizer): every trial of it fails so."""
+
+
 class OutOfMemory(TrialError):
     """A fit ran out of GPU memory; a smaller batch may fit."""
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 
 from hpsearch.cost import peak_memory_mb, reset_peak_memory, training_flops
-from hpsearch.errors import DataError, OutOfMemory, SpecError, StorageUnavailable, TrialError
+from hpsearch.errors import DataError, ModelUnavailable, OutOfMemory, SpecError, StorageUnavailable, TrialError
 from hpsearch.selection import better
 from hpsearch.space import describe_params, enqueue_params, grid, max_epochs, shown_params, suggest
 from hpsearch.spec import StudySpec
@@ -237,6 +237,7 @@ class Objective:
         self.checkpoints = checkpoints
         self.step_stride = max_epochs(spec) + 1  # E epoch steps and one fold-end step per fold
         self.prunable = spec.search.second_objective is None  # Optuna does not prune multi-objective trials
+        self._said_unavailable: set[str] = set()
 
     def __call__(self, trial: Any) -> float | tuple[float, float]:
         import optuna
@@ -265,6 +266,11 @@ class Objective:
             raise  # not the trial's fault: the worker stops, and the trial runs again later
         except TrialError as exc:
             self._failed(trial, str(exc))
+            if isinstance(exc, ModelUnavailable) and candidate_name not in self._said_unavailable:
+                self._said_unavailable.add(candidate_name)
+                self.on_event(f"warning: candidate {candidate_name} cannot be loaded, so every trial that draws it fails the same way "
+                              f"and counts toward the budget; make it loadable (the study then goes on with it), or remove it from "
+                              f"models and run with --new-study", event="warning", candidate=candidate_name)
             raise
         except DataError as exc:  # found once the candidate's tokenizer reads the data (a question too long for it, say)
             self._failed(trial, str(exc))

@@ -219,6 +219,17 @@ def test_a_failing_trial_does_not_stop_the_study(tmp_path: Path, tiny_bert: Path
     assert "cannot load model weights" in trials[0].user_attrs["failure_reason"]
 
 
+def test_a_candidate_that_cannot_be_loaded_is_named_once_with_the_fix(tmp_path: Path, tiny_bert: Path, broken_bert: Path) -> None:
+    models = f"models:\n  - {{name: ok, path: {tiny_bert}}}\n  - {{name: broken, path: {broken_bert}}}\n"
+    search = "search:\n  n_trials: 3\n  pruner: {name: none}\n  enqueue: [{model: broken}, {model: broken, learning_rate: 2.0e-3}, {model: ok}]\n"
+    path = _study(tmp_path, tiny_bert, search, models, space=FAST.replace("epochs: 3", "epochs: 1"))
+    said: list[tuple[str, dict]] = []
+    assert run_study(path, export=False, say=lambda message, **fields: said.append((message, fields))) == 0
+    warned = [m for m, f in said if f.get("event") == "warning" and f.get("candidate") == "broken"]
+    assert len(warned) == 1 and "cannot be loaded" in warned[0] and "--new-study" in warned[0], said
+    assert [t.state.name for t in _trials(path)] == ["FAIL", "FAIL", "COMPLETE"]
+
+
 def test_a_waiting_trial_whose_value_the_space_lost_fails_alone(tmp_path: Path, tiny_bert: Path) -> None:
     """An entry enqueued under an earlier space (a choice since removed) waits in the study: its trial fails with the
     reason, and the study goes on (Optuna's own error would stop the run)."""

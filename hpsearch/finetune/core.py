@@ -14,7 +14,7 @@ import torch
 
 from hpsearch.data.prepare import StudyData
 from hpsearch.data.tokencache import TokenCache, Tokenized, tokenizer_fingerprint
-from hpsearch.errors import OutOfMemory, TrialError
+from hpsearch.errors import ModelUnavailable, OutOfMemory, TrialError
 from hpsearch.finetune import frozen
 from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
 from hpsearch.finetune.loop import EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, predict_logits, resolve_precision, train
@@ -109,7 +109,10 @@ class FineTuner:
             from transformers import AutoTokenizer
 
             folder = model_dir(candidate)
-            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=candidate.trust_remote_code)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=candidate.trust_remote_code)
+            except (OSError, ValueError) as exc:  # missing or damaged tokenizer files, or code that is not trusted
+                raise ModelUnavailable(f"cannot load the tokenizer from {folder}: {exc}") from None
             if tokenizer.pad_token is None:  # decoders (GPT-2 style) ship none; batches and the classifier need one
                 stand_in = tokenizer.eos_token or tokenizer.sep_token
                 if stand_in is None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from hpsearch.architectures import architecture
 from hpsearch.data.labels import LabelMap
-from hpsearch.errors import TrialError
+from hpsearch.errors import ModelUnavailable, TrialError
 from hpsearch.finetune.layouts import layout_of
 from hpsearch.spec import Candidate, package_model_dir
 from hpsearch.tasks import Task
@@ -22,14 +22,14 @@ def model_dir(candidate: Candidate) -> Path:
     if candidate.package is not None:
         folder = package_model_dir(candidate)
         if folder is None:
-            raise TrialError(f"package {candidate.package!r} of model {candidate.name!r} is not installed")
+            raise ModelUnavailable(f"package {candidate.package!r} of model {candidate.name!r} is not installed")
         return folder
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(candidate.hub, revision=candidate.revision))
     except Exception as exc:
-        raise TrialError(f"cannot get hub model {candidate.hub!r}: {exc}") from exc
+        raise ModelUnavailable(f"cannot get hub model {candidate.hub!r}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def load_model(
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:  # no config, an unknown architecture, or code that is not trusted
-        raise TrialError(f"cannot load the model config from {folder}: {exc}") from None
+        raise ModelUnavailable(f"cannot load the model config from {folder}: {exc}") from None
     available = getattr(config, "num_hidden_layers", None)
     if num_layers is not None:
         if available is not None and num_layers > available:
@@ -73,7 +73,7 @@ def load_model(
     try:
         model = task.model_class().from_pretrained(folder, config=config, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - a missing, damaged or mismatched weights file: each is this candidate's failure
-        raise TrialError(f"cannot load model weights from {folder}: {type(exc).__name__}: {exc}") from None
+        raise ModelUnavailable(f"cannot load model weights from {folder}: {type(exc).__name__}: {exc}") from None
     known = architecture(getattr(config, "model_type", None))
     if untie_shared and known is not None and known.shared_blocks:
         _untie(model)
