@@ -34,9 +34,10 @@ class RowError(DataError):
     def __reduce__(self) -> tuple[type, tuple[str, int, str, str | None]]:  # pickled (across processes) with its fields
         return RowError, (self.split, self.row, self.problem, self.where)
 
-    def at(self, row: int, where: str) -> RowError:
-        """The same problem, named by the row of the data source ``where`` that it came from."""
-        return RowError(self.split, row, self.problem, where)
+    def in_source(self, rows: list[int] | None, where: str) -> RowError:
+        """The same problem, named by its row in the data source ``where``: ``rows`` holds the source's row of each row
+        the task read (None: they are the same)."""
+        return RowError(self.split, self.row if rows is None else rows[self.row], self.problem, where)
 
 
 class TrialError(HpsearchError):

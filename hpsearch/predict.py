@@ -12,7 +12,7 @@ from hpsearch.data.sources import load_source
 from hpsearch.errors import DataError, HpsearchError
 from hpsearch.export import METADATA
 from hpsearch.spec import DataSource
-from hpsearch.spec._files import column_names, csv_delimiter
+from hpsearch.spec._files import column_names, csv_delimiter, other_separator
 from hpsearch.tasks import get_task
 
 
@@ -37,8 +37,8 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
     columns = list(meta["input_columns"].values())
     separator = csv_delimiter(path, None, delimiter)
     header = column_names(path, "csv", delimiter=separator) if separator is not None else None
-    if header is not None and len(header) == 1 and any(c not in header for c in columns):
-        other = next((c for c in ";\t|," if c != separator and c in header[0]), None)
+    if header is not None and separator is not None and any(c not in header for c in columns):
+        other = other_separator(header, separator)
         if other is not None:  # read with the wrong separator, the rows would not even parse
             raise DataError(f"the header of {input_path} reads as one column {header[0]!r}: the file separates its fields "
                             f"with {other!r}; pass --delimiter {other!r}")

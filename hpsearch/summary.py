@@ -104,7 +104,7 @@ def subsample_warnings(spec: StudySpec) -> list[str]:
         if source is None or limit is None or source.path is None or not source.path.exists():
             continue
         rows = count_rows(source.path, data_format(source.path, source.format), source.split,
-                          csv_delimiter(source.path, source.format, source.delimiter) or ",")
+                          csv_delimiter(source.path, source.format, source.delimiter))
         if rows is not None and limit > rows:
             warnings.append(f"data.subsample.{split} asks for {limit} rows but {source.path.name} has {rows}: all {rows} are used; "
                             f"lower data.subsample.{split} to at most {rows}")

@@ -136,23 +136,12 @@ def test_broken_specs_fail_with_a_precise_message(tmp_path: Path, label: str, bo
     assert "study.yaml" in message
 
 
+HEAD = "name: demo\ntask: text-classification\ndata:\n  train: train.csv\nmodels:\n  - name: m\n    path: model\n"
+"""Seven lines of a valid study: what follows them starts at line 8."""
+
+
 def test_errors_carry_the_line_and_are_reported_together(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path,
-        """\
-        name: demo
-        task: text-classification
-        data:
-          train: train.csv
-        models:
-          - name: m
-            path: model
-        cv:
-          folds: 1
-        search:
-          n_trials: zero
-        """,
-    )
+    path = _write(tmp_path, HEAD + "cv:\n  folds: 1\nsearch:\n  n_trials: zero\n")
     with pytest.raises(SpecError) as info:
         load_spec(path)
     problems = info.value.problems
@@ -162,21 +151,7 @@ def test_errors_carry_the_line_and_are_reported_together(tmp_path: Path) -> None
 
 
 def test_study_wide_problems_are_each_reported_at_their_own_line(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path,
-        """        name: demo
-        task: text-classification
-        data:
-          train: train.csv
-        models:
-          - name: m
-            path: model
-        search:
-          metric: rmse
-          enqueue:
-            - {learning_rate: 0.5}
-        """,
-    )
+    path = _write(tmp_path, HEAD + "search:\n  metric: rmse\n  enqueue:\n    - {learning_rate: 0.5}\n")
     with pytest.raises(SpecError) as info:
         load_spec(path)
     problems = info.value.problems

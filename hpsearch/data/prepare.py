@@ -33,7 +33,7 @@ class Split:
 
     def row_error(self, problem: RowError) -> RowError:
         """``problem`` (raised on this split's examples) named by the row of the data source it came from."""
-        return _source_row_error(problem, self.source_rows, self.source)
+        return problem.in_source(self.source_rows, self.source)
 
 
 @dataclass
@@ -73,9 +73,10 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
             elif limit is not None and limit > len(dataset):
                 notes.append(f"data.subsample.{name} asks for {limit} rows but the {name} data has {len(dataset)}: all of them are used")
             raw[name] = dataset
-    label_map = task.label_map(_column(raw["train"], target, "train"), spec.data.labels) if target else LabelMap(())
-    if spec.data.labels is not None and target is not None:
-        notes += _unseen_labels(spec.data.labels, _column(raw["train"], target, "train"))
+    targets = _column(raw["train"], target, "train") if target else None
+    label_map = task.label_map(targets, spec.data.labels) if targets is not None else LabelMap(())
+    if spec.data.labels is not None and targets is not None:
+        notes += _unseen_labels(spec.data.labels, targets)
     data = StudyData(task, label_map, warnings=notes)
     for name, dataset in raw.items():
         data.splits[name] = _standardise(task, dataset, name, spec, label_map, rows[name])
@@ -138,12 +139,8 @@ def _standardise(task: Task, dataset: Any, split: str, spec: StudySpec, label_ma
     try:
         out = task.standardise(_Reader(dataset, split, spec), split, label_map)
     except RowError as exc:
-        raise _source_row_error(exc, rows, where) from None
+        raise exc.in_source(rows, where) from None
     return Split(split, out, _fingerprint(out), rows, where)
-
-
-def _source_row_error(problem: RowError, rows: list[int] | None, where: str) -> RowError:
-    return problem.at(problem.row if rows is None else rows[problem.row], where)
 
 
 def _where(spec: StudySpec, split: str) -> str:

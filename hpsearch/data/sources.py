@@ -5,9 +5,7 @@ from pathlib import Path
 
 from hpsearch.errors import DataError
 from hpsearch.spec import DataSource
-from hpsearch.spec._files import csv_delimiter
-
-_SUFFIX_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+from hpsearch.spec._files import csv_delimiter, data_format
 
 
 def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datasets.Dataset
@@ -25,7 +23,7 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
     assert path is not None  # the spec guarantees exactly one source
     if not path.exists():
         raise DataError(f"data file not found: {path}; check the path in the study file")
-    fmt = source.format or ("disk" if path.is_dir() else _SUFFIX_FORMATS.get(path.suffix.lower()))
+    fmt = data_format(path, source.format)
     if fmt is None:
         raise DataError(
             f"cannot tell the format of {path} from its suffix {path.suffix!r}; "
@@ -39,12 +37,11 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
                     raise DataError(f"{path} has splits {list(loaded)}, not {source.split!r}; set 'split' on the source")
                 loaded = loaded[source.split]
             return loaded
-        if fmt in ("csv", "json", "jsonl") and not _has_rows(path, header=fmt == "csv"):
+        if fmt in ("csv", "json") and not _has_rows(path, header=fmt == "csv"):
             raise DataError(f"{path} has no data rows; check the file (or the path in the study file)")
         delimiter = csv_delimiter(path, source.format, source.delimiter)
         kwargs = {"delimiter": delimiter} if delimiter not in (None, ",") else {}
-        builder = {"csv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}[fmt]
-        return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=_str(cache_dir), **kwargs)
+        return datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=_str(cache_dir), **kwargs)  # csv, json, parquet
     except DataError:
         raise
     except Exception as exc:

@@ -27,13 +27,21 @@ def csv_delimiter(path: Path, declared: str | None, delimiter: str | None) -> st
     return delimiter or ("\t" if path.suffix.lower() == ".tsv" else ",")
 
 
-def column_names(path: Path, fmt: str | None, split: str = "train", delimiter: str = ",") -> list[str] | None:
+def other_separator(header: list[str], delimiter: str) -> str | None:
+    """The separator a csv file really uses when its header, cut at ``delimiter``, reads as one column that holds
+    another one (a ';'-separated spreadsheet export read as commas, say); None otherwise."""
+    if len(header) != 1:
+        return None
+    return next((c for c in ";\t|," if c != delimiter and c in header[0]), None)
+
+
+def column_names(path: Path, fmt: str | None, split: str = "train", delimiter: str | None = None) -> list[str] | None:
     """The columns of a local data file or save_to_disk folder, from its header or schema; None when
     they cannot be told cheaply (the full load reports problems then)."""
     try:
         if fmt == "csv":  # utf-8-sig: spreadsheets write a byte-order mark, which the full load drops too
             with path.open(newline="", encoding="utf-8-sig") as handle:
-                header = next(csv.reader(handle, delimiter=delimiter), None)
+                header = next(csv.reader(handle, delimiter=delimiter or ","), None)
             return header
         if fmt == "json":
             return _json_columns(path)
@@ -75,12 +83,12 @@ def _json_columns(path: Path) -> list[str] | None:
     return None
 
 
-def count_rows(path: Path, fmt: str | None, split: str = "train", delimiter: str = ",") -> int | None:
+def count_rows(path: Path, fmt: str | None, split: str = "train", delimiter: str | None = None) -> int | None:
     """Data rows of a local file (a pass over it, without keeping it), or None when it cannot be told."""
     try:
         if fmt == "csv":
             with path.open(newline="", encoding="utf-8-sig") as handle:
-                return max(sum(1 for _ in csv.reader(handle, delimiter=delimiter)) - 1, 0)
+                return max(sum(1 for _ in csv.reader(handle, delimiter=delimiter or ",")) - 1, 0)
         if fmt == "json":
             with path.open(encoding="utf-8") as handle:
                 first = next((line for line in handle if line.strip()), "")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from hpsearch.errors import SpecError
 from hpsearch.spec._base import short_repr
-from hpsearch.spec._files import column_names, csv_delimiter, data_format, layer_count, model_config
+from hpsearch.spec._files import column_names, csv_delimiter, data_format, layer_count, model_config, other_separator
 from hpsearch.spec._models import Candidate, DataSource, StudySpec
 from hpsearch.architectures import scope_problem
 from hpsearch.tasks import TASKS
@@ -259,16 +259,16 @@ def _column_problems(spec: StudySpec, split: str, source: DataSource) -> list[st
     if source.path is None or not source.path.exists():
         return []
     delimiter = csv_delimiter(source.path, source.format, source.delimiter)
-    columns = column_names(source.path, data_format(source.path, source.format), source.split, delimiter or ",")
+    columns = column_names(source.path, data_format(source.path, source.format), source.split, delimiter)
     if columns is None:
         return []
     wanted = {f"data.columns.{f}": getattr(spec.data.columns, f) for f in TASKS[spec.task].column_fields()}
     if split == "train" and spec.cv.group_column and spec.data.validation is None:
         wanted["cv.group_column"] = spec.cv.group_column
     missing = [(field, name) for field, name in wanted.items() if name is not None and name not in columns]
-    if missing and delimiter is not None and len(columns) == 1:
-        other = next((c for c in ";\t|," if c != delimiter and c in columns[0]), None)
-        if other is not None:  # one column whose name holds the real separator: the file is not cut where it should be
+    if missing and delimiter is not None:
+        other = other_separator(columns, delimiter)
+        if other is not None:  # the file is not cut where it should be
             setting = 'delimiter: "\\t"' if other == "\t" else f"delimiter: '{other}'"
             return [f"data.{split}: the header of {source.path.name} reads as one column {columns[0]!r}: the file separates its "
                     f"fields with {other!r}; set data.{split}: {{path: {source.path.name}, {setting}}}"]
