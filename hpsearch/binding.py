@@ -4,8 +4,9 @@ When a study is created, the settings that define what a trial's score means (ta
 columns, labels, max_length, subsample, folds, metric, candidates and their spaces, seed, second
 objective) are stored in it. Running the study again with any of them changed would mix scores that
 cannot be compared, so it stops before any training and says which fields changed; a study in which no
-trial has started yet (an earlier run stopped on bad data, say) takes the changed settings instead, and
-says so. Settings that only say how much to run or where (n_trials, timeout, sampler, pruner, storage,
+trial was scored (an earlier run stopped on bad data before its first trial, or every trial failed on a
+model that could not be loaded, say) takes the changed settings instead, says so, and no longer counts
+the failed trials toward n_trials. Settings that only say how much to run or where (n_trials, timeout, sampler, pruner, storage,
 tracking, export, execution, selection) may change freely; the changes are reported.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Callable
 from hpsearch.errors import SpecError
 from hpsearch.spec import StudySpec
 
-OBJECTIVE_KEY, SETTINGS_KEY = "spec_binding", "spec_settings"
+OBJECTIVE_KEY, SETTINGS_KEY, SUPERSEDED_KEY = "spec_binding", "spec_settings", "superseded_trials"
 
 
 def file_digest(path: Path) -> str:
@@ -138,13 +139,19 @@ def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) ->
         study.set_user_attr(SETTINGS_KEY, settings)
         return
     differences = changed(stored, spec)
-    if differences and not _started(study):
-        # Nothing was scored under the stored settings (an earlier run stopped before its first trial, on bad
-        # data for instance): the study takes the new ones, rather than sending a user who fixed the problem
-        # to --new-study.
+    trials = study.get_trials(deepcopy=False)
+    if differences and all(t.state.name in ("WAITING", "FAIL") for t in trials):
+        # Nothing was scored under the stored settings (an earlier run stopped before its first trial, or every
+        # trial failed): the study takes the new ones, rather than sending a user who fixed the problem to
+        # --new-study. The failed trials stay in the study, as failures under settings it no longer has.
+        failed = [t.number for t in trials if t.state.name == "FAIL"]
         study.set_user_attr(OBJECTIVE_KEY, objective_fields(spec))
+        if failed:
+            study.set_user_attr(SUPERSEDED_KEY, sorted(superseded(study) | set(failed)))
+        why = (f"no trial was scored ({len(failed)} failed, and no longer count toward n_trials)" if failed
+               else "no trial had started")
         for key, old, new in differences:
-            say(f"{key} changed since the last run: {_show(old)} -> {_show(new)}; no trial had started, so the study takes "
+            say(f"{key} changed since the last run: {_show(old)} -> {_show(new)}; {why}, so the study takes "
                 "the new setting", event="setting_changed", field=key)
         differences = []
     if differences:
@@ -166,6 +173,6 @@ def objective_digest(study: Any) -> str:
     return hashlib.sha256(json.dumps(study.user_attrs.get(OBJECTIVE_KEY), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _started(study: Any) -> bool:
-    """Whether any trial of ``study`` has started (enqueued trials that never ran are only waiting)."""
-    return any(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
+def superseded(study: Any) -> set[int]:
+    """Numbers of the trials that failed under settings the study no longer has (see :func:`bind`)."""
+    return set(study.user_attrs.get(SUPERSEDED_KEY, ()))

@@ -29,6 +29,25 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     ]
 
 
+def _nothing_completed(study: Any) -> str:
+    """Why there is no winner: each reason the study's trials ended with, and how to go on."""
+    from hpsearch.binding import superseded
+
+    old = superseded(study)
+    ended: dict[str, list[int]] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name in FINISHED_STATES and t.number not in old:
+            ended.setdefault(str(t.user_attrs.get("failure_reason", t.state.name.lower())), []).append(t.number)
+    if not ended:
+        return "no trial completed, so there is nothing to select or export: no trial has finished yet; run the study first"
+    lines = [f"  - {reason} (trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))})" for reason, numbers in ended.items()]
+    return "\n".join([
+        "no trial completed, so there is nothing to select or export; the trials ended so:", *lines,
+        "fix the cause, then raise search.n_trials to run more trials (failed ones count toward it) or start afresh with "
+        "--new-study",
+    ])
+
+
 def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The winner, its interval and the paired comparisons; and the CV table (not written anywhere)."""
     from hpsearch import selection
@@ -37,8 +56,7 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
 
     rows = trial_rows(study)
     if not rows:
-        reasons = sorted({t.user_attrs.get("failure_reason", t.state.name) for t in study.get_trials(deepcopy=False)})
-        raise HpsearchError(f"no trial completed, so there is nothing to select or export. Reasons seen: {reasons or ['no trial ran']}")
+        raise HpsearchError(_nothing_completed(study))
     table = selection.cv_table(rows, spec.direction)
     chosen = selection.select(table, spec.selection.rule, spec.direction, spec.selection.cost)
     interval = selection.corrected_interval(selection.fold_scores(chosen), spec.selection.confidence, bounds=metric_bounds(spec.metric))

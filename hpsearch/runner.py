@@ -11,8 +11,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hpsearch.binding import objective_digest
-from hpsearch.errors import StorageUnavailable
+from hpsearch.binding import objective_digest, superseded
+from hpsearch.errors import HpsearchError, StorageUnavailable
 from hpsearch.finish import FINISHED_STATES, finish_study
 from hpsearch.spec import StudySpec, load_spec
 from hpsearch.summary import redact
@@ -53,13 +53,14 @@ def _retried_numbers(trials: list[Any]) -> set[int]:
 
 
 def counted_trials(study: Any) -> int:
-    """Trials that count towards n_trials: finished ones, except those whose configuration ran again."""
-    return _counted(study.get_trials(deepcopy=False))
+    """Trials that count towards n_trials: finished ones, except those whose configuration ran again and those
+    that failed under settings the study no longer has."""
+    return _counted(study.get_trials(deepcopy=False), superseded(study))
 
 
-def _counted(trials: list[Any]) -> int:
-    retried = _retried_numbers(trials)
-    return sum(1 for t in trials if t.state.name in FINISHED_STATES and t.number not in retried
+def _counted(trials: list[Any], skipped: set[int]) -> int:
+    skipped = skipped | _retried_numbers(trials)
+    return sum(1 for t in trials if t.state.name in FINISHED_STATES and t.number not in skipped
                and not t.user_attrs.get("interrupted") and not t.user_attrs.get("requeued"))
 
 
@@ -71,6 +72,18 @@ def requeue_interrupted(study: Any) -> int:
     for trial in todo:
         study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
     return len(todo)
+
+
+def refuse_unavailable(problems: list[str], study: Any) -> None:
+    """Stop before the first trial where candidates cannot be loaded (``problems``, from
+    :func:`hpsearch.finetune.core.unavailable`): no trial is spent failing on them."""
+    if problems:
+        scored = any(t.state.name not in ("WAITING", "FAIL") for t in study.get_trials(deepcopy=False))
+        raise HpsearchError("\n".join([
+            f"{len(problems)} candidate(s) cannot be loaded, so no trial was started:", *(f"  - {p}" for p in problems),
+            "make each of them loadable, or remove it from models" + (" and run with --new-study (the study has trials scored "
+                                                                     "with it)" if scored else ""),
+        ]))
 
 
 class Session:
@@ -94,6 +107,7 @@ class Session:
         out.mkdir(parents=True, exist_ok=True)
         # The study first: a spec that no longer matches its study stops before data or models are loaded.
         self.study = open_study(spec, seed_offset=seed_offset, say=say, read_only=read_only)
+        self.superseded = superseded(self.study)
         self.data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
         self.data.label_map.save(out / "labels.json")
         for warning in self.data.warnings:
@@ -111,6 +125,10 @@ class Session:
                                precision=spec.execution.precision, metric=spec.metric, direction=spec.direction,
                                warn=lambda message: say(f"warning: {message}", event="warning"), info=say)
         say(describe_precision(spec.execution.precision, self.tuner.precision, self.device), event="precision", precision=self.tuner.precision)
+        if not read_only:
+            from hpsearch.finetune.core import unavailable
+
+            refuse_unavailable(unavailable(spec.models, self.tuner.tokenizer), self.study)
         self.tracker = Tracker.from_spec(spec)
         self.parent_run = self.tracker.study_run(spec, objective_digest(self.study))
         self.objective = Objective(spec, self.tuner, self.folds, eval_split=eval_split, device=self.device, on_event=say,
@@ -199,7 +217,7 @@ class Session:
             requeue_interrupted(self.study)
             trials = self.study.get_trials(deepcopy=False)
             running = [t for t in trials if t.state.name == "RUNNING"]
-            if not may_start or _counted(trials) + len(running) >= self.spec.search.trial_limit:
+            if not may_start or _counted(trials, self.superseded) + len(running) >= self.spec.search.trial_limit:
                 if wait_for_others and running:
                     lock.release()
                     waiting.show(running)
@@ -368,12 +386,14 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
     begun = time.monotonic()
     slots = plan_slots(spec)
     if len(slots) > 1:
+        from hpsearch.finetune.core import unavailable
         from hpsearch.search import open_study
         from hpsearch.tracking import Tracker
 
         # The study and its parent run exist before any worker starts, so all of them join the same ones.
         started = time.monotonic()
         study = open_study(spec, say=say)
+        refuse_unavailable(unavailable(spec.models), study)  # once here, rather than once by each worker
         tracker = Tracker.from_spec(spec)
         parent = tracker.study_run(spec, objective_digest(study))
         before = counted_trials(study)

@@ -166,7 +166,7 @@ class Tracker(NullTracker):
         Workers starting at the same moment may each create one; all of them then keep the oldest
         and the others delete their own, so every worker ends up logging under the same parent.
         ``objective`` (:func:`hpsearch.binding.objective_digest`) tags the run. A run tagged with another
-        one was logged before its study took new settings (possible only while no trial had started): its
+        one was logged before its study took new settings (possible only while no trial was scored): its
         parameters and resolved spec no longer describe the study, so it is kept under another name and
         the study gets a new run.
         """

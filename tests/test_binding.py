@@ -66,11 +66,11 @@ def _write(folder: Path, text: str) -> Path:
 
 
 def _started(path: Path) -> object:
-    """The study of ``path`` with one trial that ran (failed): scored under its settings, as far as binding goes."""
+    """The study of ``path`` with one trial scored under its settings."""
     import optuna
 
     study = open_study(load_spec(path))
-    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=0.5))
     return study
 
 
@@ -115,6 +115,28 @@ def test_a_study_where_no_trial_started_takes_changed_settings_and_says_so(tmp_p
     said.clear()
     open_study(load_spec(tmp_path / "study.yaml"), say=lambda m, **f: said.append((m, f)))
     assert said == []  # taken once; it is now the study's objective
+
+
+def test_a_study_whose_trials_all_failed_takes_changed_settings_and_stops_counting_them(tmp_path: Path) -> None:
+    """Every trial failed (a model that could not be loaded, say) and the user changed the study: nothing was scored,
+    so the study takes the change, and the failed trials, kept, no longer count toward n_trials."""
+    import optuna
+
+    from hpsearch.runner import counted_trials
+
+    study = open_study(load_spec(_write(tmp_path, BASE)))
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    assert counted_trials(study) == 2
+    said: list[str] = []
+    study = open_study(load_spec(_write(tmp_path, BASE.replace("folds: 2", "folds: 3"))), say=lambda m, **f: said.append(m))
+    assert said == ["cv.folds changed since the last run: 2 -> 3; no trial was scored (2 failed, and no longer count toward "
+                    "n_trials), so the study takes the new setting"]
+    assert study.user_attrs["spec_binding"]["cv.folds"] == 3
+    assert len(study.get_trials()) == 2 and counted_trials(study) == 0
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=0.5))
+    with pytest.raises(SpecError, match="already has trials scored"):  # from here on, a change is refused as usual
+        open_study(load_spec(_write(tmp_path, BASE)))
 
 
 def test_free_settings_change_and_are_reported(tmp_path: Path) -> None:

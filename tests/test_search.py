@@ -12,7 +12,7 @@ import torch
 
 from hpsearch.cli import main
 from hpsearch.errors import HpsearchError
-from hpsearch.runner import run_study
+from hpsearch.runner import counted_trials, run_study
 from hpsearch.search import best_epoch_aggregate, make_storage, open_study
 from hpsearch.spec import load_spec
 from toydata import toy_study
@@ -246,9 +246,49 @@ def test_all_trials_failing_is_an_error_with_the_reasons(tmp_path: Path, tiny_be
     models = f"models:\n  - {{name: broken, path: {broken_bert}}}\n"
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n", models)
     assert main(["run", str(path)]) == 2
-    assert "no trial completed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no trial completed" in err and "cannot load model weights" in err and "(trials 0, 1)" in err, err
+    assert "raise search.n_trials" in err and "--new-study" in err
     with pytest.raises(HpsearchError, match="cannot load model weights"):
         run_study(path, say=_quiet)
+
+
+def test_a_study_whose_trials_all_failed_takes_the_fixed_candidate_and_runs_its_budget(tmp_path: Path, tiny_bert: Path,
+                                                                                         tiny_bert_4layers: Path, broken_bert: Path) -> None:
+    """Every trial failed on a damaged weights file; the user points the candidate at another model: nothing was
+    scored, so the study takes the change, and the failed trials no longer use up n_trials."""
+    space = FAST.replace("epochs: 3", "epochs: 1").replace("folds: 3", "folds: 2")
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n", f"models:\n  - {{name: m, path: {broken_bert}}}\n", space=space)
+    with pytest.raises(HpsearchError, match="no trial completed"):
+        run_study(path, export=False, say=_quiet)
+    path.write_text(path.read_text().replace(str(broken_bert), str(tiny_bert_4layers)))
+    said: list[str] = []
+    assert run_study(path, export=False, say=lambda message, **fields: said.append(message)) == 0
+    assert any(m.startswith("models.m.config changed") and "no trial was scored (2 failed" in m for m in said), said
+    assert [t.state.name for t in _trials(path)] == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    assert counted_trials(open_study(load_spec(path))) == 2
+
+
+def test_a_candidate_that_cannot_be_loaded_stops_the_run_before_its_first_trial(tmp_path: Path, tiny_bert: Path,
+                                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    weightless = tmp_path / "weightless"
+    shutil.copytree(tiny_bert, weightless)
+    (weightless / "model.safetensors").unlink()
+    untokenized = tmp_path / "untokenized"
+    shutil.copytree(tiny_bert, untokenized)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        (untokenized / name).unlink(missing_ok=True)
+    models = (f"models:\n  - {{name: ok, path: {tiny_bert}}}\n  - {{name: weightless, path: {weightless}}}\n"
+              f"  - {{name: untokenized, path: {untokenized}}}\n")
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2}\n", models)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "2 candidate(s) cannot be loaded, so no trial was started" in err, err
+    assert "  - weightless: no weights file in" in err and "  - untokenized: cannot load the tokenizer" in err, err
+    assert "remove it from models" in err and "--new-study" not in err
+    assert _trials(path) == []
 
 
 def test_test_split_is_scored_once_on_the_refit_model(tmp_path: Path, tiny_bert: Path) -> None:

@@ -19,7 +19,7 @@ from hpsearch.finetune import frozen
 from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
 from hpsearch.finetune.loop import EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, predict_logits, resolve_precision, train
 from hpsearch.finetune.layouts import layout_of
-from hpsearch.finetune.modeling import Scope, apply_scope, count_parameters, frozen_modules, load_model, model_dir
+from hpsearch.finetune.modeling import Scope, apply_scope, check_files, count_parameters, frozen_modules, load_model, model_dir
 from hpsearch.spec import Candidate
 from hpsearch.tasks import Task, metric_direction
 
@@ -70,6 +70,40 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def load_tokenizer(candidate: Candidate) -> Any:
+    """The tokenizer of ``candidate``, with a pad token; raises ModelUnavailable or TrialError."""
+    from transformers import AutoTokenizer
+
+    folder = model_dir(candidate)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=candidate.trust_remote_code)
+    except (OSError, ValueError) as exc:  # missing or damaged tokenizer files, or code that is not trusted
+        raise ModelUnavailable(f"cannot load the tokenizer from {folder}: {exc}") from None
+    if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):  # transformers builds an empty one where the files lack
+        raise ModelUnavailable(f"cannot load the tokenizer from {folder}: it has no tokenizer files (tokenizer.json, or a "
+                               "vocabulary), so every word would be unknown; save the tokenizer there with save_pretrained")
+    if tokenizer.pad_token is None:  # decoders (GPT-2 style) ship none; batches and the classifier need one
+        stand_in = tokenizer.eos_token or tokenizer.sep_token
+        if stand_in is None:
+            raise TrialError(f"the tokenizer of {candidate.name} has no pad, end-of-text or separator token to pad with; "
+                             "save the tokenizer with a pad token")
+        tokenizer.pad_token = stand_in  # saved with the export, so pipeline() pads the same way
+    return tokenizer
+
+
+def unavailable(candidates: Sequence[Candidate], tokenizer: Callable[[Candidate], Any] = load_tokenizer) -> list[str]:
+    """What keeps any of ``candidates`` from being trained, one line each (none: all can be): their files, config,
+    depth and tokenizer, checked before a study's first trial so that no trial is spent on a model that cannot load."""
+    problems = []
+    for candidate in candidates:
+        try:
+            check_files(candidate)
+            tokenizer(candidate)
+        except TrialError as exc:
+            problems.append(f"{candidate.name}: {exc}")
+    return problems
+
+
 class FineTuner:
     """Fine-tunes candidates on one study's data; caches tokenization and frozen-layer outputs."""
 
@@ -98,6 +132,7 @@ class FineTuner:
         self.token_cache = TokenCache(cache_dir / "tokens")
         self.frozen_cache = frozen.FrozenOutputCache(cache_dir / "frozen") if frozen_cache else None
         self._inputs: dict[str, CandidateInputs] = {}
+        self._tokenizers: dict[str, Any] = {}
         self._said_no_cache: set[str] = set()
         self.warn = warn or (lambda message: None)
         self.info = info or (lambda message, **fields: None)
@@ -106,19 +141,8 @@ class FineTuner:
     def inputs(self, candidate: Candidate) -> CandidateInputs:
         """Tokenizer and tokenized splits of ``candidate`` (tokenized once, then cached)."""
         if candidate.name not in self._inputs:
-            from transformers import AutoTokenizer
-
             folder = model_dir(candidate)
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=candidate.trust_remote_code)
-            except (OSError, ValueError) as exc:  # missing or damaged tokenizer files, or code that is not trusted
-                raise ModelUnavailable(f"cannot load the tokenizer from {folder}: {exc}") from None
-            if tokenizer.pad_token is None:  # decoders (GPT-2 style) ship none; batches and the classifier need one
-                stand_in = tokenizer.eos_token or tokenizer.sep_token
-                if stand_in is None:
-                    raise TrialError(f"the tokenizer of {candidate.name} has no pad, end-of-text or separator token to pad with; "
-                                     "save the tokenizer with a pad token")
-                tokenizer.pad_token = stand_in  # saved with the export, so pipeline() pads the same way
+            tokenizer = self.tokenizer(candidate)
             key = tokenizer_fingerprint(folder)
             todo = {name: len(split) for name, split in self.data.splits.items() if not self.token_cache.has(split, self.task, key, self.max_length)}
             if todo:
@@ -133,6 +157,12 @@ class FineTuner:
             for name, split in tokenized.items():
                 self._warn_if_cut(candidate.name, name, split)
         return self._inputs[candidate.name]
+
+    def tokenizer(self, candidate: Candidate) -> Any:
+        """The tokenizer of ``candidate``, loaded once (:func:`load_tokenizer`)."""
+        if candidate.name not in self._tokenizers:
+            self._tokenizers[candidate.name] = load_tokenizer(candidate)
+        return self._tokenizers[candidate.name]
 
     def _warn_if_cut(self, candidate: str, split: str, tokenized: Tokenized) -> None:
         """Texts that fill max_length were (almost always) cut there: the model never sees their ends.

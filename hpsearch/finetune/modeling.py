@@ -29,7 +29,9 @@ def model_dir(candidate: Candidate) -> Path:
     try:
         return Path(snapshot_download(candidate.hub, revision=candidate.revision))
     except Exception as exc:
-        raise ModelUnavailable(f"cannot get hub model {candidate.hub!r}: {exc}") from exc
+        said = " ".join(str(exc).split())  # the hub's messages run over several lines
+        raise ModelUnavailable(f"cannot get hub model {candidate.hub!r} ({type(exc).__name__}: {said}); check its name and "
+                               "revision and the connection, or point path: at a copy saved with save_pretrained") from exc
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,22 @@ class Scope:
         raise TrialError(f"unknown training scope {text!r}; use full, head, lora or freeze-K")
 
 
-def load_model(
-    folder: Path, task: Task, label_map: LabelMap, *, num_layers: int | None, trust_remote_code: bool, seed: int,
-    pad_token_id: int | None = None, untie_shared: bool = False,
-) -> Any:
-    """The pretrained encoder with a freshly initialised (seeded) head for ``task``."""
-    import torch
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_files(candidate: Candidate) -> Path:
+    """The folder of ``candidate`` once it is there, its config loads, its depth allows ``num_layers`` and it holds a
+    weights file: what a run checks of each candidate before its first trial (reading the weights is left to the
+    fits). Raises ModelUnavailable or TrialError."""
+    folder = model_dir(candidate)
+    _config(folder, candidate.num_layers, candidate.trust_remote_code)
+    if not any((folder / name).is_file() for name in WEIGHTS_FILES):
+        raise ModelUnavailable(f"no weights file in {folder} (looked for {', '.join(WEIGHTS_FILES)}); save the model there with "
+                               "save_pretrained")
+    return folder
+
+
+def _config(folder: Path, num_layers: int | None, trust_remote_code: bool) -> Any:
     from transformers import AutoConfig
 
     try:
@@ -62,9 +74,20 @@ def load_model(
     except (OSError, ValueError) as exc:  # no config, an unknown architecture, or code that is not trusted
         raise ModelUnavailable(f"cannot load the model config from {folder}: {exc}") from None
     available = getattr(config, "num_hidden_layers", None)
+    if num_layers is not None and available is not None and num_layers > available:
+        raise TrialError(f"num_layers={num_layers} but {folder.name} has only {available} layers; lower num_layers")
+    return config
+
+
+def load_model(
+    folder: Path, task: Task, label_map: LabelMap, *, num_layers: int | None, trust_remote_code: bool, seed: int,
+    pad_token_id: int | None = None, untie_shared: bool = False,
+) -> Any:
+    """The pretrained encoder with a freshly initialised (seeded) head for ``task``."""
+    import torch
+
+    config = _config(folder, num_layers, trust_remote_code)
     if num_layers is not None:
-        if available is not None and num_layers > available:
-            raise TrialError(f"num_layers={num_layers} but {folder.name} has only {available} layers; lower num_layers")
         config.num_hidden_layers = num_layers
     if getattr(config, "pad_token_id", None) is None and pad_token_id is not None:
         config.pad_token_id = pad_token_id  # decoders classify at the last non-pad token: they must know the pad
