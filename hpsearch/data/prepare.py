@@ -74,7 +74,10 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
                 notes.append(f"data.subsample.{name} asks for {limit} rows but the {name} data has {len(dataset)}: all of them are used")
             raw[name] = dataset
     targets = _column(raw["train"], target, "train") if target else None
-    label_map = task.label_map(targets, spec.data.labels) if targets is not None else LabelMap(())
+    try:
+        label_map = task.label_map(targets, spec.data.labels) if targets is not None else LabelMap(())
+    except DataError as exc:
+        raise DataError(f"{_where(spec, 'train')}: {exc}") from None
     if spec.data.labels is not None and targets is not None:
         notes += _unseen_labels(spec.data.labels, targets)
     data = StudyData(task, label_map, warnings=notes)

@@ -33,6 +33,19 @@ def test_label_unseen_in_training_is_named_with_its_row(tmp_path: Path) -> None:
     assert "test row 1" in str(info.value) and "'z'" in str(info.value)
 
 
+def test_training_labels_missing_from_data_labels_name_the_file_and_numbered_labels_get_a_hint(tmp_path: Path) -> None:
+    write_csv(tmp_path / "d.csv", [{"text": "a", "label": "0"}, {"text": "b", "label": "1"}])
+    with pytest.raises(DataError) as info:
+        prepare_data(_spec(tmp_path, "  train: d.csv\n  labels: [neg, pos]"))
+    said = str(info.value)
+    assert said.startswith(f"{tmp_path / 'd.csv'}: training labels ['0', '1'] are not in data.labels ['neg', 'pos']"), said
+    assert "where the numbers stand for the declared labels, write the labels in the data" in said
+    write_csv(tmp_path / "d.csv", [{"text": "a", "label": "neg"}, {"text": "b", "label": "neutral"}])
+    with pytest.raises(DataError) as info:
+        prepare_data(_spec(tmp_path, "  train: d.csv\n  labels: [neg, pos]"))
+    assert "training labels ['neutral']" in str(info.value) and "numbers" not in str(info.value)
+
+
 def test_missing_column_lists_the_columns(tmp_path: Path) -> None:
     write_csv(tmp_path / "d.csv", [{"text": "a", "label": "x"}])
     spec = _spec(tmp_path, "  train: d.csv")
