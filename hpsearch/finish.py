@@ -29,23 +29,27 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _nothing_completed(study: Any) -> str:
+def _nothing_completed(spec: StudySpec, study: Any) -> str:
     """Why there is no winner: each reason the study's trials ended with, and how to go on."""
     from hpsearch.binding import superseded
+    from hpsearch.runner import counted_trials
 
-    old = superseded(study)
+    old, trials = superseded(study), study.get_trials(deepcopy=False)
     ended: dict[str, list[int]] = {}
-    for t in study.get_trials(deepcopy=False):
-        if t.state.name in FINISHED_STATES and t.number not in old:
+    for t in trials:  # interrupted trials run again, and those that failed under earlier settings do not count
+        if t.state.name in FINISHED_STATES and t.number not in old and not t.user_attrs.get("interrupted"):
             ended.setdefault(str(t.user_attrs.get("failure_reason", t.state.name.lower())), []).append(t.number)
-    if not ended:
-        return "no trial completed, so there is nothing to select or export: no trial has finished yet; run the study first"
-    lines = [f"  - {reason} (trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))})" for reason, numbers in ended.items()]
-    return "\n".join([
-        "no trial completed, so there is nothing to select or export; the trials ended so:", *lines,
-        "fix the cause, then raise search.n_trials to run more trials (failed ones count toward it) or start afresh with "
-        "--new-study",
-    ])
+    running = sum(1 for t in trials if t.state.name == "RUNNING")
+    lines = [f"no trial completed, so there is nothing to select or export{'; the trials ended so:' if ended else ''}"]
+    lines += [f"  - {reason} (trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))})" for reason, numbers in ended.items()]
+    if running:
+        lines.append(f"{running} trial(s) still running: ask again once one has completed")
+    elif ended and spec.search.n_trials is not None and counted_trials(study) >= spec.search.n_trials:
+        lines.append("fix the cause, then raise search.n_trials to run more trials (failed ones count toward it) or start afresh "
+                     "with --new-study")
+    else:
+        lines.append(f"{'fix the cause, then ' if ended else ''}run the study: 'hpsearch run' resumes it")
+    return "\n".join(lines)
 
 
 def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -56,7 +60,7 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
 
     rows = trial_rows(study)
     if not rows:
-        raise HpsearchError(_nothing_completed(study))
+        raise HpsearchError(_nothing_completed(spec, study))
     table = selection.cv_table(rows, spec.direction)
     chosen = selection.select(table, spec.selection.rule, spec.direction, spec.selection.cost)
     interval = selection.corrected_interval(selection.fold_scores(chosen), spec.selection.confidence, bounds=metric_bounds(spec.metric))

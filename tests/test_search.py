@@ -253,6 +253,28 @@ def test_all_trials_failing_is_an_error_with_the_reasons(tmp_path: Path, tiny_be
         run_study(path, say=_quiet)
 
 
+def test_no_completed_trial_says_how_to_go_on(tmp_path: Path, tiny_bert: Path) -> None:
+    """Interrupted trials run again when the study resumes: only failures that used up the budget call for a larger one."""
+    import optuna
+
+    from hpsearch.finish import select_from_study
+
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2}\n")
+    spec, study = load_spec(path), open_study(load_spec(path))
+    failed = optuna.trial.TrialState.FAIL
+    study.add_trial(optuna.trial.create_trial(state=failed, user_attrs={"interrupted": True, "failure_reason": "interrupted"}))
+    with pytest.raises(HpsearchError) as caught:
+        select_from_study(spec, study)
+    assert str(caught.value).splitlines() == ["no trial completed, so there is nothing to select or export",
+                                             "run the study: 'hpsearch run' resumes it"]
+    for reason in ("loss is nan", "loss is nan"):
+        study.add_trial(optuna.trial.create_trial(state=failed, user_attrs={"failure_reason": reason}))
+    with pytest.raises(HpsearchError) as caught:
+        select_from_study(spec, study)
+    assert str(caught.value).splitlines()[1:] == ["  - loss is nan (trials 1, 2)", "fix the cause, then raise search.n_trials to "
+                                                  "run more trials (failed ones count toward it) or start afresh with --new-study"]
+
+
 def test_a_study_whose_trials_all_failed_takes_the_fixed_candidate_and_runs_its_budget(tmp_path: Path, tiny_bert: Path,
                                                                                          tiny_bert_4layers: Path, broken_bert: Path) -> None:
     """Every trial failed on a damaged weights file; the user points the candidate at another model: nothing was
