@@ -164,8 +164,12 @@ def _predict(args: argparse.Namespace) -> int:
 
     _quiet_libraries()
     _stop_on_signals()
-    rows = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size, delimiter=args.delimiter)
-    print(f"wrote {rows} predictions to {args.output}")
+    rows, empty = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size, delimiter=args.delimiter)
+    print(f"wrote {rows - len(empty)} predictions to {args.output}")
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        print(f"warning: {len(empty)} row(s) of {args.input} have an empty input and got no prediction (their prediction fields are "
+              f"empty): rows {shown} (counting data rows from 0)", file=sys.stderr)
     return 0
 
 

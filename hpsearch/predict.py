@@ -14,6 +14,7 @@ from hpsearch.export import METADATA
 from hpsearch.spec import DataSource
 from hpsearch.spec._files import column_names, csv_delimiter, other_separator
 from hpsearch.tasks import get_task
+from hpsearch.tasks.base import is_missing
 
 
 def read_metadata(model_dir: Path) -> dict[str, Any]:
@@ -23,8 +24,10 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32, delimiter: str | None = None) -> int:
-    """Predict every row of ``input_path`` and write ``output_path`` (.csv or .jsonl); returns the row count.
+def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32,
+                 delimiter: str | None = None) -> tuple[int, list[int]]:
+    """Predict every row of ``input_path`` and write ``output_path`` (.csv or .jsonl), one row per input row; returns the
+    row count and the rows (from 0) left without a prediction because an input column is empty there.
     ``delimiter``: the field separator of a csv input, and of a csv output."""
     meta = read_metadata(model_dir)
     if output_path.suffix.lower() not in (".csv", ".jsonl"):
@@ -48,11 +51,21 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
     missing = [c for c in columns if c not in rows[0]]
     if missing:
         raise DataError(f"{input_path} lacks the column(s) {missing} the model was trained on (columns: {list(rows[0])}); rename them")
-    predictions = get_task(meta["task"]).predict(str(model_dir), meta, rows, batch_size)
-    for row, prediction in zip(rows, predictions):
-        row.update(prediction)
+    keep = [i for i, row in enumerate(rows) if not any(_blank(row[c]) for c in columns)]
+    if not keep:
+        raise DataError(f"every row of {input_path} has an empty {' or '.join(repr(c) for c in columns)}: nothing to predict")
+    predictions = get_task(meta["task"]).predict(str(model_dir), meta, [rows[i] for i in keep], batch_size)
+    for row in rows:  # a row with an empty input keeps its place, with empty prediction fields
+        row.update(dict.fromkeys(predictions[0]))
+    for i, prediction in zip(keep, predictions):
+        rows[i].update(prediction)
     _write(output_path, rows, delimiter or ",")
-    return len(rows)
+    return len(rows), sorted(set(range(len(rows))) - set(keep))
+
+
+def _blank(value: Any) -> bool:
+    """An input with nothing to predict from (predicting from the text 'None' would be a guess passed off as an answer)."""
+    return is_missing(value) or (isinstance(value, list) and not value)
 
 
 def _write(path: Path, rows: list[dict[str, Any]], delimiter: str = ",") -> None:

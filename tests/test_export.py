@@ -105,6 +105,25 @@ def test_predict_writes_one_row_per_input_row(exported: Path, tmp_path: Path) ->
     assert set(first["scores"]) == {"neg", "pos"} and abs(sum(first["scores"].values()) - 1) < 1e-3  # an object, not a string
 
 
+def test_predict_leaves_rows_with_an_empty_input_without_a_prediction(exported: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Predicting from an empty cell would answer for the text 'None': the row keeps its place with empty fields, and
+    the command names it."""
+    model = str(load_spec(exported).export_dir)
+    source = write_csv(tmp_path / "in.csv", [{"id": 0, "text": "a good film"}, {"id": 1, "text": ""}, {"id": 2, "text": "bad"}])
+    assert main(["predict", model, "--input", str(source), "--output", str(tmp_path / "out.csv")]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 2 predictions" in captured.out
+    assert "1 row(s) of" in captured.err and "rows 1 (counting data rows from 0)" in captured.err, captured.err
+    with (tmp_path / "out.csv").open() as handle:
+        out = list(csv.DictReader(handle))
+    assert [r["id"] for r in out] == ["0", "1", "2"]
+    assert out[1]["prediction"] == out[1]["score"] == "" and out[0]["prediction"] in ("neg", "pos")
+    source = write_csv(tmp_path / "none.csv", [{"id": 0, "text": ""}])
+    assert main(["predict", model, "--input", str(source), "--output", str(tmp_path / "none_out.csv")]) == 2
+    assert "has an empty 'text': nothing to predict" in capsys.readouterr().err
+
+
 def test_predict_names_missing_columns(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = write_csv(tmp_path / "in.csv", [{"sentence": "good film"}])
     assert main(["predict", str(load_spec(exported).export_dir), "--input", str(source), "--output", str(tmp_path / "o.csv")]) == 2
@@ -139,6 +158,13 @@ def test_token_classification_export_serves_entities(tmp_path: Path, tiny_bert: 
     assert main(["predict", str(spec.export_dir), "--input", str(source), "--output", str(tmp_path / "out.jsonl")]) == 0
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(out) == 7 and all(len(r["predicted_tags"]) == len(r["tokens"]) for r in out)
+    # The csv it writes holds each word list as JSON: read back, those are words again, as are words separated by spaces.
+    assert main(["predict", str(spec.export_dir), "--input", str(tmp_path / "out.jsonl"), "--output", str(tmp_path / "out.csv")]) == 0
+    words = ner_rows(7, seed=3)[0]["tokens"]
+    source = write_csv(tmp_path / "words.csv", [{"tokens": json.dumps(words)}, {"tokens": " ".join(words)}, {"tokens": ""}])
+    assert main(["predict", str(spec.export_dir), "--input", str(source), "--output", str(tmp_path / "words.jsonl")]) == 0
+    listed, spaced, empty = [json.loads(line) for line in (tmp_path / "words.jsonl").read_text().splitlines()]
+    assert listed["predicted_tags"] == spaced["predicted_tags"] == out[0]["predicted_tags"] and empty["predicted_tags"] is None
 
 
 def test_retention_keeps_only_the_top_checkpoints(tmp_path: Path, tiny_bert: Path) -> None:

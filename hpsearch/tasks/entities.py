@@ -1,6 +1,7 @@
 """Token classification (named entities): one tag per word, scored by entity-level F1 (seqeval, IOB2)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
@@ -99,7 +100,7 @@ class TokenClassification(Task):
         column = meta["input_columns"]["tokens"]
         result = []
         for start in range(0, len(rows), batch_size):
-            batch = [[str(w) for w in row[column]] for row in rows[start : start + batch_size]]
+            batch = [_words(row[column]) for row in rows[start : start + batch_size]]
             encoded = tokenizer(batch, is_split_into_words=True, truncation=True, max_length=meta["max_length"], padding=True, return_tensors="pt")
             with torch.no_grad():
                 predicted = model(**encoded).logits.argmax(-1).tolist()
@@ -112,6 +113,16 @@ class TokenClassification(Task):
                 tags += [outside] * (len(words) - len(tags))
                 result.append({"predicted_tags": tags})
         return result
+
+
+def _words(value: Any) -> list[str]:
+    """The words of one input row: a list, or text (a JSON list, as a csv cell holds one, or words separated by spaces)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split()
+        except ValueError:
+            value = value.split()
+    return [str(w) for w in value]
 
 
 def align_labels(word_ids: list[int | None], tags: list[int]) -> list[int]:
