@@ -6,8 +6,9 @@ objective) are stored in it. Running the study again with any of them changed wo
 cannot be compared, so it stops before any training and says which fields changed; a study in which no
 trial was scored (an earlier run stopped on bad data before its first trial, or every trial failed on a
 model that could not be loaded, say) takes the changed settings instead, says so, and no longer counts
-the failed trials toward n_trials. Settings that only say how much to run or where (n_trials, timeout, sampler, pruner, storage,
-tracking, export, execution, selection) may change freely; the changes are reported.
+the failed trials toward n_trials. Settings that only say how much to run or where (n_trials, timeout,
+sampler, pruner, storage, tracking, export, execution, selection) may change freely; the changes are
+reported.
 """
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) ->
         return
     differences = changed(stored, spec)
     trials = study.get_trials(deepcopy=False)
-    if differences and all(t.state.name in ("WAITING", "FAIL") for t in trials):
+    if differences and not scored(trials):
         # Nothing was scored under the stored settings (an earlier run stopped before its first trial, or every
         # trial failed): the study takes the new ones, rather than sending a user who fixed the problem to
         # --new-study. The failed trials stay in the study, as failures under settings it no longer has.
@@ -171,6 +172,11 @@ def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) ->
 def objective_digest(study: Any) -> str:
     """A short digest of the objective ``study`` is bound to: its MLflow study run carries it (see :mod:`hpsearch.tracking`)."""
     return hashlib.sha256(json.dumps(study.user_attrs.get(OBJECTIVE_KEY), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def scored(trials: list[Any]) -> bool:
+    """Whether any of ``trials`` was scored, or is being scored (waiting and failed trials have no score)."""
+    return any(t.state.name not in ("WAITING", "FAIL") for t in trials)
 
 
 def superseded(study: Any) -> set[int]:

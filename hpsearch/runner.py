@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hpsearch.binding import objective_digest, superseded
+from hpsearch.binding import objective_digest, scored, superseded
 from hpsearch.errors import HpsearchError, StorageUnavailable
 from hpsearch.finish import FINISHED_STATES, finish_study
 from hpsearch.spec import StudySpec, load_spec
@@ -78,11 +78,11 @@ def refuse_unavailable(problems: list[str], study: Any) -> None:
     """Stop before the first trial where candidates cannot be loaded (``problems``, from
     :func:`hpsearch.finetune.core.unavailable`): no trial is spent failing on them."""
     if problems:
-        scored = any(t.state.name not in ("WAITING", "FAIL") for t in study.get_trials(deepcopy=False))
+        fix = "make each of them loadable, or remove it from models"
+        if scored(study.get_trials(deepcopy=False)):
+            fix += " and run with --new-study (the study has trials scored with it)"
         raise HpsearchError("\n".join([
-            f"{len(problems)} candidate(s) cannot be loaded, so no trial was started:", *(f"  - {p}" for p in problems),
-            "make each of them loadable, or remove it from models" + (" and run with --new-study (the study has trials scored "
-                                                                     "with it)" if scored else ""),
+            f"{len(problems)} candidate(s) cannot be loaded, so no trial was started:", *(f"  - {p}" for p in problems), fix,
         ]))
 
 

@@ -77,7 +77,7 @@ def load_tokenizer(candidate: Candidate) -> Any:
     folder = model_dir(candidate)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=candidate.trust_remote_code)
-    except (OSError, ValueError) as exc:  # missing or damaged tokenizer files, or code that is not trusted
+    except (OSError, ValueError, ImportError) as exc:  # missing or damaged files, code not trusted, a package it needs
         raise ModelUnavailable(f"cannot load the tokenizer from {folder}: {exc}") from None
     if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):  # transformers builds an empty one where the files lack
         raise ModelUnavailable(f"cannot load the tokenizer from {folder}: it has no tokenizer files (tokenizer.json, or a "
@@ -101,6 +101,8 @@ def unavailable(candidates: Sequence[Candidate], tokenizer: Callable[[Candidate]
             tokenizer(candidate)
         except TrialError as exc:
             problems.append(f"{candidate.name}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - whatever else its files raise (its own code, say) is named, not a traceback
+            problems.append(f"{candidate.name}: {type(exc).__name__}: {exc}")
     return problems
 
 

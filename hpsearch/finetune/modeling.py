@@ -54,8 +54,8 @@ class Scope:
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def check_files(candidate: Candidate) -> Path:
-    """The folder of ``candidate`` once it is there, its config loads, its depth allows ``num_layers`` and it holds a
+def check_files(candidate: Candidate) -> None:
+    """That the folder of ``candidate`` is there, its config loads, its depth allows ``num_layers`` and it holds a
     weights file: what a run checks of each candidate before its first trial (reading the weights is left to the
     fits). Raises ModelUnavailable or TrialError."""
     folder = model_dir(candidate)
@@ -63,7 +63,6 @@ def check_files(candidate: Candidate) -> Path:
     if not any((folder / name).is_file() for name in WEIGHTS_FILES):
         raise ModelUnavailable(f"no weights file in {folder} (looked for {', '.join(WEIGHTS_FILES)}); save the model there with "
                                "save_pretrained")
-    return folder
 
 
 def _config(folder: Path, num_layers: int | None, trust_remote_code: bool) -> Any:
