@@ -17,7 +17,10 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
         try:
             loaded = datasets.load_dataset(source.hub, source.config, split=source.split, cache_dir=_str(cache_dir))
         except Exception as exc:  # the hub raises many types; all mean the same to the user
-            raise DataError(f"cannot load hub dataset {source.hub!r} (split {source.split!r}): {exc}") from exc
+            said = " ".join(str(exc).split())
+            raise DataError(f"cannot load hub dataset {source.hub!r} (split {source.split!r}): {said}; check its name, config "
+                            "and split and the connection, or save the data to a file (or save_to_disk) and point the split's "
+                            "path at it") from exc
         return loaded
     path = source.path
     assert path is not None  # the spec guarantees exactly one source

@@ -228,3 +228,16 @@ def test_a_subsample_larger_than_its_split_is_reported(tmp_path: Path) -> None:
     data = prepare_data(_spec(tmp_path, "  train: d.csv\n  subsample: {train: 50}"))
     assert len(data.train) == 30
     assert data.warnings == ["data.subsample.train asks for 50 rows but the train data has 30: all of them are used"]
+
+
+def test_a_hub_dataset_that_cannot_be_had_says_what_to_check() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("from hpsearch.spec import DataSource\nfrom hpsearch.data.sources import load_source\n"
+            "load_source(DataSource(hub='nobody/nothing', split='train'))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("hpsearch.errors.DataError: cannot load hub dataset 'nobody/nothing' (split 'train'): "), result.stderr
+    assert "check its name, config and split and the connection" in last and "point the split's path at it" in last
