@@ -52,7 +52,17 @@ def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callab
     say(f"final model: refit of trial {chosen['trial']} on all {len(tuner.data.train)} training rows for {chosen['best_epochs']} epoch(s)",
         event="final_model", policy="refit", trial=chosen["trial"])
     params = {**chosen["params"], "epochs": chosen["best_epochs"]}
-    fitted = tuner.fit(candidate, params, train_rows=list(range(len(tuner.data.train))), eval_rows=[], seed=spec.seed)
+
+    def on_epoch(record: Any) -> bool:  # a refit on large data takes as long as a trial's folds: it says how it goes
+        speed = record.samples / max(record.seconds, 1e-9)
+        say(f"final model: epoch {record.epoch}/{params['epochs']} done (loss {record.train_loss:.4f}, {speed:.0f} samples/s)",
+            event="refit_epoch", epoch=record.epoch, train_loss=record.train_loss, samples_per_second=speed)
+        return False
+
+    show = getattr(say, "step", None)
+    on_step = (lambda epoch, done, total: show(done, total, f"final model epoch {epoch}")) if show else None
+    fitted = tuner.fit(candidate, params, train_rows=list(range(len(tuner.data.train))), eval_rows=[], seed=spec.seed,
+                       on_epoch=on_epoch, on_step=on_step)
     seconds = time.perf_counter() - started
     say(f"refit took {seconds:.0f}s", event="refit_end", seconds=seconds)
     return fitted

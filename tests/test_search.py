@@ -319,10 +319,13 @@ def test_test_split_is_scored_once_on_the_refit_model(tmp_path: Path, tiny_bert:
     write_csv(tmp_path / "test.csv", classification_rows(40, seed=9))
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n")
     path.write_text(path.read_text().replace("  train: cls.csv\n", "  train: cls.csv\n  test: test.csv\n"))
-    assert run_study(path, say=_quiet) == 0
+    events: list[dict] = []
+    assert run_study(path, say=lambda message, **fields: events.append(fields)) == 0
     spec = load_spec(path)
     report = json.loads((spec.out_dir / "selection.json").read_text())
     assert report["final_policy"] == "refit"
+    refit = [e["epoch"] for e in events if e.get("event") == "refit_epoch"]  # the refit says how it goes, epoch by epoch
+    assert refit == list(range(1, report["selected"]["best_epochs"] + 1)), events
     assert set(report["test_scores"]) >= {"accuracy", "macro_f1", "loss"}
     assert 0.0 <= report["test_scores"]["macro_f1"] <= 1.0
 
