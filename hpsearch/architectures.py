@@ -50,6 +50,11 @@ ARCHITECTURES: dict[str, Architecture] = {
         ("embeddings",), "layers", ("Wqkv", "Wo"),
         cache_off="each layer picks local or global attention and its rotary positions by its own index",
     ),
+    **{family: Architecture(
+        ("embed_tokens",), "layers", ("q_proj", "v_proj"),
+        cache_off="its layers take rotary position tensors and a causal mask that the model builds for the whole input",
+        decoder=True,
+    ) for family in ("llama", "mistral", "qwen2", "gemma")},
     "gpt2": Architecture(
         ("wte", "wpe"), "h", ("c_attn",),
         cache_off="a decoder adds position embeddings to whatever comes in, so stored outputs cannot be fed back", decoder=True,

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hpsearch.architectures import architecture
+
 
 def build_tiny_bert(folder: Path, sentences: list[str], layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
     """Save a random BERT (``layers`` x ``hidden``) and its tokenizer to ``folder``; return it."""
@@ -34,10 +36,12 @@ def build_tiny_bert(folder: Path, sentences: list[str], layers: int = 2, hidden:
     return folder
 
 
-FAMILIES = ["bert", "roberta", "distilbert", "deberta-v2", "electra", "xlm-roberta", "albert", "modernbert", "gpt2"]
+FAMILIES = ["bert", "roberta", "distilbert", "deberta-v2", "electra", "xlm-roberta", "albert", "modernbert", "gpt2", "llama",
+            "mistral", "qwen2", "gemma"]
 """Model families a study can compare; each gets a tiny random model (see :func:`build_tiny_family`)."""
 
 _FAMILY_SETTINGS: dict[str, dict[str, object]] = {
+    **{family: {"num_key_value_heads": 2, "head_dim": 16} for family in ("llama", "mistral", "qwen2", "gemma")},
     "electra": {"embedding_size": 16},  # a projection between embeddings and blocks, as in the real ELECTRA
     "albert": {"embedding_size": 16},
     "deberta-v2": {"relative_attention": True, "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
@@ -48,7 +52,7 @@ _FAMILY_SETTINGS: dict[str, dict[str, object]] = {
 def build_tiny_family(folder: Path, family: str, tokenizer_folder: Path, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
     """A random ``family`` model (``layers`` x ``hidden``) with the tiny BERT's tokenizer, as users save them.
 
-    The decoder (gpt2) gets the tokenizer without a pad token, as GPT-2's own tokenizer comes.
+    Decoders get the tokenizer without a pad token, as GPT-2's and Llama's own tokenizers come.
     """
     import shutil
 
@@ -59,7 +63,7 @@ def build_tiny_family(folder: Path, family: str, tokenizer_folder: Path, layers:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in
            (("pad_token_id", "[PAD]"), ("bos_token_id", "[CLS]"), ("eos_token_id", "[SEP]"), ("cls_token_id", "[CLS]"), ("sep_token_id", "[SEP]"))}
-    if family == "gpt2":  # as GPT-2's tokenizer: an end-of-text token, no pad token
+    if architecture(family).decoder:  # as GPT-2's or Llama's tokenizer: an end-of-text token, no pad token
         ids.pop("pad_token_id")
         tokenizer.pad_token = None
         tokenizer.eos_token = "[SEP]"
