@@ -1,4 +1,5 @@
-"""A tiny random BERT and a fast WordPiece tokenizer trained on the toy corpus."""
+"""Tiny random models with tokenizers trained on the toy corpus: a BERT (WordPiece), a RoBERTa (byte-level BPE), and
+every family a study can compare."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,6 +34,28 @@ def build_tiny_bert(folder: Path, sentences: list[str], layers: int = 2, hidden:
     )
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_roberta(folder: Path, sentences: list[str], seed: int = 0) -> Path:
+    """Save a random 2-layer RoBERTa and a byte-level BPE tokenizer (as RoBERTa's and GPT-2's: a word's first piece
+    carries the space before it) to ``folder``; return it."""
+    import json
+
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(sentences, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split()) for m in json.loads(bpe.to_str())["model"]["merges"]]
+    tokenizer = RobertaTokenizer(vocab=bpe.get_vocab(), merges=merges, model_max_length=128)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder)
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    RobertaModel(config).save_pretrained(folder)
     return folder
 
 

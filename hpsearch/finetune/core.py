@@ -70,15 +70,24 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def load_tokenizer(candidate: Candidate) -> Any:
-    """The tokenizer of ``candidate``, with a pad token; raises ModelUnavailable or TrialError."""
+def load_tokenizer(candidate: Candidate, split_words: bool = False) -> Any:
+    """The tokenizer of ``candidate``, with a pad token, for inputs given as words where ``split_words``; raises
+    ModelUnavailable or TrialError."""
     from transformers import AutoTokenizer
 
     folder = model_dir(candidate)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=candidate.trust_remote_code)
-    except (OSError, ValueError, ImportError) as exc:  # missing or damaged files, code not trusted, a package it needs
-        raise ModelUnavailable(f"cannot load the tokenizer from {folder}: {exc}") from None
+
+    def load(**options: Any) -> Any:
+        try:
+            return AutoTokenizer.from_pretrained(folder, trust_remote_code=candidate.trust_remote_code, **options)
+        except (OSError, ValueError, ImportError) as exc:  # missing or damaged files, code not trusted, a package it needs
+            raise ModelUnavailable(f"cannot load the tokenizer from {folder}: {exc}") from None
+
+    tokenizer = load()
+    if split_words and getattr(tokenizer, "add_prefix_space", None) is False:
+        # Byte-level BPE marks the start of a word by the space before it: without one, every word given alone but the
+        # first would read as the middle of a word. Saved with the export, so its pipeline splits text the same way.
+        tokenizer = load(add_prefix_space=True)
     if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):  # transformers builds an empty one where the files lack
         raise ModelUnavailable(f"cannot load the tokenizer from {folder}: it has no tokenizer files (tokenizer.json, or a "
                                "vocabulary), so every word would be unknown; save the tokenizer there with save_pretrained")
@@ -163,7 +172,7 @@ class FineTuner:
     def tokenizer(self, candidate: Candidate) -> Any:
         """The tokenizer of ``candidate``, loaded once (:func:`load_tokenizer`)."""
         if candidate.name not in self._tokenizers:
-            self._tokenizers[candidate.name] = load_tokenizer(candidate)
+            self._tokenizers[candidate.name] = load_tokenizer(candidate, self.task.split_words)
         return self._tokenizers[candidate.name]
 
     def _warn_if_cut(self, candidate: str, split: str, tokenized: Tokenized) -> None:

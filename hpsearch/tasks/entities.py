@@ -20,11 +20,15 @@ class TokenClassification(Task):
     pipeline_task: ClassVar[str] = "token-classification"
     peft_task_type: ClassVar[str] = "TOKEN_CLS"
     inputs: ClassVar[tuple[str, ...]] = ("tokens",)
+    split_words: ClassVar[bool] = True
     target: ClassVar[str | None] = "tags"
     columns: ClassVar[dict[str, tuple[str | None, str]]] = {
         "tokens": ("tokens", "Column of word lists (token-classification)."),
         "tags": ("tags", "Column of per-word tag lists (token-classification)."),
     }
+
+    def cache_key(self) -> list[Any]:
+        return [*super().cache_key(), "words-after-a-space"]  # not the features of earlier versions (no prefix space)
 
     def learns(self, labels: Sequence[str]) -> str:
         return f"tags: {', '.join(labels)}"

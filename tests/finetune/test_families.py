@@ -11,7 +11,7 @@ from hpsearch.data import prepare_data
 from hpsearch.finetune import FineTuner
 from hpsearch.finetune.layouts import layout_of
 from hpsearch.spec import Candidate, load_spec
-from tinymodel import FAMILIES, build_tiny_family
+from tinymodel import FAMILIES, build_tiny_family, build_tiny_roberta
 from toydata import toy_study
 
 SCOPES = ["full", "freeze-1", "head", "lora"]
@@ -125,3 +125,23 @@ def test_exported_models_of_other_families_load_in_a_pipeline(family: str, famil
     assert {p["label"] for p in predictions} <= {"neg", "pos"} and len(predictions) == 2
     if architecture(family).decoder:  # the pad token the decoder was trained with travels with the export
         assert classify.tokenizer.pad_token is not None and classify.model.config.pad_token_id == classify.tokenizer.pad_token_id
+
+
+def test_words_reach_a_byte_level_tokenizer_each_after_a_space(tmp_path: Path, tiny_bert: Path) -> None:
+    """RoBERTa's and GPT-2's tokenizers mark a word's start by the space before it: words given one by one (token
+    classification) must each get that space, or all but the first read as the middle of a word; the export keeps it."""
+    from transformers import AutoTokenizer, pipeline
+
+    from toydata import corpus
+
+    model = build_tiny_roberta(tmp_path / "roberta", corpus())
+    spec = load_spec(toy_study(tmp_path / "study", model, task="token-classification", rows=40))
+    tuner = FineTuner(prepare_data(spec), cache_dir=tmp_path / "cache", max_length=32)
+    candidate = Candidate(name="roberta", path=model)
+    words = tuner.data.train.columns["tokens"][0]
+    as_words = tuner.tokenizer(candidate)(words, is_split_into_words=True)["input_ids"]
+    assert as_words == AutoTokenizer.from_pretrained(model)(" " + " ".join(words))["input_ids"]  # the text they come from
+    fitted = tuner.fit(candidate, {**PARAMS, "epochs": 1}, train_rows=list(range(30)), eval_rows=list(range(30, 40)))
+    fitted.save(tmp_path / "export")
+    tagger = pipeline("token-classification", model=str(tmp_path / "export"))
+    assert tagger.tokenizer.add_prefix_space is True and tagger("the film was good") is not None
