@@ -59,6 +59,34 @@ def build_tiny_roberta(folder: Path, sentences: list[str], seed: int = 0) -> Pat
     return folder
 
 
+def build_tiny_deberta_spm(folder: Path, sentences: list[str], seed: int = 0) -> Path:
+    """Save a random 2-layer DeBERTa-v2 whose tokenizer is only a SentencePiece file (``spm.model``), as DeBERTa-v3
+    comes from the hub: loading it needs the sentencepiece package."""
+    import json
+
+    import sentencepiece
+    import torch
+    from transformers import AutoTokenizer, DebertaV2Config, DebertaV2Model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.txt").write_text("\n".join(sentences * 5), encoding="utf-8")
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(folder / "corpus.txt"), model_prefix=str(folder / "spm"), vocab_size=60, model_type="unigram", pad_id=0,
+        bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]", unk_piece="[UNK]",
+        user_defined_symbols=["[MASK]"], minloglevel=2,
+    )
+    for name in ("corpus.txt", "spm.vocab"):
+        (folder / name).unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "DebertaV2Tokenizer"}), encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    config = DebertaV2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+                             **_FAMILY_SETTINGS["deberta-v2"])
+    torch.manual_seed(seed)
+    DebertaV2Model(config).save_pretrained(folder)
+    return folder
+
+
 FAMILIES = ["bert", "roberta", "distilbert", "deberta-v2", "electra", "xlm-roberta", "albert", "modernbert", "gpt2", "llama",
             "mistral", "qwen2", "gemma"]
 """Model families a study can compare; each gets a tiny random model (see :func:`build_tiny_family`)."""

@@ -11,7 +11,7 @@ from hpsearch.data import prepare_data
 from hpsearch.finetune import FineTuner
 from hpsearch.finetune.layouts import layout_of
 from hpsearch.spec import Candidate, load_spec
-from tinymodel import FAMILIES, build_tiny_family, build_tiny_roberta
+from tinymodel import FAMILIES, build_tiny_deberta_spm, build_tiny_family, build_tiny_roberta
 from toydata import toy_study
 
 SCOPES = ["full", "freeze-1", "head", "lora"]
@@ -145,3 +145,15 @@ def test_words_reach_a_byte_level_tokenizer_each_after_a_space(tmp_path: Path, t
     fitted.save(tmp_path / "export")
     tagger = pipeline("token-classification", model=str(tmp_path / "export"))
     assert tagger.tokenizer.add_prefix_space is True and tagger("the film was good") is not None
+
+
+def test_a_tokenizer_that_comes_as_a_sentencepiece_file_loads(tmp_path: Path, study) -> None:
+    """DeBERTa-v3 (and others) ship only spm.model: the tokenizer is read with the sentencepiece package, a dependency."""
+    from toydata import corpus
+
+    model = build_tiny_deberta_spm(tmp_path / "deberta", corpus())
+    assert sorted(p.name for p in model.iterdir() if "token" in p.name or p.suffix == ".model") == ["spm.model", "tokenizer_config.json"]
+    tuner = _tuner(study, tmp_path / "cache")
+    fitted = tuner.fit(Candidate(name="deberta", path=model), {**PARAMS, "epochs": 1}, train_rows=TRAIN, eval_rows=EVAL)
+    assert fitted.inputs.tokenizer.tokenize("the film was good")[0].startswith("▁")
+    assert all(math.isfinite(v) for v in fitted.result.history[0].metrics.values())
