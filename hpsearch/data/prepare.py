@@ -12,6 +12,7 @@ from hpsearch.data.sources import load_source
 from hpsearch.errors import DataError, RowError
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import Task, get_task
+from hpsearch.tasks.base import is_missing
 
 SPLITS = ("train", "validation", "test")
 
@@ -65,6 +66,10 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
             dataset = load_source(source, cache_dir)
             if target is not None:  # on the file's own rows, so the row numbers point into it
                 _check_targets(task, _column(dataset, target, name), name, target, spec)
+            if name == "train" and spec.cv.group_column is not None and spec.data.validation is None:
+                groups = _column(dataset, spec.cv.group_column, name)
+                _refuse_missing([row for row, group in enumerate(groups) if is_missing(group)], spec, name, spec.cv.group_column,
+                                "group", "give each of them its group (a row alone may take a value of its own) or remove them")
             limit = getattr(spec.data.subsample, name)
             rows[name] = None
             if limit is not None and limit < len(dataset):
@@ -85,7 +90,7 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
         data.splits[name] = _standardise(task, dataset, name, spec, label_map, rows[name])
     data.task = task.with_data(data.train)
     if spec.cv.group_column is not None and spec.data.validation is None:
-        data.groups = _column(raw["train"], spec.cv.group_column, "train")
+        data.groups = [str(group) for group in _column(raw["train"], spec.cv.group_column, "train")]  # one type: they are sorted
     for name in ("validation", "test"):
         if name in data.splits:
             shared = overlap(task, data.train, data.splits[name])
@@ -169,15 +174,18 @@ def _column(dataset: Any, name: str, split: str) -> list[Any]:
 
 def _check_targets(task: Task, values: list[Any], split: str, column: str, spec: StudySpec) -> None:
     """Missing or empty labels are an error: they would otherwise become a class named 'None' or ''."""
-    rows = task.missing_targets(values)
+    what = task.target if task.target.endswith("s") else f"{task.target}s"
+    _refuse_missing(task.missing_targets(values), spec, split, column, what[:-1], f"fill in the {what} or remove those rows")
+
+
+def _refuse_missing(rows: list[int], spec: StudySpec, split: str, column: str, what: str, fix: str) -> None:
+    """A DataError naming the first ``rows`` (of the file, from 0) whose ``what`` in ``column`` is missing, with ``fix``."""
     if not rows:
         return
-    where = _where(spec, split)
     shown = ", ".join(str(r) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
-    what = task.target if task.target.endswith("s") else f"{task.target}s"
     raise DataError(
-        f"{where}: {len(rows)} {split} row(s) have a missing or empty {what[:-1]} in column {column!r} "
-        f"(rows {shown}, counting data rows from 0); fill in the {what} or remove those rows"
+        f"{_where(spec, split)}: {len(rows)} {split} row(s) have a missing or empty {what} in column {column!r} "
+        f"(rows {shown}, counting data rows from 0); {fix}"
     )
 
 

@@ -10,10 +10,10 @@ from hpsearch.spec import load_spec, load_spec_text
 from toydata import classification_rows, toy_study, write_csv, write_jsonl
 
 
-def _spec(folder: Path, data_yaml: str, task: str = "text-classification"):
+def _spec(folder: Path, data_yaml: str, task: str = "text-classification", extra: str = ""):
     (folder / "m").mkdir(exist_ok=True)
     (folder / "m" / "config.json").write_text("{}")
-    return load_spec_text(f"name: t\ntask: {task}\ndata:\n{data_yaml}\nmodels: [{{name: m, path: m}}]\n", folder)
+    return load_spec_text(f"name: t\ntask: {task}\ndata:\n{data_yaml}\nmodels: [{{name: m, path: m}}]\n{extra}", folder)
 
 
 def test_label_map_is_sorted_or_declared(tmp_path: Path) -> None:
@@ -172,6 +172,16 @@ def test_groups_come_from_the_group_column(tmp_path: Path, tiny_bert: Path) -> N
     spec = load_spec(toy_study(tmp_path, tiny_bert, extra="cv: {folds: 3, group_column: group}\n"))
     data = prepare_data(spec)
     assert data.groups is not None and len(data.groups) == len(data.train) and set(data.groups) == {f"g{i}" for i in range(7)}
+
+
+def test_a_row_without_a_group_is_named(tmp_path: Path) -> None:
+    rows = [{**row, "group": "" if i in (3, 8) else f"g{i % 4}"} for i, row in enumerate(classification_rows(30))]
+    write_csv(tmp_path / "d.csv", rows)
+    with pytest.raises(DataError) as info:
+        prepare_data(_spec(tmp_path, "  train: d.csv", extra="cv: {group_column: group}\n"))
+    assert str(info.value) == (f"{tmp_path / 'd.csv'}: 2 train row(s) have a missing or empty group in column 'group' (rows 3, 8, "
+                               "counting data rows from 0); give each of them its group (a row alone may take a value of its own) "
+                               "or remove them")
 
 
 def test_ner_tags_are_encoded_per_word(tmp_path: Path, tiny_bert: Path) -> None:
