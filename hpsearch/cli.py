@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     _progress_options(worker)
     status = study_command("status", "trials so far, the best so far and what is running", _status)
     status.add_argument("--storage", help="Optuna storage URL of the study (default: the study file's)")
+    status.add_argument("--json", action="store_true", help="print the status as one JSON object, for scripts")
     report = study_command("report", "write an HTML report with plots and the selection table", _report)
     report.add_argument("--out", type=Path, help="output folder (default: report/ in the study's output folder)")
     report.add_argument("--storage", help="Optuna storage URL of the study (default: the study file's)")
@@ -135,10 +136,10 @@ def _existing_study(args: argparse.Namespace):  # noqa: ANN202 - (spec, optuna s
 
 def _status(args: argparse.Namespace) -> int:
     from hpsearch.runner import counted_trials
-    from hpsearch.status import render, trial_table
+    from hpsearch.status import as_json, render, trial_table
 
     spec, study = _existing_study(args)
-    print(render(spec, trial_table(spec, study), counted_trials(study)))
+    print((as_json if args.json else render)(spec, trial_table(spec, study), counted_trials(study)))
     return 0
 
 

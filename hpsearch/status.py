@@ -14,7 +14,9 @@ from hpsearch.spec import StudySpec
 
 def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> list[dict[str, Any]]:
     """One row per trial: number, state, model, searched params, CV mean/std, epochs, duration, device."""
-    now = now or datetime.now()
+    from hpsearch.binding import superseded
+
+    now, old = now or datetime.now(), superseded(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         end = t.datetime_complete or (now if t.state.name == "RUNNING" else None)
@@ -24,7 +26,8 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
             "params": {k.split(":")[-1]: v for k, v in t.params.items() if k != "model"},
             "cv_mean": t.user_attrs.get("cv_mean"), "cv_std": t.user_attrs.get("cv_std"),
             "epochs": t.user_attrs.get("best_epochs"), "seconds": seconds, "device": t.user_attrs.get("device", ""),
-            "host": t.user_attrs.get("host", ""), "note": t.user_attrs.get("failure_reason", ""),
+            "host": t.user_attrs.get("host", ""),
+            "note": t.user_attrs.get("failure_reason", "") + (" (under settings the study no longer has)" if t.number in old else ""),
             "device_seconds": t.user_attrs.get("device_seconds"), "flops": t.user_attrs.get("flops"),
         })
     return rows
@@ -66,6 +69,16 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:
     if not running:
         lines.append("running: nothing")
     return "\n".join(lines)
+
+
+def as_json(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:
+    """The status as one JSON object: the rows of :func:`trial_table`, the best so far and what runs."""
+    import json
+
+    return json.dumps({
+        "study": spec.name, "metric": spec.metric, "direction": spec.direction, "finished": counted, "n_trials": spec.search.n_trials,
+        "best": best_row(spec, rows), "running": [r["trial"] for r in rows if r["state"] == "RUNNING"], "trials": rows,
+    }, default=str)
 
 
 def duration(seconds: float | None) -> str:

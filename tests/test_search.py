@@ -15,6 +15,7 @@ from hpsearch.errors import HpsearchError
 from hpsearch.runner import counted_trials, run_study
 from hpsearch.search import best_epoch_aggregate, make_storage, open_study
 from hpsearch.spec import load_spec
+from hpsearch.status import trial_table
 from toydata import toy_study
 
 FAST = """\
@@ -288,7 +289,10 @@ def test_a_study_whose_trials_all_failed_takes_the_fixed_candidate_and_runs_its_
     assert run_study(path, export=False, say=lambda message, **fields: said.append(message)) == 0
     assert any(m.startswith("models.m.config changed") and "no trial was scored (2 failed" in m for m in said), said
     assert [t.state.name for t in _trials(path)] == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
-    assert counted_trials(open_study(load_spec(path))) == 2
+    study = open_study(load_spec(path))
+    assert counted_trials(study) == 2
+    notes = [row["note"] for row in trial_table(load_spec(path), study)]
+    assert [note.endswith("(under settings the study no longer has)") for note in notes] == [True, True, False, False]
 
 
 def test_a_candidate_that_cannot_be_loaded_stops_the_run_before_its_first_trial(tmp_path: Path, tiny_bert: Path,

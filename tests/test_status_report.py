@@ -1,6 +1,7 @@
 """`hpsearch status` and `hpsearch report` on a finished tiny study."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,16 @@ def test_status_lists_every_trial_and_the_best(finished: Path, capsys: pytest.Ca
     best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: (t.value, -t.number))
     assert f"best so far: trial {best.number} (tiny), macro_f1 {best.value:.4f}" in out
     assert "running: nothing" in out
+
+
+def test_status_as_json_for_scripts(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", str(finished), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["study"] == "toy" and status["finished"] == status["n_trials"] == 4 and status["running"] == []
+    assert [t["trial"] for t in status["trials"]] == [0, 1, 2, 3]
+    complete = [t for t in status["trials"] if t["state"] == "COMPLETE"]
+    assert status["best"]["trial"] == max(complete, key=lambda t: (t["cv_mean"], -t["trial"]))["trial"]
+    assert any(t["state"] == "FAIL" and t["note"] for t in status["trials"])
 
 
 def test_status_of_a_study_that_never_ran(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
