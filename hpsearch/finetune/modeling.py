@@ -15,6 +15,12 @@ from hpsearch.spec import Candidate, package_model_dir
 from hpsearch.tasks import Task
 
 
+HUB_FILES = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.py", "*.safetensors")
+"""What a hub model's fine-tune reads: config, tokenizer files (vocabularies, merges, SentencePiece models), code
+of ``trust_remote_code`` models, and the weights as safetensors."""
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
 def model_dir(candidate: Candidate) -> Path:
     """Local folder of a candidate's files (hub models are fetched into the hub cache once)."""
     if candidate.path is not None:
@@ -27,7 +33,12 @@ def model_dir(candidate: Candidate) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(candidate.hub, revision=candidate.revision))
+        # Only what a fine-tune reads: a repository often holds the weights three to five times over (TensorFlow,
+        # Flax, ONNX, Rust, pickles), gigabytes that would be downloaded and stored for nothing.
+        folder = Path(snapshot_download(candidate.hub, revision=candidate.revision, allow_patterns=list(HUB_FILES)))
+        if not any((folder / name).is_file() for name in WEIGHTS_FILES):  # no safetensors: the PyTorch pickles then
+            folder = Path(snapshot_download(candidate.hub, revision=candidate.revision, allow_patterns=[*HUB_FILES, "pytorch_model*.bin"]))
+        return folder
     except Exception as exc:
         said = " ".join(str(exc).split())  # the hub's messages run over several lines
         raise ModelUnavailable(f"cannot get hub model {candidate.hub!r} ({type(exc).__name__}: {said}); check its name and "
@@ -49,9 +60,6 @@ class Scope:
         if text in ("full", "head", "lora"):
             return cls(text)
         raise TrialError(f"unknown training scope {text!r}; use full, head, lora or freeze-K")
-
-
-WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def check_files(candidate: Candidate) -> None:

@@ -1,0 +1,60 @@
+"""A hub model is fetched with only the files a fine-tune reads, never every format its repository holds."""
+from __future__ import annotations
+
+import fnmatch
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hpsearch.finetune.modeling import model_dir
+from hpsearch.spec import Candidate
+
+OTHER_FORMATS = ["tf_model.h5", "flax_model.msgpack", "rust_model.ot", "onnx/model.onnx", "coreml/model.mlmodel"]
+
+
+def _hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, repository: Path) -> list[str]:
+    """Serve ``repository`` as the hub would: snapshot_download fetches the files its patterns match, into one folder."""
+    import huggingface_hub
+
+    fetched: list[str] = []
+    snapshot = tmp_path / "snapshot"
+
+    def snapshot_download(repo_id: str, *, revision: str | None = None, allow_patterns: list[str] | None = None, **_: object) -> str:
+        for file in repository.rglob("*"):
+            name = file.relative_to(repository).as_posix()
+            if file.is_file() and (allow_patterns is None or any(fnmatch.fnmatch(name, p) for p in allow_patterns)):
+                (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(file, snapshot / name)
+                fetched.append(name)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return fetched
+
+
+def _repository(tmp_path: Path, model: Path, pickles_only: bool = False) -> Path:
+    repository = tmp_path / "repository"
+    shutil.copytree(model, repository)
+    for name in OTHER_FORMATS:
+        (repository / name).parent.mkdir(parents=True, exist_ok=True)
+        (repository / name).write_bytes(b"weights in another format")
+    if pickles_only:
+        (repository / "model.safetensors").rename(repository / "pytorch_model.bin")
+    else:
+        (repository / "pytorch_model.bin").write_bytes(b"the same weights, pickled")
+    return repository
+
+
+def test_a_hub_model_is_fetched_without_other_formats(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fetched = _hub(monkeypatch, tmp_path, _repository(tmp_path, tiny_bert))
+    folder = model_dir(Candidate(name="m", hub="org/tiny"))
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    assert not set(fetched) & {*OTHER_FORMATS, "pytorch_model.bin"}, fetched
+    assert {p.name for p in tiny_bert.iterdir()} <= set(fetched)  # config, tokenizer files and weights: all there
+
+
+def test_a_hub_model_with_pickled_weights_only_gets_them(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fetched = _hub(monkeypatch, tmp_path, _repository(tmp_path, tiny_bert, pickles_only=True))
+    folder = model_dir(Candidate(name="m", hub="org/tiny"))
+    assert (folder / "pytorch_model.bin").is_file() and not set(fetched) & set(OTHER_FORMATS), fetched
