@@ -27,7 +27,7 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
             "cv_mean": t.user_attrs.get("cv_mean"), "cv_std": t.user_attrs.get("cv_std"),
             "epochs": t.user_attrs.get("best_epochs"), "seconds": seconds, "device": t.user_attrs.get("device", ""),
             "host": t.user_attrs.get("host", ""),
-            "note": t.user_attrs.get("failure_reason", "") + (" (under settings the study no longer has)" if t.number in old else ""),
+            "note": ("under earlier settings: " if t.number in old else "") + t.user_attrs.get("failure_reason", ""),
             "device_seconds": t.user_attrs.get("device_seconds"), "flops": t.user_attrs.get("flops"),
         })
     return rows

@@ -292,7 +292,7 @@ def test_a_study_whose_trials_all_failed_takes_the_fixed_candidate_and_runs_its_
     study = open_study(load_spec(path))
     assert counted_trials(study) == 2
     notes = [row["note"] for row in trial_table(load_spec(path), study)]
-    assert [note.endswith("(under settings the study no longer has)") for note in notes] == [True, True, False, False]
+    assert [note.startswith("under earlier settings: ") for note in notes] == [True, True, False, False]
 
 
 def test_a_candidate_that_cannot_be_loaded_stops_the_run_before_its_first_trial(tmp_path: Path, tiny_bert: Path,

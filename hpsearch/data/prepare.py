@@ -60,6 +60,7 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
     target = getattr(spec.data.columns, task.target) if task.target else None
     notes: list[str] = []
     rows: dict[str, list[int] | None] = {}
+    groups: list[Any] | None = None
     for name in SPLITS:
         source = getattr(spec.data, name)
         if source is not None:
@@ -86,11 +87,11 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
     if spec.data.labels is not None and targets is not None:
         notes += _unseen_labels(spec.data.labels, targets)
     data = StudyData(task, label_map, warnings=notes)
+    if groups is not None:  # as text, so numbers and names mixed in one column sort; the subsample's rows
+        data.groups = [str(groups[row]) for row in (rows["train"] or range(len(groups)))]
     for name, dataset in raw.items():
         data.splits[name] = _standardise(task, dataset, name, spec, label_map, rows[name])
     data.task = task.with_data(data.train)
-    if spec.cv.group_column is not None and spec.data.validation is None:
-        data.groups = [str(group) for group in _column(raw["train"], spec.cv.group_column, "train")]  # one type: they are sorted
     for name in ("validation", "test"):
         if name in data.splits:
             shared = overlap(task, data.train, data.splits[name])
