@@ -165,7 +165,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     _quiet_libraries()
     _stop_on_signals()
-    rows, empty = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size, delimiter=args.delimiter)
+    rows, empty = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size, delimiter=args.delimiter,
+                               say=lambda message: print(message, file=sys.stderr, flush=True))
     print(f"wrote {rows - len(empty)} predictions to {args.output}")
     if empty:
         shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")

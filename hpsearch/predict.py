@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import ValidationError
 
@@ -24,11 +25,12 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32,
-                 delimiter: str | None = None) -> tuple[int, list[int]]:
+def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32, delimiter: str | None = None,
+                 say: Callable[[str], None] = lambda message: None, every: float = 10.0) -> tuple[int, list[int]]:
     """Predict every row of ``input_path`` and write ``output_path`` (.csv or .jsonl), one row per input row; returns the
     row count and the rows (from 0) left without a prediction because an input column is empty there.
-    ``delimiter``: the field separator of a csv input, and of a csv output."""
+    ``delimiter``: the field separator of a csv input, and of a csv output. ``say`` hears how far it is, at most once
+    every ``every`` seconds."""
     meta = read_metadata(model_dir)
     if output_path.suffix.lower() not in (".csv", ".jsonl"):
         raise HpsearchError(f"--output must end in .csv or .jsonl, got {output_path.name!r}")
@@ -54,13 +56,28 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
     keep = [i for i, row in enumerate(rows) if not any(_blank(row[c]) for c in columns)]
     if not keep:
         raise DataError(f"every row of {input_path} has an empty {' or '.join(repr(c) for c in columns)}: nothing to predict")
-    predictions = get_task(meta["task"]).predict(str(model_dir), meta, [rows[i] for i in keep], batch_size)
+    predictions = get_task(meta["task"]).predict(str(model_dir), meta, [rows[i] for i in keep], batch_size,
+                                                 done=_progress(len(keep), say, every))
     for row in rows:  # a row with an empty input keeps its place, with empty prediction fields
         row.update(dict.fromkeys(predictions[0]))
     for i, prediction in zip(keep, predictions):
         rows[i].update(prediction)
     _write(output_path, rows, delimiter or ",")
     return len(rows), sorted(set(range(len(rows))) - set(keep))
+
+
+def _progress(total: int, say: Callable[[str], None], every: float) -> Callable[[int], None]:
+    """A ``done`` callback that says how many of ``total`` rows are predicted, and how fast, every ``every`` seconds."""
+    started = last = time.monotonic()
+
+    def done(rows: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= every or (rows == total and now - started >= every):
+            last = now
+            say(f"predicted {rows:,} of {total:,} rows ({rows / max(now - started, 1e-9):.0f} rows/s)")
+
+    return done
 
 
 def _blank(value: Any) -> bool:

@@ -124,6 +124,15 @@ def test_predict_leaves_rows_with_an_empty_input_without_a_prediction(exported: 
     assert "has an empty 'text': nothing to predict" in capsys.readouterr().err
 
 
+def test_predict_says_how_far_it_is(exported: Path, tmp_path: Path) -> None:
+    from hpsearch.predict import predict_file
+
+    source = write_csv(tmp_path / "in.csv", [{"text": r["text"]} for r in classification_rows(5, seed=1)])
+    said: list[str] = []
+    predict_file(load_spec(exported).export_dir, source, tmp_path / "out.csv", batch_size=2, say=said.append, every=0)
+    assert [m.split(" rows")[0] for m in said] == [f"predicted {n} of 5" for n in range(1, 6)], said
+
+
 def test_predict_names_missing_columns(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = write_csv(tmp_path / "in.csv", [{"sentence": "good film"}])
     assert main(["predict", str(load_spec(exported).export_dir), "--input", str(source), "--output", str(tmp_path / "o.csv")]) == 2
@@ -146,6 +155,8 @@ def test_predict_reads_and_writes_another_separator(exported: Path, tmp_path: Pa
 def test_token_classification_export_serves_entities(tmp_path: Path, tiny_bert: Path) -> None:
     from transformers import pipeline
 
+    from hpsearch.predict import predict_file
+
     space = SPACE.replace("epochs: 2", "epochs: 4")
     path = toy_study(tmp_path, tiny_bert, task="token-classification", rows=120, extra=space + "search: {n_trials: 1}\n")
     assert run_study(path, say=_quiet) == 0
@@ -164,6 +175,9 @@ def test_token_classification_export_serves_entities(tmp_path: Path, tiny_bert: 
     source = write_csv(tmp_path / "words.csv", [{"tokens": json.dumps(words)}, {"tokens": " ".join(words)}, {"tokens": ""}])
     assert main(["predict", str(spec.export_dir), "--input", str(source), "--output", str(tmp_path / "words.jsonl")]) == 0
     listed, spaced, empty = [json.loads(line) for line in (tmp_path / "words.jsonl").read_text().splitlines()]
+    said: list[str] = []
+    predict_file(spec.export_dir, source, tmp_path / "words.jsonl", batch_size=1, say=said.append, every=0)
+    assert [m.split(" rows")[0] for m in said] == ["predicted 1 of 2", "predicted 2 of 2"], said
     assert listed["predicted_tags"] == spaced["predicted_tags"] == out[0]["predicted_tags"] and empty["predicted_tags"] is None
 
 

@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, Sequence
 
 from hpsearch.errors import DataError, RowError
 
@@ -226,8 +226,9 @@ class Task:
         """Standard input name -> the column the study read it from (written to the export's metadata)."""
         return {field: getattr(columns, field) for field in self.inputs if getattr(columns, field) is not None}
 
-    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
-        """One dict of output columns per input row, from an exported folder."""
+    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int,
+                done: Callable[[int], None] = lambda rows: None) -> list[dict[str, Any]]:
+        """One dict of output columns per input row, from an exported folder; ``done`` hears how many rows are done."""
         raise NotImplementedError
 
 

@@ -5,7 +5,7 @@ import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
@@ -62,8 +62,9 @@ class TextClassification(Task):
         labels = split.columns["label"]
         return -statistics.fmean(math.log((counts[labels[i]] + 1) / (len(train_rows) + classes)) for i in rows)
 
-    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
-        outputs = _pipeline_outputs(model_dir, meta, rows, batch_size, top_k=None)
+    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int,
+                done: Callable[[int], None] = lambda rows: None) -> list[dict[str, Any]]:
+        outputs = _pipeline_outputs(model_dir, meta, rows, batch_size, done, top_k=None)
         result = []
         for scores in outputs:
             best = max(scores, key=lambda s: s["score"])
@@ -140,15 +141,21 @@ class Regression(TextClassification):
         mean = statistics.fmean(data.train.columns["label"][i] for i in train_rows)
         return statistics.fmean((split.columns["label"][i] - mean) ** 2 for i in rows)
 
-    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
-        outputs = _pipeline_outputs(model_dir, meta, rows, batch_size, function_to_apply="none")
+    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int,
+                done: Callable[[int], None] = lambda rows: None) -> list[dict[str, Any]]:
+        outputs = _pipeline_outputs(model_dir, meta, rows, batch_size, done, function_to_apply="none")
         return [{"prediction": float(o["score"])} for o in outputs]
 
 
-def _pipeline_outputs(model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int, **options: Any) -> list[Any]:
+def _pipeline_outputs(model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int,
+                      done: Callable[[int], None], **options: Any) -> list[Any]:
     from transformers import pipeline
 
     pipe = pipeline("text-classification", model=model_dir, tokenizer=model_dir, device=-1)
     text, pair = meta["input_columns"]["text"], meta["input_columns"].get("text_pair")
-    inputs = [{"text": str(r[text]), "text_pair": str(r[pair])} if pair else str(r[text]) for r in rows]
-    return pipe(inputs, truncation=True, max_length=meta["max_length"], batch_size=batch_size, **options)
+    inputs = ({"text": str(r[text]), "text_pair": str(r[pair])} if pair else str(r[text]) for r in rows)
+    outputs = []
+    for output in pipe(inputs, truncation=True, max_length=meta["max_length"], batch_size=batch_size, **options):  # row by row
+        outputs.append(output)
+        done(len(outputs))
+    return outputs

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
@@ -92,7 +92,8 @@ class TokenClassification(Task):
         empty = np.zeros((0, len(data.label_map)))  # no word predicted: every word counts as 'O'
         return self.decode([empty] * len(rows), split, rows, data.label_map), "'O' for every word"
 
-    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int,
+                done: Callable[[int], None] = lambda rows: None) -> list[dict[str, Any]]:
         """One tag per input word (from its first subword); words past max_length get 'O'."""
         import torch
         from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -116,6 +117,7 @@ class TokenClassification(Task):
                     previous = word
                 tags += [outside] * (len(words) - len(tags))
                 result.append({"predicted_tags": tags})
+            done(len(result))
         return result
 
 

@@ -20,7 +20,7 @@ import statistics
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -177,14 +177,19 @@ class QuestionAnswering(Task):
 
     # -- export and predict -------------------------------------------------------------------
 
-    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+    def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int,
+                done: Callable[[int], None] = lambda rows: None) -> list[dict[str, Any]]:
         from transformers import pipeline
 
         from hpsearch.tasks.qa_pipeline import ExtractiveQuestionAnswering
 
         pipe = pipeline("question-answering", model=model_dir, tokenizer=model_dir, device=-1, pipeline_class=ExtractiveQuestionAnswering)
         columns = meta["input_columns"]
-        return [pipe(question=str(row[columns["question"]]), context=str(row[columns["context"]])) for row in rows]
+        answers = []
+        for row in rows:
+            answers.append(pipe(question=str(row[columns["question"]]), context=str(row[columns["context"]])))
+            done(len(answers))
+        return answers
 
     @property
     def mlflow_pipeline(self) -> str | None:
