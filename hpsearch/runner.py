@@ -166,7 +166,7 @@ class Session:
         share = ThreadShare(self.spec.execution.threads if self.threads is None else self.threads, self.say)
         waiting, said_timeout = Waiting(self.say), False
         gc.freeze()  # without a collection first: that would walk the whole heap (0.26 s) to free a few objects
-        finished = False
+        finished, counted_before, began = False, counted_trials(self.study), time.monotonic()
         try:
             while True:
                 if self.stop.is_set():  # the signal's KeyboardInterrupt was lost somewhere: stop all the same
@@ -183,6 +183,7 @@ class Session:
                 if outcome == "ran":
                     prune_checkpoints(self.spec, self.study)
                     _settle_heap()
+                    self._say_progress(counted_before, began, started)
         except KeyboardInterrupt:
             self.say(f"interrupted: {self.spec.search.done_text(counted_trials(self.study))} finished; run the same command to resume", event="stopped", reason="interrupted")
             self.tracker.end_study(self.parent_run, "KILLED")
@@ -195,6 +196,25 @@ class Session:
             if unfreeze or not finished:
                 gc.unfreeze()  # whatever outlives the trials is the caller's again, collectable as usual
         return True
+
+    def _say_progress(self, counted_before: int, began: float, started: float) -> None:
+        """How many trials are finished and, at the pace of the study since this process began (other workers'
+        trials included), about how long the rest will take; under a time budget, what is left of it."""
+        from hpsearch.status import duration
+
+        done, now, search = counted_trials(self.study), time.monotonic(), self.spec.search
+        elapsed, pace = now - began, max(counted_trials(self.study) - counted_before, 0)
+        text = f"progress: {search.done_text(done)} finished, {duration(elapsed)} in this run"
+        left = None
+        if search.n_trials is not None and pace and done < search.n_trials:
+            left = (search.n_trials - done) * elapsed / pace
+        if search.timeout is not None:
+            budget = max(search.timeout - (now - started), 0.0)
+            left = budget if left is None else min(left, budget)
+            text += f"; {duration(budget)} of the {duration(search.timeout)} time budget left"
+        if left is not None and search.n_trials is not None and done < search.n_trials:
+            text += f"; about {duration(left)} to go at this pace"
+        self.say(text, event="progress", finished=done, n_trials=search.n_trials, seconds=elapsed, seconds_left=left)
 
     def _claim_and_run(self, objective: Callable[[Any], Any], lock: Any, may_start: bool, wait_for_others: bool,
                        waiting: Waiting) -> str:

@@ -210,6 +210,19 @@ def test_grid_sampler_covers_its_grid(tmp_path: Path, tiny_bert: Path) -> None:
     assert seen == set(itertools.product([8, 16], ["full", "head"]))
 
 
+def test_a_run_says_after_each_trial_how_far_it_is(tmp_path: Path, tiny_bert: Path) -> None:
+    space = FAST.replace("epochs: 3", "epochs: 1").replace("folds: 3", "folds: 2")
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 3, timeout: 3600, pruner: {name: none}}\n", space=space)
+    said: list[tuple[str, dict]] = []
+    assert run_study(path, export=False, say=lambda message, **fields: said.append((message, fields))) == 0
+    progress = [(m, f) for m, f in said if f.get("event") == "progress"]
+    assert [f["finished"] for _, f in progress] == [1, 2, 3]
+    assert all(0 < f["seconds_left"] <= 3600 for _, f in progress[:2]) and progress[2][1]["seconds_left"] <= 3600
+    assert progress[0][0].startswith("progress: 1 of 3 trials finished, ") and "to go at this pace" in progress[0][0]
+    assert "of the 60m00s time budget left" in progress[0][0]
+    assert "to go" not in progress[2][0]  # nothing is left to do
+
+
 def test_a_failing_trial_does_not_stop_the_study(tmp_path: Path, tiny_bert: Path, broken_bert: Path) -> None:
     models = f"models:\n  - {{name: ok, path: {tiny_bert}}}\n  - {{name: broken, path: {broken_bert}}}\n"
     search = "search:\n  n_trials: 3\n  pruner: {name: none}\n  enqueue: [{model: broken}, {model: ok, learning_rate: 2.0e-3}, {model: ok, learning_rate: 4.0e-3}]\n"
