@@ -203,11 +203,11 @@ class Session:
         from hpsearch.status import duration
 
         done, now, search = counted_trials(self.study), time.monotonic(), self.spec.search
-        elapsed, pace = now - began, max(counted_trials(self.study) - counted_before, 0)
+        elapsed, since = now - began, max(done - counted_before, 0)
         text = f"progress: {search.done_text(done)} finished, {duration(elapsed)} in this run"
         left = None
-        if search.n_trials is not None and pace and done < search.n_trials:
-            left = (search.n_trials - done) * elapsed / pace
+        if search.n_trials is not None and since and done < search.n_trials:
+            left = (search.n_trials - done) * elapsed / since
         if search.timeout is not None:
             budget = max(search.timeout - (now - started), 0.0)
             left = budget if left is None else min(left, budget)
