@@ -128,7 +128,7 @@ class Session:
         if not read_only:
             from hpsearch.finetune.core import unavailable
 
-            refuse_unavailable(unavailable(spec.models, self.tuner.tokenizer), self.study)
+            refuse_unavailable(unavailable(spec.models, self.tuner.tokenizer, say), self.study)
         self.tracker = Tracker.from_spec(spec)
         self.parent_run = self.tracker.study_run(spec, objective_digest(self.study))
         self.objective = Objective(spec, self.tuner, self.folds, eval_split=eval_split, device=self.device, on_event=say,
@@ -413,7 +413,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         # The study and its parent run exist before any worker starts, so all of them join the same ones.
         started = time.monotonic()
         study = open_study(spec, say=say)
-        refuse_unavailable(unavailable(spec.models), study)  # once here, rather than once by each worker
+        refuse_unavailable(unavailable(spec.models, say=say), study)  # once here, rather than once by each worker
         tracker = Tracker.from_spec(spec)
         parent = tracker.study_run(spec, objective_digest(study))
         before = counted_trials(study)

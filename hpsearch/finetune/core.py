@@ -19,7 +19,7 @@ from hpsearch.finetune import frozen
 from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
 from hpsearch.finetune.loop import EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, predict_logits, resolve_precision, train
 from hpsearch.finetune.layouts import layout_of
-from hpsearch.finetune.modeling import Scope, apply_scope, check_files, count_parameters, frozen_modules, load_model, model_dir
+from hpsearch.finetune.modeling import Scope, apply_scope, check_files, count_parameters, frozen_modules, hub_cached, load_model, model_dir
 from hpsearch.spec import Candidate
 from hpsearch.tasks import Task, metric_direction
 
@@ -100,11 +100,16 @@ def load_tokenizer(candidate: Candidate, split_words: bool = False) -> Any:
     return tokenizer
 
 
-def unavailable(candidates: Sequence[Candidate], tokenizer: Callable[[Candidate], Any] = load_tokenizer) -> list[str]:
+def unavailable(candidates: Sequence[Candidate], tokenizer: Callable[[Candidate], Any] = load_tokenizer,
+                say: Callable[..., None] = lambda message, **fields: None) -> list[str]:
     """What keeps any of ``candidates`` from being trained, one line each (none: all can be): their files, config,
-    depth and tokenizer, checked before a study's first trial so that no trial is spent on a model that cannot load."""
+    depth and tokenizer, checked before a study's first trial so that no trial is spent on a model that cannot load.
+    ``say`` hears of each hub model that is fetched (a download of minutes, otherwise without a line)."""
     problems = []
     for candidate in candidates:
+        if candidate.hub is not None and not hub_cached(candidate):
+            say(f"{candidate.name}: fetching {candidate.hub} from the hub (once: it stays in the Hugging Face cache)",
+                event="prepare", candidate=candidate.name, step="download")
         try:
             check_files(candidate)
             tokenizer(candidate)

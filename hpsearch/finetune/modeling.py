@@ -45,6 +45,17 @@ def model_dir(candidate: Candidate) -> Path:
                                "revision and the connection, or point path: at a copy saved with save_pretrained") from exc
 
 
+def hub_cached(candidate: Candidate) -> bool:
+    """Whether a hub candidate's config and weights are in the local Hugging Face cache already (no download)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(candidate.hub, revision=candidate.revision, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not there, or not all of it: either way it is fetched
+        return False
+    return (folder / "config.json").is_file() and any((folder / name).is_file() for name in WEIGHTS_FILES)
+
+
 @dataclass(frozen=True)
 class Scope:
     """What is trained: everything, the head plus the layers above K frozen ones, or LoRA adapters."""

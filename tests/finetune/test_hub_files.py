@@ -20,7 +20,14 @@ def _hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, repository: Path) -> l
     fetched: list[str] = []
     snapshot = tmp_path / "snapshot"
 
-    def snapshot_download(repo_id: str, *, revision: str | None = None, allow_patterns: list[str] | None = None, **_: object) -> str:
+    def snapshot_download(repo_id: str, *, revision: str | None = None, allow_patterns: list[str] | None = None,
+                          local_files_only: bool = False, **_: object) -> str:
+        if local_files_only:  # the cache: what was fetched before
+            if not fetched:
+                from huggingface_hub.errors import LocalEntryNotFoundError
+
+                raise LocalEntryNotFoundError("not in the cache")
+            return str(snapshot)
         for file in repository.rglob("*"):
             name = file.relative_to(repository).as_posix()
             if file.is_file() and (allow_patterns is None or any(fnmatch.fnmatch(name, p) for p in allow_patterns)):
@@ -58,3 +65,15 @@ def test_a_hub_model_with_pickled_weights_only_gets_them(tmp_path: Path, tiny_be
     fetched = _hub(monkeypatch, tmp_path, _repository(tmp_path, tiny_bert, pickles_only=True))
     folder = model_dir(Candidate(name="m", hub="org/tiny"))
     assert (folder / "pytorch_model.bin").is_file() and not set(fetched) & set(OTHER_FORMATS), fetched
+
+
+def test_a_run_says_when_it_fetches_a_hub_model(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download takes minutes and the libraries' own bars are off: the check before the first trial names it, once."""
+    from hpsearch.finetune.core import unavailable
+
+    _hub(monkeypatch, tmp_path, _repository(tmp_path, tiny_bert))
+    said: list[str] = []
+    candidate = Candidate(name="m", hub="org/tiny")
+    assert unavailable([candidate], say=lambda message, **fields: said.append(message)) == []
+    assert said == ["m: fetching org/tiny from the hub (once: it stays in the Hugging Face cache)"]
+    assert unavailable([candidate], say=lambda message, **fields: said.append(message)) == [] and len(said) == 1  # cached now
