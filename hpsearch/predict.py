@@ -53,7 +53,8 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
     missing = [c for c in columns if c not in rows[0]]
     if missing:
         raise DataError(f"{input_path} lacks the column(s) {missing} the model was trained on (columns: {list(rows[0])}); rename them")
-    keep = [i for i, row in enumerate(rows) if not any(_blank(row[c]) for c in columns)]
+    empty = [i for i, row in enumerate(rows) if any(_blank(row[c]) for c in columns)]
+    keep = sorted(set(range(len(rows))) - set(empty))
     if not keep:
         raise DataError(f"every row of {input_path} has an empty {' or '.join(repr(c) for c in columns)}: nothing to predict")
     predictions = get_task(meta["task"]).predict(str(model_dir), meta, [rows[i] for i in keep], batch_size,
@@ -63,7 +64,7 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
     for i, prediction in zip(keep, predictions):
         rows[i].update(prediction)
     _write(output_path, rows, delimiter or ",")
-    return len(rows), sorted(set(range(len(rows))) - set(keep))
+    return len(rows), empty
 
 
 def _progress(total: int, say: Callable[[str], None], every: float) -> Callable[[int], None]:

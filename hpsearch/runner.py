@@ -166,7 +166,7 @@ class Session:
         share = ThreadShare(self.spec.execution.threads if self.threads is None else self.threads, self.say)
         waiting, said_timeout = Waiting(self.say), False
         gc.freeze()  # without a collection first: that would walk the whole heap (0.26 s) to free a few objects
-        finished, counted_before, began = False, counted_trials(self.study), time.monotonic()
+        finished, counted_before, began = False, self._counted(), time.monotonic()
         try:
             while True:
                 if self.stop.is_set():  # the signal's KeyboardInterrupt was lost somewhere: stop all the same
@@ -197,12 +197,16 @@ class Session:
                 gc.unfreeze()  # whatever outlives the trials is the caller's again, collectable as usual
         return True
 
+    def _counted(self) -> int:
+        """:func:`counted_trials`, with the superseded trials this session read once."""
+        return _counted(self.study.get_trials(deepcopy=False), self.superseded)
+
     def _say_progress(self, counted_before: int, began: float, started: float) -> None:
         """How many trials are finished and, at the pace of the study since this process began (other workers'
         trials included), about how long the rest will take; under a time budget, what is left of it."""
         from hpsearch.status import duration
 
-        done, now, search = counted_trials(self.study), time.monotonic(), self.spec.search
+        done, now, search = self._counted(), time.monotonic(), self.spec.search
         elapsed, since = now - began, max(done - counted_before, 0)
         text = f"progress: {search.done_text(done)} finished, {duration(elapsed)} in this run"
         left = None

@@ -42,6 +42,10 @@ class EpochRecord:
     predictions: list[Any] | None = None
     """The task's compact prediction for each evaluated row, in the order of the evaluated rows."""
 
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / max(self.seconds, 1e-9)
+
 
 @dataclass
 class TrainResult:

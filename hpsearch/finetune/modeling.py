@@ -19,6 +19,13 @@ HUB_FILES = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.py", "*.safetensors"
 """What a hub model's fine-tune reads: config, tokenizer files (vocabularies, merges, SentencePiece models), code
 of ``trust_remote_code`` models, and the weights as safetensors."""
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_HUB_FOLDERS: dict[tuple[str, str | None], Path] = {}
+"""Hub folders this process has fetched, by (name, revision): asked for by the check before the first trial, the
+tokenizer and the inputs, each would otherwise ask the hub again."""
+
+
+def _has_weights(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in WEIGHTS_FILES)
 
 
 def model_dir(candidate: Candidate) -> Path:
@@ -30,18 +37,26 @@ def model_dir(candidate: Candidate) -> Path:
         if folder is None:
             raise ModelUnavailable(f"package {candidate.package!r} of model {candidate.name!r} is not installed")
         return folder
+    assert candidate.hub is not None  # the spec guarantees exactly one source
+    key = (candidate.hub, candidate.revision)
+    if key not in _HUB_FOLDERS:
+        _HUB_FOLDERS[key] = _fetch(candidate.hub, candidate.revision)
+    return _HUB_FOLDERS[key]
+
+
+def _fetch(hub: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
         # Only what a fine-tune reads: a repository often holds the weights three to five times over (TensorFlow,
         # Flax, ONNX, Rust, pickles), gigabytes that would be downloaded and stored for nothing.
-        folder = Path(snapshot_download(candidate.hub, revision=candidate.revision, allow_patterns=list(HUB_FILES)))
-        if not any((folder / name).is_file() for name in WEIGHTS_FILES):  # no safetensors: the PyTorch pickles then
-            folder = Path(snapshot_download(candidate.hub, revision=candidate.revision, allow_patterns=[*HUB_FILES, "pytorch_model*.bin"]))
+        folder = Path(snapshot_download(hub, revision=revision, allow_patterns=list(HUB_FILES)))
+        if not _has_weights(folder):  # no safetensors: the PyTorch pickles then
+            folder = Path(snapshot_download(hub, revision=revision, allow_patterns=[*HUB_FILES, "pytorch_model*.bin"]))
         return folder
     except Exception as exc:
         said = " ".join(str(exc).split())  # the hub's messages run over several lines
-        raise ModelUnavailable(f"cannot get hub model {candidate.hub!r} ({type(exc).__name__}: {said}); check its name and "
+        raise ModelUnavailable(f"cannot get hub model {hub!r} ({type(exc).__name__}: {said}); check its name and "
                                "revision and the connection, or point path: at a copy saved with save_pretrained") from exc
 
 
@@ -53,7 +68,7 @@ def hub_cached(candidate: Candidate) -> bool:
         folder = Path(snapshot_download(candidate.hub, revision=candidate.revision, local_files_only=True))
     except Exception:  # noqa: BLE001 - not there, or not all of it: either way it is fetched
         return False
-    return (folder / "config.json").is_file() and any((folder / name).is_file() for name in WEIGHTS_FILES)
+    return (folder / "config.json").is_file() and _has_weights(folder)
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,7 @@ def check_files(candidate: Candidate) -> None:
     fits). Raises ModelUnavailable or TrialError."""
     folder = model_dir(candidate)
     _config(folder, candidate.num_layers, candidate.trust_remote_code)
-    if not any((folder / name).is_file() for name in WEIGHTS_FILES):
+    if not _has_weights(folder):
         raise ModelUnavailable(f"no weights file in {folder} (looked for {', '.join(WEIGHTS_FILES)}); save the model there with "
                                "save_pretrained")
 

@@ -17,6 +17,9 @@ def _hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, repository: Path) -> l
     """Serve ``repository`` as the hub would: snapshot_download fetches the files its patterns match, into one folder."""
     import huggingface_hub
 
+    import hpsearch.finetune.modeling as modeling
+
+    monkeypatch.setattr(modeling, "_HUB_FOLDERS", {})  # what an earlier test fetched under the same name
     fetched: list[str] = []
     snapshot = tmp_path / "snapshot"
 
@@ -56,6 +59,8 @@ def _repository(tmp_path: Path, model: Path, pickles_only: bool = False) -> Path
 def test_a_hub_model_is_fetched_without_other_formats(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fetched = _hub(monkeypatch, tmp_path, _repository(tmp_path, tiny_bert))
     folder = model_dir(Candidate(name="m", hub="org/tiny"))
+    count = len(fetched)
+    assert model_dir(Candidate(name="m2", hub="org/tiny")) == folder and len(fetched) == count  # asked once per process
     assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
     assert not set(fetched) & {*OTHER_FORMATS, "pytorch_model.bin"}, fetched
     assert {p.name for p in tiny_bert.iterdir()} <= set(fetched)  # config, tokenizer files and weights: all there
