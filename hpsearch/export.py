@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError
+from hpsearch.selection import counts_text
 from hpsearch.space import applicable
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import Task, get_task
@@ -122,8 +123,7 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
     lines = [
         f"# {spec.name}: {chosen['model']} fine-tuned for {spec.task}",
         "",
-        f"Selected by hpsearch {__version__} from {report['trials']['COMPLETE']} completed trials "
-        f"({report['trials']['PRUNED']} pruned, {report['trials']['FAIL']} failed), rule `{report['rule']}`.",
+        f"Selected by hpsearch {__version__} (rule `{report['rule']}`) from the study's trials: {counts_text(report['trials'])}.",
         "",
         "## Data",
         "",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
+from hpsearch.selection import counts_text
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
 
@@ -14,6 +15,11 @@ if TYPE_CHECKING:
     from hpsearch.runner import Session
 
 FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
+
+
+def shown_state(trial: Any) -> str:
+    """The trial's state as the summaries count it (see ``selection.TRIAL_STATES``)."""
+    return "INTERRUPTED" if trial.state.name == "FAIL" and trial.user_attrs.get("interrupted") else trial.state.name
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
@@ -70,7 +76,7 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
         "selected": {k: chosen[k] for k in ("trial", "model", "params", "mean_score", "std_score", "best_epochs", "total_parameters")},
         "cv_interval": {"mean": interval.mean, "low": interval.low, "high": interval.high, "confidence": interval.confidence},
         "paired_comparisons": selection.compare_top(table, chosen, spec.selection.confidence),
-        "trials": {state: sum(1 for t in trials if t.state.name == state) for state in FINISHED_STATES},
+        "trials": selection.trial_counts([shown_state(t) for t in trials]),
         "considered_trials": sorted(row["trial"] for row in rows),
         "running_trials": sorted(t.number for t in trials if t.state.name == "RUNNING"),
     }
@@ -91,7 +97,7 @@ def trial_costs(trials: list[Any]) -> list[dict[str, Any]]:
         if t.state.name not in FINISHED_STATES or "model" not in t.user_attrs:
             continue
         a = t.user_attrs
-        out.append({"trial": t.number, "model": a["model"], "state": t.state.name, "train_samples": int(a.get("train_samples") or 0),
+        out.append({"trial": t.number, "model": a["model"], "state": shown_state(t), "train_samples": int(a.get("train_samples") or 0),
                     "device_seconds": float(a.get("device_seconds") or 0.0),
                     "trainable_parameters": a.get("trainable_parameters"), "total_parameters": a.get("total_parameters"),
                     "latency_ms": a.get("objective_latency"), "flops": a.get("flops"), "peak_memory_mb": a.get("peak_memory_mb")})
@@ -236,7 +242,7 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
         lines.append(f"  vs trial {c['other']} ({c['other_model']}): difference {c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}], p={c['p_value']:.3f}")
     lines += per_model_lines(spec, report.get("per_model", []))
     trials = report["trials"]
-    lines.append(f"trials: {trials['COMPLETE']} complete, {trials['PRUNED']} pruned, {trials['FAIL']} failed")
+    lines.append(f"trials: {counts_text(trials)}")
     spent = report.get("study_cost")
     if spent:
         lines.append(f"cost: {spent['train_samples']:,} training samples, {spent['device_seconds']:.0f} device-seconds, "
@@ -286,7 +292,7 @@ def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
     lines = [f"which model (best trial of each, {spec.metric} CV with interval; compared with the winner on the same folds):"]
     for r in rows:
         counts = r["trials"]
-        spent = f"{counts['COMPLETE']} complete/{counts['PRUNED']} pruned/{counts['FAIL']} failed, {r['train_samples']:,} samples, {r['device_seconds']:.0f} device-s"
+        spent = f"{counts_text(counts, '/')}, {r['train_samples']:,} samples, {r['device_seconds']:.0f} device-s"
         if r["best_trial"] is None:
             lines.append(f"  {r['model']}: {r['verdict']} ({spent})")
             continue

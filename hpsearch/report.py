@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from hpsearch.selection import latency_measured
+from hpsearch.selection import counts_text, latency_measured
 from hpsearch.space import describe_params
 from hpsearch.spec import StudySpec
 
@@ -166,7 +166,7 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
     rows = report.get("per_model", [])
     if rows:
         head = "".join(f"<th>{h}</th>" for h in ("model", "best trial", "CV mean", "interval", "verdict", "winner minus it", "p",
-                                                  "complete / pruned / failed", "training samples", "device-seconds", "FLOPs (est.)", "trained / total params", "ms / example"))
+                                                  "complete / pruned / failed (/ interrupted)", "training samples", "device-seconds", "FLOPs (est.)", "trained / total params", "ms / example"))
         body = ""
         for r in rows:
             c = r.get("comparison") or {}
@@ -174,7 +174,7 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
                      f"{r['mean_score']:.4f}" if "mean_score" in r else "—",
                      f"[{r['low']:.4f}, {r['high']:.4f}]" if "low" in r else "—", r["verdict"],
                      f"{c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]" if c else "—", f"{c['p_value']:.3f}" if c else "—",
-                     "{COMPLETE} / {PRUNED} / {FAIL}".format(**r["trials"]), f"{r['train_samples']:,}", f"{r['device_seconds']:.0f}",
+                     counts_text(r["trials"], " / "), f"{r['train_samples']:,}", f"{r['device_seconds']:.0f}",
                      f"{r.get('flops') or 0:.3g}",
                      f"{r.get('trainable_parameters') or 0:,} / {r.get('total_parameters') or 0:,}" if r["best_trial"] is not None else "—",
                      f"{r['latency_ms']:.1f}" if r.get("latency_ms") is not None else "—"]
@@ -215,7 +215,7 @@ def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], 
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} th{{background:#f3f3f3}} img{{max-width:100%}} .note{{color:#777}}</style></head>
 <body>
 <h1>Study {html.escape(spec.name)}</h1>
-<p>{html.escape(spec.task)}; metric {html.escape(spec.metric)} ({spec.direction}); {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed trials.</p>
+<p>{html.escape(spec.task)}; metric {html.escape(spec.metric)} ({spec.direction}); {html.escape(counts_text(counts))} trials.</p>
 <h2>Selection</h2>
 <p id="winner">Winner ({html.escape(report['rule'])}): trial {chosen['trial']}, {html.escape(chosen['model'])}, {chosen['best_epochs']} epoch(s).
 CV {html.escape(spec.metric)} {ci['mean']:.4f}, {ci['confidence']:.0%} interval [{ci['low']:.4f}, {ci['high']:.4f}] (corrected resampled t).</p>

@@ -429,15 +429,15 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
             say(f"stopped: the workers lost the study storage {redact(spec.search.storage or '')}; run the same command to resume once it is back",
                 event="stopped", reason="storage unreachable")
             return StorageUnavailable.exit_code
-        try:
+        if stop.is_set() or any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
+            say(f"stopped: {spec.search.done_text(counted_trials(study))} finished; run the same command to resume", event="stopped", reason="interrupted")
+            tracker.end_study(parent, "KILLED")
+            return 130
+        try:  # the data, the models and the devices for the end: loaded only when the study goes on to it
             session = Session(spec, say, stop=stop)
         except BaseException:  # the workers' error (bad data, say) is the run's: its study run did not stay open
             tracker.end_study(parent, "FAILED")
             raise
-        if stop.is_set() or any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
-            say(f"stopped: {spec.search.done_text(counted_trials(session.study))} finished; run the same command to resume", event="stopped", reason="interrupted")
-            session.tracker.end_study(session.parent_run, "KILLED")
-            return 130
         # Workers that died may have left trials behind: recover them and finish here, within the
         # same timeout the workers had (not a fresh one); trials still running elsewhere are waited for.
         if not session.work(started, wait_for_others=True, unfreeze=False):

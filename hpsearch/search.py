@@ -11,6 +11,7 @@ only at a few of these steps, its rungs (see :mod:`hpsearch.rungs`).
 from __future__ import annotations
 
 import math
+import random
 import shutil
 import statistics
 import time
@@ -61,13 +62,21 @@ STARTUP_DEFAULTS = {"tpe": 10, "gp": 10}
 """Optuna's random start-up trials per sampler, unless ``search.sampler.options.n_startup_trials`` says otherwise."""
 
 
-def make_sampler(spec: StudySpec, seed_offset: int = 0) -> Any:
-    """The spec's sampler. Parallel workers pass distinct offsets: equal seeds would propose equal trials."""
+def make_sampler(spec: StudySpec, seed_offset: int = 0, held: int = 0) -> Any:
+    """The spec's sampler. Parallel workers pass distinct offsets: equal seeds would propose equal trials.
+
+    ``held``: the trials the study already holds. A resumed study's sampler seeded as on its first run would
+    draw the first run's settings again (a resumed random start-up repeated every trial it had run); with the
+    count mixed into the seed it goes on with settings of its own, still the same on every replay.
+    """
     if not SAMPLERS:
         _register_factories()
     sampler = spec.search.sampler
+    seed = spec.sampler_seed + seed_offset
+    if held:
+        seed = random.Random(f"{seed}/{held}").getrandbits(32)
     try:
-        made = SAMPLERS[sampler.name](spec, spec.sampler_seed + seed_offset, dict(sampler.options))
+        made = SAMPLERS[sampler.name](spec, seed, dict(sampler.options))
     except (TypeError, ValueError) as exc:
         raise SpecError([f"search.sampler.options: {sampler.name} sampler rejected {sampler.options}: {exc}"]) from None
     if sampler.name in LEARNS_FROM_SCORES and not spec.search.second_objective:
@@ -111,6 +120,9 @@ def open_study(spec: StudySpec, storage: Any | None = None, seed_offset: int = 0
         )
     except ValueError as exc:
         raise SpecError([f"search: the existing study {spec.name!r} does not match this spec ({exc}); rename the study or delete its storage"]) from None
+    held = len(study.get_trials(deepcopy=False))
+    if held:
+        study.sampler = make_sampler(spec, seed_offset, held)
     bind(spec, study, say)  # first: it names the setting that changed, where the check below only sees its effect
     if [d.name.lower() for d in study.directions] != directions(spec):
         raise SpecError([f"search.direction: study {spec.name!r} already exists with directions {[d.name.lower() for d in study.directions]}; "

@@ -187,6 +187,24 @@ def write_table(table: Sequence[dict[str, Any]], folder: Path) -> tuple[Path, Pa
     return csv_path, json_path
 
 
+TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED")
+"""How the summaries count finished trials: a trial stopped by Ctrl-C or SIGTERM (Optuna's FAIL, run again on
+resume) is counted as interrupted, not as failed."""
+
+
+def trial_counts(states: Sequence[str]) -> dict[str, int]:
+    return {state: sum(1 for s in states if s == state) for state in TRIAL_STATES}
+
+
+def counts_text(counts: dict[str, int], sep: str = ", ") -> str:
+    """'8 complete, 0 pruned, 1 failed', with the interrupted trials where there are any (summaries written
+    before they were counted apart have none)."""
+    parts = [f"{counts['COMPLETE']} complete", f"{counts['PRUNED']} pruned", f"{counts['FAIL']} failed"]
+    if counts.get("INTERRUPTED"):
+        parts.append(f"{counts['INTERRUPTED']} interrupted (run again)")
+    return sep.join(parts)
+
+
 def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]], models: Sequence[str], winner: dict[str, Any],
               confidence: float, direction: str, bounds: tuple[float, float] | None = None) -> list[dict[str, Any]]:
     """"Which pretrained model?": one row per candidate model, best trial first.
@@ -201,7 +219,7 @@ def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]],
         ranked = sorted((r for r in table if r["model"] == model), key=lambda r: r["rank"])
         row: dict[str, Any] = {
             "model": model,
-            "trials": {state: sum(1 for t in mine if t["state"] == state) for state in ("COMPLETE", "PRUNED", "FAIL")},
+            "trials": trial_counts([t["state"] for t in mine]),
             "train_samples": int(sum(t.get("train_samples") or 0 for t in mine)),
             "device_seconds": float(sum(t.get("device_seconds") or 0.0 for t in mine)),
             "flops": float(sum(t.get("flops") or 0.0 for t in mine)),

@@ -190,6 +190,10 @@ def test_interrupted_study_resumes_to_exactly_n_trials(tmp_path: Path, tiny_bert
     counted = [t for t in trials if not t.user_attrs.get("interrupted")]
     assert len(counted) == 3 and all(t.state.name == "COMPLETE" for t in counted)
     assert trials[2].params == trials[1].params  # the interrupted configuration ran again
+    # The resumed sampler goes on with settings of its own: seeded as on the first run, it drew trial 0's again.
+    assert len({t.params["learning_rate"] for t in counted}) == 3
+    selected = json.loads((load_spec(path).out_dir / "selection.json").read_text())
+    assert selected["trials"] == {"COMPLETE": 3, "PRUNED": 0, "FAIL": 0, "INTERRUPTED": 1}  # stopped by the user, not failed
     assert run_study(path, say=_quiet) == 0  # nothing left to do: no new trial
     assert len(_trials(path)) == 4
 

@@ -137,6 +137,7 @@ def test_sigint_stops_every_worker_and_the_study_resumes(tmp_path: Path, tiny_be
     assert not [t for t in trials if t.state.name == "RUNNING"]
     assert any(t.user_attrs.get("interrupted") for t in trials)
     assert "run the same command to resume" in err
+    assert not [line for line in err.splitlines() if line.startswith("training in")]  # stopping loads no data, model or device
     result = _run(path)
     assert result.returncode == 0, result.stderr[-3000:]
     study = _trials(path)
