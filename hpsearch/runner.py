@@ -494,12 +494,22 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": storage})})
     import os
 
-    # Workers of one study need different sampler seeds, or they would propose the same trials.
-    session = Session(spec, say, device=device, seed_offset=os.getpid() if seed_offset is None else seed_offset, stop=stop,
-                      threads=threads)
+    from hpsearch.workers import HOST
+
+    session = Session(spec, say, device=device, seed_offset=worker_seed_offset(HOST, os.getpid()) if seed_offset is None else seed_offset,
+                      stop=stop, threads=threads)
     say(f"worker on {session.device} joined study {spec.name!r} ({spec.search.done_text(counted_trials(session.study))} finished)",
         event="worker_joined", device=str(session.device))
     return 0 if session.work() else 130
+
+
+def worker_seed_offset(host: str, pid: int) -> int:
+    """The sampler seed offset of a worker started by hand or by a scheduler. Workers of one study need different
+    seeds, or they would propose the same trials; the process id alone is not enough, as workers in containers
+    often have the same one (1, in every pod of a Kubernetes Job), so the machine's name is taken in too."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{host}/{pid}".encode()).digest()[:4], "big") % 2**31
 
 
 def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None] = lambda: None) -> Callable[[Any], Any]:

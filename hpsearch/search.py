@@ -72,7 +72,7 @@ def make_sampler(spec: StudySpec, seed_offset: int = 0, held: int = 0) -> Any:
     if not SAMPLERS:
         _register_factories()
     sampler = spec.search.sampler
-    seed = spec.sampler_seed + seed_offset
+    seed = (spec.sampler_seed + seed_offset) % 2**32  # numpy's seeds are 32-bit
     if held:
         seed = random.Random(f"{seed}/{held}").getrandbits(32)
     try:

@@ -125,6 +125,37 @@ def check_recovered(study, victim: int, n_trials: int) -> None:  # noqa: ANN001 
     assert counted_trials(study) == n_trials and not [t for t in trials if t.state.name == "RUNNING"]
 
 
+def test_workers_started_in_containers_with_one_process_id_propose_different_settings(tmp_path: Path, tiny_bert: Path,
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    from hpsearch import runner, workers
+    from hpsearch.search import make_sampler
+
+    offsets: list[int] = []
+
+    class Joined(Exception):
+        pass
+
+    def session(spec, say, **options):  # noqa: ANN001, ANN003, ANN202
+        offsets.append(options["seed_offset"])
+        raise Joined
+
+    monkeypatch.setattr(runner, "Session", session)
+    for pod in ("train-0-x7k2p", "train-1-q9d4m"):  # two pods of one Job: each worker is process 1 of its pod
+        monkeypatch.setattr(workers, "HOST", pod)
+        monkeypatch.setattr(os, "getpid", lambda: 1)
+        with pytest.raises(Joined):
+            runner.run_worker(_study(tmp_path, tiny_bert, n_trials=2))
+    assert offsets[0] != offsets[1]
+    spec = load_spec(_study(tmp_path, tiny_bert, n_trials=2))
+    first = []
+    for offset in offsets:
+        study = optuna.create_study(sampler=make_sampler(spec, offset))
+        first.append(study.ask().suggest_float("learning_rate", 1e-5, 1e-3, log=True))
+    assert first[0] != first[1]
+
+
 def test_sigint_stops_every_worker_and_the_study_resumes(tmp_path: Path, tiny_bert: Path) -> None:
     path = _study(tmp_path, tiny_bert, n_trials=6, epochs=4, rows=100)  # trials left to interrupt after trial 1 starts
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
