@@ -26,6 +26,7 @@ class Architecture:
 
 
 _BERT = Architecture(("embeddings",), "encoder.layer", ("query", "value"))
+_ROTARY = "its layers take rotary position tensors and a causal mask that the model builds for the whole input"
 
 ARCHITECTURES: dict[str, Architecture] = {
     "bert": _BERT,
@@ -50,11 +51,16 @@ ARCHITECTURES: dict[str, Architecture] = {
         ("embeddings",), "layers", ("Wqkv", "Wo"),
         cache_off="each layer picks local or global attention and its rotary positions by its own index",
     ),
+    "mpnet": Architecture(
+        ("embeddings",), "encoder.layer", ("q", "v"),
+        cache_off="its layers also take a relative-position bias that the encoder builds from the whole input",
+    ),
     **{family: Architecture(
         ("embed_tokens",), "layers", ("q_proj", "v_proj"),
-        cache_off="its layers take rotary position tensors and a causal mask that the model builds for the whole input",
+        cache_off=_ROTARY,
         decoder=True,
-    ) for family in ("llama", "mistral", "qwen2", "gemma")},
+    ) for family in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2")},
+    "phi3": Architecture(("embed_tokens",), "layers", ("qkv_proj",), cache_off=_ROTARY, decoder=True),
     "gpt2": Architecture(
         ("wte", "wpe"), "h", ("c_attn",),
         cache_off="a decoder adds position embeddings to whatever comes in, so stored outputs cannot be fed back", decoder=True,

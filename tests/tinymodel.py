@@ -87,12 +87,13 @@ def build_tiny_deberta_spm(folder: Path, sentences: list[str], seed: int = 0) ->
     return folder
 
 
-FAMILIES = ["bert", "roberta", "distilbert", "deberta-v2", "electra", "xlm-roberta", "albert", "modernbert", "gpt2", "llama",
-            "mistral", "qwen2", "gemma"]
+FAMILIES = ["bert", "roberta", "distilbert", "deberta-v2", "electra", "xlm-roberta", "albert", "mpnet", "modernbert", "gpt2", "llama",
+            "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2", "phi3"]
 """Model families a study can compare; each gets a tiny random model (see :func:`build_tiny_family`)."""
 
 _FAMILY_SETTINGS: dict[str, dict[str, object]] = {
-    **{family: {"num_key_value_heads": 2, "head_dim": 16} for family in ("llama", "mistral", "qwen2", "gemma")},
+    **{family: {"num_key_value_heads": 2, "head_dim": 16} for family in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2")},
+    "phi3": {"num_key_value_heads": 2},
     "electra": {"embedding_size": 16},  # a projection between embeddings and blocks, as in the real ELECTRA
     "albert": {"embedding_size": 16},
     "deberta-v2": {"relative_attention": True, "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
@@ -115,7 +116,7 @@ def build_tiny_family(folder: Path, family: str, tokenizer_folder: Path, layers:
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in
            (("pad_token_id", "[PAD]"), ("bos_token_id", "[CLS]"), ("eos_token_id", "[SEP]"), ("cls_token_id", "[CLS]"), ("sep_token_id", "[SEP]"))}
     if architecture(family).decoder:  # as GPT-2's or Llama's tokenizer: an end-of-text token, no pad token
-        ids.pop("pad_token_id")
+        ids["pad_token_id"] = None  # not the family's default (Phi-3's is id 32000, beyond this vocabulary)
         tokenizer.pad_token = None
         tokenizer.eos_token = "[SEP]"
     config = AutoConfig.for_model(

@@ -112,7 +112,7 @@ def test_the_no_cache_reason_is_said_once_per_candidate(family_models, study, tm
     assert len([m for m in said if "frozen-layer cache off" in m]) == 1
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "distilbert", "albert"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "phi3", "distilbert", "mpnet", "albert"])
 def test_exported_models_of_other_families_load_in_a_pipeline(family: str, family_models, study, tmp_path: Path) -> None:
     from transformers import pipeline
 
