@@ -1,9 +1,11 @@
 """``hpsearch run``: search, cross-validated selection, final model, test score, export."""
 from __future__ import annotations
 
+import datetime
 import functools
 import gc
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -62,6 +64,22 @@ def _counted(trials: list[Any], skipped: set[int]) -> int:
     skipped = skipped | _retried_numbers(trials)
     return sum(1 for t in trials if t.state.name in FINISHED_STATES and t.number not in skipped
                and not t.user_attrs.get("interrupted") and not t.user_attrs.get("requeued"))
+
+
+def seconds_to_go(trials_left: int, trials: list[Any], since: datetime.datetime) -> float | None:
+    """About how long ``trials_left`` more trials take: the mean wall time of the trials that finished after ``since``
+    (on any worker), shared among the workers that run trials at once: those that started one since ``since``, or
+    the trials running now and the next one here, whichever is more (a worker between two trials runs none).
+    None before any trial finished. (The finished trials per second of the run so far, the estimate before, put
+    the rest at N times its length after the first trial of N workers.)"""
+    recent = [t for t in trials if t.datetime_start is not None and t.datetime_start >= since]
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in recent
+                 if t.state.name in FINISHED_STATES and t.datetime_complete is not None]
+    if not durations:
+        return None
+    workers = {(t.user_attrs.get("host"), t.user_attrs.get("pid")) for t in recent}
+    at_once = max(len(workers), 1 + sum(1 for t in trials if t.state.name == "RUNNING"))
+    return trials_left * statistics.fmean(durations) / at_once
 
 
 def requeue_interrupted(study: Any) -> int:
@@ -166,7 +184,7 @@ class Session:
         share = ThreadShare(self.spec.execution.threads if self.threads is None else self.threads, self.say)
         waiting, said_timeout = Waiting(self.say), False
         gc.freeze()  # without a collection first: that would walk the whole heap (0.26 s) to free a few objects
-        finished, counted_before, began = False, self._counted(), time.monotonic()
+        finished, began, began_at = False, time.monotonic(), datetime.datetime.now()
         try:
             while True:
                 if self.stop.is_set():  # the signal's KeyboardInterrupt was lost somewhere: stop all the same
@@ -183,7 +201,7 @@ class Session:
                 if outcome == "ran":
                     prune_checkpoints(self.spec, self.study)
                     _settle_heap()
-                    self._say_progress(counted_before, began, started)
+                    self._say_progress(began, began_at, started)
         except KeyboardInterrupt:
             self.say(f"interrupted: {self.spec.search.done_text(counted_trials(self.study))} finished; run the same command to resume", event="stopped", reason="interrupted")
             self.tracker.end_study(self.parent_run, "KILLED")
@@ -197,21 +215,18 @@ class Session:
                 gc.unfreeze()  # whatever outlives the trials is the caller's again, collectable as usual
         return True
 
-    def _counted(self) -> int:
-        """:func:`counted_trials`, with the superseded trials this session read once."""
-        return _counted(self.study.get_trials(deepcopy=False), self.superseded)
-
-    def _say_progress(self, counted_before: int, began: float, started: float) -> None:
+    def _say_progress(self, began: float, began_at: datetime.datetime, started: float) -> None:
         """How many trials are finished and, at the pace of the study since this process began (other workers'
-        trials included), about how long the rest will take; under a time budget, what is left of it."""
+        trials included, see :func:`seconds_to_go`), about how long the rest will take; under a time budget, what
+        is left of it."""
         from hpsearch.status import duration
 
-        done, now, search = self._counted(), time.monotonic(), self.spec.search
-        elapsed, since = now - began, max(done - counted_before, 0)
+        trials, now, search = self.study.get_trials(deepcopy=False), time.monotonic(), self.spec.search
+        done, elapsed = _counted(trials, self.superseded), now - began
         text = f"progress: {search.done_text(done)} finished, {duration(elapsed)} in this run"
         left = None
-        if search.n_trials is not None and since and done < search.n_trials:
-            left = (search.n_trials - done) * elapsed / since
+        if search.n_trials is not None and done < search.n_trials:
+            left = seconds_to_go(search.n_trials - done, trials, began_at)
         if search.timeout is not None:
             budget = max(search.timeout - (now - started), 0.0)
             left = budget if left is None else min(left, budget)

@@ -227,6 +227,28 @@ def test_a_run_says_after_each_trial_how_far_it_is(tmp_path: Path, tiny_bert: Pa
     assert "to go" not in progress[2][0]  # nothing is left to do
 
 
+def test_the_time_to_go_shares_the_trials_left_among_those_running_at_once() -> None:
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    from hpsearch.runner import seconds_to_go
+
+    begun = datetime(2026, 1, 1, 12)
+
+    def trial(state: str, start: float, end: float | None = None, pid: int = 1) -> SimpleNamespace:
+        return SimpleNamespace(state=SimpleNamespace(name=state), datetime_start=begun + timedelta(seconds=start),
+                               datetime_complete=None if end is None else begun + timedelta(seconds=end),
+                               user_attrs={"host": "a", "pid": pid})
+
+    # Two workers: the first trial took 9 s and the other worker's is still running: 7 trials are 4 rounds of 2.
+    assert seconds_to_go(7, [trial("COMPLETE", 0, 9), trial("RUNNING", 0, pid=2)], begun) == pytest.approx(7 * 9 / 2)
+    # The same when the other worker is between two trials: it ran one since the run began.
+    assert seconds_to_go(7, [trial("COMPLETE", 0, 9), trial("COMPLETE", 0, 9, pid=2)], begun) == pytest.approx(7 * 9 / 2)
+    # One worker: the trials of this run took 10 s and 20 s; one from before the run is not its pace.
+    assert seconds_to_go(4, [trial("COMPLETE", -100, -50, pid=9), trial("COMPLETE", 0, 10), trial("PRUNED", 10, 30)], begun) == pytest.approx(4 * 15)
+    assert seconds_to_go(3, [trial("COMPLETE", -100, -50), trial("RUNNING", 0)], begun) is None
+
+
 def test_a_failing_trial_does_not_stop_the_study(tmp_path: Path, tiny_bert: Path, broken_bert: Path) -> None:
     models = f"models:\n  - {{name: ok, path: {tiny_bert}}}\n  - {{name: broken, path: {broken_bert}}}\n"
     search = "search:\n  n_trials: 3\n  pruner: {name: none}\n  enqueue: [{model: broken}, {model: ok, learning_rate: 2.0e-3}, {model: ok, learning_rate: 4.0e-3}]\n"
