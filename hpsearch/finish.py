@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
-from hpsearch.selection import counts_text
+from hpsearch.selection import counts_text, is_repeat
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
 
@@ -19,7 +19,9 @@ FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 def shown_state(trial: Any) -> str:
     """The trial's state as the summaries count it (see ``selection.TRIAL_STATES``)."""
-    return "INTERRUPTED" if trial.state.name == "FAIL" and trial.user_attrs.get("interrupted") else trial.state.name
+    if trial.state.name == "FAIL" and trial.user_attrs.get("interrupted"):
+        return "INTERRUPTED"
+    return "REPEAT" if trial.state.name == "COMPLETE" and is_repeat(trial) else trial.state.name
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
@@ -31,7 +33,7 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
          "latency_ms": t.user_attrs.get("objective_latency"), "train_samples": t.user_attrs.get("train_samples"),
          "device_seconds": t.user_attrs.get("device_seconds"), "flops": t.user_attrs.get("flops"),
          "peak_memory_mb": t.user_attrs.get("peak_memory_mb")}
-        for t in study.get_trials(deepcopy=False, states=None) if t.state.name == "COMPLETE"
+        for t in study.get_trials(deepcopy=False, states=None) if t.state.name == "COMPLETE" and not is_repeat(t)
     ]
 
 
@@ -86,7 +88,7 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
     report["per_model"] = selection.per_model(table, costs, [m.name for m in spec.models], chosen,
                                               spec.selection.confidence, spec.direction, metric_bounds(spec.metric))
     if spec.search.second_objective:
-        report["pareto_front"] = [t.number for t in study.best_trials]
+        report["pareto_front"] = [t.number for t in study.best_trials if not is_repeat(t)]
     return report, table
 
 

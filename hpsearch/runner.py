@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from hpsearch.binding import objective_digest, scored, superseded
 from hpsearch.errors import HpsearchError, StorageUnavailable
 from hpsearch.finish import FINISHED_STATES, finish_study
+from hpsearch.selection import is_repeat
 from hpsearch.spec import StudySpec, load_spec
 from hpsearch.summary import redact
 
@@ -55,24 +56,24 @@ def _retried_numbers(trials: list[Any]) -> set[int]:
 
 
 def counted_trials(study: Any) -> int:
-    """Trials that count towards n_trials: finished ones, except those whose configuration ran again and those
-    that failed under settings the study no longer has."""
+    """Trials that count towards n_trials: finished ones, except those whose configuration ran again, those
+    that failed under settings the study no longer has, and repeats of a completed trial's settings."""
     return _counted(study.get_trials(deepcopy=False), superseded(study))
 
 
 def _counted(trials: list[Any], skipped: set[int]) -> int:
     skipped = skipped | _retried_numbers(trials)
     return sum(1 for t in trials if t.state.name in FINISHED_STATES and t.number not in skipped
-               and not t.user_attrs.get("interrupted") and not t.user_attrs.get("requeued"))
+               and not t.user_attrs.get("interrupted") and not t.user_attrs.get("requeued") and not is_repeat(t))
 
 
 def seconds_to_go(trials_left: int, trials: list[Any], since: datetime.datetime) -> float | None:
     """About how long ``trials_left`` more trials take: the mean wall time of the trials that finished after ``since``
-    (on any worker), shared among the workers that run trials at once: those that started one since ``since``, or
+    (on any worker; repeats, not trained, are not a pace), shared among the workers that run trials at once: those that started one since ``since``, or
     the trials running now and the next one here, whichever is more (a worker between two trials runs none).
     None before any trial finished. (The finished trials per second of the run so far, the estimate before, put
     the rest at N times its length after the first trial of N workers.)"""
-    recent = [t for t in trials if t.datetime_start is not None and t.datetime_start >= since]
+    recent = [t for t in trials if t.datetime_start is not None and t.datetime_start >= since and not is_repeat(t)]
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in recent
                  if t.state.name in FINISHED_STATES and t.datetime_complete is not None]
     if not durations:
@@ -126,6 +127,8 @@ class Session:
         # The study first: a spec that no longer matches its study stops before data or models are loaded.
         self.study = open_study(spec, seed_offset=seed_offset, say=say, read_only=read_only)
         self.superseded = superseded(self.study)
+        self._configurations: Any = False  # the finite space's configurations, once asked (None: not finite)
+        self._said_space_tried = False
         self.data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
         self.data.label_map.save(out / "labels.json")
         for warning in self.data.warnings:
@@ -215,6 +218,25 @@ class Session:
                 gc.unfreeze()  # whatever outlives the trials is the caller's again, collectable as usual
         return True
 
+    def _space_tried(self, trials: list[Any]) -> bool:
+        """Whether every configuration of a finite search space has been taken by a trial (none waits to run): the
+        search ends there, before n_trials, as any further trial would repeat one (said once)."""
+        from hpsearch.search import untried
+
+        if self._configurations is False:
+            from hpsearch.space import configurations
+
+            self._configurations = configurations(self.spec)
+        if self._configurations is None or any(t.state.name == "WAITING" for t in trials):
+            return False
+        if untried(self.spec, trials, self._configurations):
+            return False
+        if not self._said_space_tried:
+            self._said_space_tried = True
+            self.say(f"every one of the {len(self._configurations)} configurations of the search space has been tried: no new trial "
+                     "is started (more trials would only repeat them)", event="space_tried", configurations=len(self._configurations))
+        return True
+
     def _say_progress(self, began: float, began_at: datetime.datetime, started: float) -> None:
         """How many trials are finished and, at the pace of the study since this process began (other workers'
         trials included, see :func:`seconds_to_go`), about how long the rest will take; under a time budget, what
@@ -256,7 +278,7 @@ class Session:
             requeue_interrupted(self.study)
             trials = self.study.get_trials(deepcopy=False)
             running = [t for t in trials if t.state.name == "RUNNING"]
-            if not may_start or _counted(trials, self.superseded) + len(running) >= self.spec.search.trial_limit:
+            if not may_start or self._space_tried(trials) or _counted(trials, self.superseded) + len(running) >= self.spec.search.trial_limit:
                 if wait_for_others and running:
                     lock.release()
                     waiting.show(running)
@@ -357,7 +379,7 @@ def prune_checkpoints(spec: StudySpec, study: Any) -> list[int]:
     if not folder.is_dir():
         return []
     finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.name != "RUNNING"}
-    complete = [t for t in finished.values() if t.state.name == "COMPLETE"]
+    complete = [t for t in finished.values() if t.state.name == "COMPLETE" and not is_repeat(t)]
     keep = {t.number for t in sorted(complete, key=lambda t: rank_key(t.user_attrs["cv_mean"], t.number, spec.direction))[: spec.export.keep_top_k]}
     removed = []
     for path in folder.glob("trial-*"):

@@ -23,8 +23,8 @@ from typing import Any, Callable, Sequence
 
 from hpsearch.cost import peak_memory_mb, reset_peak_memory, training_flops
 from hpsearch.errors import DataError, ModelUnavailable, OutOfMemory, SpecError, StorageUnavailable, TrialError
-from hpsearch.selection import better
-from hpsearch.space import describe_params, enqueue_params, grid, max_epochs, shown_params, suggest
+from hpsearch.selection import REPEAT_ATTR, better, is_repeat
+from hpsearch.space import configurations, describe_params, enqueue_params, grid, max_epochs, settings_key, shown_params, suggest
 from hpsearch.spec import StudySpec
 from hpsearch.storage import make_storage
 
@@ -199,6 +199,45 @@ class FoldRecords:
         return self.curves[-1], self.predictions[-1], self.loss_curves[-1]
 
 
+def scored_settings(trials: Sequence[Any]) -> dict[str, Any]:
+    """The completed trials that were trained (not repeats), by :func:`hpsearch.space.settings_key`."""
+    found: dict[str, Any] = {}
+    for t in trials:
+        if t.state.name == "COMPLETE" and not is_repeat(t) and "model" in t.user_attrs and "params" in t.user_attrs:
+            found.setdefault(settings_key(t.user_attrs["model"], t.user_attrs["params"]), t)
+    return found
+
+
+def untried(spec: StudySpec, trials: Sequence[Any], every: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]] | None:
+    """The configurations of a finite space (``every``, default :func:`hpsearch.space.configurations`) that no trial
+    has taken yet: none completed, pruned, running or waiting with them; None for a space without a finite list."""
+    every = configurations(spec) if every is None else every
+    if every is None:
+        return None
+    taken = set()
+    for t in trials:
+        if t.state.name in ("COMPLETE", "PRUNED", "RUNNING") and "model" in t.user_attrs and "params" in t.user_attrs:
+            taken.add(settings_key(t.user_attrs["model"], t.user_attrs["params"]))
+        elif t.state.name == "WAITING":
+            taken.add(settings_key(*_waiting_settings(spec, t)))
+    return [every[key] for key in every if key not in taken]
+
+
+def _waiting_settings(spec: StudySpec, trial: Any) -> tuple[str, dict[str, Any]]:
+    """(candidate, params) of a waiting enqueued trial, from its fixed Optuna parameters (the space's fixed values
+    and the candidate's default where it names none)."""
+    from hpsearch.spec import FixedParam
+
+    fixed = trial.system_attrs.get("fixed_params") or {}
+    candidate = fixed.get("model", spec.models[0].name)
+    space = spec.space_for(spec.candidate(candidate)) if candidate in {m.name for m in spec.models} else {}
+    params = {}
+    for name, param in space.items():
+        key = f"{candidate}:{name}" if f"{candidate}:{name}" in fixed else name
+        params[name] = param.value if isinstance(param, FixedParam) else fixed.get(key)
+    return candidate, params
+
+
 LOSS_ATTR = "cv_loss"
 """Trial user attr: the trial's lowest validation loss (:func:`lowest_loss`), what the sampler's view reads."""
 
@@ -265,6 +304,9 @@ class Objective:
         trial.set_user_attr("precision", self.tuner.precision)
         trial.set_user_attr("model", candidate_name)
         trial.set_user_attr("params", params)
+        twin = scored_settings(trial.study.get_trials(deepcopy=False, states=None)).get(settings_key(candidate_name, params))
+        if twin is not None:
+            return self._repeat(trial, candidate_name, params, twin)
         self.on_event(f"trial {trial.number}: {candidate_name} {describe_params(shown_params(self.spec, candidate_name, params))}", event="trial_start", trial=trial.number, model=candidate_name, params=params)
         run = self.tracker.start_trial(self.parent_run, trial.number, candidate_name, params, self.device, self.tuner.precision)
         if run:
@@ -299,6 +341,30 @@ class Objective:
         finally:
             # Runs end with their true status even when the trial crashes or is interrupted.
             self.tracker.end_trial(run, state, dict(trial.user_attrs))
+
+    def _repeat(self, trial: Any, candidate_name: str, params: dict[str, Any], twin: Any) -> float | tuple[float, float]:
+        """A trial with the settings of completed trial ``twin``: its score without training again (see
+        REPEAT_ATTR). In a finite space one configuration no trial has taken yet is enqueued, so the search goes
+        on with something new rather than with the sampler's next guess at the same place."""
+        trial.set_user_attr(REPEAT_ATTR, twin.number)
+        for key in ("fold_scores", LOSS_ATTR, "best_epochs"):  # what the sampler's view of a trial reads
+            if key in twin.user_attrs:
+                trial.set_user_attr(key, twin.user_attrs[key])
+        shown = describe_params(shown_params(self.spec, candidate_name, params))
+        self.on_event(f"trial {trial.number}: {candidate_name} {shown}: the settings of trial {twin.number}, not trained again "
+                      f"({self.spec.metric} {twin.user_attrs.get('cv_mean', twin.values[0]):.4f}); it does not count toward n_trials",
+                      event="trial_end", trial=trial.number, state="COMPLETE", repeat_of=twin.number)
+        left = untried(self.spec, trial.study.get_trials(deepcopy=False, states=None))
+        if left:
+            import random
+
+            from hpsearch.spec import FixedParam
+
+            candidate, chosen = random.Random(f"{self.spec.sampler_seed}/{trial.number}").choice(left)
+            space = self.spec.space_for(self.spec.candidate(candidate))
+            searched = {name: value for name, value in chosen.items() if not isinstance(space[name], FixedParam)}
+            trial.study.enqueue_trial(enqueue_params(self.spec, {"model": candidate, **searched}), skip_if_exists=True)
+        return tuple(twin.values) if len(twin.values) > 1 else twin.values[0]  # type: ignore[return-value]
 
     def _failed(self, trial: Any, reason: str) -> None:
         trial.set_user_attr("failure_reason", reason)

@@ -47,6 +47,18 @@ def enqueue_params(spec: StudySpec, settings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _values(param: Any) -> list[Any] | None:
+    """Every value a searched parameter can take, or None where it has a continuum of them."""
+    if isinstance(param, CategoricalParam):
+        return list(param.choices)
+    if isinstance(param, IntParam):
+        return list(range(param.low, param.high + 1, param.step))
+    if isinstance(param, FloatParam) and param.step is not None:
+        count = int(round((param.high - param.low) / param.step)) + 1
+        return [round(param.low + i * param.step, 12) for i in range(count)]
+    return None
+
+
 def grid(spec: StudySpec) -> dict[str, list[Any]]:
     """The grid sampler's search space; every searched parameter must have finitely many values."""
     problems = [f"models[{i}].space: per-candidate overrides cannot be combined with the grid sampler; move them to 'space'" for i, m in enumerate(spec.models) if m.space]
@@ -54,18 +66,46 @@ def grid(spec: StudySpec) -> dict[str, list[Any]]:
     if len(spec.models) > 1:
         space[MODEL_PARAM] = [m.name for m in spec.models]
     for name, param in spec.space.as_dict().items():
-        if isinstance(param, CategoricalParam):
-            space[name] = list(param.choices)
-        elif isinstance(param, IntParam) and not param.log:
-            space[name] = list(range(param.low, param.high + 1, param.step))
-        elif isinstance(param, FloatParam) and param.step is not None:
-            count = int(round((param.high - param.low) / param.step)) + 1
-            space[name] = [round(param.low + i * param.step, 12) for i in range(count)]
+        values = None if isinstance(param, IntParam) and param.log else _values(param)
+        if values is not None:
+            space[name] = values
         elif not isinstance(param, FixedParam):
             problems.append(f"space.{name}: the grid sampler needs a list of choices or a float range with 'step'")
     if problems:
         raise SpecError(problems)
     return space
+
+
+def settings_key(candidate: str, params: dict[str, Any]) -> str:
+    """What makes two trials the same training run: the candidate and the settings that act in it (floats to 12
+    significant digits, as a stepped range's values may come back from the storage a rounding apart)."""
+    import json
+
+    acting = {k: float(f"{v:.12g}") if isinstance(v, float) else v for k, v in applicable(params).items()}
+    return json.dumps([candidate, acting], sort_keys=True, default=str)
+
+
+FINITE_LIMIT = 100_000
+"""Spaces with more configurations than this are treated as unbounded (their repeats are left to chance)."""
+
+
+def configurations(spec: StudySpec) -> dict[str, tuple[str, dict[str, Any]]] | None:
+    """Every distinct configuration of a space with finitely many (choices, integer ranges, float ranges with a
+    step), by :func:`settings_key`, as (candidate, params); None where a searched parameter is continuous or the
+    space holds more than FINITE_LIMIT. LoRA settings under another scope do not make a configuration of their own."""
+    import itertools
+    import math
+
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    for model in spec.models:
+        space = spec.space_for(model)
+        values = {name: [param.value] if isinstance(param, FixedParam) else _values(param) for name, param in space.items()}
+        if any(v is None for v in values.values()) or math.prod(len(v) for v in values.values()) + len(found) > FINITE_LIMIT:
+            return None
+        for combination in itertools.product(*values.values()):
+            params = dict(zip(values, combination))
+            found.setdefault(settings_key(model.name, params), (model.name, params))
+    return found
 
 
 def max_epochs(spec: StudySpec) -> int:

@@ -54,7 +54,7 @@ def describe_spec(spec: StudySpec) -> str:
         f"(seed {spec.sampler_seed}), pruner {s.pruner.name}, {len(s.enqueue)} enqueued"
         + (f", timeout {s.timeout:g}s" if s.timeout and s.n_trials is not None else "")
     )
-    lines += search_budget_lines(spec)
+    lines += search_budget_lines(spec) + space_size_lines(spec)
     lines.append(f"storage: {redact(s.storage) if s.storage else 'embedded, in ' + str(spec.out_dir)}")
     ex = spec.execution
     threads = ex.threads or "cores shared by the workers on each machine"
@@ -91,6 +91,21 @@ def search_budget_lines(spec: StudySpec) -> list[str]:
                if s.n_trials - max(shorter, enqueued) >= 2 else "raise search.n_trials (this budget is too small for any sampler to learn from), or narrow the space")
         lines.append(f"warning: with n_trials {s.n_trials} the {s.sampler.name} sampler has {guided} trial(s) to learn from its start-up of "
                      f"{startup}: the study is close to a random search; {fix}")
+    return lines
+
+
+def space_size_lines(spec: StudySpec) -> list[str]:
+    """The number of configurations of a space without continuous parameters, and a note when n_trials is larger."""
+    from hpsearch.space import configurations
+
+    every = configurations(spec)
+    if every is None:
+        return []
+    lines = [f"  search space: {len(every)} configuration(s); a trial that draws the settings of a completed one takes its score "
+             "without training again and does not count toward n_trials"]
+    if spec.search.n_trials is not None and spec.search.n_trials > len(every):
+        lines.append(f"note: n_trials {spec.search.n_trials} is more than the {len(every)} configuration(s) of the space: the study ends "
+                     "once every one has been tried")
     return lines
 
 

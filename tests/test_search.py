@@ -193,9 +193,52 @@ def test_interrupted_study_resumes_to_exactly_n_trials(tmp_path: Path, tiny_bert
     # The resumed sampler goes on with settings of its own: seeded as on the first run, it drew trial 0's again.
     assert len({t.params["learning_rate"] for t in counted}) == 3
     selected = json.loads((load_spec(path).out_dir / "selection.json").read_text())
-    assert selected["trials"] == {"COMPLETE": 3, "PRUNED": 0, "FAIL": 0, "INTERRUPTED": 1}  # stopped by the user, not failed
+    assert selected["trials"] == {"COMPLETE": 3, "PRUNED": 0, "FAIL": 0, "INTERRUPTED": 1, "REPEAT": 0}  # stopped by the user, not failed
     assert run_study(path, say=_quiet) == 0  # nothing left to do: no new trial
     assert len(_trials(path)) == 4
+
+
+def test_settings_a_completed_trial_had_are_not_trained_again_and_a_finite_space_ends_when_all_are_tried(tmp_path: Path, tiny_bert: Path) -> None:
+    space = ("space:\n  learning_rate: [2.0e-3, 4.0e-3, 8.0e-3]\n  epochs: 1\n  batch_size: 8\n  weight_decay: 0.0\n  warmup_ratio: 0.0\n"
+             "cv: {folds: 2}\ntracking: {enabled: false}\n")
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 6, pruner: {name: none}, sampler: {name: random, seed: 0}}\n", space=space, rows=60)
+    said: list[tuple[str, dict]] = []
+    assert run_study(path, export=False, say=lambda message, **fields: said.append((message, fields))) == 0
+    trials = _trials(path)
+    repeats = [t for t in trials if "repeat_of" in t.user_attrs]
+    trained = [t for t in trials if "repeat_of" not in t.user_attrs]
+    assert repeats, "this seed's random sampler draws a repeat: the case under test"
+    assert sorted(t.params["learning_rate"] for t in trained) == [2.0e-3, 4.0e-3, 8.0e-3]  # each configuration trained once
+    for repeat in repeats:
+        twin = trials[repeat.user_attrs["repeat_of"]]
+        assert repeat.params == twin.params and repeat.value == twin.value and "train_seconds" not in repeat.user_attrs
+    assert [f["configurations"] for _, f in said if f.get("event") == "space_tried"] == [3]  # ends before n_trials, said once
+    assert any(f.get("repeat_of") is not None and "not trained again" in m for m, f in said)
+    selected = json.loads((load_spec(path).out_dir / "selection.json").read_text())
+    assert selected["trials"]["COMPLETE"] == 3 and selected["trials"]["REPEAT"] == len(repeats)
+    assert sorted(selected["considered_trials"]) == sorted(t.number for t in trained)
+    assert run_study(path, export=False, say=_quiet) == 0  # resumed: nothing left to try, no new trial
+    assert len(_trials(path)) == len(trials)
+
+
+def test_a_finite_space_lists_each_configuration_once(tmp_path: Path) -> None:
+    from hpsearch.space import configurations, settings_key
+    from hpsearch.spec import load_spec_text
+
+    base = "name: s\ntask: text-classification\ndata: {train: d.csv}\nmodels: [{name: m, path: m}]\n"
+    fixed = "weight_decay: 0.0, warmup_ratio: 0.0, epochs: 1, batch_size: 8"
+    folder = tmp_path
+    (folder / "d.csv").write_text("text,label\na,x\nb,y\n")
+    (folder / "m").mkdir()
+    (folder / "m" / "config.json").write_text("{}")
+    grid_like = load_spec_text(base + f"space: {{learning_rate: [2.0e-5, 3.0e-5, 5.0e-5], {fixed}}}\n", folder)
+    assert len(configurations(grid_like)) == 3
+    # LoRA settings act only under scope lora: full + (lora x 2 ranks), not full x 2.
+    lora = load_spec_text(base + f"space: {{learning_rate: 3.0e-5, scope: [full, lora], lora_r: [8, 16], {fixed}}}\n", folder)
+    assert len(configurations(lora)) == 3
+    continuous = load_spec_text(base + "space: {learning_rate: {type: float, low: 1.0e-5, high: 1.0e-4}}\n", folder)
+    assert configurations(continuous) is None
+    assert settings_key("m", {"learning_rate": 0.1 + 0.2}) == settings_key("m", {"learning_rate": 0.3})  # a rounding apart
 
 
 def test_grid_sampler_rejects_continuous_ranges(tmp_path: Path, tiny_bert: Path) -> None:

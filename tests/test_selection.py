@@ -136,7 +136,7 @@ def test_per_model_table_gives_each_model_its_best_trial_and_a_verdict() -> None
     assert by["small"]["best_trial"] == 1  # its best trial, not trial 2
     assert by["small"]["verdict"] == "not distinguishable from the winner"  # 0.82 vs 0.8117, paired, 3 folds
     assert by["tiny"]["verdict"] == "worse" and by["tiny"]["comparison"]["low"] > 0
-    assert by["tiny"]["trials"] == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 0, "INTERRUPTED": 1} and by["tiny"]["train_samples"] == 130
+    assert by["tiny"]["trials"] == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 0, "INTERRUPTED": 1, "REPEAT": 0} and by["tiny"]["train_samples"] == 130
     assert by["unused"]["verdict"] == "no completed trial" and by["unused"]["best_trial"] is None
     expected = selection.paired_comparison([0.80, 0.82, 0.84], [0.50, 0.52, 0.51], 0.95)
     assert by["tiny"]["comparison"] == pytest.approx(expected)
