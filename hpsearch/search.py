@@ -24,8 +24,9 @@ from typing import Any, Callable, Sequence
 from hpsearch.cost import peak_memory_mb, reset_peak_memory, training_flops
 from hpsearch.errors import DataError, ModelUnavailable, OutOfMemory, SpecError, StorageUnavailable, TrialError
 from hpsearch.selection import REPEAT_ATTR, better, is_repeat
-from hpsearch.space import configurations, describe_params, enqueue_params, grid, max_epochs, settings_key, shown_params, suggest
-from hpsearch.spec import StudySpec
+from hpsearch.space import (MODEL_PARAM, configurations, describe_params, enqueue_params, grid, max_epochs, optuna_name, settings_key,
+                            shown_params, suggest)
+from hpsearch.spec import FixedParam, StudySpec
 from hpsearch.storage import make_storage
 
 SAMPLERS: dict[str, Callable[..., Any]] = {}
@@ -224,18 +225,15 @@ def untried(spec: StudySpec, trials: Sequence[Any], every: dict[str, Any] | None
 
 
 def _waiting_settings(spec: StudySpec, trial: Any) -> tuple[str, dict[str, Any]]:
-    """(candidate, params) of a waiting enqueued trial, from its fixed Optuna parameters (the space's fixed values
-    and the candidate's default where it names none)."""
-    from hpsearch.spec import FixedParam
-
+    """(candidate, params) of a waiting enqueued trial, from its fixed Optuna parameters and the space's fixed
+    values (None for a setting it leaves to the sampler)."""
     fixed = trial.system_attrs.get("fixed_params") or {}
-    candidate = fixed.get("model", spec.models[0].name)
-    space = spec.space_for(spec.candidate(candidate)) if candidate in {m.name for m in spec.models} else {}
-    params = {}
-    for name, param in space.items():
-        key = f"{candidate}:{name}" if f"{candidate}:{name}" in fixed else name
-        params[name] = param.value if isinstance(param, FixedParam) else fixed.get(key)
-    return candidate, params
+    candidate = fixed.get(MODEL_PARAM, spec.models[0].name)
+    if candidate not in {m.name for m in spec.models}:
+        return candidate, {}
+    space = spec.space_for(spec.candidate(candidate))
+    return candidate, {name: param.value if isinstance(param, FixedParam) else fixed.get(optuna_name(spec, candidate, name))
+                       for name, param in space.items()}
 
 
 LOSS_ATTR = "cv_loss"
@@ -356,10 +354,6 @@ class Objective:
                       event="trial_end", trial=trial.number, state="COMPLETE", repeat_of=twin.number)
         left = untried(self.spec, trial.study.get_trials(deepcopy=False, states=None))
         if left:
-            import random
-
-            from hpsearch.spec import FixedParam
-
             candidate, chosen = random.Random(f"{self.spec.sampler_seed}/{trial.number}").choice(left)
             space = self.spec.space_for(self.spec.candidate(candidate))
             searched = {name: value for name, value in chosen.items() if not isinstance(space[name], FixedParam)}
