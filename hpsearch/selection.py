@@ -192,7 +192,7 @@ REPEAT_ATTR = "repeat_of"
 seeded and its folds and data are bound to the study, so training it again would give the same score (up to numerical
 noise between devices and thread counts); it is not trained again: it
 takes the earlier trial's score, the sampler sees it, and it neither counts toward n_trials nor enters the
-selection. Samplers propose exact repeats only in spaces without a continuous parameter; TPE drew 11 to 16
+selection. Samplers propose exact repeats only in spaces without a continuous parameter; TPE drew 11 to 15
 distinct configurations in 20 trials of the 18 of lr {2e-5, 3e-5, 5e-5} x batch {16, 32} x epochs {2, 3, 4}."""
 
 
