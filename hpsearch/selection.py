@@ -193,7 +193,8 @@ seeded and its folds and data are bound to the study, so training it again would
 noise between devices and thread counts); it is not trained again: it
 takes the earlier trial's score, the sampler sees it, and it neither counts toward n_trials nor enters the
 selection. Samplers propose exact repeats only in spaces without a continuous parameter; TPE drew 11 to 15
-distinct configurations in 20 trials of the 18 of lr {2e-5, 3e-5, 5e-5} x batch {16, 32} x epochs {2, 3, 4}."""
+distinct configurations in 20 trials of an 18-configuration space (3 learning rates x 2 batch sizes x 3 epoch counts;
+benchmarks/repeats.py)."""
 
 
 def is_repeat(trial: Any) -> bool:
