@@ -122,12 +122,17 @@ def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, 
 
 
 def _trials(spec: StudySpec, per_trial: float, once: float, startup: int, work: float) -> tuple[float, float]:
-    """Trials the study will run, with and without pruning: ``n_trials``, or as many as fit in the timeout."""
+    """Trials the study will run, with and without pruning: ``n_trials``, or as many as fit in the timeout; never more
+    than a finite space's configurations (its search ends when all are tried)."""
+    from hpsearch.space import configurations
+
+    every = configurations(spec)
+    most = float("inf") if every is None else len(every)
     if spec.search.n_trials is not None:
-        return spec.search.n_trials, spec.search.n_trials
+        return min(spec.search.n_trials, most), min(spec.search.n_trials, most)
     budget = max(spec.search.timeout - once, 0.0)  # type: ignore[operator]  # the spec requires one of the two
     unpruned = budget / per_trial
-    return min(startup, unpruned) + max(0.0, budget - startup * per_trial) / (work * per_trial), unpruned
+    return min(min(startup, unpruned) + max(0.0, budget - startup * per_trial) / (work * per_trial), most), min(unpruned, most)
 
 
 def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tuple[list[Calibration], int, int, int, int]:

@@ -218,18 +218,23 @@ class Session:
                 gc.unfreeze()  # whatever outlives the trials is the caller's again, collectable as usual
         return True
 
-    def _space_tried(self, trials: list[Any]) -> bool:
-        """Whether every configuration of a finite search space has been taken by a trial (none waits to run): the
-        search ends there, before n_trials, as any further trial would repeat one (said once)."""
+    def _untried(self, trials: list[Any]) -> list[Any] | None:
+        """:func:`hpsearch.search.untried`, with the finite space's configurations listed once per session."""
         from hpsearch.search import untried
 
         if self._configurations is False:
             from hpsearch.space import configurations
 
             self._configurations = configurations(self.spec)
-        if self._configurations is None or any(t.state.name == "WAITING" for t in trials):
+        return None if self._configurations is None else untried(self.spec, trials, self._configurations)
+
+    def _space_tried(self, trials: list[Any]) -> bool:
+        """Whether every configuration of a finite search space has been taken by a trial (none waits to run): the
+        search ends there, before n_trials, as any further trial would repeat one (said once)."""
+        if any(t.state.name == "WAITING" for t in trials):
             return False
-        if untried(self.spec, trials, self._configurations):
+        left = self._untried(trials)
+        if left is None or left:
             return False
         if not self._said_space_tried:
             self._said_space_tried = True
@@ -248,7 +253,10 @@ class Session:
         text = f"progress: {search.done_text(done)} finished, {duration(elapsed)} in this run"
         left = None
         if search.n_trials is not None and done < search.n_trials:
-            left = seconds_to_go(search.n_trials - done, trials, began_at)
+            to_run, configurations = search.n_trials - done, self._untried(trials)
+            if configurations is not None:  # a finite space's search ends once all of them are tried
+                to_run = min(to_run, len(configurations) + sum(1 for t in trials if t.state.name in ("RUNNING", "WAITING")))
+            left = seconds_to_go(to_run, trials, began_at) if to_run else None
         if search.timeout is not None:
             budget = max(search.timeout - (now - started), 0.0)
             left = budget if left is None else min(left, budget)

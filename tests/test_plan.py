@@ -47,6 +47,14 @@ def test_epochs_folds_and_trials_add_up(tmp_path: Path) -> None:
     assert plan["pruning_assumption"] == "no trial is pruned"
 
 
+def test_a_finite_space_plans_no_more_trials_than_it_holds(tmp_path: Path) -> None:
+    # a: 3 epoch counts x 2 batch sizes x 2 scopes; b: its fixed 4 epochs x 2 x 2; the rest fixed: 16 configurations.
+    _spec(tmp_path, "")
+    text = BASE.replace("scope: [full, freeze-1]}", "scope: [full, freeze-1], learning_rate: 3.0e-5, weight_decay: 0.0, warmup_ratio: 0.0}")
+    spec = load_spec_text(text + "search: {n_trials: 20, pruner: {name: none}}\n", tmp_path)
+    assert estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3)["n_trials"] == 16
+
+
 def test_pruning_and_timeout_warnings(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "search: {n_trials: 10, timeout: 60, pruner: {name: median, options: {n_startup_trials: 2}}}\n")
     plan = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3)

@@ -213,6 +213,8 @@ def test_settings_a_completed_trial_had_are_not_trained_again_and_a_finite_space
         twin = trials[repeat.user_attrs["repeat_of"]]
         assert repeat.params == twin.params and repeat.value == twin.value and "train_seconds" not in repeat.user_attrs
     assert [f["configurations"] for _, f in said if f.get("event") == "space_tried"] == [3]  # ends before n_trials, said once
+    last = [f for _, f in said if f.get("event") == "progress"][-1]
+    assert last["finished"] == 3 and last["seconds_left"] is None  # nothing left to try: no time to go
     assert any(f.get("repeat_of") is not None and "not trained again" in m for m, f in said)
     selected = json.loads((load_spec(path).out_dir / "selection.json").read_text())
     assert selected["trials"]["COMPLETE"] == 3 and selected["trials"]["REPEAT"] == len(repeats)
