@@ -69,13 +69,14 @@ def _counted(trials: list[Any], skipped: set[int]) -> int:
 
 def seconds_to_go(trials_left: int, trials: list[Any], since: datetime.datetime) -> float | None:
     """About how long ``trials_left`` more trials take: the mean wall time of the trials that finished after ``since``
-    (on any worker; repeats, not trained, are not a pace), shared among the workers that run trials at once: those that started one since ``since``, or
-    the trials running now and the next one here, whichever is more (a worker between two trials runs none).
+    (on any worker; repeats, not trained, are not a pace), shared among the workers that run trials at once: those whose
+    trials ran since ``since``, or the trials running now and the next one here, whichever is more (a worker between
+    two trials runs none).
     None before any trial finished. (The finished trials per second of the run so far, the estimate before, put
     the rest at N times its length after the first trial of N workers.)"""
-    recent = [t for t in trials if t.datetime_start is not None and t.datetime_start >= since and not is_repeat(t)]
-    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in recent
-                 if t.state.name in FINISHED_STATES and t.datetime_complete is not None]
+    recent = [t for t in trials if t.datetime_start is not None and not is_repeat(t)
+              and (t.state.name == "RUNNING" or (t.datetime_complete is not None and t.datetime_complete >= since))]
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in recent if t.state.name in FINISHED_STATES]
     if not durations:
         return None
     workers = {(t.user_attrs.get("host"), t.user_attrs.get("pid")) for t in recent}

@@ -294,8 +294,8 @@ def test_the_time_to_go_shares_the_trials_left_among_those_running_at_once() -> 
 
     # Two workers: the first trial took 9 s and the other worker's is still running: 7 trials are 4 rounds of 2.
     assert seconds_to_go(7, [trial("COMPLETE", 0, 9), trial("RUNNING", 0, pid=2)], begun) == pytest.approx(7 * 9 / 2)
-    # The same when the other worker is between two trials: it ran one since the run began.
-    assert seconds_to_go(7, [trial("COMPLETE", 0, 9), trial("COMPLETE", 0, 9, pid=2)], begun) == pytest.approx(7 * 9 / 2)
+    # The same when the other worker is between two trials: it ran one since the run began (started before it).
+    assert seconds_to_go(7, [trial("COMPLETE", 0, 9), trial("COMPLETE", -1, 8, pid=2)], begun) == pytest.approx(7 * 9 / 2)
     # One worker: the trials of this run took 10 s and 20 s; one from before the run is not its pace.
     assert seconds_to_go(4, [trial("COMPLETE", -100, -50, pid=9), trial("COMPLETE", 0, 10), trial("PRUNED", 10, 30)], begun) == pytest.approx(4 * 15)
     assert seconds_to_go(3, [trial("COMPLETE", -100, -50), trial("RUNNING", 0)], begun) is None
