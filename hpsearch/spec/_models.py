@@ -168,7 +168,9 @@ class SearchSpec(SpecModel):
 
     n_trials: int | None = Field(
         20, ge=1, description="Trials to finish in total (over all workers and restarts); null: as many as search.timeout "
-        "allows (the budget is then time, not a trial count)."
+        "allows (the budget is then time, not a trial count). A space without a continuous parameter ends sooner once each "
+        "of its configurations has been tried; a trial that draws a completed trial's settings takes its score without "
+        "training and does not count."
     )
     timeout: float | None = Field(
         None, gt=0, description="Stop starting new trials after this many seconds of this run (trials running then finish)."
