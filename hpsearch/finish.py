@@ -21,7 +21,7 @@ def shown_state(trial: Any) -> str:
     """The trial's state as the summaries count it (see ``selection.TRIAL_STATES``)."""
     if trial.state.name == "FAIL" and trial.user_attrs.get("interrupted"):
         return "INTERRUPTED"
-    return "REPEAT" if trial.state.name == "COMPLETE" and is_repeat(trial) else trial.state.name
+    return "REPEAT" if is_repeat(trial) else trial.state.name
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:

@@ -302,9 +302,14 @@ class Objective:
         trial.set_user_attr("precision", self.tuner.precision)
         trial.set_user_attr("model", candidate_name)
         trial.set_user_attr("params", params)
-        twin = scored_settings(trial.study.get_trials(deepcopy=False, states=None)).get(settings_key(candidate_name, params))
+        trials, key = trial.study.get_trials(deepcopy=False, states=None), settings_key(candidate_name, params)
+        twin = scored_settings(trials).get(key)
         if twin is not None:
             return self._repeat(trial, candidate_name, params, twin)
+        running = next((t for t in trials if t.state.name == "RUNNING" and t.number != trial.number and "model" in t.user_attrs
+                        and "params" in t.user_attrs and settings_key(t.user_attrs["model"], t.user_attrs["params"]) == key), None)
+        if running is not None:
+            self._running_elsewhere(trial, candidate_name, params, running)
         self.on_event(f"trial {trial.number}: {candidate_name} {describe_params(shown_params(self.spec, candidate_name, params))}", event="trial_start", trial=trial.number, model=candidate_name, params=params)
         run = self.tracker.start_trial(self.parent_run, trial.number, candidate_name, params, self.device, self.tuner.precision)
         if run:
@@ -342,8 +347,8 @@ class Objective:
 
     def _repeat(self, trial: Any, candidate_name: str, params: dict[str, Any], twin: Any) -> float | tuple[float, float]:
         """A trial with the settings of completed trial ``twin``: its score without training again (see
-        REPEAT_ATTR). In a finite space one configuration no trial has taken yet is enqueued, so the search goes
-        on with something new rather than with the sampler's next guess at the same place."""
+        REPEAT_ATTR). In a finite space one configuration no trial has taken yet is queued, so the search goes on
+        with something new rather than with the sampler's next guess at the same place."""
         trial.set_user_attr(REPEAT_ATTR, twin.number)
         for key in ("fold_scores", LOSS_ATTR, "best_epochs"):  # what the sampler's view of a trial reads
             if key in twin.user_attrs:
@@ -352,13 +357,29 @@ class Objective:
         self.on_event(f"trial {trial.number}: {candidate_name} {shown}: the settings of trial {twin.number}, not trained again "
                       f"({self.spec.metric} {twin.user_attrs.get('cv_mean', twin.values[0]):.4f}); it does not count toward n_trials",
                       event="trial_end", trial=trial.number, state="COMPLETE", repeat_of=twin.number)
+        self._queue_untried(trial)
+        return tuple(twin.values) if len(twin.values) > 1 else twin.values[0]  # type: ignore[return-value]
+
+    def _running_elsewhere(self, trial: Any, candidate_name: str, params: dict[str, Any], running: Any) -> None:
+        """A trial drawn with the settings of a trial that another worker is training: it is not trained twice (it
+        ends failed, marked REPEAT_ATTR, with no score to take yet) and an untried configuration is queued."""
+        trial.set_user_attr(REPEAT_ATTR, running.number)
+        where = f"{running.user_attrs.get('device', '?')}@{running.user_attrs.get('host', '?')}"
+        reason = f"the settings of trial {running.number}, running on {where}: not trained twice"
+        trial.set_user_attr("failure_reason", reason)
+        self.on_event(f"trial {trial.number}: {candidate_name} {describe_params(shown_params(self.spec, candidate_name, params))}: {reason}; "
+                      "it does not count toward n_trials", event="trial_end", trial=trial.number, state="FAIL", repeat_of=running.number)
+        self._queue_untried(trial)
+        raise TrialError(reason)
+
+    def _queue_untried(self, trial: Any) -> None:
+        """In a finite space, enqueue one configuration no trial has taken yet (chosen by the study's seed)."""
         left = untried(self.spec, trial.study.get_trials(deepcopy=False, states=None))
         if left:
             candidate, chosen = random.Random(f"{self.spec.sampler_seed}/{trial.number}").choice(left)
             space = self.spec.space_for(self.spec.candidate(candidate))
             searched = {name: value for name, value in chosen.items() if not isinstance(space[name], FixedParam)}
             trial.study.enqueue_trial(enqueue_params(self.spec, {"model": candidate, **searched}), skip_if_exists=True)
-        return tuple(twin.values) if len(twin.values) > 1 else twin.values[0]  # type: ignore[return-value]
 
     def _failed(self, trial: Any, reason: str) -> None:
         trial.set_user_attr("failure_reason", reason)

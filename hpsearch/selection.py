@@ -192,7 +192,8 @@ REPEAT_ATTR = "repeat_of"
 seeded and its folds and data are bound to the study, so training it again would give the same score (up to numerical
 noise between devices and thread counts); it is not trained again: it
 takes the earlier trial's score, the sampler sees it, and it neither counts toward n_trials nor enters the
-selection. Samplers propose exact repeats only in spaces without a continuous parameter; TPE drew 11 to 15
+selection. One drawn while another worker trains the same settings is not trained twice either: it ends failed
+(no score to take yet), marked with that trial's number. Samplers propose exact repeats only in spaces without a continuous parameter; TPE drew 11 to 15
 distinct configurations in 20 trials of an 18-configuration space (3 learning rates x 2 batch sizes x 3 epoch counts;
 benchmarks/repeats.py)."""
 
@@ -204,8 +205,8 @@ def is_repeat(trial: Any) -> bool:
 
 TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED", "REPEAT")
 """How the summaries count finished trials: a trial stopped by Ctrl-C or SIGTERM (Optuna's FAIL, run again on
-resume) is counted as interrupted, not as failed; one that took an earlier trial's score (Optuna's COMPLETE, see
-REPEAT_ATTR) as a repeat."""
+resume) is counted as interrupted, not as failed; one that repeated an earlier trial's settings (see REPEAT_ATTR:
+Optuna's COMPLETE with that trial's score, or FAIL while that trial was still running) as a repeat."""
 
 
 def trial_counts(states: Sequence[str]) -> dict[str, int]:

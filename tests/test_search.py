@@ -223,6 +223,37 @@ def test_settings_a_completed_trial_had_are_not_trained_again_and_a_finite_space
     assert len(_trials(path)) == len(trials)
 
 
+def test_settings_another_worker_is_training_are_not_trained_twice(tmp_path: Path, tiny_bert: Path) -> None:
+    import os
+
+    import optuna
+
+    from hpsearch.runner import run_worker
+    from hpsearch.space import suggest
+    from hpsearch.workers import HOST
+
+    space = ("space:\n  learning_rate: [2.0e-3, 4.0e-3, 8.0e-3]\n  epochs: 1\n  batch_size: 8\n  weight_decay: 0.0\n  warmup_ratio: 0.0\n"
+             "cv: {folds: 2}\ntracking: {enabled: false}\n")
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 3, pruner: {name: none}, sampler: {name: random}}\n", space=space, rows=60)
+    spec = load_spec(path)
+    study = open_study(spec)
+    study.enqueue_trial({"learning_rate": 2.0e-3})
+    elsewhere = study.ask()  # as another worker (alive: this process) training lr 2e-3
+    model, params = suggest(elsewhere, spec)
+    for key, value in (("model", model), ("params", params), ("host", HOST), ("pid", os.getpid()), ("device", "cpu")):
+        elsewhere.set_user_attr(key, value)
+    study.enqueue_trial({"learning_rate": 2.0e-3})  # the next draw here: the same settings
+    said: list[tuple[str, dict]] = []
+    assert run_worker(path, say=lambda message, **fields: said.append((message, fields))) == 0
+    trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
+    drawn = trials[1]
+    assert drawn.state.name == "FAIL" and drawn.user_attrs["repeat_of"] == 0 and "train_seconds" not in drawn.user_attrs
+    assert any("running on cpu@" in m and "not trained twice" in m for m, _ in said)
+    trained = sorted(t.params["learning_rate"] for t in trials if t.state.name == "COMPLETE")
+    assert trained == [4.0e-3, 8.0e-3]  # the untried configurations, each once; lr 2e-3 is left to its worker
+    assert counted_trials(optuna.load_study(study_name=spec.name, storage=make_storage(spec))) == 2
+
+
 def test_a_finite_space_lists_each_configuration_once(tmp_path: Path) -> None:
     from hpsearch.space import configurations, settings_key
     from hpsearch.spec import load_spec_text
