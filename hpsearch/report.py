@@ -166,7 +166,7 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
     rows = report.get("per_model", [])
     if rows:
         head = "".join(f"<th>{h}</th>" for h in ("model", "best trial", "CV mean", "interval", "verdict", "winner minus it", "p",
-                                                  "complete / pruned / failed (/ interrupted)", "training samples", "device-seconds", "FLOPs (est.)", "trained / total params", "ms / example"))
+                                                  "trials", "training samples", "device-seconds", "FLOPs (est.)", "trained / total params", "ms / example"))
         body = ""
         for r in rows:
             c = r.get("comparison") or {}

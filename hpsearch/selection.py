@@ -189,17 +189,17 @@ def write_table(table: Sequence[dict[str, Any]], folder: Path) -> tuple[Path, Pa
 
 REPEAT_ATTR = "repeat_of"
 """Trial user attr of a trial whose settings a completed trial already had: that trial's number. Training is
-seeded and its folds and data are bound to the study, so training it again would give the same score (up to numerical
-noise between devices and thread counts); it is not trained again: it
-takes the earlier trial's score, the sampler sees it, and it neither counts toward n_trials nor enters the
-selection. One drawn while another worker trains the same settings is not trained twice either: it ends failed
-(no score to take yet), marked with that trial's number. Samplers propose exact repeats only in spaces without a continuous parameter; TPE drew 11 to 15
-distinct configurations in 20 trials of an 18-configuration space (3 learning rates x 2 batch sizes x 3 epoch counts;
-benchmarks/repeats.py)."""
+seeded and its folds and data are bound to the study, so training it again would give the same score (up to
+numerical noise between devices and thread counts); it is not trained again: it takes the earlier trial's score,
+the sampler sees it, and it neither counts toward n_trials nor enters the selection. One drawn while another
+worker trains the same settings is not trained twice either: it ends failed (no score to take yet), marked with
+that trial's number. Samplers propose exact repeats only in spaces without a continuous parameter; TPE drew 11
+to 15 distinct configurations in 20 trials of an 18-configuration space (3 learning rates x 2 batch sizes x 3
+epoch counts; benchmarks/repeats.py)."""
 
 
 def is_repeat(trial: Any) -> bool:
-    """Whether an Optuna trial took an earlier trial's score for the same settings (see REPEAT_ATTR)."""
+    """Whether an Optuna trial repeated the settings of an earlier trial, completed or running (see REPEAT_ATTR)."""
     return REPEAT_ATTR in trial.user_attrs
 
 

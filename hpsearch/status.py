@@ -29,7 +29,8 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
             "epochs": t.user_attrs.get("best_epochs"), "seconds": seconds, "device": t.user_attrs.get("device", ""),
             "host": t.user_attrs.get("host", ""),
             "note": ("under earlier settings: " if t.number in old else "") + t.user_attrs.get("failure_reason", "")
-                    + (f"settings of trial {t.user_attrs[REPEAT_ATTR]}: not trained again" if REPEAT_ATTR in t.user_attrs else ""),
+                    + (f"settings of trial {t.user_attrs[REPEAT_ATTR]}: not trained again"
+                       if REPEAT_ATTR in t.user_attrs and "failure_reason" not in t.user_attrs else ""),
             "device_seconds": t.user_attrs.get("device_seconds"), "flops": t.user_attrs.get("flops"),
         })
     return rows

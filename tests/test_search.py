@@ -244,12 +244,14 @@ def test_settings_another_worker_is_training_are_not_trained_twice(tmp_path: Pat
         elsewhere.set_user_attr(key, value)
     study.enqueue_trial({"learning_rate": 2.0e-3})  # the next draw here: the same settings
     said: list[tuple[str, dict]] = []
-    assert run_worker(path, say=lambda message, **fields: said.append((message, fields))) == 0
+    assert run_worker(path, seed_offset=0, say=lambda message, **fields: said.append((message, fields))) == 0
     trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
     drawn = trials[1]
     assert drawn.state.name == "FAIL" and drawn.user_attrs["repeat_of"] == 0 and "train_seconds" not in drawn.user_attrs
     assert any("running on cpu@" in m and "not trained twice" in m for m, _ in said)
-    trained = sorted(t.params["learning_rate"] for t in trials if t.state.name == "COMPLETE")
+    stored = optuna.load_study(study_name=spec.name, storage=make_storage(spec))
+    assert trial_table(spec, stored)[1]["note"] == drawn.user_attrs["failure_reason"]  # said once, not twice
+    trained = sorted(t.params["learning_rate"] for t in trials if t.state.name == "COMPLETE" and "repeat_of" not in t.user_attrs)
     assert trained == [4.0e-3, 8.0e-3]  # the untried configurations, each once; lr 2e-3 is left to its worker
     assert counted_trials(optuna.load_study(study_name=spec.name, storage=make_storage(spec))) == 2
 
