@@ -53,8 +53,8 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
     missing = [c for c in columns if c not in rows[0]]
     if missing:
         raise DataError(f"{input_path} lacks the column(s) {missing} the model was trained on (columns: {list(rows[0])}); rename them")
-    empty = [i for i, row in enumerate(rows) if any(_blank(row[c]) for c in columns)]
-    keep = sorted(set(range(len(rows))) - set(empty))
+    blank = [any(_blank(row[c]) for c in columns) for row in rows]
+    empty, keep = [i for i, b in enumerate(blank) if b], [i for i, b in enumerate(blank) if not b]
     if not keep:
         raise DataError(f"every row of {input_path} has an empty {' or '.join(repr(c) for c in columns)}: nothing to predict")
     predictions = get_task(meta["task"]).predict(str(model_dir), meta, [rows[i] for i in keep], batch_size,

@@ -128,7 +128,6 @@ class Session:
         # The study first: a spec that no longer matches its study stops before data or models are loaded.
         self.study = open_study(spec, seed_offset=seed_offset, say=say, read_only=read_only)
         self.superseded = superseded(self.study)
-        self._configurations: Any = False  # the finite space's configurations, once asked (None: not finite)
         self._said_space_tried = False
         self.data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
         self.data.label_map.save(out / "labels.json")
@@ -220,14 +219,11 @@ class Session:
         return True
 
     def _untried(self, trials: list[Any]) -> list[Any] | None:
-        """:func:`hpsearch.search.untried`, with the finite space's configurations listed once per session."""
+        """:func:`hpsearch.search.untried` for a finite space (listed once, by the objective); None for another."""
         from hpsearch.search import untried
 
-        if self._configurations is False:
-            from hpsearch.space import configurations
-
-            self._configurations = configurations(self.spec)
-        return None if self._configurations is None else untried(self.spec, trials, self._configurations)
+        every = self.objective.configurations
+        return None if every is None else untried(self.spec, trials, every)
 
     def _space_tried(self, trials: list[Any]) -> bool:
         """Whether every configuration of a finite search space has been taken by a trial (none waits to run): the
@@ -239,8 +235,9 @@ class Session:
             return False
         if not self._said_space_tried:
             self._said_space_tried = True
-            self.say(f"every one of the {len(self._configurations)} configurations of the search space has been tried: no new trial "
-                     "is started (more trials would only repeat them)", event="space_tried", configurations=len(self._configurations))
+            count = len(self.objective.configurations or ())
+            self.say(f"every one of the {count} configurations of the search space has been tried: no new trial "
+                     "is started (more trials would only repeat them)", event="space_tried", configurations=count)
         return True
 
     def _say_progress(self, began: float, began_at: datetime.datetime, started: float) -> None:
@@ -540,22 +537,16 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": storage})})
     import os
 
+    from hpsearch.search import derived_seed
     from hpsearch.workers import HOST
 
-    session = Session(spec, say, device=device, seed_offset=worker_seed_offset(HOST, os.getpid()) if seed_offset is None else seed_offset,
+    # Workers of one study need different sampler seeds, or they would propose the same trials; the process id
+    # alone is not enough, as workers in containers often have the same one (1, in every pod of a Kubernetes Job).
+    session = Session(spec, say, device=device, seed_offset=derived_seed(HOST, os.getpid()) if seed_offset is None else seed_offset,
                       stop=stop, threads=threads)
     say(f"worker on {session.device} joined study {spec.name!r} ({spec.search.done_text(counted_trials(session.study))} finished)",
         event="worker_joined", device=str(session.device))
     return 0 if session.work() else 130
-
-
-def worker_seed_offset(host: str, pid: int) -> int:
-    """The sampler seed offset of a worker started by hand or by a scheduler. Workers of one study need different
-    seeds, or they would propose the same trials; the process id alone is not enough, as workers in containers
-    often have the same one (1, in every pod of a Kubernetes Job), so the machine's name is taken in too."""
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(f"{host}/{pid}".encode()).digest()[:4], "big") % 2**31
 
 
 def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None] = lambda: None) -> Callable[[Any], Any]:

@@ -10,6 +10,7 @@ only at a few of these steps, its rungs (see :mod:`hpsearch.rungs`).
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 import shutil
@@ -63,6 +64,11 @@ STARTUP_DEFAULTS = {"tpe": 10, "gp": 10}
 """Optuna's random start-up trials per sampler, unless ``search.sampler.options.n_startup_trials`` says otherwise."""
 
 
+def derived_seed(*parts: object) -> int:
+    """A 32-bit seed that depends on every one of ``parts`` (the same on every machine and run)."""
+    return random.Random("/".join(map(str, parts))).getrandbits(32)
+
+
 def make_sampler(spec: StudySpec, seed_offset: int = 0, held: int = 0) -> Any:
     """The spec's sampler. Parallel workers pass distinct offsets: equal seeds would propose equal trials.
 
@@ -75,7 +81,7 @@ def make_sampler(spec: StudySpec, seed_offset: int = 0, held: int = 0) -> Any:
     sampler = spec.search.sampler
     seed = (spec.sampler_seed + seed_offset) % 2**32  # numpy's seeds are 32-bit
     if held:
-        seed = random.Random(f"{seed}/{held}").getrandbits(32)
+        seed = derived_seed(seed, held)
     try:
         made = SAMPLERS[sampler.name](spec, seed, dict(sampler.options))
     except (TypeError, ValueError) as exc:
@@ -200,21 +206,24 @@ class FoldRecords:
         return self.curves[-1], self.predictions[-1], self.loss_curves[-1]
 
 
-def scored_settings(trials: Sequence[Any]) -> dict[str, Any]:
-    """The completed trials that were trained (not repeats), by :func:`hpsearch.space.settings_key`."""
-    found: dict[str, Any] = {}
+def twins(trials: Sequence[Any], key: str, number: int) -> tuple[Any, Any]:
+    """The first completed trial that was trained with the settings ``key`` (:func:`hpsearch.space.settings_key`), and
+    a trial other than ``number`` training them now; None for either where there is none."""
+    completed = running = None
     for t in trials:
-        if t.state.name == "COMPLETE" and not is_repeat(t) and "model" in t.user_attrs and "params" in t.user_attrs:
-            found.setdefault(settings_key(t.user_attrs["model"], t.user_attrs["params"]), t)
-    return found
+        if t.number == number or is_repeat(t) or t.state.name not in ("COMPLETE", "RUNNING") or "params" not in t.user_attrs:
+            continue
+        if settings_key(t.user_attrs["model"], t.user_attrs["params"]) == key:
+            if t.state.name == "COMPLETE" and completed is None:
+                completed = t
+            elif t.state.name == "RUNNING" and running is None:
+                running = t
+    return completed, running
 
 
-def untried(spec: StudySpec, trials: Sequence[Any], every: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]] | None:
-    """The configurations of a finite space (``every``, default :func:`hpsearch.space.configurations`) that no trial
-    has taken yet: none completed, pruned, running or waiting with them; None for a space without a finite list."""
-    every = configurations(spec) if every is None else every
-    if every is None:
-        return None
+def untried(spec: StudySpec, trials: Sequence[Any], every: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The configurations of a finite space (``every``: :func:`hpsearch.space.configurations`) that no trial has taken
+    yet: none completed, pruned, running or waiting with them."""
     taken = set()
     for t in trials:
         if t.state.name in ("COMPLETE", "PRUNED", "RUNNING") and "model" in t.user_attrs and "params" in t.user_attrs:
@@ -302,14 +311,13 @@ class Objective:
         trial.set_user_attr("precision", self.tuner.precision)
         trial.set_user_attr("model", candidate_name)
         trial.set_user_attr("params", params)
-        trials, key = trial.study.get_trials(deepcopy=False, states=None), settings_key(candidate_name, params)
-        twin = scored_settings(trials).get(key)
-        if twin is not None:
-            return self._repeat(trial, candidate_name, params, twin)
-        running = next((t for t in trials if t.state.name == "RUNNING" and t.number != trial.number and "model" in t.user_attrs
-                        and "params" in t.user_attrs and settings_key(t.user_attrs["model"], t.user_attrs["params"]) == key), None)
-        if running is not None:
-            self._running_elsewhere(trial, candidate_name, params, running)
+        if self.configurations is not None:  # only a finite space draws exact repeats
+            trials = trial.study.get_trials(deepcopy=False, states=None)
+            twin, running = twins(trials, settings_key(candidate_name, params), trial.number)
+            if twin is not None:
+                return self._repeat(trial, candidate_name, params, twin, trials)
+            if running is not None:
+                self._running_elsewhere(trial, candidate_name, params, running, trials)
         self.on_event(f"trial {trial.number}: {candidate_name} {describe_params(shown_params(self.spec, candidate_name, params))}", event="trial_start", trial=trial.number, model=candidate_name, params=params)
         run = self.tracker.start_trial(self.parent_run, trial.number, candidate_name, params, self.device, self.tuner.precision)
         if run:
@@ -345,7 +353,12 @@ class Objective:
             # Runs end with their true status even when the trial crashes or is interrupted.
             self.tracker.end_trial(run, state, dict(trial.user_attrs))
 
-    def _repeat(self, trial: Any, candidate_name: str, params: dict[str, Any], twin: Any) -> float | tuple[float, float]:
+    @functools.cached_property
+    def configurations(self) -> dict[str, tuple[str, dict[str, Any]]] | None:
+        """The space's configurations where it has finitely many (:func:`hpsearch.space.configurations`), else None."""
+        return configurations(self.spec)
+
+    def _repeat(self, trial: Any, candidate_name: str, params: dict[str, Any], twin: Any, trials: list[Any]) -> float | tuple[float, float]:
         """A trial with the settings of completed trial ``twin``: its score without training again (see
         REPEAT_ATTR). In a finite space one configuration no trial has taken yet is queued, so the search goes on
         with something new rather than with the sampler's next guess at the same place."""
@@ -357,10 +370,10 @@ class Objective:
         self.on_event(f"trial {trial.number}: {candidate_name} {shown}: the settings of trial {twin.number}, not trained again "
                       f"({self.spec.metric} {twin.user_attrs.get('cv_mean', twin.values[0]):.4f}); it does not count toward n_trials",
                       event="trial_end", trial=trial.number, state="COMPLETE", repeat_of=twin.number)
-        self._queue_untried(trial)
+        self._queue_untried(trial, trials)
         return tuple(twin.values) if len(twin.values) > 1 else twin.values[0]  # type: ignore[return-value]
 
-    def _running_elsewhere(self, trial: Any, candidate_name: str, params: dict[str, Any], running: Any) -> None:
+    def _running_elsewhere(self, trial: Any, candidate_name: str, params: dict[str, Any], running: Any, trials: list[Any]) -> None:
         """A trial drawn with the settings of a trial that another worker is training: it is not trained twice (it
         ends failed, marked REPEAT_ATTR, with no score to take yet) and an untried configuration is queued."""
         trial.set_user_attr(REPEAT_ATTR, running.number)
@@ -369,14 +382,15 @@ class Objective:
         trial.set_user_attr("failure_reason", reason)
         self.on_event(f"trial {trial.number}: {candidate_name} {describe_params(shown_params(self.spec, candidate_name, params))}: {reason}; "
                       "it does not count toward n_trials", event="trial_end", trial=trial.number, state="FAIL", repeat_of=running.number)
-        self._queue_untried(trial)
+        self._queue_untried(trial, trials)
         raise TrialError(reason)
 
-    def _queue_untried(self, trial: Any) -> None:
-        """In a finite space, enqueue one configuration no trial has taken yet (chosen by the study's seed)."""
-        left = untried(self.spec, trial.study.get_trials(deepcopy=False, states=None))
+    def _queue_untried(self, trial: Any, trials: list[Any]) -> None:
+        """Enqueue one configuration of the finite space that no trial of ``trials`` has taken (chosen by the study's
+        seed), if one is left."""
+        left = untried(self.spec, trials, self.configurations)
         if left:
-            candidate, chosen = random.Random(f"{self.spec.sampler_seed}/{trial.number}").choice(left)
+            candidate, chosen = random.Random(derived_seed(self.spec.sampler_seed, trial.number)).choice(left)
             space = self.spec.space_for(self.spec.candidate(candidate))
             searched = {name: value for name, value in chosen.items() if not isinstance(space[name], FixedParam)}
             trial.study.enqueue_trial(enqueue_params(self.spec, {"model": candidate, **searched}), skip_if_exists=True)

@@ -274,7 +274,7 @@ def test_a_finite_space_lists_each_configuration_once(tmp_path: Path) -> None:
 
     queued = optuna.create_study()
     queued.enqueue_trial({"learning_rate": 3.0e-5})  # waiting: taken, not to be queued again
-    assert sorted(params["learning_rate"] for _, params in untried(grid_like, queued.get_trials())) == [2.0e-5, 5.0e-5]
+    assert sorted(params["learning_rate"] for _, params in untried(grid_like, queued.get_trials(), configurations(grid_like))) == [2.0e-5, 5.0e-5]
     # LoRA settings act only under scope lora: full + (lora x 2 ranks), not full x 2.
     lora = load_spec_text(base + f"space: {{learning_rate: 3.0e-5, scope: [full, lora], lora_r: [8, 16], {fixed}}}\n", folder)
     assert len(configurations(lora)) == 3
