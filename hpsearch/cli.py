@@ -136,10 +136,10 @@ def _existing_study(args: argparse.Namespace):  # noqa: ANN202 - (spec, optuna s
 
 def _status(args: argparse.Namespace) -> int:
     from hpsearch.runner import counted_trials
-    from hpsearch.status import as_json, render, trial_table
+    from hpsearch.status import as_json, render, space_note, trial_table
 
     spec, study = _existing_study(args)
-    print((as_json if args.json else render)(spec, trial_table(spec, study), counted_trials(study)))
+    print((as_json if args.json else render)(spec, trial_table(spec, study), counted_trials(study), space_note(spec, study)))
     return 0
 
 

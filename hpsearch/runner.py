@@ -226,12 +226,10 @@ class Session:
         return None if every is None else untried(self.spec, trials, every)
 
     def _space_tried(self, trials: list[Any]) -> bool:
-        """Whether every configuration of a finite search space has been taken by a trial (none waits to run): the
-        search ends there, before n_trials, as any further trial would repeat one (said once)."""
-        if any(t.state.name == "WAITING" for t in trials):
-            return False
-        left = self._untried(trials)
-        if left is None or left:
+        """:func:`hpsearch.search.space_taken` (said once)."""
+        from hpsearch.search import space_taken
+
+        if not space_taken(self.spec, trials, self.objective.configurations):
             return False
         if not self._said_space_tried:
             self._said_space_tried = True

@@ -206,6 +206,16 @@ class FoldRecords:
         return self.curves[-1], self.predictions[-1], self.loss_curves[-1]
 
 
+DRAWN_ATTR = "drawn_params"
+"""Trial user attr: the settings a trial was drawn with, where a memory retry changed what it ran with (``params``)."""
+
+
+def trial_key(trial: Any) -> str:
+    """:func:`hpsearch.space.settings_key` of the settings a trial was drawn with (a memory retry's smaller batch
+    with more accumulation is the same configuration)."""
+    return settings_key(trial.user_attrs["model"], trial.user_attrs.get(DRAWN_ATTR, trial.user_attrs["params"]))
+
+
 def twins(trials: Sequence[Any], key: str, number: int) -> tuple[Any, Any]:
     """The first completed trial that was trained with the settings ``key`` (:func:`hpsearch.space.settings_key`), and
     a trial other than ``number`` training them now; None for either where there is none."""
@@ -213,7 +223,7 @@ def twins(trials: Sequence[Any], key: str, number: int) -> tuple[Any, Any]:
     for t in trials:
         if t.number == number or is_repeat(t) or t.state.name not in ("COMPLETE", "RUNNING") or "params" not in t.user_attrs:
             continue
-        if settings_key(t.user_attrs["model"], t.user_attrs["params"]) == key:
+        if trial_key(t) == key:
             if t.state.name == "COMPLETE" and completed is None:
                 completed = t
             elif t.state.name == "RUNNING" and running is None:
@@ -227,10 +237,16 @@ def untried(spec: StudySpec, trials: Sequence[Any], every: dict[str, Any]) -> li
     taken = set()
     for t in trials:
         if t.state.name in ("COMPLETE", "PRUNED", "RUNNING") and "model" in t.user_attrs and "params" in t.user_attrs:
-            taken.add(settings_key(t.user_attrs["model"], t.user_attrs["params"]))
+            taken.add(trial_key(t))
         elif t.state.name == "WAITING":
             taken.add(settings_key(*_waiting_settings(spec, t)))
     return [every[key] for key in every if key not in taken]
+
+
+def space_taken(spec: StudySpec, trials: Sequence[Any], every: dict[str, Any] | None) -> bool:
+    """Whether every configuration of a finite space (``every``, None for another space) has been taken by a trial
+    and none waits to run: the search ends there, before n_trials, as any further trial would repeat one."""
+    return every is not None and not any(t.state.name == "WAITING" for t in trials) and not untried(spec, trials, every)
 
 
 def _waiting_settings(spec: StudySpec, trial: Any) -> tuple[str, dict[str, Any]]:
@@ -541,6 +557,8 @@ class Objective:
     def _halve_batch(self, trial: Any, params: dict[str, Any], fold: int, exc: OutOfMemory) -> None:
         """Half the batch, twice the accumulation: the same effective batch in less memory (for this and later folds)."""
         old = (int(params["batch_size"]), int(params.get("grad_accumulation", 1)))
+        if DRAWN_ATTR not in trial.user_attrs:  # the configuration it stands for, tried whatever it ran with
+            trial.set_user_attr(DRAWN_ATTR, dict(params))
         params.update(batch_size=old[0] // 2, grad_accumulation=old[1] * 2)
         trial.set_user_attr("params", params)  # what the trial really ran with; the refit uses it too
         trial.set_user_attr("memory_note", f"out of memory with batch_size={old[0]}; ran with batch_size={params['batch_size']}, "

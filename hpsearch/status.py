@@ -36,6 +36,21 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
     return rows
 
 
+def space_note(spec: StudySpec, study: Any) -> str | None:
+    """Where a finite search space has had all its configurations tried: that the search ended there (or ends
+    when the running trials finish) although fewer than n_trials are finished."""
+    from hpsearch.search import space_taken
+    from hpsearch.space import configurations
+
+    every, trials = configurations(spec), study.get_trials(deepcopy=False)
+    if not space_taken(spec, trials, every):
+        return None
+    assert every is not None
+    running = any(t.state.name == "RUNNING" for t in trials)
+    return (f"search space: every one of its {len(every)} configurations has been tried; "
+            + ("the search ends when the running trials finish" if running else "the search ended there (more trials would only repeat them)"))
+
+
 def best_row(spec: StudySpec, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     done = [r for r in rows if r["state"] == "COMPLETE" and r["cv_mean"] is not None]
     if not done:
@@ -45,8 +60,9 @@ def best_row(spec: StudySpec, rows: list[dict[str, Any]]) -> dict[str, Any] | No
     return min(done, key=lambda r: rank_key(r["cv_mean"], r["trial"], spec.direction))
 
 
-def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:
-    """The status as text (a rich table, rendered without colour so it also reads well in logs)."""
+def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str | None = None) -> str:
+    """The status as text (a rich table, rendered without colour so it also reads well in logs); ``space``: the
+    :func:`space_note`."""
     from rich.console import Console
     from rich.table import Table
 
@@ -71,16 +87,19 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:
         lines.append(f"running: trial {r['trial']} ({r['model']}) on {r['device'] or '?'}@{r['host'] or '?'} for {duration(r['seconds'])}")
     if not running:
         lines.append("running: nothing")
+    if space:
+        lines.append(space)
     return "\n".join(lines)
 
 
-def as_json(spec: StudySpec, rows: list[dict[str, Any]], counted: int) -> str:
-    """The status as one JSON object: the rows of :func:`trial_table`, the best so far and what runs."""
+def as_json(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str | None = None) -> str:
+    """The status as one JSON object: the rows of :func:`trial_table`, the best so far, what runs and the
+    :func:`space_note` (null when it has none)."""
     import json
 
     return json.dumps({
         "study": spec.name, "metric": spec.metric, "direction": spec.direction, "finished": counted, "n_trials": spec.search.n_trials,
-        "best": best_row(spec, rows), "running": [r["trial"] for r in rows if r["state"] == "RUNNING"], "trials": rows,
+        "best": best_row(spec, rows), "running": [r["trial"] for r in rows if r["state"] == "RUNNING"], "space": space, "trials": rows,
     }, default=str)
 
 

@@ -51,6 +51,7 @@ def test_validate_masks_passwords(tmp_path: Path, capsys: pytest.CaptureFixture[
     (tmp_path / "d.csv").write_text("text,label\na,x\nb,y\n")
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")  # what validate looks for; never read here
     study = tmp_path / "s.yaml"
     study.write_text("name: s\ntask: text-classification\ndata: {train: d.csv}\nmodels: [{name: m, path: m}]\n"
                      "search: {storage: 'postgresql://alice:hunter2@db:5432/hp'}\ntracking: {uri: 'https://bob:s3cret@ml.example'}\n")

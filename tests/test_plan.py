@@ -23,6 +23,7 @@ def _spec(tmp_path: Path, search: str):  # noqa: ANN202
     (tmp_path / "d.csv").write_text("text,label\na,x\nb,y\n")
     (tmp_path / "m").mkdir(exist_ok=True)
     (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")  # what validate looks for; never read here
     return load_spec_text(BASE + search, tmp_path)
 
 

@@ -198,7 +198,8 @@ def test_interrupted_study_resumes_to_exactly_n_trials(tmp_path: Path, tiny_bert
     assert len(_trials(path)) == 4
 
 
-def test_settings_a_completed_trial_had_are_not_trained_again_and_a_finite_space_ends_when_all_are_tried(tmp_path: Path, tiny_bert: Path) -> None:
+def test_settings_a_completed_trial_had_are_not_trained_again_and_a_finite_space_ends_when_all_are_tried(tmp_path: Path, tiny_bert: Path,
+                                                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     space = ("space:\n  learning_rate: [2.0e-3, 4.0e-3, 8.0e-3]\n  epochs: 1\n  batch_size: 8\n  weight_decay: 0.0\n  warmup_ratio: 0.0\n"
              "cv: {folds: 2}\ntracking: {enabled: false}\n")
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 6, pruner: {name: none}, sampler: {name: random, seed: 0}}\n", space=space, rows=60)
@@ -221,6 +222,12 @@ def test_settings_a_completed_trial_had_are_not_trained_again_and_a_finite_space
     assert sorted(selected["considered_trials"]) == sorted(t.number for t in trained)
     assert run_study(path, export=False, say=_quiet) == 0  # resumed: nothing left to try, no new trial
     assert len(_trials(path)) == len(trials)
+    capsys.readouterr()
+    assert main(["status", str(path)]) == 0  # says why 3 of 6 trials is a finished search
+    out = capsys.readouterr().out
+    assert "3 of 6 trials finished" in out and "every one of its 3 configurations has been tried; the search ended there" in out
+    assert main(["status", str(path), "--json"]) == 0
+    assert "3 configurations" in json.loads(capsys.readouterr().out)["space"]
 
 
 def test_settings_another_worker_is_training_are_not_trained_twice(tmp_path: Path, tiny_bert: Path) -> None:
@@ -266,6 +273,7 @@ def test_a_finite_space_lists_each_configuration_once(tmp_path: Path) -> None:
     (folder / "d.csv").write_text("text,label\na,x\nb,y\n")
     (folder / "m").mkdir()
     (folder / "m" / "config.json").write_text("{}")
+    (folder / "m" / "model.safetensors").write_bytes(b"")  # what validate looks for; never read here
     grid_like = load_spec_text(base + f"space: {{learning_rate: [2.0e-5, 3.0e-5, 5.0e-5], {fixed}}}\n", folder)
     assert len(configurations(grid_like)) == 3
     import optuna
@@ -430,13 +438,18 @@ def test_a_candidate_that_cannot_be_loaded_stops_the_run_before_its_first_trial(
     shutil.copytree(tiny_bert, untokenized)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         (untokenized / name).unlink(missing_ok=True)
-    models = (f"models:\n  - {{name: ok, path: {tiny_bert}}}\n  - {{name: weightless, path: {weightless}}}\n"
-              f"  - {{name: untokenized, path: {untokenized}}}\n")
+    models = f"models:\n  - {{name: ok, path: {tiny_bert}}}\n  - {{name: weightless, path: {weightless}}}\n"
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 2}\n", models)
-    assert main(["run", str(path)]) == 2
+    assert main(["run", str(path)]) == 2  # a local folder without weights: named when the study file is read
     err = capsys.readouterr().err
-    assert "2 candidate(s) cannot be loaded, so no trial was started" in err, err
-    assert "  - weightless: no weights file in" in err and "  - untokenized: cannot load the tokenizer" in err, err
+    assert "models[1].path: no weights file in" in err and "save_pretrained" in err, err
+    assert not (tmp_path / "runs").exists()  # nothing made
+    models = f"models:\n  - {{name: ok, path: {tiny_bert}}}\n  - {{name: untokenized, path: {untokenized}}}\n"
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2}\n", models)
+    assert main(["run", str(path)]) == 2  # what only loading tells: checked for every candidate before the first trial
+    err = capsys.readouterr().err
+    assert "1 candidate(s) cannot be loaded, so no trial was started" in err, err
+    assert "  - untokenized: cannot load the tokenizer" in err, err
     assert "remove it from models" in err and "--new-study" not in err
     assert _trials(path) == []
 

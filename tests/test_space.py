@@ -15,6 +15,7 @@ def _spec(tmp_path: Path, extra: str = ""):
     (tmp_path / "d.csv").write_text("text,label\na,x\nb,y\n")
     (tmp_path / "m").mkdir(exist_ok=True)
     (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")  # what validate looks for; never read here
     models = "models:\n  - {name: big, path: m}\n  - {name: small, path: m, num_layers: 1, space: {learning_rate: {type: float, low: 1.0e-3, high: 2.0e-3}, epochs: 7}}\n"
     return load_spec_text("name: s\ntask: text-classification\ndata: {train: d.csv}\n" + models + extra, tmp_path)
 
@@ -49,6 +50,7 @@ def test_grid_lists_every_value(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("text,label\na,x\nb,y\n")
     (tmp_path / "m").mkdir(exist_ok=True)
     (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")  # what validate looks for; never read here
     spec = load_spec_text(
         "name: s\ntask: text-classification\ndata: {train: d.csv}\nmodels: [{name: a, path: m}, {name: b, path: m}]\n"
         "space: {learning_rate: {type: float, low: 1.0e-4, high: 3.0e-4, step: 1.0e-4}, epochs: {type: int, low: 2, high: 3}, "

@@ -16,6 +16,7 @@ def _write(folder: Path, body: dict | str) -> Path:
     (folder / "train.csv").write_text("text,label\nok,a\nbad,b\n")
     (folder / "model").mkdir(exist_ok=True)
     (folder / "model" / "config.json").write_text("{}")
+    (folder / "model" / "model.safetensors").write_bytes(b"")  # what validate looks for; never read here
     text = body if isinstance(body, str) else yaml.safe_dump(body, sort_keys=False)
     path = folder / "study.yaml"
     path.write_text(textwrap.dedent(text))

@@ -22,6 +22,7 @@ def _folder(tmp_path: Path, layers: int = 2) -> Path:
     write_csv(tmp_path / "d.csv", classification_rows(20))
     (tmp_path / "m").mkdir(exist_ok=True)
     (tmp_path / "m" / "config.json").write_text(json.dumps({"model_type": "bert", "num_hidden_layers": layers}))
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")  # what validate looks for; never read here
     return tmp_path
 
 
@@ -92,6 +93,22 @@ def test_schema_errors_do_not_hide_missing_files_and_packages(tmp_path: Path) ->
     for part in ("cv.folds", "models[1].num_layers", "data.train.path: file not found", "package 'no_such_package_xyz' is not installed",
                  "unknown database kind 'redis'"):
         assert part in text, text
+
+
+def test_a_model_folder_without_config_or_weights_is_named_before_any_run(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "config.json").write_text("{}")
+    problems = _problems(tmp_path, "data: {train: d.csv}\nmodels:\n  - {name: a, path: bare}\n  - {name: b, path: noweights}\n"
+                                   "  - {name: c, path: m}\n")
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("models[0].path: no config.json in ") and "save_pretrained" in problems[0]
+    assert problems[1].startswith("models[1].path: no weights file in ") and "model.safetensors" in problems[1], problems
+    (tmp_path / "noweights" / "pytorch_model.bin").write_bytes(b"")
+    (tmp_path / "bare" / "config.json").write_text("{}")
+    (tmp_path / "bare" / "model.safetensors.index.json").write_text("{}")
+    assert [m.name for m in _load(tmp_path, "data: {train: d.csv}\nmodels:\n  - {name: a, path: bare}\n  - {name: b, path: noweights}\n").models] == ["a", "b"]
 
 
 def test_scopes_that_cannot_apply_are_rejected_by_candidate(tmp_path: Path) -> None:

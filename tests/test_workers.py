@@ -52,6 +52,7 @@ def test_slots_pin_gpus_and_split_cpu_threads(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("text,label\na,x\nb,y\n")
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")  # what validate looks for; never read here
     base = "name: s\ntask: text-classification\ndata: {train: d.csv}\nmodels: [{name: m, path: m}]\n"
     cpu = plan_slots(load_spec_text(base + "execution: {devices: cpu, workers_per_device: 2}\n", tmp_path), cpu_count=8)
     assert [(s.device, s.threads, s.env["OMP_NUM_THREADS"], s.env["CUDA_VISIBLE_DEVICES"]) for s in cpu] == [("cpu", 4, "4", ""), ("cpu", 4, "4", "")]

@@ -12,20 +12,16 @@ from hpsearch.data.labels import LabelMap
 from hpsearch.errors import ModelUnavailable, TrialError
 from hpsearch.finetune.layouts import layout_of
 from hpsearch.spec import Candidate, package_model_dir
+from hpsearch.spec._files import WEIGHTS_FILES, has_weights
 from hpsearch.tasks import Task
 
 
 HUB_FILES = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.py", "*.safetensors")
 """What a hub model's fine-tune reads: config, tokenizer files (vocabularies, merges, SentencePiece models), code
 of ``trust_remote_code`` models, and the weights as safetensors."""
-WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _HUB_FOLDERS: dict[tuple[str, str | None], Path] = {}
 """Hub folders this process has fetched, by (name, revision): asked for by the check before the first trial, the
 tokenizer and the inputs, each would otherwise ask the hub again."""
-
-
-def _has_weights(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in WEIGHTS_FILES)
 
 
 def model_dir(candidate: Candidate) -> Path:
@@ -51,7 +47,7 @@ def _fetch(hub: str, revision: str | None) -> Path:
         # Only what a fine-tune reads: a repository often holds the weights three to five times over (TensorFlow,
         # Flax, ONNX, Rust, pickles), gigabytes that would be downloaded and stored for nothing.
         folder = Path(snapshot_download(hub, revision=revision, allow_patterns=list(HUB_FILES)))
-        if not _has_weights(folder):  # no safetensors: the PyTorch pickles then
+        if not has_weights(folder):  # no safetensors: the PyTorch pickles then
             folder = Path(snapshot_download(hub, revision=revision, allow_patterns=[*HUB_FILES, "pytorch_model*.bin"]))
         return folder
     except Exception as exc:
@@ -68,7 +64,7 @@ def hub_cached(candidate: Candidate) -> bool:
         folder = Path(snapshot_download(candidate.hub, revision=candidate.revision, local_files_only=True))
     except Exception:  # noqa: BLE001 - not there, or not all of it: either way it is fetched
         return False
-    return (folder / "config.json").is_file() and _has_weights(folder)
+    return (folder / "config.json").is_file() and has_weights(folder)
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,7 @@ def check_files(candidate: Candidate) -> None:
     fits). Raises ModelUnavailable or TrialError."""
     folder = model_dir(candidate)
     _config(folder, candidate.num_layers, candidate.trust_remote_code)
-    if not _has_weights(folder):
+    if not has_weights(folder):
         raise ModelUnavailable(f"no weights file in {folder} (looked for {', '.join(WEIGHTS_FILES)}); save the model there with "
                                "save_pretrained")
 

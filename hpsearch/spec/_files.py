@@ -1,4 +1,5 @@
-"""What the files a spec points at hold, read cheaply: column names from a header, row counts, model configs.
+"""What the files a spec points at hold, read cheaply: column names from a header, row counts, model
+configs and weights files.
 
 Used by ``validate`` (and every command that loads a spec) to report a missing column or a scope that
 cannot apply before anything is trained. Nothing here reads a whole data set into memory.
@@ -110,6 +111,14 @@ def _is_object(line: str) -> bool:
         return isinstance(json.loads(line), dict)
     except ValueError:
         return False
+
+
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def has_weights(folder: Path) -> bool:
+    """Whether a model folder holds a weights file that ``from_pretrained`` reads."""
+    return any((folder / name).is_file() for name in WEIGHTS_FILES)
 
 
 def model_config(folder: Path) -> dict[str, Any] | None:

@@ -12,7 +12,9 @@ from pydantic import BaseModel, ValidationError
 
 from hpsearch.errors import SpecError
 from hpsearch.spec._base import short_repr
-from hpsearch.spec._files import column_names, csv_delimiter, data_format, layer_count, model_config, other_separator
+from hpsearch.spec._files import (
+    WEIGHTS_FILES, column_names, csv_delimiter, data_format, has_weights, layer_count, model_config, other_separator,
+)
 from hpsearch.spec._models import Candidate, DataSource, StudySpec
 from hpsearch.architectures import scope_problem
 from hpsearch.tasks import TASKS
@@ -277,14 +279,20 @@ def _column_problems(spec: StudySpec, split: str, source: DataSource) -> list[st
 
 
 def _candidate_problems(i: int, model: Candidate) -> list[str]:
-    if model.path is not None and not (model.path / "config.json").is_file():
-        return [f"models[{i}].path: no config.json in {model.path}; point it at a folder written by save_pretrained"]
-    if model.package is not None:
-        folder = package_model_dir(model)
+    """A local candidate's folder without its config or weights (a hub model's files are checked when fetched)."""
+    if model.path is not None:
+        folder, field, fix = model.path, "path", "point it at a folder written by save_pretrained"
+    elif model.package is not None:
+        folder, field, fix = package_model_dir(model), "package_path", "set package_path to the model folder inside the package"
         if folder is None:
             return [f"models[{i}].package: package {model.package!r} is not installed; pip install it"]
-        if not (folder / "config.json").is_file():
-            return [f"models[{i}].package_path: no config.json in {folder}; set package_path to the model folder inside the package"]
+    else:
+        return []
+    if not (folder / "config.json").is_file():
+        return [f"models[{i}].{field}: no config.json in {folder}; {fix}"]
+    if not has_weights(folder):
+        return [f"models[{i}].{field}: no weights file in {folder} (looked for {', '.join(WEIGHTS_FILES)}); save the model there "
+                "with save_pretrained"]
     return []
 
 

@@ -6,6 +6,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, create_model, field_validator, model_validator
 
+from hpsearch.architectures import ARCHITECTURES
 from hpsearch.spec._base import OutputPath, ResolvedPath, SpecModel
 from hpsearch.spec._files import csv_delimiter
 from hpsearch.spec._space import Param, ParamName, SearchSpace, check_domain, value_problem
@@ -104,7 +105,7 @@ class Candidate(SpecModel):
     trust_remote_code: bool = Field(False, description="Allow code shipped with the model to run. Off by default.")
     lora_targets: list[str] | None = Field(
         None, description="Module names that get LoRA adapters (scope 'lora'); null: the attention projections hpsearch "
-        "knows for the model's family (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, DeBERTa, ALBERT, ModernBERT, GPT-2)."
+        f"knows for the model's family (config model_type {', '.join(ARCHITECTURES)}), or else peft's defaults for it."
     )
     space: dict[ParamName, Param] = Field(
         default_factory=dict, description="Overrides of the search space for this candidate only."

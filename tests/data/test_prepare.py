@@ -13,6 +13,7 @@ from toydata import classification_rows, toy_study, write_csv, write_jsonl
 def _spec(folder: Path, data_yaml: str, task: str = "text-classification", extra: str = ""):
     (folder / "m").mkdir(exist_ok=True)
     (folder / "m" / "config.json").write_text("{}")
+    (folder / "m" / "model.safetensors").write_bytes(b"")  # what validate looks for; never read here
     return load_spec_text(f"name: t\ntask: {task}\ndata:\n{data_yaml}\nmodels: [{{name: m, path: m}}]\n{extra}", folder)
 
 

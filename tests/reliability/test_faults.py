@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from hpsearch.runner import counted_trials, run_study
-from hpsearch.search import make_storage
+from hpsearch.search import make_storage, untried
+from hpsearch.space import configurations
 from hpsearch.spec import load_spec
 from toydata import toy_study
 
@@ -79,6 +80,8 @@ def test_out_of_memory_is_retried_with_half_the_batch_and_the_same_effective_bat
     assert "out of memory with batch_size=16" in trial.user_attrs["memory_note"]
     assert [f["fold"] for f in said if f.get("event") == "memory_retry"] == [1]  # fold 2 starts with the smaller batch
     assert seen == [(16, 1), (8, 2), (8, 2), (8, 2)]  # fold 1 twice, fold 2, then the refit with the settings that fit
+    spec = load_spec(path)  # batch_size 16 counts as tried: a finite space does not queue it again
+    assert [params["batch_size"] for _, params in untried(spec, [trial], configurations(spec))] == [8]
 
 
 def test_full_disk_while_saving_a_checkpoint_fails_only_that_trial(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
