@@ -213,6 +213,7 @@ class FineTuner:
             num_layers=candidate.num_layers, trust_remote_code=candidate.trust_remote_code, seed=seed,
             pad_token_id=inputs.tokenizer.pad_token_id, untie_shared=scope.kind == "freeze",
         )
+        self.task.start_head(model, self.data.splits[train_split], train_rows)
         model = apply_scope(model, scope, params, candidate.lora_targets, self.task.peft_task_type).to(self.device)
         trainable, total = count_parameters(model)
         depth = self._cache_depth(candidate, model, scope)

@@ -108,6 +108,17 @@ def _config(folder: Path, num_layers: int | None, trust_remote_code: bool) -> An
     return config
 
 
+def output_layer(model: Any) -> Any:
+    """The linear layer that gives a task model's outputs: the last one outside the pretrained base model (BERT's
+    ``classifier``, RoBERTa's ``classifier.out_proj``, a decoder's ``score``); None where there is none."""
+    import torch
+
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    inside = {id(m) for m in base.modules()} if isinstance(base, torch.nn.Module) else set()
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and id(m) not in inside]
+    return layers[-1] if layers else None
+
+
 def load_model(
     folder: Path, task: Task, label_map: LabelMap, *, num_layers: int | None, trust_remote_code: bool, seed: int,
     pad_token_id: int | None = None, untie_shared: bool = False,

@@ -177,6 +177,10 @@ class Task:
 
         return getattr(transformers, self.auto_class)
 
+    def start_head(self, model: Any, split: Split, rows: Sequence[int]) -> None:
+        """Adjust the freshly initialised head of ``model`` to the targets of ``rows`` of ``split`` (the fit's training
+        rows) before training; most tasks leave it as built."""
+
     # -- outputs, predictions, metrics --------------------------------------------------------
 
     def outputs(self, output: Any, batch: dict[str, Any]) -> list[Any]:

@@ -124,6 +124,25 @@ class Regression(TextClassification):
         config.num_labels = 1
         config.problem_type = "regression"
 
+    def start_head(self, model: Any, split: Any, rows: Sequence[int]) -> None:
+        """Start the head at the scale of the training targets: its output layer's bias at their mean and its weights
+        times their standard deviation, so that the model predicts about the mean from the first step. Built as it is,
+        the head predicts about 0, and with the learning rates fine-tuning uses its first epochs go to moving towards
+        targets far from 0 (ratings of 1 to 5, say) instead of learning from the text. A head without a bias (decoders)
+        gets the scale only."""
+        import torch
+
+        from hpsearch.finetune.modeling import output_layer
+
+        layer = output_layer(model)
+        if layer is None or not rows:
+            return
+        targets = [split.columns["label"][i] for i in rows]
+        with torch.no_grad():
+            layer.weight.mul_(statistics.pstdev(targets) or 1.0)
+            if layer.bias is not None:
+                layer.bias.fill_(statistics.fmean(targets))
+
     def decode(self, outputs: list[Any], split: Any, rows: list[int], label_map: Any) -> list[Any]:
         return [float(x.reshape(-1)[0]) for x in outputs]
 

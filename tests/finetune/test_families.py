@@ -61,6 +61,24 @@ def test_every_family_trains_with_every_scope(family: str, scope: str, family_mo
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_the_output_layer_found_gives_every_familys_outputs(family: str, family_models) -> None:
+    """What a regression head is started from (its bias and scale): the layer whose values the model outputs."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from hpsearch.finetune.modeling import output_layer
+
+    model = AutoModelForSequenceClassification.from_pretrained(family_models[family], num_labels=1).eval()
+    layer = output_layer(model)
+    with torch.no_grad():
+        layer.weight.zero_()
+        if layer.bias is not None:
+            layer.bias.fill_(7.0)
+        logits = model(input_ids=torch.tensor([[5, 6, 7, 8]]), attention_mask=torch.ones(1, 4, dtype=torch.long)).logits
+    assert logits.flatten().tolist() == [7.0 if layer.bias is not None else 0.0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_num_layers_cuts_every_family(family: str, family_models, study, tmp_path: Path) -> None:
     tuner = _tuner(study, tmp_path)
     whole = tuner.fit(Candidate(name=family, path=family_models[family]), {**PARAMS, "epochs": 1}, train_rows=TRAIN, eval_rows=EVAL)

@@ -39,6 +39,30 @@ def test_multiclass_classification_learns(make_tuner, tmp_path: Path, tiny_bert:
     assert max(r.metrics["accuracy"] for r in fitted.result.history) > 0.6
 
 
+def test_a_regression_head_starts_at_the_scale_of_its_training_targets(tmp_path: Path, tiny_bert: Path) -> None:
+    """Ratings around 100: a short fit at a fine-tuning learning rate lands about as far off as predicting the training
+    mean does, not 100 off (a head built to predict about 0 cannot move that far in a few small steps)."""
+    import statistics
+
+    from hpsearch.data import prepare_data
+    from hpsearch.finetune import FineTuner
+    from hpsearch.finetune.modeling import output_layer
+    from hpsearch.spec import load_spec
+    from toydata import regression_rows, write_csv
+
+    rows = [{**row, "label": 100 + 10 * row["label"]} for row in regression_rows(160)]
+    write_csv(tmp_path / "ratings.csv", rows)
+    study = tmp_path / "ratings.yaml"
+    study.write_text(f"name: r\ntask: regression\ndata: {{train: ratings.csv}}\nmodels: [{{name: tiny, path: {tiny_bert}}}]\n")
+    spec = load_spec(study)
+    tuner = FineTuner(prepare_data(spec), cache_dir=tmp_path / "cache", max_length=32)
+    fitted = tuner.fit(spec.models[0], {"learning_rate": 1e-5, "epochs": 1, "batch_size": 8}, train_rows=TRAIN, eval_rows=EVAL)
+    mean = statistics.fmean(rows[i]["label"] for i in TRAIN)
+    baseline = math.sqrt(statistics.fmean((rows[i]["label"] - mean) ** 2 for i in EVAL))
+    assert fitted.result.history[0].metrics["rmse"] < 2 * baseline, (fitted.result.history[0].metrics, baseline)
+    assert output_layer(fitted.model) is fitted.model.classifier and abs(fitted.model.classifier.bias.item() - mean) < 1
+
+
 def test_truncation_keeps_the_first_k_layers(make_tuner, tiny_bert_4layers: Path) -> None:
     from hpsearch.spec import Candidate
 
@@ -121,7 +145,7 @@ def test_nan_loss_fails_with_a_reason(make_tuner, tmp_path: Path, tiny_bert: Pat
     from toydata import write_csv
 
     # Targets this large overflow float32 in the squared error: the loss is inf on the first step.
-    write_csv(tmp_path / "huge.csv", [{"text": f"good film {i}", "label": 1e30} for i in range(20)])
+    write_csv(tmp_path / "huge.csv", [{"text": f"good film {i}", "label": 1e30 * (i % 2)} for i in range(20)])
     study = tmp_path / "huge.yaml"
     study.write_text(f"name: h\ntask: regression\ndata: {{train: huge.csv}}\nmodels: [{{name: tiny, path: {tiny_bert}}}]\ncv: {{stratify: false}}\n")
     spec = load_spec(study)
