@@ -22,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HpsearchError as exc:
         print(f"hpsearch {args.command}: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
+    except BrokenPipeError:  # the reader of the output went away (`hpsearch status | head`): nothing more to say
+        return 141
     except KeyboardInterrupt:
         print(f"hpsearch {args.command}: interrupted", file=sys.stderr)
         return 130

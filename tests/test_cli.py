@@ -32,6 +32,19 @@ def test_the_program_leaves_with_mains_exit_code_and_all_its_output(tmp_path: Pa
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr
 
 
+def test_output_piped_to_a_reader_that_left_ends_quietly() -> None:
+    """`hpsearch validate study.yaml | head -1`: the rest cannot be written; no traceback about it."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        result = subprocess.run([sys.executable, "-m", "hpsearch", "validate", str(STUDY)], stdout=write, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write)
+    assert result.returncode == 141 and result.stderr == "", result.stderr
+
+
 def test_validate_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(STUDY)]) == 0
     out = capsys.readouterr().out
