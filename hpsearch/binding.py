@@ -1,7 +1,7 @@
 """A study bound to its spec: trials of one study are only ever scored under the same objective.
 
 When a study is created, the settings that define what a trial's score means (task, data content,
-columns, labels, max_length, subsample, folds, metric, candidates and their spaces, seed, second
+columns, labels, max_length, subsample, holdout, folds, metric, candidates and their spaces, seed, second
 objective) are stored in it. Running the study again with any of them changed would mix scores that
 cannot be compared, so it stops before any training and says which fields changed; a study in which no
 trial was scored (an earlier run stopped on bad data before its first trial, or every trial failed on a
@@ -68,6 +68,7 @@ def objective_fields(spec: StudySpec, compact: bool = True) -> dict[str, Any]:
         "task": spec.task,
         "seed": spec.seed,
         **{f"data.{split}": _source(spec, split) for split in ("train", "validation", "test")},
+        **({"data.holdout": spec.data.holdout} if spec.data.holdout is not None else {}),  # only where set: as for delimiter
         "data.columns": spec.data.columns.model_dump(mode="json", exclude_defaults=compact),
         "data.labels": spec.data.labels,
         "data.max_length": spec.data.max_length,

@@ -22,6 +22,13 @@ def describe_spec(spec: StudySpec) -> str:
         if source is not None:
             where = source.path if source.path is not None else f"hub:{source.hub} ({source.split})"
             lines.append(f"  data.{split}: {where}")
+    if data.holdout is not None:
+        folds = max(2, round(1 / data.holdout))
+        lines.append(f"  data.test: one row in {folds} of the training data ({100 / folds:.0f} %), held out of the search "
+                     "(data.holdout), cut as the CV folds are")
+    elif data.test is None:
+        lines.append("  data.test: none, so the winner is not scored on held-out data; add a test file (data.test) or keep "
+                     "a share of the training rows out (data.holdout: 0.2)")
     lines.append(f"  max_length {data.max_length}; labels: {data.labels or 'from the training data'}")
     lines.extend(f"warning: {w}" for w in subsample_warnings(spec))
     lines.append(f"candidates ({len(spec.models)}):")

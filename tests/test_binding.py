@@ -39,6 +39,7 @@ CHANGES = [
     ("data.subsample", lambda t: t.replace("  max_length: 32", "  max_length: 32\n  subsample: {train: 30}")),
     ("data.test", lambda t: t.replace("  columns:", "  test: d.csv\n  columns:")),
     ("data.train.delimiter", lambda t: t.replace("train: d.csv", "train: {path: d.csv, delimiter: ','}")),
+    ("data.holdout", lambda t: t.replace("  max_length: 32", "  max_length: 32\n  holdout: 0.2")),
     ("cv.folds", lambda t: t.replace("folds: 2", "folds: 3")),
     ("cv.seed", lambda t: t.replace("cv: {folds: 2}", "cv: {folds: 2, seed: 7}")),
     ("cv.group_column", lambda t: t.replace("cv: {folds: 2}", "cv: {folds: 2, group_column: group}")),

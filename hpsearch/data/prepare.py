@@ -91,6 +91,8 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
         data.groups = [str(groups[row]) for row in (rows["train"] or range(len(groups)))]
     for name, dataset in raw.items():
         data.splits[name] = _standardise(task, dataset, name, spec, label_map, rows[name])
+    if spec.data.holdout is not None:
+        _hold_out(spec, task, data)
     data.task = task.with_data(data.train)
     for name in ("validation", "test"):
         if name in data.splits:
@@ -101,6 +103,28 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
                     f"their {name} scores are optimistic; remove them from one side"
                 )
     return data
+
+
+def _hold_out(spec: StudySpec, task: Task, data: StudyData) -> None:
+    """``data.holdout``: one fold of round(1/holdout) of the training rows, cut as the CV folds are (stratified,
+    groups whole), becomes the test split; the search never sees it."""
+    from hpsearch.data.splits import cv_splits
+
+    train, folds = data.train, max(2, round(1 / spec.data.holdout))
+    labels = task.strata(train) if spec.stratify else None
+    groups = data.groups if data.groups is not None else task.groups(train)
+    kept, held = cv_splits(len(train), folds, labels=labels, groups=groups, seed=spec.cv_seed,
+                           label_names=data.label_map.labels or None, setting="data.holdout")[0]
+    data.splits["train"], data.splits["test"] = _rows_of(train, "train", kept.tolist()), _rows_of(train, "test", held.tolist())
+    if data.groups is not None:
+        data.groups = [data.groups[i] for i in kept]
+
+
+def _rows_of(split: Split, name: str, rows: list[int]) -> Split:
+    """The examples ``rows`` of ``split`` as a split of its own, named ``name`` (rows still point into the source)."""
+    columns = {column: [values[i] for i in rows] for column, values in split.columns.items()}
+    source_rows = [split.source_rows[i] for i in rows] if split.source_rows is not None else rows
+    return Split(name, columns, _fingerprint(columns), source_rows, split.source)
 
 
 def _unseen_labels(declared: list[str], targets: list[Any]) -> list[str]:

@@ -18,27 +18,29 @@ def cv_splits(
     shuffle: bool = True,
     seed: int = 0,
     label_names: Sequence[str] | None = None,
+    setting: str = "cv.folds",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train indices, validation indices) per fold.
 
     ``labels`` given means stratified; ``groups`` given means no group is split across folds.
-    ``label_names`` (by label id) name the classes in errors.
+    ``label_names`` (by label id) name the classes in errors; ``setting`` names the study setting that asked for
+    ``folds`` (``data.holdout`` holds out one fold), which an error asks to lower (or raise).
     """
     from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
     if n_rows < folds:
-        raise DataError(f"{folds}-fold cross-validation needs at least {folds} rows, but the training data has {n_rows}")
+        raise DataError(f"{folds}-fold cross-validation needs at least {folds} rows, but the training data has {n_rows}; {_fix(setting)}")
     index = np.arange(n_rows)
     random_state = seed if shuffle else None
     if groups is not None:
         n_groups = len(set(groups))
         if n_groups < folds:
             raise DataError(
-                f"the group column has {n_groups} distinct values but cv.folds is {folds}; "
-                "lower cv.folds or use a column with more groups"
+                f"the group column has {n_groups} distinct values but {setting} asks for {folds} folds; "
+                f"{_fix(setting)} or use a column with more groups"
             )
     if labels is not None:
-        _check_class_counts(labels, folds, label_names)
+        _check_class_counts(labels, folds, label_names, setting)
         if groups is not None:
             splitter = StratifiedGroupKFold(n_splits=folds, shuffle=shuffle, random_state=random_state)
             return list(splitter.split(index, labels, groups))
@@ -51,14 +53,18 @@ def cv_splits(
     return list(KFold(n_splits=folds, shuffle=shuffle, random_state=random_state).split(index))
 
 
-def _check_class_counts(labels: Sequence[int], folds: int, names: Sequence[str] | None) -> None:
+def _fix(setting: str) -> str:
+    return "raise data.holdout" if setting == "data.holdout" else f"lower {setting}"
+
+
+def _check_class_counts(labels: Sequence[int], folds: int, names: Sequence[str] | None, setting: str) -> None:
     counts = Counter(labels)
     small = {label: n for label, n in sorted(counts.items()) if n < folds}
     if small:
         shown = {names[label]: n for label, n in small.items()} if names is not None else small
         raise DataError(
             f"stratified {folds}-fold CV needs at least {folds} rows per class, but these classes have fewer: "
-            f"{shown} ({'label' if names is not None else 'label id'}: rows); lower cv.folds, add rows, or set cv.stratify: false"
+            f"{shown} ({'label' if names is not None else 'label id'}: rows); {_fix(setting)}, add rows, or set cv.stratify: false"
         )
 
 

@@ -77,6 +77,11 @@ class _DataSpec(SpecModel):
         None, description="Optional fixed validation split; when given, trials are scored on it instead of k-fold CV."
     )
     test: DataSource | None = Field(None, description="Optional held-out test data, evaluated once on the final model (in fp32, as pipeline() serves the export).")
+    holdout: float | None = Field(
+        None, gt=0, le=0.5, description="Without data.test: the share of the training rows (after their subsample) kept out "
+        "of the search as the test split, cut as the CV folds are (stratified, groups whole, cv.seed): one fold of "
+        "round(1/holdout), so 0.2 keeps out one row in 5. Null: no test split unless data.test is given."
+    )
     columns: Columns = Field(default_factory=Columns, description="Column mapping.")
     labels: list[str] | None = Field(
         None, description="Label list in a fixed order; null takes the sorted labels found in the training data."
@@ -309,6 +314,11 @@ class StudySpec(SpecModel):
                 f"search.metric {self.search.metric!r} is not reported for task {self.task}; "
                 f"choose one of {list(info.metrics)}"
             )
+        if self.data.holdout is not None and self.data.test is not None:
+            problems.append("data.holdout keeps test rows out of the training data, but data.test is given too; remove one of them")
+        if self.data.holdout is not None and self.data.subsample.test is not None:
+            problems.append("data.subsample.test applies to a data.test file; the rows data.holdout keeps out follow "
+                            "data.subsample.train: remove data.subsample.test")
         if self.cv.stratify and not info.has_label_list:
             problems.append(f"cv.stratify needs class labels, which task {self.task} does not have; set it to false")
         if self.selection.cost == "latency" and self.search.second_objective != "latency":

@@ -252,3 +252,47 @@ def test_a_hub_dataset_that_cannot_be_had_says_what_to_check() -> None:
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("hpsearch.errors.DataError: cannot load hub dataset 'nobody/nothing' (split 'train'): "), result.stderr
     assert "check its name, config and split and the connection" in last and "point the split's path at it" in last
+
+
+def test_holdout_keeps_a_stratified_share_of_the_training_rows_out_as_the_test_split(tmp_path: Path) -> None:
+    from collections import Counter
+
+    rows = classification_rows(100, classes=2)
+    rows[:20] = [{**row, "label": "pos"} for row in rows[:20]]  # 60 / 40: proportions a plain cut would not keep exactly
+    write_csv(tmp_path / "d.csv", rows)
+    data = prepare_data(_spec(tmp_path, "  train: d.csv\n  holdout: 0.2\n  subsample: {train: 90, seed: 1}"))
+    train, test = data.train, data.splits["test"]
+    assert (len(train), len(test)) == (72, 18)  # one row in 5 of the 90 the subsample keeps
+    assert not set(train.source_rows) & set(test.source_rows) and len(set(train.source_rows) | set(test.source_rows)) == 90
+    for split in (train, test):  # each example still names its row in the file
+        assert split.columns["text"] == [rows[i]["text"] for i in split.source_rows]
+    counts = {name: Counter(split.columns["label"]) for name, split in (("train", train), ("test", test))}
+    whole = Counter(data.label_map.label2id[rows[i]["label"]] for i in [*train.source_rows, *test.source_rows])
+    for label, n in whole.items():  # stratified: each class held out in its share, to a row
+        assert abs(counts["test"][label] - n / 5) <= 1, (counts, whole)
+    again = prepare_data(_spec(tmp_path, "  train: d.csv\n  holdout: 0.2\n  subsample: {train: 90, seed: 1}"))
+    assert again.splits["test"].source_rows == test.source_rows  # seeded (cv.seed): the same rows every run
+
+
+def test_holdout_keeps_groups_whole(tmp_path: Path, tiny_bert: Path) -> None:
+    spec = load_spec(toy_study(tmp_path, tiny_bert, rows=70, extra="cv: {folds: 2, group_column: group}\n"))
+    data = prepare_data(spec.model_copy(update={"data": spec.data.model_copy(update={"holdout": 0.25})}))
+    rows = classification_rows(70)
+    held = {rows[i]["group"] for i in data.splits["test"].source_rows}
+    kept = {rows[i]["group"] for i in data.train.source_rows}
+    assert held and kept and not held & kept, (held, kept)
+    assert data.groups == [rows[i]["group"] for i in data.train.source_rows]  # the CV folds' groups follow the kept rows
+
+
+def test_holdout_with_a_test_file_or_a_test_subsample_is_refused(tmp_path: Path) -> None:
+    from hpsearch.errors import SpecError
+
+    write_csv(tmp_path / "d.csv", classification_rows(30))
+    with pytest.raises(SpecError, match="data.test is given too; remove one of them"):
+        _spec(tmp_path, "  train: d.csv\n  test: d.csv\n  holdout: 0.2")
+    with pytest.raises(SpecError, match="remove data.subsample.test"):
+        _spec(tmp_path, "  train: d.csv\n  holdout: 0.2\n  subsample: {test: 5}")
+    with pytest.raises(DataError, match=r"\{'neg': 3\}.*raise data.holdout"):  # one fold in 5 needs 5 rows of each class
+        rows = classification_rows(40)
+        write_csv(tmp_path / "d.csv", [r for r in rows if r["label"] == "pos"][:10] + [r for r in rows if r["label"] == "neg"][:3])
+        prepare_data(_spec(tmp_path, "  train: d.csv\n  holdout: 0.2"))

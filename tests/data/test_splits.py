@@ -46,5 +46,5 @@ def test_class_smaller_than_folds_names_counts_and_fix() -> None:
 
 
 def test_too_few_groups() -> None:
-    with pytest.raises(DataError, match="2 distinct values but cv.folds is 3"):
+    with pytest.raises(DataError, match="2 distinct values but cv.folds asks for 3 folds; lower cv.folds"):
         cv_splits(10, 3, groups=["a"] * 5 + ["b"] * 5)
