@@ -128,6 +128,7 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "## Data",
         "",
         f"- training data: `{train}`, {report.get('train_rows', '?')} rows; {get_task(spec.task).learns(report.get('labels') or [])}",
+        *_test_data(spec, report.get("test_rows")),
         f"- scoring: {'the fixed validation split' if spec.data.validation else f'{spec.cv.folds}-fold cross-validation'}, metric `{spec.metric}`",
         f"- candidates considered: {', '.join(m.name for m in spec.models)}",
         "",
@@ -160,6 +161,16 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "",
     ]
     return "\n".join(lines)
+
+
+def _test_data(spec: StudySpec, rows: int | None) -> list[str]:
+    """The model card's line on the test data: a file, or the share held out of the training data."""
+    if spec.data.holdout is not None:
+        return [f"- test data: {rows} rows held out of the training data (`data.holdout: {spec.data.holdout:g}`), never seen by the search"]
+    if spec.data.test is not None:
+        name = spec.data.test.path.name if spec.data.test.path else spec.data.test.hub
+        return [f"- test data: `{name}`, {rows} rows"]
+    return []
 
 
 def _version(package: str) -> str | None:

@@ -121,7 +121,8 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     report, table = select_from_study(spec, study)
     csv_path, _ = write_table(table, spec.out_dir)
     chosen_trial = next(t for t in study.get_trials(deepcopy=False) if t.number == report["selected"]["trial"])
-    report.update(labels=list(tuner.data.label_map.labels), task_settings=tuner.data.task.export_settings(), train_rows=len(tuner.data.train), final_policy=spec.export.policy)
+    report.update(labels=list(tuner.data.label_map.labels), task_settings=tuner.data.task.export_settings(), train_rows=len(tuner.data.train),
+                  test_rows=len(tuner.data.splits["test"]) if "test" in tuner.data.splits else None, final_policy=spec.export.policy)
     report["baseline"] = compare_with_baseline(spec, session, chosen_trial_scores(table, report))
     report["warnings"] = [report["baseline"]["warning"]] if report["baseline"].get("warning") else []
     report["bias_corrected"] = bias_corrected(spec, session)

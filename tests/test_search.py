@@ -469,16 +469,19 @@ def test_test_split_is_scored_once_on_the_refit_model(tmp_path: Path, tiny_bert:
     assert refit == list(range(1, report["selected"]["best_epochs"] + 1)), events
     assert set(report["test_scores"]) >= {"accuracy", "macro_f1", "loss"}
     assert 0.0 <= report["test_scores"]["macro_f1"] <= 1.0
+    assert "- test data: `test.csv`, 40 rows" in (spec.export_dir / "README.md").read_text()
 
 
 def test_a_share_held_out_of_the_training_data_is_the_test_split(tmp_path: Path, tiny_bert: Path) -> None:
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 1, pruner: {name: none}}\n")
     path.write_text(path.read_text().replace("  train: cls.csv\n", "  train: cls.csv\n  holdout: 0.2\n"))
     said: list[tuple[str, dict]] = []
-    assert run_study(path, export=False, say=lambda message, **fields: said.append((message, fields))) == 0
-    report = json.loads((load_spec(path).out_dir / "selection.json").read_text())
+    assert run_study(path, say=lambda message, **fields: said.append((message, fields))) == 0
+    spec = load_spec(path)
+    report = json.loads((spec.out_dir / "selection.json").read_text())
     assert 0.0 <= report["test_scores"]["macro_f1"] <= 1.0 and "test" in report["baseline"]
     assert any("72 train and 18 test rows" in message for message, _ in said), [m for m, _ in said][:8]  # of the 90
+    assert "- test data: 18 rows held out of the training data (`data.holdout: 0.2`)" in (spec.export_dir / "README.md").read_text()
 
 
 def test_the_heap_stays_frozen_through_the_end_of_the_study_then_is_released(tmp_path: Path, tiny_bert: Path, monkeypatch) -> None:
