@@ -22,8 +22,7 @@ def describe_spec(spec: StudySpec) -> str:
         if source is not None:
             where = source.path if source.path is not None else f"hub:{source.hub} ({source.split})"
             lines.append(f"  data.{split}: {where}")
-    if data.holdout is not None:
-        folds = max(2, round(1 / data.holdout))
+    if (folds := data.holdout_folds) is not None:
         lines.append(f"  data.test: one row in {folds} of the training data ({100 / folds:.0f} %), held out of the search "
                      "(data.holdout), cut as the CV folds are")
     elif data.test is None:

@@ -110,7 +110,7 @@ def _hold_out(spec: StudySpec, task: Task, data: StudyData) -> None:
     groups whole), becomes the test split; the search never sees it."""
     from hpsearch.data.splits import cv_splits
 
-    train, folds = data.train, max(2, round(1 / spec.data.holdout))
+    train, folds = data.train, spec.data.holdout_folds
     labels = task.strata(train) if spec.stratify else None
     groups = data.groups if data.groups is not None else task.groups(train)
     kept, held = cv_splits(len(train), folds, labels=labels, groups=groups, seed=spec.cv_seed,

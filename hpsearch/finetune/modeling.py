@@ -12,7 +12,7 @@ from hpsearch.data.labels import LabelMap
 from hpsearch.errors import ModelUnavailable, TrialError
 from hpsearch.finetune.layouts import layout_of
 from hpsearch.spec import Candidate, package_model_dir
-from hpsearch.spec._files import WEIGHTS_FILES, has_weights
+from hpsearch.spec._files import has_weights, no_weights
 from hpsearch.tasks import Task
 
 
@@ -90,9 +90,9 @@ def check_files(candidate: Candidate) -> None:
     fits). Raises ModelUnavailable or TrialError."""
     folder = model_dir(candidate)
     _config(folder, candidate.num_layers, candidate.trust_remote_code)
-    if not has_weights(folder):
-        raise ModelUnavailable(f"no weights file in {folder} (looked for {', '.join(WEIGHTS_FILES)}); save the model there with "
-                               "save_pretrained")
+    problem = no_weights(folder)
+    if problem:
+        raise ModelUnavailable(problem)
 
 
 def _config(folder: Path, num_layers: int | None, trust_remote_code: bool) -> Any:

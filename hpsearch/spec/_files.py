@@ -121,6 +121,13 @@ def has_weights(folder: Path) -> bool:
     return any((folder / name).is_file() for name in WEIGHTS_FILES)
 
 
+def no_weights(folder: Path) -> str | None:
+    """What is wrong with a model folder that holds no weights file, with the fix; None when it holds one."""
+    if has_weights(folder):
+        return None
+    return f"no weights file in {folder} (looked for {', '.join(WEIGHTS_FILES)}); save the model there with save_pretrained"
+
+
 def model_config(folder: Path) -> dict[str, Any] | None:
     """A model folder's config.json as a mapping, or None."""
     try:

@@ -12,9 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from hpsearch.errors import SpecError
 from hpsearch.spec._base import short_repr
-from hpsearch.spec._files import (
-    WEIGHTS_FILES, column_names, csv_delimiter, data_format, has_weights, layer_count, model_config, other_separator,
-)
+from hpsearch.spec._files import column_names, csv_delimiter, data_format, layer_count, model_config, no_weights, other_separator
 from hpsearch.spec._models import Candidate, DataSource, StudySpec
 from hpsearch.architectures import scope_problem
 from hpsearch.tasks import TASKS
@@ -290,10 +288,8 @@ def _candidate_problems(i: int, model: Candidate) -> list[str]:
         return []
     if not (folder / "config.json").is_file():
         return [f"models[{i}].{field}: no config.json in {folder}; {fix}"]
-    if not has_weights(folder):
-        return [f"models[{i}].{field}: no weights file in {folder} (looked for {', '.join(WEIGHTS_FILES)}); save the model there "
-                "with save_pretrained"]
-    return []
+    problem = no_weights(folder)
+    return [f"models[{i}].{field}: {problem}"] if problem else []
 
 
 def _scope_problems(spec: StudySpec, i: int, model: Candidate) -> list[str]:

@@ -89,6 +89,11 @@ class _DataSpec(SpecModel):
     max_length: int = Field(128, ge=8, le=8192, description="Longest tokenized input; longer inputs are truncated.")
     subsample: Subsample = Field(default_factory=Subsample, description="Optional subsample for quick runs.")
 
+    @property
+    def holdout_folds(self) -> int | None:
+        """The test split ``holdout`` asks for, as one fold of this many (None without a holdout)."""
+        return None if self.holdout is None else max(2, round(1 / self.holdout))
+
 
 DataSpec = create_model(
     "DataSpec", __base__=_DataSpec, __doc__=_DataSpec.__doc__,
