@@ -178,3 +178,14 @@ def test_read_only_commands_fail_fast_on_an_unreachable_storage(tmp_path: Path, 
     assert "refused" in result.stderr.lower()
     assert "Traceback" not in result.stderr
     assert elapsed < 60, elapsed  # far from the 300 s patience that trial-running commands have
+
+
+def test_validate_says_where_the_test_rows_come_from(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _folder(tmp_path)
+    for data, said in (("{train: d.csv}", "data.test: none, so the winner is not scored on held-out data"),
+                       ("{train: d.csv, holdout: 0.25}", "data.test: one row in 4 of the training data (25 %), held out of the search"),
+                       ("{train: d.csv, test: d.csv}", "data.test: ")):
+        (tmp_path / "study.yaml").write_text(HEAD + f"data: {data}\nmodels: [{{name: m, path: m}}]\n")
+        assert main(["validate", str(tmp_path / "study.yaml")]) == 0
+        out = capsys.readouterr().out
+        assert said in out and out.count("data.test:") == 1, out
