@@ -269,7 +269,8 @@ def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
     metric, out = spec.metric, []
     test = report.get("test_scores")
     if test:
-        out.append(("test", f"test {metric}: {test[metric]:.4f} (the final model on the held-out split, evaluated once)"))
+        rows = f"{report['test_rows']:,} " if report.get("test_rows") else ""
+        out.append(("test", f"test {metric}: {test[metric]:.4f} (the final model on the {rows}held-out rows, evaluated once)"))
     traded = report.get("gives_up")
     if traded:
         out.append(("gives-up", f"the {report['rule']} rule chose it over trial {traded['best_trial']} (CV {traded['best_mean']:.4f}): it gives "

@@ -472,7 +472,7 @@ def test_test_split_is_scored_once_on_the_refit_model(tmp_path: Path, tiny_bert:
     assert "- test data: `test.csv`, 40 rows" in (spec.export_dir / "README.md").read_text()
 
 
-def test_a_share_held_out_of_the_training_data_is_the_test_split(tmp_path: Path, tiny_bert: Path) -> None:
+def test_a_share_held_out_of_the_training_data_is_the_test_split(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 1, pruner: {name: none}}\n")
     path.write_text(path.read_text().replace("  train: cls.csv\n", "  train: cls.csv\n  holdout: 0.2\n"))
     said: list[tuple[str, dict]] = []
@@ -481,6 +481,7 @@ def test_a_share_held_out_of_the_training_data_is_the_test_split(tmp_path: Path,
     report = json.loads((spec.out_dir / "selection.json").read_text())
     assert 0.0 <= report["test_scores"]["macro_f1"] <= 1.0 and "test" in report["baseline"]
     assert any("72 train and 18 test rows" in message for message, _ in said), [m for m, _ in said][:8]  # of the 90
+    assert "(the final model on the 18 held-out rows, evaluated once)" in capsys.readouterr().out  # the summary
     assert "- test data: 18 rows held out of the training data (`data.holdout: 0.2`)" in (spec.export_dir / "README.md").read_text()
 
 
