@@ -61,7 +61,7 @@ def _final_figures(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
     saved = json.loads(path.read_text(encoding="utf-8"))
     if saved.get("considered_trials") != report.get("considered_trials") or saved.get("selected", {}).get("trial") != report["selected"]["trial"]:
         return {"stale_note": "the study has changed since the last run selected its winner: run it (or 'hpsearch export') for the test score and baseline"}
-    figures = {k: saved[k] for k in ("test_scores", "baseline", "warnings", "bias_corrected") if k in saved}
+    figures = {k: saved[k] for k in ("test_scores", "test_rows", "baseline", "warnings", "bias_corrected") if k in saved}
     latency = {row["model"]: row.get("latency_ms") for row in saved.get("per_model", [])}
     for row in report.get("per_model", []):  # measured by run (it needs the model), not by the report
         if row.get("latency_ms") is None:

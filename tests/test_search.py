@@ -482,6 +482,8 @@ def test_a_share_held_out_of_the_training_data_is_the_test_split(tmp_path: Path,
     assert 0.0 <= report["test_scores"]["macro_f1"] <= 1.0 and "test" in report["baseline"]
     assert any("72 train and 18 test rows" in message for message, _ in said), [m for m, _ in said][:8]  # of the 90
     assert "(the final model on the 18 held-out rows, evaluated once)" in capsys.readouterr().out  # the summary
+    assert main(["report", str(path)]) == 0
+    assert "on the 18 held-out rows" in (spec.out_dir / "report" / "report.html").read_text()
     assert "- test data: 18 rows held out of the training data (`data.holdout: 0.2`)" in (spec.export_dir / "README.md").read_text()
 
 
