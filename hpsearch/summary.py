@@ -52,7 +52,7 @@ def describe_spec(spec: StudySpec) -> str:
     else:
         grouped = f"{spec.cv.group_column!r}" if spec.cv.group_column else get_task(spec.task).grouped_by
         group = f", grouped by {grouped}" if grouped else ""
-        strat = "stratified" if spec.stratify else "not stratified"
+        strat = "stratified" if spec.stratify and get_task(spec.task).stratifies else "not stratified"
         lines.append(f"scoring: {spec.cv.folds}-fold CV ({strat}{group}, seed {spec.cv_seed})")
     s = spec.search
     lines.append(
@@ -60,7 +60,7 @@ def describe_spec(spec: StudySpec) -> str:
         f"(seed {spec.sampler_seed}), pruner {s.pruner.name}, {len(s.enqueue)} enqueued"
         + (f", timeout {s.timeout:g}s" if s.timeout and s.n_trials is not None else "")
     )
-    lines += search_budget_lines(spec) + space_size_lines(spec)
+    lines += search_budget_lines(spec) + space_size_lines(spec) + lora_rate_lines(spec)
     lines.append(f"storage: {redact(s.storage) if s.storage else 'embedded, in ' + str(spec.out_dir)}")
     ex = spec.execution
     threads = ex.threads or "cores shared by the workers on each machine"
@@ -97,6 +97,21 @@ def search_budget_lines(spec: StudySpec) -> list[str]:
                if s.n_trials - max(shorter, enqueued) >= 2 else "raise search.n_trials (this budget is too small for any sampler to learn from), or narrow the space")
         lines.append(f"warning: with n_trials {s.n_trials} the {s.sampler.name} sampler has {guided} trial(s) to learn from its start-up of "
                      f"{startup}: the study is close to a random search; {fix}")
+    return lines
+
+
+def lora_rate_lines(spec: StudySpec) -> list[str]:
+    """A warning for each candidate that searches scope lora beside another scope under one learning_rate."""
+    lines = []
+    for i, model in enumerate(spec.models):
+        space = spec.space_for(model)
+        scopes = [str(s) for s in space["scope"].values_hint()]
+        others = [s for s in scopes if s != "lora"]
+        if "lora" in scopes and others:
+            lines.append(f"warning: candidate {model.name} searches scope lora beside {', '.join(others)} with one learning_rate "
+                         f"({describe_param(space['learning_rate'])}); LoRA adapters learn at learning rates several times those of "
+                         f"full fine-tuning, so its LoRA trials start at a loss: give LoRA a candidate entry of its own (scope: lora "
+                         f"and its own learning_rate in that entry's space), as studies/wnut.yaml does")
     return lines
 
 

@@ -189,3 +189,31 @@ def test_validate_says_where_the_test_rows_come_from(tmp_path: Path, capsys: pyt
         assert main(["validate", str(tmp_path / "study.yaml")]) == 0
         out = capsys.readouterr().out
         assert said in out and out.count("data.test:") == 1, out
+
+
+def test_stratify_asked_of_a_task_whose_folds_are_not_stratified(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _folder(tmp_path)
+    write_jsonl(tmp_path / "ner.jsonl", [{"tokens": ["a", "b"], "tags": ["O", "B-x"]}] * 6)
+    ner = "name: v\ntask: token-classification\ndata: {train: ner.jsonl}\nmodels: [{name: m, path: m}]\n"
+    (tmp_path / "study.yaml").write_text(ner + "cv: {stratify: true}\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(tmp_path / "study.yaml")
+    (problem,) = caught.value.problems
+    assert problem.endswith(":5: cv.stratify needs one class label per row, which task token-classification does not have "
+                            "(its folds are cut without stratification); remove cv.stratify"), problem
+    (tmp_path / "study.yaml").write_text(ner)
+    assert main(["validate", str(tmp_path / "study.yaml")]) == 0
+    assert "scoring: 5-fold CV (not stratified, seed 0)" in capsys.readouterr().out  # as its folds are cut
+
+
+def test_lora_beside_another_scope_under_one_learning_rate_is_warned_of(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _folder(tmp_path)
+    shared = "data: {train: d.csv}\nmodels: [{name: m, path: m}]\nspace: {scope: [full, lora]}\n"
+    own = ("data: {train: d.csv}\nmodels:\n  - {name: m, path: m}\n  - {name: m-lora, path: m, space: {scope: lora, "
+           "learning_rate: {type: float, low: 5.0e-4, high: 5.0e-3, log: true}}}\n")
+    for body, warned in ((shared, True), (own, False)):
+        (tmp_path / "study.yaml").write_text(HEAD + body)
+        assert main(["validate", str(tmp_path / "study.yaml")]) == 0
+        out = capsys.readouterr().out
+        assert ("warning: candidate m searches scope lora beside full with one learning_rate" in out) is warned, out
+        assert ("give LoRA a candidate entry of its own" in out) is warned

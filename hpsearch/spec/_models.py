@@ -324,8 +324,9 @@ class StudySpec(SpecModel):
         if self.data.holdout is not None and self.data.subsample.test is not None:
             problems.append("data.subsample.test applies to a data.test file; the rows data.holdout keeps out follow "
                             "data.subsample.train: remove data.subsample.test")
-        if self.cv.stratify and not info.has_label_list:
-            problems.append(f"cv.stratify needs class labels, which task {self.task} does not have; set it to false")
+        if self.cv.stratify and not info.stratifies:
+            problems.append(f"cv.stratify needs one class label per row, which task {self.task} does not have (its folds are cut "
+                            "without stratification); remove cv.stratify")
         if self.selection.cost == "latency" and self.search.second_objective != "latency":
             problems.append("selection.cost latency needs search.second_objective: latency (latency is measured only then); "
                             "set it, or use cost parameters or train_time")

@@ -84,6 +84,8 @@ class Task:
     peft_task_type: ClassVar[str] = "SEQ_CLS"
     has_label_list: ClassVar[bool] = True
     """Whether the task predicts one of a fixed list of labels (cv.stratify and data.labels apply)."""
+    stratifies: ClassVar[bool] = False
+    """Whether folds can keep the proportions of something (``strata``); cv.stratify acts only then."""
     inputs: ClassVar[tuple[str, ...]] = ()
     """Fields of ``data.columns`` that hold the model's inputs (every split, and ``predict``'s input, needs them);
     ``standardise`` keeps each under its field's name."""

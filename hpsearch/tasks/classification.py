@@ -18,6 +18,7 @@ class TextClassification(Task):
     name: ClassVar[str] = "text-classification"
     metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "micro_f1", "mcc", "loss")
     default_metric: ClassVar[str] = "macro_f1"
+    stratifies: ClassVar[bool] = True
     auto_class: ClassVar[str] = "AutoModelForSequenceClassification"
     pipeline_task: ClassVar[str] = "text-classification"
     inputs: ClassVar[tuple[str, ...]] = ("text",)
@@ -93,6 +94,7 @@ class Regression(TextClassification):
     metrics: ClassVar[tuple[str, ...]] = ("rmse", "pearson", "spearman", "loss")
     default_metric: ClassVar[str] = "rmse"
     has_label_list: ClassVar[bool] = False
+    stratifies: ClassVar[bool] = False
     exact_outputs: ClassVar[bool] = True
     columns: ClassVar[dict[str, tuple[str | None, str]]] = {}
 
