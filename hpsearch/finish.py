@@ -207,6 +207,8 @@ def _study_figures(spec: StudySpec, report: dict[str, Any]) -> tuple[dict[str, f
                **{f"trials_{state.lower()}": count for state, count in report["trials"].items()}}
     for name, value in (report.get("test_scores") or {}).items():
         metrics[f"test_{name}"] = value
+    if report.get("test_scores") and report.get("test_rows"):
+        metrics["test_rows"] = report["test_rows"]
     for key, value in (report.get("study_cost") or {}).items():
         metrics[f"study_{key}"] = value
     corrected = report.get("bias_corrected") or {}

@@ -474,7 +474,7 @@ def test_test_split_is_scored_once_on_the_refit_model(tmp_path: Path, tiny_bert:
 
 def test_a_share_held_out_of_the_training_data_is_the_test_split(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 1, pruner: {name: none}}\n")
-    path.write_text(path.read_text().replace("  train: cls.csv\n", "  train: cls.csv\n  holdout: 0.2\n"))
+    path.write_text(path.read_text().replace("  train: cls.csv\n", "  train: cls.csv\n  holdout: 0.2\n").replace("tracking: {enabled: false}\n", ""))
     said: list[tuple[str, dict]] = []
     assert run_study(path, say=lambda message, **fields: said.append((message, fields))) == 0
     spec = load_spec(path)
@@ -484,6 +484,12 @@ def test_a_share_held_out_of_the_training_data_is_the_test_split(tmp_path: Path,
     assert "(the final model on the 18 held-out rows, evaluated once)" in capsys.readouterr().out  # the summary
     assert main(["report", str(path)]) == 0
     assert "on the 18 held-out rows" in (spec.out_dir / "report" / "report.html").read_text()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{spec.out_dir / 'mlflow.db'}")
+    (study_run,) = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+                    if r.data.tags.get("hpsearch.role") == "study"]
+    assert study_run.data.metrics["test_rows"] == 18 and "test_macro_f1" in study_run.data.metrics
     assert "- test data: 18 rows held out of the training data (`data.holdout: 0.2`)" in (spec.export_dir / "README.md").read_text()
 
 
