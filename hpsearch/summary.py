@@ -103,15 +103,15 @@ def search_budget_lines(spec: StudySpec) -> list[str]:
 def lora_rate_lines(spec: StudySpec) -> list[str]:
     """A warning for each candidate that searches scope lora beside another scope under one learning_rate."""
     lines = []
-    for i, model in enumerate(spec.models):
+    for model in spec.models:
         space = spec.space_for(model)
         scopes = [str(s) for s in space["scope"].values_hint()]
         others = [s for s in scopes if s != "lora"]
         if "lora" in scopes and others:
             lines.append(f"warning: candidate {model.name} searches scope lora beside {', '.join(others)} with one learning_rate "
                          f"({describe_param(space['learning_rate'])}); LoRA adapters learn at learning rates several times those of "
-                         f"full fine-tuning, so its LoRA trials start at a loss: give LoRA a candidate entry of its own (scope: lora "
-                         f"and its own learning_rate in that entry's space), as studies/wnut.yaml does")
+                         "full fine-tuning, so its LoRA trials start at a loss: give LoRA a candidate entry of its own (scope: lora "
+                         "and its own learning_rate in that entry's space), as studies/wnut.yaml does")
     return lines
 
 

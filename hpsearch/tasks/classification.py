@@ -136,8 +136,8 @@ class Regression(TextClassification):
 
         from hpsearch.finetune.modeling import output_layer
 
-        layer = output_layer(model)
-        if layer is None or not rows:
+        layer = output_layer(model) if rows else None
+        if layer is None:
             return
         targets = [split.columns["label"][i] for i in rows]
         with torch.no_grad():
