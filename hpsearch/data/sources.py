@@ -44,11 +44,30 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
             raise DataError(f"{path} has no data rows; check the file (or the path in the study file)")
         delimiter = csv_delimiter(path, source.format, source.delimiter)
         kwargs = {"delimiter": delimiter} if delimiter not in (None, ",") else {}
-        return datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=_str(cache_dir), **kwargs)  # csv, json, parquet
+        loaded = datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=_str(cache_dir), **kwargs)  # csv, json, parquet
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"cannot read {path} as {fmt}: {_first_line(exc)}; check the file's format") from exc
+        quoting = f"; a field that holds the separator {delimiter!r} must be in double quotes" if fmt == "csv" and delimiter else ""
+        raise DataError(f"cannot read {path} as {fmt}: {_first_line(_root(exc))}{quoting}; check the file's format") from exc
+    if fmt == "csv" and SHIFTED_INDEX in loaded.column_names:  # every row had one field more than the header: its first became an index
+        raise DataError(f"every data row of {path} has more fields than its header ({', '.join(c for c in loaded.column_names if c != SHIFTED_INDEX)}): "
+                        f"a field that holds the separator {delimiter!r} must be in double quotes (a csv writer quotes it), or the "
+                        "header lacks a column name")
+    return loaded
+
+
+SHIFTED_INDEX = "__index_level_0__"
+"""The column a csv read gains when each of its rows has one field more than the header (pandas takes the first
+field of each row for the index, and the index is kept)."""
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The exception at the bottom of ``exc``'s chain: where a library wraps the parser's error, the parser's says
+    which line is wrong."""
+    while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return exc
 
 
 def _has_rows(path: Path, header: bool) -> bool:

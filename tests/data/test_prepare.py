@@ -296,3 +296,19 @@ def test_holdout_with_a_test_file_or_a_test_subsample_is_refused(tmp_path: Path)
         rows = classification_rows(40)
         write_csv(tmp_path / "d.csv", [r for r in rows if r["label"] == "pos"][:10] + [r for r in rows if r["label"] == "neg"][:3])
         prepare_data(_spec(tmp_path, "  train: d.csv\n  holdout: 0.2"))
+
+
+def test_unquoted_separators_in_a_csv_are_named_not_read_as_other_columns(tmp_path: Path) -> None:
+    """Texts with a comma that the file does not quote: a row with a field too many says which line; every row with
+    one too many (pandas would take each row's first field for an index, silently) is refused too."""
+    (tmp_path / "d.csv").write_text("text,label\ngood film,pos\nbad, awful film,neg\nfine,pos\nworst, ever, really,neg\n")
+    with pytest.raises(DataError) as info:
+        prepare_data(_spec(tmp_path, "  train: d.csv"))
+    assert "Expected 2 fields in line 3, saw 3; a field that holds the separator ',' must be in double quotes" in str(info.value)
+    (tmp_path / "d.csv").write_text("text,label\nbad, awful film,neg\nworst, ever,pos\n")
+    with pytest.raises(DataError) as info:
+        prepare_data(_spec(tmp_path, "  train: d.csv"))
+    assert str(info.value) == (f"every data row of {tmp_path / 'd.csv'} has more fields than its header (text, label): a field that "
+                               "holds the separator ',' must be in double quotes (a csv writer quotes it), or the header lacks a column name")
+    (tmp_path / "d.csv").write_text('text,label\n"bad, awful film",neg\n"worst, ever",pos\n')  # quoted: read as meant
+    assert prepare_data(_spec(tmp_path, "  train: d.csv")).train.columns["text"] == ["bad, awful film", "worst, ever"]
