@@ -18,12 +18,15 @@ def baseline_scores(data: StudyData, folds: Sequence[tuple[Sequence[int], Sequen
     """Per-fold scores of the trivial baseline on ``folds``, their mean, its validation loss per fold and their mean
     (None where the task cannot say; see ``Task.baseline_loss``), and its test scores when there is a test split."""
     task = data.task
-    scores, losses, said = [], [], ""
+    scores, losses = [], []
     for train_rows, eval_rows in folds:
         split, rows = data.splits[eval_split], list(eval_rows)
-        predictions, said = task.baseline(data, train_rows, split, rows)
+        predictions, _ = task.baseline(data, train_rows, split, rows)
         scores.append(task.measure(predictions, split, rows, data.label_map)[metric])
         losses.append(task.baseline_loss(data, train_rows, split, rows))
+    # What it predicts, in words, fitted on every training row (each fold's differs a little: a regression's mean,
+    # say): the model the test split scores, and the one a reader can check against the data.
+    _, said = task.baseline(data, list(range(len(data.train))), data.splits[eval_split], [])
     result: dict[str, Any] = {"predicts": said, "fold_scores": scores, "cv_mean": float(np.mean(scores)),
                               "fold_losses": losses, "loss": None if None in losses else float(np.mean(losses))}
     if "test" in data.splits:
