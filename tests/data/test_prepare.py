@@ -312,3 +312,22 @@ def test_unquoted_separators_in_a_csv_are_named_not_read_as_other_columns(tmp_pa
                                "holds the separator ',' must be in double quotes (a csv writer quotes it), or the header lacks a column name")
     (tmp_path / "d.csv").write_text('text,label\n"bad, awful film",neg\n"worst, ever",pos\n')  # quoted: read as meant
     assert prepare_data(_spec(tmp_path, "  train: d.csv")).train.columns["text"] == ["bad, awful film", "worst, ever"]
+
+
+def test_many_training_rows_repeating_an_input_are_warned_of_with_the_fix(tmp_path: Path) -> None:
+    from hpsearch.runner import make_folds
+
+    rows = [{"text": f"film number {i} was {'good' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"} for i in range(100)]
+    write_csv(tmp_path / "d.csv", rows + rows[:10])  # 10 copies: 9 % of 110 rows
+    data = prepare_data(_spec(tmp_path, "  train: d.csv"))
+    assert data.warnings == ["10 of 110 training rows (9.1 %) repeat another row's input: a copy in a fold's validation rows whose "
+                             "twin is in its training rows makes the CV score optimistic; remove the copies, or set "
+                             "cv.group_column: text to keep each input's copies in one fold"]
+    spec = _spec(tmp_path, "  train: d.csv", extra="cv: {folds: 5, group_column: text}\n")
+    data = prepare_data(spec)
+    assert data.warnings == []
+    texts = data.train.columns["text"]
+    for train, held in make_folds(spec, data)[0]:  # what the warning proposes: no copy on both sides of a fold
+        assert not {texts[i] for i in train} & {texts[i] for i in held}
+    write_csv(tmp_path / "d.csv", rows + rows[:1])  # one copy in 101 rows: under 1 %, not worth a warning
+    assert prepare_data(_spec(tmp_path, "  train: d.csv")).warnings == []
