@@ -94,11 +94,14 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
     if spec.data.holdout is not None:
         _hold_out(spec, task, data)
     data.task = task.with_data(data.train)
+    keys = [task.input_key(data.train, i) for i in range(len(data.train))]
     if spec.data.validation is None and spec.cv.group_column is None:
-        data.warnings += _repeated_inputs(task, data.train, getattr(spec.data.columns, task.inputs[0]))
+        data.warnings += _repeated_inputs(task, keys, getattr(spec.data.columns, task.inputs[0]))
+    seen = set(keys)
     for name in ("validation", "test"):
         if name in data.splits:
-            shared = overlap(task, data.train, data.splits[name])
+            other = data.splits[name]
+            shared = sum(1 for i in range(len(other)) if task.input_key(other, i) in seen)
             if shared:
                 data.warnings.append(
                     f"{shared} of {len(data.splits[name])} {name} rows also occur in the training data: "
@@ -144,23 +147,17 @@ REPEATS_WARNED = 0.01
 """Share of training rows repeating an earlier row's input from which the CV score is said to be optimistic."""
 
 
-def _repeated_inputs(task: Task, train: Split, column: str) -> list[str]:
-    """A warning when many training rows repeat another row's input: copies split between a fold's training and
-    validation rows are scored on what the model was trained on. ``column``: the (first) input column, which
-    cv.group_column can name to keep copies in one fold, where the task has no grouping of its own."""
-    keys = [task.input_key(train, i) for i in range(len(train))]
+def _repeated_inputs(task: Task, keys: list[str], column: str) -> list[str]:
+    """A warning when many training rows repeat another row's input (``keys``: each row's, as the task compares
+    inputs): copies split between a fold's training and validation rows are scored on what the model was trained on.
+    ``column``: the (first) input column, which cv.group_column can name to keep copies in one fold, where the task
+    has no grouping of its own."""
     copies = len(keys) - len(set(keys))
     if copies < max(1, REPEATS_WARNED * len(keys)):
         return []
     fix = "remove the copies" if task.grouped_by else f"remove the copies, or set cv.group_column: {column} to keep each input's copies in one fold"
     return [f"{copies} of {len(keys)} training rows ({100 * copies / len(keys):.1f} %) repeat another row's input: a copy in a fold's "
             f"validation rows whose twin is in its training rows makes the CV score optimistic; {fix}"]
-
-
-def overlap(task: Task, train: Split, other: Split) -> int:
-    """Rows of ``other`` whose input (as the task compares inputs) also occurs in ``train``."""
-    seen = {task.input_key(train, i) for i in range(len(train))}
-    return sum(1 for i in range(len(other)) if task.input_key(other, i) in seen)
 
 
 class _Reader:
