@@ -479,6 +479,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         except BaseException:  # the workers' error (bad data, say) is the run's: its study run did not stay open
             tracker.end_study(parent, "FAILED")
             raise
+        session._said_space_tried = True  # each worker said it where it stopped; not once more here
         # Workers that died may have left trials behind: recover them and finish here, within the
         # same timeout the workers had (not a fresh one); trials still running elsewhere are waited for.
         if not session.work(started, wait_for_others=True, unfreeze=False):

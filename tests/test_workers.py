@@ -83,6 +83,16 @@ def test_two_local_workers_finish_exactly_n_trials(tmp_path: Path, tiny_bert: Pa
     _check_exact(path, 5, result.stdout + result.stderr)
 
 
+def test_a_finite_space_tried_through_is_said_by_each_worker_and_not_again_by_run(tmp_path: Path, tiny_bert: Path) -> None:
+    path = _study(tmp_path, tiny_bert, n_trials=5)
+    path.write_text(path.read_text().replace("learning_rate: {type: float, low: 5.0e-3, high: 1.0e-2, log: true}",
+                                             "learning_rate: [5.0e-3, 1.0e-2]"))
+    result = _run(path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = (result.stdout + result.stderr).count("every one of the 2 configurations of the search space has been tried")
+    assert said == 2, result.stderr[-3000:]  # cpu-0 and cpu-1, each where it stopped
+
+
 @pytest.mark.postgres
 def test_two_workers_share_a_postgresql_study(tmp_path: Path, tiny_bert: Path, postgres_url: str) -> None:
     path = _study(tmp_path, tiny_bert, n_trials=4, storage=postgres_url)
