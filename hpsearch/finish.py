@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
-from hpsearch.selection import counts_text, is_repeat
+from hpsearch.selection import counts_text, is_repeat, trained_complete
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
 
@@ -33,7 +33,7 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
          "latency_ms": t.user_attrs.get("objective_latency"), "train_samples": t.user_attrs.get("train_samples"),
          "device_seconds": t.user_attrs.get("device_seconds"), "flops": t.user_attrs.get("flops"),
          "peak_memory_mb": t.user_attrs.get("peak_memory_mb")}
-        for t in study.get_trials(deepcopy=False, states=None) if t.state.name == "COMPLETE" and not is_repeat(t)
+        for t in study.get_trials(deepcopy=False, states=None) if trained_complete(t)
     ]
 
 

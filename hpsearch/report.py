@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from hpsearch.selection import counts_text, is_repeat, latency_measured
+from hpsearch.selection import counts_text, latency_measured, trained_complete
 from hpsearch.space import describe_params
 from hpsearch.spec import StudySpec
 
@@ -123,7 +123,7 @@ def _fold_scores(spec: StudySpec, study: Any) -> Any:
 
     by_model: dict[str, list[float]] = {}
     for t in study.get_trials(deepcopy=False):
-        if t.state.name == "COMPLETE" and not is_repeat(t):
+        if trained_complete(t):
             by_model.setdefault(t.user_attrs["model"], []).extend(t.user_attrs["fold_scores"])
     if not by_model:
         raise ValueError("no completed trial yet")

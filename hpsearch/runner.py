@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 from hpsearch.binding import objective_digest, scored, superseded
 from hpsearch.errors import HpsearchError, StorageUnavailable
 from hpsearch.finish import FINISHED_STATES, finish_study
-from hpsearch.selection import is_repeat
+from hpsearch.selection import is_repeat, trained_complete
 from hpsearch.spec import StudySpec, load_spec
 from hpsearch.summary import redact
 
@@ -128,7 +128,7 @@ class Session:
         # The study first: a spec that no longer matches its study stops before data or models are loaded.
         self.study = open_study(spec, seed_offset=seed_offset, say=say, read_only=read_only)
         self.superseded = superseded(self.study)
-        self._said_space_tried = False
+        self.said_space_tried = False  # "every configuration tried" is said once per process (run sets it after its workers said it)
         self.data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
         self.data.label_map.save(out / "labels.json")
         for warning in self.data.warnings:
@@ -231,8 +231,8 @@ class Session:
 
         if not space_taken(self.spec, trials, self.objective.configurations):
             return False
-        if not self._said_space_tried:
-            self._said_space_tried = True
+        if not self.said_space_tried:
+            self.said_space_tried = True
             count = len(self.objective.configurations or ())
             self.say(f"every one of the {count} configurations of the search space has been tried: no new trial "
                      "is started (more trials would only repeat them)", event="space_tried", configurations=count)
@@ -383,7 +383,7 @@ def prune_checkpoints(spec: StudySpec, study: Any) -> list[int]:
     if not folder.is_dir():
         return []
     finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.name != "RUNNING"}
-    complete = [t for t in finished.values() if t.state.name == "COMPLETE" and not is_repeat(t)]
+    complete = [t for t in finished.values() if trained_complete(t)]
     keep = {t.number for t in sorted(complete, key=lambda t: rank_key(t.user_attrs["cv_mean"], t.number, spec.direction))[: spec.export.keep_top_k]}
     removed = []
     for path in folder.glob("trial-*"):
@@ -479,7 +479,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         except BaseException:  # the workers' error (bad data, say) is the run's: its study run did not stay open
             tracker.end_study(parent, "FAILED")
             raise
-        session._said_space_tried = True  # each worker said it where it stopped; not once more here
+        session.said_space_tried = True  # each worker said it where it stopped; not once more here
         # Workers that died may have left trials behind: recover them and finish here, within the
         # same timeout the workers had (not a fresh one); trials still running elsewhere are waited for.
         if not session.work(started, wait_for_others=True, unfreeze=False):

@@ -203,6 +203,12 @@ def is_repeat(trial: Any) -> bool:
     return REPEAT_ATTR in trial.user_attrs
 
 
+def trained_complete(trial: Any) -> bool:
+    """Whether an Optuna trial completed by training (not by taking a repeated configuration's score): what the
+    selection, the plots and the kept checkpoints are made of."""
+    return trial.state.name == "COMPLETE" and not is_repeat(trial)
+
+
 TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED", "REPEAT")
 """How the summaries count finished trials: a trial stopped by Ctrl-C or SIGTERM (Optuna's FAIL, run again on
 resume) is counted as interrupted, not as failed; one that repeated an earlier trial's settings (see REPEAT_ATTR:
