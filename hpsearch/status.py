@@ -104,8 +104,8 @@ def as_json(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: st
 
 
 def duration(seconds: float | None) -> str:
-    """'1m26s', '42s'; '' for None."""
+    """'1m26s', '42s' (to the nearest second, as the other figures beside it are rounded); '' for None."""
     if seconds is None:
         return ""
-    minutes, secs = divmod(int(seconds), 60)
+    minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -96,3 +96,9 @@ def test_report_writes_html_and_valid_pngs(finished: Path, tmp_path: Path) -> No
     for row in csv.DictReader(results.open()):
         cells = f"<td>{int(row['train_samples']):,}</td><td>{float(row['device_seconds']):.0f}</td><td>{float(row['flops']):.3g}</td>"
         assert cells in table, row["trial"]
+
+
+def test_durations_are_rounded_as_the_compute_beside_them() -> None:
+    from hpsearch.status import duration
+
+    assert [duration(s) for s in (2.88, 2.4, 59.6, 89.5, 125.2, None)] == ["3s", "2s", "1m00s", "1m30s", "2m05s", ""]
