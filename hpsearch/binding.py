@@ -130,6 +130,15 @@ def _show(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _change_line(key: str, old: Any, new: Any) -> str:
+    """One changed objective field as the refusal lists it; a whole candidate added or removed by its name."""
+    if key.startswith("models.") and isinstance(old, _Unset):
+        return f"{key}: candidate {key[len('models.'):]!r} added since the trials were scored"
+    if key.startswith("models.") and isinstance(new, _Unset):
+        return f"{key}: candidate {key[len('models.'):]!r} removed since the trials were scored"
+    return f"{key}: was {_show(old)}, now {_show(new)}"
+
+
 def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) -> None:
     """Store the spec's objective in a new study, or check it against the one stored; raises SpecError."""
     say = say or (lambda message, **fields: None)
@@ -157,12 +166,12 @@ def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) ->
                 "the new setting", event="setting_changed", field=key)
         differences = []
     if differences:
-        lines = [f"{key}: was {_show(old)}, now {_show(new)}" for key, old, new in differences]
         raise SpecError([
-            *lines,
-            f"study {spec.name!r} already has trials scored under the settings above, and scores under different ones cannot "
-            f"be compared; undo the change, give the study a new 'name', or run with --new-study to start it afresh "
-            f"(the old study is kept aside)",
+            *(_change_line(key, old, new) for key, old, new in differences),
+            f"study {spec.name!r} already has trials scored under the settings above: a study keeps the data, folds, metric, "
+            f"candidates and space its trials were scored and sampled under, so that every score compares with every other "
+            f"and the sampler learns from all of them; undo the change, give the study a new 'name', or run with "
+            f"--new-study to start it afresh (the old study is kept aside)",
         ])
     for key, old, new in _diff(attrs.get(SETTINGS_KEY, {}), settings, settings, ""):
         say(f"{key} changed since the last run: {_show(old)} -> {_show(new)}", event="setting_changed", field=key)

@@ -91,6 +91,20 @@ def test_each_objective_setting_changed_alone_is_refused_by_name(tmp_path: Path,
     assert "--new-study" in problems[-1] and "new 'name'" in problems[-1]
 
 
+def test_a_candidate_added_or_removed_is_named_as_such(tmp_path: Path) -> None:
+    two = BASE.replace("  - {name: m, path: m}", "  - {name: m, path: m}\n  - {name: m2, path: m}")
+    _started(_write(tmp_path, BASE))
+    with pytest.raises(SpecError) as caught:
+        open_study(load_spec(_write(tmp_path, two)))
+    assert caught.value.problems[0] == "models.m2: candidate 'm2' added since the trials were scored"
+    other = tmp_path / "other"
+    other.mkdir()
+    _started(_write(other, two))
+    with pytest.raises(SpecError) as caught:
+        open_study(load_spec(_write(other, BASE)))
+    assert caught.value.problems[0] == "models.m2: candidate 'm2' removed since the trials were scored"
+
+
 def test_changed_data_content_is_refused(tmp_path: Path) -> None:
     _started(_write(tmp_path, BASE))
     text = (tmp_path / "d.csv").read_text()
