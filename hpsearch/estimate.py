@@ -6,9 +6,10 @@ scores high by luck. Bootstrap bias-corrected cross-validation (Tsamardinos, Gre
 Learning 107, 2018) removes that optimism without training anything more: it takes every completed
 configuration's out-of-fold predictions (each row predicted by the fold model that did not train on it,
 at the configuration's scored epoch), draws bootstrap samples of rows, picks the best configuration on
-each sample and scores that pick on the rows the sample left out. The mean of those scores is the
-estimate; their percentiles give its interval. Cost: ``samples`` x configurations metric evaluations on
-counts (about a second for 1,000 samples, 50 configurations and 10,000 rows), no model is run.
+each sample and scores that pick on the rows the sample left out. Scores are taken fold by fold and
+averaged, as the CV score is (see :func:`bbc_cv`). The mean of those scores is the estimate; their
+percentiles give its interval. Cost: ``samples`` x configurations x folds metric evaluations on counts
+(about 10 s on 2 CPU cores for 1,000 samples, 50 configurations, 10,000 rows and 5 folds), no model is run.
 
 Pure numpy: tested on synthetic predictions whose true score is known.
 """
@@ -68,29 +69,35 @@ def _value_scores(predicted: np.ndarray, gold: np.ndarray, metric: str) -> np.nd
     return np.divide(p @ g, spread, out=np.zeros(len(p)), where=spread > 0)  # constant predictions: 0, as the study's metrics
 
 
-def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any], metric: str, direction: str, *, classes: int = 0,
-           samples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any], metric: str, direction: str, *, folds: Sequence[int] | None = None,
+           classes: int = 0, samples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
     """The bias-corrected estimate of the selected configuration's score, with a percentile interval.
 
     ``predictions``: one row per completed configuration, each with a prediction for every row of ``gold``.
+    ``folds``: the fold each row was predicted in (None: one fold). A configuration is scored on each fold's rows
+    and the fold scores are averaged, as its CV score is: scored on the pooled rows, a configuration whose fold
+    models predicted one class each (a different one per fold) would score a macro-F1 above every fold's. Each
+    bootstrap sample draws every fold's rows from that fold, so each fold keeps its size.
     """
     matrix, truth = np.asarray(predictions), np.asarray(gold)
     if matrix.ndim != 2 or matrix.shape[1] != len(truth) or len(truth) < 2:
         raise ValueError(f"need configurations x rows predictions for {len(truth)} rows, got shape {matrix.shape}")
+    fold_of = np.zeros(len(truth), dtype=np.int64) if folds is None else np.asarray(folds)
+    if fold_of.shape != truth.shape:
+        raise ValueError(f"need a fold for each of the {len(truth)} rows, got {len(fold_of)}")
+    members = [np.flatnonzero(fold_of == fold) for fold in np.unique(fold_of)]
     rng = np.random.default_rng(seed)
-    size = len(truth)
     picked = []
     for _ in range(samples):
-        bag = rng.integers(0, size, size)
-        left_out = np.ones(size, dtype=bool)
-        left_out[bag] = False
-        if not left_out.any():
+        bags = [rows[rng.integers(0, len(rows), len(rows))] for rows in members]
+        left_out = [out for rows, bag in zip(members, bags) if len(out := np.setdiff1d(rows, bag))]
+        if not left_out:
             continue
-        on_bag = scores(matrix[:, bag], truth[bag], metric, classes)
+        on_bag = np.mean([scores(matrix[:, bag], truth[bag], metric, classes) for bag in bags], axis=0)
         best = int(np.argmax(on_bag) if direction == "maximize" else np.argmin(on_bag))  # ties: the first listed
-        picked.append(float(scores(matrix[best : best + 1, left_out], truth[left_out], metric, classes)[0]))
+        picked.append(float(np.mean([scores(matrix[best : best + 1, out], truth[out], metric, classes)[0] for out in left_out])))
     values = np.asarray(picked)
     tail = (1 - confidence) / 2 * 100
     return {"estimate": float(values.mean()), "low": float(np.percentile(values, tail)), "high": float(np.percentile(values, 100 - tail)),
-            "confidence": confidence, "samples": len(values), "configurations": int(matrix.shape[0]), "rows": size,
-            "method": "BBC-CV (Tsamardinos, Greasidou & Borboudakis 2018), percentile interval"}
+            "confidence": confidence, "samples": len(values), "configurations": int(matrix.shape[0]), "rows": len(truth),
+            "folds": len(members), "method": "BBC-CV (Tsamardinos, Greasidou & Borboudakis 2018), scored per fold, percentile interval"}

@@ -194,9 +194,10 @@ def bias_corrected(spec: StudySpec, session: Session) -> dict[str, Any]:
         return {"skipped": "no completed trial recorded its out-of-fold predictions"}
     gold = session.data.splits[split].columns["label"]
     rows = [i for i in range(len(gold)) if all(i < len(p) and p[i] is not None for p in kept)]
-    result = estimate.bbc_cv([[p[i] for i in rows] for p in kept], [gold[i] for i in rows], spec.metric, spec.direction,
-                             classes=len(session.data.label_map), confidence=spec.selection.confidence, seed=spec.seed)
-    return result
+    fold_of = {row: fold for fold, (_, validated) in enumerate(session.folds) for row in validated}
+    return estimate.bbc_cv([[p[i] for i in rows] for p in kept], [gold[i] for i in rows], spec.metric, spec.direction,
+                           folds=[fold_of[i] for i in rows], classes=len(session.data.label_map),
+                           confidence=spec.selection.confidence, seed=spec.seed)
 
 
 def _study_figures(spec: StudySpec, report: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:

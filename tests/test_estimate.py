@@ -55,3 +55,19 @@ def test_minimised_metrics_pick_the_smallest() -> None:
     predicted = np.vstack([gold + rng.normal(scale=0.1, size=100), gold + rng.normal(scale=2.0, size=100)])
     result = estimate.bbc_cv(predicted, gold, "rmse", "minimize", samples=200)
     assert result["estimate"] < 0.2
+
+
+def test_scored_fold_by_fold_as_the_cv_score_is() -> None:
+    # Each configuration's fold models predict one class each, a different one per fold: every fold scores a
+    # macro-F1 near 1/3, while the pooled rows hold both classes and would score about 0.5.
+    rng = np.random.default_rng(5)
+    gold = rng.integers(0, 2, 300)
+    folds = np.repeat([0, 1, 2], 100)
+    one_class_per_fold = np.vstack([np.where(folds == 1, 1, 0), np.where(folds == 0, 1, 0), np.where(folds == 2, 1, 0)])
+    fold_means = [np.mean([estimate.scores(p[None, folds == f], gold[folds == f], "macro_f1", 2)[0] for f in range(3)])
+                  for p in one_class_per_fold]
+    pooled = estimate.scores(one_class_per_fold, gold, "macro_f1", 2)
+    assert max(fold_means) < 0.36 and min(pooled) > 0.45
+    result = estimate.bbc_cv(one_class_per_fold, gold, "macro_f1", "maximize", folds=folds, classes=2, samples=300)
+    assert result["estimate"] <= max(fold_means) + 0.01 and result["folds"] == 3
+    assert estimate.bbc_cv(one_class_per_fold, gold, "macro_f1", "maximize", classes=2, samples=300)["estimate"] > 0.45  # one fold: pooled
