@@ -237,7 +237,8 @@ class ExecutionSpec(SpecModel):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Autocast: 'auto' is bf16 on CUDA where supported (else fp16), and bf16 on a CPU with native "
         "bf16 (avx512_bf16 or AMX; about 1.4x faster there, equal scores), fp32 on other CPUs and for regression on the "
-        "CPU (its predictions are raw values, which bf16 rounds). 'run' says which it chose."
+        "CPU (its predictions are raw values, which bf16 rounds). 'run' says which it chose. 'bf16' by name on a CPU "
+        "without native bf16 is emulated, many times slower than fp32: kept, with a warning."
     )
     threads: int | None = Field(
         None, ge=1, description="CPU threads per worker; null: the machine's cores divided by the hpsearch workers "

@@ -233,6 +233,20 @@ def test_the_tuner_resolves_auto_for_its_task(monkeypatch, make_tuner) -> None:
     assert make_tuner("regression", precision="bf16")[1].precision == "bf16"
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_asked_for_on_a_cpu_that_would_emulate_it_is_warned_of(monkeypatch, make_tuner, native) -> None:
+    from hpsearch.finetune import core, loop
+
+    for module in (core, loop):
+        monkeypatch.setattr(module, "native_cpu_bf16", lambda: native)
+    warned: list[str] = []
+    assert make_tuner(precision="bf16", warn=warned.append)[1].precision == "bf16"  # kept as asked
+    assert [w for w in warned if "emulated" in w and "execution.precision: auto" in w] == ([] if native else warned)
+    assert len(warned) == (0 if native else 1)
+    make_tuner(warn=warned.append)  # auto: bf16 where native, fp32 where not; nothing to warn of
+    assert len(warned) == (0 if native else 1)
+
+
 def test_bf16_trains_on_the_cpu_when_asked_for(make_tuner) -> None:
     spec, tuner = make_tuner(precision="bf16")
     assert tuner.precision == "bf16"
