@@ -151,6 +151,7 @@ class FineTuner:
         self._inputs: dict[str, CandidateInputs] = {}
         self._tokenizers: dict[str, Any] = {}
         self._said_no_cache: set[str] = set()
+        self._said_cut: set[str] = set()
         self.warn = warn or (lambda message: None)
         self.info = info or (lambda message, **fields: None)
         """Says what one-off work starts (tokenizing, the frozen layers' outputs), with an event's fields."""
@@ -174,8 +175,10 @@ class FineTuner:
                 for name, split in self.data.splits.items()
             }
             self._inputs[candidate.name] = CandidateInputs(folder, tokenizer, tokenized, frozen.weights_fingerprint(folder))
-            for name, split in tokenized.items():
-                self._warn_if_cut(candidate.name, name, split)
+            if key not in self._said_cut:  # candidates that share a tokenizer share its cut rows: said once
+                self._said_cut.add(key)
+                for name, split in tokenized.items():
+                    self._warn_if_cut(candidate.name, name, split)
         return self._inputs[candidate.name]
 
     def tokenizer(self, candidate: Candidate) -> Any:

@@ -120,8 +120,12 @@ def test_unexpected_error_inside_a_trial_fails_only_that_trial(tmp_path: Path, t
 
 
 def test_texts_longer_than_max_length_are_cut_with_a_warning(tmp_path: Path, tiny_bert: Path) -> None:
-    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 1, enqueue: [{batch_size: 8}]}\ntracking: {enabled: false}\nexport: {enabled: false}\n"
+    extra = SPACE.replace("EPOCHS", "1") + ("search: {n_trials: 2, enqueue: [{model: tiny, batch_size: 8}, {model: tiny-cut, batch_size: 8}]}\n"
+                                            "tracking: {enabled: false}\nexport: {enabled: false}\n")
     path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    # A second candidate with the same tokenizer: its rows are cut as the first's, which is said once.
+    path.write_text(path.read_text().replace(f"  - {{name: tiny, path: {tiny_bert}}}\n",
+                                             f"  - {{name: tiny, path: {tiny_bert}}}\n  - {{name: tiny-cut, path: {tiny_bert}, num_layers: 1}}\n"))
     data = path.parent / "cls.csv"
     rows = list(csv.DictReader(data.open()))
     # Two extremely long texts (about 300,000 characters each); the rest are short.
@@ -135,7 +139,7 @@ def test_texts_longer_than_max_length_are_cut_with_a_warning(tmp_path: Path, tin
     warnings = [m for m in said if "data.max_length" in m]
     assert warnings == ["warning: 2 of 40 train rows fill data.max_length=128 tokens of tiny's tokenizer and are cut there; "
                         "raise data.max_length if the ends of long texts matter"], warnings
-    assert [t.state.name for t in _trials(path)] == ["COMPLETE"]
+    assert [(t.state.name, t.user_attrs["model"]) for t in _trials(path)] == [("COMPLETE", "tiny"), ("COMPLETE", "tiny-cut")]
 
 
 def test_kill_9_of_run_then_run_again_loses_nothing(tmp_path: Path, tiny_bert: Path) -> None:
