@@ -132,10 +132,8 @@ def _show(value: Any) -> str:
 
 def _change_line(key: str, old: Any, new: Any) -> str:
     """One changed objective field as the refusal lists it; a whole candidate added or removed by its name."""
-    if key.startswith("models.") and isinstance(old, _Unset):
-        return f"{key}: candidate {key[len('models.'):]!r} added since the trials were scored"
-    if key.startswith("models.") and isinstance(new, _Unset):
-        return f"{key}: candidate {key[len('models.'):]!r} removed since the trials were scored"
+    if key.startswith("models.") and (isinstance(old, _Unset) or isinstance(new, _Unset)):
+        return f"{key}: candidate {key[len('models.'):]!r} {'added' if isinstance(old, _Unset) else 'removed'} since the trials were scored"
     return f"{key}: was {_show(old)}, now {_show(new)}"
 
 
