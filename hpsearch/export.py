@@ -6,8 +6,10 @@ The folder holds the weights, the config (with id2label/label2id) and the tokeni
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -80,12 +82,31 @@ def write_export(spec: StudySpec, fitted: Any, report: dict[str, Any], table: li
         (task or get_task(spec.task).configured(spec)).finish_export(staging)
         (staging / METADATA).write_text(json.dumps(metadata(spec, report), indent=2, default=str), encoding="utf-8")
         (staging / "README.md").write_text(model_card(spec, report, table), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        _put_in_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _put_in_place(staging: Path, target: Path, attempts: int = 5) -> None:
+    """Move the finished ``staging`` folder to ``target``, the previous export out of the way first. Two runs of one
+    study that finish together (two 'hpsearch run' in two shells) both export: when the other one's folder lands
+    between the two moves, it is moved aside too and the move tried again, so the last to finish wins and neither fails."""
+    for attempt in range(attempts):
+        aside = target.with_name(f".{target.name}.old-{os.getpid()}-{attempt}")
+        try:
+            target.rename(aside)
+        except FileNotFoundError:
+            aside = None
+        try:
+            staging.rename(target)
+            return
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == attempts - 1:
+                raise
+        finally:
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
 
 
 def metadata(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:

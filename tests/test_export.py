@@ -216,3 +216,27 @@ def test_the_test_score_is_the_served_score_whatever_the_training_precision(tmp_
     served = [o["label"] for o in pipeline("text-classification", model=str(spec.export_dir))(test.columns["text"], truncation=True, max_length=spec.data.max_length)]
     gold = [data.label_map.labels[i] for i in test.columns["label"]]
     assert report["test_scores"]["macro_f1"] == pytest.approx(f1_score(gold, served, average="macro"), abs=1e-12)
+
+
+def test_an_export_that_lands_during_ours_is_moved_aside_and_ours_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of one study that finish together both export: neither fails, the last one's folder stays."""
+    from hpsearch import export
+
+    target, staging = tmp_path / "model", tmp_path / ".model.staging"
+    for folder, text in ((target, "the previous export"), (staging, "ours")):
+        folder.mkdir()
+        (folder / "hpsearch.json").write_text(text)
+    real = Path.rename
+    landed: list[Path] = []
+
+    def rename(self: Path, to: Path) -> Path:
+        if self == staging and not landed:  # the other run's folder lands between our two moves
+            landed.append(Path(to))
+            Path(to).mkdir()
+            (Path(to) / "hpsearch.json").write_text("the other run's")
+        return real(self, to)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    export._put_in_place(staging, target)
+    assert landed == [target] and (target / "hpsearch.json").read_text() == "ours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing left aside
