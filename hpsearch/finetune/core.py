@@ -17,8 +17,8 @@ from hpsearch.data.tokencache import TokenCache, Tokenized, tokenizer_fingerprin
 from hpsearch.errors import ModelUnavailable, OutOfMemory, TrialError
 from hpsearch.finetune import frozen
 from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
-from hpsearch.finetune.loop import (EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, native_cpu_bf16, predict_logits,
-                                   resolve_precision, train)
+from hpsearch.finetune.loop import (EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, precision_warning,
+                                   predict_logits, resolve_precision, train)
 from hpsearch.finetune.layouts import layout_of
 from hpsearch.finetune.modeling import Scope, apply_scope, check_files, count_parameters, frozen_modules, hub_cached, load_model, model_dir
 from hpsearch.spec import Candidate
@@ -155,9 +155,8 @@ class FineTuner:
         self.warn = warn or (lambda message: None)
         self.info = info or (lambda message, **fields: None)
         """Says what one-off work starts (tokenizing, the frozen layers' outputs), with an event's fields."""
-        if self.device.type == "cpu" and self.precision == "bf16" and not native_cpu_bf16():
-            self.warn("precision: bf16 on a CPU without native bf16 (avx512_bf16 or AMX) is emulated, many times slower than "
-                      "fp32 (14x measured on a 2-core AVX2 machine); set execution.precision: auto to train in fp32 here")
+        if warning := precision_warning(self.precision, self.device):
+            self.warn(warning)
 
     def inputs(self, candidate: Candidate) -> CandidateInputs:
         """Tokenizer and tokenized splits of ``candidate`` (tokenized once, then cached)."""

@@ -235,10 +235,9 @@ def test_the_tuner_resolves_auto_for_its_task(monkeypatch, make_tuner) -> None:
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_asked_for_on_a_cpu_that_would_emulate_it_is_warned_of(monkeypatch, make_tuner, native) -> None:
-    from hpsearch.finetune import core, loop
+    from hpsearch.finetune import loop
 
-    for module in (core, loop):
-        monkeypatch.setattr(module, "native_cpu_bf16", lambda: native)
+    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: native)
     warned: list[str] = []
     assert make_tuner(precision="bf16", warn=warned.append)[1].precision == "bf16"  # kept as asked
     assert [w for w in warned if "emulated" in w and "execution.precision: auto" in w] == ([] if native else warned)
