@@ -1,0 +1,44 @@
+"""What the bias-corrected estimate (BBC-CV, hpsearch.estimate.bbc_cv) costs at the end of a study.
+
+Synthetic predictions (no model is run): 50 configurations x 10,000 rows, 3 classes (macro-F1) and a
+regression target (RMSE, Spearman on 2,000 rows), 1,000 bootstrap samples, scored on one fold (the rows
+pooled) and fold by fold (5 and 10 folds), each timed twice; the best of the two is reported.
+Run: `.venv/bin/python benchmarks/bbc_cost.py` (about 2 minutes on 2 cores).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from _common import machine, save
+
+CASES = [  # (metric, rows, folds)
+    ("macro_f1", 10_000, 1), ("macro_f1", 10_000, 5), ("macro_f1", 10_000, 10),
+    ("rmse", 10_000, 5), ("spearman", 2_000, 5),
+]
+
+
+def main() -> None:
+    from hpsearch import estimate
+
+    rng = np.random.default_rng(0)
+    results = []
+    for metric, rows, folds in CASES:
+        if metric == "macro_f1":
+            gold, predicted, classes = rng.integers(0, 3, rows), rng.integers(0, 3, (50, rows)), 3
+        else:
+            gold, predicted, classes = rng.normal(size=rows), rng.normal(size=(50, rows)), 0
+        direction = "minimize" if metric == "rmse" else "maximize"
+        timings = []
+        for _ in range(2):
+            started = time.perf_counter()
+            estimate.bbc_cv(predicted, gold, metric, direction, folds=np.arange(rows) % folds, classes=classes, samples=1000)
+            timings.append(time.perf_counter() - started)
+        results.append({"metric": metric, "rows": rows, "folds": folds, "configurations": 50, "samples": 1000, "seconds": min(timings)})
+        print(f"{metric}, {rows:,} rows, {folds} fold(s): {min(timings):.1f} s", flush=True)
+    print(f"written to {save('bbc_cost', {'machine': machine(), 'results': results})}")
+
+
+if __name__ == "__main__":
+    main()
