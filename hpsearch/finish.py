@@ -125,7 +125,7 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
                   test_rows=len(tuner.data.splits["test"]) if "test" in tuner.data.splits else None, final_policy=spec.export.policy)
     report["baseline"] = compare_with_baseline(spec, session, chosen_trial_scores(table, report))
     report["warnings"] = [report["baseline"]["warning"]] if report["baseline"].get("warning") else []
-    report["bias_corrected"] = bias_corrected(spec, session)
+    report["bias_corrected"] = bias_corrected(spec, session, table)
     _measure_latency(spec, session, report["per_model"])
     if tracker.enabled:
         report["mlflow"] = {"experiment": experiment_name(spec), "study_run": parent, "trial_run": chosen_trial.user_attrs.get("mlflow_run_id")}
@@ -181,23 +181,28 @@ def _measure_latency(spec: StudySpec, session: Session, rows: list[dict[str, Any
             row["latency_ms"] = candidate_latency(session.study, session.tuner, spec.candidate(row["model"]), session.objective.eval_split)
 
 
-def bias_corrected(spec: StudySpec, session: Session) -> dict[str, Any]:
-    """BBC-CV over the out-of-fold predictions of every completed trial (see :mod:`hpsearch.estimate`)."""
+def bias_corrected(spec: StudySpec, session: Session, table: list[dict[str, Any]]) -> dict[str, Any]:
+    """BBC-CV over the out-of-fold predictions of the trials in the CV ``table``, each bootstrap sample's pick made by
+    the study's selection rule (see :mod:`hpsearch.estimate`)."""
     from hpsearch import estimate
+    from hpsearch.selection import picker
 
     if not estimate.supported(spec.metric):
         return {"skipped": f"not computed for the metric {spec.metric!r} (supported: {', '.join(estimate.CLASS_METRICS + estimate.VALUE_METRICS)})"}
     split = session.objective.eval_split
-    kept = [t.user_attrs["oof"]["predictions"] for t in session.study.get_trials(deepcopy=False)
-            if t.state.name == "COMPLETE" and (t.user_attrs.get("oof") or {}).get("split") == split]
-    if not kept:
+    rows = {row["trial"]: row for row in table}
+    trials = [t for t in session.study.get_trials(deepcopy=False) if t.number in rows and (t.user_attrs.get("oof") or {}).get("split") == split]
+    if not trials:
         return {"skipped": "no completed trial recorded its out-of-fold predictions"}
+    kept = [t.user_attrs["oof"]["predictions"] for t in trials]
     gold = session.data.splits[split].columns["label"]
-    rows = [i for i in range(len(gold)) if all(i < len(p) and p[i] is not None for p in kept)]
+    predicted = [i for i in range(len(gold)) if all(i < len(p) and p[i] is not None for p in kept)]
     fold_of = {row: fold for fold, (_, validated) in enumerate(session.folds) for row in validated}
-    return estimate.bbc_cv([[p[i] for i in rows] for p in kept], [gold[i] for i in rows], spec.metric, spec.direction,
-                           folds=[fold_of[i] for i in rows], classes=len(session.data.label_map),
-                           confidence=spec.selection.confidence, seed=spec.seed)
+    result = estimate.bbc_cv([[p[i] for i in predicted] for p in kept], [gold[i] for i in predicted], spec.metric, spec.direction,
+                             folds=[fold_of[i] for i in predicted], classes=len(session.data.label_map),
+                             confidence=spec.selection.confidence, seed=spec.seed,
+                             pick=picker([rows[t.number] for t in trials], spec.selection.rule, spec.direction, spec.selection.cost))
+    return {**result, "rule": spec.selection.rule}
 
 
 def _study_figures(spec: StudySpec, report: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:

@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 CV_FIELDS = ("rank", "trial", "model", "mean_score", "std_score", "best_epochs", "total_parameters",
              "train_samples", "device_seconds", "flops", "peak_memory_mb")
@@ -137,6 +137,21 @@ def select(table: Sequence[dict[str, Any]], rule: str, direction: str, cost: str
     eligible = [r for r in table if sign * (best["mean_score"] - r["mean_score"]) <= standard_error + 1e-12]
     column = COSTS[cost]
     return min(eligible, key=lambda r: (r.get(column) if r.get(column) is not None else math.inf, r["best_epochs"], r["rank"]))
+
+
+def picker(rows: Sequence[dict[str, Any]], rule: str, direction: str, cost: str = "parameters") -> Callable[[Any], int] | None:
+    """How :func:`select` picks among ``rows`` (CV-table rows) given other fold scores for them (configurations x folds,
+    in the order of ``rows``): the pick the bias-corrected estimate repeats on each bootstrap sample. The picked row's
+    index; None for 'best', the top mean, which the estimate computes itself."""
+    if rule == "best":
+        return None
+
+    def pick(scores: Any) -> int:
+        table = cv_table([{**row, "fold_scores": [float(s) for s in folds]} for row, folds in zip(rows, scores)], direction)
+        chosen = select(table, rule, direction, cost)["trial"]
+        return next(i for i, row in enumerate(rows) if row["trial"] == chosen)
+
+    return pick
 
 
 def gives_up(table: Sequence[dict[str, Any]], chosen: dict[str, Any], cost: str) -> dict[str, Any] | None:

@@ -71,3 +71,29 @@ def test_scored_fold_by_fold_as_the_cv_score_is() -> None:
     result = estimate.bbc_cv(one_class_per_fold, gold, "macro_f1", "maximize", folds=folds, classes=2, samples=300)
     assert result["estimate"] <= max(fold_means) + 0.01 and result["folds"] == 3
     assert estimate.bbc_cv(one_class_per_fold, gold, "macro_f1", "maximize", classes=2, samples=300)["estimate"] > 0.45  # one fold: pooled
+
+
+def test_the_one_standard_error_rule_is_what_each_sample_repeats() -> None:
+    # The top configuration (large) scores 0.95 on one fold and 0.65 on the other; a small one scores 0.72 on both,
+    # within one standard error of the top mean: 'one-standard-error' takes the small one, and the estimate must
+    # describe that pick, not the top one's.
+    from hpsearch.selection import cv_table, picker
+
+    rng = np.random.default_rng(6)
+    gold = rng.integers(0, 2, 400)
+    folds = np.repeat([0, 1], 200)
+
+    def right_with(chance: np.ndarray) -> np.ndarray:
+        return np.where(rng.random(400) < chance, gold, 1 - gold)
+
+    predicted = np.vstack([right_with(np.where(folds == 0, 0.95, 0.65)), right_with(np.full(400, 0.72))])
+    rows = cv_table([{"trial": n, "model": name, "params": {}, "best_epochs": 1, "total_parameters": size,
+                      "fold_scores": [estimate.scores(p[None, folds == f], gold[folds == f], "accuracy", 2)[0] for f in (0, 1)]}
+                     for n, (name, size, p) in enumerate([("large", 100, predicted[0]), ("small", 10, predicted[1])])], "maximize")
+    small = next(r for r in rows if r["model"] == "small")
+    best = estimate.bbc_cv(predicted, gold, "accuracy", "maximize", folds=folds, classes=2, samples=300)
+    one_se = estimate.bbc_cv(predicted, gold, "accuracy", "maximize", folds=folds, classes=2, samples=300,
+                             pick=picker(sorted(rows, key=lambda r: r["trial"]), "one-standard-error", "maximize"))
+    assert best["estimate"] == pytest.approx(0.80, abs=0.03)
+    assert one_se["estimate"] == pytest.approx(small["mean_score"], abs=0.02)
+    assert picker(rows, "best", "maximize") is None

@@ -584,6 +584,7 @@ def test_latency_is_measured_once_per_candidate_and_shared_by_its_trials(tmp_pat
     report = json.loads((load_spec(path).out_dir / "selection.json").read_text())
     latency = {m: v.pop() for m, v in by_model.items()}
     assert {row["model"]: row["latency_ms"] for row in report["per_model"]} == latency
+    assert report["bias_corrected"]["rule"] == "one-standard-error"  # each bootstrap sample picks as the study does
     with (load_spec(path).out_dir / "cv_results.csv").open() as handle:
         table = list(csv.DictReader(handle))
     assert len(table) == len(trials) and all(float(row["latency_ms"]) == latency[row["model"]] for row in table)
@@ -633,7 +634,7 @@ def test_every_completed_trial_keeps_its_out_of_fold_predictions_for_the_correct
         assert len(oof["predictions"]) == 60 and all(p in (0, 1) for p in oof["predictions"])
     report = json.loads((spec.out_dir / "selection.json").read_text())
     corrected = report["bias_corrected"]
-    assert corrected["configurations"] == 3 and corrected["rows"] == 60
+    assert corrected["configurations"] == 3 and corrected["rows"] == 60 and corrected["rule"] == "best"
     assert corrected["low"] <= corrected["estimate"] <= corrected["high"]
     # The pooled out-of-fold macro-F1 of the winner sits close to its mean fold score (same predictions, pooled).
     import numpy as np
