@@ -12,7 +12,9 @@ averaged, as the CV score is (see :func:`bbc_cv`). The mean of those scores is t
 percentiles give its interval. Cost: ``samples`` x configurations x folds metric evaluations on counts
 (about 10 s on 2 CPU cores for 1,000 samples, 50 configurations, 10,000 rows and 5 folds), no model is run.
 
-Pure numpy: tested on synthetic predictions whose true score is known.
+Pure numpy: tested on synthetic predictions whose true score is known. Class and value metrics are scored
+from predictions against gold; the metrics that are ratios of sums over rows (entity F1, precision and
+recall, word accuracy, the mean F1 or exact match of questions) from each row's parts, which the task gives.
 """
 from __future__ import annotations
 
@@ -36,6 +38,14 @@ def scores(predictions: np.ndarray, gold: np.ndarray, metric: str, classes: int 
     if metric in VALUE_METRICS:
         return _value_scores(predictions.astype(float), gold.astype(float), metric)
     raise ValueError(f"no bias-corrected estimate for metric {metric!r}; supported: {CLASS_METRICS + VALUE_METRICS}")
+
+
+def ratio_scores(parts: np.ndarray) -> np.ndarray:
+    """Sum of numerators over sum of denominators of each configuration's per-row (numerator, denominator) parts
+    (configurations x rows x 2): entity F1, precision, recall and word accuracy, means of per-question scores
+    (see ``Task.ratio_parts``); 0 where nothing is counted, as the study's metrics say."""
+    numerator, denominator = parts[..., 0].sum(axis=1), parts[..., 1].sum(axis=1)
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
 
 def _class_scores(predicted: np.ndarray, gold: np.ndarray, metric: str, classes: int) -> np.ndarray:
@@ -70,12 +80,13 @@ def _value_scores(predicted: np.ndarray, gold: np.ndarray, metric: str) -> np.nd
     return np.divide(p @ g, spread, out=np.zeros(len(p)), where=spread > 0)  # constant predictions: 0, as the study's metrics
 
 
-def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any], metric: str, direction: str, *, folds: Sequence[int] | None = None,
+def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any] | None, metric: str, direction: str, *, folds: Sequence[int] | None = None,
            classes: int = 0, samples: int = 1000, confidence: float = 0.95, seed: int = 0,
            pick: Callable[[np.ndarray], int] | None = None) -> dict[str, Any]:
     """The bias-corrected estimate of the selected configuration's score, with a percentile interval.
 
-    ``predictions``: one row per completed configuration, each with a prediction for every row of ``gold``.
+    ``predictions``: one row per completed configuration, each with a prediction for every row of ``gold``; with
+    ``gold`` None, each with every row's (numerator, denominator) parts of a ratio metric (see :func:`ratio_scores`).
     ``folds``: the fold each row was predicted in (None: one fold). A configuration is scored on each fold's rows
     and the fold scores are averaged, as its CV score is: scored on the pooled rows, a configuration whose fold
     models predicted one class each (a different one per fold) would score a macro-F1 above every fold's. Each
@@ -83,12 +94,20 @@ def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any], metric: st
     ``pick``: which configuration the selection would take, given every configuration's fold scores on a sample
     (configurations x folds); None: the best mean (ties: the first listed).
     """
-    matrix, truth = np.asarray(predictions), np.asarray(gold)
-    if matrix.ndim != 2 or matrix.shape[1] != len(truth) or len(truth) < 2:
-        raise ValueError(f"need configurations x rows predictions for {len(truth)} rows, got shape {matrix.shape}")
-    fold_of = np.zeros(len(truth), dtype=np.int64) if folds is None else np.asarray(folds)
-    if fold_of.shape != truth.shape:
-        raise ValueError(f"need a fold for each of the {len(truth)} rows, got {len(fold_of)}")
+    matrix = np.asarray(predictions, dtype=float if gold is None else None)
+    truth = np.asarray(gold) if gold is not None else None
+    rows = len(truth) if truth is not None else (matrix.shape[1] if matrix.ndim == 3 else 0)
+    if matrix.ndim != (2 if truth is not None else 3) or matrix.shape[1] != rows or rows < 2 or (truth is None and matrix.shape[2] != 2):
+        raise ValueError(f"need configurations x rows {'predictions' if truth is not None else 'x 2 ratio parts'} for {rows} rows, got shape {matrix.shape}")
+    fold_of = np.zeros(rows, dtype=np.int64) if folds is None else np.asarray(folds)
+    if fold_of.shape != (rows,):
+        raise ValueError(f"need a fold for each of the {rows} rows, got {len(fold_of)}")
+
+    def score(configurations: slice, on: np.ndarray) -> np.ndarray:
+        if truth is None:
+            return ratio_scores(matrix[configurations, on])
+        return scores(matrix[configurations, on], truth[on], metric, classes)
+
     members = [np.flatnonzero(fold_of == fold) for fold in np.unique(fold_of)]
     rng = np.random.default_rng(seed)
     picked = []
@@ -97,15 +116,15 @@ def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any], metric: st
         left_out = [out for rows, bag in zip(members, bags) if len(out := np.setdiff1d(rows, bag))]
         if not left_out:
             continue
-        on_bag = np.column_stack([scores(matrix[:, bag], truth[bag], metric, classes) for bag in bags])
+        on_bag = np.column_stack([score(slice(None), bag) for bag in bags])
         if pick is None:
             mean = on_bag.mean(axis=1)
             best = int(np.argmax(mean) if direction == "maximize" else np.argmin(mean))  # ties: the first listed
         else:
             best = pick(on_bag)
-        picked.append(float(np.mean([scores(matrix[best : best + 1, out], truth[out], metric, classes)[0] for out in left_out])))
+        picked.append(float(np.mean([score(slice(best, best + 1), out)[0] for out in left_out])))
     values = np.asarray(picked)
     tail = (1 - confidence) / 2 * 100
     return {"estimate": float(values.mean()), "low": float(np.percentile(values, tail)), "high": float(np.percentile(values, 100 - tail)),
-            "confidence": confidence, "samples": len(values), "configurations": int(matrix.shape[0]), "rows": len(truth),
+            "confidence": confidence, "samples": len(values), "configurations": int(matrix.shape[0]), "rows": rows,
             "folds": len(members), "method": "BBC-CV (Tsamardinos, Greasidou & Borboudakis 2018), scored per fold, percentile interval"}

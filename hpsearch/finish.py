@@ -187,19 +187,23 @@ def bias_corrected(spec: StudySpec, session: Session, table: list[dict[str, Any]
     from hpsearch import estimate
     from hpsearch.selection import picker
 
-    if not estimate.supported(spec.metric):
-        return {"skipped": f"not computed for the metric {spec.metric!r} (supported: {', '.join(estimate.CLASS_METRICS + estimate.VALUE_METRICS)})"}
-    split = session.objective.eval_split
+    split, data = session.objective.eval_split, session.data
     rows = {row["trial"]: row for row in table}
     trials = [t for t in session.study.get_trials(deepcopy=False) if t.number in rows and (t.user_attrs.get("oof") or {}).get("split") == split]
     if not trials:
         return {"skipped": "no completed trial recorded its out-of-fold predictions"}
     kept = [t.user_attrs["oof"]["predictions"] for t in trials]
-    gold = session.data.splits[split].columns["label"]
-    predicted = [i for i in range(len(gold)) if all(i < len(p) and p[i] is not None for p in kept)]
+    predicted = [i for i in range(len(kept[0])) if all(i < len(p) and p[i] is not None for p in kept)]
+    parts = [data.task.ratio_parts([p[i] for i in predicted], data.splits[split], predicted, data.label_map, spec.metric) for p in kept]
+    if parts[0] is not None:
+        matrix, gold = parts, None
+    elif estimate.supported(spec.metric):
+        matrix, gold = [[p[i] for i in predicted] for p in kept], [data.splits[split].columns["label"][i] for i in predicted]
+    else:
+        return {"skipped": f"not computed for the metric {spec.metric!r}: it covers the task's scores "
+                           f"({', '.join(m for m in data.task.metrics if m != 'loss')}), not the loss"}
     fold_of = {row: fold for fold, (_, validated) in enumerate(session.folds) for row in validated}
-    result = estimate.bbc_cv([[p[i] for i in predicted] for p in kept], [gold[i] for i in predicted], spec.metric, spec.direction,
-                             folds=[fold_of[i] for i in predicted], classes=len(session.data.label_map),
+    result = estimate.bbc_cv(matrix, gold, spec.metric, spec.direction, folds=[fold_of[i] for i in predicted], classes=len(data.label_map),
                              confidence=spec.selection.confidence, seed=spec.seed,
                              pick=picker([rows[t.number] for t in trials], spec.selection.rule, spec.direction, spec.selection.cost))
     return {**result, "rule": spec.selection.rule}

@@ -97,3 +97,34 @@ def test_the_one_standard_error_rule_is_what_each_sample_repeats() -> None:
     assert best["estimate"] == pytest.approx(0.80, abs=0.03)
     assert one_se["estimate"] == pytest.approx(small["mean_score"], abs=0.02)
     assert picker(rows, "best", "maximize") is None
+
+
+@pytest.mark.parametrize("metric", ["f1", "precision", "recall", "accuracy"])
+def test_entity_metrics_from_each_sentences_parts_match_the_study_metrics(metric: str) -> None:
+    from types import SimpleNamespace
+
+    from hpsearch.tasks.entities import TokenClassification
+
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    rng = np.random.default_rng(7)
+    gold = [list(rng.choice(5, int(rng.integers(1, 12)), p=[0.5, 0.15, 0.1, 0.15, 0.1])) for _ in range(60)]
+    said = [[g if rng.random() < 0.8 else int(rng.integers(0, 5)) for g in sentence] for sentence in gold]
+    split, labels = SimpleNamespace(columns={"tags": gold}), SimpleNamespace(labels=names)
+    parts = TokenClassification().ratio_parts(said, split, list(range(60)), labels, metric)
+    expected = metrics.entity_metrics([[names[i] for i in s] for s in said], [[names[i] for i in s] for s in gold])[metric]
+    assert estimate.ratio_scores(np.asarray([parts]))[0] == pytest.approx(expected)
+    half = list(range(30))  # any sample of sentences: the study's metric on those sentences alone
+    expected = metrics.entity_metrics([[names[i] for i in said[r]] for r in half], [[names[i] for i in gold[r]] for r in half])[metric]
+    assert estimate.ratio_scores(np.asarray([parts[:30]]))[0] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("metric", ["f1", "exact_match"])
+def test_question_scores_from_each_questions_parts_match_the_study_metrics(metric: str) -> None:
+    from types import SimpleNamespace
+
+    from hpsearch.tasks.qa import QuestionAnswering, squad_scores
+
+    answers = [["the red fox"], ["Paris", "paris, france"], [], ["42"]]
+    predicted = ["red fox", "Paris France", "", "forty-two"]
+    parts = QuestionAnswering().ratio_parts(predicted, SimpleNamespace(columns={"answer_text": answers}), [0, 1, 2, 3], None, metric)
+    assert estimate.ratio_scores(np.asarray([parts]))[0] == pytest.approx(squad_scores(predicted, answers)[metric])

@@ -178,6 +178,8 @@ def test_a_qa_study_completes_with_two_folds_and_exports(qa_study: Path) -> None
     assert len(selection["baseline"]["fold_scores"]) == 2  # the same folds as every trial
     assert 0.0 <= selection["test_scores"]["f1"] <= 1.0 and "exact_match" in selection["test_scores"]
     assert selection["baseline"]["predicts"].startswith("the first")
+    corrected = selection["bias_corrected"]  # from each question's F1, as the CV score is
+    assert corrected["configurations"] == 2 and corrected["folds"] == 2 and corrected["low"] <= corrected["estimate"] <= corrected["high"]
     assert selection["registered_model"]["version"] == "1"  # logged to MLflow as the export folder itself
     meta = json.loads((spec.export_dir / "hpsearch.json").read_text())
     assert meta["pipeline_task"] == "question-answering" and meta["input_columns"] == {"question": "question", "context": "context"}

@@ -594,6 +594,18 @@ def test_latency_is_measured_once_per_candidate_and_shared_by_its_trials(tmp_pat
     assert "ms / example" in trials_table and f"<td>{latency['two']:.1f}</td>" in trials_table
 
 
+def test_an_entity_study_scored_by_word_accuracy_gets_its_corrected_estimate(tmp_path: Path, tiny_bert: Path) -> None:
+    # Word accuracy shares its name with the class metric, but an entity study has tag lists, not a label column:
+    # the estimate comes from each sentence's counts (it once ended the study with a KeyError before selection.json).
+    space = FAST.replace("epochs: 3", "epochs: 1")
+    path = toy_study(tmp_path, tiny_bert, task="token-classification", rows=60,
+                     extra=space + "search: {metric: accuracy, n_trials: 2, pruner: {name: none}}\n")
+    assert run_study(path, export=False, say=_quiet) == 0
+    report = json.loads((load_spec(path).out_dir / "selection.json").read_text())
+    corrected = report["bias_corrected"]
+    assert corrected["configurations"] == 2 and corrected["folds"] == 3 and 0 < corrected["estimate"] <= 1
+
+
 def test_a_winner_no_better_than_the_baseline_is_flagged(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
     stuck = FAST.replace("learning_rate: {type: float, low: 1.0e-3, high: 5.0e-3, log: true}", "learning_rate: 1e-9")
     assert "1e-9" in stuck

@@ -197,6 +197,13 @@ class Task:
     def measure(self, predictions: list[Any], split: Split, rows: list[int], label_map: LabelMap) -> dict[str, float]:
         raise NotImplementedError
 
+    def ratio_parts(self, predictions: list[Any], split: Split, rows: list[int], label_map: LabelMap, metric: str) -> list[tuple[float, float]] | None:
+        """Where ``metric`` is a ratio of sums over rows (entity F1 is 2 x matched entities over predicted plus gold
+        entities; a mean of per-row scores is their sum over the row count): each row's (numerator, denominator),
+        from which the bias-corrected estimate scores any sample of rows. None where it is not such a ratio (class and
+        value metrics, which :mod:`hpsearch.estimate` scores from predictions against gold; the loss)."""
+        return None
+
     def baseline(self, data: StudyData, train_rows: Sequence[int], split: Split, rows: list[int]) -> tuple[list[Any], str]:
         """Predictions of a model that learned nothing from the text, fitted on ``train_rows``, and what it predicts."""
         raise NotImplementedError

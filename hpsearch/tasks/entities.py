@@ -88,6 +88,26 @@ class TokenClassification(Task):
         gold = [[names[i] for i in split.columns["tags"][row]] for row in rows]
         return metrics.entity_metrics([[names[i] for i in ids] for ids in predictions], gold)
 
+    def ratio_parts(self, predictions: list[Any], split: Any, rows: list[int], label_map: Any, metric: str) -> list[tuple[float, float]] | None:
+        """Entity precision, recall and F1 as seqeval counts them (an entity is matched when its type, first and
+        last word agree), and word accuracy, from each sentence's counts."""
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        if metric not in ("f1", "precision", "recall", "accuracy"):
+            return None
+        names = label_map.labels
+        parts = []
+        for ids, row in zip(predictions, rows):
+            gold, said = [names[i] for i in split.columns["tags"][row]], [names[i] for i in ids]
+            if metric == "accuracy":
+                parts.append((float(sum(g == s for g, s in zip(gold, said))), float(len(gold))))
+                continue
+            true, found = set(get_entities(gold)), set(get_entities(said))
+            matched = len(true & found)
+            parts.append({"f1": (2.0 * matched, float(len(true) + len(found))), "precision": (float(matched), float(len(found))),
+                          "recall": (float(matched), float(len(true)))}[metric])
+        return parts
+
     def baseline(self, data: Any, train_rows: Sequence[int], split: Any, rows: list[int]) -> tuple[list[Any], str]:
         empty = np.zeros((0, len(data.label_map)))  # no word predicted: every word counts as 'O'
         return self.decode([empty] * len(rows), split, rows, data.label_map), "'O' for every word"

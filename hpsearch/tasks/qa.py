@@ -168,6 +168,13 @@ class QuestionAnswering(Task):
         gold = [split.columns["answer_text"][row] for row in rows]
         return squad_scores(predictions, gold)
 
+    def ratio_parts(self, predictions: list[Any], split: Any, rows: list[int], label_map: Any, metric: str) -> list[tuple[float, float]] | None:
+        """F1 and exact match are means over questions: each question's score over 1."""
+        if metric not in ("f1", "exact_match"):
+            return None
+        score = token_f1 if metric == "f1" else exact_match
+        return [(best_score(predicted, split.columns["answer_text"][row], score), 1.0) for predicted, row in zip(predictions, rows)]
+
     def baseline(self, data: Any, train_rows: Sequence[int], split: Any, rows: list[int]) -> tuple[list[Any], str]:
         """The first words of the context, as many as the median training answer has."""
         lengths = [len(answers[0].split()) for answers in (data.train.columns["answer_text"][i] for i in train_rows) if answers]
@@ -281,11 +288,13 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def best_score(predicted: str, answers: list[str], score: Callable[[str, str], float]) -> float:
+    """``score`` of an answer against the gold answer it matches best ('' when the question has none)."""
+    return max(score(predicted, a) for a in (answers or [""]))
+
+
 def squad_scores(predictions: list[str], gold: list[list[str]]) -> dict[str, float]:
-    """Mean exact match and token F1 over examples, each against its best gold answer ('' when it has none)."""
-    em, f1 = [], []
-    for predicted, answers in zip(predictions, gold):
-        answers = answers or [""]
-        em.append(max(exact_match(predicted, a) for a in answers))
-        f1.append(max(token_f1(predicted, a) for a in answers))
+    """Mean exact match and token F1 over examples, each against its best gold answer."""
+    em = [best_score(p, answers, exact_match) for p, answers in zip(predictions, gold)]
+    f1 = [best_score(p, answers, token_f1) for p, answers in zip(predictions, gold)]
     return {"exact_match": float(np.mean(em)) if em else 0.0, "f1": float(np.mean(f1)) if f1 else 0.0}
