@@ -107,6 +107,7 @@ BROKEN = [
     ("two model sources", _minimal(models=[{"name": "m", "path": "model", "hub": "bert"}]), ["models[0]", "exactly one source"]),
     ("duplicate names", _minimal(models=[{"name": "m", "path": "model"}, {"name": "m", "hub": "x"}]), ["unique", "'m'"]),
     ("metric of another task", _minimal(search={"metric": "rmse"}), ["search.metric", "'rmse'", "macro_f1"]),
+    ("the loss as the metric", _minimal(search={"metric": "loss"}), ["search.metric 'loss' is not a score to select by", "val_loss", "macro_f1"]),
     ("missing package", _minimal(models=[{"name": "m", "package": "no_such_pkg_xyz"}]), ["models[0].package", "not installed"]),
     ("pair without second column", _minimal(task="text-pair-classification"), ["text_pair"]),
     ("enqueue unknown key", _minimal(search={"enqueue": [{"lr": 1}]}), ["search.enqueue[0]", "'lr'"]),

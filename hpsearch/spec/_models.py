@@ -315,7 +315,12 @@ class StudySpec(SpecModel):
             for name, (_, field) in other.settings.items():
                 if name not in info.settings and getattr(self.data, name) != field.default:
                     problems.append(f"data.{name} applies to task {other.name} only, not to {self.task}; remove it")
-        if self.search.metric is not None and self.search.metric not in info.metrics:
+        if self.search.metric == "loss":
+            problems.append(
+                f"search.metric 'loss' is not a score to select by: the winner is picked, compared with the trivial baseline and "
+                f"tested on a score of task {self.task}, and every epoch's validation loss is logged beside it (fold<k>/val_loss "
+                f"in MLflow); choose one of {list(info.metrics)}")
+        elif self.search.metric is not None and self.search.metric not in info.metrics:
             problems.append(
                 f"search.metric {self.search.metric!r} is not reported for task {self.task}; "
                 f"choose one of {list(info.metrics)}"

@@ -76,6 +76,7 @@ class Task:
 
     name: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]]
+    """The scores a study can select by (every evaluation also reports the validation loss)."""
     default_metric: ClassVar[str]
     auto_class: ClassVar[str]
     """Name of the transformers AutoModelFor... class that adds this task's head."""

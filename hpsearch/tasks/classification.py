@@ -16,7 +16,7 @@ from hpsearch.tasks.base import Column, Features, Task, texts
 @dataclass(frozen=True)
 class TextClassification(Task):
     name: ClassVar[str] = "text-classification"
-    metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "micro_f1", "mcc", "loss")
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "micro_f1", "mcc")
     default_metric: ClassVar[str] = "macro_f1"
     stratifies: ClassVar[bool] = True
     auto_class: ClassVar[str] = "AutoModelForSequenceClassification"
@@ -91,7 +91,7 @@ class TextPairClassification(TextClassification):
 @dataclass(frozen=True)
 class Regression(TextClassification):
     name: ClassVar[str] = "regression"
-    metrics: ClassVar[tuple[str, ...]] = ("rmse", "pearson", "spearman", "loss")
+    metrics: ClassVar[tuple[str, ...]] = ("rmse", "pearson", "spearman")
     default_metric: ClassVar[str] = "rmse"
     has_label_list: ClassVar[bool] = False
     stratifies: ClassVar[bool] = False

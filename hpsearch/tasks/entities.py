@@ -14,7 +14,7 @@ from hpsearch.tasks.base import IGNORE_INDEX, Column, Features, Task, is_missing
 @dataclass(frozen=True)
 class TokenClassification(Task):
     name: ClassVar[str] = "token-classification"
-    metrics: ClassVar[tuple[str, ...]] = ("f1", "precision", "recall", "accuracy", "loss")
+    metrics: ClassVar[tuple[str, ...]] = ("f1", "precision", "recall", "accuracy")
     default_metric: ClassVar[str] = "f1"
     auto_class: ClassVar[str] = "AutoModelForTokenClassification"
     pipeline_task: ClassVar[str] = "token-classification"

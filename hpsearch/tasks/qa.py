@@ -33,7 +33,7 @@ from hpsearch.tasks.qa_pipeline import best_answer, context_offsets
 @dataclass(frozen=True)
 class QuestionAnswering(Task):
     name: ClassVar[str] = "question-answering"
-    metrics: ClassVar[tuple[str, ...]] = ("f1", "exact_match", "loss")
+    metrics: ClassVar[tuple[str, ...]] = ("f1", "exact_match")
     default_metric: ClassVar[str] = "f1"
     auto_class: ClassVar[str] = "AutoModelForQuestionAnswering"
     pipeline_task: ClassVar[str] = "question-answering"
