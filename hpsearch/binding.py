@@ -169,7 +169,9 @@ def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) ->
             f"study {spec.name!r} already has trials scored under the settings above: a study keeps the data, folds, metric, "
             f"candidates and space its trials were scored and sampled under, so that every score compares with every other "
             f"and the sampler learns from all of them; undo the change, give the study a new 'name', or run with "
-            f"--new-study to start it afresh (the old study is kept aside)",
+            f"--new-study to start it afresh (the old study is kept aside)"
+            + ("; --new-study --keep-trials starts it with the old trials that the new candidates and space still hold"
+               if all(key.startswith(("models.", "space")) for key, _, _ in differences) else ""),
         ])
     for key, old, new in _diff(attrs.get(SETTINGS_KEY, {}), settings, settings, ""):
         say(f"{key} changed since the last run: {_show(old)} -> {_show(new)}", event="setting_changed", field=key)

@@ -76,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-export", action="store_true", help="skip the export at the end")
     run.add_argument("--new-study", action="store_true", help="start the study afresh: an existing study of this name is "
                      "kept aside under <name>.replaced-<time> (needed after changing a setting that defines the objective)")
+    run.add_argument("--keep-trials", action="store_true", help="with --new-study, after adding a candidate or changing the space: "
+                     "the new study takes over the old one's completed and pruned trials that its space still holds")
     _progress_options(run)
     worker = study_command("worker", "join a study as one more worker; runs trials until it has n_trials", _worker)
     worker.add_argument("--storage", help="Optuna storage URL of the study")
@@ -247,10 +249,14 @@ def _quiet_libraries() -> None:
 def _run(args: argparse.Namespace) -> int:
     from hpsearch.runner import run_study
 
+    if args.keep_trials and not args.new_study:
+        print("hpsearch run: --keep-trials goes with --new-study (it says which trials the new study takes over); "
+              "add --new-study", file=sys.stderr)
+        return 2
     _quiet_libraries()
     stop = _stop_on_signals()
     return run_study(args.study, export=not args.no_export, say=_progress(args), worker_args=_progress_args(args), stop=stop,
-                     new_study=args.new_study)
+                     new_study=args.new_study, keep_trials=args.keep_trials)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -398,7 +398,91 @@ STUDY_FILES = ("optuna.journal", "checkpoints", "cv_results.csv", "cv_results.js
 """What belongs to one study in its output folder (``--new-study`` moves them aside)."""
 
 
-def set_aside_study(spec: StudySpec, say: Callable[..., None] = _say) -> str | None:
+CARRIED_ATTR = "carried_from"
+"""Trial user attribute of a trial that ``--keep-trials`` took over: the set-aside study's name and its number there."""
+
+
+def check_carryable(spec: StudySpec) -> None:
+    """Raises SpecError, before anything is set aside, when ``--keep-trials`` cannot carry the existing study's trials into a
+    new one for ``spec``: a setting other than the candidates and the space changed, so their scores (other data, folds
+    or metric) do not compare with the new study's."""
+    import optuna
+
+    from hpsearch.binding import OBJECTIVE_KEY, changed
+    from hpsearch.errors import SpecError
+    from hpsearch.storage import make_storage
+
+    if not spec.search.storage and not (spec.out_dir / "optuna.journal").is_file():
+        return
+    storage = make_storage(spec)
+    if spec.name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        return
+    stored = optuna.load_study(study_name=spec.name, storage=storage).user_attrs.get(OBJECTIVE_KEY, {})
+    others = [key for key, _, _ in changed(stored, spec) if not key.startswith(("models.", "space"))]
+    if others:
+        raise SpecError([f"--keep-trials: {', '.join(others)} changed since the trials were scored; their scores do not compare with "
+                         "the new study's (only candidates and the search space may change), so run with --new-study alone"])
+
+
+def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[..., None] = _say) -> None:
+    """``run --new-study --keep-trials``: the new study takes over the completed and pruned trials of the set-aside one
+    whose candidate and settings its space still holds (each such trial as Optuna would have sampled it now, with its
+    scores, out-of-fold predictions, costs, epoch curves and best-fold checkpoint), so that adding a candidate or
+    widening a range keeps what was learned. The others are left out, and said."""
+    import shutil
+
+    import optuna
+
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from hpsearch.search import open_study
+    from hpsearch.space import MODEL_PARAM, suggest
+    from hpsearch.storage import make_storage
+
+    if spec.search.storage:
+        old = optuna.load_study(study_name=aside, storage=make_storage(spec, say))
+    else:  # set aside with its files
+        old = optuna.load_study(study_name=spec.name, storage=JournalStorage(JournalFileBackend(str(files / "optuna.journal"))))  # type: ignore[operator]
+    study = open_study(spec, say=say, enqueue=False)  # the carried trials first: numbered as they were, where none is left out
+    names = {m.name for m in spec.models}
+    kept, left = 0, []
+    for trial in old.get_trials(deepcopy=False):
+        if trial.state.name not in ("COMPLETE", "PRUNED") or is_repeat(trial) or "params" not in trial.user_attrs:
+            continue
+        fixed = optuna.trial.FixedTrial({**trial.params, MODEL_PARAM: trial.user_attrs["model"]})
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a value outside the new range: Optuna only warns
+                candidate, params = suggest(fixed, spec) if trial.user_attrs["model"] in names else ("", {})
+        except (ValueError, UserWarning):
+            candidate, params = "", {}
+        ran = dict(trial.user_attrs["params"])
+        if "memory_note" in trial.user_attrs:  # it ran with a smaller batch after running out of memory
+            ran.pop("batch_size", None)
+            params.pop("batch_size", None)
+        if candidate != trial.user_attrs["model"] or params != ran:
+            left.append(trial.number)
+            continue
+        number = len(study.get_trials(deepcopy=False))
+        study.add_trial(optuna.trial.FrozenTrial(  # with its own start and end, which status and the report show
+            number=number, trial_id=number, state=trial.state, value=None, values=trial.values, datetime_start=trial.datetime_start,
+            datetime_complete=trial.datetime_complete, params=fixed.params, distributions=fixed.distributions,
+            user_attrs={**trial.user_attrs, CARRIED_ATTR: f"{aside} trial {trial.number}"}, system_attrs={},
+            intermediate_values=trial.intermediate_values))
+        checkpoint = files / "checkpoints" / f"trial-{trial.number}" if files is not None else None
+        if checkpoint is not None and checkpoint.is_dir():  # copied: what was set aside stays whole
+            shutil.copytree(checkpoint, spec.out_dir / "checkpoints" / f"trial-{number}")
+        kept += 1
+    line = f"carried over {kept} trial(s) of {aside!r} into the new study"
+    if left:
+        line += f"; left out trial(s) {', '.join(map(str, left))}: their candidate or settings are outside the new space"
+    if kept and spec.search.n_trials is not None:
+        line += f"; they count toward search.n_trials ({spec.search.n_trials}): raise it to run more"
+    say(line, event="carried", carried=kept, left_out=left)
+
+
+def set_aside_study(spec: StudySpec, say: Callable[..., None] = _say) -> tuple[str, Path | None] | None:
     """``run --new-study``: keep the existing study under another name, so the spec starts a new one.
 
     Nothing is deleted: a database study is copied to ``<name>.replaced-<time>`` in the same storage
@@ -413,6 +497,7 @@ def set_aside_study(spec: StudySpec, say: Callable[..., None] = _say) -> str | N
     from hpsearch.storage import make_storage
     from hpsearch.tracking import Tracker
 
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # hpsearch says what it set aside
     out = spec.out_dir
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for count in range(2, 1000):  # twice in one second: never reuse a name, never overwrite what was set aside
@@ -436,18 +521,22 @@ def set_aside_study(spec: StudySpec, say: Callable[..., None] = _say) -> str | N
     Tracker.from_spec(spec).rename_study_run(spec, aside)
     say(f"study {spec.name!r} set aside as {aside!r}" + (f" (its files in {folder})" if folder.exists() else "") + "; starting a new one",
         event="set_aside", study=aside)
-    return aside
+    return aside, folder if folder.exists() else None
 
 
 def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None] = _say, worker_args: Sequence[str] = (),
-              stop: threading.Event | None = None, new_study: bool = False) -> int:
+              stop: threading.Event | None = None, new_study: bool = False, keep_trials: bool = False) -> int:
     """``hpsearch run``: trials until n_trials (in this process, or one worker process per device
     slot), then selection, final model, test and export."""
     from hpsearch.workers import plan_slots, run_pool
 
     spec = load_spec(study_path)
     if new_study:
-        set_aside_study(spec, say)
+        if keep_trials:
+            check_carryable(spec)
+        aside = set_aside_study(spec, say)
+        if keep_trials and aside is not None:
+            carry_trials(spec, *aside, say=say)
     begun = time.monotonic()
     slots = plan_slots(spec)
     if len(slots) > 1:

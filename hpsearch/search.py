@@ -108,8 +108,9 @@ def directions(spec: StudySpec) -> list[str]:
 
 
 def open_study(spec: StudySpec, storage: Any | None = None, seed_offset: int = 0, say: Callable[..., None] | None = None,
-               read_only: bool = False) -> Any:
-    """Create the study, or load it when it exists (re-running a spec resumes its study).
+               read_only: bool = False, enqueue: bool = True) -> Any:
+    """Create the study, or load it when it exists (re-running a spec resumes its study); ``enqueue``: add the
+    ``search.enqueue`` entries it has not had yet (else the next opening does).
 
     The study is bound to the settings that define its objective (see :mod:`hpsearch.binding`): a
     resumed study whose spec changed them stops here, before any data or model is loaded.
@@ -141,7 +142,8 @@ def open_study(spec: StudySpec, storage: Any | None = None, seed_offset: int = 0
             study.set_metric_names(names)
     if study.user_attrs.get("metric") != spec.metric:
         study.set_user_attr("metric", spec.metric)
-    _enqueue_new_settings(spec, study)
+    if enqueue:
+        _enqueue_new_settings(spec, study)
     return study
 
 

@@ -213,7 +213,7 @@ def test_new_study_sets_the_old_one_aside_and_starts_afresh(tmp_path: Path) -> N
     (spec.out_dir / "selection.json").write_text("{}")
     changed = load_spec(_write(tmp_path, BASE.replace("folds: 2", "folds: 3")))
     aside = set_aside_study(changed, say=lambda m, **f: None)
-    assert aside is not None and aside.startswith("bound.replaced-")
+    assert aside is not None and aside[0].startswith("bound.replaced-") and aside[1] == spec.out_dir / "replaced" / aside[0][len("bound.replaced-"):]
     fresh = open_study(changed)
     assert fresh.get_trials() == [] and fresh.user_attrs["spec_binding"]["cv.folds"] == 3
     kept = list((spec.out_dir / "replaced").glob("*/optuna.journal"))
@@ -237,8 +237,8 @@ def test_new_study_on_postgresql_keeps_the_old_study_in_the_database(tmp_path: P
     aside = set_aside_study(spec, say=lambda m, **f: None)
     storage = make_storage(spec)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    assert names == {aside}
-    assert len(optuna.load_study(study_name=aside, storage=storage).get_trials()) == 1
+    assert aside is not None and names == {aside[0]}
+    assert len(optuna.load_study(study_name=aside[0], storage=storage).get_trials()) == 1
     assert open_study(spec).get_trials() == []
 
 

@@ -674,3 +674,44 @@ def test_one_off_preparation_is_announced_once(tmp_path: Path, tiny_bert: Path) 
     said.clear()
     assert run_study(path, export=False, say=lambda message, **fields: said.append({"message": message, **fields}), new_study=True) == 0
     assert not [e for e in said if e.get("event") == "prepare"]
+
+
+def test_a_candidate_added_with_keep_trials_keeps_the_trials_the_new_space_holds(tmp_path: Path, tiny_bert: Path, tiny_bert_4layers: Path,
+                                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import optuna
+
+    from hpsearch.runner import CARRIED_ATTR
+
+    space = FAST.replace("epochs: 3", "epochs: 1")
+    enqueue = "search: {n_trials: 3, pruner: {name: none}, enqueue: [{learning_rate: 0.001}, {learning_rate: 0.002}, {learning_rate: 0.004}]}\n"
+    path = _study(tmp_path, tiny_bert, enqueue + "export: {policy: best-fold}\n", space=space, rows=60)
+    assert run_study(path, export=False, say=_quiet) == 0
+    before = {t.number: t for t in _trials(path)}
+    # A second candidate and a narrower range: the study refuses to resume, and names the way that keeps the trials.
+    models = f"models:\n  - {{name: tiny, path: {tiny_bert}}}\n  - {{name: four, path: {tiny_bert_4layers}}}\n"
+    text = path.read_text().replace("high: 5.0e-3", "high: 3.0e-3").replace(enqueue, "search: {n_trials: 4, pruner: {name: none}, enqueue: [{model: four}]}\n")
+    start, end = text.index("models:"), text.index("\n", text.index("- {name: tiny")) + 1
+    path.write_text(text[:start] + models + text[end:])
+    assert main(["run", str(path), "--no-export", "--keep-trials"]) == 2 and "goes with --new-study" in capsys.readouterr().err
+    with pytest.raises(HpsearchError, match="--new-study --keep-trials starts it with the old trials"):
+        run_study(path, export=False, say=_quiet)
+    assert main(["run", str(path), "--keep-trials", "--new-study"]) == 0
+    said = capsys.readouterr().err
+    assert "carried over 2 trial(s)" in said and "left out trial(s) 2: their candidate or settings are outside the new space" in said
+    trials = _trials(path)
+    carried = [t for t in trials if CARRIED_ATTR in t.user_attrs]
+    assert [t.number for t in carried] == [0, 1] and len([t for t in trials if t.state.name == "COMPLETE"]) == 4  # 2 carried, 2 new
+    assert trials[2].user_attrs["model"] == "four"  # the new candidate, enqueued, runs after the carried trials
+    for t in carried:
+        old = before[int(t.user_attrs[CARRIED_ATTR].rsplit(" ", 1)[1])]
+        assert t.params == {"model": "tiny", **old.params} and t.values == old.values and t.duration == old.duration
+        assert t.user_attrs["oof"] == old.user_attrs["oof"] and t.user_attrs["fold_scores"] == old.user_attrs["fold_scores"]
+        assert isinstance(t.distributions["model"], optuna.distributions.CategoricalDistribution)
+        assert (load_spec(path).out_dir / "checkpoints" / f"trial-{t.number}" / "config.json").is_file()
+    report = json.loads((load_spec(path).out_dir / "selection.json").read_text())
+    assert report["considered_trials"] == [0, 1, 2, 3] and report["bias_corrected"]["configurations"] == 4
+    # Other changes cannot be carried over: refused before anything is set aside.
+    path.write_text(path.read_text().replace("folds: 3", "folds: 2"))
+    with pytest.raises(HpsearchError, match="--keep-trials: cv.folds changed since the trials were scored"):
+        run_study(path, export=False, say=_quiet, new_study=True, keep_trials=True)
+    assert len(_trials(path)) == 4 and len(list((load_spec(path).out_dir / "replaced").iterdir())) == 1
