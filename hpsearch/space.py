@@ -61,6 +61,18 @@ def _values(param: Any) -> list[Any] | None:
 
 def grid(spec: StudySpec) -> dict[str, list[Any]]:
     """The grid sampler's search space; every searched parameter must have finitely many values."""
+    space, problems = _grid(spec)
+    if problems:
+        raise SpecError(problems)
+    return space
+
+
+def grid_problems(spec: StudySpec) -> list[str]:
+    """Why ``spec``'s space cannot be a grid (none where it can): what ``validate`` says for the grid sampler."""
+    return _grid(spec)[1]
+
+
+def _grid(spec: StudySpec) -> tuple[dict[str, list[Any]], list[str]]:
     problems = [f"models[{i}].space: per-candidate overrides cannot be combined with the grid sampler; move them to 'space'" for i, m in enumerate(spec.models) if m.space]
     space: dict[str, list[Any]] = {}
     if len(spec.models) > 1:
@@ -70,10 +82,9 @@ def grid(spec: StudySpec) -> dict[str, list[Any]]:
         if values is not None:
             space[name] = values
         elif not isinstance(param, FixedParam):
-            problems.append(f"space.{name}: the grid sampler needs a list of choices or a float range with 'step'")
-    if problems:
-        raise SpecError(problems)
-    return space
+            default = "" if name in spec.space.model_fields_set else f" (searched by default, from {param.low} to {param.high}: give it a value to fix it)"
+            problems.append(f"space.{name}: the grid sampler needs a list of choices or a float range with 'step'{default}")
+    return space, problems
 
 
 def settings_key(candidate: str, params: dict[str, Any]) -> str:

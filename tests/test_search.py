@@ -297,6 +297,10 @@ def test_grid_sampler_rejects_continuous_ranges(tmp_path: Path, tiny_bert: Path)
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, sampler: {name: grid}}\n")
     with pytest.raises(SpecError, match="space.learning_rate: the grid sampler needs a list of choices"):
         run_study(path, say=_quiet)
+    # validate says it too, and names the ranges searched by default that the study file does not mention
+    assert main(["validate", str(path)]) == 2
+    with pytest.raises(SpecError, match=r"space.weight_decay: .* \(searched by default, from 0.0 to 0.1: give it a value to fix it\)"):
+        load_spec(path)
 
 
 def test_grid_sampler_covers_its_grid(tmp_path: Path, tiny_bert: Path) -> None:

@@ -336,6 +336,10 @@ class StudySpec(SpecModel):
         if self.selection.cost == "latency" and self.search.second_objective != "latency":
             problems.append("selection.cost latency needs search.second_objective: latency (latency is measured only then); "
                             "set it, or use cost parameters or train_time")
+        if self.search.sampler.name == "grid":
+            from hpsearch.space import grid_problems
+
+            problems.extend(grid_problems(self))
         if self.search.sampler.name == "nsga2" and self.search.second_objective is None:
             problems.append("search.sampler nsga2 is for two objectives: set search.second_objective (latency or params)")
         known = set(SearchSpace.model_fields) | {"model"}
