@@ -658,7 +658,11 @@ def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None]
 
 def export_study(study_path: Path, *, target: Path | None = None, force: bool = False, say: Callable[..., None] = _say) -> int:
     """``hpsearch export``: the selected model of a study (finished or still running), as a folder."""
+    from hpsearch.finish import select_from_study
+    from hpsearch.search import load_existing_study
+
     spec = load_spec(study_path)
+    select_from_study(spec, load_existing_study(spec, say))  # a study never run, or with no completed trial: said before any data is read
     session = Session(spec, say, read_only=True)
     try:
         return finish_study(session, export=True, target=target, force=force)

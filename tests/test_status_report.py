@@ -56,10 +56,12 @@ def test_status_as_json_for_scripts(finished: Path, capsys: pytest.CaptureFixtur
     assert any(t["state"] == "FAIL" and t["note"] for t in status["trials"])
 
 
-def test_status_of_a_study_that_never_ran(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", ["status", "report", "export"])
+def test_a_study_that_never_ran(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
     path = toy_study(tmp_path, tiny_bert, rows=20, extra=EXTRA)
-    assert main(["status", str(path)]) == 2
+    assert main([command, str(path)]) == 2
     assert "has not run yet" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # no empty study, no tokenized data left behind
 
 
 def test_report_writes_html_and_valid_pngs(finished: Path, tmp_path: Path) -> None:
