@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError
-from hpsearch.selection import counts_text
+from hpsearch.selection import counts_text, score_text
 from hpsearch.space import applicable
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import Task, get_task
@@ -160,7 +160,7 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "",
         "## Scores",
         "",
-        f"- CV {spec.metric}: {ci['mean']:.4f}, {ci['confidence']:.0%} interval [{ci['low']:.4f}, {ci['high']:.4f}] (corrected resampled t), std {chosen['std_score']:.4f}",
+        f"- {score_text(spec.metric, ci, chosen['std_score'], spec.data.validation is not None)}",
         *[f"- {sentence}" for _, sentence in findings(spec, report)],
         *([f"- every test metric: {', '.join(f'{k} {v:.4f}' for k, v in sorted(test.items()))}"] if test else ["- test: no test split was given"]),
         *[f"- warning: {w}" for w in report.get("warnings", [])],

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
-from hpsearch.selection import counts_text, is_repeat, trained_complete
+from hpsearch.selection import counts_text, is_repeat, score_text, trained_complete
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
 
@@ -249,7 +249,7 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
         f"winner ({report['rule']}): trial {chosen['trial']}, {chosen['model']}, "
         f"{describe_params({k: v for k, v in shown_params(spec, chosen['model'], chosen['params']).items() if k != 'epochs'})}, "
         f"{chosen['best_epochs']} epoch(s)",
-        f"  CV {spec.metric}: {ci['mean']:.4f}  [{ci['low']:.4f}, {ci['high']:.4f}] {ci['confidence']:.0%} CI (corrected resampled t), std {chosen['std_score']:.4f}",
+        f"  {score_text(spec.metric, ci, chosen['std_score'], spec.data.validation is not None)}",
     ]
     lines += [f"  {sentence}" for _, sentence in findings(spec, report)]
     for c in comparisons:
@@ -318,5 +318,6 @@ def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
         if r.get("comparison"):
             c = r["comparison"]
             versus = f", winner minus it {c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}] p={c['p_value']:.3f}"
-        lines.append(f"  {r['model']}: {r['mean_score']:.4f} [{r['low']:.4f}, {r['high']:.4f}] (trial {r['best_trial']}) - {r['verdict']}{versus}; {spent}; {size}")
+        interval = f" [{r['low']:.4f}, {r['high']:.4f}]" if "low" in r else ""
+        lines.append(f"  {r['model']}: {r['mean_score']:.4f}{interval} (trial {r['best_trial']}) - {r['verdict']}{versus}; {spent}; {size}")
     return lines

@@ -182,6 +182,16 @@ def compare_top(table: Sequence[dict[str, Any]], selected: dict[str, Any], confi
     return out
 
 
+def score_text(metric: str, interval: dict[str, Any], std: float, one_split: bool) -> str:
+    """The winner's score and its interval, as the summary, the report and the model card word them; trials scored on
+    one fixed validation split have no interval across folds, and say so instead of showing one of zero width."""
+    if one_split:
+        return (f"validation {metric} {interval['mean']:.4f} (one fixed validation split: no interval across folds; the "
+                f"bias-corrected estimate's interval is a bootstrap over its rows)")
+    return (f"CV {metric} {interval['mean']:.4f}, {interval['confidence']:.0%} interval [{interval['low']:.4f}, {interval['high']:.4f}] "
+            f"(corrected resampled t), std {std:.4f}")
+
+
 def latency_measured(table: Sequence[dict[str, Any]]) -> bool:
     """Whether the trials carry a latency (measured only with ``search.second_objective: latency``)."""
     return any(r.get("latency_ms") is not None for r in table)
@@ -269,9 +279,10 @@ def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]],
             best = ranked[0]
             info = next((t for t in mine if t["trial"] == best["trial"]), {})
             interval = corrected_interval(fold_scores(best), confidence, bounds=bounds)
-            row.update(best_trial=best["trial"], mean_score=interval.mean, low=interval.low, high=interval.high,
-                       trainable_parameters=info.get("trainable_parameters"), total_parameters=best.get("total_parameters"),
-                       latency_ms=info.get("latency_ms"))
+            row.update(best_trial=best["trial"], mean_score=interval.mean, trainable_parameters=info.get("trainable_parameters"),
+                       total_parameters=best.get("total_parameters"), latency_ms=info.get("latency_ms"))
+            if len(fold_scores(best)) > 1:  # one fixed validation split gives no interval across folds
+                row.update(low=interval.low, high=interval.high)
             row.update(_against_winner(best, winner, confidence, direction))
         rows.append(row)
     return sorted(rows, key=lambda r: (r["best_trial"] is None, rank_key(r.get("mean_score", 0.0), r["best_trial"] or 0, direction)))

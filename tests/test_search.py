@@ -719,3 +719,21 @@ def test_a_candidate_added_with_keep_trials_keeps_the_trials_the_new_space_holds
     with pytest.raises(HpsearchError, match="--keep-trials: cv.folds changed since the trials were scored"):
         run_study(path, export=False, say=_quiet, new_study=True, keep_trials=True)
     assert len(_trials(path)) == 4 and len(list((load_spec(path).out_dir / "replaced").iterdir())) == 1
+
+
+def test_a_fixed_validation_split_scores_every_trial_on_it_and_shows_no_interval_across_folds(tmp_path: Path, tiny_bert: Path,
+                                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from toydata import classification_rows, write_csv
+
+    write_csv(tmp_path / "val.csv", classification_rows(24, seed=5))
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n", space=FAST.replace("epochs: 3", "epochs: 1"), rows=40)
+    path.write_text(path.read_text().replace("data:\n", "data:\n  validation: val.csv\n", 1))
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "validation macro_f1 " in out and "one fixed validation split: no interval across folds" in out and "corrected resampled t" not in out
+    spec = load_spec(path)
+    report = json.loads((spec.out_dir / "selection.json").read_text())
+    assert len(report["baseline"]["fold_scores"]) == 1 and "low" not in report["per_model"][0]
+    assert report["bias_corrected"]["rows"] == 24 and report["bias_corrected"]["folds"] == 1
+    assert all(t.user_attrs["oof"]["split"] == "validation" and len(t.user_attrs["fold_scores"]) == 1 for t in _trials(path))
+    assert "one fixed validation split" in (spec.export_dir / "README.md").read_text()
