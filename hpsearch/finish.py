@@ -304,7 +304,8 @@ def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
     """The per-model answer as text: CV score and interval, trials, compute, size, and the verdict."""
     if not rows:
         return []
-    lines = [f"which model (best trial of each, {spec.metric} CV with interval; compared with the winner on the same folds):"]
+    scored = "on the validation split" if spec.data.validation is not None else "CV with interval"
+    lines = [f"which model (best trial of each, {spec.metric} {scored}; compared with the winner on the same folds):"]
     for r in rows:
         counts = r["trials"]
         spent = f"{counts_text(counts, '/')}, {r['train_samples']:,} samples, {r['device_seconds']:.0f} device-s"
