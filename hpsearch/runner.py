@@ -406,18 +406,14 @@ def check_carryable(spec: StudySpec) -> None:
     """Raises SpecError, before anything is set aside, when ``--keep-trials`` cannot carry the existing study's trials into a
     new one for ``spec``: a setting other than the candidates and the space changed, so their scores (other data, folds
     or metric) do not compare with the new study's."""
-    import optuna
-
     from hpsearch.binding import OBJECTIVE_KEY, changed
     from hpsearch.errors import SpecError
-    from hpsearch.storage import make_storage
+    from hpsearch.search import load_existing_study
 
-    if not spec.search.storage and not (spec.out_dir / "optuna.journal").is_file():
+    try:
+        stored = load_existing_study(spec).user_attrs.get(OBJECTIVE_KEY, {})
+    except HpsearchError:  # no study yet: nothing to carry
         return
-    storage = make_storage(spec)
-    if spec.name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-        return
-    stored = optuna.load_study(study_name=spec.name, storage=storage).user_attrs.get(OBJECTIVE_KEY, {})
     others = [key for key, _, _ in changed(stored, spec) if not key.startswith(("models.", "space"))]
     if others:
         raise SpecError([f"--keep-trials: {', '.join(others)} changed since the trials were scored; their scores do not compare with "
@@ -432,7 +428,6 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
     import shutil
 
     import optuna
-
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -445,7 +440,6 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
     else:  # set aside with its files
         old = optuna.load_study(study_name=spec.name, storage=JournalStorage(JournalFileBackend(str(files / "optuna.journal"))))  # type: ignore[operator]
     study = open_study(spec, say=say, enqueue=False)  # the carried trials first: numbered as they were, where none is left out
-    names = {m.name for m in spec.models}
     kept, left = 0, []
     for trial in old.get_trials(deepcopy=False):
         if trial.state.name not in ("COMPLETE", "PRUNED") or is_repeat(trial) or "params" not in trial.user_attrs:
@@ -454,7 +448,7 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # a value outside the new range: Optuna only warns
-                candidate, params = suggest(fixed, spec) if trial.user_attrs["model"] in names else ("", {})
+                candidate, params = suggest(fixed, spec)
         except (ValueError, UserWarning):
             candidate, params = "", {}
         ran = dict(trial.user_attrs["params"])
