@@ -17,7 +17,9 @@ TRAIN, EVAL = list(range(120)), list(range(120, 160))
 @pytest.mark.parametrize("task", ["text-classification", "text-pair-classification", "regression", "token-classification"])
 def test_loss_falls_on_a_learnable_toy_set(make_tuner, task: str) -> None:
     spec, tuner = make_tuner(task)
-    fitted = tuner.fit(spec.models[0], LEARNABLE, train_rows=TRAIN, eval_rows=EVAL)
+    # 8 epochs: the regression head leaves its starting plateau after 2 to 4 epochs, earlier or later by the
+    # rounding of the machine's thread count (it had fallen to only 0.62 of its first loss after 5 epochs once)
+    fitted = tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 8}, train_rows=TRAIN, eval_rows=EVAL)
     losses = [r.train_loss for r in fitted.result.history]
     assert losses[-1] < 0.6 * losses[0], losses
     assert all(math.isfinite(v) for r in fitted.result.history for v in r.metrics.values())
