@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 from hpsearch.binding import objective_digest, scored, superseded
 from hpsearch.errors import HpsearchError, StorageUnavailable
 from hpsearch.finish import FINISHED_STATES, finish_study
-from hpsearch.selection import is_repeat, trained_complete
+from hpsearch.selection import CARRIED_ATTR, is_repeat, trained_complete
 from hpsearch.spec import StudySpec, load_spec
 from hpsearch.summary import redact
 
@@ -398,10 +398,6 @@ STUDY_FILES = ("optuna.journal", "checkpoints", "cv_results.csv", "cv_results.js
 """What belongs to one study in its output folder (``--new-study`` moves them aside)."""
 
 
-CARRIED_ATTR = "carried_from"
-"""Trial user attribute of a trial that ``--keep-trials`` took over: the set-aside study's name and its number there."""
-
-
 def check_carryable(spec: StudySpec) -> None:
     """Raises SpecError, before anything is set aside, when ``--keep-trials`` cannot carry the existing study's trials into a
     new one for ``spec``: a setting other than the candidates and the space changed, so their scores (other data, folds
@@ -462,7 +458,7 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
         study.add_trial(optuna.trial.FrozenTrial(  # with its own start and end, which status and the report show
             number=number, trial_id=number, state=trial.state, value=None, values=trial.values, datetime_start=trial.datetime_start,
             datetime_complete=trial.datetime_complete, params=fixed.params, distributions=fixed.distributions,
-            user_attrs={**trial.user_attrs, CARRIED_ATTR: f"{aside} trial {trial.number}"}, system_attrs={},
+            user_attrs={**trial.user_attrs, CARRIED_ATTR: {"study": aside, "trial": trial.number}}, system_attrs={},
             intermediate_values=trial.intermediate_values))
         checkpoint = files / "checkpoints" / f"trial-{trial.number}" if files is not None else None
         if checkpoint is not None and checkpoint.is_dir():  # copied: what was set aside stays whole

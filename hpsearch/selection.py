@@ -228,6 +228,11 @@ def is_repeat(trial: Any) -> bool:
     return REPEAT_ATTR in trial.user_attrs
 
 
+CARRIED_ATTR = "carried_from"
+"""Trial user attribute of a trial that ``run --new-study --keep-trials`` took over from the set-aside study:
+{"study": its name, "trial": its number there}."""
+
+
 def trained_complete(trial: Any) -> bool:
     """Whether an Optuna trial completed by training (not by taking a repeated configuration's score): what the
     selection, the plots and the kept checkpoints are made of."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from hpsearch.selection import REPEAT_ATTR
+from hpsearch.selection import CARRIED_ATTR, REPEAT_ATTR
 from hpsearch.space import describe_params
 from hpsearch.spec import StudySpec
 
@@ -28,7 +28,8 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
             "cv_mean": t.user_attrs.get("cv_mean"), "cv_std": t.user_attrs.get("cv_std"),
             "epochs": t.user_attrs.get("best_epochs"), "seconds": seconds, "device": t.user_attrs.get("device", ""),
             "host": t.user_attrs.get("host", ""),
-            "note": ("under earlier settings: " if t.number in old else "") + t.user_attrs.get("failure_reason", "")
+            "note": (f"carried over (trial {carried['trial']} of {carried['study']}); " if (carried := t.user_attrs.get(CARRIED_ATTR)) else "")
+                    + ("under earlier settings: " if t.number in old else "") + t.user_attrs.get("failure_reason", "")
                     + (f"settings of trial {t.user_attrs[REPEAT_ATTR]}: not trained again"
                        if REPEAT_ATTR in t.user_attrs and "failure_reason" not in t.user_attrs else ""),
             "device_seconds": t.user_attrs.get("device_seconds"), "flops": t.user_attrs.get("flops"),

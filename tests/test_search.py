@@ -684,7 +684,7 @@ def test_a_candidate_added_with_keep_trials_keeps_the_trials_the_new_space_holds
                                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     import optuna
 
-    from hpsearch.runner import CARRIED_ATTR
+    from hpsearch.selection import CARRIED_ATTR
 
     space = FAST.replace("epochs: 3", "epochs: 1")
     enqueue = "search: {n_trials: 3, pruner: {name: none}, enqueue: [{learning_rate: 0.001}, {learning_rate: 0.002}, {learning_rate: 0.004}]}\n"
@@ -707,13 +707,17 @@ def test_a_candidate_added_with_keep_trials_keeps_the_trials_the_new_space_holds
     assert [t.number for t in carried] == [0, 1] and len([t for t in trials if t.state.name == "COMPLETE"]) == 4  # 2 carried, 2 new
     assert trials[2].user_attrs["model"] == "four"  # the new candidate, enqueued, runs after the carried trials
     for t in carried:
-        old = before[int(t.user_attrs[CARRIED_ATTR].rsplit(" ", 1)[1])]
+        old = before[t.user_attrs[CARRIED_ATTR]["trial"]]
+        assert t.user_attrs[CARRIED_ATTR]["study"].startswith("toy.replaced-")
         assert t.params == {"model": "tiny", **old.params} and t.values == old.values and t.duration == old.duration
         assert t.user_attrs["oof"] == old.user_attrs["oof"] and t.user_attrs["fold_scores"] == old.user_attrs["fold_scores"]
         assert isinstance(t.distributions["model"], optuna.distributions.CategoricalDistribution)
         assert (load_spec(path).out_dir / "checkpoints" / f"trial-{t.number}" / "config.json").is_file()
     report = json.loads((load_spec(path).out_dir / "selection.json").read_text())
     assert report["considered_trials"] == [0, 1, 2, 3] and report["bias_corrected"]["configurations"] == 4
+    assert main(["status", str(path), "--json"]) == 0
+    notes = [t["note"] for t in json.loads(capsys.readouterr().out)["trials"]]
+    assert notes[0].startswith("carried over (trial 0 of toy.replaced-") and notes[2] == ""
     # Other changes cannot be carried over: refused before anything is set aside.
     path.write_text(path.read_text().replace("folds: 3", "folds: 2"))
     with pytest.raises(HpsearchError, match="--keep-trials: cv.folds changed since the trials were scored"):
