@@ -419,16 +419,18 @@ def check_carryable(spec: StudySpec) -> None:
 def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[..., None] = _say) -> None:
     """``run --new-study --keep-trials``: the new study takes over the completed and pruned trials of the set-aside one
     whose candidate and settings its space still holds (each such trial as Optuna would have sampled it now, with its
-    scores, out-of-fold predictions, costs, epoch curves and best-fold checkpoint), so that adding a candidate or
-    widening a range keeps what was learned. The others are left out, and said."""
+    scores, out-of-fold predictions, costs, epoch curves and best-fold checkpoint, and its reports to the pruner
+    renumbered where the epoch range changed), so that adding a candidate or widening a range keeps what was learned.
+    The others are left out, and said."""
     import shutil
 
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    from hpsearch.binding import OBJECTIVE_KEY
     from hpsearch.search import open_study
-    from hpsearch.space import MODEL_PARAM, suggest
+    from hpsearch.space import MODEL_PARAM, max_epochs, optuna_name, stored_max_epochs, suggest
     from hpsearch.storage import make_storage
 
     if spec.search.storage:
@@ -436,11 +438,20 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
     else:  # set aside with its files
         old = optuna.load_study(study_name=spec.name, storage=JournalStorage(JournalFileBackend(str(files / "optuna.journal"))))  # type: ignore[operator]
     study = open_study(spec, say=say, enqueue=False)  # the carried trials first: numbered as they were, where none is left out
+    names = {m.name for m in spec.models}
+    old_stride, stride = stored_max_epochs(spec, old.user_attrs.get(OBJECTIVE_KEY, {})) + 1, max_epochs(spec) + 1
+
+    def step(reported: int | str) -> int:  # a report's step (fold x stride + epoch - 1, or the fold's end) under the new stride
+        fold, position = divmod(int(reported), old_stride)
+        return fold * stride + (stride - 1 if position == old_stride - 1 else position)
     kept, left = 0, []
     for trial in old.get_trials(deepcopy=False):
         if trial.state.name not in ("COMPLETE", "PRUNED") or is_repeat(trial) or "params" not in trial.user_attrs:
             continue
-        fixed = optuna.trial.FixedTrial({**trial.params, MODEL_PARAM: trial.user_attrs["model"]})
+        model = trial.user_attrs["model"]
+        # What it ran with, under the names Optuna would sample now: a value that was fixed then may be searched now
+        ran_as = {optuna_name(spec, model, k): v for k, v in trial.user_attrs["params"].items()} if model in names else {}
+        fixed = optuna.trial.FixedTrial({**ran_as, **trial.params, MODEL_PARAM: model})
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # a value outside the new range: Optuna only warns
@@ -455,11 +466,13 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
             left.append(trial.number)
             continue
         number = len(study.get_trials(deepcopy=False))
+        attrs = {**trial.user_attrs, CARRIED_ATTR: {"study": aside, "trial": trial.number}}
+        if "validation_loss" in attrs:
+            attrs["validation_loss"] = {str(step(k)): v for k, v in attrs["validation_loss"].items()}
         study.add_trial(optuna.trial.FrozenTrial(  # with its own start and end, which status and the report show
             number=number, trial_id=number, state=trial.state, value=None, values=trial.values, datetime_start=trial.datetime_start,
             datetime_complete=trial.datetime_complete, params=fixed.params, distributions=fixed.distributions,
-            user_attrs={**trial.user_attrs, CARRIED_ATTR: {"study": aside, "trial": trial.number}}, system_attrs={},
-            intermediate_values=trial.intermediate_values))
+            user_attrs=attrs, system_attrs={}, intermediate_values={step(k): v for k, v in trial.intermediate_values.items()}))
         checkpoint = files / "checkpoints" / f"trial-{trial.number}" if files is not None else None
         if checkpoint is not None and checkpoint.is_dir():  # copied: what was set aside stays whole
             shutil.copytree(checkpoint, spec.out_dir / "checkpoints" / f"trial-{number}")

@@ -127,6 +127,16 @@ def max_epochs(spec: StudySpec) -> int:
     return best
 
 
+def stored_max_epochs(spec: StudySpec, stored: dict[str, Any]) -> int:
+    """:func:`max_epochs` of the space a study was bound to (``stored``: its objective fields, see
+    :mod:`hpsearch.binding`), which numbered the steps its trials reported."""
+    space_type = type(spec.space)
+    shared = stored.get("space", {}).get("epochs")  # absent: the default range
+    ranges = [(entry.get("space") or {}).get("epochs", shared) for key, entry in stored.items() if key.startswith("models.")]
+    params = [space_type.model_validate({} if raw is None else {"epochs": raw}).epochs for raw in ranges or [shared]]
+    return max([1] + [int(v) for param in params for v in param.values_hint()])
+
+
 LORA_SETTINGS = ("lora_r", "lora_alpha", "lora_dropout")
 
 

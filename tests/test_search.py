@@ -693,7 +693,9 @@ def test_a_candidate_added_with_keep_trials_keeps_the_trials_the_new_space_holds
     before = {t.number: t for t in _trials(path)}
     # A second candidate and a narrower range: the study refuses to resume, and names the way that keeps the trials.
     models = f"models:\n  - {{name: tiny, path: {tiny_bert}}}\n  - {{name: four, path: {tiny_bert_4layers}}}\n"
-    text = path.read_text().replace("high: 5.0e-3", "high: 3.0e-3").replace(enqueue, "search: {n_trials: 4, pruner: {name: none}, enqueue: [{model: four}]}\n")
+    # (epochs, fixed at 1 then, is searched now: the carried trials' reports to the pruner take the new step numbers)
+    text = path.read_text().replace("high: 5.0e-3", "high: 3.0e-3").replace("epochs: 1", "epochs: {type: int, low: 1, high: 2}")
+    text = text.replace(enqueue, "search: {n_trials: 4, pruner: {name: none}, enqueue: [{model: four, epochs: 1}]}\n")
     start, end = text.index("models:"), text.index("\n", text.index("- {name: tiny")) + 1
     path.write_text(text[:start] + models + text[end:])
     assert main(["run", str(path), "--no-export", "--keep-trials"]) == 2 and "goes with --new-study" in capsys.readouterr().err
@@ -709,7 +711,9 @@ def test_a_candidate_added_with_keep_trials_keeps_the_trials_the_new_space_holds
     for t in carried:
         old = before[t.user_attrs[CARRIED_ATTR]["trial"]]
         assert t.user_attrs[CARRIED_ATTR]["study"].startswith("toy.replaced-")
-        assert t.params == {"model": "tiny", **old.params} and t.values == old.values and t.duration == old.duration
+        assert t.params == {"model": "tiny", "epochs": 1, **old.params} and t.values == old.values and t.duration == old.duration
+        assert sorted(old.intermediate_values) == [0, 1, 2, 3, 4]  # fold k: its epoch at 2k, its end at 2k + 1 (not the last fold's)
+        assert t.intermediate_values == {3 * (s // 2) + (2 if s % 2 else 0): v for s, v in old.intermediate_values.items()}
         assert t.user_attrs["oof"] == old.user_attrs["oof"] and t.user_attrs["fold_scores"] == old.user_attrs["fold_scores"]
         assert isinstance(t.distributions["model"], optuna.distributions.CategoricalDistribution)
         assert (load_spec(path).out_dir / "checkpoints" / f"trial-{t.number}" / "config.json").is_file()

@@ -116,3 +116,16 @@ def test_validate_says_when_the_sampler_has_nothing_to_learn_from(tmp_path: Path
     assert len(search_budget_lines(_spec(tmp_path, "search: {n_trials: 8, sampler: {name: tpe, options: {n_startup_trials: 2}}}\n"))) == 1
     tiny = search_budget_lines(_spec(tmp_path, "search: {n_trials: 3}\n"))  # no start-up length would leave 2 guided trials
     assert "n_startup_trials" not in tiny[1] and "raise search.n_trials (this budget is too small" in tiny[1]
+
+
+@pytest.mark.parametrize("space", ["", "space: {epochs: 9}\n", "space: {epochs: {type: int, low: 2, high: 5}}\n", "space: {epochs: [2, 3]}\n"])
+def test_the_epoch_range_a_study_was_bound_to_is_read_back_from_its_record(tmp_path: Path, space: str) -> None:
+    # What numbers the steps carried-over trials reported (run --new-study --keep-trials renumbers them from it)
+    from hpsearch.binding import objective_fields
+    from hpsearch.space import stored_max_epochs
+
+    spec = _spec(tmp_path, space)  # 'small' overrides epochs with 7
+    for record in (objective_fields(spec), objective_fields(spec, compact=False)):
+        assert stored_max_epochs(spec, record) == max_epochs(spec)
+    single = load_spec_text(f"name: s\ntask: text-classification\ndata: {{train: d.csv}}\nmodels: [{{name: big, path: m}}]\n{space}", tmp_path)
+    assert stored_max_epochs(single, objective_fields(single)) == max_epochs(single)
