@@ -295,8 +295,12 @@ def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
     baseline = report.get("baseline")
     if baseline:
         on_test = f", test {baseline['test']:.4f}" if "test" in baseline else ""
-        verdict = "clearly beaten by the winner" if baseline["clearly_beaten"] else "NOT clearly beaten by the winner"
-        out.append(("baseline", f"trivial baseline (predicting {baseline['predicts']}): CV {metric} {baseline['cv_mean']:.4f}{on_test}; {verdict}"))
+        if len(baseline["fold_scores"]) > 1:
+            scored, verdict = "CV", "clearly beaten by the winner" if baseline["clearly_beaten"] else "NOT clearly beaten by the winner"
+        else:  # one fixed validation split: the two scores, with no interval to say 'clearly'
+            scored = "validation"
+            verdict = f"{'' if baseline['clearly_beaten'] else 'NOT '}beaten by the winner (one split: a plain difference, without an interval)"
+        out.append(("baseline", f"trivial baseline (predicting {baseline['predicts']}): {scored} {metric} {baseline['cv_mean']:.4f}{on_test}; {verdict}"))
     return out
 
 

@@ -739,6 +739,8 @@ def test_a_fixed_validation_split_scores_every_trial_on_it_and_shows_no_interval
     assert main(["run", str(path)]) == 0
     out = capsys.readouterr().out
     assert "validation macro_f1 " in out and "one fixed validation split: no interval across folds" in out and "corrected resampled t" not in out
+    baseline = next(line for line in out.splitlines() if "trivial baseline" in line)
+    assert "validation macro_f1" in baseline and baseline.endswith("beaten by the winner (one split: a plain difference, without an interval)")
     spec = load_spec(path)
     report = json.loads((spec.out_dir / "selection.json").read_text())
     assert len(report["baseline"]["fold_scores"]) == 1 and "low" not in report["per_model"][0]
