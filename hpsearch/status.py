@@ -28,13 +28,19 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
             "cv_mean": t.user_attrs.get("cv_mean"), "cv_std": t.user_attrs.get("cv_std"),
             "epochs": t.user_attrs.get("best_epochs"), "seconds": seconds, "device": t.user_attrs.get("device", ""),
             "host": t.user_attrs.get("host", ""),
-            "note": (f"carried over (trial {carried['trial']} of {carried['study']}); " if (carried := t.user_attrs.get(CARRIED_ATTR)) else "")
-                    + ("under earlier settings: " if t.number in old else "") + t.user_attrs.get("failure_reason", "")
-                    + (f"settings of trial {t.user_attrs[REPEAT_ATTR]}: not trained again"
-                       if REPEAT_ATTR in t.user_attrs and "failure_reason" not in t.user_attrs else ""),
+            "note": _note(t, old),
             "device_seconds": t.user_attrs.get("device_seconds"), "flops": t.user_attrs.get("flops"),
         })
     return rows
+
+
+def _note(trial: Any, superseded: set[int]) -> str:
+    """Where a trial came from and why it ended as it did: carried over, settings since changed, failure reason, repeat."""
+    carried = trial.user_attrs.get(CARRIED_ATTR)
+    ended = (("under earlier settings: " if trial.number in superseded else "") + trial.user_attrs.get("failure_reason", "")
+             + (f"settings of trial {trial.user_attrs[REPEAT_ATTR]}: not trained again"
+                if REPEAT_ATTR in trial.user_attrs and "failure_reason" not in trial.user_attrs else ""))
+    return "; ".join(part for part in (f"carried over (trial {carried['trial']} of {carried['study']})" if carried else "", ended) if part)
 
 
 def space_note(spec: StudySpec, study: Any) -> str | None:

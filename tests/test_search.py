@@ -721,7 +721,7 @@ def test_a_candidate_added_with_keep_trials_keeps_the_trials_the_new_space_holds
     assert report["considered_trials"] == [0, 1, 2, 3] and report["bias_corrected"]["configurations"] == 4
     assert main(["status", str(path), "--json"]) == 0
     notes = [t["note"] for t in json.loads(capsys.readouterr().out)["trials"]]
-    assert notes[0].startswith("carried over (trial 0 of toy.replaced-") and notes[2] == ""
+    assert notes[0].startswith("carried over (trial 0 of toy.replaced-") and notes[0].endswith(")") and notes[2] == ""
     # Other changes cannot be carried over: refused before anything is set aside.
     path.write_text(path.read_text().replace("folds: 3", "folds: 2"))
     with pytest.raises(HpsearchError, match="--keep-trials: cv.folds changed since the trials were scored"):
