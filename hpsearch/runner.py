@@ -444,6 +444,7 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
     def step(reported: int | str) -> int:  # a report's step (fold x stride + epoch - 1, or the fold's end) under the new stride
         fold, position = divmod(int(reported), old_stride)
         return fold * stride + (stride - 1 if position == old_stride - 1 else position)
+
     kept, left = 0, []
     for trial in old.get_trials(deepcopy=False):
         if trial.state.name not in ("COMPLETE", "PRUNED") or is_repeat(trial) or "params" not in trial.user_attrs:
@@ -462,7 +463,7 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
         if "memory_note" in trial.user_attrs:  # it ran with a smaller batch after running out of memory
             ran.pop("batch_size", None)
             params.pop("batch_size", None)
-        if candidate != trial.user_attrs["model"] or params != ran:
+        if candidate != model or params != ran:
             left.append(trial.number)
             continue
         number = len(study.get_trials(deepcopy=False))
