@@ -249,7 +249,7 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
         f"winner ({report['rule']}): trial {chosen['trial']}, {chosen['model']}, "
         f"{describe_params({k: v for k, v in shown_params(spec, chosen['model'], chosen['params']).items() if k != 'epochs'})}, "
         f"{chosen['best_epochs']} epoch(s)",
-        f"  {score_text(spec.metric, ci, chosen['std_score'], spec.data.validation is not None)}",
+        f"  {score_text(spec.metric, ci, chosen['std_score'], spec.one_split)}",
     ]
     lines += [f"  {sentence}" for _, sentence in findings(spec, report)]
     for c in comparisons:
@@ -295,7 +295,7 @@ def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
     baseline = report.get("baseline")
     if baseline:
         on_test = f", test {baseline['test']:.4f}" if "test" in baseline else ""
-        if len(baseline["fold_scores"]) > 1:
+        if not spec.one_split:
             scored, verdict = "CV", "clearly beaten by the winner" if baseline["clearly_beaten"] else "NOT clearly beaten by the winner"
         else:  # one fixed validation split: the two scores, with no interval to say 'clearly'
             scored = "validation"
@@ -308,7 +308,7 @@ def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
     """The per-model answer as text: CV score and interval, trials, compute, size, and the verdict."""
     if not rows:
         return []
-    scored = "on the validation split" if spec.data.validation is not None else "CV with interval"
+    scored = "on the validation split" if spec.one_split else "CV with interval"
     lines = [f"which model (best trial of each, {spec.metric} {scored}; compared with the winner on the same folds):"]
     for r in rows:
         counts = r["trials"]

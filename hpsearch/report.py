@@ -218,7 +218,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} th{{background:#f
 <p>{html.escape(spec.task)}; metric {html.escape(spec.metric)} ({spec.direction}); {html.escape(counts_text(counts))} trials.</p>
 <h2>Selection</h2>
 <p id="winner">Winner ({html.escape(report['rule'])}): trial {chosen['trial']}, {html.escape(chosen['model'])}, {chosen['best_epochs']} epoch(s).
-{html.escape(score_text(spec.metric, ci, chosen['std_score'], spec.data.validation is not None))}.</p>
+{html.escape(score_text(spec.metric, ci, chosen['std_score'], spec.one_split))}.</p>
 {_answers(spec, report)}
 <h2>All completed trials</h2>
 <table id="selection-table"><tr>{head}</tr>{rows}</table>

@@ -369,6 +369,11 @@ class StudySpec(SpecModel):
         return self.search.direction or metric_direction(self.metric)
 
     @property
+    def one_split(self) -> bool:
+        """Trials are scored on one fixed validation split (data.validation), not k folds: no interval across folds."""
+        return self.data.validation is not None
+
+    @property
     def stratify(self) -> bool:
         return TASKS[self.task].has_label_list if self.cv.stratify is None else self.cv.stratify
 

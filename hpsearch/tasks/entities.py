@@ -93,7 +93,7 @@ class TokenClassification(Task):
         last word agree), and word accuracy, from each sentence's counts."""
         from seqeval.metrics.sequence_labeling import get_entities
 
-        if metric not in ("f1", "precision", "recall", "accuracy"):
+        if metric not in self.metrics:
             return None
         names = label_map.labels
         parts = []

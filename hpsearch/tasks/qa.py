@@ -170,7 +170,7 @@ class QuestionAnswering(Task):
 
     def ratio_parts(self, predictions: list[Any], split: Any, rows: list[int], label_map: Any, metric: str) -> list[tuple[float, float]] | None:
         """F1 and exact match are means over questions: each question's score over 1."""
-        if metric not in ("f1", "exact_match"):
+        if metric not in self.metrics:
             return None
         score = token_f1 if metric == "f1" else exact_match
         return [(best_score(predicted, split.columns["answer_text"][row], score), 1.0) for predicted, row in zip(predictions, rows)]
