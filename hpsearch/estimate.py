@@ -80,6 +80,45 @@ def _value_scores(predicted: np.ndarray, gold: np.ndarray, metric: str) -> np.nd
     return np.divide(p @ g, spread, out=np.zeros(len(p)), where=spread > 0)  # constant predictions: 0, as the study's metrics
 
 
+def _checked(predictions: Sequence[Sequence[Any]], gold: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """The predictions (configurations x rows, or x rows x 2 ratio parts when ``gold`` is None), the gold and the row count."""
+    matrix = np.asarray(predictions, dtype=float if gold is None else None)
+    truth = np.asarray(gold) if gold is not None else None
+    rows = len(truth) if truth is not None else (matrix.shape[1] if matrix.ndim == 3 else 0)
+    if matrix.ndim != (2 if truth is not None else 3) or matrix.shape[1] != rows or rows < 2 or (truth is None and matrix.shape[2] != 2):
+        raise ValueError(f"need configurations x rows {'predictions' if truth is not None else 'x 2 ratio parts'} for {rows} rows, got shape {matrix.shape}")
+    return matrix, truth, rows
+
+
+def _scorer(matrix: np.ndarray, truth: np.ndarray | None, metric: str, classes: int) -> Callable[[Any, np.ndarray], np.ndarray]:
+    """score(configurations, rows): the metric of the chosen configurations on the chosen rows."""
+    def score(configurations: Any, on: np.ndarray) -> np.ndarray:
+        if truth is None:
+            return ratio_scores(matrix[configurations, on])
+        return scores(matrix[configurations, on], truth[on], metric, classes)
+
+    return score
+
+
+def paired_bootstrap(predictions: Sequence[Sequence[Any]], gold: Sequence[Any] | None, metric: str, *, classes: int = 0,
+                     samples: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each configuration's score on all the rows (configurations) and on ``samples`` bootstrap samples of them
+    (configurations x samples). Every configuration is scored on the same samples, so the difference of two
+    configurations' scores on a sample is paired: the intervals and comparisons of trials scored on one fixed
+    validation split, where there are no folds to compare. ``predictions`` and ``gold`` as in :func:`bbc_cv`."""
+    matrix, truth, rows = _checked(predictions, gold)
+    score = _scorer(matrix, truth, metric, classes)
+    rng = np.random.default_rng(seed)
+    resampled = np.column_stack([score(slice(None), rng.integers(0, rows, rows)) for _ in range(samples)])
+    return score(slice(None), np.arange(rows)), resampled
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The bootstrap percentile interval of ``values`` (the samples' scores or differences)."""
+    tail = (1 - confidence) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
 def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any] | None, metric: str, direction: str, *, folds: Sequence[int] | None = None,
            classes: int = 0, samples: int = 1000, confidence: float = 0.95, seed: int = 0,
            pick: Callable[[np.ndarray], int] | None = None) -> dict[str, Any]:
@@ -94,20 +133,11 @@ def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any] | None, met
     ``pick``: which configuration the selection would take, given every configuration's fold scores on a sample
     (configurations x folds); None: the best mean (ties: the first listed).
     """
-    matrix = np.asarray(predictions, dtype=float if gold is None else None)
-    truth = np.asarray(gold) if gold is not None else None
-    rows = len(truth) if truth is not None else (matrix.shape[1] if matrix.ndim == 3 else 0)
-    if matrix.ndim != (2 if truth is not None else 3) or matrix.shape[1] != rows or rows < 2 or (truth is None and matrix.shape[2] != 2):
-        raise ValueError(f"need configurations x rows {'predictions' if truth is not None else 'x 2 ratio parts'} for {rows} rows, got shape {matrix.shape}")
+    matrix, truth, rows = _checked(predictions, gold)
     fold_of = np.zeros(rows, dtype=np.int64) if folds is None else np.asarray(folds)
     if fold_of.shape != (rows,):
         raise ValueError(f"need a fold for each of the {rows} rows, got {len(fold_of)}")
-
-    def score(configurations: slice, on: np.ndarray) -> np.ndarray:
-        if truth is None:
-            return ratio_scores(matrix[configurations, on])
-        return scores(matrix[configurations, on], truth[on], metric, classes)
-
+    score = _scorer(matrix, truth, metric, classes)
     members = [np.flatnonzero(fold_of == fold) for fold in np.unique(fold_of)]
     rng = np.random.default_rng(seed)
     picked = []
@@ -124,7 +154,7 @@ def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any] | None, met
             best = pick(on_bag)
         picked.append(float(np.mean([score(slice(best, best + 1), out)[0] for out in left_out])))
     values = np.asarray(picked)
-    tail = (1 - confidence) / 2 * 100
-    return {"estimate": float(values.mean()), "low": float(np.percentile(values, tail)), "high": float(np.percentile(values, 100 - tail)),
+    low, high = percentile_interval(values, confidence)
+    return {"estimate": float(values.mean()), "low": low, "high": high,
             "confidence": confidence, "samples": len(values), "configurations": int(matrix.shape[0]), "rows": rows,
             "folds": len(members), "method": "BBC-CV (Tsamardinos, Greasidou & Borboudakis 2018), scored per fold, percentile interval"}

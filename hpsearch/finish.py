@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
-from hpsearch.selection import counts_text, is_repeat, score_text, trained_complete
+from hpsearch.selection import compared_by, counts_text, is_repeat, score_text, trained_complete
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
 
 if TYPE_CHECKING:
     from hpsearch.runner import Session
+    from hpsearch.selection import Evidence
 
 FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
@@ -60,8 +61,9 @@ def _nothing_completed(spec: StudySpec, study: Any) -> str:
     return "\n".join(lines)
 
 
-def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The winner, its interval and the paired comparisons; and the CV table (not written anywhere)."""
+def select_from_study(spec: StudySpec, study: Any, evidence: Evidence | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The winner, its interval and the paired comparisons; and the CV table (not written anywhere). ``evidence``: how
+    trials are told apart (default: their fold scores; see :func:`split_evidence` for one fixed validation split)."""
     from hpsearch import selection
     from hpsearch.cost import totals
     from hpsearch.tasks import metric_bounds
@@ -69,15 +71,17 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
     rows = trial_rows(study)
     if not rows:
         raise HpsearchError(_nothing_completed(spec, study))
+    evidence = evidence or selection.FoldEvidence(spec.selection.confidence, metric_bounds(spec.metric))
     table = selection.cv_table(rows, spec.direction)
     chosen = selection.select(table, spec.selection.rule, spec.direction, spec.selection.cost)
-    interval = selection.corrected_interval(selection.fold_scores(chosen), spec.selection.confidence, bounds=metric_bounds(spec.metric))
+    interval = evidence.interval(chosen)
     trials = study.get_trials(deepcopy=False)
     report: dict[str, Any] = {
         "metric": spec.metric, "direction": spec.direction, "rule": spec.selection.rule,
         "selected": {k: chosen[k] for k in ("trial", "model", "params", "mean_score", "std_score", "best_epochs", "total_parameters")},
-        "cv_interval": {"mean": interval.mean, "low": interval.low, "high": interval.high, "confidence": interval.confidence},
-        "paired_comparisons": selection.compare_top(table, chosen, spec.selection.confidence),
+        "cv_interval": {"mean": chosen["mean_score"], "confidence": spec.selection.confidence,
+                        **({"low": interval.low, "high": interval.high} if interval else {})},
+        "paired_comparisons": selection.compare_top(table, chosen, evidence),
         "trials": selection.trial_counts([shown_state(t) for t in trials]),
         "considered_trials": sorted(row["trial"] for row in rows),
         "running_trials": sorted(t.number for t in trials if t.state.name == "RUNNING"),
@@ -85,8 +89,7 @@ def select_from_study(spec: StudySpec, study: Any) -> tuple[dict[str, Any], list
     costs = trial_costs(trials)
     report["study_cost"] = totals(costs)
     report["gives_up"] = selection.gives_up(table, chosen, spec.selection.cost)
-    report["per_model"] = selection.per_model(table, costs, [m.name for m in spec.models], chosen,
-                                              spec.selection.confidence, spec.direction, metric_bounds(spec.metric))
+    report["per_model"] = selection.per_model(table, costs, [m.name for m in spec.models], chosen, evidence, spec.direction)
     if spec.search.second_objective:
         report["pareto_front"] = [t.number for t in study.best_trials if not is_repeat(t)]
     return report, table
@@ -118,12 +121,13 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     target = target or spec.export_dir
     if export:
         check_target(target, force)  # before the refit, not after it
-    report, table = select_from_study(spec, study)
+    evidence = split_evidence(spec, session)
+    report, table = select_from_study(spec, study, evidence)
     csv_path, _ = write_table(table, spec.out_dir)
     chosen_trial = next(t for t in study.get_trials(deepcopy=False) if t.number == report["selected"]["trial"])
     report.update(labels=list(tuner.data.label_map.labels), task_settings=tuner.data.task.export_settings(), train_rows=len(tuner.data.train),
                   test_rows=len(tuner.data.splits["test"]) if "test" in tuner.data.splits else None, final_policy=spec.export.policy)
-    report["baseline"] = compare_with_baseline(spec, session, chosen_trial_scores(table, report))
+    report["baseline"] = compare_with_baseline(spec, session, next(r for r in table if r["trial"] == report["selected"]["trial"]), evidence)
     report["warnings"] = [report["baseline"]["warning"]] if report["baseline"].get("warning") else []
     report["bias_corrected"] = bias_corrected(spec, session, table)
     _measure_latency(spec, session, report["per_model"])
@@ -150,23 +154,19 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     return 0
 
 
-def chosen_trial_scores(table: list[dict[str, Any]], report: dict[str, Any]) -> list[float]:
-    from hpsearch.selection import fold_scores
-
-    return fold_scores(next(r for r in table if r["trial"] == report["selected"]["trial"]))
-
-
-def compare_with_baseline(spec: StudySpec, session: Session, winner_folds: list[float]) -> dict[str, Any]:
-    """The trivial baseline on the study's folds, and whether the winner clearly beats it (else a warning)."""
-    from hpsearch.selection import clearly_beats
+def compare_with_baseline(spec: StudySpec, session: Session, winner: dict[str, Any], evidence: Evidence | None) -> dict[str, Any]:
+    """The trivial baseline on the study's folds, and whether the winner (its CV-table row) clearly beats it (else a
+    warning); on one fixed validation split, compared on its rows where ``evidence`` holds them."""
+    from hpsearch.selection import baseline_row, clearly_beats, fold_scores
 
     baseline = dict(session.baseline)
-    beaten, comparison = clearly_beats(winner_folds, baseline["fold_scores"], spec.selection.confidence, spec.direction)
+    on_rows = evidence.compare(winner, baseline_row(baseline["fold_scores"])) if evidence else None
+    beaten, comparison = clearly_beats(fold_scores(winner), baseline["fold_scores"], spec.selection.confidence, spec.direction, on_rows)
     baseline.update(clearly_beaten=beaten, comparison=comparison)
     if not beaten:
         baseline["warning"] = (
             f"the winner is not clearly better than predicting {baseline['predicts']} ({spec.metric} {baseline['cv_mean']:.4f} on the "
-            f"same folds): it may have learned nothing from the text. Likely causes: too few epochs, a learning rate too high "
+            f"same {'rows' if spec.one_split else 'folds'}): it may have learned nothing from the text. Likely causes: too few epochs, a learning rate too high "
             f"or too low for this model, too little training data, or a frozen scope that leaves too little to train; "
             f"widen the search (epochs, learning_rate, scope) or add data before trusting this model")
     return baseline
@@ -181,28 +181,58 @@ def _measure_latency(spec: StudySpec, session: Session, rows: list[dict[str, Any
             row["latency_ms"] = candidate_latency(session.study, session.tuner, spec.candidate(row["model"]), session.objective.eval_split)
 
 
+def _estimation_input(spec: StudySpec, session: Session, considered: set[int], with_baseline: bool = False) -> tuple[list[Any], Any, Any, list[int]] | str:
+    """What the bootstrap estimates take: the ``considered`` trials that recorded out-of-fold predictions on the study's
+    split; each one's predictions of the rows every one of them predicted, or with ``gold`` None each row's ratio parts
+    (see ``Task.ratio_parts``), the trivial baseline's last where asked; the gold; those rows. Or why there are none."""
+    from hpsearch import estimate
+
+    split, data = session.objective.eval_split, session.data
+    trials = [t for t in session.study.get_trials(deepcopy=False) if t.number in considered and (t.user_attrs.get("oof") or {}).get("split") == split]
+    if not trials:
+        return "no completed trial recorded its out-of-fold predictions"
+    kept = [t.user_attrs["oof"]["predictions"] for t in trials]
+    predicted = [i for i in range(len(kept[0])) if all(i < len(p) and p[i] is not None for p in kept)]
+    predictions = [[p[i] for i in predicted] for p in kept]
+    if with_baseline:  # fitted on the training rows of the one split, as its score is
+        predictions.append(data.task.baseline(data, session.folds[0][0], data.splits[split], predicted)[0])
+    parts = [data.task.ratio_parts(p, data.splits[split], predicted, data.label_map, spec.metric) for p in predictions]
+    if parts[0] is not None:
+        return trials, parts, None, predicted
+    if estimate.supported(spec.metric):
+        return trials, predictions, [data.splits[split].columns["label"][i] for i in predicted], predicted
+    return f"not computed for the metric {spec.metric!r}"
+
+
+def split_evidence(spec: StudySpec, session: Session) -> Evidence | None:
+    """On one fixed validation split, the intervals and paired comparisons of the trials and the trivial baseline from
+    a bootstrap over its rows (``selection.RowEvidence``); None with k folds, or where no predictions were recorded."""
+    from hpsearch import estimate
+    from hpsearch.selection import BASELINE, RowEvidence
+
+    if not spec.one_split:
+        return None
+    found = _estimation_input(spec, session, {t.number for t in session.study.get_trials(deepcopy=False) if trained_complete(t)}, with_baseline=True)
+    if isinstance(found, str):
+        return None
+    trials, matrix, gold, _ = found
+    observed, resampled = estimate.paired_bootstrap(matrix, gold, spec.metric, classes=len(session.data.label_map), seed=spec.seed)
+    return RowEvidence([t.number for t in trials] + [BASELINE], observed, resampled, spec.selection.confidence)
+
+
 def bias_corrected(spec: StudySpec, session: Session, table: list[dict[str, Any]]) -> dict[str, Any]:
     """BBC-CV over the out-of-fold predictions of the trials in the CV ``table``, each bootstrap sample's pick made by
     the study's selection rule (see :mod:`hpsearch.estimate`)."""
     from hpsearch import estimate
     from hpsearch.selection import picker
 
-    split, data = session.objective.eval_split, session.data
     rows = {row["trial"]: row for row in table}
-    trials = [t for t in session.study.get_trials(deepcopy=False) if t.number in rows and (t.user_attrs.get("oof") or {}).get("split") == split]
-    if not trials:
-        return {"skipped": "no completed trial recorded its out-of-fold predictions"}
-    kept = [t.user_attrs["oof"]["predictions"] for t in trials]
-    predicted = [i for i in range(len(kept[0])) if all(i < len(p) and p[i] is not None for p in kept)]
-    parts = [data.task.ratio_parts([p[i] for i in predicted], data.splits[split], predicted, data.label_map, spec.metric) for p in kept]
-    if parts[0] is not None:
-        matrix, gold = parts, None
-    elif estimate.supported(spec.metric):
-        matrix, gold = [[p[i] for i in predicted] for p in kept], [data.splits[split].columns["label"][i] for i in predicted]
-    else:
-        return {"skipped": f"not computed for the metric {spec.metric!r}"}
+    found = _estimation_input(spec, session, set(rows))
+    if isinstance(found, str):
+        return {"skipped": found}
+    trials, matrix, gold, predicted = found
     fold_of = {row: fold for fold, (_, validated) in enumerate(session.folds) for row in validated}
-    result = estimate.bbc_cv(matrix, gold, spec.metric, spec.direction, folds=[fold_of[i] for i in predicted], classes=len(data.label_map),
+    result = estimate.bbc_cv(matrix, gold, spec.metric, spec.direction, folds=[fold_of[i] for i in predicted], classes=len(session.data.label_map),
                              confidence=spec.selection.confidence, seed=spec.seed,
                              pick=picker([rows[t.number] for t in trials], spec.selection.rule, spec.direction, spec.selection.cost))
     return {**result, "rule": spec.selection.rule}
@@ -211,7 +241,7 @@ def bias_corrected(spec: StudySpec, session: Session, table: list[dict[str, Any]
 def _study_figures(spec: StudySpec, report: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
     """Metrics and tags of the study run: the winner's CV score and interval, its test score, the trial counts."""
     ci, chosen = report["cv_interval"], report["selected"]
-    metrics = {f"cv_{spec.metric}": ci["mean"], f"cv_{spec.metric}_low": ci["low"], f"cv_{spec.metric}_high": ci["high"],
+    metrics = {f"cv_{spec.metric}": ci["mean"], **{f"cv_{spec.metric}_{end}": ci[end] for end in ("low", "high") if end in ci},
                "cv_std": chosen["std_score"], "best_epochs": chosen["best_epochs"], "total_parameters": chosen["total_parameters"],
                **{f"trials_{state.lower()}": count for state, count in report["trials"].items()}}
     for name, value in (report.get("test_scores") or {}).items():
@@ -295,11 +325,11 @@ def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
     baseline = report.get("baseline")
     if baseline:
         on_test = f", test {baseline['test']:.4f}" if "test" in baseline else ""
-        if not spec.one_split:
-            scored, verdict = "CV", "clearly beaten by the winner" if baseline["clearly_beaten"] else "NOT clearly beaten by the winner"
-        else:  # one fixed validation split: the two scores, with no interval to say 'clearly'
-            scored = "validation"
-            verdict = f"{'' if baseline['clearly_beaten'] else 'NOT '}beaten by the winner (one split: a plain difference, without an interval)"
+        scored = "validation" if spec.one_split else "CV"
+        if baseline.get("comparison"):
+            verdict = "clearly beaten by the winner" if baseline["clearly_beaten"] else "NOT clearly beaten by the winner"
+        else:  # one fixed validation split without its rows' predictions: the two scores, with no interval to say 'clearly'
+            verdict = f"{'' if baseline['clearly_beaten'] else 'NOT '}beaten by the winner (a plain difference, without an interval)"
         out.append(("baseline", f"trivial baseline (predicting {baseline['predicts']}): {scored} {metric} {baseline['cv_mean']:.4f}{on_test}; {verdict}"))
     return out
 
@@ -308,8 +338,9 @@ def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
     """The per-model answer as text: CV score and interval, trials, compute, size, and the verdict."""
     if not rows:
         return []
-    scored = "on the validation split" if spec.one_split else "CV with interval"
-    lines = [f"which model (best trial of each, {spec.metric} {scored}; compared with the winner on the same folds):"]
+    scored, same = ("on the validation split", "rows") if spec.one_split else ("CV", "folds")
+    lines = [f"which model (best trial of each, {spec.metric} {scored} with interval; compared with the winner on the same {same}, "
+             f"by {compared_by(spec.one_split)}):"]
     for r in rows:
         counts = r["trials"]
         spent = f"{counts_text(counts, '/')}, {r['train_samples']:,} samples, {r['device_seconds']:.0f} device-s"

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from hpsearch.selection import counts_text, latency_measured, score_text, trained_complete
+from hpsearch.selection import compared_by, counts_text, latency_measured, score_text, trained_complete
 from hpsearch.space import describe_params
 from hpsearch.spec import StudySpec
 
@@ -62,10 +62,16 @@ def _final_figures(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
     if saved.get("considered_trials") != report.get("considered_trials") or saved.get("selected", {}).get("trial") != report["selected"]["trial"]:
         return {"stale_note": "the study has changed since the last run selected its winner: run it (or 'hpsearch export') for the test score and baseline"}
     figures = {k: saved[k] for k in ("test_scores", "test_rows", "baseline", "warnings", "bias_corrected") if k in saved}
-    latency = {row["model"]: row.get("latency_ms") for row in saved.get("per_model", [])}
-    for row in report.get("per_model", []):  # measured by run (it needs the model), not by the report
-        if row.get("latency_ms") is None:
-            row["latency_ms"] = latency.get(row["model"])
+    # On one fixed validation split the intervals and comparisons are a bootstrap over its rows, which needs them too.
+    copied = ("low", "high", "comparison", "verdict") if spec.one_split else ()
+    if spec.one_split:
+        figures.update({k: saved[k] for k in ("cv_interval", "paired_comparisons") if k in saved})
+    shown = {row["model"]: row for row in saved.get("per_model", [])}
+    for row in report.get("per_model", []):
+        mine = shown.get(row["model"], {})
+        if row.get("latency_ms") is None:  # measured by run (it needs the model), not by the report
+            row["latency_ms"] = mine.get("latency_ms")
+        row.update({k: mine[k] for k in copied if k in mine})
     return figures
 
 
@@ -165,7 +171,7 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
         parts.append(f"<p class='note'>{html.escape(report['stale_note'])}</p>")
     rows = report.get("per_model", [])
     if rows:
-        head = "".join(f"<th>{h}</th>" for h in ("model", "best trial", "CV mean", "interval", "verdict", "winner minus it", "p",
+        head = "".join(f"<th>{h}</th>" for h in ("model", "best trial", "validation score" if spec.one_split else "CV mean", "interval", "verdict", "winner minus it", "p",
                                                   "trials", "training samples", "device-seconds", "FLOPs (est.)", "trained / total params", "ms / example"))
         body = ""
         for r in rows:
@@ -222,7 +228,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} th{{background:#f
 {_answers(spec, report)}
 <h2>All completed trials</h2>
 <table id="selection-table"><tr>{head}</tr>{rows}</table>
-<h2>Paired comparisons (corrected resampled t-test over folds)</h2>
+<h2>Paired comparisons ({html.escape(compared_by(spec.one_split))})</h2>
 <table id="paired"><tr><th>trials</th><th>difference</th><th>interval</th><th>p</th></tr>{comparisons}</table>
 {chr(10).join(sections)}
 </body></html>

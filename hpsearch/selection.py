@@ -5,7 +5,8 @@ Pure functions over plain rows (no Optuna, no torch), so they are tested on hand
 Uncertainty: k-fold CV scores are not independent (the training sets overlap), so the plain
 standard error understates the spread. Intervals and paired comparisons here use the corrected
 resampled t statistic (Nadeau & Bengio, 2003): variance factor 1/k + n_val/n_train, which is
-1/k + 1/(k-1) for k-fold CV.
+1/k + 1/(k-1) for k-fold CV. Trials scored on one fixed validation split have no folds to compare: their
+intervals and comparisons come from a paired bootstrap over the split's rows (:class:`RowEvidence`).
 """
 from __future__ import annotations
 
@@ -170,24 +171,91 @@ def fold_scores(row: dict[str, Any]) -> list[float]:
     return [row[k] for k in keys]
 
 
-def compare_top(table: Sequence[dict[str, Any]], selected: dict[str, Any], confidence: float, top: int = 3) -> list[dict[str, Any]]:
+BASELINE = "baseline"
+"""The trivial baseline's key where it is compared as a row (see :func:`baseline_row`)."""
+
+
+def baseline_row(scores: Sequence[float]) -> dict[str, Any]:
+    """The trivial baseline's fold scores as a CV-table row, for :class:`FoldEvidence` and :class:`RowEvidence`."""
+    return {"trial": BASELINE, **{f"split{k}_score": s for k, s in enumerate(scores)}}
+
+
+class FoldEvidence:
+    """Intervals and paired comparisons of trials from their fold scores (corrected resampled t); none from one fold."""
+
+    def __init__(self, confidence: float, bounds: tuple[float, float] | None = None) -> None:
+        self.confidence, self.bounds = confidence, bounds
+
+    def interval(self, row: dict[str, Any]) -> Interval | None:
+        scores = fold_scores(row)
+        return corrected_interval(scores, self.confidence, bounds=self.bounds) if len(scores) > 1 else None
+
+    def compare(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, float] | None:
+        """a minus b: difference, interval and p-value; None where they were not scored on the same folds."""
+        x, y = fold_scores(a), fold_scores(b)
+        return paired_comparison(x, y, self.confidence) if len(x) == len(y) >= 2 else None
+
+
+class RowEvidence:
+    """Intervals and paired comparisons of trials scored on one fixed validation split: a bootstrap over its rows.
+
+    ``observed[i]`` is the score of ``keys[i]`` (a trial number or :data:`BASELINE`) on all the rows, ``resampled[i]``
+    its scores on bootstrap samples of them, the same samples for every key (``estimate.paired_bootstrap``): a
+    difference's interval is the percentile interval of the per-sample differences, its p-value twice the share of
+    samples on the smaller side of zero.
+    """
+
+    def __init__(self, keys: Sequence[int | str], observed: Any, resampled: Any, confidence: float) -> None:
+        self.index = {key: i for i, key in enumerate(keys)}
+        self.observed, self.resampled, self.confidence = observed, resampled, confidence
+
+    def interval(self, row: dict[str, Any]) -> Interval | None:
+        from hpsearch.estimate import percentile_interval
+
+        i = self.index.get(row["trial"])
+        if i is None:
+            return None
+        return Interval(float(self.observed[i]), *percentile_interval(self.resampled[i], self.confidence), self.confidence)
+
+    def compare(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, float] | None:
+        from hpsearch.estimate import percentile_interval
+
+        i, j = self.index.get(a["trial"]), self.index.get(b["trial"])
+        if i is None or j is None:
+            return None
+        differences = self.resampled[i] - self.resampled[j]
+        low, high = percentile_interval(differences, self.confidence)
+        p_value = min(1.0, 2 * float(min((differences <= 0).mean(), (differences >= 0).mean())))
+        return {"difference": float(self.observed[i] - self.observed[j]), "low": low, "high": high, "p_value": p_value}
+
+
+Evidence = FoldEvidence | RowEvidence
+
+
+def compare_top(table: Sequence[dict[str, Any]], selected: dict[str, Any], evidence: Evidence, top: int = 3) -> list[dict[str, Any]]:
     """Paired comparison of the selected trial against the next best ``top`` trials."""
     others = [r for r in sorted(table, key=lambda r: r["rank"]) if r["trial"] != selected["trial"]][:top]
     out = []
     for other in others:
-        a, b = fold_scores(selected), fold_scores(other)
-        if len(a) == len(b) and len(a) >= 2:
-            out.append({"selected": selected["trial"], "other": other["trial"], "other_model": other["model"],
-                        **paired_comparison(a, b, confidence)})
+        comparison = evidence.compare(selected, other)
+        if comparison is not None:
+            out.append({"selected": selected["trial"], "other": other["trial"], "other_model": other["model"], **comparison})
     return out
+
+
+def compared_by(one_split: bool) -> str:
+    """How the intervals and paired comparisons were computed, in words."""
+    return "a paired bootstrap over the validation split's rows" if one_split else "the corrected resampled t over the folds"
 
 
 def score_text(metric: str, interval: dict[str, Any], std: float, one_split: bool) -> str:
     """The winner's score and its interval, as the summary, the report and the model card word them; trials scored on
-    one fixed validation split have no interval across folds, and say so instead of showing one of zero width."""
+    one fixed validation split take their interval from a bootstrap over its rows, and say so where there is none."""
     if one_split:
-        return (f"validation {metric} {interval['mean']:.4f} (one fixed validation split: no interval across folds; the "
-                f"bias-corrected estimate's interval is a bootstrap over its rows)")
+        if "low" not in interval:
+            return f"validation {metric} {interval['mean']:.4f} (one fixed validation split: no interval across folds)"
+        return (f"validation {metric} {interval['mean']:.4f}, {interval['confidence']:.0%} interval [{interval['low']:.4f}, "
+                f"{interval['high']:.4f}] (bootstrap over the validation split's rows)")
     return (f"CV {metric} {interval['mean']:.4f}, {interval['confidence']:.0%} interval [{interval['low']:.4f}, {interval['high']:.4f}] "
             f"(corrected resampled t), std {std:.4f}")
 
@@ -261,12 +329,12 @@ def counts_text(counts: dict[str, int], sep: str = ", ") -> str:
 
 
 def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]], models: Sequence[str], winner: dict[str, Any],
-              confidence: float, direction: str, bounds: tuple[float, float] | None = None) -> list[dict[str, Any]]:
+              evidence: Evidence, direction: str) -> list[dict[str, Any]]:
     """"Which pretrained model?": one row per candidate model, best trial first.
 
     ``trials`` holds every finished trial as {trial, model, state, train_samples, device_seconds, trainable_parameters,
-    total_parameters}. Each model's best trial is compared with the winner on the same folds (corrected
-    resampled t); the verdict says whether the data can tell them apart.
+    total_parameters}. Each model's best trial is compared with the winner on the same folds or rows (see
+    ``evidence``); the verdict says whether the data can tell them apart.
     """
     rows = []
     for model in models:
@@ -283,41 +351,45 @@ def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]],
         if ranked:
             best = ranked[0]
             info = next((t for t in mine if t["trial"] == best["trial"]), {})
-            interval = corrected_interval(fold_scores(best), confidence, bounds=bounds)
-            row.update(best_trial=best["trial"], mean_score=interval.mean, trainable_parameters=info.get("trainable_parameters"),
+            row.update(best_trial=best["trial"], mean_score=best["mean_score"], trainable_parameters=info.get("trainable_parameters"),
                        total_parameters=best.get("total_parameters"), latency_ms=info.get("latency_ms"))
-            if len(fold_scores(best)) > 1:  # one fixed validation split gives no interval across folds
+            interval = evidence.interval(best)
+            if interval is not None:
                 row.update(low=interval.low, high=interval.high)
-            row.update(_against_winner(best, winner, confidence, direction))
+            row.update(_against_winner(best, winner, evidence, direction))
         rows.append(row)
     return sorted(rows, key=lambda r: (r["best_trial"] is None, rank_key(r.get("mean_score", 0.0), r["best_trial"] or 0, direction)))
 
 
-def _against_winner(best: dict[str, Any], winner: dict[str, Any], confidence: float, direction: str) -> dict[str, Any]:
+def _against_winner(best: dict[str, Any], winner: dict[str, Any], evidence: Evidence, direction: str) -> dict[str, Any]:
     if best["trial"] == winner["trial"]:
         return {"verdict": "winner", "comparison": None}
-    a, b = fold_scores(winner), fold_scores(best)
-    if len(a) != len(b) or len(a) < 2:
-        return {"verdict": "not comparable (different folds)", "comparison": None}
-    comparison = paired_comparison(a, b, confidence)  # winner minus this model
-    sign = 1 if direction == "maximize" else -1
-    ends = sorted((sign * comparison["low"], sign * comparison["high"]))
-    if ends[0] > 0:
+    comparison = evidence.compare(winner, best)  # winner minus this model
+    if comparison is None:
+        same = len(fold_scores(winner)) == len(fold_scores(best))
+        return {"verdict": "not compared here (one validation split: 'run' and 'export' compare on its rows)" if same
+                else "not comparable (different folds)", "comparison": None}
+    if clearly_better(comparison, direction):
         verdict = "worse"
-    elif ends[1] < 0:
+    elif clearly_better({"low": -comparison["high"], "high": -comparison["low"]}, direction):
         verdict = "better (not chosen by the selection rule)"
     else:
         verdict = "not distinguishable from the winner"
     return {"verdict": verdict, "comparison": comparison}
 
 
-def clearly_beats(winner_folds: Sequence[float], baseline_folds: Sequence[float], confidence: float, direction: str) -> tuple[bool, dict[str, float] | None]:
+def clearly_better(comparison: dict[str, float], direction: str) -> bool:
+    """Whether the interval of a paired difference (a minus b) lies entirely on a's side of zero."""
+    return bool(better(comparison["low"] if direction == "maximize" else comparison["high"], 0.0, direction))
+
+
+def clearly_beats(winner_folds: Sequence[float], baseline_folds: Sequence[float], confidence: float, direction: str,
+                  comparison: dict[str, float] | None = None) -> tuple[bool, dict[str, float] | None]:
     """Whether the winner beats the trivial baseline on the same folds: the paired interval of the
     difference lies entirely on the winner's side. With one fold (a fixed validation split) the
-    comparison is the plain difference."""
-    if len(winner_folds) < 2 or len(winner_folds) != len(baseline_folds):
+    comparison is the given one (see :class:`RowEvidence`) or else the plain difference."""
+    comparison = comparison or FoldEvidence(confidence).compare(baseline_row(winner_folds), baseline_row(baseline_folds))
+    if comparison is None:
         difference = sum(winner_folds) / len(winner_folds) - sum(baseline_folds) / len(baseline_folds)
         return bool(better(difference, 0.0, direction)), None
-    comparison = paired_comparison(winner_folds, baseline_folds, confidence)
-    bound = comparison["low"] if direction == "maximize" else comparison["high"]
-    return bool(better(bound, 0.0, direction)), comparison
+    return clearly_better(comparison, direction), comparison

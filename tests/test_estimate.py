@@ -128,3 +128,35 @@ def test_question_scores_from_each_questions_parts_match_the_study_metrics(metri
     predicted = ["red fox", "Paris France", "", "forty-two"]
     parts = QuestionAnswering().ratio_parts(predicted, SimpleNamespace(columns={"answer_text": answers}), [0, 1, 2, 3], None, metric)
     assert estimate.ratio_scores(np.asarray([parts]))[0] == pytest.approx(squad_scores(predicted, answers)[metric])
+
+
+def test_a_paired_bootstrap_over_one_splits_rows_tells_close_configurations_apart() -> None:
+    from hpsearch.selection import RowEvidence
+
+    rng = np.random.default_rng(5)
+    gold = rng.integers(0, 2, 300)
+    good = np.where(rng.random(300) < 0.85, gold, 1 - gold)
+    near = good.copy()
+    right = np.flatnonzero(good == gold)[:10]
+    near[right] = 1 - gold[right]  # wrong on 10 rows more than good, right wherever good is: 0.033 behind on every sample
+    guess = rng.integers(0, 2, 300)
+    observed, resampled = estimate.paired_bootstrap([good, near, guess, good], gold, "accuracy", classes=2, samples=500, seed=1)
+    assert observed == pytest.approx(estimate.scores(np.vstack([good, near, guess, good]), gold, "accuracy", classes=2))
+    assert resampled.shape == (4, 500)
+    evidence = RowEvidence([0, 1, 2, 3], observed, resampled, 0.95)
+    interval = evidence.interval({"trial": 0})
+    assert interval.mean == observed[0] and interval.low < interval.mean < interval.high and 0.05 < interval.high - interval.low < 0.12
+    close = evidence.compare({"trial": 0}, {"trial": 1})
+    assert close["difference"] == pytest.approx(10 / 300) and close["low"] > 0 and close["p_value"] < 0.01  # paired: the rows differ only there
+    unpaired = evidence.interval({"trial": 1})
+    assert unpaired.high > interval.low  # the two intervals overlap: compared one by one, they could not be told apart
+    far = evidence.compare({"trial": 2}, {"trial": 0})
+    assert far["high"] < -0.2 and far["p_value"] < 0.01
+    assert evidence.compare({"trial": 0}, {"trial": 3}) == {"difference": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
+    assert evidence.compare({"trial": 0}, {"trial": 9}) is None and evidence.interval({"trial": 9}) is None
+
+
+def test_a_paired_bootstrap_takes_ratio_parts() -> None:
+    parts = np.array([[[1.0, 1.0], [0.0, 1.0], [2.0, 3.0]], [[0.0, 1.0], [0.0, 1.0], [1.0, 3.0]]])
+    observed, resampled = estimate.paired_bootstrap(parts, None, "f1", samples=50)
+    assert observed == pytest.approx([3 / 5, 1 / 5]) and resampled.shape == (2, 50) and (resampled[0] >= resampled[1]).all()

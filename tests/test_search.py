@@ -729,8 +729,8 @@ def test_a_candidate_added_with_keep_trials_keeps_the_trials_the_new_space_holds
     assert len(_trials(path)) == 4 and len(list((load_spec(path).out_dir / "replaced").iterdir())) == 1
 
 
-def test_a_fixed_validation_split_scores_every_trial_on_it_and_shows_no_interval_across_folds(tmp_path: Path, tiny_bert: Path,
-                                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_fixed_validation_split_scores_every_trial_on_it_and_compares_them_on_its_rows(tmp_path: Path, tiny_bert: Path,
+                                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     from toydata import classification_rows, write_csv
 
     write_csv(tmp_path / "val.csv", classification_rows(24, seed=5))
@@ -738,12 +738,28 @@ def test_a_fixed_validation_split_scores_every_trial_on_it_and_shows_no_interval
     path.write_text(path.read_text().replace("data:\n", "data:\n  validation: val.csv\n", 1))
     assert main(["run", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "validation macro_f1 " in out and "one fixed validation split: no interval across folds" in out and "corrected resampled t" not in out
-    baseline = next(line for line in out.splitlines() if "trivial baseline" in line)
-    assert "validation macro_f1" in baseline and baseline.endswith("beaten by the winner (one split: a plain difference, without an interval)")
     spec = load_spec(path)
     report = json.loads((spec.out_dir / "selection.json").read_text())
-    assert len(report["baseline"]["fold_scores"]) == 1 and "low" not in report["per_model"][0]
+    ci = report["cv_interval"]
+    assert f"validation macro_f1 {ci['mean']:.4f}, 95% interval [{ci['low']:.4f}, {ci['high']:.4f}] (bootstrap over the validation split's rows)" in out
+    assert "corrected resampled t" not in out and 0.0 <= ci["low"] <= ci["mean"] <= ci["high"] <= 1.0 and ci["low"] < ci["high"]
+    baseline = next(line for line in out.splitlines() if "trivial baseline" in line)
+    assert "validation macro_f1" in baseline and baseline.endswith("clearly beaten by the winner")
+    comparison = report["baseline"]["comparison"]
+    assert len(report["baseline"]["fold_scores"]) == 1 and comparison["low"] <= comparison["difference"] <= comparison["high"]
+    assert report["baseline"]["clearly_beaten"] == (comparison["low"] > 0)
+    assert comparison["difference"] == pytest.approx(report["selected"]["mean_score"] - report["baseline"]["cv_mean"])
+    [other] = report["paired_comparisons"]  # the other trial, on the same rows
+    assert other["difference"] == pytest.approx(report["selected"]["mean_score"] - next(
+        t.user_attrs["cv_mean"] for t in _trials(path) if t.number == other["other"]))
+    assert report["per_model"][0]["low"] == ci["low"] and report["per_model"][0]["verdict"] == "winner"
     assert report["bias_corrected"]["rows"] == 24 and report["bias_corrected"]["folds"] == 1
     assert all(t.user_attrs["oof"]["split"] == "validation" and len(t.user_attrs["fold_scores"]) == 1 for t in _trials(path))
-    assert "one fixed validation split" in (spec.export_dir / "README.md").read_text()
+    card = (spec.export_dir / "README.md").read_text()
+    assert "bootstrap over the validation split's rows" in card and "## Top trials (the validation split)" in card
+    # The report has no data to bootstrap: it shows the run's intervals and comparisons.
+    assert main(["report", str(path)]) == 0
+    page = (spec.out_dir / "report" / "report.html").read_text()
+    assert "Paired comparisons (a paired bootstrap over the validation split&#x27;s rows)" in page
+    assert f"[{ci['low']:.4f}, {ci['high']:.4f}] (bootstrap over the validation split&#x27;s rows)" in page
+    assert f"{other['difference']:+.4f}" in page

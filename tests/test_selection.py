@@ -76,7 +76,7 @@ def test_paired_comparison_matches_the_corrected_t_test() -> None:
 
 def test_compare_top_pairs_the_selected_with_the_next_best() -> None:
     table = selection.cv_table(_rows(), "maximize")
-    out = selection.compare_top(table, table[0], 0.95, top=2)
+    out = selection.compare_top(table, table[0], selection.FoldEvidence(0.95), top=2)
     assert [c["other"] for c in out] == [1, 2]
     assert out[1]["difference"] > 0.15 and out[1]["p_value"] < 0.05
 
@@ -129,7 +129,7 @@ def test_per_model_table_gives_each_model_its_best_trial_and_a_verdict() -> None
     winner = selection.select(table, "best", "maximize")
     costs = _costs(table) + [{"trial": 5, "model": "tiny", "state": "PRUNED", "train_samples": 30, "device_seconds": 0.5},
                              {"trial": 6, "model": "tiny", "state": "INTERRUPTED", "train_samples": 0, "device_seconds": 0.0}]
-    out = selection.per_model(table, costs, ["big", "small", "tiny", "close", "unused"], winner, 0.95, "maximize", (0.0, 1.0))
+    out = selection.per_model(table, costs, ["big", "small", "tiny", "close", "unused"], winner, selection.FoldEvidence(0.95, (0.0, 1.0)), "maximize")
     by = {r["model"]: r for r in out}
     assert [r["model"] for r in out] == ["big", "close", "small", "tiny", "unused"]  # best first, no trial last
     assert by["big"]["verdict"] == "winner" and by["big"]["comparison"] is None
@@ -148,7 +148,7 @@ def test_minimised_metrics_get_the_same_verdicts() -> None:
             {"trial": 1, "model": "b", "params": {}, "fold_scores": [0.9, 0.95, 0.92], "best_epochs": 1, "total_parameters": 1}]
     table = selection.cv_table(rows, "minimize")
     winner = selection.select(table, "best", "minimize")
-    out = selection.per_model(table, _costs(table), ["a", "b"], winner, 0.95, "minimize")
+    out = selection.per_model(table, _costs(table), ["a", "b"], winner, selection.FoldEvidence(0.95), "minimize")
     assert [(r["model"], r["verdict"]) for r in out] == [("a", "winner"), ("b", "worse")]
 
 
@@ -175,3 +175,26 @@ def test_one_standard_error_takes_the_cheapest_by_the_chosen_cost(cost: str, exp
     else:
         assert traded["best_trial"] == 0 and traded["score_given_up"] == pytest.approx(0.82 - 0.8117, abs=1e-3)
         assert (traded["best_cost"], traded["chosen_cost"]) == (1000, 100)
+
+
+def test_one_splits_trials_get_intervals_verdicts_and_the_baseline_comparison_from_its_rows() -> None:
+    import numpy as np
+
+    rows = [{"trial": t, "model": m, "params": {}, "fold_scores": [s], "best_epochs": 1, "total_parameters": 1}
+            for t, m, s in ((0, "a", 0.80), (1, "b", 0.78), (2, "c", 0.60))]
+    table = selection.cv_table(rows, "maximize")
+    winner = selection.select(table, "best", "maximize")
+    rng = np.random.default_rng(0)
+    resampled = np.vstack([0.80 + rng.normal(0, 0.02, 400), 0.78 + rng.normal(0, 0.02, 400), 0.60 + rng.normal(0, 0.02, 400),
+                           np.full(400, 0.5)])
+    resampled[1] = resampled[0] - 0.02 + rng.normal(0, 0.03, 400)  # close to a, noisily: not told apart
+    evidence = selection.RowEvidence([0, 1, 2, selection.BASELINE], [0.80, 0.78, 0.60, 0.5], resampled, 0.95)
+    assert selection.FoldEvidence(0.95).interval(winner) is None and selection.FoldEvidence(0.95).compare(winner, table[1]) is None
+    out = {r["model"]: r for r in selection.per_model(table, _costs(table), ["a", "b", "c"], winner, evidence, "maximize")}
+    assert [out[m]["verdict"] for m in "abc"] == ["winner", "not distinguishable from the winner", "worse"]
+    assert out["c"]["comparison"]["difference"] == pytest.approx(0.2) and out["a"]["low"] < 0.80 < out["a"]["high"]
+    assert [c["other"] for c in selection.compare_top(table, winner, evidence)] == [1, 2]
+    on_rows = evidence.compare(winner, selection.baseline_row([0.5]))
+    assert selection.clearly_beats([0.8], [0.5], 0.95, "maximize", on_rows) == (True, on_rows) and on_rows["low"] > 0.2
+    without = selection.per_model(table, _costs(table), ["a", "b"], winner, selection.FoldEvidence(0.95), "maximize")
+    assert without[1]["verdict"].startswith("not compared here (one validation split") and "low" not in without[0]

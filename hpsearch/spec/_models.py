@@ -370,7 +370,8 @@ class StudySpec(SpecModel):
 
     @property
     def one_split(self) -> bool:
-        """Trials are scored on one fixed validation split (data.validation), not k folds: no interval across folds."""
+        """Trials are scored on one fixed validation split (data.validation), not k folds: no interval across folds (see
+        ``selection.RowEvidence`` for the bootstrap over its rows instead)."""
         return self.data.validation is not None
 
     @property
