@@ -455,7 +455,8 @@ class Objective:
                            (LOSS_ATTR, lowest_loss(reports.loss_curves)),
                            ("wall_seconds", time.perf_counter() - started), ("samples_per_second", samples / seconds if seconds else 0.0)):
             trial.set_user_attr(key, value)
-        self.on_event(f"trial {trial.number}: {self.spec.metric} {mean:.4f} ± {std:.4f} over {len(fold_scores)} folds (best at {best_epochs} epochs)",
+        over = "on the validation split" if self.spec.one_split else f"over {len(fold_scores)} folds"
+        self.on_event(f"trial {trial.number}: {self.spec.metric} {self.spec.trial_score_text(mean, std)} {over} (best at {best_epochs} epochs)",
                       event="trial_end", trial=trial.number, state="COMPLETE", cv_mean=mean, cv_std=std, best_epochs=best_epochs)
         self._say_best(trial.number, mean, std)
         second = self.spec.search.second_objective
@@ -576,7 +577,7 @@ class Objective:
         for t in self.study_trials():  # on a tie the earlier trial stays best, as in the selection and status
             if t.state.name == "COMPLETE" and "cv_mean" in t.user_attrs and better((t.user_attrs["cv_mean"], t.number), (best[1], best[0]), self.spec.direction):
                 best = (t.number, t.user_attrs["cv_mean"], t.user_attrs["cv_std"])
-        self.on_event(f"best so far: trial {best[0]}, {self.spec.metric} {best[1]:.4f} ± {best[2]:.4f}", event="best", trial=best[0], cv_mean=best[1])
+        self.on_event(f"best so far: trial {best[0]}, {self.spec.metric} {self.spec.trial_score_text(best[1], best[2])}", event="best", trial=best[0], cv_mean=best[1])
 
     def study_trials(self) -> list[Any]:
         return [] if self.study is None else self.study.get_trials(deepcopy=False)

@@ -74,10 +74,10 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str
     from rich.table import Table
 
     table = Table(title=f"study {spec.name}: {spec.search.done_text(counted)} finished", title_justify="left")
-    for column in ("trial", "state", "model", "params", f"{spec.metric} (CV)", "epochs", "duration", "compute", "device", "note"):
+    for column in ("trial", "state", "model", "params", f"{spec.metric} ({'validation' if spec.one_split else 'CV'})", "epochs", "duration", "compute", "device", "note"):
         table.add_column(column, overflow="fold")
     for r in rows:
-        score = f"{r['cv_mean']:.4f} ± {r['cv_std']:.4f}" if r["cv_mean"] is not None else ""
+        score = spec.trial_score_text(r["cv_mean"], r["cv_std"]) if r["cv_mean"] is not None else ""
         params = describe_params(r["params"])
         compute = f"{r['device_seconds']:.0f} dev-s, {r['flops']:.2g} FLOPs" if r.get("device_seconds") is not None and r.get("flops") else ""
         table.add_row(str(r["trial"]), r["state"], r["model"], params, score, str(r["epochs"] or ""),
@@ -87,7 +87,7 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str
         console.print(table)
     lines = ["\n".join(line.rstrip() for line in capture.get().rstrip().splitlines())]
     best = best_row(spec, rows)
-    lines.append(f"best so far: trial {best['trial']} ({best['model']}), {spec.metric} {best['cv_mean']:.4f} ± {best['cv_std']:.4f}"
+    lines.append(f"best so far: trial {best['trial']} ({best['model']}), {spec.metric} {spec.trial_score_text(best['cv_mean'], best['cv_std'])}"
                  if best else "best so far: none (no completed trial yet)")
     running = [r for r in rows if r["state"] == "RUNNING"]
     for r in running:

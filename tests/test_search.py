@@ -737,7 +737,8 @@ def test_a_fixed_validation_split_scores_every_trial_on_it_and_compares_them_on_
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n", space=FAST.replace("epochs: 3", "epochs: 1"), rows=40)
     path.write_text(path.read_text().replace("data:\n", "data:\n  validation: val.csv\n", 1))
     assert main(["run", str(path)]) == 0
-    out = capsys.readouterr().out
+    out, progress = capsys.readouterr()
+    assert "on the validation split (best at" in progress and "±" not in progress  # no spread across folds to show
     spec = load_spec(path)
     report = json.loads((spec.out_dir / "selection.json").read_text())
     ci = report["cv_interval"]
@@ -763,3 +764,6 @@ def test_a_fixed_validation_split_scores_every_trial_on_it_and_compares_them_on_
     assert "Paired comparisons (a paired bootstrap over the validation split&#x27;s rows)" in page
     assert f"[{ci['low']:.4f}, {ci['high']:.4f}] (bootstrap over the validation split&#x27;s rows)" in page
     assert f"{other['difference']:+.4f}" in page
+    assert main(["status", str(path)]) == 0
+    shown = capsys.readouterr().out
+    assert "macro_f1 (validation)" in shown and "±" not in shown and f"macro_f1 {report['selected']['mean_score']:.4f}" in shown

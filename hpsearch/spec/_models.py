@@ -374,6 +374,10 @@ class StudySpec(SpecModel):
         ``selection.RowEvidence`` for the bootstrap over its rows instead)."""
         return self.data.validation is not None
 
+    def trial_score_text(self, mean: float, std: float) -> str:
+        """A trial's score as progress and status show it: mean ± std over the folds; on one split, the score alone."""
+        return f"{mean:.4f}" if self.one_split else f"{mean:.4f} ± {std:.4f}"
+
     @property
     def stratify(self) -> bool:
         return TASKS[self.task].has_label_list if self.cv.stratify is None else self.cv.stratify
