@@ -40,6 +40,19 @@ def scores(predictions: np.ndarray, gold: np.ndarray, metric: str, classes: int 
     raise ValueError(f"no bias-corrected estimate for metric {metric!r}; supported: {CLASS_METRICS + VALUE_METRICS}")
 
 
+def task_inputs(task: Any, split: Any, label_map: Any, metric: str, predictions: list[list[Any]],
+                rows: list[int]) -> tuple[list[Any], list[Any] | None] | None:
+    """What the estimates here take for ``predictions`` (one list per configuration, for ``rows`` of ``split``): each
+    row's ratio parts with gold None for the metrics that are ratios of sums over rows (``task.ratio_parts``), else the
+    predictions and the gold labels; None for a metric neither covers."""
+    parts = [task.ratio_parts(p, split, rows, label_map, metric) for p in predictions]
+    if parts[0] is not None:
+        return parts, None
+    if supported(metric):
+        return predictions, [split.columns["label"][i] for i in rows]
+    return None
+
+
 def ratio_scores(parts: np.ndarray) -> np.ndarray:
     """Sum of numerators over sum of denominators of each configuration's per-row (numerator, denominator) parts
     (configurations x rows x 2): entity F1, precision, recall and word accuracy, means of per-question scores

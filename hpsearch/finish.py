@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
-from hpsearch.selection import compared_by, counts_text, is_repeat, score_text, trained_complete
+from hpsearch.selection import SPLIT_SE_ATTR, compared_by, counts_text, is_repeat, score_text, trained_complete
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
 
@@ -33,7 +33,7 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
          "total_parameters": t.user_attrs["total_parameters"], "train_seconds": t.user_attrs.get("train_seconds"),
          "latency_ms": t.user_attrs.get("objective_latency"), "train_samples": t.user_attrs.get("train_samples"),
          "device_seconds": t.user_attrs.get("device_seconds"), "flops": t.user_attrs.get("flops"),
-         "peak_memory_mb": t.user_attrs.get("peak_memory_mb")}
+         "peak_memory_mb": t.user_attrs.get("peak_memory_mb"), SPLIT_SE_ATTR: t.user_attrs.get(SPLIT_SE_ATTR)}
         for t in study.get_trials(deepcopy=False, states=None) if trained_complete(t)
     ]
 
@@ -196,12 +196,10 @@ def _estimation_input(spec: StudySpec, session: Session, considered: set[int], w
     predictions = [[p[i] for i in predicted] for p in kept]
     if with_baseline:  # fitted on the training rows of the one split, as its score is
         predictions.append(data.task.baseline(data, session.folds[0][0], data.splits[split], predicted)[0])
-    parts = [data.task.ratio_parts(p, data.splits[split], predicted, data.label_map, spec.metric) for p in predictions]
-    if parts[0] is not None:
-        return trials, parts, None, predicted
-    if estimate.supported(spec.metric):
-        return trials, predictions, [data.splits[split].columns["label"][i] for i in predicted], predicted
-    return f"not computed for the metric {spec.metric!r}"
+    found = estimate.task_inputs(data.task, data.splits[split], data.label_map, spec.metric, predictions, predicted)
+    if found is None:
+        return f"not computed for the metric {spec.metric!r}"
+    return trials, *found, predicted
 
 
 def split_evidence(spec: StudySpec, session: Session) -> Evidence | None:
@@ -307,25 +305,24 @@ def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
     """(key, sentence) for what the result says beside the winner's CV score: its test score, what a cheaper
     choice gave up, the bias-corrected estimate and the trivial baseline. Worded once, for the summary, the
     report and the model card."""
-    metric, out = spec.metric, []
+    metric, out, scored = spec.metric, [], "validation" if spec.one_split else "CV"
     test = report.get("test_scores")
     if test:
         rows = f"{report['test_rows']:,} " if report.get("test_rows") else ""
         out.append(("test", f"test {metric}: {test[metric]:.4f} (the final model on the {rows}held-out rows, evaluated once)"))
     traded = report.get("gives_up")
     if traded:
-        out.append(("gives-up", f"the {report['rule']} rule chose it over trial {traded['best_trial']} (CV {traded['best_mean']:.4f}): it gives "
+        out.append(("gives-up", f"the {report['rule']} rule chose it over trial {traded['best_trial']} ({scored} {traded['best_mean']:.4f}): it gives "
                                 f"up {traded['score_given_up']:+.4f} {metric} for {traded['cost']} {traded['chosen_cost']:,.4g} instead of "
                                 f"{traded['best_cost']:,.4g}"))
     corrected = report.get("bias_corrected") or {}
     if "estimate" in corrected:
         out.append(("bbc", f"bias-corrected {metric} (BBC-CV over {corrected['configurations']} configurations, {corrected['samples']} "
-                           f"bootstrap samples): {corrected['estimate']:.4f} [{corrected['low']:.4f}, {corrected['high']:.4f}]; the raw CV "
-                           f"score of a winner picked from many trials is optimistic"))
+                           f"bootstrap samples): {corrected['estimate']:.4f} [{corrected['low']:.4f}, {corrected['high']:.4f}]; the raw "
+                           f"{scored} score of a winner picked from many trials is optimistic"))
     baseline = report.get("baseline")
     if baseline:
         on_test = f", test {baseline['test']:.4f}" if "test" in baseline else ""
-        scored = "validation" if spec.one_split else "CV"
         if baseline.get("comparison"):
             verdict = "clearly beaten by the winner" if baseline["clearly_beaten"] else "NOT clearly beaten by the winner"
         else:  # one fixed validation split without its rows' predictions: the two scores, with no interval to say 'clearly'

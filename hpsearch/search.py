@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from hpsearch.cost import peak_memory_mb, reset_peak_memory, training_flops
 from hpsearch.errors import DataError, ModelUnavailable, OutOfMemory, SpecError, StorageUnavailable, TrialError
-from hpsearch.selection import REPEAT_ATTR, better, is_repeat
+from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR, better, is_repeat
 from hpsearch.space import (MODEL_PARAM, configurations, describe_params, enqueue_params, grid, max_epochs, optuna_name, settings_key,
                             shown_params, suggest)
 from hpsearch.spec import FixedParam, StudySpec
@@ -450,7 +450,10 @@ class Objective:
         std = statistics.pstdev(fold_scores) if len(fold_scores) > 1 else 0.0
         if not math.isfinite(mean):
             raise TrialError(f"cross-validation score is {mean}")
-        trial.set_user_attr("oof", self._out_of_fold(reports.predictions, best_epochs))
+        oof = self._out_of_fold(reports.predictions, best_epochs)
+        trial.set_user_attr("oof", oof)
+        if self.spec.one_split:  # no spread across folds: the one-standard-error rule takes the one over the split's rows
+            trial.set_user_attr(SPLIT_SE_ATTR, self._split_standard_error(oof["predictions"]))
         for key, value in (("fold_scores", fold_scores), ("cv_mean", mean), ("cv_std", std), ("best_epochs", best_epochs),
                            (LOSS_ATTR, lowest_loss(reports.loss_curves)),
                            ("wall_seconds", time.perf_counter() - started), ("samples_per_second", samples / seconds if seconds else 0.0)):
@@ -465,6 +468,18 @@ class Objective:
         cost = float(trial.user_attrs["total_parameters"]) if second == "params" else candidate_latency(trial.study, self.tuner, candidate, self.eval_split)
         trial.set_user_attr(f"objective_{second}", cost)  # "params" alone would clash with the parameters
         return mean, cost
+
+    def _split_standard_error(self, predictions: list[Any]) -> float | None:
+        """The standard error of a trial's score on the one validation split: the spread of its scores on bootstrap
+        samples of the split's rows (None for a metric the bootstrap does not cover)."""
+        from hpsearch import estimate
+
+        data, rows = self.tuner.data, [i for i, p in enumerate(predictions) if p is not None]
+        found = estimate.task_inputs(data.task, data.splits[self.eval_split], data.label_map, self.spec.metric, [[predictions[i] for i in rows]], rows)
+        if found is None:
+            return None
+        _, resampled = estimate.paired_bootstrap(*found, self.spec.metric, classes=len(data.label_map), seed=self.spec.seed)
+        return float(resampled[0].std(ddof=1))
 
     def _out_of_fold(self, predictions: list[list[Any]], best_epochs: int) -> dict[str, Any]:
         """Each validation row's prediction at the trial's scored epoch (the input of the bias-corrected estimate)."""

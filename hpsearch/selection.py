@@ -101,7 +101,7 @@ def cv_table(rows: Sequence[dict[str, Any]], direction: str) -> list[dict[str, A
         entry: dict[str, Any] = {
             "trial": row["trial"], "model": row["model"], "mean_score": mean, "std_score": std,
             "best_epochs": row["best_epochs"], "total_parameters": row["total_parameters"],
-            "train_seconds": row.get("train_seconds"), "latency_ms": row.get("latency_ms"),
+            "train_seconds": row.get("train_seconds"), "latency_ms": row.get("latency_ms"), SPLIT_SE_ATTR: row.get(SPLIT_SE_ATTR),
             **{key: row.get(key) for key in ("train_samples", "device_seconds", "flops", "peak_memory_mb")},
         }
         entry.update({f"split{k}_score": s for k, s in enumerate(scores)})
@@ -122,8 +122,9 @@ def select(table: Sequence[dict[str, Any]], rule: str, direction: str, cost: str
     """The winner under ``rule``: 'best' (rank 1) or 'one-standard-error'.
 
     One-standard-error: among trials whose mean is within one standard error of the best mean
-    (standard error = the best trial's fold std / sqrt(k)), take the cheapest by ``cost`` (parameters,
-    latency or train_time), then fewest epochs, then the better mean.
+    (standard error = the best trial's fold std / sqrt(k); on one fixed validation split, its score's over the split's
+    rows, :data:`SPLIT_SE_ATTR`), take the cheapest by ``cost`` (parameters, latency or train_time), then fewest epochs,
+    then the better mean.
     """
     if not table:
         raise ValueError("no completed trial to select from")
@@ -133,7 +134,7 @@ def select(table: Sequence[dict[str, Any]], rule: str, direction: str, cost: str
     if rule != "one-standard-error":
         raise ValueError(f"unknown selection rule {rule!r}")
     k = len(fold_scores(best))
-    standard_error = best["std_score"] * math.sqrt(k / (k - 1)) / math.sqrt(k) if k > 1 else 0.0
+    standard_error = best["std_score"] * math.sqrt(k / (k - 1)) / math.sqrt(k) if k > 1 else best.get(SPLIT_SE_ATTR) or 0.0
     sign = 1 if direction == "maximize" else -1
     eligible = [r for r in table if sign * (best["mean_score"] - r["mean_score"]) <= standard_error + 1e-12]
     column = COSTS[cost]
@@ -294,6 +295,11 @@ epoch counts; benchmarks/repeats.py)."""
 def is_repeat(trial: Any) -> bool:
     """Whether an Optuna trial repeated the settings of an earlier trial, completed or running (see REPEAT_ATTR)."""
     return REPEAT_ATTR in trial.user_attrs
+
+
+SPLIT_SE_ATTR = "validation_standard_error"
+"""Trial user attribute, on one fixed validation split: the standard error of the trial's score over the split's rows
+(a bootstrap over them), which the one-standard-error rule takes where there are no folds to take it from."""
 
 
 CARRIED_ATTR = "carried_from"

@@ -756,6 +756,7 @@ def test_a_fixed_validation_split_scores_every_trial_on_it_and_compares_them_on_
     assert report["per_model"][0]["low"] == ci["low"] and report["per_model"][0]["verdict"] == "winner"
     assert report["bias_corrected"]["rows"] == 24 and report["bias_corrected"]["folds"] == 1
     assert all(t.user_attrs["oof"]["split"] == "validation" and len(t.user_attrs["fold_scores"]) == 1 for t in _trials(path))
+    assert all(0 < t.user_attrs["validation_standard_error"] < 0.3 for t in _trials(path))  # what the one-standard-error rule takes
     card = (spec.export_dir / "README.md").read_text()
     assert "bootstrap over the validation split's rows" in card and "## Top trials (the validation split)" in card
     # The report has no data to bootstrap: it shows the run's intervals and comparisons.

@@ -198,3 +198,17 @@ def test_one_splits_trials_get_intervals_verdicts_and_the_baseline_comparison_fr
     assert selection.clearly_beats([0.8], [0.5], 0.95, "maximize", on_rows) == (True, on_rows) and on_rows["low"] > 0.2
     without = selection.per_model(table, _costs(table), ["a", "b"], winner, selection.FoldEvidence(0.95), "maximize")
     assert without[1]["verdict"].startswith("not compared here (one validation split") and "low" not in without[0]
+
+
+def test_on_one_split_the_one_standard_error_rule_takes_the_standard_error_over_its_rows() -> None:
+    rows = [{"trial": 0, "model": "big", "params": {}, "fold_scores": [0.80], "best_epochs": 3, "total_parameters": 100,
+             selection.SPLIT_SE_ATTR: 0.03},
+            {"trial": 1, "model": "small", "params": {}, "fold_scores": [0.78], "best_epochs": 3, "total_parameters": 10,
+             selection.SPLIT_SE_ATTR: 0.03}]
+    table = selection.cv_table(rows, "maximize")
+    assert selection.select(table, "one-standard-error", "maximize")["trial"] == 1  # 0.02 behind, within 0.03
+    assert selection.select(table, "best", "maximize")["trial"] == 0
+    narrow = selection.cv_table([{**row, selection.SPLIT_SE_ATTR: 0.01} for row in rows], "maximize")
+    assert selection.select(narrow, "one-standard-error", "maximize")["trial"] == 0
+    pick = selection.picker(table, "one-standard-error", "maximize")
+    assert pick([[0.80], [0.78]]) == 1 and pick([[0.80], [0.70]]) == 0  # the bias-corrected estimate's picks follow it
