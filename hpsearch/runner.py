@@ -432,12 +432,15 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
     from hpsearch.search import open_study
     from hpsearch.space import MODEL_PARAM, max_epochs, optuna_name, stored_max_epochs, suggest
     from hpsearch.storage import make_storage
+    from hpsearch.tracking import Tracker
 
     if spec.search.storage:
         old = optuna.load_study(study_name=aside, storage=make_storage(spec, say))
     else:  # set aside with its files
         old = optuna.load_study(study_name=spec.name, storage=JournalStorage(JournalFileBackend(str(files / "optuna.journal"))))  # type: ignore[operator]
     study = open_study(spec, say=say, enqueue=False)  # the carried trials first: numbered as they were, where none is left out
+    tracker = Tracker.from_spec(spec)
+    parent = tracker.study_run(spec, objective_digest(study))
     names = {m.name for m in spec.models}
     old_stride, stride = stored_max_epochs(spec, old.user_attrs.get(OBJECTIVE_KEY, {})) + 1, max_epochs(spec) + 1
 
@@ -470,6 +473,9 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
         attrs = {**trial.user_attrs, CARRIED_ATTR: {"study": aside, "trial": trial.number}}
         if "validation_loss" in attrs:
             attrs["validation_loss"] = {str(step(k)): v for k, v in attrs["validation_loss"].items()}
+        if tracker.enabled:  # a run under the new study's, beside its new trials
+            came_from = f"trial {trial.number} of {aside}" + (f" (run {attrs['mlflow_run_id']})" if attrs.get("mlflow_run_id") else "")
+            attrs["mlflow_run_id"] = tracker.carried_trial(parent, number, trial.state.name, attrs, came_from)
         study.add_trial(optuna.trial.FrozenTrial(  # with its own start and end, which status and the report show
             number=number, trial_id=number, state=trial.state, value=None, values=trial.values, datetime_start=trial.datetime_start,
             datetime_complete=trial.datetime_complete, params=fixed.params, distributions=fixed.distributions,

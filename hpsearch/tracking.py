@@ -123,6 +123,9 @@ class NullTracker:
     def end_study(self, parent: str | None, status: str, files: Sequence[Path] = ()) -> None:
         pass
 
+    def carried_trial(self, parent: str | None, number: int, state: str, attrs: dict[str, Any], came_from: str) -> str | None:
+        return None
+
     def log_model(self, parent: str | None, folder: Path, task: str | None, registered_name: str) -> str | None:
         return None
 
@@ -262,6 +265,15 @@ class Tracker(NullTracker):
             tags.append(RunTag("failure_reason", str(attrs["failure_reason"])[:5000]))
         self.client.log_batch(run, metrics=[Metric(k, float(v), now, 0) for k, v in numbers.items()], tags=tags)  # type: ignore[arg-type]
         self.client.set_terminated(run, status=STATUS.get(state, "FAILED"))  # type: ignore[arg-type]
+
+    def carried_trial(self, parent: str | None, number: int, state: str, attrs: dict[str, Any], came_from: str) -> str:
+        """A run for a trial that ``run --new-study --keep-trials`` took over, under the new study's run beside its new
+        trials: the trial's settings and final figures, tagged with where it came from (its epoch curves stay in the
+        run it had there)."""
+        run = self.start_trial(parent, number, attrs["model"], attrs["params"], attrs.get("device", "?"), attrs.get("precision", "?"))
+        self.client.set_tag(run, "carried_from", came_from)
+        self.end_trial(run, state, attrs)
+        return run
 
     def end_study(self, parent: str | None, status: str, files: Sequence[Path] = ()) -> None:
         for path in files:

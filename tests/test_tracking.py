@@ -216,3 +216,27 @@ def test_tracking_off_writes_nothing(tmp_path: Path, tiny_bert: Path) -> None:
     path = toy_study(tmp_path, tiny_bert, rows=60, extra=SPACE.replace("epochs: 3", "epochs: 1") + "search: {n_trials: 1}\ntracking: {enabled: false}\nexport: {enabled: false}\n")
     assert run_study(path, say=_quiet) == 0
     assert not (load_spec(path).out_dir / "mlflow.db").exists()
+
+
+def test_trials_kept_by_a_new_study_get_runs_under_its_study_run(tmp_path: Path, tiny_bert: Path) -> None:
+    from hpsearch.spec import load_spec
+
+    search = "search: {n_trials: 2, pruner: {name: none}, enqueue: [{learning_rate: 0.005}, {learning_rate: 0.009}]}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=60, extra=SPACE.replace("epochs: 3", "epochs: 1") + search + "export: {enabled: false}\n")
+    assert run_study(path, say=_quiet) == 0
+    path.write_text(path.read_text().replace("high: 1.0e-2", "high: 2.0e-2").replace("n_trials: 2", "n_trials: 3"))
+    assert run_study(path, say=_quiet, new_study=True, keep_trials=True) == 0
+    client, runs = _runs(f"sqlite:///{load_spec(path).out_dir / 'mlflow.db'}", "toy")
+    studies = {r.data.tags["hpsearch.study"]: r for r in runs if r.data.tags.get("hpsearch.role") == "study"}
+    old = next(r for name, r in studies.items() if name.startswith("toy.replaced-"))
+    children = {}
+    for run in runs:
+        children.setdefault(run.data.tags.get("mlflow.parentRunId"), []).append(run)
+    assert len(children[old.info.run_id]) == 2  # the old study keeps its runs, with their epoch curves
+    mine = sorted(children[studies["toy"].info.run_id], key=lambda r: int(r.data.tags["hpsearch.trial"]))
+    assert len(mine) == 3 and all(r.info.status == "FINISHED" for r in mine)  # the 2 carried over, then the new one
+    for number, run in enumerate(mine[:2]):
+        came = next(r for r in children[old.info.run_id] if r.data.tags["hpsearch.trial"] == str(number))
+        assert run.data.tags["carried_from"] == f"trial {number} of {old.data.tags['hpsearch.study']} (run {came.info.run_id})"
+        assert run.data.metrics["cv_mean"] == came.data.metrics["cv_mean"] and run.data.params == came.data.params
+    assert "carried_from" not in mine[2].data.tags
