@@ -91,6 +91,10 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
         data.groups = [str(groups[row]) for row in (rows["train"] or range(len(groups)))]
     for name, dataset in raw.items():
         data.splits[name] = _standardise(task, dataset, name, spec, label_map, rows[name])
+    if "validation" in data.splits and len(data.splits["validation"]) < 2:
+        raise DataError(f"{_where(spec, 'validation')}: {len(data.splits['validation'])} validation row(s): trials scored on a fixed "
+                        f"validation split need at least 2 (the interval and comparisons are a bootstrap over its rows); add rows, "
+                        f"or leave data.validation out to score by k-fold cross-validation")
     if spec.data.holdout is not None:
         _hold_out(spec, task, data)
     data.task = task.with_data(data.train)

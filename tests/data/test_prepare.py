@@ -331,3 +331,13 @@ def test_many_training_rows_repeating_an_input_are_warned_of_with_the_fix(tmp_pa
         assert not {texts[i] for i in train} & {texts[i] for i in held}
     write_csv(tmp_path / "d.csv", rows + rows[:1])  # one copy in 101 rows: under 1 %, not worth a warning
     assert prepare_data(_spec(tmp_path, "  train: d.csv")).warnings == []
+
+
+def test_a_validation_split_of_one_row_is_refused_with_the_fix(tmp_path: Path) -> None:
+    write_csv(tmp_path / "d.csv", classification_rows(30))
+    write_csv(tmp_path / "v.csv", classification_rows(1, seed=3))
+    with pytest.raises(DataError, match=r"v.csv: 1 validation row\(s\): trials scored on a fixed validation split need at least 2.*"
+                                        r"leave data.validation out"):
+        prepare_data(_spec(tmp_path, "  train: d.csv\n  validation: v.csv"))
+    write_csv(tmp_path / "v.csv", classification_rows(2, seed=3))
+    assert len(prepare_data(_spec(tmp_path, "  train: d.csv\n  validation: v.csv")).splits["validation"]) == 2
