@@ -166,8 +166,8 @@ def compare_with_baseline(spec: StudySpec, session: Session, winner: dict[str, A
     if not beaten:
         baseline["warning"] = (
             f"the winner is not clearly better than predicting {baseline['predicts']} ({spec.metric} {baseline['cv_mean']:.4f} on the "
-            f"same {'rows' if spec.one_split else 'folds'}): it may have learned nothing from the text. Likely causes: too few epochs, a learning rate too high "
-            f"or too low for this model, too little training data, or a frozen scope that leaves too little to train; "
+            f"same {'rows' if spec.one_split else 'folds'}): it may have learned nothing from the text. Likely causes: too few epochs, "
+            f"a learning rate too high or too low for this model, too little training data, or a frozen scope that leaves too little to train; "
             f"widen the search (epochs, learning_rate, scope) or add data before trusting this model")
     return baseline
 
@@ -335,9 +335,8 @@ def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
     """The per-model answer as text: CV score and interval, trials, compute, size, and the verdict."""
     if not rows:
         return []
-    scored, same = ("on the validation split", "rows") if spec.one_split else ("CV", "folds")
-    lines = [f"which model (best trial of each, {spec.metric} {scored} with interval; compared with the winner on the same {same}, "
-             f"by {compared_by(spec.one_split)}):"]
+    scored = "on the validation split" if spec.one_split else "CV"
+    lines = [f"which model (best trial of each, {spec.metric} {scored} with interval; compared with the winner by {compared_by(spec.one_split)}):"]
     for r in rows:
         counts = r["trials"]
         spent = f"{counts_text(counts, '/')}, {r['train_samples']:,} samples, {r['device_seconds']:.0f} device-s"

@@ -171,7 +171,8 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
         parts.append(f"<p class='note'>{html.escape(report['stale_note'])}</p>")
     rows = report.get("per_model", [])
     if rows:
-        head = "".join(f"<th>{h}</th>" for h in ("model", "best trial", "validation score" if spec.one_split else "CV mean", "interval", "verdict", "winner minus it", "p",
+        scored = "validation score" if spec.one_split else "CV mean"
+        head = "".join(f"<th>{h}</th>" for h in ("model", "best trial", scored, "interval", "verdict", "winner minus it", "p",
                                                   "trials", "training samples", "device-seconds", "FLOPs (est.)", "trained / total params", "ms / example"))
         body = ""
         for r in rows:
