@@ -157,10 +157,10 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
 def compare_with_baseline(spec: StudySpec, session: Session, winner: dict[str, Any], evidence: Evidence | None) -> dict[str, Any]:
     """The trivial baseline on the study's folds, and whether the winner (its CV-table row) clearly beats it (else a
     warning); on one fixed validation split, compared on its rows where ``evidence`` holds them."""
-    from hpsearch.selection import baseline_row, clearly_beats, fold_scores
+    from hpsearch.selection import scores_row, clearly_beats, fold_scores
 
     baseline = dict(session.baseline)
-    on_rows = evidence.compare(winner, baseline_row(baseline["fold_scores"])) if evidence else None
+    on_rows = evidence.compare(winner, scores_row(baseline["fold_scores"])) if evidence else None
     beaten, comparison = clearly_beats(fold_scores(winner), baseline["fold_scores"], spec.selection.confidence, spec.direction, on_rows)
     baseline.update(clearly_beaten=beaten, comparison=comparison)
     if not beaten:

@@ -173,12 +173,13 @@ def fold_scores(row: dict[str, Any]) -> list[float]:
 
 
 BASELINE = "baseline"
-"""The trivial baseline's key where it is compared as a row (see :func:`baseline_row`)."""
+"""The trivial baseline's key where it is compared as a row (see :func:`scores_row`)."""
 
 
-def baseline_row(scores: Sequence[float]) -> dict[str, Any]:
-    """The trivial baseline's fold scores as a CV-table row, for :class:`FoldEvidence` and :class:`RowEvidence`."""
-    return {"trial": BASELINE, **{f"split{k}_score": s for k, s in enumerate(scores)}}
+def scores_row(scores: Sequence[float], key: int | str = BASELINE) -> dict[str, Any]:
+    """Fold scores as a CV-table row keyed ``key`` (default: the trivial baseline's), for :class:`FoldEvidence` and
+    :class:`RowEvidence`."""
+    return {"trial": key, **{f"split{k}_score": s for k, s in enumerate(scores)}}
 
 
 class FoldEvidence:
@@ -377,7 +378,7 @@ def _against_winner(best: dict[str, Any], winner: dict[str, Any], evidence: Evid
                 else "not comparable (different folds)", "comparison": None}
     if clearly_better(comparison, direction):
         verdict = "worse"
-    elif clearly_better({"low": -comparison["high"], "high": -comparison["low"]}, direction):
+    elif clearly_better(comparison, "minimize" if direction == "maximize" else "maximize"):  # the winner clearly behind
         verdict = "better (not chosen by the selection rule)"
     else:
         verdict = "not distinguishable from the winner"
@@ -394,7 +395,7 @@ def clearly_beats(winner_folds: Sequence[float], baseline_folds: Sequence[float]
     """Whether the winner beats the trivial baseline on the same folds: the paired interval of the
     difference lies entirely on the winner's side. With one fold (a fixed validation split) the
     comparison is the given one (see :class:`RowEvidence`) or else the plain difference."""
-    comparison = comparison or FoldEvidence(confidence).compare(baseline_row(winner_folds), baseline_row(baseline_folds))
+    comparison = comparison or FoldEvidence(confidence).compare(scores_row(winner_folds, "winner"), scores_row(baseline_folds))
     if comparison is None:
         difference = sum(winner_folds) / len(winner_folds) - sum(baseline_folds) / len(baseline_folds)
         return bool(better(difference, 0.0, direction)), None

@@ -194,7 +194,7 @@ def test_one_splits_trials_get_intervals_verdicts_and_the_baseline_comparison_fr
     assert [out[m]["verdict"] for m in "abc"] == ["winner", "not distinguishable from the winner", "worse"]
     assert out["c"]["comparison"]["difference"] == pytest.approx(0.2) and out["a"]["low"] < 0.80 < out["a"]["high"]
     assert [c["other"] for c in selection.compare_top(table, winner, evidence)] == [1, 2]
-    on_rows = evidence.compare(winner, selection.baseline_row([0.5]))
+    on_rows = evidence.compare(winner, selection.scores_row([0.5]))
     assert selection.clearly_beats([0.8], [0.5], 0.95, "maximize", on_rows) == (True, on_rows) and on_rows["low"] > 0.2
     without = selection.per_model(table, _costs(table), ["a", "b"], winner, selection.FoldEvidence(0.95), "maximize")
     assert without[1]["verdict"].startswith("not compared here (one validation split") and "low" not in without[0]
@@ -212,3 +212,18 @@ def test_on_one_split_the_one_standard_error_rule_takes_the_standard_error_over_
     assert selection.select(narrow, "one-standard-error", "maximize")["trial"] == 0
     pick = selection.picker(table, "one-standard-error", "maximize")
     assert pick([[0.80], [0.78]]) == 1 and pick([[0.80], [0.70]]) == 0  # the bias-corrected estimate's picks follow it
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_a_model_clearly_ahead_of_the_chosen_winner_is_called_better(direction: str) -> None:
+    import numpy as np
+
+    ahead, chosen = (0.80, 0.70) if direction == "maximize" else (0.20, 0.30)
+    rows = [{"trial": 0, "model": "big", "params": {}, "fold_scores": [ahead], "best_epochs": 1, "total_parameters": 100},
+            {"trial": 1, "model": "small", "params": {}, "fold_scores": [chosen], "best_epochs": 1, "total_parameters": 10}]
+    table = selection.cv_table(rows, direction)
+    winner = next(r for r in table if r["trial"] == 1)  # as a cheaper pick would be
+    noise = np.random.default_rng(1).normal(0, 0.01, 300)
+    evidence = selection.RowEvidence([0, 1], [ahead, chosen], np.vstack([ahead + noise, chosen + noise]), 0.95)
+    out = {r["model"]: r["verdict"] for r in selection.per_model(table, _costs(table), ["big", "small"], winner, evidence, direction)}
+    assert out == {"big": "better (not chosen by the selection rule)", "small": "winner"}
