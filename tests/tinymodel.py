@@ -1,7 +1,8 @@
-"""Tiny random models with tokenizers trained on the toy corpus: a BERT (WordPiece), a RoBERTa (byte-level BPE), and
+"""Tiny random models with tokenizers made from the toy corpus: a BERT (WordPiece), a RoBERTa (byte-level BPE), and
 every family a study can compare."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from hpsearch.architectures import architecture
@@ -10,14 +11,19 @@ from hpsearch.architectures import architecture
 def build_tiny_bert(folder: Path, sentences: list[str], layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
     """Save a random BERT (``layers`` x ``hidden``) and its tokenizer to ``folder``; return it."""
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(sentences, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special))
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    # The vocabulary is chosen here, not trained: the WordPiece trainer breaks ties between equally frequent pieces
+    # differently in each process, and a different vocabulary is a different model for every test that trains one.
+    words = Counter(word for sentence in sentences for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(sentence)))
+    letters = sorted({letter for word in words for letter in word})
+    common = [word for word, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])) if len(word) > 1]
+    pieces = list(dict.fromkeys(special + letters + [f"##{letter}" for letter in letters] + common))[:200]
+    tok = Tokenizer(models.WordPiece({piece: i for i, piece in enumerate(pieces)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
