@@ -116,9 +116,10 @@ def _scorer(matrix: np.ndarray, truth: np.ndarray | None, metric: str, classes: 
 def paired_bootstrap(predictions: Sequence[Sequence[Any]], gold: Sequence[Any] | None, metric: str, *, classes: int = 0,
                      samples: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Each configuration's score on all the rows (configurations) and on ``samples`` bootstrap samples of them
-    (configurations x samples). Every configuration is scored on the same samples, so the difference of two
-    configurations' scores on a sample is paired: the intervals and comparisons of trials scored on one fixed
-    validation split, where there are no folds to compare. ``predictions`` and ``gold`` as in :func:`bbc_cv`."""
+    (configurations x samples). The samples depend only on ``seed`` and the number of rows, so every configuration is
+    scored on the same ones, in one call or in several, and the difference of two configurations' scores on a sample
+    is paired: the intervals and comparisons of trials scored on one fixed validation split, where there are no folds
+    to compare. ``predictions`` and ``gold`` as in :func:`bbc_cv`."""
     matrix, truth, rows = _checked(predictions, gold)
     score = _scorer(matrix, truth, metric, classes)
     rng = np.random.default_rng(seed)

@@ -214,8 +214,17 @@ def split_evidence(spec: StudySpec, session: Session) -> Evidence | None:
     if isinstance(found, str):
         return None
     trials, matrix, gold, _ = found
-    observed, resampled = estimate.paired_bootstrap(matrix, gold, spec.metric, classes=len(session.data.label_map), seed=spec.seed)
-    return RowEvidence([t.number for t in trials] + [BASELINE], observed, resampled, spec.selection.confidence)
+    index = {**{t.number: i for i, t in enumerate(trials)}, BASELINE: len(trials)}
+    known: dict[int | str, tuple[float, Any]] = {}
+
+    def scores(key: int | str) -> tuple[float, Any] | None:  # only the trials compared, each once: same seed, same samples
+        if key in index and key not in known:
+            observed, resampled = estimate.paired_bootstrap(matrix[index[key]:index[key] + 1], gold, spec.metric,
+                                                            classes=len(session.data.label_map), seed=spec.seed)
+            known[key] = (float(observed[0]), resampled[0])
+        return known.get(key)
+
+    return RowEvidence(scores, spec.selection.confidence)
 
 
 def bias_corrected(spec: StudySpec, session: Session, table: list[dict[str, Any]]) -> dict[str, Any]:

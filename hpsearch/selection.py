@@ -201,34 +201,33 @@ class FoldEvidence:
 class RowEvidence:
     """Intervals and paired comparisons of trials scored on one fixed validation split: a bootstrap over its rows.
 
-    ``observed[i]`` is the score of ``keys[i]`` (a trial number or :data:`BASELINE`) on all the rows, ``resampled[i]``
-    its scores on bootstrap samples of them, the same samples for every key (``estimate.paired_bootstrap``): a
-    difference's interval is the percentile interval of the per-sample differences, its p-value twice the share of
-    samples on the smaller side of zero.
+    ``scores(key)`` gives the score of ``key`` (a trial number or :data:`BASELINE`) on all the rows and its scores on
+    bootstrap samples of them, the same samples for every key (``estimate.paired_bootstrap``), or None for a key
+    without predictions: a difference's interval is the percentile interval of the per-sample differences, its
+    p-value twice the share of samples on the smaller side of zero.
     """
 
-    def __init__(self, keys: Sequence[int | str], observed: Any, resampled: Any, confidence: float) -> None:
-        self.index = {key: i for i, key in enumerate(keys)}
-        self.observed, self.resampled, self.confidence = observed, resampled, confidence
+    def __init__(self, scores: Callable[[int | str], tuple[float, Any] | None], confidence: float) -> None:
+        self.scores, self.confidence = scores, confidence
 
     def interval(self, row: dict[str, Any]) -> Interval | None:
         from hpsearch.estimate import percentile_interval
 
-        i = self.index.get(row["trial"])
-        if i is None:
+        found = self.scores(row["trial"])
+        if found is None:
             return None
-        return Interval(float(self.observed[i]), *percentile_interval(self.resampled[i], self.confidence), self.confidence)
+        return Interval(float(found[0]), *percentile_interval(found[1], self.confidence), self.confidence)
 
     def compare(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, float] | None:
         from hpsearch.estimate import percentile_interval
 
-        i, j = self.index.get(a["trial"]), self.index.get(b["trial"])
-        if i is None or j is None:
+        first, second = self.scores(a["trial"]), self.scores(b["trial"])
+        if first is None or second is None:
             return None
-        differences = self.resampled[i] - self.resampled[j]
+        differences = first[1] - second[1]
         low, high = percentile_interval(differences, self.confidence)
         p_value = min(1.0, 2 * float(min((differences <= 0).mean(), (differences >= 0).mean())))
-        return {"difference": float(self.observed[i] - self.observed[j]), "low": low, "high": high, "p_value": p_value}
+        return {"difference": float(first[0] - second[0]), "low": low, "high": high, "p_value": p_value}
 
 
 Evidence = FoldEvidence | RowEvidence

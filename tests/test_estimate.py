@@ -143,7 +143,9 @@ def test_a_paired_bootstrap_over_one_splits_rows_tells_close_configurations_apar
     observed, resampled = estimate.paired_bootstrap([good, near, guess, good], gold, "accuracy", classes=2, samples=500, seed=1)
     assert observed == pytest.approx(estimate.scores(np.vstack([good, near, guess, good]), gold, "accuracy", classes=2))
     assert resampled.shape == (4, 500)
-    evidence = RowEvidence([0, 1, 2, 3], observed, resampled, 0.95)
+    alone = estimate.paired_bootstrap([near], gold, "accuracy", classes=2, samples=500, seed=1)[1]
+    assert (alone[0] == resampled[1]).all()  # the samples depend on the seed and the rows only: scored alone, still paired
+    evidence = RowEvidence(lambda key: (observed[key], resampled[key]) if key in range(4) else None, 0.95)
     interval = evidence.interval({"trial": 0})
     assert interval.mean == observed[0] and interval.low < interval.mean < interval.high and 0.05 < interval.high - interval.low < 0.12
     close = evidence.compare({"trial": 0}, {"trial": 1})

@@ -188,7 +188,8 @@ def test_one_splits_trials_get_intervals_verdicts_and_the_baseline_comparison_fr
     resampled = np.vstack([0.80 + rng.normal(0, 0.02, 400), 0.78 + rng.normal(0, 0.02, 400), 0.60 + rng.normal(0, 0.02, 400),
                            np.full(400, 0.5)])
     resampled[1] = resampled[0] - 0.02 + rng.normal(0, 0.03, 400)  # close to a, noisily: not told apart
-    evidence = selection.RowEvidence([0, 1, 2, selection.BASELINE], [0.80, 0.78, 0.60, 0.5], resampled, 0.95)
+    keys = {0: 0, 1: 1, 2: 2, selection.BASELINE: 3}
+    evidence = selection.RowEvidence(lambda key: ([0.80, 0.78, 0.60, 0.5][keys[key]], resampled[keys[key]]) if key in keys else None, 0.95)
     assert selection.FoldEvidence(0.95).interval(winner) is None and selection.FoldEvidence(0.95).compare(winner, table[1]) is None
     out = {r["model"]: r for r in selection.per_model(table, _costs(table), ["a", "b", "c"], winner, evidence, "maximize")}
     assert [out[m]["verdict"] for m in "abc"] == ["winner", "not distinguishable from the winner", "worse"]
@@ -224,6 +225,6 @@ def test_a_model_clearly_ahead_of_the_chosen_winner_is_called_better(direction: 
     table = selection.cv_table(rows, direction)
     winner = next(r for r in table if r["trial"] == 1)  # as a cheaper pick would be
     noise = np.random.default_rng(1).normal(0, 0.01, 300)
-    evidence = selection.RowEvidence([0, 1], [ahead, chosen], np.vstack([ahead + noise, chosen + noise]), 0.95)
+    evidence = selection.RowEvidence(lambda key: [(ahead, ahead + noise), (chosen, chosen + noise)][key], 0.95)
     out = {r["model"]: r["verdict"] for r in selection.per_model(table, _costs(table), ["big", "small"], winner, evidence, direction)}
     assert out == {"big": "better (not chosen by the selection rule)", "small": "winner"}
