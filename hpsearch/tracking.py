@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from hpsearch.selection import SPLIT_SE_ATTR
 from hpsearch.spec import StudySpec
 
 ROLE, STUDY, TRIAL = "hpsearch.role", "hpsearch.study", "hpsearch.trial"
@@ -258,7 +259,7 @@ class Tracker(NullTracker):
         now = int(time.time() * 1000)
         numbers = {k: attrs[k] for k in ("cv_mean", "cv_std", "best_epochs", "train_seconds", "samples_per_second",
                                          "total_parameters", "trainable_parameters", "objective_latency", "objective_params", "train_samples",
-                                         "device_seconds", "flops", "peak_memory_mb") if isinstance(attrs.get(k), (int, float))}
+                                         "device_seconds", "flops", "peak_memory_mb", SPLIT_SE_ATTR) if isinstance(attrs.get(k), (int, float))}
         numbers.update({f"fold{k + 1}_score": s for k, s in enumerate(attrs.get("fold_scores") or [])})
         tags = [RunTag("state", state)]
         if attrs.get("failure_reason"):

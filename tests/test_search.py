@@ -735,7 +735,7 @@ def test_a_fixed_validation_split_scores_every_trial_on_it_and_compares_them_on_
 
     write_csv(tmp_path / "val.csv", classification_rows(24, seed=5))
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n", space=FAST.replace("epochs: 3", "epochs: 1"), rows=40)
-    path.write_text(path.read_text().replace("data:\n", "data:\n  validation: val.csv\n", 1))
+    path.write_text(path.read_text().replace("data:\n", "data:\n  validation: val.csv\n", 1).replace("tracking: {enabled: false}\n", ""))
     assert main(["run", str(path)]) == 0
     out, progress = capsys.readouterr()
     assert "on the validation split (best at" in progress and "±" not in progress  # no spread across folds to show
@@ -768,3 +768,10 @@ def test_a_fixed_validation_split_scores_every_trial_on_it_and_compares_them_on_
     assert main(["status", str(path)]) == 0
     shown = capsys.readouterr().out
     assert "macro_f1 (validation)" in shown and "±" not in shown and f"macro_f1 {report['selected']['mean_score']:.4f}" in shown
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{spec.out_dir / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (study_run,) = [r for r in runs if r.data.tags.get("hpsearch.role") == "study"]
+    assert (study_run.data.metrics["cv_macro_f1_low"], study_run.data.metrics["cv_macro_f1_high"]) == (ci["low"], ci["high"])
+    assert all(r.data.metrics["validation_standard_error"] > 0 for r in runs if r.data.tags.get("hpsearch.role") == "trial")
