@@ -204,7 +204,8 @@ class RowEvidence:
     ``scores(key)`` gives the score of ``key`` (a trial number or :data:`BASELINE`) on all the rows and its scores on
     bootstrap samples of them, the same samples for every key (``estimate.paired_bootstrap``), or None for a key
     without predictions: a difference's interval is the percentile interval of the per-sample differences, its
-    p-value twice the share of samples on the smaller side of zero.
+    p-value twice the share of samples on the smaller side of zero, counted as (k + 1) / (n + 1) so that no finite
+    number of samples claims p = 0.
     """
 
     def __init__(self, scores: Callable[[int | str], tuple[float, Any] | None], confidence: float) -> None:
@@ -226,7 +227,8 @@ class RowEvidence:
             return None
         differences = first[1] - second[1]
         low, high = percentile_interval(differences, self.confidence)
-        p_value = min(1.0, 2 * float(min((differences <= 0).mean(), (differences >= 0).mean())))
+        tail = min(int((differences <= 0).sum()), int((differences >= 0).sum()))
+        p_value = min(1.0, 2 * (tail + 1) / (len(differences) + 1))
         return {"difference": float(first[0] - second[0]), "low": low, "high": high, "p_value": p_value}
 
 
