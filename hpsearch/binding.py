@@ -88,7 +88,7 @@ def free_settings(spec: StudySpec) -> dict[str, Any]:
     search = spec.search.model_dump(mode="json", include={"n_trials", "timeout", "sampler", "pruner", "enqueue"})
     fields = {f"search.{k}": v for k, v in search.items()}
     fields.update({"execution": spec.execution.model_dump(mode="json"), "selection": spec.selection.model_dump(mode="json"),
-                   "export.policy": spec.export.policy})
+                   "export.policy": spec.final_policy})
     return json.loads(json.dumps(fields))
 
 

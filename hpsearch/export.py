@@ -39,18 +39,23 @@ def check_target(folder: Path, force: bool) -> None:
         raise HpsearchError(f"export target {folder} is not empty and was not written by hpsearch; choose another --out or pass --force")
 
 
-def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callable[..., None]) -> Any:
-    """Refit on all training rows for the chosen epoch count (policy refit), or the best fold's model."""
+def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callable[..., None]) -> tuple[Any, str]:
+    """Refit on all training rows for the chosen epoch count (policy refit), or the best fold's model; and the policy
+    that made it."""
     from hpsearch.finetune import load_fitted
 
     candidate = spec.candidate(chosen["model"])
     folder = spec.out_dir / "checkpoints" / f"trial-{chosen['trial']}"
-    if spec.export.policy == "best-fold":
-        if not (folder / "config.json").is_file():
+    kept = (folder / "config.json").is_file()
+    if spec.final_policy == "best-fold" and (kept or spec.export.policy is not None):
+        if not kept:
             raise HpsearchError(f"the best-fold checkpoint of trial {chosen['trial']} is missing from {folder.parent}; "
                                 "use export.policy: refit, or run the study again")
         say(f"final model: best fold of trial {chosen['trial']} ({folder})", event="final_model", policy="best-fold", trial=chosen["trial"])
-        return load_fitted(tuner, candidate, folder)
+        return load_fitted(tuner, candidate, folder), "best-fold"
+    if spec.final_policy == "best-fold":  # by default, for a trial that ran before checkpoints were kept for it
+        say(f"final model: trial {chosen['trial']} kept no checkpoint (it ran under export.policy refit): refitting it instead",
+            event="warning")
     started = time.perf_counter()
     say(f"final model: refit of trial {chosen['trial']} on all {len(tuner.data.train)} training rows for {chosen['best_epochs']} epoch(s)",
         event="final_model", policy="refit", trial=chosen["trial"])
@@ -68,7 +73,7 @@ def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callab
                        on_epoch=on_epoch, on_step=on_step)
     seconds = time.perf_counter() - started
     say(f"refit took {seconds:.0f}s", event="refit_end", seconds=seconds)
-    return fitted
+    return fitted, "refit"
 
 
 def write_export(spec: StudySpec, fitted: Any, report: dict[str, Any], table: list[dict[str, Any]], target: Path, force: bool,
@@ -127,7 +132,7 @@ def metadata(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
         "model": chosen["model"],
         "params": chosen["params"],
         "best_epochs": chosen["best_epochs"],
-        "policy": spec.export.policy,
+        "policy": report.get("final_policy", spec.final_policy),
         "cv": {"mean": chosen["mean_score"], "std": chosen["std_score"],
                **{k: v for k, v in report["cv_interval"].items() if k in ("low", "high", "confidence")}},
         "test_scores": report.get("test_scores"),
@@ -156,7 +161,7 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "",
         "## Selected configuration",
         "",
-        f"- model: `{chosen['model']}` (trial {chosen['trial']}), {chosen['best_epochs']} epoch(s), final model by `{spec.export.policy}`",
+        f"- model: `{chosen['model']}` (trial {chosen['trial']}), {chosen['best_epochs']} epoch(s), final model by `{report.get('final_policy', spec.final_policy)}`",
         *[f"- {k}: `{v}`" for k, v in applicable({**chosen["params"], "epochs": chosen["best_epochs"]}).items()],
         "",
         "## Scores",

@@ -126,7 +126,7 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     csv_path, _ = write_table(table, spec.out_dir)
     chosen_trial = next(t for t in study.get_trials(deepcopy=False) if t.number == report["selected"]["trial"])
     report.update(labels=list(tuner.data.label_map.labels), task_settings=tuner.data.task.export_settings(), train_rows=len(tuner.data.train),
-                  test_rows=len(tuner.data.splits["test"]) if "test" in tuner.data.splits else None, final_policy=spec.export.policy)
+                  test_rows=len(tuner.data.splits["test"]) if "test" in tuner.data.splits else None, final_policy=spec.final_policy)
     report["baseline"] = compare_with_baseline(spec, session, next(r for r in table if r["trial"] == report["selected"]["trial"]), evidence)
     report["warnings"] = [report["baseline"]["warning"]] if report["baseline"].get("warning") else []
     report["bias_corrected"] = bias_corrected(spec, session, table)
@@ -135,7 +135,7 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
         report["mlflow"] = {"experiment": experiment_name(spec), "study_run": parent, "trial_run": chosen_trial.user_attrs.get("mlflow_run_id")}
     report["test_scores"] = None
     if export or "test" in tuner.data.splits:  # else nothing would use the final model
-        final = final_model(spec, tuner, report["selected"], say)
+        final, report["final_policy"] = final_model(spec, tuner, report["selected"], say)
         try:
             # In fp32, as pipeline() serves the export: the score users will see, whatever the training precision.
             report["test_scores"] = tuner.score(final, "test", served=True) if "test" in tuner.data.splits else None

@@ -536,7 +536,7 @@ class Objective:
             trial.report(curve[-1], step=step)
             return bool(trial.should_prune())
 
-        keep = self.checkpoints is not None and self.spec.export.policy == "best-fold"
+        keep = self.checkpoints is not None and self.spec.final_policy == "best-fold"
         show = getattr(self.on_event, "step", None)
         label = f"trial {trial.number} fold {fold + 1}/{len(self.folds)}"
         on_step = (lambda epoch, done, total: show(done, total, f"{label} epoch {epoch}")) if show else None

@@ -70,7 +70,7 @@ def describe_spec(spec: StudySpec) -> str:
     lines.append(f"tracking: {tracking}" + (f", experiment {t.experiment or spec.name!r}" if t.enabled else ""))
     lines.append(
         f"selection: rule {spec.selection.rule}; export: {'to ' + str(spec.export_dir) if spec.export.enabled else 'off'}"
-        f" (policy {spec.export.policy})"
+        f" (policy {spec.final_policy})"
     )
     return "\n".join(lines)
 

@@ -754,6 +754,8 @@ def test_a_fixed_validation_split_scores_every_trial_on_it_and_compares_them_on_
     assert other["difference"] == pytest.approx(report["selected"]["mean_score"] - next(
         t.user_attrs["cv_mean"] for t in _trials(path) if t.number == other["other"]))
     assert report["per_model"][0]["low"] == ci["low"] and report["per_model"][0]["verdict"] == "winner"
+    # Its one fold trained on every training row: the validated model is the final one, not a refit that may differ.
+    assert report["final_policy"] == "best-fold" and (spec.out_dir / "checkpoints" / f"trial-{report['selected']['trial']}").is_dir()
     assert report["bias_corrected"]["rows"] == 24 and report["bias_corrected"]["folds"] == 1
     assert all(t.user_attrs["oof"]["split"] == "validation" and len(t.user_attrs["fold_scores"]) == 1 for t in _trials(path))
     assert all(0 < t.user_attrs["validation_standard_error"] < 0.3 for t in _trials(path))  # what the one-standard-error rule takes
@@ -775,3 +777,25 @@ def test_a_fixed_validation_split_scores_every_trial_on_it_and_compares_them_on_
     (study_run,) = [r for r in runs if r.data.tags.get("hpsearch.role") == "study"]
     assert (study_run.data.metrics["cv_macro_f1_low"], study_run.data.metrics["cv_macro_f1_high"]) == (ci["low"], ci["high"])
     assert all(r.data.metrics["validation_standard_error"] > 0 for r in runs if r.data.tags.get("hpsearch.role") == "trial")
+
+
+def test_on_a_validation_split_an_explicit_refit_refits_and_trials_without_a_checkpoint_are_refit(tmp_path: Path, tiny_bert: Path,
+                                                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from toydata import classification_rows, write_csv
+
+    write_csv(tmp_path / "val.csv", classification_rows(20, seed=5))
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 1, pruner: {name: none}}\nexport: {policy: refit}\n",
+                  space=FAST.replace("epochs: 3", "epochs: 1"), rows=40)
+    path.write_text(path.read_text().replace("data:\n", "data:\n  validation: val.csv\n", 1))
+    assert main(["run", str(path)]) == 0
+    spec = load_spec(path)
+    assert json.loads((spec.out_dir / "selection.json").read_text())["final_policy"] == "refit"
+    assert not (spec.out_dir / "checkpoints").exists() or not any((spec.out_dir / "checkpoints").iterdir())
+    # The policy left to its default (best-fold here): the trial ran without a checkpoint, so the export refits it, and says so.
+    path.write_text(path.read_text().replace("export: {policy: refit}\n", ""))
+    capsys.readouterr()
+    assert main(["export", str(path), "--force"]) == 0
+    said = capsys.readouterr().err
+    assert "trial 0 kept no checkpoint (it ran under export.policy refit): refitting it instead" in said
+    assert json.loads((spec.export_dir / "hpsearch.json").read_text())["policy"] == "refit"
+    assert "final model by `refit`" in (spec.export_dir / "README.md").read_text()

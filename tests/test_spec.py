@@ -42,7 +42,7 @@ def test_defaults_are_filled_and_documented(tmp_path: Path) -> None:
     assert spec.search.pruner.name == "median"
     assert spec.execution.devices == "auto" and spec.execution.workers_per_device == 1
     assert spec.tracking.enabled and spec.tracking.uri is None
-    assert spec.export.policy == "refit"
+    assert spec.export.policy is None and spec.final_policy == "refit"  # best-fold where data.validation is given
     assert isinstance(spec.space.learning_rate, FloatParam) and spec.space.learning_rate.log
     assert isinstance(spec.space.epochs, IntParam)
     assert isinstance(spec.space.batch_size, CategoricalParam)

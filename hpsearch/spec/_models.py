@@ -274,8 +274,9 @@ class ExportSpec(SpecModel):
 
     enabled: bool = Field(True, description="Export the winner at the end of 'run'.")
     dir: OutputPath | None = Field(None, description="Export folder; null: 'model' inside the output folder.")
-    policy: Literal["refit", "best-fold"] = Field(
-        "refit", description="'refit' retrains on all training data; 'best-fold' keeps the best fold's model."
+    policy: Literal["refit", "best-fold"] | None = Field(
+        None, description="'refit' retrains on all training data; 'best-fold' keeps the best fold's model; null: best-fold with "
+                          "data.validation (its one fold trained on every training row: the model that was validated), else refit."
     )
     keep_top_k: int = Field(3, ge=1, description="Trials whose checkpoints are kept on disk during the search.")
 
@@ -373,6 +374,11 @@ class StudySpec(SpecModel):
         """Trials are scored on one fixed validation split (data.validation), not k folds: no interval across folds (see
         ``selection.RowEvidence`` for the bootstrap over its rows instead)."""
         return self.data.validation is not None
+
+    @property
+    def final_policy(self) -> str:
+        """How the final model is made (``export.policy``, else best-fold on one validation split, refit with k folds)."""
+        return self.export.policy or ("best-fold" if self.one_split else "refit")
 
     def trial_score_text(self, mean: float, std: float) -> str:
         """A trial's score as progress and status show it: mean ± std over the folds; on one split, the score alone."""
