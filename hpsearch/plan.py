@@ -84,7 +84,7 @@ def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, 
 
     ``train_rows``/``eval_rows``: examples one fold trains and validates on; ``test_rows``: the test split
     the final model is scored on. Trials are assumed spread evenly over the calibrated pairs (the sampler
-    decides in truth). The totals include the one-off costs and the final model's refit and test pass.
+    decides in truth). The totals include the one-off costs and the final model's refit (policy refit) and test pass.
     """
     rows = []
     for c in calibrations:
@@ -93,8 +93,10 @@ def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, 
         fold = c.setup_seconds + epochs * epoch
         rows.append({**asdict(c), "epochs": epochs, "epoch_seconds": epoch, "fold_seconds": fold, "trial_seconds": folds * fold})
     per_trial = statistics.fmean(r["trial_seconds"] for r in rows)
-    # The final model: a refit on every training row (one fold's training and validation rows) and one test pass.
-    final = statistics.fmean(r["setup_seconds"] + r["epochs"] * (train_rows + eval_rows) * r["train_seconds_per_example"]
+    # The final model: a refit on every training row (with k folds, one fold's training and validation rows; on one
+    # validation split, its training rows) and one test pass; with best-fold, the kept model's test pass alone.
+    refit_rows = (train_rows + (eval_rows if folds > 1 else 0)) if spec.final_policy == "refit" else 0
+    final = statistics.fmean((r["setup_seconds"] + r["epochs"] * refit_rows * r["train_seconds_per_example"] if refit_rows else 0.0)
                              + test_rows * r["eval_seconds_per_example"] for r in rows)
     once = sum(c.once_seconds for c in calibrations)
     startup, work, assumption = pruning(spec, folds, statistics.fmean(r["epochs"] for r in rows))
