@@ -161,7 +161,8 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "",
         "## Selected configuration",
         "",
-        f"- model: `{chosen['model']}` (trial {chosen['trial']}), {chosen['best_epochs']} epoch(s), final model by `{report.get('final_policy', spec.final_policy)}`",
+        f"- model: `{chosen['model']}` (trial {chosen['trial']}), {chosen['best_epochs']} epoch(s), "
+        f"final model by `{report.get('final_policy', spec.final_policy)}`",
         *[f"- {k}: `{v}`" for k, v in applicable({**chosen["params"], "epochs": chosen["best_epochs"]}).items()],
         "",
         "## Scores",
