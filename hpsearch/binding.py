@@ -92,6 +92,15 @@ def free_settings(spec: StudySpec) -> dict[str, Any]:
     return json.loads(json.dumps(fields))
 
 
+CARRYABLE = ("models.", "space")
+"""Objective fields whose change ``run --new-study --keep-trials`` carries trials across: the candidates and the space."""
+
+
+def carryable(key: str) -> bool:
+    """Whether a change of objective field ``key`` leaves the old trials' scores comparable (see :data:`CARRYABLE`)."""
+    return key.startswith(CARRYABLE)
+
+
 def changed(stored: dict[str, Any], spec: StudySpec) -> list[tuple[str, Any, Any]]:
     """(field, stored value, value now) for every objective setting that differs, innermost first, in a stable order.
 
@@ -171,7 +180,7 @@ def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) ->
             f"and the sampler learns from all of them; undo the change, give the study a new 'name', or run with "
             f"--new-study to start it afresh (the old study is kept aside)"
             + ("; --new-study --keep-trials starts it with the old trials that the new candidates and space still hold"
-               if all(key.startswith(("models.", "space")) for key, _, _ in differences) else ""),
+               if all(carryable(key) for key, _, _ in differences) else ""),
         ])
     for key, old, new in _diff(attrs.get(SETTINGS_KEY, {}), settings, settings, ""):
         say(f"{key} changed since the last run: {_show(old)} -> {_show(new)}", event="setting_changed", field=key)

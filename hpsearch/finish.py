@@ -314,7 +314,7 @@ def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
     """(key, sentence) for what the result says beside the winner's CV score: its test score, what a cheaper
     choice gave up, the bias-corrected estimate and the trivial baseline. Worded once, for the summary, the
     report and the model card."""
-    metric, out, scored = spec.metric, [], "validation" if spec.one_split else "CV"
+    metric, out, scored = spec.metric, [], spec.scored_on
     test = report.get("test_scores")
     if test:
         rows = f"{report['test_rows']:,} " if report.get("test_rows") else ""

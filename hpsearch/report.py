@@ -61,11 +61,9 @@ def _final_figures(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
     saved = json.loads(path.read_text(encoding="utf-8"))
     if saved.get("considered_trials") != report.get("considered_trials") or saved.get("selected", {}).get("trial") != report["selected"]["trial"]:
         return {"stale_note": "the study has changed since the last run selected its winner: run it (or 'hpsearch export') for the test score and baseline"}
-    figures = {k: saved[k] for k in ("test_scores", "test_rows", "baseline", "warnings", "bias_corrected") if k in saved}
     # On one fixed validation split the intervals and comparisons are a bootstrap over its rows, which needs them too.
-    copied = ("low", "high", "comparison", "verdict") if spec.one_split else ()
-    if spec.one_split:
-        figures.update({k: saved[k] for k in ("cv_interval", "paired_comparisons") if k in saved})
+    split_figures, copied = (("cv_interval", "paired_comparisons"), ("low", "high", "comparison", "verdict")) if spec.one_split else ((), ())
+    figures = {k: saved[k] for k in ("test_scores", "test_rows", "baseline", "warnings", "bias_corrected", *split_figures) if k in saved}
     shown = {row["model"]: row for row in saved.get("per_model", [])}
     for row in report.get("per_model", []):
         mine = shown.get(row["model"], {})

@@ -402,7 +402,7 @@ def check_carryable(spec: StudySpec) -> None:
     """Raises SpecError, before anything is set aside, when ``--keep-trials`` cannot carry the existing study's trials into a
     new one for ``spec``: a setting other than the candidates and the space changed, so their scores (other data, folds
     or metric) do not compare with the new study's."""
-    from hpsearch.binding import OBJECTIVE_KEY, changed
+    from hpsearch.binding import OBJECTIVE_KEY, carryable, changed
     from hpsearch.errors import SpecError
     from hpsearch.search import load_existing_study
 
@@ -410,7 +410,7 @@ def check_carryable(spec: StudySpec) -> None:
         stored = load_existing_study(spec).user_attrs.get(OBJECTIVE_KEY, {})
     except HpsearchError:  # no study yet: nothing to carry
         return
-    others = [key for key, _, _ in changed(stored, spec) if not key.startswith(("models.", "space"))]
+    others = [key for key, _, _ in changed(stored, spec) if not carryable(key)]
     if others:
         raise SpecError([f"--keep-trials: {', '.join(others)} changed since the trials were scored; their scores do not compare with "
                          "the new study's (only candidates and the search space may change), so run with --new-study alone"])
@@ -448,7 +448,7 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
         fold, position = divmod(int(reported), old_stride)
         return fold * stride + (stride - 1 if position == old_stride - 1 else position)
 
-    kept, left = 0, []
+    first, kept, left = len(study.get_trials(deepcopy=False)), 0, []
     for trial in old.get_trials(deepcopy=False):
         if trial.state.name not in ("COMPLETE", "PRUNED") or is_repeat(trial) or "params" not in trial.user_attrs:
             continue
@@ -469,7 +469,7 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
         if candidate != model or params != ran:
             left.append(trial.number)
             continue
-        number = len(study.get_trials(deepcopy=False))
+        number = first + kept
         attrs = {**trial.user_attrs, CARRIED_ATTR: {"study": aside, "trial": trial.number}}
         if "validation_loss" in attrs:
             attrs["validation_loss"] = {str(step(k)): v for k, v in attrs["validation_loss"].items()}

@@ -74,8 +74,7 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str
     from rich.table import Table
 
     table = Table(title=f"study {spec.name}: {spec.search.done_text(counted)} finished", title_justify="left")
-    scored = f"{spec.metric} ({'validation' if spec.one_split else 'CV'})"
-    for column in ("trial", "state", "model", "params", scored, "epochs", "duration", "compute", "device", "note"):
+    for column in ("trial", "state", "model", "params", f"{spec.metric} ({spec.scored_on})", "epochs", "duration", "compute", "device", "note"):
         table.add_column(column, overflow="fold")
     for r in rows:
         score = spec.trial_score_text(r["cv_mean"], r["cv_std"]) if r["cv_mean"] is not None else ""

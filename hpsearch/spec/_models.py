@@ -376,6 +376,11 @@ class StudySpec(SpecModel):
         return self.data.validation is not None
 
     @property
+    def scored_on(self) -> str:
+        """What a trial's score is, in one word: 'validation' (one fixed split) or 'CV'."""
+        return "validation" if self.one_split else "CV"
+
+    @property
     def final_policy(self) -> str:
         """How the final model is made (``export.policy``, else best-fold on one validation split, refit with k folds)."""
         return self.export.policy or ("best-fold" if self.one_split else "refit")
