@@ -40,6 +40,8 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
                     raise DataError(f"{path} has splits {list(loaded)}, not {source.split!r}; set 'split' on the source")
                 loaded = loaded[source.split]
             return loaded
+        if fmt in ("csv", "json"):
+            _check_utf8(path)
         if fmt in ("csv", "json") and not _has_rows(path, header=fmt == "csv"):
             raise DataError(f"{path} has no data rows; check the file (or the path in the study file)")
         delimiter = csv_delimiter(path, source.format, source.delimiter)
@@ -68,6 +70,31 @@ def _root(exc: BaseException) -> BaseException:
     while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return exc
+
+
+def _check_utf8(path: Path) -> None:
+    """Refuse a text file that is not UTF-8, naming the line of its first byte that is not (``datasets`` reads only
+    UTF-8: a csv fails with a parser's message, and a JSON file loads and fails later, when a row is read)."""
+    import codecs
+
+    decoder, line = codecs.getincrementaldecoder("utf-8")(), 1
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                line += exc.object[: exc.start].count(b"\n")
+                utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff") and line == 1
+                convert = (f"iconv -f utf-16 -t utf-8" if utf16 else "from Windows-1252 or Latin-1: iconv -f cp1252 -t utf-8")
+                raise DataError(
+                    f"{path} is not UTF-8 text{' (it is UTF-16)' if utf16 else ''}: line {line} holds the byte "
+                    f"0x{exc.object[exc.start]:02x}; save the file as UTF-8 ({convert} {path.name} > utf8-{path.name}) and point "
+                    "the study at that copy") from None
+            line += chunk.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text: it ends inside a character; save the file as UTF-8") from None
 
 
 def _has_rows(path: Path, header: bool) -> bool:
