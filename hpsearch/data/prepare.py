@@ -91,6 +91,7 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
         data.groups = [str(groups[row]) for row in (rows["train"] or range(len(groups)))]
     for name, dataset in raw.items():
         data.splits[name] = _standardise(task, dataset, name, spec, label_map, rows[name])
+    _refuse_one_target(task, data, spec, target)
     if "validation" in data.splits and len(data.splits["validation"]) < 2:
         raise DataError(f"{_where(spec, 'validation')}: {len(data.splits['validation'])} validation row(s): trials scored on a fixed "
                         f"validation split need at least 2 (the interval and comparisons are a bootstrap over its rows); add rows, "
@@ -221,6 +222,19 @@ def _check_targets(task: Task, values: list[Any], split: str, column: str, spec:
     """Missing or empty labels are an error: they would otherwise become a class named 'None' or ''."""
     what = task.target if task.target.endswith("s") else f"{task.target}s"
     _refuse_missing(task.missing_targets(values), spec, split, column, what[:-1], f"fill in the {what} or remove those rows")
+
+
+def _refuse_one_target(task: Task, data: StudyData, spec: StudySpec, column: str | None) -> None:
+    """Training targets that are all one value leave nothing to learn: every trial and the trivial baseline would
+    predict that value, and every score would be perfect or undefined."""
+    value = task.one_target(data.train, data.label_map)
+    if value is None:
+        return
+    what = task.target if task.target.endswith("s") else f"{task.target}s"
+    kept = " kept by data.subsample.train" if spec.data.subsample.train is not None else ""
+    raise DataError(f"{_where(spec, 'train')}: every {what[:-1]} of the {len(data.train)} training row(s){kept} in column {column!r} is "
+                    f"{value}: a model learns nothing from one value, and every score would be perfect or undefined; check that "
+                    f"data.columns.{task.target} names the {what[:-1]} column, or add rows with other {what}")
 
 
 def _refuse_missing(rows: list[int], spec: StudySpec, split: str, column: str, what: str, fix: str) -> None:

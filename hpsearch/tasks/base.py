@@ -136,6 +136,11 @@ class Task:
 
         return LabelMap.from_values(train_targets, declared) if self.has_label_list else LabelMap(())
 
+    def one_target(self, train: Split, label_map: LabelMap) -> str | None:
+        """The one value every training target has, where they all have the same (a study that has nothing to learn
+        from); None where they differ or the task has no such targets."""
+        return None
+
     def standardise(self, column: Column, split: str, label_map: LabelMap) -> dict[str, list[Any]]:
         """The split in standard columns (checked, label-encoded)."""
         raise NotImplementedError

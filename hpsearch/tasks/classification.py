@@ -39,6 +39,13 @@ class TextClassification(Task):
     def strata(self, split: Any) -> list[Any] | None:
         return split.columns["label"]
 
+    def one_target(self, train: Any, label_map: Any) -> str | None:
+        values = set(train.columns["label"])
+        if len(values) != 1:
+            return None
+        value = values.pop()
+        return repr(label_map.labels[value]) if label_map.labels else f"{value:g}"
+
     def tokenize(self, split: Any, tokenizer: Any, max_length: int) -> Features:
         cols = split.columns
         encoded = tokenizer(cols["text"], cols.get("text_pair"), truncation=True, max_length=max_length)

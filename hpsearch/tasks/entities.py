@@ -39,6 +39,10 @@ class TokenClassification(Task):
     def label_map(self, train_targets: list[Any], declared: Sequence[str] | None) -> Any:
         return super().label_map([tag for row in train_targets for tag in row], declared)
 
+    def one_target(self, train: Any, label_map: Any) -> str | None:
+        tags = {tag for row in train.columns["tags"] for tag in row}
+        return repr(label_map.labels[tags.pop()]) if len(tags) == 1 else None
+
     def standardise(self, column: Column, split: str, label_map: Any) -> dict[str, list[Any]]:
         tokens, tags = column("tokens"), column("tags")
         for row, (words, row_tags) in enumerate(zip(tokens, tags)):

@@ -139,10 +139,10 @@ def test_jsonl_parquet_and_saved_folders_load_alike(tmp_path: Path) -> None:
 def test_unknown_suffix_says_how_to_fix(tmp_path: Path) -> None:
     from hpsearch.errors import SpecError
 
-    (tmp_path / "d.txt").write_text("text,label\na,x\n")
+    (tmp_path / "d.txt").write_text("text,label\na,x\nb,y\n")
     with pytest.raises(SpecError, match=r"cannot tell the format of d\.txt from its suffix '\.txt'.*\{path: d\.txt, format: csv\}"):
         _spec(tmp_path, "  train: d.txt")
-    assert prepare_data(_spec(tmp_path, "  train: {path: d.txt, format: csv}")).train.columns["text"] == ["a"]
+    assert prepare_data(_spec(tmp_path, "  train: {path: d.txt, format: csv}")).train.columns["text"] == ["a", "b"]
 
 
 def test_a_csv_with_another_separator_is_named_and_read_with_delimiter(tmp_path: Path) -> None:
@@ -203,12 +203,6 @@ def test_rows_shared_by_train_and_test_are_counted(tmp_path: Path) -> None:
     assert data.warnings == [f"{expected} of 10 test rows also occur in the training data: their test scores are optimistic; remove them from one side"]
 
 
-def test_invalid_utf8_names_the_file(tmp_path: Path) -> None:
-    (tmp_path / "bad.csv").write_bytes(b"text,label\n\xff\xfe broken \xc3,pos\nfine,neg\n")
-    with pytest.raises(DataError, match=r"cannot read .*bad.csv as csv"):
-        prepare_data(_spec(tmp_path, "  train: bad.csv"))
-
-
 def test_empty_split_is_an_error(tmp_path: Path) -> None:
     write_csv(tmp_path / "train.csv", classification_rows(10))
     (tmp_path / "test.csv").write_text("text,label\n")
@@ -232,6 +226,39 @@ def test_missing_tags_are_an_error_too(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "n.jsonl", [{"tokens": ["a", "b"], "tags": ["O", None]}, {"tokens": ["c"], "tags": ["O"]}])
     with pytest.raises(DataError, match=r"1 train row\(s\) have a missing or empty tag in column 'tags' \(rows 0"):
         prepare_data(_spec(tmp_path, "  train: n.jsonl", task="token-classification"))
+
+
+@pytest.mark.parametrize("task, rows, said", [
+    ("text-classification", [{"text": t, "label": "pos"} for t in ("good", "fine", "great")], "every label of the 3 training row(s) in column 'label' is 'pos'"),
+    ("regression", [{"text": t, "label": 2.5} for t in ("good", "fine", "great")], "every label of the 3 training row(s) in column 'label' is 2.5"),
+    ("token-classification", [{"tokens": ["a", "b"], "tags": ["O", "O"]}, {"tokens": ["c"], "tags": ["O"]}],
+     "every tag of the 2 training row(s) in column 'tags' is 'O'"),
+])
+def test_training_targets_that_are_all_one_value_are_refused(tmp_path: Path, task: str, rows: list, said: str) -> None:
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, rows)
+    with pytest.raises(DataError) as caught:
+        prepare_data(_spec(tmp_path, "  train: d.jsonl" + ("\n  labels: [neg, pos]" if task == "text-classification" else ""), task=task))
+    assert str(caught.value).startswith(f"{path}: {said}: a model learns nothing from one value"), caught.value
+    assert "add rows with other" in str(caught.value)
+    rows[0] = {"tokens": ["a"], "tags": ["B-PER"]} if task == "token-classification" else dict(rows[0], label={"regression": 1.0}.get(task, "neg"))
+    write_jsonl(path, rows)
+    assert len(prepare_data(_spec(tmp_path, "  train: d.jsonl", task=task)).train) == len(rows)
+
+
+@pytest.mark.parametrize("name, content, said", [
+    ("d.csv", "text,label\ngood,pos\ncaf\u00e9 bad,neg\n".encode("latin-1"), "line 3 holds the byte 0xe9; save the file as UTF-8 (from Windows-1252"),
+    ("d.jsonl", '{"text": "good", "label": "pos"}\n{"text": "caf\u00e9", "label": "neg"}\n'.encode("latin-1"), "line 2 holds the byte 0xe9"),
+    ("d.csv", "text,label\ngood,pos\nbad,neg\n".encode("utf-16"), "(it is UTF-16): line 1 holds the byte 0xff; save the file as UTF-8 (iconv -f utf-16"),
+])
+def test_a_file_that_is_not_utf8_is_refused_with_its_line(tmp_path: Path, name: str, content: bytes, said: str) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError) as caught:
+        prepare_data(_spec(tmp_path, f"  train: {name}"))
+    assert str(caught.value).startswith(f"{tmp_path / name} is not UTF-8 text"), caught.value
+    assert said in str(caught.value)
+    (tmp_path / name).write_bytes(content.decode("utf-16" if b"\x00" in content else "latin-1").encode("utf-8-sig"))
+    assert prepare_data(_spec(tmp_path, f"  train: {name}")).train.columns["text"][1] in ("bad", "caf\u00e9 bad", "caf\u00e9")
 
 
 def test_a_subsample_larger_than_its_split_is_reported(tmp_path: Path) -> None:
