@@ -212,16 +212,24 @@ def _column(dataset: Any, name: str, split: str) -> list[Any]:
     feature = dataset.features[name]
     names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
     if names and values:  # datasets' ClassLabel stores ids; the label map works on names
+        def name(v: Any) -> str | None:  # -1 (GLUE's test splits) and other ids without a name: a missing label
+            return names[v] if isinstance(v, int) and 0 <= v < len(names) else None
+
         if isinstance(values[0], list):
-            return [[names[v] for v in row] for row in values]
-        return [names[v] for v in values]
+            return [[name(v) for v in row] for row in values]
+        return [name(v) for v in values]
     return list(values)
 
 
 def _check_targets(task: Task, values: list[Any], split: str, column: str, spec: StudySpec) -> None:
     """Missing or empty labels are an error: they would otherwise become a class named 'None' or ''."""
-    what = task.target if task.target.endswith("s") else f"{task.target}s"
-    _refuse_missing(task.missing_targets(values), spec, split, column, what[:-1], f"fill in the {what} or remove those rows")
+    what = _target_word(task)
+    _refuse_missing(task.missing_targets(values), spec, split, column, what, f"fill in the {what}s or remove those rows")
+
+
+def _target_word(task: Task) -> str:
+    """The task's target in words, singular: 'label', 'tag', 'answer'."""
+    return task.target[:-1] if task.target.endswith("s") else task.target
 
 
 def _refuse_one_target(task: Task, data: StudyData, spec: StudySpec, column: str | None) -> None:
@@ -230,11 +238,11 @@ def _refuse_one_target(task: Task, data: StudyData, spec: StudySpec, column: str
     value = task.one_target(data.train, data.label_map)
     if value is None:
         return
-    what = task.target if task.target.endswith("s") else f"{task.target}s"
+    what = _target_word(task)
     kept = " kept by data.subsample.train" if spec.data.subsample.train is not None else ""
-    raise DataError(f"{_where(spec, 'train')}: every {what[:-1]} of the {len(data.train)} training row(s){kept} in column {column!r} is "
+    raise DataError(f"{_where(spec, 'train')}: every {what} of the {len(data.train)} training row(s){kept} in column {column!r} is "
                     f"{value}: a model learns nothing from one value, and every score would be perfect or undefined; check that "
-                    f"data.columns.{task.target} names the {what[:-1]} column, or add rows with other {what}")
+                    f"data.columns.{task.target} names the {what} column, or add rows with other {what}s")
 
 
 def _refuse_missing(rows: list[int], spec: StudySpec, split: str, column: str, what: str, fix: str) -> None:

@@ -136,6 +136,19 @@ def test_jsonl_parquet_and_saved_folders_load_alike(tmp_path: Path) -> None:
     assert len(fingerprints) == 1
 
 
+def test_a_class_label_without_a_name_is_a_missing_label_not_the_last_class(tmp_path: Path) -> None:
+    """Test splits of GLUE-style datasets store -1 where the label is withheld; read as an index it named the last class."""
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    datasets.Dataset.from_list([{"text": r["text"], "label": r["label"]} for r in classification_rows(20)], features=features).save_to_disk(
+        str(tmp_path / "train"))
+    datasets.Dataset.from_list([{"text": "good film", "label": 1}, {"text": "bad film", "label": -1}], features=features).save_to_disk(
+        str(tmp_path / "test"))
+    with pytest.raises(DataError, match=r"1 test row\(s\) have a missing or empty label in column 'label' \(rows 1,"):
+        prepare_data(_spec(tmp_path, "  train: train\n  test: test"))
+
+
 def test_unknown_suffix_says_how_to_fix(tmp_path: Path) -> None:
     from hpsearch.errors import SpecError
 
