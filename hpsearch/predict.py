@@ -35,6 +35,8 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
     if output_path.suffix.lower() not in (".csv", ".jsonl"):
         raise HpsearchError(f"--output must end in .csv or .jsonl, got {output_path.name!r}")
     path = input_path.resolve()
+    if not path.exists():
+        raise DataError(f"--input {input_path}: no such file; check the path")
     try:
         source = DataSource(path=path, delimiter=delimiter)
     except ValidationError as exc:  # a separator of more than one character, or one for a json file

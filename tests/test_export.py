@@ -140,6 +140,8 @@ def test_predict_names_missing_columns(exported: Path, tmp_path: Path, capsys: p
     source = write_csv(tmp_path / "in.csv", [{"sentence": "good film"}])
     assert main(["predict", str(load_spec(exported).export_dir), "--input", str(source), "--output", str(tmp_path / "o.csv")]) == 2
     assert "lacks the column(s) ['text']" in capsys.readouterr().err
+    assert main(["predict", str(load_spec(exported).export_dir), "--input", str(tmp_path / "nothing.csv"), "--output", str(tmp_path / "o.csv")]) == 2
+    assert capsys.readouterr().err.strip() == f"hpsearch predict: --input {tmp_path / 'nothing.csv'}: no such file; check the path"
 
 
 def test_predict_reads_and_writes_another_separator(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
