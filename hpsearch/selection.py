@@ -69,15 +69,18 @@ def corrected_interval(scores: Sequence[float], confidence: float = 0.95, test_t
     return Interval(mean, low, high, confidence)
 
 
-def paired_comparison(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, test_train_ratio: float | None = None) -> dict[str, float]:
-    """Corrected resampled t-test of fold-paired scores: difference a - b, its interval and p-value."""
+def paired_comparison(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, test_train_ratio: float | None = None,
+                      bounds: tuple[float, float] | None = None) -> dict[str, float]:
+    """Corrected resampled t-test of fold-paired scores: difference a - b, its interval and p-value. ``bounds`` (the
+    scores' range) clip the interval to the differences two such scores can have (within [-1, 1] for F1)."""
     from scipy.stats import t
 
     if len(a) != len(b) or len(a) < 2:
         raise ValueError(f"paired comparison needs two equally long score lists of at least 2 folds, got {len(a)} and {len(b)}")
     k = len(a)
     diffs = [x - y for x, y in zip(a, b)]
-    interval = corrected_interval(diffs, confidence, test_train_ratio)
+    width = bounds[1] - bounds[0] if bounds is not None else None
+    interval = corrected_interval(diffs, confidence, test_train_ratio, bounds=(-width, width) if width is not None else None)
     ratio = 1 / (k - 1) if test_train_ratio is None else test_train_ratio
     variance = sum((d - interval.mean) ** 2 for d in diffs) / (k - 1)
     scale = math.sqrt((1 / k + ratio) * variance)
@@ -195,7 +198,7 @@ class FoldEvidence:
     def compare(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, float] | None:
         """a minus b: difference, interval and p-value; None where they were not scored on the same folds."""
         x, y = fold_scores(a), fold_scores(b)
-        return paired_comparison(x, y, self.confidence) if len(x) == len(y) >= 2 else None
+        return paired_comparison(x, y, self.confidence, bounds=self.bounds) if len(x) == len(y) >= 2 else None
 
 
 class RowEvidence:

@@ -74,6 +74,18 @@ def test_paired_comparison_matches_the_corrected_t_test() -> None:
     assert result["low"] < mean < result["high"]
 
 
+def test_a_difference_interval_is_clipped_to_the_differences_the_metric_allows() -> None:
+    """Two folds give a t interval with one degree of freedom: for F1 it reached [-7.0, +7.7]."""
+    a, b = [1.0, 0.3333], [0.3333, 0.3333]
+    wide = selection.paired_comparison(a, b)
+    assert wide["low"] < -1 and wide["high"] > 1
+    clipped = selection.FoldEvidence(0.95, (0.0, 1.0)).compare(selection.scores_row(a, 1), selection.scores_row(b, 2))
+    assert (clipped["low"], clipped["high"]) == (-1.0, 1.0)
+    assert clipped["difference"] == wide["difference"] and clipped["p_value"] == wide["p_value"]
+    unbounded = selection.FoldEvidence(0.95, (0.0, math.inf)).compare(selection.scores_row(a, 1), selection.scores_row(b, 2))
+    assert (unbounded["low"], unbounded["high"]) == (wide["low"], wide["high"])
+
+
 def test_compare_top_pairs_the_selected_with_the_next_best() -> None:
     table = selection.cv_table(_rows(), "maximize")
     out = selection.compare_top(table, table[0], selection.FoldEvidence(0.95), top=2)
