@@ -39,6 +39,23 @@ def check_target(folder: Path, force: bool) -> None:
         raise HpsearchError(f"export target {folder} is not empty and was not written by hpsearch; choose another --out or pass --force")
 
 
+def kept_export(spec: StudySpec, target: Path, report: dict[str, Any]) -> dict[str, Any] | None:
+    """The selection of the run that exported ``target``, where that run ended with the same study file, trials and
+    winner as ``report``: training the final model again would give the same weights, so the folder stays as it is.
+    None otherwise, and where the folder lacks its weights."""
+    from hpsearch.spec._files import no_weights
+
+    try:
+        meta = json.loads((target / METADATA).read_text(encoding="utf-8"))
+        last = json.loads((spec.out_dir / "selection.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    winner = report["selected"]["trial"]
+    same = (meta.get("spec_hash") == spec_hash(spec) and meta.get("trial") == winner and last.get("export_dir") == str(target)
+            and (last.get("selected") or {}).get("trial") == winner and last.get("considered_trials") == report["considered_trials"])
+    return last if same and no_weights(target) is None else None
+
+
 def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callable[..., None]) -> tuple[Any, str]:
     """Refit on all training rows for the chosen epoch count (policy refit), or the best fold's model; and the policy
     that made it."""

@@ -111,7 +111,7 @@ def trial_costs(trials: list[Any]) -> list[dict[str, Any]]:
 
 def finish_study(session: Session, *, export: bool, target: Path | None = None, force: bool = False) -> int:
     """Selection, final model, one test evaluation, export, MLflow registration, summary."""
-    from hpsearch.export import check_target, final_model, write_export
+    from hpsearch.export import check_target, final_model, kept_export, write_export
     from hpsearch.selection import write_table
     from hpsearch.tracking import experiment_name
 
@@ -134,7 +134,12 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     if tracker.enabled:
         report["mlflow"] = {"experiment": experiment_name(spec), "study_run": parent, "trial_run": chosen_trial.user_attrs.get("mlflow_run_id")}
     report["test_scores"] = None
-    if export or "test" in tuner.data.splits:  # else nothing would use the final model
+    kept = kept_export(spec, target, report) if export else None
+    if kept is not None:
+        say(f"final model: {target} already holds trial {report['selected']['trial']}, exported by an earlier run from these same "
+            "trials; kept as it is (delete the folder to train it again)", event="final_model_kept", trial=report["selected"]["trial"])
+        report.update({key: kept[key] for key in ("final_policy", "test_scores", "registered_model") if key in kept}, export_dir=str(target))
+    elif export or "test" in tuner.data.splits:  # else nothing would use the final model
         final, report["final_policy"] = final_model(spec, tuner, report["selected"], say)
         try:
             # In fp32, as pipeline() serves the export: the score users will see, whatever the training precision.
@@ -144,7 +149,7 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
                 report["export_dir"] = str(target)
         finally:
             final.close()
-    if export and tracker.enabled:
+    if export and tracker.enabled and kept is None:
         report["registered_model"] = {"name": spec.name, "version": tracker.log_model(parent, target, tuner.data.task.mlflow_pipeline, spec.name)}
     tracker.log_study_result(parent, *_study_figures(spec, report))
     selection_path = spec.out_dir / "selection.json"

@@ -73,6 +73,21 @@ def test_export_twice_gives_the_same_folder(exported: Path, tmp_path: Path) -> N
     assert (first / "README.md").read_text() == (second / "README.md").read_text()
 
 
+def test_running_a_finished_study_again_keeps_its_export_instead_of_training_it_again(tmp_path: Path, tiny_bert: Path) -> None:
+    path = toy_study(tmp_path, tiny_bert, rows=60, extra=SPACE + "search: {n_trials: 2}\n")
+    assert run_study(path, say=_quiet) == 0
+    spec = load_spec(path)
+    weights, said = spec.export_dir / "model.safetensors", []
+    written, report = weights.stat().st_mtime_ns, json.loads((spec.out_dir / "selection.json").read_text())
+    assert run_study(path, say=lambda message, **fields: said.append(fields.get("event"))) == 0
+    assert "final_model_kept" in said and "final_model" not in said, said
+    assert weights.stat().st_mtime_ns == written and json.loads((spec.out_dir / "selection.json").read_text()) == report
+    weights.unlink()  # a folder that lost its weights is written again
+    said.clear()
+    assert run_study(path, say=lambda message, **fields: said.append(fields.get("event"))) == 0
+    assert "final_model_kept" not in said and weights.is_file()
+
+
 def test_export_does_not_overwrite_a_foreign_folder(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     foreign = tmp_path / "mine"
     foreign.mkdir()
