@@ -326,9 +326,10 @@ def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("test", f"test {metric}: {test[metric]:.4f} (the final model on the {rows}held-out rows, evaluated once)"))
     traded = report.get("gives_up")
     if traded:
+        unit = {"latency": " ms per example", "train_time": " s"}.get(traded["cost"], "")
         out.append(("gives-up", f"the {report['rule']} rule chose it over trial {traded['best_trial']} ({scored} {traded['best_mean']:.4f}): it gives "
-                                f"up {traded['score_given_up']:+.4f} {metric} for {traded['cost']} {traded['chosen_cost']:,.4g} instead of "
-                                f"{traded['best_cost']:,.4g}"))
+                                f"up {traded['score_given_up']:+.4f} {metric} for {traded['cost']} {traded['chosen_cost']:,.4g}{unit} instead of "
+                                f"{traded['best_cost']:,.4g}{unit}"))
     corrected = report.get("bias_corrected") or {}
     if "estimate" in corrected:
         out.append(("bbc", f"bias-corrected {metric} (BBC-CV over {corrected['configurations']} configurations, {corrected['samples']} "

@@ -189,6 +189,22 @@ def test_one_standard_error_takes_the_cheapest_by_the_chosen_cost(cost: str, exp
         assert (traded["best_cost"], traded["chosen_cost"]) == (1000, 100)
 
 
+@pytest.mark.parametrize("cost, said", [("latency", "for latency 0.5 ms per example instead of 2 ms per example"),
+                                        ("train_time", "for train_time 12 s instead of 30 s"),
+                                        ("parameters", "for parameters 1,000 instead of 5,000")])
+def test_what_a_cheaper_choice_gave_up_is_said_with_the_costs_unit(tmp_path: Path, tiny_bert: Path, cost: str, said: str) -> None:
+    from hpsearch.finish import findings
+    from hpsearch.spec import load_spec
+    from toydata import toy_study
+
+    spec = load_spec(toy_study(tmp_path, tiny_bert))
+    costs = {"latency": (0.5, 2.0), "train_time": (12.0, 30.0), "parameters": (1000, 5000)}[cost]
+    report = {"rule": "one-standard-error", "gives_up": {"best_trial": 3, "best_mean": 0.8, "score_given_up": 0.01, "cost": cost,
+                                                         "chosen_cost": costs[0], "best_cost": costs[1]}}
+    sentence = dict(findings(spec, report))["gives-up"]
+    assert sentence.endswith(f"it gives up +0.0100 macro_f1 {said}"), sentence
+
+
 def test_one_splits_trials_get_intervals_verdicts_and_the_baseline_comparison_from_its_rows() -> None:
     import numpy as np
 
