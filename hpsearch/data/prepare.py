@@ -92,6 +92,9 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
     for name, dataset in raw.items():
         data.splits[name] = _standardise(task, dataset, name, spec, label_map, rows[name])
     _refuse_one_target(task, data, spec, target)
+    problem = task.metric_problem(spec.metric, label_map)
+    if problem:
+        raise DataError(f"{_where(spec, 'train')}: {problem}")
     if "validation" in data.splits and len(data.splits["validation"]) < 2:
         raise DataError(f"{_where(spec, 'validation')}: {len(data.splits['validation'])} validation row(s): trials scored on a fixed "
                         f"validation split need at least 2 (the interval and comparisons are a bootstrap over its rows); add rows, "

@@ -85,7 +85,7 @@ def _check_utf8(path: Path) -> None:
             except UnicodeDecodeError as exc:
                 line += exc.object[: exc.start].count(b"\n")
                 utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff") and line == 1
-                convert = (f"iconv -f utf-16 -t utf-8" if utf16 else "from Windows-1252 or Latin-1: iconv -f cp1252 -t utf-8")
+                convert = ("iconv -f utf-16 -t utf-8" if utf16 else "from Windows-1252 or Latin-1: iconv -f cp1252 -t utf-8")
                 raise DataError(
                     f"{path} is not UTF-8 text{' (it is UTF-16)' if utf16 else ''}: line {line} holds the byte "
                     f"0x{exc.object[exc.start]:02x}; save the file as UTF-8 ({convert} {path.name} > utf8-{path.name}) and point "

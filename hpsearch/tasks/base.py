@@ -141,6 +141,10 @@ class Task:
         from); None where they differ or the task has no such targets."""
         return None
 
+    def metric_problem(self, metric: str, label_map: LabelMap) -> str | None:
+        """Why ``metric`` cannot score the training data's labels, with the fix; None where it can."""
+        return None
+
     def standardise(self, column: Column, split: str, label_map: LabelMap) -> dict[str, list[Any]]:
         """The split in standard columns (checked, label-encoded)."""
         raise NotImplementedError

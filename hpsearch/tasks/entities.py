@@ -43,6 +43,14 @@ class TokenClassification(Task):
         tags = {tag for row in train.columns["tags"] for tag in row}
         return repr(label_map.labels[tags.pop()]) if len(tags) == 1 else None
 
+    def metric_problem(self, metric: str, label_map: Any) -> str | None:
+        if metric == "accuracy" or "O" in label_map.labels:
+            return None
+        shown = ", ".join(map(repr, label_map.labels[:8])) + (" ..." if len(label_map) > 8 else "")
+        return (f"search.metric {metric} counts entities, the runs of tags between 'O' tags, but no training tag is 'O' (tags: {shown}); "
+                "write the tags as names (O, B-PER, I-PER, ...; a datasets ClassLabel feature, saved with save_to_disk, "
+                "keeps them), or, where every word has a tag of its own (parts of speech), use search.metric: accuracy")
+
     def standardise(self, column: Column, split: str, label_map: Any) -> dict[str, list[Any]]:
         tokens, tags = column("tokens"), column("tags")
         for row, (words, row_tags) in enumerate(zip(tokens, tags)):
@@ -88,7 +96,7 @@ class TokenClassification(Task):
     def measure(self, predictions: list[Any], split: Any, rows: list[int], label_map: Any) -> dict[str, float]:
         from hpsearch.finetune import metrics
 
-        names = label_map.labels
+        names = scored_tags(label_map.labels)
         gold = [[names[i] for i in split.columns["tags"][row]] for row in rows]
         return metrics.entity_metrics([[names[i] for i in ids] for ids in predictions], gold)
 
@@ -99,7 +107,7 @@ class TokenClassification(Task):
 
         if metric not in self.metrics:
             return None
-        names = label_map.labels
+        names = scored_tags(label_map.labels)
         parts = []
         for ids, row in zip(predictions, rows):
             gold, said = [names[i] for i in split.columns["tags"][row]], [names[i] for i in ids]
@@ -153,6 +161,22 @@ def _words(value: Any) -> list[str]:
         except ValueError:
             value = value.split()
     return [str(w) for w in value]
+
+
+SCHEMES = {"B": "B", "I": "I", "E": "E", "S": "S", "L": "E", "U": "S"}
+"""Tag prefixes the entity metrics read (IOB1/IOB2, IOBES), with BILOU's last and unit tags as IOBES's."""
+
+
+def scored_tags(names: Sequence[str]) -> list[str]:
+    """Tag names as the entity metrics read them. A tag without a prefix ('ORG' on each word of a name: IO tagging)
+    scores as 'I-ORG', so a run of one type is one entity, as transformers' pipeline groups it; BILOU's 'L-' and 'U-'
+    score as 'E-' and 'S-'. seqeval reads a tag's first letter as its prefix: 'ORG' would be outside any entity,
+    'BRAND' a new entity at each word."""
+    out = []
+    for name in names:
+        prefix, dash, kind = name.partition("-")
+        out.append(name if name == "O" else f"{SCHEMES[prefix]}-{kind}" if dash and prefix in SCHEMES and kind else f"I-{name}")
+    return out
 
 
 def align_labels(word_ids: list[int | None], tags: list[int]) -> list[int]:

@@ -274,6 +274,17 @@ def test_a_file_that_is_not_utf8_is_refused_with_its_line(tmp_path: Path, name: 
     assert prepare_data(_spec(tmp_path, f"  train: {name}")).train.columns["text"][1] in ("bad", "caf\u00e9 bad", "caf\u00e9")
 
 
+def test_entity_metrics_on_tags_without_an_outside_tag_are_refused_and_accuracy_is_not(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "n.jsonl", [{"tokens": ["a", "b"], "tags": [0, 1]}, {"tokens": ["c", "d"], "tags": [2, 0]}])
+    with pytest.raises(DataError) as caught:
+        prepare_data(_spec(tmp_path, "  train: n.jsonl", task="token-classification"))
+    assert str(caught.value).startswith(f"{tmp_path / 'n.jsonl'}: search.metric f1 counts entities, the runs of tags between 'O' "
+                                        "tags, but no training tag is 'O' (tags: '0', '1', '2'); write the tags as names"), caught.value
+    write_jsonl(tmp_path / "n.jsonl", [{"tokens": ["a", "b"], "tags": ["DET", "NOUN"]}, {"tokens": ["c", "d"], "tags": ["VERB", "DET"]}])
+    tagged = prepare_data(_spec(tmp_path, "  train: n.jsonl", task="token-classification", extra="search: {metric: accuracy}\n"))
+    assert tagged.label_map.labels == ("DET", "NOUN", "VERB")
+
+
 def test_a_subsample_larger_than_its_split_is_reported(tmp_path: Path) -> None:
     write_csv(tmp_path / "d.csv", classification_rows(30))
     data = prepare_data(_spec(tmp_path, "  train: d.csv\n  subsample: {train: 50}"))

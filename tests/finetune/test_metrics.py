@@ -42,3 +42,31 @@ def test_entity_f1_equals_seqeval_on_words(make_tuner) -> None:
     gold = [[names[t] for t in tuner.data.train.columns["tags"][i]] for i in EVAL]
     assert [len(p) for p in predicted] == [len(g) for g in gold]
     assert tuner.score(fitted, "train", EVAL)["f1"] == pytest.approx(seq_f1(gold, predicted))
+
+
+def test_tags_without_a_prefix_are_scored_as_entities_as_the_pipeline_groups_them() -> None:
+    """IO tagging ('ORG' on every word of a name): seqeval read a tag's first letter as its prefix, so 'ORG' was
+    outside any entity and this model's F1 0.0 instead of 1/3."""
+    from types import SimpleNamespace
+
+    from hpsearch.data.labels import LabelMap
+    from hpsearch.tasks.entities import TokenClassification, scored_tags
+
+    assert scored_tags(["O", "PER", "B-LOC", "I-LOC", "U-ORG", "L-ORG", "MISC-X"]) == ["O", "I-PER", "B-LOC", "I-LOC", "S-ORG", "E-ORG", "I-MISC-X"]
+    task = TokenClassification()
+    gold = [["ORG", "ORG", "O", "LOC"], ["O", "LOC", "LOC"]]
+    said = [["ORG", "ORG", "O", "O"], ["O", "LOC", "ORG"]]
+    io, bio = LabelMap(("LOC", "O", "ORG")), LabelMap(("B-LOC", "B-ORG", "I-LOC", "I-ORG", "O"))
+    as_bio = {"ORG": ["B-ORG", "I-ORG"], "LOC": ["B-LOC", "I-LOC"]}
+
+    def bio_of(rows: list[list[str]]) -> list[list[str]]:
+        return [[t if t == "O" else as_bio[t][int(i > 0 and row[i - 1] == t)] for i, t in enumerate(row)] for row in rows]
+
+    def scores(label_map: LabelMap, gold_rows: list[list[str]], said_rows: list[list[str]]) -> dict[str, float]:
+        ids = label_map.label2id
+        split = SimpleNamespace(columns={"tags": [[ids[t] for t in row] for row in gold_rows]})
+        return task.measure([[ids[t] for t in row] for row in said_rows], split, [0, 1], label_map)
+
+    found = scores(io, gold, said)
+    assert found["f1"] == pytest.approx(seq_f1(bio_of(gold), bio_of(said))) and found["f1"] == pytest.approx(1 / 3)
+    assert found == scores(bio, bio_of(gold), bio_of(said))
