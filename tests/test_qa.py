@@ -143,6 +143,13 @@ def test_a_wrong_answer_start_names_the_row() -> None:
         _split(rows)
 
 
+def test_answers_that_are_not_squads_shape_are_shown_as_given() -> None:
+    rows = qa_rows(4)
+    rows[1] = {**rows[1], "answers": "paris"}
+    with pytest.raises(DataError, match=r"train row 1: column 'answers' must be \{text: \[\.\.\.\], answer_start: \[\.\.\.\]\} .*got 'paris'"):
+        _split(rows)
+
+
 def test_folds_never_split_a_context(tmp_path: Path, tiny_bert: Path) -> None:
     spec = load_spec(toy_study(tmp_path, tiny_bert, task="question-answering", rows=90, extra="cv: {folds: 3}\n"))
     data = prepare_data(spec)

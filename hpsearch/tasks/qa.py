@@ -222,6 +222,7 @@ class QuestionAnswering(Task):
 
 def _answers(value: Any, split: str, row: int, column: str) -> tuple[list[str], list[int]]:
     """(texts, character starts) of one row's answers: SQuAD's {text: [...], answer_start: [...]} (or its JSON string)."""
+    given = value
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -230,7 +231,7 @@ def _answers(value: Any, split: str, row: int, column: str) -> tuple[list[str], 
     if not isinstance(value, dict) or not isinstance(value.get("text"), list) or not isinstance(value.get("answer_start"), list) \
             or len(value["text"]) != len(value["answer_start"]):
         raise RowError(split, row, f"column {column!r} must be {{text: [...], answer_start: [...]}} with one start per "
-                       f"answer text (empty lists for an unanswerable question), got {str(value)[:80]!r}; fix the row")
+                       f"answer text (empty lists for an unanswerable question), got {str(given)[:80]!r}; fix the row")
     try:
         starts = [int(s) for s in value["answer_start"]]
     except (TypeError, ValueError):
