@@ -68,6 +68,28 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+_LEARNED_POSITIONS = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "albert", "mpnet", "deberta", "deberta-v2")
+_PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
+"""Families whose position ids start after the padding id (RoBERTa's 514 positions take 512 tokens)."""
+
+
+def position_limit(config: dict) -> int | None:
+    """The most tokens a model of ``config`` (config.json as a mapping) takes in one input: the rows of its table of
+    learned positions, less those kept below the padding id where the family numbers positions from there. None
+    where positions are not such a table (rotary and relative positions, DeBERTa without absolute positions) or the
+    family is not listed: longer inputs do not fail there."""
+    kind = config.get("model_type")
+    if kind == "gpt2":
+        return config.get("n_positions") or config.get("max_position_embeddings")
+    if kind not in _LEARNED_POSITIONS or (kind.startswith("deberta") and not config.get("position_biased_input", True)):
+        return None
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int):
+        return None
+    padding = 1 if kind == "mpnet" else config.get("pad_token_id")  # MPNet numbers from 1 whatever its pad token
+    return positions - (padding if isinstance(padding, int) else 1) - 1 if kind in _PADDED_POSITIONS else positions
+
+
 def architecture(model_type: str | None) -> Architecture | None:
     """The listed architecture of a config's ``model_type``, or None (then the general rule applies)."""
     return ARCHITECTURES.get(model_type or "")

@@ -143,7 +143,7 @@ def metadata(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
         "input_columns": task.input_columns(spec.data.columns),
         "task_settings": report.get("task_settings", {}),
         "labels": report.get("labels"),
-        "max_length": spec.data.max_length,
+        "max_length": report.get("max_length", spec.data.max_length),
         "metric": spec.metric,
         "trial": chosen["trial"],
         "model": chosen["model"],

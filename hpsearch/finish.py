@@ -125,7 +125,10 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     report, table = select_from_study(spec, study, evidence)
     csv_path, _ = write_table(table, spec.out_dir)
     chosen_trial = next(t for t in study.get_trials(deepcopy=False) if t.number == report["selected"]["trial"])
-    report.update(labels=list(tuner.data.label_map.labels), task_settings=tuner.data.task.export_settings(), train_rows=len(tuner.data.train),
+    length = tuner.max_length_of(spec.candidate(report["selected"]["model"]))  # the chosen model may take fewer than data.max_length
+    task = tuner.data.task.cut_at(length)
+    report.update(labels=list(tuner.data.label_map.labels), task_settings=task.export_settings(), max_length=length,
+                  train_rows=len(tuner.data.train),
                   test_rows=len(tuner.data.splits["test"]) if "test" in tuner.data.splits else None, final_policy=spec.final_policy)
     report["baseline"] = compare_with_baseline(spec, session, next(r for r in table if r["trial"] == report["selected"]["trial"]), evidence)
     report["warnings"] = [report["baseline"]["warning"]] if report["baseline"].get("warning") else []
@@ -145,7 +148,7 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
             # In fp32, as pipeline() serves the export: the score users will see, whatever the training precision.
             report["test_scores"] = tuner.score(final, "test", served=True) if "test" in tuner.data.splits else None
             if export:
-                write_export(spec, final, report, table, target, force, tuner.data.task)
+                write_export(spec, final, report, table, target, force, task)
                 report["export_dir"] = str(target)
         finally:
             final.close()

@@ -151,7 +151,8 @@ class FineTuner:
         self._inputs: dict[str, CandidateInputs] = {}
         self._tokenizers: dict[str, Any] = {}
         self._said_no_cache: set[str] = set()
-        self._said_cut: set[str] = set()
+        self._said_cut: set[tuple[str, int]] = set()
+        self._lengths: dict[str, int] = {}
         self.warn = warn or (lambda message: None)
         self.info = info or (lambda message, **fields: None)
         """Says what one-off work starts (tokenizing, the frozen layers' outputs), with an event's fields."""
@@ -163,22 +164,37 @@ class FineTuner:
         if candidate.name not in self._inputs:
             folder = model_dir(candidate)
             tokenizer = self.tokenizer(candidate)
-            key = tokenizer_fingerprint(folder)
-            todo = {name: len(split) for name, split in self.data.splits.items() if not self.token_cache.has(split, self.task, key, self.max_length)}
+            key, length = tokenizer_fingerprint(folder), self.max_length_of(candidate)
+            todo = {name: len(split) for name, split in self.data.splits.items() if not self.token_cache.has(split, self.task, key, length)}
             if todo:
                 self.info(f"{candidate.name}: tokenizing {' and '.join(f'{rows:,} {name}' for name, rows in todo.items())} rows "
-                          f"(max_length {self.max_length}; once, kept for every trial)", event="prepare", candidate=candidate.name,
+                          f"(max_length {length}; once, kept for every trial)", event="prepare", candidate=candidate.name,
                           step="tokenize", rows=todo)
             tokenized = {
-                name: self.token_cache.tokenize(split, self.task, tokenizer, key, self.max_length)
+                name: self.token_cache.tokenize(split, self.task, tokenizer, key, length)
                 for name, split in self.data.splits.items()
             }
             self._inputs[candidate.name] = CandidateInputs(folder, tokenizer, tokenized, frozen.weights_fingerprint(folder))
-            if key not in self._said_cut:  # candidates that share a tokenizer share its cut rows: said once
-                self._said_cut.add(key)
+            if (key, length) not in self._said_cut:  # candidates that share a tokenizer and length share their cut rows: said once
+                self._said_cut.add((key, length))
                 for name, split in tokenized.items():
-                    self._warn_if_cut(candidate.name, name, split)
+                    self._warn_if_cut(candidate.name, name, split, length)
         return self._inputs[candidate.name]
+
+    def max_length_of(self, candidate: Candidate) -> int:
+        """The tokens ``candidate``'s inputs are cut at: data.max_length, or fewer where the model takes fewer
+        (:func:`hpsearch.architectures.position_limit`; longer inputs would fail in every trial). Said once."""
+        from hpsearch.architectures import position_limit
+        from hpsearch.spec._files import model_config
+
+        if candidate.name not in self._lengths:
+            config = model_config(model_dir(candidate)) or {}
+            limit = position_limit(config)
+            self._lengths[candidate.name] = min(self.max_length, limit) if limit else self.max_length
+            if limit is not None and limit < self.max_length:
+                self.warn(f"{candidate.name}: data.max_length is {self.max_length} but the model takes at most {limit} tokens "
+                          f"({config.get('model_type')} positions): its inputs are cut at {limit}")
+        return self._lengths[candidate.name]
 
     def tokenizer(self, candidate: Candidate) -> Any:
         """The tokenizer of ``candidate``, loaded once (:func:`load_tokenizer`)."""
@@ -186,14 +202,16 @@ class FineTuner:
             self._tokenizers[candidate.name] = load_tokenizer(candidate, self.task.split_words)
         return self._tokenizers[candidate.name]
 
-    def _warn_if_cut(self, candidate: str, split: str, tokenized: Tokenized) -> None:
+    def _warn_if_cut(self, candidate: str, split: str, tokenized: Tokenized, max_length: int) -> None:
         """Texts that fill max_length were (almost always) cut there: the model never sees their ends.
         (Tasks that cut long inputs into windows lose nothing.)"""
         if tokenized.tokens.windows is not None:
             return
-        cut = sum(1 for length in tokenized.lengths() if length >= self.max_length)
-        if cut:
-            self.warn(f"{cut} of {len(tokenized)} {split} rows fill data.max_length={self.max_length} tokens of {candidate}'s "
+        cut = sum(1 for length in tokenized.lengths() if length >= max_length)
+        if cut and max_length < self.max_length:
+            self.warn(f"{cut} of {len(tokenized)} {split} rows fill the {max_length} tokens {candidate} takes and are cut there")
+        elif cut:
+            self.warn(f"{cut} of {len(tokenized)} {split} rows fill data.max_length={max_length} tokens of {candidate}'s "
                       f"tokenizer and are cut there; raise data.max_length if the ends of long texts matter")
 
     def fit(

@@ -86,7 +86,8 @@ class _DataSpec(SpecModel):
     labels: list[str] | None = Field(
         None, description="Label list in a fixed order; null takes the sorted labels found in the training data."
     )
-    max_length: int = Field(128, ge=8, le=8192, description="Longest tokenized input; longer inputs are truncated.")
+    max_length: int = Field(128, ge=8, le=8192, description=("Longest tokenized input; longer inputs are truncated. A model with "
+                                                                "fewer positions (BERT: 512) is given at most what it takes."))
     subsample: Subsample = Field(default_factory=Subsample, description="Optional subsample for quick runs.")
 
     @property

@@ -114,6 +114,11 @@ class Task:
         values = {name: getattr(spec.data, name) for name in self.settings}
         return dataclasses.replace(self, **values) if values else self
 
+    def cut_at(self, max_length: int) -> Task:
+        """This task for inputs cut at ``max_length`` tokens, where a model takes fewer than data.max_length (for the
+        tasks whose settings depend on it)."""
+        return self
+
     def with_data(self, train: Split) -> Task:
         """This task fitted to the study's training data (for what depends on it)."""
         return self

@@ -70,6 +70,9 @@ class QuestionAnswering(Task):
         task = super().configured(spec)
         return dataclasses.replace(task, max_length=spec.data.max_length)
 
+    def cut_at(self, max_length: int) -> Task:
+        return dataclasses.replace(self, max_length=max_length)
+
     def spec_problems(self, spec: Any) -> list[str]:
         stride = spec.data.doc_stride
         if stride is not None and stride >= spec.data.max_length // 2:

@@ -79,6 +79,35 @@ def test_the_output_layer_found_gives_every_familys_outputs(family: str, family_
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_the_position_limit_is_the_longest_input_each_family_takes(family: str, family_models) -> None:
+    """What a candidate's inputs are cut at when data.max_length asks for more than the model takes."""
+    import json
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from hpsearch.architectures import position_limit
+
+    config = json.loads((family_models[family] / "config.json").read_text())
+    limit = position_limit(config)
+    model = AutoModelForSequenceClassification.from_pretrained(family_models[family], num_labels=2).eval()
+
+    def runs(length: int) -> bool:
+        ids = torch.full((1, length), 5)
+        try:
+            with torch.no_grad():
+                model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        except (IndexError, RuntimeError):
+            return False
+        return True
+
+    if limit is None:  # positions that are not a table: longer inputs run
+        assert runs(2 * (config.get("max_position_embeddings") or 64) + 1)
+    else:
+        assert runs(limit) and not runs(limit + 1), limit
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_num_layers_cuts_every_family(family: str, family_models, study, tmp_path: Path) -> None:
     tuner = _tuner(study, tmp_path)
     whole = tuner.fit(Candidate(name=family, path=family_models[family]), {**PARAMS, "epochs": 1}, train_rows=TRAIN, eval_rows=EVAL)

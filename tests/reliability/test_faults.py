@@ -142,6 +142,33 @@ def test_texts_longer_than_max_length_are_cut_with_a_warning(tmp_path: Path, tin
     assert [(t.state.name, t.user_attrs["model"]) for t in _trials(path)] == [("COMPLETE", "tiny"), ("COMPLETE", "tiny-cut")]
 
 
+def test_a_max_length_beyond_the_models_positions_cuts_at_what_the_model_takes(tmp_path: Path, tiny_bert: Path) -> None:
+    """The tiny BERT has 128 positions: with data.max_length 512 every trial failed on a tensor size mismatch."""
+    import json
+
+    from hpsearch.predict import predict_file
+
+    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 1}\ntracking: {enabled: false}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    path.write_text(path.read_text().replace("  train: cls.csv\n", "  train: cls.csv\n  max_length: 512\n"))
+    data = path.parent / "cls.csv"
+    rows = list(csv.DictReader(data.open()))
+    rows[0]["text"] = "good " * 400
+    with data.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    said: list[str] = []
+    assert run_study(path, say=lambda message, **fields: said.append(message)) == 0
+    assert [m for m in said if "tokens" in m and "warning" in m] == [
+        "warning: tiny: data.max_length is 512 but the model takes at most 128 tokens (bert positions): its inputs are cut at 128",
+        "warning: 1 of 40 train rows fill the 128 tokens tiny takes and are cut there"], said
+    assert [t.state.name for t in _trials(path)] == ["COMPLETE"]
+    export = load_spec(path).export_dir
+    assert json.loads((export / "hpsearch.json").read_text())["max_length"] == 128
+    assert predict_file(export, data, tmp_path / "out.csv")[0] == 40  # the long text included
+
+
 def test_kill_9_of_run_then_run_again_loses_nothing(tmp_path: Path, tiny_bert: Path) -> None:
     from mlflow.tracking import MlflowClient
 
