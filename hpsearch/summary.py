@@ -1,7 +1,7 @@
 """Human-readable summary of a resolved study spec (``hpsearch validate``)."""
 from __future__ import annotations
 
-from hpsearch.spec import CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec
+from hpsearch.spec import Candidate, CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec, local_model_dir
 from hpsearch.tasks import get_task
 
 
@@ -34,7 +34,7 @@ def describe_spec(spec: StudySpec) -> str:
     for m in spec.models:
         source = m.hub or m.path or f"{m.package}/{m.package_path}"
         layers = f", first {m.num_layers} layers" if m.num_layers else ""
-        lines.append(f"  {m.name}: {source}{layers}")
+        lines.append(f"  {m.name}: {source}{layers}{_cut_note(m, data.max_length)}")
         for name, param in sorted(m.space.items()):
             lines.append(f"    {name}: {describe_param(param)} (this candidate's own)")
     lines.append("search space (shared):")
@@ -73,6 +73,16 @@ def describe_spec(spec: StudySpec) -> str:
         f" (policy {spec.final_policy})"
     )
     return "\n".join(lines)
+
+
+def _cut_note(model: Candidate, max_length: int) -> str:
+    """Where a local candidate takes fewer tokens than data.max_length: what its inputs are cut at."""
+    from hpsearch.architectures import position_limit
+    from hpsearch.spec._files import model_config
+
+    folder = local_model_dir(model)
+    limit = position_limit(model_config(folder) or {}) if folder is not None else None
+    return f"; takes at most {limit} tokens, so its inputs are cut there (data.max_length {max_length})" if limit and limit < max_length else ""
 
 
 def search_budget_lines(spec: StudySpec) -> list[str]:

@@ -157,6 +157,19 @@ def test_validate_shows_each_candidates_space_and_warns_about_a_large_subsample(
     assert "scope: 'full' (fixed) - every candidate overrides it" in out
 
 
+def test_validate_says_where_a_candidate_takes_fewer_tokens_than_max_length(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _folder(tmp_path)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text(json.dumps({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}))
+    (tmp_path / "r" / "model.safetensors").write_bytes(b"")
+    path = tmp_path / "study.yaml"
+    path.write_text(HEAD + "data: {train: d.csv, max_length: 1024}\nmodels:\n  - {name: a, path: m}\n  - {name: r, path: r}\n")
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"  r: {tmp_path / 'r'}; takes at most 512 tokens, so its inputs are cut there (data.max_length 1024)\n" in out
+    assert f"  a: {tmp_path / 'm'}\n" in out  # no positions in its config: nothing to say
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

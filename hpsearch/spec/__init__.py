@@ -1,5 +1,5 @@
 """The study spec: typed, documented, frozen settings read from a YAML file."""
-from hpsearch.spec._load import load_spec, load_spec_text, package_model_dir
+from hpsearch.spec._load import load_spec, load_spec_text, local_model_dir, package_model_dir
 from hpsearch.spec._models import (
     CVSpec,
     Candidate,
@@ -22,5 +22,5 @@ __all__ = [
     "CVSpec", "Candidate", "CategoricalParam", "Columns", "DataSource", "DataSpec", "ExecutionSpec",
     "ExportSpec", "FixedParam", "FloatParam", "IntParam", "PrunerSpec", "SamplerSpec", "SearchSpace",
     "SearchSpec", "SelectionSpec", "StudySpec", "Subsample", "TrackingSpec",
-    "load_spec", "load_spec_text", "package_model_dir",
+    "load_spec", "load_spec_text", "local_model_dir", "package_model_dir",
 ]

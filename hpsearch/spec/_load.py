@@ -294,7 +294,7 @@ def _candidate_problems(i: int, model: Candidate) -> list[str]:
 
 def _scope_problems(spec: StudySpec, i: int, model: Candidate) -> list[str]:
     """Scopes in the candidate's space that cannot apply to it (only for models whose config is on disk)."""
-    folder = model.path if model.path is not None else package_model_dir(model) if model.package is not None else None
+    folder = local_model_dir(model)
     config = model_config(folder) if folder is not None else None
     if config is None:
         return []
@@ -316,6 +316,11 @@ def _scope_problems(spec: StudySpec, i: int, model: Candidate) -> list[str]:
             problems.append(f"{field}: {scope!r} cannot apply to candidate {model.name}: it has {layers} layers, so at most "
                             f"freeze-{layers} (or head); remove {scope!r} or override scope in models[{i}].space")
     return problems
+
+
+def local_model_dir(model: Candidate) -> Path | None:
+    """The folder of a candidate on this machine (its path, or its folder inside a package); None for a hub model."""
+    return model.path if model.path is not None else package_model_dir(model) if model.package is not None else None
 
 
 def package_model_dir(model: Candidate) -> Path | None:
