@@ -34,6 +34,10 @@ class TextClassification(Task):
         return out
 
     def _targets(self, values: list[Any], split: str, name: str, label_map: Any) -> list[Any]:
+        for row, value in enumerate(values):
+            if isinstance(value, (list, dict)):  # as text it would be a class of its own, "['neg', 'other']"
+                raise RowError(split, row, f"label {str(value)[:60]!r} in {name!r} is a {type(value).__name__}: each row takes one "
+                               "label (multi-label classification is not supported); give the row one label")
         return label_map.encode(values, split)
 
     def strata(self, split: Any) -> list[Any] | None:

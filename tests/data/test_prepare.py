@@ -285,6 +285,13 @@ def test_entity_metrics_on_tags_without_an_outside_tag_are_refused_and_accuracy_
     assert tagged.label_map.labels == ("DET", "NOUN", "VERB")
 
 
+def test_a_label_that_is_a_list_is_refused_not_made_a_class(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "d.jsonl", [{"text": "good", "label": "pos"}, {"text": "odd", "label": ["pos", "neg"]}, {"text": "bad", "label": "neg"}])
+    with pytest.raises(DataError, match=r"train row 1 \(counting data rows from 0\): label \"\['pos', 'neg'\]\" in 'label' is a list: "
+                                        r"each row takes one label \(multi-label classification is not supported\)"):
+        prepare_data(_spec(tmp_path, "  train: d.jsonl"))
+
+
 def test_a_subsample_larger_than_its_split_is_reported(tmp_path: Path) -> None:
     write_csv(tmp_path / "d.csv", classification_rows(30))
     data = prepare_data(_spec(tmp_path, "  train: d.csv\n  subsample: {train: 50}"))
