@@ -18,7 +18,7 @@ from hpsearch.runner import counted_trials, run_study
 from hpsearch.search import make_storage, untried
 from hpsearch.space import configurations
 from hpsearch.spec import load_spec
-from toydata import toy_study
+from toydata import toy_study, write_csv
 
 SPACE = """\
 space:
@@ -130,10 +130,7 @@ def test_texts_longer_than_max_length_are_cut_with_a_warning(tmp_path: Path, tin
     rows = list(csv.DictReader(data.open()))
     # Two extremely long texts (about 300,000 characters each); the rest are short.
     rows[0]["text"], rows[1]["text"] = "good " * 60000, "bad " * 75000
-    with data.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(data, rows)
     said: list[str] = []
     assert run_study(path, say=lambda message, **fields: said.append(message)) == 0
     warnings = [m for m in said if "data.max_length" in m]
@@ -154,10 +151,7 @@ def test_a_max_length_beyond_the_models_positions_cuts_at_what_the_model_takes(t
     data = path.parent / "cls.csv"
     rows = list(csv.DictReader(data.open()))
     rows[0]["text"] = "good " * 400
-    with data.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(data, rows)
     said: list[str] = []
     assert run_study(path, say=lambda message, **fields: said.append(message)) == 0
     assert [m for m in said if "tokens" in m and "warning" in m] == [
