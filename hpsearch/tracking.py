@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from hpsearch.errors import HpsearchError
 from hpsearch.selection import SPLIT_SE_ATTR
 from hpsearch.spec import StudySpec
 
@@ -101,6 +102,24 @@ def experiment_name(spec: StudySpec) -> str:
     return spec.tracking.experiment or spec.name
 
 
+def _check_reachable(uri: str) -> None:
+    """Stop at once where a tracking server cannot be reached, with the reason and the fix: MLflow's client retries
+    each call for minutes (4 on a refused connection) and then fails with a traceback."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    from hpsearch.summary import redact
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=10)  # any answer, even a refusal, means a server is there
+    except requests.RequestException as exc:
+        cause = exc.args[0] if exc.args else exc
+        reason = str(getattr(cause, "reason", cause)).rsplit(": ", 1)[-1]
+        raise HpsearchError(f"tracking.uri {redact(uri)}: cannot reach the MLflow server ({reason}); start it or correct "
+                            "tracking.uri, or set tracking: {enabled: false} to run without tracking") from None
+
+
 class NullTracker:
     """Tracking switched off: every call does nothing."""
 
@@ -146,6 +165,7 @@ class Tracker(NullTracker):
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
+        _check_reachable(uri)
         _seed_database(uri)
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         found = self.client.get_experiment_by_name(experiment)

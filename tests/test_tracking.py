@@ -154,6 +154,19 @@ def test_two_workers_logging_at_once_lose_no_run(tmp_path: Path, tiny_bert: Path
     assert all(r.info.status == "FINISHED" and "cv_mean" in r.data.metrics for r in children)
 
 
+def test_a_tracking_server_that_cannot_be_reached_stops_the_run_at_once(tmp_path: Path, tiny_bert: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """MLflow's client retried each call for about four minutes, then the run ended with a traceback."""
+    from hpsearch.cli import main
+
+    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=SPACE + f"search: {{n_trials: 1}}\ntracking: {{uri: '{url}'}}\n")
+    assert main(["run", str(path), "--quiet"]) == 2
+    said = capsys.readouterr().err
+    assert f"tracking.uri {url}: cannot reach the MLflow server (" in said and "Connection refused" in said, said
+    assert "set tracking: {enabled: false} to run without tracking" in said and "Traceback" not in said
+
+
 def test_embedded_default_lives_in_the_study_folder(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from hpsearch.spec import load_spec
 
