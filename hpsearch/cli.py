@@ -186,6 +186,8 @@ def _worker(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     device = None
     if args.device is not None:
+        if args.device != "cpu" and not args.device.isdigit():
+            raise HpsearchError(f"--device takes a GPU id (0, 1, ...) or cpu, got {args.device!r}")
         device = "cpu" if args.device == "cpu" else f"cuda:{int(args.device)}"
     if args.threads is not None and args.threads < 1:
         raise HpsearchError(f"--threads must be at least 1, but got {args.threads}")

@@ -26,13 +26,32 @@ def _say(message: str, **fields: Any) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def pick_device(spec: StudySpec) -> str:
+def pick_device(spec: StudySpec, asked: str | None = None) -> str:
+    """The device this process trains on: ``asked`` (a worker's --device), else the study's first. A GPU this machine
+    does not have is refused before any trial: every trial on it would fail."""
     import torch
 
+    if asked is not None:
+        if asked != "cpu":
+            check_gpus([int(asked.split(":")[1])], "--device", "--device cpu")
+        return asked
     devices = spec.execution.devices
-    if devices == "cpu" or not torch.cuda.is_available():
-        return "cpu"
-    return f"cuda:{devices[0]}" if isinstance(devices, list) else "cuda:0"
+    if isinstance(devices, list):
+        check_gpus(devices, "execution.devices", "devices: auto (every GPU there is, else the CPU) or cpu")
+        return f"cuda:{devices[0]}"
+    return "cpu" if devices == "cpu" or not torch.cuda.is_available() else "cuda:0"
+
+
+def check_gpus(ids: Sequence[int], setting: str, other: str) -> None:
+    """Refuse GPU ids that torch does not see on this machine, naming those it does and ``other`` setting."""
+    import torch
+
+    count = torch.cuda.device_count()
+    missing = [i for i in ids if not 0 <= i < count]
+    if missing:
+        have = f"{count} GPU(s), ids 0 to {count - 1}" if count else "no GPU that torch can use"
+        raise HpsearchError(f"{setting} asks for GPU {', '.join(map(str, missing))}, but this machine has {have}; use "
+                            f"{'ids among those, or ' if count else ''}{other}")
 
 
 def make_folds(spec: StudySpec, data: Any) -> tuple[list[tuple[list[int], list[int]]], str]:
@@ -141,7 +160,7 @@ class Session:
             self.study.sampler.set_baseline(self.baseline["fold_scores"], self.baseline["fold_losses"])
         if isinstance(self.study.pruner, OnRungs):
             self.study.pruner.set_baseline(self.baseline["fold_scores"], self.baseline["fold_losses"])
-        self.device = device or pick_device(spec)
+        self.device = pick_device(spec, device)
         self.tuner = FineTuner(self.data, cache_dir=out / "cache", max_length=spec.data.max_length, device=self.device,
                                precision=spec.execution.precision, metric=spec.metric, direction=spec.direction,
                                warn=lambda message: say(f"warning: {message}", event="warning"), info=say)
@@ -548,6 +567,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         if keep_trials and aside is not None:
             carry_trials(spec, *aside, say=say)
     begun = time.monotonic()
+    pick_device(spec)  # GPUs this machine lacks are refused before any worker starts
     slots = plan_slots(spec)
     if len(slots) > 1:
         from hpsearch.finetune.core import unavailable

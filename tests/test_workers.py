@@ -14,7 +14,7 @@ from hpsearch.runner import counted_trials
 from hpsearch.search import make_storage
 from hpsearch.spec import load_spec, load_spec_text
 from hpsearch.workers import plan_slots
-from toydata import toy_study
+from toydata import QUICK, toy_study
 
 SPACE = """\
 space:
@@ -62,6 +62,27 @@ def test_slots_pin_gpus_and_split_cpu_threads(tmp_path: Path) -> None:
     auto = plan_slots(load_spec_text(base, tmp_path), gpu_count=0, cpu_count=2)
     assert [s.device for s in auto] == ["cpu"] and auto[0].threads == 2
     assert len(plan_slots(load_spec_text(base, tmp_path), gpu_count=2)) == 2
+
+
+def test_gpus_the_machine_lacks_are_refused_before_any_trial(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Two listed GPUs on a machine without them: each trial failed on 'Torch not compiled with CUDA enabled' and
+    counted; one listed GPU ran on the CPU without a word; `worker --device cuda` ended in a traceback."""
+    import torch
+
+    from hpsearch.cli import main
+
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=QUICK + "search: {n_trials: 2}\nexecution: {devices: [0, 1]}\n")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert main(["run", str(path), "--quiet"]) == 2
+    assert ("execution.devices asks for GPU 1, but this machine has 1 GPU(s), ids 0 to 0; use ids among those, or devices: auto "
+            "(every GPU there is, else the CPU) or cpu") in capsys.readouterr().err
+    assert not (load_spec(path).out_dir / "optuna.journal").exists()  # no study was opened, no trial spent
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert main(["worker", str(path), "--device", "0"]) == 2
+    assert "--device asks for GPU 0, but this machine has no GPU that torch can use; use --device cpu" in capsys.readouterr().err
+    assert main(["worker", str(path), "--device", "cuda"]) == 2
+    assert "--device takes a GPU id (0, 1, ...) or cpu, got 'cuda'" in capsys.readouterr().err
 
 
 def _check_exact(path: Path, n_trials: int, output: str) -> None:
