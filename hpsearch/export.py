@@ -41,8 +41,9 @@ def check_target(folder: Path, force: bool) -> None:
 
 def kept_export(spec: StudySpec, target: Path, report: dict[str, Any]) -> dict[str, Any] | None:
     """The selection of the run that exported ``target``, where that run ended with the same study file, trials and
-    winner as ``report``: training the final model again would give the same weights, so the folder stays as it is.
-    None otherwise, and where the folder lacks its weights."""
+    winner (settings and scores alike, so not a study deleted and run again) as ``report``: training the final model
+    again would give the same weights, so the folder stays as it is. None otherwise, and where the folder lacks its
+    weights."""
     from hpsearch.spec._files import no_weights
 
     try:
@@ -50,9 +51,9 @@ def kept_export(spec: StudySpec, target: Path, report: dict[str, Any]) -> dict[s
         last = json.loads((spec.out_dir / "selection.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    winner = report["selected"]["trial"]
-    same = (meta.get("spec_hash") == spec_hash(spec) and meta.get("trial") == winner and last.get("export_dir") == str(target)
-            and (last.get("selected") or {}).get("trial") == winner and last.get("considered_trials") == report["considered_trials"])
+    chosen = json.loads(json.dumps(report["selected"], default=str))  # as selection.json holds it
+    same = (meta.get("spec_hash") == spec_hash(spec) and meta.get("trial") == chosen["trial"] and last.get("export_dir") == str(target)
+            and last.get("selected") == chosen and last.get("considered_trials") == report["considered_trials"])
     return last if same and no_weights(target) is None else None
 
 

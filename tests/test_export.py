@@ -82,6 +82,11 @@ def test_running_a_finished_study_again_keeps_its_export_instead_of_training_it_
     assert run_study(path, say=lambda message, **fields: said.append(fields.get("event"))) == 0
     assert "final_model_kept" in said and "final_model" not in said, said
     assert weights.stat().st_mtime_ns == written and json.loads((spec.out_dir / "selection.json").read_text()) == report
+    changed = dict(report, selected={**report["selected"], "mean_score": 0.123})  # the same trial number, another result
+    (spec.out_dir / "selection.json").write_text(json.dumps(changed))
+    said.clear()
+    assert run_study(path, say=lambda message, **fields: said.append(fields.get("event"))) == 0
+    assert "final_model_kept" not in said and "final_model" in said
     weights.unlink()  # a folder that lost its weights is written again
     said.clear()
     assert run_study(path, say=lambda message, **fields: said.append(fields.get("event"))) == 0
