@@ -91,16 +91,21 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
         data.groups = [str(groups[row]) for row in (rows["train"] or range(len(groups)))]
     for name, dataset in raw.items():
         data.splits[name] = _standardise(task, dataset, name, spec, label_map, rows[name])
-    _refuse_one_target(task, data, spec, target)
-    problem = task.metric_problem(spec.metric, label_map)
-    if problem:
-        raise DataError(f"{_where(spec, 'train')}: {problem}")
     if "validation" in data.splits and len(data.splits["validation"]) < 2:
         raise DataError(f"{_where(spec, 'validation')}: {len(data.splits['validation'])} validation row(s): trials scored on a fixed "
                         f"validation split need at least 2 (the interval and comparisons are a bootstrap over its rows); add rows, "
                         f"or leave data.validation out to score by k-fold cross-validation")
+    for name, consequence in ONE_VALUE.items():
+        said = _one_target(task, data, spec, name, target)
+        if said:
+            raise DataError(f"{_where(spec, name)}: {said}: {consequence}")
+    problem = task.metric_problem(spec.metric, label_map)
+    if problem:
+        raise DataError(f"{_where(spec, 'train')}: {problem}")
     if spec.data.holdout is not None:
         _hold_out(spec, task, data)
+    if said := _one_target(task, data, spec, "test", target):
+        data.warnings.append(f"{said}: the test {spec.metric} measures how the final model does on that one value only")
     data.task = task.with_data(data.train)
     keys = [task.input_key(data.train, i) for i in range(len(data.train))]
     if spec.data.validation is None and spec.cv.group_column is None:
@@ -235,17 +240,23 @@ def _target_word(task: Task) -> str:
     return task.target[:-1] if task.target.endswith("s") else task.target
 
 
-def _refuse_one_target(task: Task, data: StudyData, spec: StudySpec, column: str | None) -> None:
-    """Training targets that are all one value leave nothing to learn: every trial and the trivial baseline would
-    predict that value, and every score would be perfect or undefined."""
-    value = task.one_target(data.train, data.label_map)
+ONE_VALUE = {
+    "train": "a model learns nothing from one value, and every score would be perfect or undefined; check that data.columns "
+             "names the right column, or add rows with other values",
+    "validation": "scores on it cannot tell a model that learned from one that predicts that value everywhere, so they cannot "
+                  "pick a winner; add rows with other values to the validation split, or leave data.validation out to score "
+                  "by k-fold cross-validation",
+}
+"""What targets that are all one value mean in each split that refuses them (a test split only warns)."""
+
+
+def _one_target(task: Task, data: StudyData, spec: StudySpec, split: str, column: str | None) -> str | None:
+    """Where every target of ``split`` has the same value, that fact in words; None where they differ (or no such split)."""
+    value = task.one_target(data.splits[split], data.label_map) if split in data.splits else None
     if value is None:
-        return
-    what = _target_word(task)
-    kept = " kept by data.subsample.train" if spec.data.subsample.train is not None else ""
-    raise DataError(f"{_where(spec, 'train')}: every {what} of the {len(data.train)} training row(s){kept} in column {column!r} is "
-                    f"{value}: a model learns nothing from one value, and every score would be perfect or undefined; check that "
-                    f"data.columns.{task.target} names the {what} column, or add rows with other {what}s")
+        return None
+    kept = f" kept by data.subsample.{split}" if getattr(spec.data.subsample, split, None) is not None else ""
+    return f"every {_target_word(task)} of the {len(data.splits[split])} {split} row(s){kept} in column {column!r} is {value}"
 
 
 def _refuse_missing(rows: list[int], spec: StudySpec, split: str, column: str, what: str, fix: str) -> None:

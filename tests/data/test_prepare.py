@@ -242,10 +242,10 @@ def test_missing_tags_are_an_error_too(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("task, rows, said", [
-    ("text-classification", [{"text": t, "label": "pos"} for t in ("good", "fine", "great")], "every label of the 3 training row(s) in column 'label' is 'pos'"),
-    ("regression", [{"text": t, "label": 2.5} for t in ("good", "fine", "great")], "every label of the 3 training row(s) in column 'label' is 2.5"),
+    ("text-classification", [{"text": t, "label": "pos"} for t in ("good", "fine", "great")], "every label of the 3 train row(s) in column 'label' is 'pos'"),
+    ("regression", [{"text": t, "label": 2.5} for t in ("good", "fine", "great")], "every label of the 3 train row(s) in column 'label' is 2.5"),
     ("token-classification", [{"tokens": ["a", "b"], "tags": ["O", "O"]}, {"tokens": ["c"], "tags": ["O"]}],
-     "every tag of the 2 training row(s) in column 'tags' is 'O'"),
+     "every tag of the 2 train row(s) in column 'tags' is 'O'"),
 ])
 def test_training_targets_that_are_all_one_value_are_refused(tmp_path: Path, task: str, rows: list, said: str) -> None:
     path = tmp_path / "d.jsonl"
@@ -253,10 +253,24 @@ def test_training_targets_that_are_all_one_value_are_refused(tmp_path: Path, tas
     with pytest.raises(DataError) as caught:
         prepare_data(_spec(tmp_path, "  train: d.jsonl" + ("\n  labels: [neg, pos]" if task == "text-classification" else ""), task=task))
     assert str(caught.value).startswith(f"{path}: {said}: a model learns nothing from one value"), caught.value
-    assert "add rows with other" in str(caught.value)
+    assert "add rows with other values" in str(caught.value)
     rows[0] = {"tokens": ["a"], "tags": ["B-PER"]} if task == "token-classification" else dict(rows[0], label={"regression": 1.0}.get(task, "neg"))
     write_jsonl(path, rows)
     assert len(prepare_data(_spec(tmp_path, "  train: d.jsonl", task=task)).train) == len(rows)
+
+
+def test_a_validation_split_of_one_label_is_refused_and_a_test_split_of_one_is_warned_of(tmp_path: Path) -> None:
+    """Every trial and the majority class scored macro-F1 1.0 on a validation split of positives only."""
+    write_csv(tmp_path / "d.csv", classification_rows(30))
+    write_csv(tmp_path / "one.csv", [r for r in classification_rows(12, seed=4) if r["label"] == "pos"])
+    with pytest.raises(DataError) as caught:
+        prepare_data(_spec(tmp_path, "  train: d.csv\n  validation: one.csv"))
+    assert str(caught.value).startswith(f"{tmp_path / 'one.csv'}: every label of the 6 validation row(s) in column 'label' is 'pos': "
+                                        "scores on it cannot tell a model that learned from one that predicts that value everywhere"), caught.value
+    assert "or leave data.validation out to score by k-fold cross-validation" in str(caught.value)
+    data = prepare_data(_spec(tmp_path, "  train: d.csv\n  test: one.csv"))
+    assert data.warnings == ["every label of the 6 test row(s) in column 'label' is 'pos': the test macro_f1 measures how the final "
+                             "model does on that one value only"], data.warnings
 
 
 @pytest.mark.parametrize("name, content, said", [
