@@ -44,6 +44,7 @@ def kept_export(spec: StudySpec, target: Path, report: dict[str, Any]) -> dict[s
     winner (settings and scores alike, so not a study deleted and run again) as ``report``: training the final model
     again would give the same weights, so the folder stays as it is. None otherwise, and where the folder lacks its
     weights."""
+    from hpsearch.selection import same_selection
     from hpsearch.spec._files import no_weights
 
     try:
@@ -51,9 +52,8 @@ def kept_export(spec: StudySpec, target: Path, report: dict[str, Any]) -> dict[s
         last = json.loads((spec.out_dir / "selection.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    chosen = json.loads(json.dumps(report["selected"], default=str))  # as selection.json holds it
-    same = (meta.get("spec_hash") == spec_hash(spec) and meta.get("trial") == chosen["trial"] and last.get("export_dir") == str(target)
-            and last.get("selected") == chosen and last.get("considered_trials") == report["considered_trials"])
+    same = (meta.get("spec_hash") == spec_hash(spec) and meta.get("trial") == report["selected"]["trial"]
+            and last.get("export_dir") == str(target) and same_selection(last, report))
     return last if same and no_weights(target) is None else None
 
 
@@ -64,9 +64,9 @@ def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callab
 
     candidate = spec.candidate(chosen["model"])
     folder = spec.out_dir / "checkpoints" / f"trial-{chosen['trial']}"
-    kept = (folder / "config.json").is_file()
-    if spec.final_policy == "best-fold" and (kept or spec.export.policy is not None):
-        if not kept:
+    checkpointed = (folder / "config.json").is_file()
+    if spec.final_policy == "best-fold" and (checkpointed or spec.export.policy is not None):
+        if not checkpointed:
             raise HpsearchError(f"the best-fold checkpoint of trial {chosen['trial']} is missing from {folder.parent}; "
                                 "use export.policy: refit, or run the study again")
         say(f"final model: best fold of trial {chosen['trial']} ({folder})", event="final_model", policy="best-fold", trial=chosen["trial"])
@@ -144,13 +144,13 @@ def metadata(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
         "input_columns": task.input_columns(spec.data.columns),
         "task_settings": report.get("task_settings", {}),
         "labels": report.get("labels"),
-        "max_length": report.get("max_length", spec.data.max_length),
+        "max_length": report["max_length"],
         "metric": spec.metric,
         "trial": chosen["trial"],
         "model": chosen["model"],
         "params": chosen["params"],
         "best_epochs": chosen["best_epochs"],
-        "policy": report.get("final_policy", spec.final_policy),
+        "policy": report["final_policy"],
         "cv": {"mean": chosen["mean_score"], "std": chosen["std_score"],
                **{k: v for k, v in report["cv_interval"].items() if k in ("low", "high", "confidence")}},
         "test_scores": report.get("test_scores"),
@@ -180,7 +180,7 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "## Selected configuration",
         "",
         f"- model: `{chosen['model']}` (trial {chosen['trial']}), {chosen['best_epochs']} epoch(s), "
-        f"final model by `{report.get('final_policy', spec.final_policy)}`",
+        f"final model by `{report['final_policy']}`",
         *[f"- {k}: `{v}`" for k, v in applicable({**chosen["params"], "epochs": chosen["best_epochs"]}).items()],
         "",
         "## Scores",

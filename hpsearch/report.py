@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from hpsearch.selection import compared_by, counts_text, latency_measured, score_text, trained_complete
+from hpsearch.selection import compared_by, counts_text, latency_measured, same_selection, score_text, trained_complete
 from hpsearch.space import describe_params
 from hpsearch.spec import StudySpec
 
@@ -59,7 +59,7 @@ def _final_figures(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
     if not path.is_file():
         return {}
     saved = json.loads(path.read_text(encoding="utf-8"))
-    if saved.get("considered_trials") != report.get("considered_trials") or saved.get("selected", {}).get("trial") != report["selected"]["trial"]:
+    if not same_selection(saved, report):
         return {"stale_note": "the study has changed since the last run selected its winner: run it (or 'hpsearch export') for the test score and baseline"}
     # On one fixed validation split the intervals and comparisons are a bootstrap over its rows, which needs them too.
     split_figures, copied = (("cv_interval", "paired_comparisons"), ("low", "high", "comparison", "verdict")) if spec.one_split else ((), ())

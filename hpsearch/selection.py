@@ -302,6 +302,13 @@ def is_repeat(trial: Any) -> bool:
     return REPEAT_ATTR in trial.user_attrs
 
 
+def same_selection(saved: dict[str, Any], report: dict[str, Any]) -> bool:
+    """Whether ``saved`` (a run's selection.json) selected the same winner, with the same settings and scores, from the
+    same trials as ``report``: then what that run made of it (the final model, its test score) still stands."""
+    chosen = json.loads(json.dumps(report["selected"], default=str))  # as selection.json holds it
+    return saved.get("considered_trials") == report["considered_trials"] and saved.get("selected") == chosen
+
+
 SPLIT_SE_ATTR = "validation_standard_error"
 """Trial user attribute, on one fixed validation split: the standard error of the trial's score over the split's rows
 (a bootstrap over them), which the one-standard-error rule takes where there are no folds to take it from."""

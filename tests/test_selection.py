@@ -256,3 +256,21 @@ def test_a_model_clearly_ahead_of_the_chosen_winner_is_called_better(direction: 
     evidence = selection.RowEvidence(lambda key: [(ahead, ahead + noise), (chosen, chosen + noise)][key], 0.95)
     out = {r["model"]: r["verdict"] for r in selection.per_model(table, _costs(table), ["big", "small"], winner, evidence, direction)}
     assert out == {"big": "better (not chosen by the selection rule)", "small": "winner"}
+
+
+def test_a_saved_selection_stands_only_for_the_same_trials_and_the_same_winner(tmp_path: Path) -> None:
+    """What the report copies from the last run, and what lets a run keep the last export."""
+    from types import SimpleNamespace
+
+    from hpsearch.report import _final_figures
+
+    report = {"considered_trials": [0, 1], "selected": {"trial": 1, "params": {"learning_rate": 3e-5}, "mean_score": 0.8125}}
+    saved = {**json.loads(json.dumps(report)), "test_scores": {"accuracy": 0.75}}
+    assert selection.same_selection(saved, report)
+    assert not selection.same_selection({**saved, "considered_trials": [0, 1, 2]}, report)
+    assert not selection.same_selection({**saved, "selected": {**saved["selected"], "mean_score": 0.5}}, report)  # a study run again
+    spec = SimpleNamespace(out_dir=tmp_path, one_split=False)
+    (tmp_path / "selection.json").write_text(json.dumps(saved))
+    assert _final_figures(spec, report) == {"test_scores": {"accuracy": 0.75}}
+    (tmp_path / "selection.json").write_text(json.dumps({**saved, "selected": {**saved["selected"], "trial": 0}}))
+    assert "stale_note" in _final_figures(spec, report)
