@@ -116,6 +116,7 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     from hpsearch.tracking import experiment_name
 
     spec, study, tuner, say = session.spec, session.study, session.tuner, session.say
+    session.catch_up_tracking()
     tracker, parent = session.tracker, session.parent_run
     export = export and (spec.export.enabled or target is not None)
     target = target or spec.export_dir
@@ -135,7 +136,9 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     report["bias_corrected"] = bias_corrected(spec, session, table)
     _measure_latency(spec, session, report["per_model"])
     if tracker.enabled:
-        report["mlflow"] = {"experiment": experiment_name(spec), "study_run": parent, "trial_run": chosen_trial.user_attrs.get("mlflow_run_id")}
+        number = report["selected"]["trial"]
+        report["mlflow"] = {"experiment": experiment_name(spec), "study_run": parent,
+                            "trial_run": chosen_trial.user_attrs.get("mlflow_run_id") or tracker.trial_run(parent, number)}
     report["test_scores"] = None
     kept = kept_export(spec, target, report) if export else None
     if kept is not None:
@@ -152,14 +155,24 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
                 report["export_dir"] = str(target)
         finally:
             final.close()
-    if export and tracker.enabled and kept is None:
+    if export and tracker.enabled and not (report.get("registered_model") or {}).get("version"):  # a kept export registered before keeps its version
         report["registered_model"] = {"name": spec.name, "version": tracker.log_model(parent, target, tuner.data.task.mlflow_pipeline, spec.name)}
     tracker.log_study_result(parent, *_study_figures(spec, report))
-    selection_path = spec.out_dir / "selection.json"
-    selection_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    selection_path = _write_selection(spec, report, tracker.lost)
     tracker.end_study(parent, "FINISHED", [csv_path, spec.out_dir / "cv_results.json", selection_path])
+    if tracker.lost is not None and "stopped" not in report["mlflow"]:  # it stopped at that last call
+        _write_selection(spec, report, tracker.lost)
     say_summary(spec, report, report["paired_comparisons"], csv_path, say)
     return 0
+
+
+def _write_selection(spec: StudySpec, report: dict[str, Any], tracking_stopped: str | None) -> Path:
+    """selection.json, with why MLflow tracking stopped where it did (the summary says it too)."""
+    if tracking_stopped is not None:
+        report["mlflow"]["stopped"] = tracking_stopped
+    path = spec.out_dir / "selection.json"
+    path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    return path
 
 
 def compare_with_baseline(spec: StudySpec, session: Session, winner: dict[str, Any], evidence: Evidence | None) -> dict[str, Any]:
@@ -310,7 +323,11 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
     if "export_dir" in report:
         lines.append(f"model: {report['export_dir']} (serve it with transformers.{get_task(spec.task).load_call(str(report['export_dir']))})")
     lines.append(f"look: {csv_path} lists every completed trial, ranked; selection.json has the details")
-    if spec.tracking.enabled:
+    stopped = (report.get("mlflow") or {}).get("stopped")
+    if stopped:
+        lines.append(f"MLflow: tracking stopped during this run ({stopped}); run the same command again once it works, to log "
+                     "the trial runs it is missing")
+    elif spec.tracking.enabled:
         from hpsearch.tracking import ui_command
 
         lines.append(f"compare trials in MLflow: {ui_command(spec)}")

@@ -169,11 +169,23 @@ class Session:
             from hpsearch.finetune.core import unavailable
 
             refuse_unavailable(unavailable(spec.models, self.tuner.tokenizer, say), self.study)
-        self.tracker = Tracker.from_spec(spec)
+        self.tracker = Tracker.from_spec(spec, say)
         self.parent_run = self.tracker.study_run(spec, objective_digest(self.study))
         self.objective = Objective(spec, self.tuner, self.folds, eval_split=eval_split, device=self.device, on_event=say,
                                    checkpoints=out / "checkpoints", tracker=self.tracker, parent_run=self.parent_run)
         self.objective.study = self.study
+
+    def catch_up_tracking(self) -> None:
+        """Log the trial runs MLflow is missing, where tracking stopped in this run or an earlier one (a server that
+        was down) and works now; said where there were any."""
+        if not self.tracker.reconnect():
+            return
+        if self.parent_run is None:  # tracking stopped before the study's run was found
+            self.parent_run = self.objective.parent_run = self.tracker.study_run(self.spec, objective_digest(self.study))
+        logged = self.tracker.catch_up(self.parent_run, self.study.get_trials(deepcopy=False))
+        if logged:
+            self.say(f"MLflow: logged the runs of {len(logged)} trial(s) it was missing ({', '.join(map(str, logged))}), with their "
+                     "settings and final figures", event="tracking_caught_up", trials=logged)
 
     def _close_dead_run(self, trial: Any, reason: str) -> None:
         """End the MLflow run a dead worker left open (found by the id the trial recorded, else by its tags:
@@ -458,7 +470,7 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
     else:  # set aside with its files
         old = optuna.load_study(study_name=spec.name, storage=JournalStorage(JournalFileBackend(str(files / "optuna.journal"))))  # type: ignore[operator]
     study = open_study(spec, say=say, enqueue=False)  # the carried trials first: numbered as they were, where none is left out
-    tracker = Tracker.from_spec(spec)
+    tracker = Tracker.from_spec(spec, say)
     parent = tracker.study_run(spec, objective_digest(study))
     names = {m.name for m in spec.models}
     old_stride, stride = stored_max_epochs(spec, old.user_attrs.get(OBJECTIVE_KEY, {})) + 1, max_epochs(spec) + 1
@@ -547,7 +559,7 @@ def set_aside_study(spec: StudySpec, say: Callable[..., None] = _say) -> tuple[s
         if (out / name).exists():
             folder.mkdir(parents=True, exist_ok=True)
             shutil.move(str(out / name), str(folder / name))
-    Tracker.from_spec(spec).rename_study_run(spec, aside)
+    Tracker.from_spec(spec, say).rename_study_run(spec, aside)
     say(f"study {spec.name!r} set aside as {aside!r}" + (f" (its files in {folder})" if folder.exists() else "") + "; starting a new one",
         event="set_aside", study=aside)
     return aside, folder if folder.exists() else None
@@ -578,7 +590,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         started = time.monotonic()
         study = open_study(spec, say=say)
         refuse_unavailable(unavailable(spec.models, say=say), study)  # once here, rather than once by each worker
-        tracker = Tracker.from_spec(spec)
+        tracker = Tracker.from_spec(spec, say)
         parent = tracker.study_run(spec, objective_digest(study))
         before = counted_trials(study)
         say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers",

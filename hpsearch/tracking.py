@@ -8,19 +8,26 @@ Per-fold results are fold-indexed metrics of the trial run (``fold1/val_macro_f1
 epoch, ``fold1_score``), not grandchild runs: the trial is the unit users compare, and MLflow's
 compare view then shows one row per trial with its parameters, CV mean and std, while the fold
 curves stay one click away in the same run.
+
+Tracking never costs a study its results: where a call fails (a tracking server that went down, say), the
+tracker says so once and stops logging, the study goes on, and the end of a later run (or of this one, where
+the server is back by then) logs the trial runs MLflow is missing (:meth:`Tracker.catch_up`).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from hpsearch.errors import HpsearchError
-from hpsearch.selection import SPLIT_SE_ATTR
+from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR
 from hpsearch.spec import StudySpec
 
 ROLE, STUDY, TRIAL = "hpsearch.role", "hpsearch.study", "hpsearch.trial"
@@ -105,25 +112,60 @@ def experiment_name(spec: StudySpec) -> str:
 def _check_reachable(uri: str) -> None:
     """Stop at once where a tracking server cannot be reached, with the reason and the fix: MLflow's client retries
     each call for minutes (4 on a refused connection) and then fails with a traceback."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-
     from hpsearch.summary import redact
+
+    reason = _unreachable(uri)
+    if reason is not None:
+        raise HpsearchError(f"tracking.uri {redact(uri)}: cannot reach the MLflow server ({reason}); start it or correct "
+                            "tracking.uri, or set tracking: {enabled: false} to run without tracking")
+
+
+def _unreachable(uri: str) -> str | None:
+    """Why the tracking server at ``uri`` cannot be reached now (a refused connection, say); None where it answers, or
+    where ``uri`` is no server (a database file)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests
 
     try:
         requests.get(f"{uri.rstrip('/')}/health", timeout=10)  # any answer, even a refusal, means a server is there
     except requests.RequestException as exc:
         cause = exc.args[0] if exc.args else exc
-        reason = str(getattr(cause, "reason", cause)).rsplit(": ", 1)[-1]
-        raise HpsearchError(f"tracking.uri {redact(uri)}: cannot reach the MLflow server ({reason}); start it or correct "
-                            "tracking.uri, or set tracking: {enabled: false} to run without tracking") from None
+        return str(getattr(cause, "reason", cause)).rsplit(": ", 1)[-1]
+    return None
+
+
+SERVER_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+                   "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+"""MLflow's settings for a tracking server, where the environment does not set them: how long a call is retried before
+tracking stops (about 30 s: 0, 4, 8 and 16 s between the tries; MLflow's own default, 7 tries and about 4 minutes,
+held every trial that long), and no "View run" links printed on the standard output at each run's end (two lines
+per trial amid the result, and one more request each)."""
+
+
+def _tolerant(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A tracking call that cannot fail the study: where it raises, the tracker stops (:meth:`Tracker.lose`) and the
+    call returns None, as every later one does."""
+
+    @functools.wraps(method)
+    def call(self: "Tracker", *args: Any, **kwargs: Any) -> Any:
+        if self.lost is not None:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - whatever MLflow raised, the study's own results come first
+            self.lose(exc)
+            return None
+
+    return call
 
 
 class NullTracker:
     """Tracking switched off: every call does nothing."""
 
     enabled = False
+    lost: str | None = None
+    """Why tracking stopped in this process (see ``Tracker.lose``); None while it works."""
 
     def study_run(self, spec: StudySpec, objective: str | None = None) -> str | None:
         return None
@@ -155,17 +197,32 @@ class NullTracker:
     def log_study_result(self, parent: str | None, metrics: dict[str, float], tags: dict[str, str]) -> None:
         pass
 
+    def reconnect(self) -> bool:
+        return False
+
+    def catch_up(self, parent: str | None, trials: Sequence[Any]) -> list[int] | None:
+        return None
+
+    def trial_run(self, parent: str | None, number: int) -> str | None:
+        return None
+
 
 class Tracker(NullTracker):
-    """Logs through one ``MlflowClient``; every method takes the run id it writes to."""
+    """Logs through one ``MlflowClient``; every method takes the run id it writes to. ``warn`` is told once, where a
+    call fails and tracking stops."""
 
     enabled = True
 
-    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None, warn: Callable[[str], None] | None = None) -> None:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
+        self.uri, self.lost = uri, None
+        self.warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
         _check_reachable(uri)
+        if uri.startswith(("http://", "https://")):
+            for name, value in SERVER_SETTINGS.items():
+                os.environ.setdefault(name, value)  # read by MLflow at each call
         _seed_database(uri)
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -178,12 +235,34 @@ class Tracker(NullTracker):
             self.experiment_id = found.experiment_id
 
     @classmethod
-    def from_spec(cls, spec: StudySpec) -> NullTracker:
+    def from_spec(cls, spec: StudySpec, say: Callable[..., None] | None = None) -> NullTracker:
+        """The study's tracker; ``say`` (a progress callback) hears that tracking stopped, if it does."""
         if not spec.tracking.enabled:
             return NullTracker()
         artifacts = None if spec.tracking.uri else (spec.out_dir / "mlartifacts").as_uri()
-        return cls(tracking_uri(spec), experiment_name(spec), artifacts)
+        warn = None if say is None else (lambda message: say(f"warning: {message}", event="tracking_lost", reason=message))
+        return cls(tracking_uri(spec), experiment_name(spec), artifacts, warn)
 
+    def lose(self, exc: BaseException) -> None:
+        """Stop tracking in this process after ``exc``, and say so once: why, and how the runs it misses get logged."""
+        from hpsearch.summary import redact
+
+        unreachable = _unreachable(self.uri)
+        if unreachable is not None:
+            self.lost = f"cannot reach the MLflow server at {redact(self.uri)} ({unreachable})"
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            self.lost = f"{type(exc).__name__} from MLflow: {first[:300]}"
+        self.warn(f"MLflow tracking stopped: {self.lost}. The study goes on without it and keeps every result; run the same "
+                  "command again once tracking works: it logs the trial runs MLflow is missing (the epochs not logged stay missing)")
+
+    def reconnect(self) -> bool:
+        """Whether tracking works (again): where it stopped for a server that answers now, it starts again."""
+        if self.lost is not None and _unreachable(self.uri) is None:
+            self.lost = None
+        return self.lost is None
+
+    @_tolerant
     def study_run(self, spec: StudySpec, objective: str | None = None) -> str:
         """The study's parent run: found again on resume, so a study never gets two.
 
@@ -211,6 +290,7 @@ class Tracker(NullTracker):
         self._log_spec(mine, spec)
         return mine
 
+    @_tolerant
     def log_study_result(self, parent: str | None, metrics: dict[str, float], tags: dict[str, str]) -> None:
         """The winner's figures on the study run, so the experiment table compares studies at a glance."""
         from mlflow.entities import Metric, RunTag
@@ -219,6 +299,7 @@ class Tracker(NullTracker):
         self.client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],  # type: ignore[arg-type]
                               tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    @_tolerant
     def rename_study_run(self, spec: StudySpec, new_name: str) -> None:
         """The study's parent run, kept under the name of a study set aside (so a new study gets its own)."""
         for run in self._study_runs(spec):
@@ -248,6 +329,7 @@ class Tracker(NullTracker):
                                                       "n_trials": spec.search.n_trials or "until timeout", "sampler": spec.search.sampler.name,
                                                       "pruner": spec.search.pruner.name, "candidates": ",".join(m.name for m in spec.models)}))
 
+    @_tolerant
     def start_trial(self, parent: str | None, number: int, model: str, params: dict[str, Any], device: str, precision: str = "fp32") -> str:
         tags = {ROLE: "trial", TRIAL: str(number), "device": device, "precision": precision, "state": "RUNNING"}
         if parent:
@@ -256,15 +338,56 @@ class Tracker(NullTracker):
         self.client.log_batch(run.info.run_id, params=_params({"model": model, **params}))
         return run.info.run_id
 
+    @_tolerant
     def open_trial_run(self, parent: str | None, number: int) -> str | None:
         """The run still open for trial ``number``: a worker killed between starting it and recording its id
         in the study leaves one that only its tags lead to."""
-        query = f"tags.`{ROLE}` = 'trial' and tags.`{TRIAL}` = '{number}' and attributes.status = 'RUNNING'"
+        return self._trial_run(parent, number, " and attributes.status = 'RUNNING'")
+
+    @_tolerant
+    def trial_run(self, parent: str | None, number: int) -> str | None:
+        """The run of trial ``number`` (one that :meth:`catch_up` logged has no id in the trial)."""
+        return self._trial_run(parent, number)
+
+    def _trial_run(self, parent: str | None, number: int, condition: str = "") -> str | None:
+        query = f"tags.`{ROLE}` = 'trial' and tags.`{TRIAL}` = '{number}'" + condition
         if parent:
             query += f" and tags.`mlflow.parentRunId` = '{parent}'"
         runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
         return runs[0].info.run_id if runs else None
 
+    @_tolerant
+    def catch_up(self, parent: str | None, trials: Sequence[Any]) -> list[int]:
+        """Log the finished ``trials`` (Optuna's) whose run MLflow lacks or holds still open, as tracking stopped in
+        their worker: each one's settings, final figures and state (the epochs logged before it stopped stay,
+        the others are missing). Trials that repeat another one's settings have no run of their own, and get none.
+        Returns the numbers of the trials logged."""
+        query = f"tags.`{ROLE}` = 'trial'" + (f" and tags.`mlflow.parentRunId` = '{parent}'" if parent else "")
+        runs: dict[int, Any] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1000, page_token=token)
+            runs.update((int(run.data.tags[TRIAL]), run) for run in page if run.data.tags.get(TRIAL, "").isdigit())
+            token = page.token
+            if not token:
+                break
+        logged = []
+        for trial in trials:
+            attrs = trial.user_attrs
+            if trial.state.name not in STATUS or "model" not in attrs or REPEAT_ATTR in attrs:
+                continue
+            found = runs.get(trial.number)
+            if found is not None and found.info.status != "RUNNING":
+                continue
+            run = found.info.run_id if found is not None else self.start_trial(
+                parent, trial.number, attrs["model"], attrs.get("params", {}), attrs.get("device", "?"), attrs.get("precision", "?"))
+            self.end_trial(run, trial.state.name, dict(attrs))
+            if self.lost is not None:
+                break
+            logged.append(trial.number)
+        return logged
+
+    @_tolerant
     def log_epoch(self, run: str | None, fold: int, epoch: int, train_loss: float, metrics: dict[str, float], samples_per_second: float) -> None:
         from mlflow.entities import Metric
 
@@ -273,6 +396,7 @@ class Tracker(NullTracker):
         values.update({f"fold{fold}/val_{name}": value for name, value in metrics.items()})
         self.client.log_batch(run, metrics=[Metric(k, float(v), now, epoch) for k, v in values.items()])  # type: ignore[arg-type]
 
+    @_tolerant
     def end_trial(self, run: str | None, state: str, attrs: dict[str, Any]) -> None:
         from mlflow.entities import Metric, RunTag
 
@@ -287,6 +411,7 @@ class Tracker(NullTracker):
         self.client.log_batch(run, metrics=[Metric(k, float(v), now, 0) for k, v in numbers.items()], tags=tags)  # type: ignore[arg-type]
         self.client.set_terminated(run, status=STATUS.get(state, "FAILED"))  # type: ignore[arg-type]
 
+    @_tolerant
     def carried_trial(self, parent: str | None, number: int, state: str, attrs: dict[str, Any], came_from: str) -> str:
         """A run for a trial that ``run --new-study --keep-trials`` took over, under the new study's run beside its new
         trials: the trial's settings and final figures, tagged with where it came from (its epoch curves stay in the
@@ -296,12 +421,14 @@ class Tracker(NullTracker):
         self.end_trial(run, state, attrs)
         return run
 
+    @_tolerant
     def end_study(self, parent: str | None, status: str, files: Sequence[Path] = ()) -> None:
         for path in files:
             if path.is_file():
                 self.client.log_artifact(parent, str(path), artifact_path="selection")  # type: ignore[arg-type]
         self.client.set_terminated(parent, status=status)  # type: ignore[arg-type]
 
+    @_tolerant
     def log_model(self, parent: str | None, folder: Path, task: str | None, registered_name: str) -> str | None:
         """Log the exported folder and register a new version: with MLflow's transformers flavour as a ``task``
         pipeline, or (``task`` None: a pipeline MLflow cannot rebuild) as the folder itself."""

@@ -32,37 +32,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """One `mlflow server` for the whole test session, on a free loopback port."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+def _start_server(root: Path, port: int) -> subprocess.Popen[bytes]:
+    """An `mlflow server` on ``port`` with its database and artifacts in ``root``, once it answers."""
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
-    log = (root / "server.log").open("w")
+    log = (root / "server.log").open("a")
     # No background job runners (they only cost CPU here); own process group, so teardown stops all of it.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
                 if response.status == 200:
-                    break
+                    return process
         except OSError:
             time.sleep(0.5)
         if process.poll() is not None:
             pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
-    else:
-        os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail("mlflow server did not start within 120 s")
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
+    _stop_server(process, signal.SIGKILL)
+    pytest.fail("mlflow server did not start within 120 s")
+
+
+def _stop_server(process: subprocess.Popen[bytes], how: int = signal.SIGTERM) -> None:
+    os.killpg(process.pid, how)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """One `mlflow server` for the whole test session, on a free loopback port."""
+    port = _free_port()
+    process = _start_server(tmp_path_factory.mktemp("mlflow-server"), port)
+    yield f"http://127.0.0.1:{port}"
+    _stop_server(process)
 
 
 def _client(uri: str):
@@ -82,7 +89,8 @@ def _quiet(message: str, **fields: object) -> None:
     pass
 
 
-def test_study_is_logged_nested_with_statuses_and_registered_model(tmp_path: Path, tiny_bert: Path, broken_bert: Path, mlflow_server: str) -> None:
+def test_study_is_logged_nested_with_statuses_and_registered_model(tmp_path: Path, tiny_bert: Path, broken_bert: Path, mlflow_server: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     models = (f"models:\n  - {{name: good, path: {tiny_bert}}}\n  - {{name: stuck, path: {tiny_bert}, space: {{learning_rate: 1.0e-9}}}}\n"
               f"  - {{name: broken, path: {broken_bert}}}\n")
     search = ("search:\n  n_trials: 4\n  sampler: {name: random}\n  pruner: {name: median, options: {n_startup_trials: 2}}\n"
@@ -93,6 +101,7 @@ def test_study_is_logged_nested_with_statuses_and_registered_model(tmp_path: Pat
     start, end = text.index("models:"), text.index("\n", text.index("- {name: tiny")) + 1
     path.write_text(text[:start] + models + text[end:])
     assert run_study(path, say=_quiet) == 0
+    assert "View run" not in capsys.readouterr().out  # MLflow's links at each run's end, two lines per trial amid the result
 
     client, runs = _runs(mlflow_server, "nested-test")
     parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "study"]
@@ -165,6 +174,94 @@ def test_a_tracking_server_that_cannot_be_reached_stops_the_run_at_once(tmp_path
     said = capsys.readouterr().err
     assert f"tracking.uri {url}: cannot reach the MLflow server (" in said and "Connection refused" in said, said
     assert "set tracking: {enabled: false} to run without tracking" in said and "Traceback" not in said
+
+
+def test_a_tracking_server_that_goes_down_costs_no_trial_and_a_later_run_logs_what_it_missed(
+        tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server went away during trial 1: each MLflow call was retried for about four minutes and then failed the trial
+    it was in (its training lost), and every later trial the same way."""
+    import json
+
+    import optuna
+
+    from hpsearch.spec import load_spec
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a refused call fails at once (the user's setting is kept)
+    root, port = tmp_path / "server", _free_port()
+    root.mkdir()
+    server = _start_server(root, port)
+    url = f"http://127.0.0.1:{port}"
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=SPACE.replace("epochs: 3", "epochs: 1")
+                     + f"search: {{n_trials: 3, pruner: {{name: none}}}}\ntracking: {{uri: '{url}', experiment: goes-down}}\n")
+    events: list[dict[str, object]] = []
+
+    def listen(message: str, **fields: object) -> None:
+        events.append({"message": message, **fields})
+        if fields.get("event") == "trial_start" and fields.get("trial") == 1:
+            _stop_server(server, signal.SIGKILL)  # before trial 1's run is made
+
+    try:
+        assert run_study(path, say=listen) == 0
+        spec = load_spec(path)
+        study = optuna.load_study(study_name="toy", storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(spec.out_dir / "optuna.journal"))))
+        assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+        lost = [e for e in events if e.get("event") == "tracking_lost"]
+        assert len(lost) == 1 and "cannot reach the MLflow server" in str(lost[0]["message"]), lost
+        assert "run the same command again once tracking works" in str(lost[0]["message"])
+        selection = json.loads((spec.out_dir / "selection.json").read_text())
+        assert "cannot reach the MLflow server" in selection["mlflow"]["stopped"]
+        assert selection["registered_model"]["version"] is None and (spec.out_dir / "model" / "config.json").is_file()
+
+        server = _start_server(root, port)
+        events.clear()
+        assert run_study(path, say=_record(events)) == 0
+        caught = [e for e in events if e.get("event") == "tracking_caught_up"]
+        assert len(caught) == 1 and caught[0]["trials"] == [1, 2], caught
+        assert any(e.get("event") == "final_model_kept" for e in events)  # the export stays; it gets registered now
+        client, runs = _runs(url, "goes-down")
+        trials = {int(r.data.tags["hpsearch.trial"]): r for r in runs if r.data.tags.get("hpsearch.role") == "trial"}
+        parent = next(r for r in runs if r.data.tags.get("hpsearch.role") == "study")
+        assert sorted(trials) == [0, 1, 2] and all(r.info.status == "FINISHED" and r.data.tags["state"] == "COMPLETE" for r in trials.values())
+        assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials.values())
+        for number, trial in enumerate(study.trials):
+            assert trials[number].data.metrics["cv_mean"] == pytest.approx(trial.user_attrs["cv_mean"])
+            assert float(trials[number].data.params["learning_rate"]) == pytest.approx(trial.params["learning_rate"])
+        assert parent.info.status == "FINISHED" and "cv_macro_f1" in parent.data.metrics
+        assert [v.version for v in client.search_model_versions("name='toy'")] == ["1"]
+        selection = json.loads((spec.out_dir / "selection.json").read_text())
+        assert "stopped" not in selection["mlflow"] and selection["registered_model"]["version"] == "1"
+        assert selection["mlflow"]["trial_run"] == trials[selection["selected"]["trial"]].info.run_id
+
+        events.clear()
+        assert run_study(path, say=_record(events)) == 0  # nothing missing any more: nothing logged twice
+        assert not [e for e in events if e.get("event") in ("tracking_caught_up", "tracking_lost")]
+        assert len(_runs(url, "goes-down")[1]) == 4 and len(client.search_model_versions("name='toy'")) == 1
+    finally:
+        if server.poll() is None:
+            _stop_server(server)
+
+
+def _record(events: list[dict[str, object]]):
+    return lambda message, **fields: events.append({"message": message, **fields})
+
+
+def test_a_failed_tracking_call_stops_tracking_once_and_the_server_back_starts_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_server: str) -> None:
+    from hpsearch.tracking import Tracker
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    said: list[str] = []
+    tracker = Tracker(mlflow_server, "failing-call", warn=said.append)
+    parent = tracker.client.create_run(tracker.experiment_id, run_name="study").info.run_id
+    assert tracker.log_epoch("no-such-run", 1, 1, 0.5, {"macro_f1": 0.5}, 10.0) is None  # MLflow refuses it: tracking stops
+    assert tracker.lost is not None and tracker.lost.startswith("RestException from MLflow: RESOURCE_DOES_NOT_EXIST") and len(said) == 1
+    assert tracker.start_trial(parent, 0, "tiny", {}, "cpu") is None and len(said) == 1  # later calls do nothing, silently
+    assert tracker.catch_up(parent, []) is None
+    assert tracker.reconnect() and tracker.lost is None  # the server answers: tracking starts again
+    assert tracker.start_trial(parent, 0, "tiny", {}, "cpu") is not None
+    tracker.lost, tracker.uri = "down", f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    assert not tracker.reconnect() and tracker.lost == "down"
 
 
 def test_embedded_default_lives_in_the_study_folder(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
