@@ -265,3 +265,39 @@ def test_an_export_that_lands_during_ours_is_moved_aside_and_ours_wins(tmp_path:
     export._put_in_place(staging, target)
     assert landed == [target] and (target / "hpsearch.json").read_text() == "ours"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing left aside
+
+
+def test_iobes_tags_export_named_as_the_pipeline_groups_entities(tmp_path: Path, tiny_bert: Path) -> None:
+    """IOBES tags in the config: transformers' pipeline split 'alice smith' (B-PER E-PER) into two people and merged
+    two neighbouring single-word places (S-LOC S-LOC) into one."""
+    import torch
+    from transformers import AutoModelForTokenClassification, pipeline
+
+    path = toy_study(tmp_path, tiny_bert, task="token-classification", rows=60, extra=SPACE.replace("epochs: 2", "epochs: 1")
+                     + "search: {n_trials: 1}\ntracking: {enabled: false}\n")
+    rows = [{"tokens": [first, "smith", "in", city, "rome"], "tags": ["B-PER", "E-PER", "O", "S-LOC", "S-LOC"]}
+            for first, city in zip(["alice", "bob", "carol", "dave", "erin"] * 12, ["paris", "london", "berlin"] * 20)]
+    write_jsonl(tmp_path / "ner.jsonl", rows)
+    assert run_study(path, say=_quiet) == 0
+    folder = load_spec(path).export_dir
+    trained = json.loads((folder / "hpsearch.json").read_text())["labels"]
+    assert sorted(trained) == ["B-PER", "E-PER", "O", "S-LOC"]
+    tagger = pipeline("token-classification", model=str(folder))
+    served = tagger.model.config.id2label
+    assert [served[trained.index(tag)] for tag in ("B-PER", "E-PER", "O", "S-LOC")] == ["B-PER", "I-PER", "O", "B-LOC"]
+    words, tags, start = ["alice", "smith", "in", "paris", "rome"], ["B-PER", "E-PER", "O", "S-LOC", "S-LOC"], 0
+    predicted = []
+    for index, (word, tag) in enumerate(zip(words, tags)):
+        predicted.append({"entity": served[trained.index(tag)], "score": 0.9, "index": index + 1, "word": word,
+                          "start": start, "end": start + len(word)})
+        start += len(word) + 1
+    groups = [(g["entity_group"], g["word"]) for g in tagger.group_entities(predicted) if g["entity_group"] != "O"]
+    assert groups == [("PER", "alice smith"), ("LOC", "paris"), ("LOC", "rome")]
+    # predict answers in the training tags: a model made to tag every word S-LOC says S-LOC, not the config's B-LOC
+    model = AutoModelForTokenClassification.from_pretrained(folder)
+    with torch.no_grad():
+        model.classifier.bias[trained.index("S-LOC")] = 1e4
+    model.save_pretrained(folder)
+    source = write_jsonl(tmp_path / "in.jsonl", [{"tokens": words}])
+    assert main(["predict", str(folder), "--input", str(source), "--output", str(tmp_path / "out.jsonl")]) == 0
+    assert json.loads((tmp_path / "out.jsonl").read_text())["predicted_tags"] == ["S-LOC"] * 5

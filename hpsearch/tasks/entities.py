@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
@@ -124,6 +125,18 @@ class TokenClassification(Task):
         empty = np.zeros((0, len(data.label_map)))  # no word predicted: every word counts as 'O'
         return self.decode([empty] * len(rows), split, rows, data.label_map), "'O' for every word"
 
+    def finish_export(self, folder: Path) -> None:
+        """Name IOBES and BILOU tags in the config as transformers' pipeline groups entities (:func:`pipeline_tags`); the
+        training tags stay in the folder's hpsearch.json, which ``hpsearch predict`` reads."""
+        config_path = folder / "config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        names = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+        served = pipeline_tags(names)
+        if served != names:
+            config["id2label"] = {str(i): name for i, name in enumerate(served)}
+            config["label2id"] = {name: i for i, name in reversed(list(enumerate(served)))}  # S-PER and B-PER: B-PER's id
+            config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+
     def predict(self, model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int,
                 done: Callable[[int], None] = lambda rows: None) -> list[dict[str, Any]]:
         """One tag per input word (from its first subword); words past max_length get 'O'."""
@@ -132,7 +145,8 @@ class TokenClassification(Task):
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
-        id2label = model.config.id2label
+        # The training tags (the config names IOBES and BILOU tags as the pipeline groups them: see finish_export)
+        id2label = dict(enumerate(meta["labels"])) if meta.get("labels") else model.config.id2label
         outside = "O" if "O" in id2label.values() else id2label[0]
         column = meta["input_columns"]["tokens"]
         result = []
@@ -176,6 +190,22 @@ def scored_tags(names: Sequence[str]) -> list[str]:
     for name in names:
         prefix, dash, kind = name.partition("-")
         out.append(name if name == "O" else f"{SCHEMES[prefix]}-{kind}" if dash and prefix in SCHEMES and kind else f"I-{name}")
+    return out
+
+
+IOB2_PREFIXES = {"S": "B", "U": "B", "E": "I", "L": "I"}
+"""IOBES's and BILOU's single-word and last-word prefixes, and the IOB2 prefix each span keeps its words under."""
+
+
+def pipeline_tags(names: Sequence[str]) -> list[str]:
+    """Tag names as transformers' token-classification pipeline groups them into entities (``aggregation_strategy``
+    other than none): it knows 'B-' and 'I-' only, and takes any other name as an entity type of its own, so 'B-PER
+    E-PER' came out as two entities, 'PER' and 'E-PER'. IOBES's and BILOU's single and last tags become 'B-' and
+    'I-' (the same spans, in IOB2); other names are kept."""
+    out = []
+    for name in names:
+        prefix, dash, kind = name.partition("-")
+        out.append(f"{IOB2_PREFIXES[prefix]}-{kind}" if dash and kind and prefix in IOB2_PREFIXES else name)
     return out
 
 

@@ -50,9 +50,11 @@ def test_tags_without_a_prefix_are_scored_as_entities_as_the_pipeline_groups_the
     from types import SimpleNamespace
 
     from hpsearch.data.labels import LabelMap
-    from hpsearch.tasks.entities import TokenClassification, scored_tags
+    from hpsearch.tasks.entities import TokenClassification, pipeline_tags, scored_tags
 
     assert scored_tags(["O", "PER", "B-LOC", "I-LOC", "U-ORG", "L-ORG", "MISC-X"]) == ["O", "I-PER", "B-LOC", "I-LOC", "S-ORG", "E-ORG", "I-MISC-X"]
+    # as an export names them for transformers' pipeline: the same spans, in IOB2 where the tags were IOBES or BILOU
+    assert pipeline_tags(["O", "PER", "B-LOC", "E-LOC", "S-LOC", "U-ORG", "L-ORG", "MISC-X"]) == ["O", "PER", "B-LOC", "I-LOC", "B-LOC", "B-ORG", "I-ORG", "MISC-X"]
     task = TokenClassification()
     gold = [["ORG", "ORG", "O", "LOC"], ["O", "LOC", "LOC"]]
     said = [["ORG", "ORG", "O", "O"], ["O", "LOC", "ORG"]]
