@@ -166,6 +166,18 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     return 0
 
 
+def _saving(traded: dict[str, Any]) -> str:
+    """What a cheaper choice saves (see ``selection.gives_up``): its cost where that is lower, else (the same cost) its
+    fewer epochs, by which the one-standard-error rule chose it then."""
+    cost, chosen, best = traded["cost"], traded["chosen_cost"], traded["best_cost"]
+    unit = {"latency": " ms per example", "train_time": " s"}.get(cost, "")
+    shown = (lambda v: f"{v:,.0f}") if cost == "parameters" else (lambda v: f"{v:,.4g}")
+    epochs = f"{traded.get('chosen_epochs')} epoch(s) of training instead of {traded.get('best_epochs')}"
+    if chosen == best and traded.get("chosen_epochs") is not None:  # None for both costs where unknown (taken as infinite)
+        return f"{epochs} (the same {cost}{f' {shown(chosen)}{unit}' if chosen is not None else ''})"
+    return f"{cost} {shown(chosen)}{unit} instead of {shown(best)}{unit}" if None not in (chosen, best) else f"{cost} (not known)"
+
+
 def _write_selection(spec: StudySpec, report: dict[str, Any], tracking_stopped: str | None) -> Path:
     """selection.json, with why MLflow tracking stopped where it did (the summary says it too)."""
     if tracking_stopped is not None:
@@ -346,10 +358,8 @@ def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("test", f"test {metric}: {test[metric]:.4f} (the final model on the {rows}held-out rows, evaluated once)"))
     traded = report.get("gives_up")
     if traded:
-        unit = {"latency": " ms per example", "train_time": " s"}.get(traded["cost"], "")
         out.append(("gives-up", f"the {report['rule']} rule chose it over trial {traded['best_trial']} ({scored} {traded['best_mean']:.4f}): it gives "
-                                f"up {traded['score_given_up']:+.4f} {metric} for {traded['cost']} {traded['chosen_cost']:,.4g}{unit} instead of "
-                                f"{traded['best_cost']:,.4g}{unit}"))
+                                f"up {traded['score_given_up']:+.4f} {metric} for {_saving(traded)}"))
     corrected = report.get("bias_corrected") or {}
     if "estimate" in corrected:
         out.append(("bbc", f"bias-corrected {metric} (BBC-CV over {corrected['configurations']} configurations, {corrected['samples']} "

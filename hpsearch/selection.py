@@ -167,7 +167,8 @@ def gives_up(table: Sequence[dict[str, Any]], chosen: dict[str, Any], cost: str)
     column = COSTS[cost]
     return {"best_trial": best["trial"], "best_mean": best["mean_score"], "chosen_mean": chosen["mean_score"],
             "score_given_up": best["mean_score"] - chosen["mean_score"], "cost": cost,
-            "best_cost": best.get(column), "chosen_cost": chosen.get(column)}
+            "best_cost": best.get(column), "chosen_cost": chosen.get(column),
+            "best_epochs": best["best_epochs"], "chosen_epochs": chosen["best_epochs"]}
 
 
 def fold_scores(row: dict[str, Any]) -> list[float]:

@@ -191,16 +191,19 @@ def test_one_standard_error_takes_the_cheapest_by_the_chosen_cost(cost: str, exp
 
 @pytest.mark.parametrize("cost, said", [("latency", "for latency 0.5 ms per example instead of 2 ms per example"),
                                         ("train_time", "for train_time 12 s instead of 30 s"),
-                                        ("parameters", "for parameters 1,000 instead of 5,000")])
+                                        ("parameters", "for parameters 1,000 instead of 5,000"),
+                                        ("same-parameters", "for 1 epoch(s) of training instead of 3 (the same parameters 25,250)")])
 def test_what_a_cheaper_choice_gave_up_is_said_with_the_costs_unit(tmp_path: Path, tiny_bert: Path, cost: str, said: str) -> None:
+    """Where the cost was the same (one candidate model, by parameters), the rule chose by fewer epochs: the sentence
+    said 'for parameters 2.525e+04 instead of 2.525e+04'."""
     from hpsearch.finish import findings
     from hpsearch.spec import load_spec
     from toydata import toy_study
 
     spec = load_spec(toy_study(tmp_path, tiny_bert))
-    costs = {"latency": (0.5, 2.0), "train_time": (12.0, 30.0), "parameters": (1000, 5000)}[cost]
-    report = {"rule": "one-standard-error", "gives_up": {"best_trial": 3, "best_mean": 0.8, "score_given_up": 0.01, "cost": cost,
-                                                         "chosen_cost": costs[0], "best_cost": costs[1]}}
+    costs = {"latency": (0.5, 2.0), "train_time": (12.0, 30.0), "parameters": (1000, 5000), "same-parameters": (25250, 25250)}[cost]
+    report = {"rule": "one-standard-error", "gives_up": {"best_trial": 3, "best_mean": 0.8, "score_given_up": 0.01, "cost": cost.split("-")[-1],
+                                                         "chosen_cost": costs[0], "best_cost": costs[1], "chosen_epochs": 1, "best_epochs": 3}}
     sentence = dict(findings(spec, report))["gives-up"]
     assert sentence.endswith(f"it gives up +0.0100 macro_f1 {said}"), sentence
 
