@@ -173,19 +173,33 @@ def bind(spec: StudySpec, study: Any, say: Callable[..., None] | None = None) ->
                 "the new setting", event="setting_changed", field=key)
         differences = []
     if differences:
-        raise SpecError([
-            *(_change_line(key, old, new) for key, old, new in differences),
-            f"study {spec.name!r} already has trials scored under the settings above: a study keeps the data, folds, metric, "
-            f"candidates and space its trials were scored and sampled under, so that every score compares with every other "
-            f"and the sampler learns from all of them; undo the change, give the study a new 'name', or run with "
-            f"--new-study to start it afresh (the old study is kept aside)"
-            + ("; --new-study --keep-trials starts it with the old trials that the new candidates and space still hold"
-               if all(carryable(key) for key, _, _ in differences) else ""),
-        ])
+        raise _refusal(spec, differences)
     for key, old, new in _diff(attrs.get(SETTINGS_KEY, {}), settings, settings, ""):
         say(f"{key} changed since the last run: {_show(old)} -> {_show(new)}", event="setting_changed", field=key)
     if attrs.get(SETTINGS_KEY) != settings:
         study.set_user_attr(SETTINGS_KEY, settings)
+
+
+def check_bound(spec: StudySpec, study: Any) -> None:
+    """For commands that only read ``study`` (status, report): the refusal :func:`bind` makes where the study file changed
+    a setting its scored trials were scored under (their scores would be shown as another metric's, say); nothing is
+    written."""
+    stored = study.user_attrs.get(OBJECTIVE_KEY)
+    differences = changed(stored, spec) if stored is not None else []
+    if differences and scored(study.get_trials(deepcopy=False)):
+        raise _refusal(spec, differences)
+
+
+def _refusal(spec: StudySpec, differences: list[tuple[str, Any, Any]]) -> SpecError:
+    return SpecError([
+        *(_change_line(key, old, new) for key, old, new in differences),
+        f"study {spec.name!r} already has trials scored under the settings above: a study keeps the data, folds, metric, "
+        f"candidates and space its trials were scored and sampled under, so that every score compares with every other "
+        f"and the sampler learns from all of them; undo the change, give the study a new 'name', or run with "
+        f"--new-study to start it afresh (the old study is kept aside)"
+        + ("; --new-study --keep-trials starts it with the old trials that the new candidates and space still hold"
+           if all(carryable(key) for key, _, _ in differences) else ""),
+    ])
 
 
 def objective_digest(study: Any) -> str:

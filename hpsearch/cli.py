@@ -129,13 +129,16 @@ def _progress_args(args: argparse.Namespace) -> list[str]:
 
 
 def _existing_study(args: argparse.Namespace):  # noqa: ANN202 - (spec, optuna study)
+    from hpsearch.binding import check_bound
     from hpsearch.search import load_existing_study
     from hpsearch.spec import load_spec
 
     spec = load_spec(args.study)
     if args.storage:
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": args.storage})})
-    return spec, load_existing_study(spec, say=lambda message, **fields: print(message, file=sys.stderr, flush=True))
+    study = load_existing_study(spec, say=lambda message, **fields: print(message, file=sys.stderr, flush=True))
+    check_bound(spec, study)  # scores shown under the study file's settings must be the ones they were scored under
+    return spec, study
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -56,6 +56,19 @@ def test_status_as_json_for_scripts(finished: Path, capsys: pytest.CaptureFixtur
     assert any(t["state"] == "FAIL" and t["note"] for t in status["trials"])
 
 
+@pytest.mark.parametrize("command", ["status", "report"])
+def test_a_study_file_changed_under_its_scored_trials_is_refused_as_run_refuses_it(finished: Path, capsys: pytest.CaptureFixture[str],
+                                                                                  command: str) -> None:
+    """With search.metric changed to accuracy, status and report showed the trials' macro-F1 as 'accuracy (CV)'."""
+    changed = finished.with_name("changed.yaml")  # the same study (its folder is the study file's), another metric
+    changed.write_text(finished.read_text().replace("search:\n", "search:\n  metric: accuracy\n"))
+    assert main([command, str(changed)]) == 2
+    said = capsys.readouterr().err
+    assert 'search.metric: was "macro_f1", now "accuracy"' in said and "undo the change" in said, said
+    changed.write_text(finished.read_text().replace("export: {enabled: false}", "export: {enabled: true}"))  # not what scored
+    assert main([command, str(changed)]) == 0
+
+
 @pytest.mark.parametrize("command", ["status", "report", "export"])
 def test_a_study_that_never_ran(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
     path = toy_study(tmp_path, tiny_bert, rows=20, extra=EXTRA)
