@@ -99,7 +99,20 @@ def test_decoding_takes_the_best_span_across_windows() -> None:
     weak = _window(OFFSETS, {6: 1.0}, {6: 1.0})
     strong = _window(OFFSETS, {11: 3.0}, {11: 3.0})
     answer, score, start, end = QuestionAnswering().best_answer(CONTEXT, [weak, strong])
-    assert (answer, start, end) == ("rome", 38, 42) and score == pytest.approx(6.0)
+    assert (answer, start, end) == ("rome", 38, 42)
+    # its probability in its window: softmax over the first token and the 9 context tokens, start times end
+    assert score == pytest.approx((np.exp(3.0) / (np.exp(3.0) + 9 * np.exp(-5.0))) ** 2)
+
+
+def test_the_score_is_a_probability_and_the_empty_answers_is_its_first_tokens() -> None:
+    """The score was the sum of the span's start and end logits: 6.0 above, 8.0 for an empty answer."""
+    window = _window(OFFSETS, {0: 4.0, 6: 1.0}, {0: 4.0, 6: 1.0})
+    first = np.exp(4.0) / (np.exp(4.0) + np.exp(1.0) + 8 * np.exp(-5.0))  # token 0, against 'paris' and 8 other context tokens
+    answer, score, start, end = QuestionAnswering(allow_null=True).best_answer(CONTEXT, [window])
+    assert (answer, start, end) == ("", -1, -1) and score == pytest.approx(first ** 2)
+    answer, score, _, _ = QuestionAnswering(allow_null=False).best_answer(CONTEXT, [window])
+    paris = np.exp(1.0) / (np.exp(4.0) + np.exp(1.0) + 8 * np.exp(-5.0))
+    assert answer == "paris" and score == pytest.approx(paris ** 2) and 0.0 < score < 1.0
 
 
 def test_the_empty_answer_wins_only_when_allowed_and_beyond_the_threshold() -> None:
@@ -201,14 +214,14 @@ def test_the_export_answers_through_pipeline_and_predict(qa_study: Path, tmp_pat
     # transformers 5 has no extractive question-answering pipeline of its own: the export brings it (qa_pipeline.py)
     answer = pipeline("question-answering", model=str(spec.export_dir), trust_remote_code=True)(
         question="bob lives in", context="bob lives in rome alice lives in paris")
-    assert {"answer", "score", "start", "end"} <= set(answer)
+    assert {"answer", "score", "start", "end"} <= set(answer) and 0.0 <= answer["score"] <= 1.0
     assert "bob lives in rome alice lives in paris"[answer["start"]:answer["end"]] == answer["answer"]
     source = write_jsonl(tmp_path / "in.jsonl", [{"question": r["question"], "context": r["context"]} for r in qa_rows(5, seed=3)])
     assert main(["predict", str(spec.export_dir), "--input", str(source), "--output", str(tmp_path / "out.jsonl")]) == 0
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(out) == 5
     for row in out:
-        assert {"answer", "score", "start", "end"} <= set(row)
+        assert {"answer", "score", "start", "end"} <= set(row) and 0.0 <= row["score"] <= 1.0
         assert row["context"][row["start"]:row["end"]] == row["answer"]
 
 

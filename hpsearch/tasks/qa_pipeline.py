@@ -42,23 +42,42 @@ def best_spans(start_logits: Any, end_logits: Any, offset_start: Sequence[int], 
 
 def best_answer(context: str, windows: Sequence[tuple[dict[str, Any], Any]], max_answer_length: int,
                 allow_null: bool, null_threshold: float) -> tuple[str, float, int, int]:
-    """(answer, score, start char, end char) of the best span over an example's windows; ('', null score, -1, -1)
-    when no span is valid, or when ``allow_null`` and the empty answer beats the best span by more than ``null_threshold``.
+    """(answer, probability, start char, end char) of the best span over an example's windows; ('', its probability,
+    -1, -1) when no span is valid, or when ``allow_null`` and the empty answer beats the best span by more than
+    ``null_threshold`` (in logits: spans are compared by the sum of their start and end logits, across windows too).
 
     Each window is (feature with ``offset_start``/``offset_end`` per token, -1 outside the context; logits of shape (2, tokens)).
+    The probability is that of the answer's start and end tokens in its window (:func:`span_probability`).
     """
-    best: tuple[float, int, int] | None = None
-    null_score: float | None = None
-    for feature, logits in windows:
+    best: tuple[float, int, int, int] | None = None  # logit sum, window, first and last token
+    null: tuple[float, int] | None = None  # the lowest null score over the windows, and its window
+    for index, (feature, logits) in enumerate(windows):
         spans, window_null = best_spans(logits[0], logits[1], feature["offset_start"], max_answer_length)
-        null_score = window_null if null_score is None else min(null_score, window_null)
+        if null is None or window_null < null[0]:
+            null = (window_null, index)
         if spans and (best is None or spans[0][0] > best[0]):
-            score, first, last = spans[0]
-            best = (score, feature["offset_start"][first], feature["offset_end"][last])
-    if best is None or (allow_null and null_score is not None and null_score > best[0] + null_threshold):
-        return "", float(null_score if null_score is not None else 0.0), -1, -1
-    score, start, end = best
-    return context[start:end], float(score), int(start), int(end)
+            best = (spans[0][0], index, spans[0][1], spans[0][2])
+    if best is None or (allow_null and null is not None and null[0] > best[0] + null_threshold):
+        return "", span_probability(windows[null[1]], 0, 0) if null is not None else 0.0, -1, -1
+    _, index, first, last = best
+    feature = windows[index][0]
+    start, end = int(feature["offset_start"][first]), int(feature["offset_end"][last])
+    return context[start:end], span_probability(windows[index], first, last), start, end
+
+
+def span_probability(window: tuple[dict[str, Any], Any], first: int, last: int) -> float:
+    """The probability of the span from token ``first`` to ``last`` in ``window``: the softmax of its start logit times
+    that of its end logit, each over the tokens an answer can start or end on (the context's, and the first token, the
+    empty answer's), as transformers' question-answering pipelines reported it."""
+    feature, logits = window
+    allowed = [i == 0 or o >= 0 for i, o in enumerate(feature["offset_start"])]
+    probability = 1.0
+    for row, token in ((logits[0], first), (logits[1], last)):
+        values = np.asarray(row[: len(allowed)], dtype=np.float64)
+        values = np.where(allowed[: len(values)], values, -np.inf)
+        values = np.exp(values - values.max())
+        probability *= float(values[token] / values.sum())
+    return probability
 
 
 def context_offsets(offsets: Sequence[Sequence[int]], sequence_ids: Sequence[int | None]) -> tuple[list[int], list[int]]:
@@ -76,7 +95,8 @@ def _pipeline_class() -> Any:
     class ExtractiveQuestionAnswering(Pipeline):
         """``pipe(question=..., context=...)`` (or a dict, or a list of dicts) -> {answer, score, start, end}.
 
-        The score is the sum of the start and end logits of the span (not a probability). Settings default
+        The score is the answer's probability: that of its start token times that of its end token, in the window it
+        was found in (spans are chosen by the sum of their logits, as the study scored them). Settings default
         to those the model was selected with (``hpsearch_qa`` in its config); pass ``max_length``,
         ``doc_stride``, ``max_answer_length``, ``handle_impossible_answer`` or ``null_threshold`` to change them.
         """
