@@ -133,8 +133,12 @@ def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, f
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
+BBC_SAMPLES = 1000
+"""Bootstrap samples of the bias-corrected estimate."""
+
+
 def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any] | None, metric: str, direction: str, *, folds: Sequence[int] | None = None,
-           classes: int = 0, samples: int = 1000, confidence: float = 0.95, seed: int = 0,
+           classes: int = 0, samples: int = BBC_SAMPLES, confidence: float = 0.95, seed: int = 0,
            pick: Callable[[np.ndarray], int] | None = None) -> dict[str, Any]:
     """The bias-corrected estimate of the selected configuration's score, with a percentile interval.
 

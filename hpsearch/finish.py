@@ -271,6 +271,8 @@ def bias_corrected(spec: StudySpec, session: Session, table: list[dict[str, Any]
     if isinstance(found, str):
         return {"skipped": found}
     trials, matrix, gold, predicted = found
+    session.say(f"bias-corrected estimate: resampling {len(trials)} trial(s)' predictions of {len(predicted):,} rows "
+                f"({estimate.BBC_SAMPLES} bootstrap samples)", event="estimating", trials=len(trials), rows=len(predicted))
     fold_of = {row: fold for fold, (_, validated) in enumerate(session.folds) for row in validated}
     result = estimate.bbc_cv(matrix, gold, spec.metric, spec.direction, folds=[fold_of[i] for i in predicted], classes=len(session.data.label_map),
                              confidence=spec.selection.confidence, seed=spec.seed,

@@ -42,6 +42,8 @@ def test_jsonl_mode_writes_one_event_per_line(tmp_path: Path, tiny_bert: Path) -
     assert {"trial", "fold", "epoch", "metrics", "train_loss", "time", "message"} <= set(epoch)
     end = next(e for e in events if e.get("event") == "trial_end")
     assert end["state"] == "COMPLETE" and 0 <= end["cv_mean"] <= 1
+    estimating = next(e for e in events if e.get("event") == "estimating")  # the end's longest step says it is running
+    assert (estimating["trials"], estimating["rows"]) == (1, 40) and kinds.index("estimating") > kinds.index("trial_end")
     assert "winner (best): trial 0" in result.stdout
 
 
