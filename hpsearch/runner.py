@@ -182,7 +182,9 @@ class Session:
             return
         if self.parent_run is None:  # tracking stopped before the study's run was found
             self.parent_run = self.objective.parent_run = self.tracker.study_run(self.spec, objective_digest(self.study))
-        logged = self.tracker.catch_up(self.parent_run, self.study.get_trials(deepcopy=False))
+        # Trials failed under settings the study no longer has keep their runs under its earlier study run.
+        trials = [t for t in self.study.get_trials(deepcopy=False) if t.number not in self.superseded]
+        logged = self.tracker.catch_up(self.parent_run, trials)
         if logged:
             self.say(f"MLflow: logged the runs of {len(logged)} trial(s) it was missing ({', '.join(map(str, logged))}), with their "
                      "settings and final figures", event="tracking_caught_up", trials=logged)

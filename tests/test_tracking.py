@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hpsearch.errors import HpsearchError
 from hpsearch.runner import run_study
 from toydata import toy_study
 
@@ -350,3 +351,23 @@ def test_trials_kept_by_a_new_study_get_runs_under_its_study_run(tmp_path: Path,
         assert run.data.tags["carried_from"] == f"trial {number} of {old.data.tags['hpsearch.study']} (run {came.info.run_id})"
         assert run.data.metrics["cv_mean"] == came.data.metrics["cv_mean"] and run.data.params == came.data.params
     assert "carried_from" not in mine[2].data.tags
+
+
+def test_trials_a_study_set_aside_with_its_old_settings_are_not_logged_again_under_its_new_run(tmp_path: Path, tiny_bert: Path,
+                                                                                               broken_bert: Path) -> None:
+    """Every trial failed, the study file was fixed and the study took the new settings: the failed trial keeps its run
+    under the old study run (renamed), and the end's catching up must not log it again under the new one."""
+    from hpsearch.spec import load_spec
+
+    path = toy_study(tmp_path, broken_bert, rows=40, extra=SPACE.replace("epochs: 3", "epochs: 1") + "search: {n_trials: 1}\nexport: {enabled: false}\n")
+    with pytest.raises(HpsearchError, match="no trial completed"):  # every trial failed
+        run_study(path, say=_quiet)
+    path.write_text(path.read_text().replace(f"{{name: tiny, path: {broken_bert}}}", f"{{name: good, path: {tiny_bert}}}"))
+    events: list[dict[str, object]] = []
+    assert run_study(path, say=_record(events)) == 0
+    assert not [e for e in events if e.get("event") == "tracking_caught_up"], events
+    _, runs = _runs(f"sqlite:///{load_spec(path).out_dir / 'mlflow.db'}", "toy")
+    studies = {r.info.run_id: r.data.tags["hpsearch.study"] for r in runs if r.data.tags.get("hpsearch.role") == "study"}
+    trials = sorted((studies[r.data.tags["mlflow.parentRunId"]], r.data.tags["hpsearch.trial"], r.data.tags["state"])
+                    for r in runs if r.data.tags.get("hpsearch.role") == "trial")
+    assert [(study.split("-")[0], number, state) for study, number, state in trials] == [("toy", "1", "COMPLETE"), ("toy.superseded", "0", "FAIL")]
