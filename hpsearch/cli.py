@@ -199,10 +199,15 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from hpsearch.data.sources import encoding_problems
+    from hpsearch.errors import SpecError
     from hpsearch.spec import load_spec
     from hpsearch.summary import describe_spec
 
     spec = load_spec(args.study)
+    problems = encoding_problems(spec)
+    if problems:
+        raise SpecError(problems, str(args.study))
     print(describe_spec(spec))
     return 0
 

@@ -230,3 +230,16 @@ def test_lora_beside_another_scope_under_one_learning_rate_is_warned_of(tmp_path
         out = capsys.readouterr().out
         assert ("warning: candidate m searches scope lora beside full with one learning_rate" in out) is warned, out
         assert ("give LoRA a candidate entry of its own" in out) is warned
+
+
+def test_validate_names_a_data_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """validate read the file to count its rows and said nothing; run refused it only when it read the data."""
+    _folder(tmp_path)
+    (tmp_path / "t.csv").write_bytes("text,label\ngood,pos\ncaf\u00e9 bad,neg\n".encode("latin-1"))
+    path = tmp_path / "study.yaml"
+    path.write_text(HEAD + "data: {train: d.csv, test: t.csv}\nmodels: [{name: m, path: m}]\n")
+    assert main(["validate", str(path)]) == 2
+    said = capsys.readouterr().err
+    assert f"data.test: {tmp_path / 't.csv'} is not UTF-8 text: line 3 holds the byte 0xe9; save the file as UTF-8" in said, said
+    (tmp_path / "t.csv").write_text("text,label\ngood,pos\ncaf\u00e9 bad,neg\n", encoding="utf-8")
+    assert main(["validate", str(path)]) == 0

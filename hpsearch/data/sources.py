@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from hpsearch.errors import DataError
 from hpsearch.spec import DataSource
@@ -70,6 +71,20 @@ def _root(exc: BaseException) -> BaseException:
     while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return exc
+
+
+def encoding_problems(spec: Any) -> list[str]:
+    """The study's local csv and JSON data files that are not UTF-8, each with the line of its first byte that is not
+    and the fix (``validate`` reads whole files anyway, to count their rows; ``run`` refuses them when it reads them)."""
+    problems = []
+    for split in ("train", "validation", "test"):
+        source = getattr(spec.data, split)
+        if source is not None and source.path is not None and source.path.is_file() and data_format(source.path, source.format) in ("csv", "json"):
+            try:
+                _check_utf8(source.path)
+            except DataError as exc:
+                problems.append(f"data.{split}: {exc}")
+    return problems
 
 
 def _check_utf8(path: Path) -> None:
