@@ -217,7 +217,7 @@ class Tracker(NullTracker):
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        self.uri, self.lost = uri, None
+        self.uri, self.lost, self.server_down = uri, None, False
         self.warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
         _check_reachable(uri)
         if uri.startswith(("http://", "https://")):
@@ -226,6 +226,12 @@ class Tracker(NullTracker):
         _seed_database(uri)
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
+        if found is not None and found.lifecycle_stage == "deleted":  # MLflow would refuse every run in it
+            from hpsearch.summary import redact
+
+            raise HpsearchError(f"MLflow experiment {experiment!r} was deleted (it is in MLflow's trash, id {found.experiment_id}): "
+                                f"restore it (MLFLOW_TRACKING_URI={redact(uri)} mlflow experiments restore --experiment-id "
+                                f"{found.experiment_id}), or set tracking.experiment to another name")
         if found is None:
             try:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
@@ -248,17 +254,19 @@ class Tracker(NullTracker):
         from hpsearch.summary import redact
 
         unreachable = _unreachable(self.uri)
+        self.server_down = unreachable is not None
         if unreachable is not None:
             self.lost = f"cannot reach the MLflow server at {redact(self.uri)} ({unreachable})"
         else:
             first = (str(exc).strip().splitlines() or [""])[0]
-            self.lost = f"{type(exc).__name__} from MLflow: {first[:300]}"
+            self.lost = f"{type(exc).__name__} from MLflow: {first[:300].rstrip('.')}"
         self.warn(f"MLflow tracking stopped: {self.lost}. The study goes on without it and keeps every result; run the same "
                   "command again once tracking works: it logs the trial runs MLflow is missing (the epochs not logged stay missing)")
 
     def reconnect(self) -> bool:
-        """Whether tracking works (again): where it stopped for a server that answers now, it starts again."""
-        if self.lost is not None and _unreachable(self.uri) is None:
+        """Whether tracking works (again): where it stopped for a server that could not be reached and answers now, it
+        starts again (where MLflow refused a call, it would refuse it again)."""
+        if self.lost is not None and self.server_down and _unreachable(self.uri) is None:
             self.lost = None
         return self.lost is None
 

@@ -259,10 +259,29 @@ def test_a_failed_tracking_call_stops_tracking_once_and_the_server_back_starts_i
     assert tracker.lost is not None and tracker.lost.startswith("RestException from MLflow: RESOURCE_DOES_NOT_EXIST") and len(said) == 1
     assert tracker.start_trial(parent, 0, "tiny", {}, "cpu") is None and len(said) == 1  # later calls do nothing, silently
     assert tracker.catch_up(parent, []) is None
+    assert not tracker.reconnect() and len(said) == 1  # MLflow refused the call and would again: no second try, no second word
+    tracker.server_down = True  # as when the server could not be reached
     assert tracker.reconnect() and tracker.lost is None  # the server answers: tracking starts again
     assert tracker.start_trial(parent, 0, "tiny", {}, "cpu") is not None
     tracker.lost, tracker.uri = "down", f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     assert not tracker.reconnect() and tracker.lost == "down"
+
+
+def test_an_experiment_deleted_in_mlflow_stops_the_run_at_once_with_how_to_restore_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow refuses every run in a deleted experiment: the study would have run without tracking."""
+    from hpsearch.tracking import Tracker
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = Tracker(uri, "study")
+    first.client.delete_experiment(first.experiment_id)
+    with pytest.raises(HpsearchError) as caught:
+        Tracker(uri, "study")
+    assert str(caught.value) == (f"MLflow experiment 'study' was deleted (it is in MLflow's trash, id {first.experiment_id}): restore it "
+                                 f"(MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id {first.experiment_id}), or set "
+                                 "tracking.experiment to another name")
+    first.client.restore_experiment(first.experiment_id)
+    assert Tracker(uri, "study").experiment_id == first.experiment_id
 
 
 def test_embedded_default_lives_in_the_study_folder(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
