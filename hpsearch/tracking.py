@@ -154,7 +154,8 @@ def _tolerant(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return method(self, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - whatever MLflow raised, the study's own results come first
-            self.lose(exc)
+            if self.lost is None:  # else a call inside this one stopped tracking, and said so
+                self.lose(exc)
             return None
 
     return call

@@ -390,3 +390,18 @@ def test_trials_a_study_set_aside_with_its_old_settings_are_not_logged_again_und
     trials = sorted((studies[r.data.tags["mlflow.parentRunId"]], r.data.tags["hpsearch.trial"], r.data.tags["state"])
                     for r in runs if r.data.tags.get("hpsearch.role") == "trial")
     assert [(study.split("-")[0], number, state) for study, number, state in trials] == [("toy", "1", "COMPLETE"), ("toy.superseded", "0", "FAIL")]
+
+
+def test_a_call_failing_inside_another_stops_tracking_with_one_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpsearch.tracking import Tracker
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    said: list[str] = []
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "study", warn=said.append)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full.")
+
+    monkeypatch.setattr(tracker.client, "create_run", refuse)
+    assert tracker.carried_trial(None, 0, "COMPLETE", {"model": "m", "params": {}}, "trial 0 of old") is None  # its run: never made
+    assert len(said) == 1 and said[0].startswith("MLflow tracking stopped: RuntimeError from MLflow: disk full. The study goes on"), said

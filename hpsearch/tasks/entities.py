@@ -199,9 +199,9 @@ IOB2_PREFIXES = {"S": "B", "U": "B", "E": "I", "L": "I"}
 
 def pipeline_tags(names: Sequence[str]) -> list[str]:
     """Tag names as transformers' token-classification pipeline groups them into entities (``aggregation_strategy``
-    other than none): it knows 'B-' and 'I-' only, and takes any other name as an entity type of its own, so 'B-PER
-    E-PER' came out as two entities, 'PER' and 'E-PER'. IOBES's and BILOU's single and last tags become 'B-' and
-    'I-' (the same spans, in IOB2); other names are kept."""
+    other than none): it knows 'B-' and 'I-' only, and takes any other name as a type of its own that continues a run,
+    so 'B-PER E-PER' came out as two people and 'S-LOC S-LOC' as one place. IOBES's and BILOU's single and last tags
+    become 'B-' and 'I-' (the same spans, in IOB2); other names are kept."""
     out = []
     for name in names:
         prefix, dash, kind = name.partition("-")
