@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hpsearch.selection import compared_by, counts_text, latency_measured, same_selection, score_text, trained_complete
-from hpsearch.space import describe_params
+from hpsearch.space import describe_params, shown_params
 from hpsearch.spec import StudySpec
 
 
@@ -202,13 +202,12 @@ def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], 
     latency = latency_measured(table)
     head = "".join(f"<th>{h}</th>" for h in ["rank", "trial", "model", "mean", "std", *splits, "epochs", "training samples", "device-seconds",
                                               "FLOPs (est.)", "peak MiB", *(["ms / example"] if latency else []), "searched params"])
-    varying = [k for k in table[0]["params"] if len({str(r["params"].get(k)) for r in table}) > 1] or list(table[0]["params"])
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in [
             r["rank"], r["trial"], r["model"], f"{r['mean_score']:.4f}", f"{r['std_score']:.4f}",
             *[f"{r[s]:.4f}" for s in splits], r["best_epochs"], *_cost_cells(r),
             *([f"{r['latency_ms']:.1f}" if r.get("latency_ms") is not None else "—"] if latency else []),
-            describe_params({k: v for k, v in r["params"].items() if k in varying})]) + "</tr>"
+            describe_params(shown_params(spec, r["model"], r["params"]))]) + "</tr>"
         for r in table)
     comparisons = "".join(
         f"<tr><td>{c['selected']} vs {c['other']} ({html.escape(c['other_model'])})</td><td>{c['difference']:+.4f}</td>"
@@ -228,7 +227,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} th{{background:#f
 <h2>All completed trials</h2>
 <table id="selection-table"><tr>{head}</tr>{rows}</table>
 <h2>Paired comparisons ({html.escape(compared_by(spec.one_split))})</h2>
-<table id="paired"><tr><th>trials</th><th>difference</th><th>interval</th><th>p</th></tr>{comparisons}</table>
+{f'<table id="paired"><tr><th>trials</th><th>difference</th><th>interval</th><th>p</th></tr>{comparisons}</table>' if comparisons
+   else '<p id="paired" class="note">none: no other completed trial to compare the winner with</p>'}
 {chr(10).join(sections)}
 </body></html>
 """

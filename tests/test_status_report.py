@@ -77,6 +77,20 @@ def test_a_study_that_never_ran(tmp_path: Path, tiny_bert: Path, capsys: pytest.
     assert not (tmp_path / "runs").exists()  # no empty study, no tokenized data left behind
 
 
+def test_a_report_of_one_trial_shows_its_searched_settings_and_no_empty_comparisons(tmp_path: Path, tiny_bert: Path) -> None:
+    """With one completed trial no setting varied, and the column showed every setting (batch_size=8, lora_r=8 on a full
+    fine-tuning, ...); the comparisons were an empty table."""
+    import re
+
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=EXTRA.replace("epochs: 2", "epochs: 1") + "search: {n_trials: 1}\n")
+    assert run_study(path, say=lambda m, **f: None) == 0
+    assert main(["report", str(path), "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    row = re.search(r"<table id=\"selection-table\">.*?</tr><tr>(.*?)</tr>", page, re.S).group(1)
+    assert re.search(r"<td>learning_rate=[0-9.e-]+</td>$", row), row
+    assert '<p id="paired" class="note">none: no other completed trial to compare the winner with</p>' in page
+
+
 def test_report_writes_html_and_valid_pngs(finished: Path, tmp_path: Path) -> None:
     from PIL import Image
 
