@@ -364,9 +364,11 @@ def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
                                 f"up {traded['score_given_up']:+.4f} {metric} for {_saving(traded)}"))
     corrected = report.get("bias_corrected") or {}
     if "estimate" in corrected:
-        out.append(("bbc", f"bias-corrected {metric} (BBC-CV over {corrected['configurations']} configurations, {corrected['samples']} "
-                           f"bootstrap samples): {corrected['estimate']:.4f} [{corrected['low']:.4f}, {corrected['high']:.4f}]; the raw "
-                           f"{scored} score of a winner picked from many trials is optimistic"))
+        many = corrected["configurations"] > 1
+        out.append(("bbc", f"bias-corrected {metric} (BBC-CV over {corrected['configurations']} configuration{'s' if many else ''}, "
+                           f"{corrected['samples']} bootstrap samples): {corrected['estimate']:.4f} [{corrected['low']:.4f}, "
+                           f"{corrected['high']:.4f}]; " + (f"the raw {scored} score of a winner picked from many trials is optimistic" if many
+                                                           else "one configuration, so no choice among trials to correct for")))
     baseline = report.get("baseline")
     if baseline:
         on_test = f", test {baseline['test']:.4f}" if "test" in baseline else ""

@@ -89,6 +89,7 @@ def test_a_report_of_one_trial_shows_its_searched_settings_and_no_empty_comparis
     row = re.search(r"<table id=\"selection-table\">.*?</tr><tr>(.*?)</tr>", page, re.S).group(1)
     assert re.search(r"<td>learning_rate=[0-9.e-]+</td>$", row), row
     assert '<p id="paired" class="note">none: no other completed trial to compare the winner with</p>' in page
+    assert "(BBC-CV over 1 configuration, 1000 bootstrap samples)" in page and "no choice among trials to correct for" in page
 
 
 def test_report_writes_html_and_valid_pngs(finished: Path, tmp_path: Path) -> None:
