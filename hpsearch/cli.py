@@ -245,11 +245,19 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _quiet_libraries() -> None:
-    # Library chatter (load reports, per-file progress bars) would drown hpsearch's own progress lines.
+    """The libraries' settings of the hpsearch program, where the environment does not set them: quiet (their chatter,
+    load reports and per-file progress bars, would drown hpsearch's own progress lines), and a tracking server's calls
+    given up after about 30 s rather than 4 minutes."""
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read by mlflow when it is imported
+    # A tracking server's calls: retried about 30 s (0, 4, 8 and 16 s between tries) before tracking stops and the study
+    # goes on (MLflow's default, 7 tries and about 4 minutes, held every trial that long); no "View run" links on the
+    # standard output at each run's end (two lines per trial amid the result, and a request each). Read at each call.
+    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2"),
+                        ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")):
+        os.environ.setdefault(name, value)
     import transformers
 
     transformers.logging.set_verbosity_error()

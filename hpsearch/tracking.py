@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -135,14 +134,6 @@ def _unreachable(uri: str) -> str | None:
     return None
 
 
-SERVER_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
-                   "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
-"""MLflow's settings for a tracking server, where the environment does not set them: how long a call is retried before
-tracking stops (about 30 s: 0, 4, 8 and 16 s between the tries; MLflow's own default, 7 tries and about 4 minutes,
-held every trial that long), and no "View run" links printed on the standard output at each run's end (two lines
-per trial amid the result, and one more request each)."""
-
-
 def _tolerant(method: Callable[..., Any]) -> Callable[..., Any]:
     """A tracking call that cannot fail the study: where it raises, the tracker stops (:meth:`Tracker.lose`) and the
     call returns None, as every later one does."""
@@ -221,9 +212,6 @@ class Tracker(NullTracker):
         self.uri, self.lost, self.server_down = uri, None, False
         self.warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
         _check_reachable(uri)
-        if uri.startswith(("http://", "https://")):
-            for name, value in SERVER_SETTINGS.items():
-                os.environ.setdefault(name, value)  # read by MLflow at each call
         _seed_database(uri)
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         found = self.client.get_experiment_by_name(experiment)

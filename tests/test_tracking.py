@@ -101,7 +101,9 @@ def test_study_is_logged_nested_with_statuses_and_registered_model(tmp_path: Pat
     text = path.read_text()
     start, end = text.index("models:"), text.index("\n", text.index("- {name: tiny")) + 1
     path.write_text(text[:start] + models + text[end:])
-    assert run_study(path, say=_quiet) == 0
+    from hpsearch.cli import main
+
+    assert main(["run", str(path), "--quiet"]) == 0
     assert "View run" not in capsys.readouterr().out  # MLflow's links at each run's end, two lines per trial amid the result
 
     client, runs = _runs(mlflow_server, "nested-test")
