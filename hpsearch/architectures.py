@@ -90,6 +90,15 @@ def position_limit(config: dict) -> int | None:
     return positions - (padding if isinstance(padding, int) else 1) - 1 if kind in _PADDED_POSITIONS else positions
 
 
+def input_length(config: dict | None, max_length: int) -> tuple[int, str | None]:
+    """The tokens a model of ``config`` (None: unknown) is given where data.max_length is ``max_length``: that, or its
+    :func:`position_limit` where lower; and its model_type where the limit cut it (else None)."""
+    limit = position_limit(config) if config else None
+    if limit is not None and limit < max_length:
+        return limit, str(config.get("model_type"))  # type: ignore[union-attr]
+    return max_length, None
+
+
 def architecture(model_type: str | None) -> Architecture | None:
     """The listed architecture of a config's ``model_type``, or None (then the general rule applies)."""
     return ARCHITECTURES.get(model_type or "")

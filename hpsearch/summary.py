@@ -77,12 +77,12 @@ def describe_spec(spec: StudySpec) -> str:
 
 def _cut_note(model: Candidate, max_length: int) -> str:
     """Where a local candidate takes fewer tokens than data.max_length: what its inputs are cut at."""
-    from hpsearch.architectures import position_limit
+    from hpsearch.architectures import input_length
     from hpsearch.spec._files import model_config
 
     folder = local_model_dir(model)
-    limit = position_limit(model_config(folder) or {}) if folder is not None else None
-    return f"; takes at most {limit} tokens, so its inputs are cut there (data.max_length {max_length})" if limit and limit < max_length else ""
+    length, cut_by = input_length(model_config(folder) if folder is not None else None, max_length)
+    return f"; takes at most {length} tokens, so its inputs are cut there (data.max_length {max_length})" if cut_by else ""
 
 
 def search_budget_lines(spec: StudySpec) -> list[str]:

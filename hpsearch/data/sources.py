@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from hpsearch.errors import DataError
-from hpsearch.spec import DataSource
+from hpsearch.spec import DataSource, StudySpec
 from hpsearch.spec._files import csv_delimiter, data_format
 
 
@@ -73,7 +72,7 @@ def _root(exc: BaseException) -> BaseException:
     return exc
 
 
-def encoding_problems(spec: Any) -> list[str]:
+def encoding_problems(spec: StudySpec) -> list[str]:
     """The study's local csv and JSON data files that are not UTF-8, each with the line of its first byte that is not
     and the fix (``validate`` reads whole files anyway, to count their rows; ``run`` refuses them when it reads them)."""
     problems = []

@@ -184,16 +184,15 @@ class FineTuner:
     def max_length_of(self, candidate: Candidate) -> int:
         """The tokens ``candidate``'s inputs are cut at: data.max_length, or fewer where the model takes fewer
         (:func:`hpsearch.architectures.position_limit`; longer inputs would fail in every trial). Said once."""
-        from hpsearch.architectures import position_limit
+        from hpsearch.architectures import input_length
         from hpsearch.spec._files import model_config
 
         if candidate.name not in self._lengths:
-            config = model_config(model_dir(candidate)) or {}
-            limit = position_limit(config)
-            self._lengths[candidate.name] = min(self.max_length, limit) if limit else self.max_length
-            if limit is not None and limit < self.max_length:
-                self.warn(f"{candidate.name}: data.max_length is {self.max_length} but the model takes at most {limit} tokens "
-                          f"({config.get('model_type')} positions): its inputs are cut at {limit}")
+            length, cut_by = input_length(model_config(model_dir(candidate)), self.max_length)
+            self._lengths[candidate.name] = length
+            if cut_by is not None:
+                self.warn(f"{candidate.name}: data.max_length is {self.max_length} but the model takes at most {length} tokens "
+                          f"({cut_by} positions): its inputs are cut at {length}")
         return self._lengths[candidate.name]
 
     def tokenizer(self, candidate: Candidate) -> Any:
