@@ -17,9 +17,14 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".
 _FORMAT_VERSION = 2
 
 
-def tokenizer_fingerprint(folder: Path) -> str:
-    """Hash of a tokenizer's files in a model folder (weights are skipped: they do not change tokens)."""
+def tokenizer_fingerprint(folder: Path, tokenizer: Any = None) -> str:
+    """Hash of a tokenizer's files in a model folder (weights are skipped: they do not change tokens) and of the class
+    ``tokenizer`` was loaded as from them: transformers may pick the class by the model's type in config.json, and two
+    classes read the same files differently (a WordPiece vocabulary loaded as a Qwen2 tokenizer becomes a
+    character-level BPE), so two candidates with the same files do not always tokenize alike."""
     digest = hashlib.sha256()
+    if tokenizer is not None:
+        digest.update(f"{type(tokenizer).__name__} {getattr(tokenizer, 'add_prefix_space', None)}\n".encode())
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if path.suffix in _WEIGHT_SUFFIXES or path.name in ("config.json", "README.md") or ".cache" in path.parts:
             continue

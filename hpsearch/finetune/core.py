@@ -164,7 +164,7 @@ class FineTuner:
         if candidate.name not in self._inputs:
             folder = model_dir(candidate)
             tokenizer = self.tokenizer(candidate)
-            key, length = tokenizer_fingerprint(folder), self.max_length_of(candidate)
+            key, length = tokenizer_fingerprint(folder, tokenizer), self.max_length_of(candidate)
             todo = {name: len(split) for name, split in self.data.splits.items() if not self.token_cache.has(split, self.task, key, length)}
             if todo:
                 self.info(f"{candidate.name}: tokenizing {' and '.join(f'{rows:,} {name}' for name, rows in todo.items())} rows "

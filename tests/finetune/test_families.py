@@ -159,6 +159,20 @@ def test_the_no_cache_reason_is_said_once_per_candidate(family_models, study, tm
     assert len([m for m in said if "frozen-layer cache off" in m]) == 1
 
 
+def test_candidates_with_the_same_tokenizer_files_read_as_other_classes_do_not_share_tokens(family_models, study, tmp_path: Path) -> None:
+    """The tiny GPT-2 and Qwen2 carry the same tokenizer files (the tiny BERT's WordPiece vocabulary), which
+    transformers loads as a BERT tokenizer for the one and as a Qwen2 tokenizer (a character-level BPE of the same
+    vocabulary) for the other: each candidate's inputs are its own tokenizer's, not the other's cached ones."""
+    tuner = _tuner(study, tmp_path)
+    gpt, qwen = Candidate(name="gpt", path=family_models["gpt2"]), Candidate(name="qwen", path=family_models["qwen2"])
+    assert all((gpt.path / name).read_bytes() == (qwen.path / name).read_bytes() for name in ("tokenizer.json", "tokenizer_config.json"))
+    text = tuner.data.train.columns["text"][0]
+    for candidate in (gpt, qwen):
+        inputs = tuner.inputs(candidate)
+        assert inputs.tokenized["train"].features[0]["input_ids"] == inputs.tokenizer(text, truncation=True, max_length=32)["input_ids"]
+    assert tuner.inputs(gpt).tokenized["train"].features[0] != tuner.inputs(qwen).tokenized["train"].features[0]
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama", "phi3", "distilbert", "mpnet", "albert"])
 def test_exported_models_of_other_families_load_in_a_pipeline(family: str, family_models, study, tmp_path: Path) -> None:
     from transformers import pipeline
