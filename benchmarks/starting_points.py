@@ -2,12 +2,14 @@
 
 - `regression`: 600 Rotten Tomatoes reviews rated about 1 (rotten) or 5 (fresh) with Gaussian noise (sd 0.3), 200
   more as the test split; the same 3-trial study (MiniLM-L6, learning rate 5e-5..3e-4, 2 epochs, batch 16, 2 folds)
-  run twice in this process, one after the other: with the head as the model builds it (predicting about 0) and
-  with hpsearch's start at the training targets' mean and scale. Prints CV and test RMSE of each winner beside the
-  trivial baseline's (predicting the training mean).
+  run in this process, one arm after the other: the head as the model builds it (predicting about 0); the head
+  started at the training targets' mean and scale but trained in their units (what hpsearch did before); the head
+  trained in standard units of the targets (what hpsearch does: ``Regression.start_head``). The last two also on the
+  same ratings times 0.001 and times 1,000. Prints CV and test RMSE of each winner, in the ratings' own units, beside
+  the trivial baseline's (predicting the training mean). About 12 minutes.
 - `lora`: fold 1 of 3 of the WNUT example (studies/wnut.yaml), 3 epochs of MiniLM-L6 with LoRA at three learning
   rates and full fine-tuning at the lowest; entity F1 after each epoch.
-Run: `.venv/bin/python benchmarks/starting_points.py [regression] [lora]` (about 4 minutes each on 2 cores).
+Run: `.venv/bin/python benchmarks/starting_points.py [regression] [lora]` (about 12 and 4 minutes on 2 cores).
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ export: {{enabled: false}}
 """
 
 
-def _ratings(folder: Path) -> None:
+def _ratings(folder: Path, scale: float) -> None:
     rows = list(csv.DictReader((DATA / "train.csv").open(encoding="utf-8")))
     for name, chosen, seed in (("train", rows[:600], 0), ("test", rows[-200:], 1)):
         rng = random.Random(seed)
@@ -50,7 +52,24 @@ def _ratings(folder: Path) -> None:
             writer = csv.writer(handle)
             writer.writerow(["text", "score"])
             for row in chosen:
-                writer.writerow([row["text"], f"{(5.0 if row['label'] == 'fresh' else 1.0) + rng.gauss(0, 0.3):.3f}"])
+                writer.writerow([row["text"], repr(scale * round((5.0 if row["label"] == "fresh" else 1.0) + rng.gauss(0, 0.3), 3))])
+
+
+def _in_target_units(self, model, split, rows) -> float:  # noqa: ANN001 - the start hpsearch used before, for comparison
+    import statistics
+
+    import torch
+
+    from hpsearch.finetune.modeling import output_layer
+
+    layer = output_layer(model) if rows else None
+    if layer is not None:
+        targets = [split.columns["label"][i] for i in rows]
+        with torch.no_grad():
+            layer.weight.mul_(statistics.pstdev(targets) or 1.0)
+            if layer.bias is not None:
+                layer.bias.fill_(statistics.fmean(targets))
+    return 1.0
 
 
 def regression() -> dict:
@@ -58,23 +77,26 @@ def regression() -> dict:
     from hpsearch.spec import load_spec
     from hpsearch.tasks.classification import Regression
 
-    folder = Path(tempfile.mkdtemp(prefix="hpsearch-starting-"))
-    _ratings(folder)
-    started_head = Regression.start_head
+    now = Regression.start_head
+    arms = [("head as built", lambda self, model, split, rows: 1.0, 1.0)]
+    arms += [(f"{name} x{scale:g}", start, scale) for scale in (1.0, 0.001, 1000.0)
+             for name, start in (("scaled head, trained in the targets' units", _in_target_units), ("trained in standard units", now))]
     results = {}
-    for arm in ("head as built", "head at the targets' scale"):
-        Regression.start_head = started_head if arm.endswith("scale") else (lambda self, model, split, rows: None)
-        study = folder / f"{len(results)}.yaml"
+    for arm, start, scale in arms:
+        folder = Path(tempfile.mkdtemp(prefix="hpsearch-starting-"))
+        _ratings(folder, scale)
+        Regression.start_head = start
+        study = folder / "study.yaml"
         study.write_text(REGRESSION.format(name=f"ratings{len(results)}"))
         began = time.perf_counter()
         if main(["run", str(study), "--quiet"]) != 0:
             sys.exit(f"the study of arm {arm!r} failed")
         report = json.loads((load_spec(study).out_dir / "selection.json").read_text())
-        results[arm] = {"cv_rmse": report["selected"]["mean_score"], "test_rmse": report["test_scores"]["rmse"],
-                        "baseline_cv_rmse": report["baseline"]["cv_mean"], "baseline_test_rmse": report["baseline"]["test"],
-                        "seconds": round(time.perf_counter() - began, 1)}
+        results[arm] = {"cv_rmse": report["selected"]["mean_score"] / scale, "test_rmse": report["test_scores"]["rmse"] / scale,
+                        "baseline_cv_rmse": report["baseline"]["cv_mean"] / scale, "baseline_test_rmse": report["baseline"]["test"] / scale,
+                        "learning_rate": report["selected"]["params"].get("learning_rate"), "seconds": round(time.perf_counter() - began, 1)}
         print(arm, results[arm], flush=True)
-    Regression.start_head = started_head
+    Regression.start_head = now
     return results
 
 

@@ -5,6 +5,7 @@ drives it through plain arguments and an epoch callback.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
 from hpsearch.finetune.loop import (EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, precision_warning,
                                    predict_logits, resolve_precision, train)
 from hpsearch.finetune.layouts import layout_of
-from hpsearch.finetune.modeling import Scope, apply_scope, check_files, count_parameters, frozen_modules, hub_cached, load_model, model_dir
+from hpsearch.finetune.modeling import (Scope, apply_scope, check_files, count_parameters, fold_target_units, frozen_modules, hub_cached,
+                                       load_model, model_dir)
 from hpsearch.spec import Candidate
 from hpsearch.tasks import Task, metric_direction
 
@@ -55,6 +57,7 @@ class Fitted:
         if hasattr(model, "merge_and_unload"):  # LoRA: fold the adapters into plain weights
             model = model.merge_and_unload()
             self.model = model
+        fold_target_units(model)  # a regression head trained in its targets' units: plain weights
         folder.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(folder)
         self.inputs.tokenizer.save_pretrained(folder)
@@ -236,7 +239,7 @@ class FineTuner:
             num_layers=candidate.num_layers, trust_remote_code=candidate.trust_remote_code, seed=seed,
             pad_token_id=inputs.tokenizer.pad_token_id, untie_shared=scope.kind == "freeze",
         )
-        self.task.start_head(model, self.data.splits[train_split], train_rows)
+        config = dataclasses.replace(config, loss_weight=self.task.start_head(model, self.data.splits[train_split], train_rows))
         model = apply_scope(model, scope, params, candidate.lora_targets, self.task.peft_task_type).to(self.device)
         trainable, total = count_parameters(model)
         depth = self._cache_depth(candidate, model, scope)

@@ -28,6 +28,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     precision: str = "auto"
+    loss_weight: float = 1.0
+    """What the training loss is multiplied by before its gradients are taken (the task's, from ``Task.start_head``):
+    regression's ``1 / sd**2`` of the targets makes the gradients those of standardised targets."""
 
 
 @dataclass
@@ -218,7 +221,7 @@ def _train_epoch(model, batcher, rows, config, optimizer, scheduler, scaler, gen
             )
         total += loss.item()
         count += 1
-        loss = loss / config.grad_accumulation
+        loss = loss * (config.loss_weight / config.grad_accumulation)
         (scaler.scale(loss) if scaler else loss).backward()
         if step % config.grad_accumulation == 0 or step == len(batches):
             if scaler:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hpsearch.architectures import architecture
 from hpsearch.data.labels import LabelMap
 from hpsearch.errors import ModelUnavailable, TrialError
@@ -111,12 +113,63 @@ def _config(folder: Path, num_layers: int | None, trust_remote_code: bool) -> An
 def output_layer(model: Any) -> Any:
     """The linear layer that gives a task model's outputs: the last one outside the pretrained base model (BERT's
     ``classifier``, RoBERTa's ``classifier.out_proj``, a decoder's ``score``); None where there is none."""
-    import torch
-
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     inside = {id(m) for m in base.modules()} if isinstance(base, torch.nn.Module) else set()
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and id(m) not in inside]
     return layers[-1] if layers else None
+
+
+class TargetUnitLinear(torch.nn.Linear):
+    """An output layer trained in standard units of its targets: it outputs ``scale * (x W^T + b) + shift``, so that
+    ``W`` and ``b`` (what the optimizer moves) mean the same whatever units the targets come in, and AdamW's steps,
+    which are about the learning rate per parameter whatever the gradient's size, are steps of the same size in the
+    targets' spread. Folded into a plain ``Linear`` (:func:`fold_target_units`) before the model is saved."""
+
+    def __init__(self, layer: torch.nn.Linear, scale: float, shift: float) -> None:
+        torch.nn.Module.__init__(self)  # not Linear's: the layer's own (seeded) weight and bias are kept
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+        self.weight, self.bias = layer.weight, layer.bias
+        self.scale = scale
+        self.shift = shift if layer.bias is not None else 0.0  # no bias to fold a shift into (decoders' heads)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        # In fp32 whatever the autocast: targets far from 0 (prices, years) do not fit fp16's range or bf16's steps.
+        return torch.nn.functional.linear(inputs, self.weight, self.bias).float() * self.scale + self.shift
+
+    def folded(self) -> torch.nn.Linear:
+        """The plain ``Linear`` that computes the same outputs."""
+        layer = torch.nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                                device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(self.weight * self.scale)
+            if self.bias is not None:
+                layer.bias.copy_(self.bias * self.scale + self.shift)
+        layer.weight.requires_grad_(self.weight.requires_grad)
+        return layer
+
+
+def train_in_target_units(model: Any, scale: float, shift: float) -> bool:
+    """Make ``model``'s output layer (:func:`output_layer`) a :class:`TargetUnitLinear` starting from the same outputs
+    times ``scale`` plus ``shift``; False where the model has no such layer."""
+    layer = output_layer(model)
+    if layer is None:
+        return False
+    _replace_module(model, layer, TargetUnitLinear(layer, scale, shift))
+    return True
+
+
+def fold_target_units(model: Any) -> None:
+    """Replace each :class:`TargetUnitLinear` of ``model`` by the plain ``Linear`` that computes the same outputs, as
+    ``save_pretrained`` writes and ``from_pretrained`` reads it."""
+    for layer in [m for m in model.modules() if isinstance(m, TargetUnitLinear)]:
+        _replace_module(model, layer, layer.folded())
+
+
+def _replace_module(model: Any, old: Any, new: Any) -> None:
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if child is old:
+                setattr(parent, name, new)
 
 
 def load_model(
@@ -124,8 +177,6 @@ def load_model(
     pad_token_id: int | None = None, untie_shared: bool = False,
 ) -> Any:
     """The pretrained encoder with a freshly initialised (seeded) head for ``task``."""
-    import torch
-
     config = _config(folder, num_layers, trust_remote_code)
     if num_layers is not None:
         config.num_hidden_layers = num_layers
@@ -148,8 +199,6 @@ def _untie(model: Any) -> None:
     can stay frozen while the layers above train. The copies start equal, so the model computes the same
     function; it is saved (and exported) with one layer group per depth."""
     import copy
-
-    import torch
 
     layout = layout_of(model)
     parent, name = layout.blocks

@@ -194,9 +194,11 @@ class Task:
 
         return getattr(transformers, self.auto_class)
 
-    def start_head(self, model: Any, split: Split, rows: Sequence[int]) -> None:
+    def start_head(self, model: Any, split: Split, rows: Sequence[int]) -> float:
         """Adjust the freshly initialised head of ``model`` to the targets of ``rows`` of ``split`` (the fit's training
-        rows) before training; most tasks leave it as built."""
+        rows) before training; returns the weight of the training loss (:attr:`TrainConfig.loss_weight`). Most tasks
+        leave the head as built, with weight 1."""
+        return 1.0
 
     # -- outputs, predictions, metrics --------------------------------------------------------
 

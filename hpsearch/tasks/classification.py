@@ -137,24 +137,25 @@ class Regression(TextClassification):
         config.num_labels = 1
         config.problem_type = "regression"
 
-    def start_head(self, model: Any, split: Any, rows: Sequence[int]) -> None:
-        """Start the head at the scale of the training targets: its output layer's bias at their mean and its weights
-        times their standard deviation, so that the model predicts about the mean from the first step. Built as it is,
-        the head predicts about 0, and with the learning rates fine-tuning uses its first epochs go to moving towards
-        targets far from 0 (ratings of 1 to 5, say) instead of learning from the text. A head without a bias (decoders)
-        gets the scale only."""
-        import torch
+    def start_head(self, model: Any, split: Any, rows: Sequence[int]) -> float:
+        """Train the head in standard units of the training targets: its output layer computes ``sd * (x W + b) +
+        mean`` (:class:`~hpsearch.finetune.modeling.TargetUnitLinear`), and the loss is weighted by ``1 / sd**2``,
+        so training follows the same path whatever units the targets come in, as on standardised targets.
 
-        from hpsearch.finetune.modeling import output_layer
+        Built as it is, the head predicts about 0, and with the learning rates fine-tuning uses its first epochs go to
+        moving towards targets far from 0 (ratings of 1 to 5, say) instead of learning from the text; a head merely
+        scaled to the targets keeps its weights in their units, where AdamW's steps (about the learning rate per
+        weight) are far too large for targets of 0.001 and too small for targets of 1,000. A head without a bias
+        (decoders) gets the scale only: the mean has nowhere to go in the saved model."""
+        from hpsearch.finetune.modeling import train_in_target_units
 
-        layer = output_layer(model) if rows else None
-        if layer is None:
-            return
+        if not rows:
+            return 1.0
         targets = [split.columns["label"][i] for i in rows]
-        with torch.no_grad():
-            layer.weight.mul_(statistics.pstdev(targets) or 1.0)
-            if layer.bias is not None:
-                layer.bias.fill_(statistics.fmean(targets))
+        spread = statistics.pstdev(targets) or 1.0
+        if not train_in_target_units(model, spread, statistics.fmean(targets)):
+            return 1.0
+        return 1.0 / spread**2
 
     def decode(self, outputs: list[Any], split: Any, rows: list[int], label_map: Any) -> list[Any]:
         return [float(x.reshape(-1)[0]) for x in outputs]

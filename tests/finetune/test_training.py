@@ -3,7 +3,9 @@ from __future__ import annotations
 import math
 import weakref
 from pathlib import Path
+from typing import Any, Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,29 +43,61 @@ def test_multiclass_classification_learns(make_tuner, tmp_path: Path, tiny_bert:
     assert max(r.metrics["accuracy"] for r in fitted.result.history) > 0.6
 
 
-@pytest.mark.parametrize("scope", ["full", "lora"])
-def test_a_regression_head_starts_at_the_scale_of_its_training_targets(tmp_path: Path, tiny_bert: Path, scope: str) -> None:
-    """Ratings around 100: a short fit at a fine-tuning learning rate lands about as far off as predicting the training
-    mean does, not 100 off (a head built to predict about 0 cannot move that far in a few small steps)."""
-    import statistics
-
+def _rated_tuner(tmp_path: Path, tiny_bert: Path, rate: Callable[[float], float]) -> tuple[Any, Any, list[float]]:
     from hpsearch.data import prepare_data
     from hpsearch.finetune import FineTuner
-    from hpsearch.finetune.modeling import output_layer
     from hpsearch.spec import load_spec
     from toydata import regression_rows, write_csv
 
-    rows = [{**row, "label": 100 + 10 * row["label"]} for row in regression_rows(160)]
+    rows = [{**row, "label": rate(row["label"])} for row in regression_rows(160)]
     write_csv(tmp_path / "ratings.csv", rows)
     study = tmp_path / "ratings.yaml"
     study.write_text(f"name: r\ntask: regression\ndata: {{train: ratings.csv}}\nmodels: [{{name: tiny, path: {tiny_bert}}}]\n")
     spec = load_spec(study)
-    tuner = FineTuner(prepare_data(spec), cache_dir=tmp_path / "cache", max_length=32)
+    return spec, FineTuner(prepare_data(spec), cache_dir=tmp_path / "cache", max_length=32), [float(r["label"]) for r in rows]
+
+
+@pytest.mark.parametrize("scope", ["full", "lora"])
+def test_a_regression_head_starts_at_the_scale_of_its_training_targets(tmp_path: Path, tiny_bert: Path, scope: str) -> None:
+    """Ratings around 100: a short fit at a fine-tuning learning rate lands about as far off as predicting the training
+    mean does, not 100 off (a head built to predict about 0 cannot move that far in a few small steps); the saved model
+    is a plain one whose output layer holds that start, and computes what the fit did."""
+    import statistics
+
+    from transformers import AutoModelForSequenceClassification
+
+    from hpsearch.finetune.modeling import output_layer
+
+    spec, tuner, targets = _rated_tuner(tmp_path, tiny_bert, lambda label: 100 + 10 * label)
     fitted = tuner.fit(spec.models[0], {"learning_rate": 1e-5, "epochs": 1, "batch_size": 8, "scope": scope}, train_rows=TRAIN, eval_rows=EVAL)
-    mean = statistics.fmean(rows[i]["label"] for i in TRAIN)
-    baseline = math.sqrt(statistics.fmean((rows[i]["label"] - mean) ** 2 for i in EVAL))
+    mean = statistics.fmean(targets[i] for i in TRAIN)
+    baseline = math.sqrt(statistics.fmean((targets[i] - mean) ** 2 for i in EVAL))
     assert fitted.result.history[0].metrics["rmse"] < 2 * baseline, (fitted.result.history[0].metrics, baseline)
-    assert abs(output_layer(fitted.model).bias.item() - mean) < 1
+    predicted = [float(x.reshape(-1)[0]) for x in tuner.predict(fitted, "train", EVAL, served=True)]
+    fitted.save(tmp_path / "saved")
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
+    assert type(output_layer(saved)) is torch.nn.Linear and abs(output_layer(saved).bias.item() - mean) < 1
+    batch = tuner.inputs(spec.models[0]).tokenizer([tuner.data.train.columns["text"][i] for i in EVAL], padding=True, truncation=True,
+                                                    max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        reloaded = saved(**batch).logits.flatten().tolist()
+    assert reloaded == pytest.approx(predicted, abs=1e-3)
+
+
+def test_regression_trains_the_same_whatever_units_its_targets_come_in(tmp_path: Path, tiny_bert: Path) -> None:
+    """Targets times 1,000 plus 7, or times 0.001: the same fit's predictions, in those units. Trained with its
+    weights in the targets' units, a head's AdamW steps (about the learning rate per weight) were huge for targets of
+    0.001 and tiny for targets of 1,000."""
+    params = {**LEARNABLE, "epochs": 3}
+    predicted = {}
+    for scale, shift in ((1.0, 0.0), (1000.0, 7.0), (0.001, 0.0)):
+        spec, tuner, _ = _rated_tuner(tmp_path / str(scale), tiny_bert, lambda label: scale * label + shift)
+        fitted = tuner.fit(spec.models[0], params, train_rows=TRAIN, eval_rows=EVAL)
+        predicted[scale] = [(float(x.reshape(-1)[0]) - shift) / scale for x in tuner.predict(fitted, "train", EVAL)]
+    spread = float(np.std(predicted[1.0]))
+    assert spread > 1e-3  # the fit learned something that varies by row
+    for scale in (1000.0, 0.001):
+        assert predicted[scale] == pytest.approx(predicted[1.0], abs=0.01 * spread), scale
 
 
 def test_truncation_keeps_the_first_k_layers(make_tuner, tiny_bert_4layers: Path) -> None:
