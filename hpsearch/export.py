@@ -81,7 +81,7 @@ def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callab
 
     def on_epoch(record: Any) -> bool:  # a refit on large data takes as long as a trial's folds: it says how it goes
         speed = record.samples_per_second
-        say(f"final model: epoch {record.epoch}/{params['epochs']} done (loss {record.train_loss:.4f}, {speed:.0f} samples/s)",
+        say(f"final model: epoch {record.epoch}/{params['epochs']} done (loss {record.train_loss:.4g}, {speed:.0f} samples/s)",
             event="refit_epoch", epoch=record.epoch, train_loss=record.train_loss, samples_per_second=speed)
         return False
 

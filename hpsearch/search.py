@@ -526,7 +526,7 @@ class Objective:
             loss_curve.append(record.metrics.get("loss", math.nan))
             speed = record.samples_per_second
             self.tracker.log_epoch(run, fold + 1, record.epoch, record.train_loss, record.metrics, speed)
-            self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {curve[-1]:.4f} (loss {record.train_loss:.4f}, {speed:.0f} samples/s)",
+            self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {curve[-1]:.4f} (loss {record.train_loss:.4g}, {speed:.0f} samples/s)",
                           event="epoch", trial=trial.number, fold=fold + 1, epoch=record.epoch, metrics=record.metrics, train_loss=record.train_loss, samples_per_second=speed)
             if not self.prunable:
                 return False
