@@ -143,7 +143,8 @@ def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tu
     from hpsearch.cost import peak_memory_mb, reset_peak_memory
     from hpsearch.data import prepare_data
     from hpsearch.finetune import FineTuner
-    from hpsearch.runner import make_folds, pick_device
+    from hpsearch.finetune.core import unavailable
+    from hpsearch.runner import make_folds, pick_device, refuse_unavailable
 
     out = spec.out_dir
     data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
@@ -151,6 +152,7 @@ def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tu
     device = pick_device(spec)
     tuner = FineTuner(data, cache_dir=out / "cache", max_length=spec.data.max_length, device=device,
                       precision=spec.execution.precision, metric=spec.metric, direction=spec.direction, warn=lambda m: say(f"warning: {m}"))
+    refuse_unavailable(unavailable(spec.models, tuner.tokenizer, say, task=tuner.task))
     found = []
     for candidate in spec.models:
         space = spec.space_for(candidate)

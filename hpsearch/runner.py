@@ -19,6 +19,7 @@ from hpsearch.finish import FINISHED_STATES, finish_study
 from hpsearch.selection import CARRIED_ATTR, is_repeat, trained_complete
 from hpsearch.spec import StudySpec, load_spec
 from hpsearch.summary import redact
+from hpsearch.tasks import get_task
 
 
 
@@ -113,15 +114,15 @@ def requeue_interrupted(study: Any) -> int:
     return len(todo)
 
 
-def refuse_unavailable(problems: list[str], study: Any) -> None:
-    """Stop before the first trial where candidates cannot be loaded (``problems``, from
-    :func:`hpsearch.finetune.core.unavailable`): no trial is spent failing on them."""
+def refuse_unavailable(problems: list[str], study: Any = None) -> None:
+    """Stop before the first trial (or calibration, with no ``study``) where candidates cannot be loaded (``problems``,
+    from :func:`hpsearch.finetune.core.unavailable`): no trial is spent failing on them."""
     if problems:
         fix = "make each of them loadable, or remove it from models"
-        if scored(study.get_trials(deepcopy=False)):
+        if study is not None and scored(study.get_trials(deepcopy=False)):
             fix += " and run with --new-study (the study has trials scored with it)"
         raise HpsearchError("\n".join([
-            f"{len(problems)} candidate(s) cannot be loaded, so no trial was started:", *(f"  - {p}" for p in problems), fix,
+            f"{len(problems)} candidate(s) cannot be loaded, so {'no trial was started' if study is not None else 'nothing was timed'}:", *(f"  - {p}" for p in problems), fix,
         ]))
 
 
@@ -168,7 +169,7 @@ class Session:
         if not read_only:
             from hpsearch.finetune.core import unavailable
 
-            refuse_unavailable(unavailable(spec.models, self.tuner.tokenizer, say), self.study)
+            refuse_unavailable(unavailable(spec.models, self.tuner.tokenizer, say, task=self.tuner.task), self.study)
         self.tracker = Tracker.from_spec(spec, say)
         self.parent_run = self.tracker.study_run(spec, objective_digest(self.study))
         self.objective = Objective(spec, self.tuner, self.folds, eval_split=eval_split, device=self.device, on_event=say,
@@ -591,7 +592,8 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         # The study and its parent run exist before any worker starts, so all of them join the same ones.
         started = time.monotonic()
         study = open_study(spec, say=say)
-        refuse_unavailable(unavailable(spec.models, say=say), study)  # once here, rather than once by each worker
+        # once here, rather than once by each worker
+        refuse_unavailable(unavailable(spec.models, say=say, task=get_task(spec.task)), study)
         tracker = Tracker.from_spec(spec, say)
         parent = tracker.study_run(spec, objective_digest(study))
         before = counted_trials(study)

@@ -287,3 +287,23 @@ def test_a_question_too_long_for_the_windows_fails_the_trial_naming_the_row_of_t
     spec = load_spec(path)
     [trial] = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
     assert trial.user_attrs["failure_reason"].startswith(f"{tmp_path / 'qa.jsonl'}: train row 12 (counting data rows from 0): the question is")
+
+
+def test_a_candidate_whose_type_has_no_qa_model_is_refused_before_any_trial_or_calibration(
+        tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """transformers builds no question-answering model for Phi-3: said for that candidate before anything is trained,
+    by run and by plan, rather than as a failed trial carrying transformers' list of 150 configuration classes."""
+    from tinymodel import build_tiny_family
+
+    phi = build_tiny_family(tmp_path / "phi3", "phi3", tiny_bert)
+    path = toy_study(tmp_path, tiny_bert, "question-answering", rows=30, extra=QUICK + "search: {n_trials: 1}\n")
+    path.write_text(path.read_text().replace("models:\n", f"models:\n  - {{name: phi, path: {phi}}}\n"))
+    for command in ("plan", "run"):
+        assert main([command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "1 candidate(s) cannot be loaded" in err, err
+        assert "  - phi: transformers has no question-answering model for model type 'phi3'" in err, err
+        assert "Model type should be one of" not in err
+    import optuna
+
+    assert all(summary.n_trials == 0 for summary in optuna.get_all_study_summaries(make_storage(load_spec(path))))

@@ -105,17 +105,18 @@ def load_tokenizer(candidate: Candidate, split_words: bool = False) -> Any:
 
 
 def unavailable(candidates: Sequence[Candidate], tokenizer: Callable[[Candidate], Any] = load_tokenizer,
-                say: Callable[..., None] = lambda message, **fields: None) -> list[str]:
+                say: Callable[..., None] = lambda message, **fields: None, task: Task | None = None) -> list[str]:
     """What keeps any of ``candidates`` from being trained, one line each (none: all can be): their files, config,
-    depth and tokenizer, checked before a study's first trial so that no trial is spent on a model that cannot load.
-    ``say`` hears of each hub model that is fetched (a download of minutes, otherwise without a line)."""
+    depth, a model for ``task`` of their type and tokenizer, checked before a study's first trial so that no trial is
+    spent on a model that cannot load. ``say`` hears of each hub model that is fetched (a download of minutes,
+    otherwise without a line)."""
     problems = []
     for candidate in candidates:
         if candidate.hub is not None and not hub_cached(candidate):
             say(f"{candidate.name}: fetching {candidate.hub} from the hub (once: it stays in the Hugging Face cache)",
                 event="prepare", candidate=candidate.name, step="download")
         try:
-            check_files(candidate)
+            check_files(candidate, task)
             tokenizer(candidate)
         except TrialError as exc:
             problems.append(f"{candidate.name}: {exc}")

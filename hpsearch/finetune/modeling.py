@@ -86,15 +86,27 @@ class Scope:
         raise TrialError(f"unknown training scope {text!r}; use full, head, lora or freeze-K")
 
 
-def check_files(candidate: Candidate) -> None:
-    """That the folder of ``candidate`` is there, its config loads, its depth allows ``num_layers`` and it holds a
-    weights file: what a run checks of each candidate before its first trial (reading the weights is left to the
-    fits). Raises ModelUnavailable or TrialError."""
+def check_files(candidate: Candidate, task: Task | None = None) -> None:
+    """That the folder of ``candidate`` is there, its config loads, its depth allows ``num_layers``, transformers has a
+    model for ``task`` of its type, and it holds a weights file: what a run checks of each candidate before its first
+    trial (reading the weights is left to the fits). Raises ModelUnavailable or TrialError."""
     folder = model_dir(candidate)
-    _config(folder, candidate.num_layers, candidate.trust_remote_code)
-    problem = no_weights(folder)
+    config = _config(folder, candidate.num_layers, candidate.trust_remote_code)
+    problem = (missing_head(config, task) if task is not None else None) or no_weights(folder)
     if problem:
         raise ModelUnavailable(problem)
+
+
+def missing_head(config: Any, task: Task) -> str | None:
+    """Why transformers cannot build ``task``'s model for ``config``'s model type (Phi-3 and Gemma 2, say, have no
+    question-answering model); None where it can, or where the model's own code (``auto_map``) may provide one."""
+    auto = task.model_class()
+    mapping = getattr(auto, "_model_mapping", None)
+    if mapping is None or type(config) in mapping or auto.__name__ in (getattr(config, "auto_map", None) or {}):
+        return None
+    return (f"transformers has no {task.name} model for model type {getattr(config, 'model_type', type(config).__name__)!r} "
+            f"({auto.__name__} does not take a {type(config).__name__}); remove this candidate, or use a model of a type "
+            f"that has one")
 
 
 def _config(folder: Path, num_layers: int | None, trust_remote_code: bool) -> Any:
