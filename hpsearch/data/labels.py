@@ -41,6 +41,19 @@ class LabelMap:
             ids.append(mapping[key])
         return ids
 
+    def lookalikes(self) -> list[list[str]]:
+        """Groups of labels that differ only in case, spacing or the way a number is written ('pos' and 'pos ', 'NEG'
+        and 'neg', '1' and '1.0'): trained as different classes, though they are most likely one."""
+        groups: dict[object, list[str]] = {}
+        for label in self.labels:
+            key: object = " ".join(label.split()).casefold()
+            try:
+                key = float(str(key))
+            except ValueError:
+                pass
+            groups.setdefault(key, []).append(label)
+        return [group for group in groups.values() if len(group) > 1]
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"labels": list(self.labels)}, indent=2), encoding="utf-8")

@@ -86,6 +86,7 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
         raise DataError(f"{_where(spec, 'train')}: {exc}") from None
     if spec.data.labels is not None and targets is not None:
         notes += _unseen_labels(spec.data.labels, targets)
+    notes += _lookalike_labels(label_map, _target_word(task) if task.target else "label", target)
     data = StudyData(task, label_map, warnings=notes)
     if groups is not None:  # as text, so numbers and names mixed in one column sort; the subsample's rows
         data.groups = [str(groups[row]) for row in (rows["train"] or range(len(groups)))]
@@ -154,6 +155,18 @@ def _unseen_labels(declared: list[str], targets: list[Any]) -> list[str]:
     them = "it" if len(unseen) == 1 else "them"
     return [f"data.labels declares {unseen}, which no training row has: the model can never learn to predict {them}; "
             f"add training rows with {them} or remove {them} from data.labels"]
+
+
+def _lookalike_labels(label_map: LabelMap, what: str, column: str | None) -> list[str]:
+    """A warning naming the labels that differ only in case, spacing or the writing of a number: each is a class of its
+    own, which splits one class's rows between outputs that compete for them."""
+    groups = label_map.lookalikes()
+    if not groups:
+        return []
+    shown = "; ".join(", ".join(repr(label) for label in group) for group in groups)
+    return [f"{len(groups)} group(s) of {what}s in column {column!r} differ only in case, spacing or the writing of a number "
+            f"({shown}): each is trained as a class of its own ({len(label_map)} in all); if they mean the same, write them alike "
+            f"in the data (or list the one spelling in data.labels to have the others refused)"]
 
 
 REPEATS_WARNED = 0.01

@@ -63,6 +63,23 @@ def test_a_declared_label_no_training_row_has_is_a_warning(tmp_path: Path) -> No
     assert not prepare_data(_spec(tmp_path, "  train: d.csv\n  labels: [pos, neg]")).warnings
 
 
+def test_labels_that_differ_only_in_case_spacing_or_number_writing_are_warned_of(tmp_path: Path) -> None:
+    """'pos ' and 'POS', '1' and '1.0': each a class of its own, said with the labels; tags alike; clean data says nothing."""
+    spellings = ["pos", "pos ", "NEG", "neg", "1", "1.0", "other"]
+    write_csv(tmp_path / "d.csv", [{**row, "label": spellings[i % len(spellings)]} for i, row in enumerate(classification_rows(28))])
+    data = prepare_data(_spec(tmp_path, "  train: d.csv"))
+    assert len(data.label_map) == 7
+    said = [w for w in data.warnings if "differ only in case, spacing or the writing of a number" in w]
+    assert len(said) == 1 and "3 group(s) of labels in column 'label'" in said[0], data.warnings
+    assert "'pos', 'pos '" in said[0] and "'NEG', 'neg'" in said[0] and "'1', '1.0'" in said[0] and "'other'" not in said[0]
+    rows = [{"tokens": ["alice", "lives"], "tags": ["B-PER" if i % 2 else "b-per", "O"]} for i in range(10)]
+    write_jsonl(tmp_path / "ner.jsonl", rows)
+    tags = prepare_data(_spec(tmp_path, "  train: ner.jsonl", task="token-classification")).warnings
+    assert [w for w in tags if "1 group(s) of tags in column 'tags'" in w and "'B-PER', 'b-per'" in w], tags
+    write_csv(tmp_path / "clean.csv", classification_rows(28))
+    assert not [w for w in prepare_data(_spec(tmp_path, "  train: clean.csv")).warnings if "differ only" in w]
+
+
 def test_empty_text_is_an_error_with_its_row(tmp_path: Path) -> None:
     write_csv(tmp_path / "d.csv", [{"text": "fine", "label": "x"}, {"text": "", "label": "y"}])
     with pytest.raises(DataError, match=r"d\.csv: train row 1 \(counting data rows from 0\): column 'text' is empty"):
