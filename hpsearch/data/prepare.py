@@ -166,7 +166,7 @@ def _lookalike_labels(label_map: LabelMap, what: str, column: str | None) -> lis
     shown = "; ".join(", ".join(repr(label) for label in group) for group in groups)
     return [f"{len(groups)} group(s) of {what}s in column {column!r} differ only in case, spacing or the writing of a number "
             f"({shown}): each is trained as a class of its own ({len(label_map)} in all); if they mean the same, write them alike "
-            f"in the data (or list the one spelling in data.labels to have the others refused)"]
+            f"in the data (or list the one spelling in data.labels to have the others refused by name)"]
 
 
 REPEATS_WARNED = 0.01
