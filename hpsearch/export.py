@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError
+from hpsearch.numbers import score_figure
 from hpsearch.selection import counts_text, score_text
 from hpsearch.space import applicable
 from hpsearch.spec import StudySpec
@@ -187,14 +188,14 @@ def model_card(spec: StudySpec, report: dict[str, Any], table: list[dict[str, An
         "",
         f"- {score_text(spec.metric, ci, chosen['std_score'], spec.one_split)}",
         *[f"- {sentence}" for _, sentence in findings(spec, report)],
-        *([f"- every test metric: {', '.join(f'{k} {v:.4f}' for k, v in sorted(test.items()))}"] if test else ["- test: no test split was given"]),
+        *([f"- every test metric: {', '.join(f'{k} {score_figure(v)}' for k, v in sorted(test.items()))}"] if test else ["- test: no test split was given"]),
         *[f"- warning: {w}" for w in report.get("warnings", [])],
         "",
         f"## Top trials ({'the validation split' if spec.one_split else 'cross-validation'})",
         "",
         "| rank | trial | model | mean | std | epochs |",
         "|---|---|---|---|---|---|",
-        *[f"| {r['rank']} | {r['trial']} | {r['model']} | {r['mean_score']:.4f} | {r['std_score']:.4f} | {r['best_epochs']} |" for r in table[:5]],
+        *[f"| {r['rank']} | {r['trial']} | {r['model']} | {score_figure(r['mean_score'])} | {score_figure(r['std_score'])} | {r['best_epochs']} |" for r in table[:5]],
         "",
         "## How to load",
         "",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
+from hpsearch.numbers import difference_figure, score_figure
 from hpsearch.selection import SPLIT_SE_ATTR, compared_by, counts_text, is_repeat, score_text, trained_complete
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
@@ -198,7 +199,7 @@ def compare_with_baseline(spec: StudySpec, session: Session, winner: dict[str, A
     baseline.update(clearly_beaten=beaten, comparison=comparison)
     if not beaten:
         baseline["warning"] = (
-            f"the winner is not clearly better than predicting {baseline['predicts']} ({spec.metric} {baseline['cv_mean']:.4f} on the "
+            f"the winner is not clearly better than predicting {baseline['predicts']} ({spec.metric} {score_figure(baseline['cv_mean'])} on the "
             f"same {'rows' if spec.one_split else 'folds'}): it may have learned nothing from the text. Likely causes: too few epochs, "
             f"a learning rate too high or too low for this model, too little training data, or a frozen scope that leaves too little to train; "
             f"widen the search (epochs, learning_rate, scope) or add data before trusting this model")
@@ -325,7 +326,7 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
     ]
     lines += [f"  {sentence}" for _, sentence in findings(spec, report)]
     for c in comparisons:
-        lines.append(f"  vs trial {c['other']} ({c['other_model']}): difference {c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}], p={c['p_value']:.3f}")
+        lines.append(f"  vs trial {c['other']} ({c['other_model']}): difference {difference_figure(c)}, p={c['p_value']:.3f}")
     lines += per_model_lines(spec, report.get("per_model", []))
     trials = report["trials"]
     lines.append(f"trials: {counts_text(trials)}")
@@ -357,26 +358,26 @@ def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
     test = report.get("test_scores")
     if test:
         rows = f"{report['test_rows']:,} " if report.get("test_rows") else ""
-        out.append(("test", f"test {metric}: {test[metric]:.4f} (the final model on the {rows}held-out rows, evaluated once)"))
+        out.append(("test", f"test {metric}: {score_figure(test[metric])} (the final model on the {rows}held-out rows, evaluated once)"))
     traded = report.get("gives_up")
     if traded:
-        out.append(("gives-up", f"the {report['rule']} rule chose it over trial {traded['best_trial']} ({scored} {traded['best_mean']:.4f}): it gives "
-                                f"up {traded['score_given_up']:+.4f} {metric} for {_saving(traded)}"))
+        out.append(("gives-up", f"the {report['rule']} rule chose it over trial {traded['best_trial']} ({scored} {score_figure(traded['best_mean'])}): it gives "
+                                f"up {score_figure(traded['score_given_up'], signed=True)} {metric} for {_saving(traded)}"))
     corrected = report.get("bias_corrected") or {}
     if "estimate" in corrected:
         many = corrected["configurations"] > 1
         out.append(("bbc", f"bias-corrected {metric} (BBC-CV over {corrected['configurations']} configuration{'s' if many else ''}, "
-                           f"{corrected['samples']} bootstrap samples): {corrected['estimate']:.4f} [{corrected['low']:.4f}, "
-                           f"{corrected['high']:.4f}]; " + (f"the raw {scored} score of a winner picked from many trials is optimistic" if many
+                           f"{corrected['samples']} bootstrap samples): {score_figure(corrected['estimate'])} [{score_figure(corrected['low'])}, "
+                           f"{score_figure(corrected['high'])}]; " + (f"the raw {scored} score of a winner picked from many trials is optimistic" if many
                                                            else "one configuration, so no choice among trials to correct for")))
     baseline = report.get("baseline")
     if baseline:
-        on_test = f", test {baseline['test']:.4f}" if "test" in baseline else ""
+        on_test = f", test {score_figure(baseline['test'])}" if "test" in baseline else ""
         if baseline.get("comparison"):
             verdict = "clearly beaten by the winner" if baseline["clearly_beaten"] else "NOT clearly beaten by the winner"
         else:  # one fixed validation split without its rows' predictions: the two scores, with no interval to say 'clearly'
             verdict = f"{'' if baseline['clearly_beaten'] else 'NOT '}beaten by the winner (a plain difference, without an interval)"
-        out.append(("baseline", f"trivial baseline (predicting {baseline['predicts']}): {scored} {metric} {baseline['cv_mean']:.4f}{on_test}; {verdict}"))
+        out.append(("baseline", f"trivial baseline (predicting {baseline['predicts']}): {scored} {metric} {score_figure(baseline['cv_mean'])}{on_test}; {verdict}"))
     return out
 
 
@@ -398,7 +399,7 @@ def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
         versus = ""
         if r.get("comparison"):
             c = r["comparison"]
-            versus = f", winner minus it {c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}] p={c['p_value']:.3f}"
-        interval = f" [{r['low']:.4f}, {r['high']:.4f}]" if "low" in r else ""
-        lines.append(f"  {r['model']}: {r['mean_score']:.4f}{interval} (trial {r['best_trial']}) - {r['verdict']}{versus}; {spent}; {size}")
+            versus = f", winner minus it {difference_figure(c)} p={c['p_value']:.3f}"
+        interval = f" [{score_figure(r['low'])}, {score_figure(r['high'])}]" if "low" in r else ""
+        lines.append(f"  {r['model']}: {score_figure(r['mean_score'])}{interval} (trial {r['best_trial']}) - {r['verdict']}{versus}; {spent}; {size}")
     return lines

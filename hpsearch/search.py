@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 from hpsearch.cost import peak_memory_mb, reset_peak_memory, training_flops
 from hpsearch.errors import DataError, ModelUnavailable, OutOfMemory, SpecError, StorageUnavailable, TrialError
+from hpsearch.numbers import score_figure
 from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR, better, is_repeat
 from hpsearch.space import (MODEL_PARAM, configurations, describe_params, enqueue_params, grid, max_epochs, optuna_name, settings_key,
                             shown_params, suggest)
@@ -386,7 +387,7 @@ class Objective:
                 trial.set_user_attr(key, twin.user_attrs[key])
         shown = describe_params(shown_params(self.spec, candidate_name, params))
         self.on_event(f"trial {trial.number}: {candidate_name} {shown}: the settings of trial {twin.number}, not trained again "
-                      f"({self.spec.metric} {twin.user_attrs.get('cv_mean', twin.values[0]):.4f}); it does not count toward n_trials",
+                      f"({self.spec.metric} {score_figure(twin.user_attrs.get('cv_mean', twin.values[0]))}); it does not count toward n_trials",
                       event="trial_end", trial=trial.number, state="COMPLETE", repeat_of=twin.number)
         self._queue_untried(trial, trials)
         return tuple(twin.values) if len(twin.values) > 1 else twin.values[0]  # type: ignore[return-value]
@@ -442,7 +443,7 @@ class Objective:
             trial.set_user_attr("train_samples", samples)
             trial.set_user_attr("eval_seconds", eval_seconds)
             if outcome["stopped"]:
-                raise optuna.TrialPruned(f"pruned at fold {fold + 1}, epoch {len(curves[-1])}: {self.spec.metric}={curves[-1][-1]:.4f}")
+                raise optuna.TrialPruned(f"pruned at fold {fold + 1}, epoch {len(curves[-1])}: {self.spec.metric}={score_figure(curves[-1][-1])}")
             if fold + 1 < len(self.folds):
                 self._prune_after_fold(trial, fold, reports)
         best_epochs, fold_scores = best_epoch_aggregate(curves, self.spec.direction)
@@ -504,7 +505,7 @@ class Objective:
             self._record_loss(trial, reports.losses, step, lowest_loss(reports.loss_curves))
         trial.report(so_far, step=step)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after fold {fold + 1}: {self.spec.metric} so far {so_far:.4f}")
+            raise optuna.TrialPruned(f"pruned after fold {fold + 1}: {self.spec.metric} so far {score_figure(so_far)}")
 
     @staticmethod
     def _record_loss(trial: Any, losses: dict[str, float], step: int, loss: float | None) -> None:
@@ -526,7 +527,8 @@ class Objective:
             loss_curve.append(record.metrics.get("loss", math.nan))
             speed = record.samples_per_second
             self.tracker.log_epoch(run, fold + 1, record.epoch, record.train_loss, record.metrics, speed)
-            self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {curve[-1]:.4f} (loss {record.train_loss:.4g}, {speed:.0f} samples/s)",
+            self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {score_figure(curve[-1])} "
+                          f"(loss {record.train_loss:.4g}, {speed:.0f} samples/s)",
                           event="epoch", trial=trial.number, fold=fold + 1, epoch=record.epoch, metrics=record.metrics, train_loss=record.train_loss, samples_per_second=speed)
             if not self.prunable:
                 return False

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from hpsearch.numbers import score_figure
+
 CV_FIELDS = ("rank", "trial", "model", "mean_score", "std_score", "best_epochs", "total_parameters",
              "train_samples", "device_seconds", "flops", "peak_memory_mb")
 
@@ -44,7 +46,7 @@ class Interval:
     confidence: float
 
     def __str__(self) -> str:
-        return f"{self.mean:.4f} [{self.low:.4f}, {self.high:.4f}] ({self.confidence:.0%} CI)"
+        return f"{score_figure(self.mean)} [{score_figure(self.low)}, {score_figure(self.high)}] ({self.confidence:.0%} CI)"
 
 
 def corrected_interval(scores: Sequence[float], confidence: float = 0.95, test_train_ratio: float | None = None,
@@ -260,11 +262,11 @@ def score_text(metric: str, interval: dict[str, Any], std: float, one_split: boo
     one fixed validation split take their interval from a bootstrap over its rows, and say so where there is none."""
     if one_split:
         if "low" not in interval:
-            return f"validation {metric} {interval['mean']:.4f} (one fixed validation split: no interval across folds)"
-        return (f"validation {metric} {interval['mean']:.4f}, {interval['confidence']:.0%} interval [{interval['low']:.4f}, "
-                f"{interval['high']:.4f}] (bootstrap over the validation split's rows)")
-    return (f"CV {metric} {interval['mean']:.4f}, {interval['confidence']:.0%} interval [{interval['low']:.4f}, {interval['high']:.4f}] "
-            f"(corrected resampled t), std {std:.4f}")
+            return f"validation {metric} {score_figure(interval['mean'])} (one fixed validation split: no interval across folds)"
+        return (f"validation {metric} {score_figure(interval['mean'])}, {interval['confidence']:.0%} interval [{score_figure(interval['low'])}, "
+                f"{score_figure(interval['high'])}] (bootstrap over the validation split's rows)")
+    return (f"CV {metric} {score_figure(interval['mean'])}, {interval['confidence']:.0%} interval [{score_figure(interval['low'])}, {score_figure(interval['high'])}] "
+            f"(corrected resampled t), std {score_figure(std)}")
 
 
 def latency_measured(table: Sequence[dict[str, Any]]) -> bool:

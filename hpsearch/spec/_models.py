@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, create_model, field_validator, model_validator
 
 from hpsearch.architectures import ARCHITECTURES
+from hpsearch.numbers import score_figure
 from hpsearch.spec._base import OutputPath, ResolvedPath, SpecModel
 from hpsearch.spec._files import csv_delimiter
 from hpsearch.spec._space import Param, ParamName, SearchSpace, check_domain, value_problem
@@ -388,7 +389,7 @@ class StudySpec(SpecModel):
 
     def trial_score_text(self, mean: float, std: float) -> str:
         """A trial's score as progress and status show it: mean ± std over the folds; on one split, the score alone."""
-        return f"{mean:.4f}" if self.one_split else f"{mean:.4f} ± {std:.4f}"
+        return f"{score_figure(mean)}" if self.one_split else f"{score_figure(mean)} ± {score_figure(std)}"
 
     @property
     def stratify(self) -> bool:

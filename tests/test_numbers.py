@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+import math
+
+from hpsearch.numbers import difference_figure, score_figure
+
+
+def test_scores_keep_four_decimals_and_small_figures_three_significant_digits() -> None:
+    assert score_figure(0.71034) == "0.7103" and score_figure(1.739275) == "1.7393" and score_figure(0.0) == "0.0000"
+    assert score_figure(0.00153) == "0.00153" and score_figure(0.0015) == "0.0015" and score_figure(2.1e-05) == "2.1e-05"
+    assert score_figure(0.0123, signed=True) == "+0.0123" and score_figure(-3.24e-05, signed=True) == "-3.24e-05"
+    assert score_figure(math.nan) == "nan"
+
+
+def test_a_difference_reads_with_its_interval() -> None:
+    assert difference_figure({"difference": -0.00042, "low": -0.0021, "high": 0.0013}) == "-0.00042 [-0.0021, +0.0013]"
