@@ -156,6 +156,7 @@ class FineTuner:
         self._tokenizers: dict[str, Any] = {}
         self._said_no_cache: set[str] = set()
         self._said_cut: set[tuple[str, int]] = set()
+        self._said_head: set[str] = set()
         self._lengths: dict[str, int] = {}
         self.warn = warn or (lambda message: None)
         self.info = info or (lambda message, **fields: None)
@@ -241,6 +242,9 @@ class FineTuner:
             pad_token_id=inputs.tokenizer.pad_token_id, untie_shared=scope.kind == "freeze",
         )
         config = dataclasses.replace(config, loss_weight=self.task.start_head(model, self.data.splits[train_split], train_rows))
+        if candidate.name not in self._said_head and (note := self.task.head_note(model, self.data.splits[train_split], train_rows)):
+            self._said_head.add(candidate.name)  # once per candidate, not once per fold
+            self.warn(f"{candidate.name}: {note}")
         model = apply_scope(model, scope, params, candidate.lora_targets, self.task.peft_task_type).to(self.device)
         trainable, total = count_parameters(model)
         depth = self._cache_depth(candidate, model, scope)

@@ -157,6 +157,23 @@ class Regression(TextClassification):
             return 1.0
         return 1.0 / spread**2
 
+    def head_note(self, model: Any, split: Any, rows: Sequence[int]) -> str | None:
+        """A head without a bias (decoders') cannot start at the targets' mean: said where the mean is more than one
+        standard deviation from 0, as a learning handicap that encoders compared with it do not have."""
+        from hpsearch.finetune.modeling import output_layer
+
+        layer = output_layer(model) if rows else None
+        if layer is None or layer.bias is not None:
+            return None
+        targets = [split.columns["label"][i] for i in rows]
+        mean, spread = statistics.fmean(targets), statistics.pstdev(targets) or 1.0
+        if abs(mean) <= spread:
+            return None
+        return (f"its regression head has no bias (a decoder's), so it starts predicting about 0 while the training targets' "
+                f"mean is {mean:.4g}, {abs(mean) / spread:.1f} standard deviations away: its first epochs go to learning that "
+                f"offset, which candidates with a bias start with; subtracting the mean from the targets in the data (and adding "
+                f"it back to the predictions) removes the handicap")
+
     def decode(self, outputs: list[Any], split: Any, rows: list[int], label_map: Any) -> list[Any]:
         return [float(x.reshape(-1)[0]) for x in outputs]
 

@@ -11,6 +11,7 @@ import torch
 
 from hpsearch.errors import TrialError
 from hpsearch.finetune.layouts import layout_of
+from hpsearch.spec import Candidate
 
 LEARNABLE = {"learning_rate": 3e-3, "epochs": 5, "batch_size": 8, "warmup_ratio": 0.1}
 TRAIN, EVAL = list(range(120)), list(range(120, 160))
@@ -82,6 +83,25 @@ def test_a_regression_head_starts_at_the_scale_of_its_training_targets(tmp_path:
     with torch.no_grad():
         reloaded = saved(**batch).logits.flatten().tolist()
     assert reloaded == pytest.approx(predicted, abs=1e-3)
+
+
+def test_a_decoders_regression_head_without_a_bias_is_said_once_where_the_targets_sit_far_from_0(tmp_path: Path, tiny_bert: Path) -> None:
+    from hpsearch.finetune import FineTuner
+    from tinymodel import build_tiny_family
+
+    spec, tuner, _ = _rated_tuner(tmp_path, tiny_bert, lambda label: 100 + 10 * label)
+    said: list[str] = []
+    tuner = FineTuner(tuner.data, cache_dir=tmp_path / "cache", max_length=32, warn=said.append)
+    gpt = Candidate(name="gpt", path=build_tiny_family(tmp_path / "gpt2", "gpt2", tiny_bert))
+    for candidate in (spec.models[0], gpt, gpt):
+        tuner.fit(candidate, {"learning_rate": 1e-3, "epochs": 1, "batch_size": 16}, train_rows=TRAIN, eval_rows=EVAL)
+    assert len(said) == 1 and said[0].startswith("gpt: its regression head has no bias"), said
+    assert "standard deviations away" in said[0] and "subtracting the mean" in said[0]
+    _, centred, _ = _rated_tuner(tmp_path / "centred", tiny_bert, lambda label: label - 1.5)  # ratings 0 to 3 about their mean
+    quiet: list[str] = []
+    FineTuner(centred.data, cache_dir=tmp_path / "cache", max_length=32, warn=quiet.append).fit(
+        gpt, {"learning_rate": 1e-3, "epochs": 1, "batch_size": 16}, train_rows=TRAIN, eval_rows=EVAL)
+    assert quiet == []
 
 
 def test_regression_trains_the_same_whatever_units_its_targets_come_in(tmp_path: Path, tiny_bert: Path) -> None:
