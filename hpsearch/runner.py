@@ -121,9 +121,8 @@ def refuse_unavailable(problems: list[str], study: Any = None) -> None:
         fix = "make each of them loadable, or remove it from models"
         if study is not None and scored(study.get_trials(deepcopy=False)):
             fix += " and run with --new-study (the study has trials scored with it)"
-        raise HpsearchError("\n".join([
-            f"{len(problems)} candidate(s) cannot be loaded, so {'no trial was started' if study is not None else 'nothing was timed'}:", *(f"  - {p}" for p in problems), fix,
-        ]))
+        spared = "no trial was started" if study is not None else "nothing was timed"
+        raise HpsearchError("\n".join([f"{len(problems)} candidate(s) cannot be loaded, so {spared}:", *(f"  - {p}" for p in problems), fix]))
 
 
 class Session:
