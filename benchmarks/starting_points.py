@@ -7,9 +7,12 @@
   trained in standard units of the targets (what hpsearch does: ``Regression.start_head``). The last two also on the
   same ratings times 0.001 and times 1,000. Prints CV and test RMSE of each winner, in the ratings' own units, beside
   the trivial baseline's (predicting the training mean). About 12 minutes.
+- `precision`: the same regression study (ratings as they are, head in standard units) with `execution.precision`
+  fp32 and bf16 named, one after the other: CV and test RMSE and wall time of each (about 3.5 minutes).
 - `lora`: fold 1 of 3 of the WNUT example (studies/wnut.yaml), 3 epochs of MiniLM-L6 with LoRA at three learning
   rates and full fine-tuning at the lowest; entity F1 after each epoch.
-Run: `.venv/bin/python benchmarks/starting_points.py [regression] [lora]` (about 12 and 4 minutes on 2 cores).
+Run: `.venv/bin/python benchmarks/starting_points.py [regression] [precision] [lora]` (about 12, 3.5 and 4 minutes on 2
+cores).
 """
 from __future__ import annotations
 
@@ -100,6 +103,26 @@ def regression() -> dict:
     return results
 
 
+def precision() -> dict:
+    from hpsearch.cli import main
+    from hpsearch.spec import load_spec
+
+    results = {}
+    for name in ("fp32", "bf16"):
+        folder = Path(tempfile.mkdtemp(prefix="hpsearch-precision-"))
+        _ratings(folder, 1.0)
+        study = folder / "study.yaml"
+        study.write_text(REGRESSION.format(name=f"ratings-{name}") + f"execution: {{precision: {name}}}\n")
+        began = time.perf_counter()
+        if main(["run", str(study), "--quiet"]) != 0:
+            sys.exit(f"the {name} study failed")
+        report = json.loads((load_spec(study).out_dir / "selection.json").read_text())
+        results[name] = {"cv_rmse": report["selected"]["mean_score"], "test_rmse": report["test_scores"]["rmse"],
+                         "learning_rate": report["selected"]["params"].get("learning_rate"), "seconds": round(time.perf_counter() - began, 1)}
+        print(name, results[name], flush=True)
+    return results
+
+
 def lora() -> dict:
     from hpsearch.data import prepare_data
     from hpsearch.finetune import FineTuner
@@ -123,8 +146,8 @@ def lora() -> dict:
 
 def run() -> None:
     quiet()
-    parts = sys.argv[1:] or ["regression", "lora"]
-    payload = {"machine": machine(), **{part: {"regression": regression, "lora": lora}[part]() for part in parts}}
+    parts = sys.argv[1:] or ["regression", "precision", "lora"]
+    payload = {"machine": machine(), **{part: {"regression": regression, "precision": precision, "lora": lora}[part]() for part in parts}}
     print(f"written to {save('starting_points', payload)}")
 
 

@@ -148,7 +148,7 @@ class FineTuner:
         self.direction = direction or metric_direction(self.metric)
         self.max_length = max_length
         self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device, self.task.exact_outputs)
+        self.precision = resolve_precision(precision, self.device)
         """The precision fits run in ('bf16', 'fp16' or 'fp32'): ``precision`` resolved for this device and task."""
         self.token_cache = TokenCache(cache_dir / "tokens")
         self.frozen_cache = frozen.FrozenOutputCache(cache_dir / "frozen") if frozen_cache else None

@@ -84,20 +84,19 @@ StepCallback = Callable[[int, int, int], None]
 """Called after each batch with (epoch, batches done, batches in the epoch): progress display."""
 
 
-def resolve_precision(precision: str, device: torch.device, exact_outputs: bool = False) -> str:
+def resolve_precision(precision: str, device: torch.device) -> str:
     """What ``precision`` means on ``device``: 'bf16', 'fp16' or 'fp32' (the autocast a fit runs under).
 
     'auto' is bf16 on CUDA where supported (else fp16), and bf16 on a CPU with native bf16 instructions
     (avx512_bf16 or AMX): measured 1.38x faster there with equal test scores (benchmarks/README.md,
-    "bf16 on the CPU"); a CPU without them would emulate bf16, slower than fp32. On the CPU, 'auto' keeps
-    fp32 for a task whose predictions are the model's raw output values (``exact_outputs``: regression),
-    which bf16's 8-bit mantissa rounds to about 3 significant digits. 'bf16' and 'fp16' asked for by name
-    are kept, except fp16 on the CPU (no fp16 autocast there: fp32).
+    "bf16 on the CPU"), 1.40x for regression, whose head trains in standard units of its targets and
+    computes its outputs in fp32; a CPU without them would emulate bf16, slower than fp32. 'bf16' and 'fp16'
+    asked for by name are kept, except fp16 on the CPU (no fp16 autocast there: fp32).
     """
     if precision == "fp32" or device.type not in ("cpu", "cuda"):
         return "fp32"
     if device.type == "cpu":
-        if precision == "bf16" or (precision == "auto" and not exact_outputs and native_cpu_bf16()):
+        if precision == "bf16" or (precision == "auto" and native_cpu_bf16()):
             return "bf16"
         return "fp32"
     if precision == "auto":
@@ -112,9 +111,7 @@ def describe_precision(asked: str, used: str, device: str) -> str:
         cpu_fp16 = "; the CPU has no fp16 autocast" if asked != used else ""
         return f"training in {names[used]} on {device} (precision: {asked}{cpu_fp16})"
     if device == "cpu":
-        why = ("this CPU computes bf16 natively" if used == "bf16" else
-               "the task's predictions are raw output values, which bf16 would round" if native_cpu_bf16() else
-               "this CPU has no native bf16")
+        why = "this CPU computes bf16 natively" if used == "bf16" else "this CPU has no native bf16"
     else:
         why = "the GPU supports bf16" if used == "bf16" else "the GPU has no bf16"
     return f"training in {names[used]} on {device} (precision: auto; {why})"

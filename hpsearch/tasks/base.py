@@ -100,9 +100,6 @@ class Task:
     """What ``groups`` keeps in one fold, in words (None: nothing)."""
     target_keys: ClassVar[tuple[str, ...]] = ("labels",)
     """Feature keys the loss needs (the frozen-layer batches carry them beside the stored states)."""
-    exact_outputs: ClassVar[bool] = False
-    """Whether predictions are the model's raw output values rather than a choice among them (an argmax):
-    ``precision: auto`` then keeps fp32 on the CPU, where bf16 would round them."""
     split_words: ClassVar[bool] = False
     """Whether inputs come as words (a list per row) rather than text: a byte-level BPE tokenizer (RoBERTa, GPT-2)
     must then put a space before each word, as before every word of a text but the first."""

@@ -106,7 +106,6 @@ class Regression(TextClassification):
     default_metric: ClassVar[str] = "rmse"
     has_label_list: ClassVar[bool] = False
     stratifies: ClassVar[bool] = False
-    exact_outputs: ClassVar[bool] = True
     columns: ClassVar[dict[str, tuple[str | None, str]]] = {}
 
     def spec_problems(self, spec: Any) -> list[str]:
