@@ -238,8 +238,8 @@ class ExecutionSpec(SpecModel):
     workers_per_device: int = Field(1, ge=1, le=64, description="Worker processes per device.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Autocast: 'auto' is bf16 on CUDA where supported (else fp16), and bf16 on a CPU with native "
-        "bf16 (avx512_bf16 or AMX; about 1.4x faster there, equal scores), fp32 on other CPUs and for regression on the "
-        "CPU (its predictions are raw values, which bf16 rounds). 'run' says which it chose. 'bf16' by name on a CPU "
+        "bf16 (avx512_bf16 or AMX; about 1.4x faster there, equal scores, regression included), fp32 on other CPUs. "
+        "'run' says which it chose. 'bf16' by name on a CPU "
         "without native bf16 is emulated, many times slower than fp32: kept, with a warning."
     )
     threads: int | None = Field(
