@@ -34,9 +34,9 @@ def scores(predictions: np.ndarray, gold: np.ndarray, metric: str, classes: int 
     """``metric`` of each row of ``predictions`` (configurations x rows) against ``gold``; the same
     definitions as the study's metrics (scikit-learn / scipy), computed on counts so that many samples are cheap."""
     if metric in CLASS_METRICS:
-        return _class_scores(predictions.astype(np.int64), gold.astype(np.int64), metric, classes)
+        return _class_scores(predictions.astype(np.int64, copy=False), gold.astype(np.int64, copy=False), metric, classes)
     if metric in VALUE_METRICS:
-        return _value_scores(predictions.astype(float), gold.astype(float), metric)
+        return _value_scores(predictions.astype(float, copy=False), gold.astype(float, copy=False), metric)
     raise ValueError(f"no bias-corrected estimate for metric {metric!r}; supported: {CLASS_METRICS + VALUE_METRICS}")
 
 
@@ -62,8 +62,13 @@ def ratio_scores(parts: np.ndarray) -> np.ndarray:
 
 
 def _class_scores(predicted: np.ndarray, gold: np.ndarray, metric: str, classes: int) -> np.ndarray:
-    count, n = predicted.shape
-    flat = (np.arange(count)[:, None] * classes * classes + gold[None, :] * classes + predicted).ravel()
+    return _coded_class_scores(gold[None, :] * classes + predicted, metric, classes)
+
+
+def _coded_class_scores(codes: np.ndarray, metric: str, classes: int) -> np.ndarray:
+    """:func:`_class_scores` of each row of ``codes`` (configurations x rows of ``gold * classes + predicted``)."""
+    count, n = codes.shape
+    flat = (np.arange(count)[:, None] * classes * classes + codes).ravel()
     confusion = np.bincount(flat, minlength=count * classes * classes).reshape(count, classes, classes)  # [config, gold, predicted]
     hits = np.trace(confusion, axis1=1, axis2=2).astype(float)
     if metric in ("accuracy", "micro_f1"):  # single-label: micro F1 is accuracy
@@ -105,9 +110,14 @@ def _checked(predictions: Sequence[Sequence[Any]], gold: Sequence[Any] | None) -
 
 def _scorer(matrix: np.ndarray, truth: np.ndarray | None, metric: str, classes: int) -> Callable[[Any, np.ndarray], np.ndarray]:
     """score(configurations, rows): the metric of the chosen configurations on the chosen rows."""
+    # Class metrics: each (gold, predicted) pair coded once, so that a sample takes one gather and one count.
+    codes = truth.astype(np.int64)[None, :] * classes + matrix.astype(np.int64) if truth is not None and metric in CLASS_METRICS else None
+
     def score(configurations: Any, on: np.ndarray) -> np.ndarray:
         if truth is None:
             return ratio_scores(matrix[configurations, on])
+        if codes is not None:
+            return _coded_class_scores(codes[configurations, on], metric, classes)
         return scores(matrix[configurations, on], truth[on], metric, classes)
 
     return score
@@ -158,10 +168,13 @@ def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any] | None, met
     score = _scorer(matrix, truth, metric, classes)
     members = [np.flatnonzero(fold_of == fold) for fold in np.unique(fold_of)]
     rng = np.random.default_rng(seed)
-    picked = []
+    picked, drawn = [], np.zeros(rows, dtype=bool)
     for _ in range(samples):
         bags = [rows[rng.integers(0, len(rows), len(rows))] for rows in members]
-        left_out = [out for rows, bag in zip(members, bags) if len(out := np.setdiff1d(rows, bag))]
+        drawn[:] = False
+        for bag in bags:
+            drawn[bag] = True
+        left_out = [out for rows in members if len(out := rows[~drawn[rows]])]  # each fold's rows no bag drew, in order
         if not left_out:
             continue
         on_bag = np.column_stack([score(slice(None), bag) for bag in bags])
