@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
-from hpsearch.numbers import difference_figure, score_figure
+from hpsearch.numbers import difference_figure, interval_figure, score_figure
 from hpsearch.selection import SPLIT_SE_ATTR, compared_by, counts_text, is_repeat, score_text, trained_complete
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
@@ -367,8 +367,8 @@ def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
     if "estimate" in corrected:
         many = corrected["configurations"] > 1
         out.append(("bbc", f"bias-corrected {metric} (BBC-CV over {corrected['configurations']} configuration{'s' if many else ''}, "
-                           f"{corrected['samples']} bootstrap samples): {score_figure(corrected['estimate'])} [{score_figure(corrected['low'])}, "
-                           f"{score_figure(corrected['high'])}]; " + (f"the raw {scored} score of a winner picked from many trials is optimistic" if many
+                           f"{corrected['samples']} bootstrap samples): {score_figure(corrected['estimate'])} "
+                           f"{interval_figure(corrected['low'], corrected['high'])}; " + (f"the raw {scored} score of a winner picked from many trials is optimistic" if many
                                                            else "one configuration, so no choice among trials to correct for")))
     baseline = report.get("baseline")
     if baseline:
@@ -400,6 +400,6 @@ def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
         if r.get("comparison"):
             c = r["comparison"]
             versus = f", winner minus it {difference_figure(c)} p={c['p_value']:.3f}"
-        interval = f" [{score_figure(r['low'])}, {score_figure(r['high'])}]" if "low" in r else ""
+        interval = f" {interval_figure(r['low'], r['high'])}" if "low" in r else ""
         lines.append(f"  {r['model']}: {score_figure(r['mean_score'])}{interval} (trial {r['best_trial']}) - {r['verdict']}{versus}; {spent}; {size}")
     return lines

@@ -13,7 +13,11 @@ def score_figure(value: float, signed: bool = False) -> str:
     return f"{value:+.3g}" if signed else f"{value:.3g}"
 
 
+def interval_figure(low: float, high: float, signed: bool = False) -> str:
+    """An interval's bounds as :func:`score_figure` writes them: ``[0.5816, 0.8391]``."""
+    return f"[{score_figure(low, signed)}, {score_figure(high, signed)}]"
+
+
 def difference_figure(comparison: dict[str, float]) -> str:
     """A paired comparison's difference with its interval: ``+0.0123 [-0.0040, +0.0286]``."""
-    return (f"{score_figure(comparison['difference'], signed=True)} [{score_figure(comparison['low'], signed=True)}, "
-            f"{score_figure(comparison['high'], signed=True)}]")
+    return f"{score_figure(comparison['difference'], signed=True)} {interval_figure(comparison['low'], comparison['high'], signed=True)}"

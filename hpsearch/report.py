@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from hpsearch.numbers import difference_figure, score_figure
+from hpsearch.numbers import difference_figure, interval_figure, score_figure
 from hpsearch.selection import compared_by, counts_text, latency_measured, same_selection, score_text, trained_complete
 from hpsearch.space import describe_params, shown_params
 from hpsearch.spec import StudySpec
@@ -177,8 +177,8 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
         for r in rows:
             c = r.get("comparison") or {}
             cells = [r["model"], r["best_trial"] if r["best_trial"] is not None else "—",
-                     f"{score_figure(r['mean_score'])}" if "mean_score" in r else "—",
-                     f"[{score_figure(r['low'])}, {score_figure(r['high'])}]" if "low" in r else "—", r["verdict"],
+                     score_figure(r['mean_score']) if "mean_score" in r else "—",
+                     interval_figure(r['low'], r['high']) if "low" in r else "—", r["verdict"],
                      difference_figure(c) if c else "—", f"{c['p_value']:.3f}" if c else "—",
                      counts_text(r["trials"], " / "), f"{r['train_samples']:,}", f"{r['device_seconds']:.0f}",
                      f"{r.get('flops') or 0:.3g}",
@@ -205,14 +205,14 @@ def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], 
                                               "FLOPs (est.)", "peak MiB", *(["ms / example"] if latency else []), "searched params"])
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in [
-            r["rank"], r["trial"], r["model"], f"{score_figure(r['mean_score'])}", f"{score_figure(r['std_score'])}",
-            *[f"{score_figure(r[s])}" for s in splits], r["best_epochs"], *_cost_cells(r),
+            r["rank"], r["trial"], r["model"], score_figure(r['mean_score']), score_figure(r['std_score']),
+            *[score_figure(r[s]) for s in splits], r["best_epochs"], *_cost_cells(r),
             *([f"{r['latency_ms']:.1f}" if r.get("latency_ms") is not None else "—"] if latency else []),
             describe_params(shown_params(spec, r["model"], r["params"]))]) + "</tr>"
         for r in table)
     comparisons = "".join(
         f"<tr><td>{c['selected']} vs {c['other']} ({html.escape(c['other_model'])})</td><td>{score_figure(c['difference'], signed=True)}</td>"
-        f"<td>[{score_figure(c['low'], signed=True)}, {score_figure(c['high'], signed=True)}]</td><td>{c['p_value']:.3f}</td></tr>" for c in report["paired_comparisons"])
+        f"<td>{interval_figure(c['low'], c['high'], signed=True)}</td><td>{c['p_value']:.3f}</td></tr>" for c in report["paired_comparisons"])
     counts = report["trials"]
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>hpsearch report: {html.escape(spec.name)}</title>

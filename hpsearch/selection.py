@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hpsearch.numbers import score_figure
+from hpsearch.numbers import interval_figure, score_figure
 
 CV_FIELDS = ("rank", "trial", "model", "mean_score", "std_score", "best_epochs", "total_parameters",
              "train_samples", "device_seconds", "flops", "peak_memory_mb")
@@ -46,7 +46,7 @@ class Interval:
     confidence: float
 
     def __str__(self) -> str:
-        return f"{score_figure(self.mean)} [{score_figure(self.low)}, {score_figure(self.high)}] ({self.confidence:.0%} CI)"
+        return f"{score_figure(self.mean)} {interval_figure(self.low, self.high)} ({self.confidence:.0%} CI)"
 
 
 def corrected_interval(scores: Sequence[float], confidence: float = 0.95, test_train_ratio: float | None = None,
@@ -263,10 +263,10 @@ def score_text(metric: str, interval: dict[str, Any], std: float, one_split: boo
     if one_split:
         if "low" not in interval:
             return f"validation {metric} {score_figure(interval['mean'])} (one fixed validation split: no interval across folds)"
-        return (f"validation {metric} {score_figure(interval['mean'])}, {interval['confidence']:.0%} interval [{score_figure(interval['low'])}, "
-                f"{score_figure(interval['high'])}] (bootstrap over the validation split's rows)")
-    return (f"CV {metric} {score_figure(interval['mean'])}, {interval['confidence']:.0%} interval [{score_figure(interval['low'])}, {score_figure(interval['high'])}] "
-            f"(corrected resampled t), std {score_figure(std)}")
+        return (f"validation {metric} {score_figure(interval['mean'])}, {interval['confidence']:.0%} interval "
+                f"{interval_figure(interval['low'], interval['high'])} (bootstrap over the validation split's rows)")
+    return (f"CV {metric} {score_figure(interval['mean'])}, {interval['confidence']:.0%} interval "
+            f"{interval_figure(interval['low'], interval['high'])} (corrected resampled t), std {score_figure(std)}")
 
 
 def latency_measured(table: Sequence[dict[str, Any]]) -> bool:

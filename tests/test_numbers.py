@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import math
 
-from hpsearch.numbers import difference_figure, score_figure
+from hpsearch.numbers import difference_figure, interval_figure, score_figure
 
 
 def test_scores_keep_four_decimals_and_small_figures_three_significant_digits() -> None:
@@ -14,3 +14,4 @@ def test_scores_keep_four_decimals_and_small_figures_three_significant_digits() 
 
 def test_a_difference_reads_with_its_interval() -> None:
     assert difference_figure({"difference": -0.00042, "low": -0.0021, "high": 0.0013}) == "-0.00042 [-0.0021, +0.0013]"
+    assert interval_figure(0.58164, 0.83911) == "[0.5816, 0.8391]" and interval_figure(0.0, 0.00204) == "[0.0000, 0.00204]"

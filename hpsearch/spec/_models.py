@@ -389,7 +389,7 @@ class StudySpec(SpecModel):
 
     def trial_score_text(self, mean: float, std: float) -> str:
         """A trial's score as progress and status show it: mean ± std over the folds; on one split, the score alone."""
-        return f"{score_figure(mean)}" if self.one_split else f"{score_figure(mean)} ± {score_figure(std)}"
+        return score_figure(mean) if self.one_split else f"{score_figure(mean)} ± {score_figure(std)}"
 
     @property
     def stratify(self) -> bool:

@@ -150,11 +150,8 @@ class Regression(TextClassification):
 
         if not rows:
             return 1.0
-        targets = [split.columns["label"][i] for i in rows]
-        spread = statistics.pstdev(targets) or 1.0
-        if not train_in_target_units(model, spread, statistics.fmean(targets)):
-            return 1.0
-        return 1.0 / spread**2
+        mean, spread = _mean_and_spread(split, rows)
+        return 1.0 / spread**2 if train_in_target_units(model, spread, mean) else 1.0
 
     def head_note(self, model: Any, split: Any, rows: Sequence[int]) -> str | None:
         """A head without a bias (decoders') cannot start at the targets' mean: said where the mean is more than one
@@ -164,8 +161,7 @@ class Regression(TextClassification):
         layer = output_layer(model) if rows else None
         if layer is None or layer.bias is not None:
             return None
-        targets = [split.columns["label"][i] for i in rows]
-        mean, spread = statistics.fmean(targets), statistics.pstdev(targets) or 1.0
+        mean, spread = _mean_and_spread(split, rows)
         if abs(mean) <= spread:
             return None
         return (f"its regression head has no bias (a decoder's), so it starts predicting about 0 while the training targets' "
@@ -194,6 +190,12 @@ class Regression(TextClassification):
                 done: Callable[[int], None] = lambda rows: None) -> list[dict[str, Any]]:
         outputs = _pipeline_outputs(model_dir, meta, rows, batch_size, done, function_to_apply="none")
         return [{"prediction": float(o["score"])} for o in outputs]
+
+
+def _mean_and_spread(split: Any, rows: Sequence[int]) -> tuple[float, float]:
+    """The mean and standard deviation (1 where the targets are all one value) of the targets of ``rows``."""
+    targets = [split.columns["label"][i] for i in rows]
+    return statistics.fmean(targets), statistics.pstdev(targets) or 1.0
 
 
 def _pipeline_outputs(model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int,
