@@ -9,10 +9,16 @@
   the trivial baseline's (predicting the training mean). About 12 minutes.
 - `precision`: the same regression study (ratings as they are, head in standard units) with `execution.precision`
   fp32 and bf16 named, one after the other: CV and test RMSE and wall time of each (about 3.5 minutes).
+- `decoders`: a regression head without a bias (decoders'), with and without its start at the targets' mean (the
+  mean put in its weights, ``TargetUnitLinear.start_at_shift``): random 2-layer GPT-2, Llama and Qwen2 models and a
+  BERT as the reference (the test suite's tiny models, hidden size 32, built here), 300 training and 100 validation
+  rows of the suite's toy reviews rated 100 + 10 x (positive words), 4 epochs, batch 16, at three learning rates,
+  full fine-tuning and LoRA; RMSE after the last epoch, beside the validation rows' spread (what predicting the mean
+  scores). About 2 minutes.
 - `lora`: fold 1 of 3 of the WNUT example (studies/wnut.yaml), 3 epochs of MiniLM-L6 with LoRA at three learning
   rates and full fine-tuning at the lowest; entity F1 after each epoch.
-Run: `.venv/bin/python benchmarks/starting_points.py [regression] [precision] [lora]` (about 12, 3.5 and 4 minutes on 2
-cores).
+Run: `.venv/bin/python benchmarks/starting_points.py [regression] [precision] [decoders] [lora]` (about 12, 3.5, 2 and 4
+minutes on 2 cores; `decoders` only when named).
 """
 from __future__ import annotations
 
@@ -123,6 +129,49 @@ def precision() -> dict:
     return results
 
 
+def decoders() -> dict:
+    import math
+    import statistics
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tinymodel import build_tiny_bert, build_tiny_family
+    from toydata import corpus, regression_rows, write_csv
+
+    from hpsearch.data import prepare_data
+    from hpsearch.finetune import FineTuner
+    from hpsearch.spec import Candidate, load_spec
+
+    folder = Path(tempfile.mkdtemp(prefix="hpsearch-decoders-"))
+    bert = build_tiny_bert(folder / "bert", corpus())
+    rows = [{**row, "label": 100 + 10 * row["label"]} for row in regression_rows(400)]
+    write_csv(folder / "ratings.csv", rows)
+    (folder / "study.yaml").write_text(f"name: r\ntask: regression\ndata: {{train: ratings.csv}}\nmodels: [{{name: bert, path: {bert}}}]\n")
+    tuner = FineTuner(prepare_data(load_spec(folder / "study.yaml")), cache_dir=folder / "cache", max_length=32)
+    train, val = list(range(300)), list(range(300, 400))
+    targets = [float(row["label"]) for row in rows]
+    spread = math.sqrt(statistics.fmean((targets[i] - statistics.fmean(targets[j] for j in train)) ** 2 for i in val))
+    print(f"validation rows' RMSE around the training mean: {spread:.2f}", flush=True)
+    started = FineTuner._start_head_at_shift
+    results = {"mean_predictor_rmse": round(spread, 3), "runs": []}
+    for family in ("bert", "gpt2", "llama", "qwen2"):
+        candidate = Candidate(name=family, path=bert if family == "bert" else build_tiny_family(folder / family, family, bert))
+        for arm, start in (("without", lambda *args, **kwargs: None), ("with", started)):
+            if family == "bert" and arm == "without":
+                continue  # a head with a bias starts at the mean either way
+            FineTuner._start_head_at_shift = start
+            for scope in ("full", "lora"):
+                ends = []
+                for rate in (1e-4, 1e-3, 3e-3):
+                    fitted = tuner.fit(candidate, {"learning_rate": rate, "epochs": 4, "batch_size": 16, "scope": scope},
+                                       train_rows=train, eval_rows=val)
+                    ends.append(round(fitted.result.history[-1].metrics["rmse"], 2))
+                    fitted.close()
+                results["runs"].append({"family": family, "start_at_mean": arm, "scope": scope, "rmse_at_lr_1e-4_1e-3_3e-3": ends})
+                print(results["runs"][-1], flush=True)
+    FineTuner._start_head_at_shift = started
+    return results
+
+
 def lora() -> dict:
     from hpsearch.data import prepare_data
     from hpsearch.finetune import FineTuner
@@ -147,7 +196,8 @@ def lora() -> dict:
 def run() -> None:
     quiet()
     parts = sys.argv[1:] or ["regression", "precision", "lora"]
-    payload = {"machine": machine(), **{part: {"regression": regression, "precision": precision, "lora": lora}[part]() for part in parts}}
+    chosen = {"regression": regression, "precision": precision, "decoders": decoders, "lora": lora}
+    payload = {"machine": machine(), **{part: chosen[part]() for part in parts}}
     print(f"written to {save('starting_points', payload)}")
 
 

@@ -21,8 +21,8 @@ from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
 from hpsearch.finetune.loop import (EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, precision_warning,
                                    predict_logits, resolve_precision, train)
 from hpsearch.finetune.layouts import layout_of
-from hpsearch.finetune.modeling import (Scope, apply_scope, check_files, count_parameters, fold_target_units, frozen_modules, hub_cached,
-                                       load_model, model_dir)
+from hpsearch.finetune.modeling import (Scope, TargetUnitLinear, apply_scope, check_files, count_parameters, fold_target_units,
+                                       frozen_modules, hub_cached, load_model, model_dir, output_layer, without_layer)
 from hpsearch.spec import Candidate
 from hpsearch.tasks import Task, metric_direction
 
@@ -156,7 +156,6 @@ class FineTuner:
         self._tokenizers: dict[str, Any] = {}
         self._said_no_cache: set[str] = set()
         self._said_cut: set[tuple[str, int]] = set()
-        self._said_head: set[str] = set()
         self._lengths: dict[str, int] = {}
         self.warn = warn or (lambda message: None)
         self.info = info or (lambda message, **fields: None)
@@ -242,9 +241,7 @@ class FineTuner:
             pad_token_id=inputs.tokenizer.pad_token_id, untie_shared=scope.kind == "freeze",
         )
         config = dataclasses.replace(config, loss_weight=self.task.start_head(model, self.data.splits[train_split], train_rows))
-        if candidate.name not in self._said_head and (note := self.task.head_note(model, self.data.splits[train_split], train_rows)):
-            self._said_head.add(candidate.name)  # once per candidate, not once per fold
-            self.warn(f"{candidate.name}: {note}")
+        self._start_head_at_shift(model, inputs, train_split, train_rows)
         model = apply_scope(model, scope, params, candidate.lora_targets, self.task.peft_task_type).to(self.device)
         trainable, total = count_parameters(model)
         depth = self._cache_depth(candidate, model, scope)
@@ -309,6 +306,28 @@ class FineTuner:
         dtype = None if served else autocast_dtype(self.device, self.precision)
         logits, _ = predict_logits(fitted.model, evaluation, self.device, dtype, batch_size)
         return logits
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _start_head_at_shift(self, model: Any, inputs: CandidateInputs, split: str, rows: Sequence[int], sample: int = 256) -> None:
+        """Where the task's output layer has a shift but no bias to hold it (a decoder's regression head, see
+        :class:`~hpsearch.finetune.modeling.TargetUnitLinear`), put it in the layer's weights from what the
+        pretrained model feeds the layer on up to ``sample`` of the training rows (spread over them), so the head
+        starts at the targets' mean as a head with a bias does; else a decoder's epochs go to that offset (tiny
+        decoders on targets 10 standard deviations from 0 ended 5 to 10 times as far off as predicting the mean)."""
+        layer = output_layer(model)
+        if not isinstance(layer, TargetUnitLinear) or not layer.unplaced_shift or not rows:
+            return
+        rows = list(rows)[:: max(1, len(rows) // sample)][:sample]
+        captured: list[torch.Tensor] = []
+        dtype = autocast_dtype(self.device, self.precision)
+        model.to(self.device).eval()
+        with without_layer(model, layer), torch.no_grad():  # the model's outputs are the layer's inputs, pooled as ever
+            for _, batch in self._token_batcher(inputs, split).batches(inputs.tokenized[split].tokens.of(rows), 32):
+                batch = {k: v.to(self.device) for k, v in batch.items() if k != "labels"}
+                with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                    captured.append(model(**batch).logits.float().reshape(-1, layer.in_features).cpu())
+        layer.start_at_shift(torch.cat(captured))
 
     # -- helpers ---------------------------------------------------------------------------------
 

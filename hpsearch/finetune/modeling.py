@@ -1,11 +1,12 @@
 """Building a candidate model: source folder, layer truncation, task head, training scope."""
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -135,18 +136,41 @@ class TargetUnitLinear(torch.nn.Linear):
     """An output layer trained in standard units of its targets: it outputs ``scale * (x W^T + b) + shift``, so that
     ``W`` and ``b`` (what the optimizer moves) mean the same whatever units the targets come in, and AdamW's steps,
     which are about the learning rate per parameter whatever the gradient's size, are steps of the same size in the
-    targets' spread. Folded into a plain ``Linear`` (:func:`fold_target_units`) before the model is saved."""
+    targets' spread. Folded into a plain ``Linear`` (:func:`fold_target_units`) before the model is saved.
+
+    A layer without a bias (decoders' heads) has nowhere to keep the shift: it is left in ``unplaced_shift`` for
+    :meth:`start_at_shift`, which puts it in the weights, and the layer's outputs have no shift of their own."""
 
     def __init__(self, layer: torch.nn.Linear, scale: float, shift: float) -> None:
         torch.nn.Module.__init__(self)  # not Linear's: the layer's own (seeded) weight and bias are kept
         self.in_features, self.out_features = layer.in_features, layer.out_features
         self.weight, self.bias = layer.weight, layer.bias
         self.scale = scale
-        self.shift = shift if layer.bias is not None else 0.0  # no bias to fold a shift into (decoders' heads)
+        self.shift = shift if layer.bias is not None else 0.0
+        self.unplaced_shift = 0.0 if layer.bias is not None else shift
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         # In fp32 whatever the autocast: targets far from 0 (prices, years) do not fit fp16's range or bf16's steps.
         return torch.nn.functional.linear(inputs, self.weight, self.bias).float() * self.scale + self.shift
+
+    def start_at_shift(self, inputs: torch.Tensor) -> None:
+        """Move the weights so that the mean output over ``inputs`` (rows of this layer's inputs, a sample of the
+        training rows' as the pretrained model computes them) is ``unplaced_shift``, as a bias would start it.
+
+        The weights move along the direction ``u`` with (mean input) . u = 1 that varies least over the rows, by
+        their covariance shrunk as Ledoit and Wolf do (toward its mean variance, as far as the number of rows
+        against features calls for), so the shift is about the same for every input; the head's own random start is
+        kept on top."""
+        if not self.unplaced_shift or len(inputs) == 0:
+            return
+        direction = _steadiest_direction(inputs.double())
+        if direction is None:
+            return
+        with torch.no_grad():
+            weight = self.weight.double()
+            wanted = self.unplaced_shift / self.scale - weight @ inputs.double().mean(0)  # in standard units, per output
+            self.weight.copy_(weight + wanted[:, None] * direction[None, :])
+        self.unplaced_shift = 0.0
 
     def folded(self) -> torch.nn.Linear:
         """The plain ``Linear`` that computes the same outputs."""
@@ -158,6 +182,29 @@ class TargetUnitLinear(torch.nn.Linear):
                 layer.bias.copy_(self.bias * self.scale + self.shift)
         layer.weight.requires_grad_(self.weight.requires_grad)
         return layer
+
+
+def _steadiest_direction(rows: torch.Tensor) -> torch.Tensor | None:
+    """``u`` with (mean of ``rows``) . u = 1 and the least variance of ``rows`` . u under their Ledoit-Wolf shrunk
+    covariance ``a I + b X^T X`` (``X`` the centred rows), solved in the rows' space (Woodbury), so that thousands of
+    features cost no features-by-features matrix; None where the mean is 0."""
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    count, width = rows.shape
+    centre = rows.mean(0)
+    centred = rows - centre
+    variance = float(centred.square().sum()) / (count * width)
+    if variance == 0:
+        solved = centre  # every row the same: any direction with a reach works; the mean's own is the shortest
+    else:
+        shrinkage = float(ledoit_wolf_shrinkage(rows.numpy())) if count > 1 else 1.0
+        a, b = shrinkage * variance, (1 - shrinkage) / count
+        solved = centre / a
+        if b > 0:
+            inner = torch.linalg.solve(a / b * torch.eye(count, dtype=rows.dtype) + centred @ centred.T, centred @ centre)
+            solved = (centre - centred.T @ inner) / a
+    reach = float(centre @ solved)
+    return solved / reach if reach > 0 else None
 
 
 def train_in_target_units(model: Any, scale: float, shift: float) -> bool:
@@ -175,6 +222,18 @@ def fold_target_units(model: Any) -> None:
     ``save_pretrained`` writes and ``from_pretrained`` reads it."""
     for layer in [m for m in model.modules() if isinstance(m, TargetUnitLinear)]:
         _replace_module(model, layer, layer.folded())
+
+
+@contextlib.contextmanager
+def without_layer(model: Any, layer: Any) -> Iterator[None]:
+    """Inside the block ``layer`` is an identity: ``model``'s outputs are what it feeds ``layer``, pooled as the model
+    pools its outputs (a decoder's at the last token that is not padding)."""
+    stand_in = torch.nn.Identity()
+    _replace_module(model, layer, stand_in)
+    try:
+        yield
+    finally:
+        _replace_module(model, stand_in, layer)
 
 
 def _replace_module(model: Any, old: Any, new: Any) -> None:

@@ -197,11 +197,6 @@ class Task:
         leave the head as built, with weight 1."""
         return 1.0
 
-    def head_note(self, model: Any, split: Split, rows: Sequence[int]) -> str | None:
-        """What the user should know of how ``model``'s head (after :meth:`start_head`) starts on these training rows;
-        None where nothing."""
-        return None
-
     # -- outputs, predictions, metrics --------------------------------------------------------
 
     def outputs(self, output: Any, batch: dict[str, Any]) -> list[Any]:

@@ -145,29 +145,14 @@ class Regression(TextClassification):
         moving towards targets far from 0 (ratings of 1 to 5, say) instead of learning from the text; a head merely
         scaled to the targets keeps its weights in their units, where AdamW's steps (about the learning rate per
         weight) are far too large for targets of 0.001 and too small for targets of 1,000. A head without a bias
-        (decoders) gets the scale only: the mean has nowhere to go in the saved model."""
+        (decoders') keeps the mean aside, and the fine-tune core puts it in the head's weights from what the model
+        feeds the head (:meth:`~hpsearch.finetune.modeling.TargetUnitLinear.start_at_shift`)."""
         from hpsearch.finetune.modeling import train_in_target_units
 
         if not rows:
             return 1.0
         mean, spread = _mean_and_spread(split, rows)
         return 1.0 / spread**2 if train_in_target_units(model, spread, mean) else 1.0
-
-    def head_note(self, model: Any, split: Any, rows: Sequence[int]) -> str | None:
-        """A head without a bias (decoders') cannot start at the targets' mean: said where the mean is more than one
-        standard deviation from 0, as a learning handicap that encoders compared with it do not have."""
-        from hpsearch.finetune.modeling import output_layer
-
-        layer = output_layer(model) if rows else None
-        if layer is None or layer.bias is not None:
-            return None
-        mean, spread = _mean_and_spread(split, rows)
-        if abs(mean) <= spread:
-            return None
-        return (f"its regression head has no bias (a decoder's), so it starts predicting about 0 while the training targets' "
-                f"mean is {mean:.4g}, {abs(mean) / spread:.1f} standard deviations away: its first epochs go to learning that "
-                f"offset, which candidates with a bias start with; subtracting the mean from the targets in the data (and adding "
-                f"it back to the predictions) removes the handicap")
 
     def decode(self, outputs: list[Any], split: Any, rows: list[int], label_map: Any) -> list[Any]:
         return [float(x.reshape(-1)[0]) for x in outputs]
