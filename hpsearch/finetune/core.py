@@ -329,8 +329,6 @@ class FineTuner:
                     captured.append(model(**batch).logits.float().reshape(-1, layer.in_features).cpu())
         layer.start_at_shift(torch.cat(captured))
 
-    # -- helpers ---------------------------------------------------------------------------------
-
     def _full_eval_set(self, fitted: Fitted, split: str, rows: Sequence[int] | None) -> EvalSet:
         rows = list(range(len(self.data.splits[split]))) if rows is None else rows
         return self._eval_set(self._token_batcher(fitted.inputs, split), fitted.inputs, split, rows)
