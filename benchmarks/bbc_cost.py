@@ -5,8 +5,10 @@ regression target (RMSE, Spearman on 2,000 rows), 1,000 bootstrap samples, score
 pooled) and fold by fold (5 and 10 folds), each timed twice; the best of the two is reported. Then the
 bootstrap over one fixed validation split's rows (hpsearch.estimate.paired_bootstrap, 5,000 rows, 1,000
 samples): for one trial, as each trial's standard error at its end and each compared trial at the study's
-end, and for 50 trials at once, which the study's end no longer does.
-Run: `.venv/bin/python benchmarks/bbc_cost.py` (about 3 minutes on 2 cores).
+end, and for 50 trials at once, which the study's end no longer does. With a saved copy of an earlier
+``hpsearch/estimate.py`` (``git show REV:hpsearch/estimate.py > old.py``) as its argument, each case runs with that
+version too, one right after the other on the same predictions.
+Run: `.venv/bin/python benchmarks/bbc_cost.py [OLD_ESTIMATE_PY]` (about 2 minutes on 2 cores, 4 with an earlier version).
 
 `--large [OLD_ESTIMATE_PY]`: instead, 20 configurations of macro-F1 (3 classes, 70 % right) on 50,000 and 200,000 rows
 in 5 folds, 1,000 samples, timed once each; with a saved copy of an earlier ``hpsearch/estimate.py`` (``git show
@@ -26,9 +28,31 @@ CASES = [  # (metric, rows, folds)
 ]
 
 
-def main() -> None:
+def _versions(old_path: str | None) -> dict:
+    """This checkout's estimate, and an earlier copy of hpsearch/estimate.py where given, by name."""
+    import importlib.util
+
     from hpsearch import estimate
 
+    if not old_path:
+        return {"now": estimate}
+    spec = importlib.util.spec_from_file_location("old_estimate", old_path)
+    before = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(before)
+    return {"before": before, "now": estimate}
+
+
+def _best_of_two(call) -> float:  # noqa: ANN001
+    timings = []
+    for _ in range(2):
+        started = time.perf_counter()
+        call()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
+def main(old_path: str | None) -> None:
+    versions = _versions(old_path)
     rng = np.random.default_rng(0)
     results = []
     for metric, rows, folds in CASES:
@@ -37,38 +61,28 @@ def main() -> None:
         else:
             gold, predicted, classes = rng.normal(size=rows), rng.normal(size=(50, rows)), 0
         direction = "minimize" if metric == "rmse" else "maximize"
-        timings = []
-        for _ in range(2):
-            started = time.perf_counter()
-            estimate.bbc_cv(predicted, gold, metric, direction, folds=np.arange(rows) % folds, classes=classes, samples=1000)
-            timings.append(time.perf_counter() - started)
-        results.append({"metric": metric, "rows": rows, "folds": folds, "configurations": 50, "samples": 1000, "seconds": min(timings)})
-        print(f"{metric}, {rows:,} rows, {folds} fold(s): {min(timings):.1f} s", flush=True)
+        for name, module in versions.items():
+            seconds = _best_of_two(lambda: module.bbc_cv(predicted, gold, metric, direction, folds=np.arange(rows) % folds, classes=classes,
+                                                         samples=1000))
+            results.append({"metric": metric, "rows": rows, "folds": folds, "configurations": 50, "samples": 1000, "version": name,
+                            "seconds": seconds})
+            print(f"{name}: {metric}, {rows:,} rows, {folds} fold(s): {seconds:.1f} s", flush=True)
     split = []
     for metric in ("macro_f1", "spearman"):
         gold = rng.integers(0, 3, 5_000) if metric == "macro_f1" else rng.normal(size=5_000)
         predicted = rng.integers(0, 3, (50, 5_000)) if metric == "macro_f1" else rng.normal(size=(50, 5_000))
         for configurations in (1, 50):
-            timings = []
-            for _ in range(2):
-                started = time.perf_counter()
-                estimate.paired_bootstrap(predicted[:configurations], gold, metric, classes=3 if metric == "macro_f1" else 0)
-                timings.append(time.perf_counter() - started)
-            split.append({"metric": metric, "rows": 5_000, "configurations": configurations, "samples": 1000, "seconds": min(timings)})
-            print(f"validation-split bootstrap, {metric}, 5,000 rows, {configurations} trial(s): {min(timings):.2f} s", flush=True)
+            for name, module in versions.items():
+                seconds = _best_of_two(lambda: module.paired_bootstrap(predicted[:configurations], gold, metric,
+                                                                       classes=3 if metric == "macro_f1" else 0))
+                split.append({"metric": metric, "rows": 5_000, "configurations": configurations, "samples": 1000, "version": name,
+                              "seconds": seconds})
+                print(f"{name}: validation-split bootstrap, {metric}, 5,000 rows, {configurations} trial(s): {seconds:.2f} s", flush=True)
     print(f"written to {save('bbc_cost', {'machine': machine(), 'results': results, 'validation_split': split})}")
 
 
 def large(old_path: str | None) -> None:
-    import importlib.util
-
-    from hpsearch import estimate
-
-    versions = {"now": estimate}
-    if old_path:
-        spec = importlib.util.spec_from_file_location("old_estimate", old_path)
-        versions = {"before": importlib.util.module_from_spec(spec), **versions}
-        spec.loader.exec_module(versions["before"])
+    versions = _versions(old_path)
     rng = np.random.default_rng(0)
     results = []
     for rows in (50_000, 200_000):
@@ -88,4 +102,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--large"]:
         large(sys.argv[2] if len(sys.argv) > 2 else None)
     else:
-        main()
+        main(sys.argv[1] if len(sys.argv) > 1 else None)

@@ -28,6 +28,46 @@ def test_value_metrics_match_the_study_metrics(metric: str) -> None:
     assert fast == pytest.approx(slow, abs=1e-9)
 
 
+def _sample_of(metric: str, rows: int, configurations: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, int]:
+    if metric == "ratio":
+        return rng.integers(0, 4, (configurations, rows, 2)).astype(float), None, 0
+    if metric in ("rmse", "pearson", "spearman"):
+        gold = rng.normal(50, 10, rows)
+        return gold[None, :] + rng.normal(0, 8, (configurations, rows)), gold, 0
+    gold = rng.integers(0, 4, rows)
+    return np.where(rng.random((configurations, rows)) < 0.6, gold[None, :], rng.integers(0, 4, (configurations, rows))), gold, 4
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "mcc", "rmse", "pearson", "ratio"])
+def test_a_sample_scored_from_how_often_it_drew_each_row_scores_as_its_rows_gathered(metric: str) -> None:
+    """Counting each row's draws (many samples at once) and gathering each sample's rows give the same samples and
+    scores, folds of 2 to 6 rows included, where a bag may draw one row only (Pearson's r is then 0 both ways)."""
+    rng = np.random.default_rng(8)
+    compared = 0
+    for rows, folds in ((300, 3), (9, 3), (5, 2)):
+        predicted, gold, classes = _sample_of(metric, rows, 3, rng)
+        members = [np.flatnonzero(np.arange(rows) % folds == fold) for fold in range(folds)]
+        counted = [estimate._counting_scorer(predicted[:, m], None if gold is None else gold[m], metric, classes) for m in members]
+        score = estimate._scorer(predicted, gold, metric, classes)
+        gathered = list(estimate._gathered_samples(score, rows, members, np.random.default_rng(0), 60))
+        by_counts = list(estimate._counted_samples(counted, score, members, np.random.default_rng(0), 60, chunk=7))
+        assert len(gathered) == len(by_counts) > 40
+        for (bag, left_out), (counted_bag, counted_left_out) in zip(gathered, by_counts):
+            assert counted_bag == pytest.approx(bag, abs=1e-9)
+            assert [counted_left_out(c) for c in range(3)] == pytest.approx([left_out(c) for c in range(3)], abs=1e-9)
+            compared += 1
+    assert compared > 120
+
+
+def test_spearman_ranks_each_sample_and_is_estimated_fold_by_fold() -> None:
+    rng = np.random.default_rng(9)
+    predicted, gold, _ = _sample_of("spearman", 300, 4, rng)
+    result = estimate.bbc_cv(predicted, gold, "spearman", "maximize", folds=np.arange(300) % 3, samples=200)
+    raw = estimate.scores(predicted, gold, "spearman")
+    assert result["folds"] == 3 and result["samples"] == 200
+    assert raw.min() - 0.05 < result["estimate"] < raw.max() + 0.01
+
+
 def test_many_equal_random_configurations_the_raw_best_overstates_and_bbc_does_not() -> None:
     rng = np.random.default_rng(0)
     rows, configurations = 300, 60
