@@ -132,12 +132,12 @@ def _scorer(matrix: np.ndarray, truth: np.ndarray | None, metric: str, classes: 
     return score
 
 
-def _counting_scorer(matrix: np.ndarray, truth: np.ndarray | None, metric: str, classes: int) -> Callable[[np.ndarray], np.ndarray] | None:
+def _counting_scorer(matrix: np.ndarray, truth: np.ndarray | None, metric: str, classes: int) -> Callable[[np.ndarray], np.ndarray]:
     """score(counts): each configuration's metric with row ``r`` counted ``counts[r, s]`` times, for every sample ``s``
     (rows x samples; configurations x samples out). A bootstrap sample is the rows it drew, duplicates and all, so
     its score is the score of the rows weighted by how often it drew each: computed as products of the predictions'
-    sums with those counts, for many samples at once, where gathering each sample's rows costs a copy per sample.
-    None for Spearman, whose ranks change with the sample (ties among repeated rows)."""
+    sums with those counts, for many samples at once, where gathering each sample's rows costs a copy per sample
+    (Spearman's ranks change with the sample: it takes them one at a time, from rows sorted once)."""
     from scipy import sparse
 
     configurations, rows = matrix.shape[:2]
@@ -175,7 +175,53 @@ def _counting_scorer(matrix: np.ndarray, truth: np.ndarray | None, metric: str, 
             return np.divide(covariance, spread, out=np.zeros_like(covariance), where=spread > 0)
 
         return pearson
-    return None
+    if metric == "spearman":
+        return _spearman_by_counts(matrix.astype(float), truth.astype(float))
+    raise ValueError(f"no bias-corrected estimate for metric {metric!r}; supported: {CLASS_METRICS + VALUE_METRICS}")
+
+
+class _Ranker:
+    """Average ranks (as ``scipy.stats.rankdata`` gives them) of each row of ``values`` (blocks x rows) within a sample
+    that holds row ``r`` ``counts[r]`` times: rows of equal value, repeats included, share the mean of the positions
+    they fill. Sorted and grouped by value once; a sample costs a count per group and a running total."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.order = np.argsort(values, axis=1, kind="stable")
+        ordered = np.take_along_axis(values, self.order, axis=1)
+        starts = np.ones(values.shape, dtype=bool)
+        starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        self.group = (np.cumsum(starts.ravel()) - 1).reshape(values.shape)  # numbered across blocks: each block starts one
+        self.groups = int(self.group[-1, -1]) + 1
+        self.block_start = np.repeat(self.group[:, 0], starts.sum(axis=1))  # each group's block's first group
+
+    def ranks(self, counts: np.ndarray) -> np.ndarray:
+        in_order = counts[self.order]
+        per_group = np.bincount(self.group.ravel(), weights=in_order.ravel(), minlength=self.groups)
+        before = np.cumsum(per_group) - per_group
+        before -= before[self.block_start]
+        placed = (before + (per_group + 1) / 2)[self.group]
+        ranks = np.empty_like(placed)
+        np.put_along_axis(ranks, self.order, placed, axis=1)
+        return ranks
+
+
+def _spearman_by_counts(predicted: np.ndarray, gold: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Spearman's rho of each configuration on counted samples: Pearson's r of the ranks each sample gives, weighted
+    by the counts (see :func:`_counting_scorer`); one sample at a time, as the ranks change with it."""
+    by_prediction, by_gold = _Ranker(predicted), _Ranker(gold[None, :])
+
+    def spearman(counts: np.ndarray) -> np.ndarray:
+        out = np.empty((len(predicted), counts.shape[1]))
+        for sample in range(counts.shape[1]):
+            weights = counts[:, sample]
+            ranks, gold_ranks = by_prediction.ranks(weights), by_gold.ranks(weights)[0]
+            n, p, g = weights.sum(), ranks @ weights, gold_ranks @ weights
+            covariance = n * ((ranks * gold_ranks) @ weights) - p * g
+            spread = np.sqrt(_variance(n * ((ranks * ranks) @ weights), p) * _variance(n * ((gold_ranks * gold_ranks) @ weights), g))
+            out[:, sample] = np.divide(covariance, spread, out=np.zeros_like(covariance), where=spread > 0)
+        return out
+
+    return spearman
 
 
 def _variance(squares: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -205,16 +251,12 @@ def paired_bootstrap(predictions: Sequence[Sequence[Any]], gold: Sequence[Any] |
     is paired: the intervals and comparisons of trials scored on one fixed validation split, where there are no folds
     to compare. ``predictions`` and ``gold`` as in :func:`bbc_cv`."""
     matrix, truth, rows = _checked(predictions, gold)
-    score = _scorer(matrix, truth, metric, classes)
-    rng = np.random.default_rng(seed)
     counted = _counting_scorer(matrix, truth, metric, classes)
-    if counted is None:
-        resampled = np.column_stack([score(slice(None), rng.integers(0, rows, rows)) for _ in range(samples)])
-    else:
-        chunk = _chunk(len(matrix), rows, classes, samples)
-        resampled = np.column_stack([counted(_counts([rng.integers(0, rows, rows) for _ in range(min(chunk, samples - start))], rows))
-                                     for start in range(0, samples, chunk)])
-    return score(slice(None), np.arange(rows)), resampled
+    rng = np.random.default_rng(seed)
+    chunk = _chunk(len(matrix), rows, classes, samples)
+    resampled = np.column_stack([counted(_counts([rng.integers(0, rows, rows) for _ in range(min(chunk, samples - start))], rows))
+                                 for start in range(0, samples, chunk)])
+    return _scorer(matrix, truth, metric, classes)(slice(None), np.arange(rows)), resampled
 
 
 def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -228,8 +270,8 @@ def _counted_samples(counted: list[Callable[[np.ndarray], np.ndarray]], score: C
     """Each bootstrap sample's scores on each fold's bag (configurations x folds), from counts
     (:func:`_counting_scorer`, ``chunk`` samples at a time), and the function that gives a configuration's mean score
     over the folds on the rows the sample left out (``score``, on those rows: only the picked configuration's is
-    needed); samples that leave no row out are skipped. Each fold's bag is drawn from that fold, in the order
-    :func:`_gathered_samples` draws them, so both give the same samples."""
+    needed); samples that leave no row out are skipped. Each fold's bag is drawn from that fold, fold after fold for
+    each sample in turn."""
     for start in range(0, samples, chunk):
         draws = [[rng.integers(0, len(rows), len(rows)) for rows in members] for _ in range(min(chunk, samples - start))]
         counts = [_counts([bags[fold] for bags in draws], len(rows)) for fold, rows in enumerate(members)]
@@ -238,22 +280,6 @@ def _counted_samples(counted: list[Callable[[np.ndarray], np.ndarray]], score: C
             outs = [out for rows, count in zip(members, counts) if len(out := rows[count[:, sample] == 0])]
             if outs:
                 yield on_bag[:, :, sample], lambda best, outs=outs: float(np.mean([score(slice(best, best + 1), out)[0] for out in outs]))
-
-
-def _gathered_samples(score: Callable[[Any, np.ndarray], np.ndarray], row_count: int, members: list[np.ndarray],
-                      rng: np.random.Generator, samples: int) -> Any:
-    """As :func:`_counted_samples`, scoring each sample's bags on their rows gathered (Spearman ranks them)."""
-    drawn = np.zeros(row_count, dtype=bool)
-    for _ in range(samples):
-        bags = [rows[rng.integers(0, len(rows), len(rows))] for rows in members]
-        drawn[:] = False
-        for bag in bags:
-            drawn[bag] = True
-        outs = [out for rows in members if len(out := rows[~drawn[rows]])]  # each fold's rows no bag drew
-        if not outs:
-            continue
-        yield (np.column_stack([score(slice(None), bag) for bag in bags]),
-               lambda best, outs=outs: float(np.mean([score(slice(best, best + 1), out)[0] for out in outs])))
 
 
 BBC_SAMPLES = 1000
@@ -281,9 +307,8 @@ def bbc_cv(predictions: Sequence[Sequence[Any]], gold: Sequence[Any] | None, met
     members = [np.flatnonzero(fold_of == fold) for fold in np.unique(fold_of)]
     rng = np.random.default_rng(seed)
     counted = [_counting_scorer(matrix[:, fold_rows], None if truth is None else truth[fold_rows], metric, classes) for fold_rows in members]
-    score = _scorer(matrix, truth, metric, classes)
-    sampled = _gathered_samples(score, rows, members, rng, samples) if None in counted else \
-        _counted_samples(counted, score, members, rng, samples, _chunk(len(matrix), max(map(len, members)), classes, samples))
+    sampled = _counted_samples(counted, _scorer(matrix, truth, metric, classes), members, rng, samples,
+                               _chunk(len(matrix), max(map(len, members)), classes, samples))
     picked = []
     for on_bag, left_out in sampled:  # on_bag: configurations x folds; left_out(c): c's mean over the folds' left-out rows
         if pick is None:

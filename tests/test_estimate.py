@@ -38,23 +38,44 @@ def _sample_of(metric: str, rows: int, configurations: int, rng: np.random.Gener
     return np.where(rng.random((configurations, rows)) < 0.6, gold[None, :], rng.integers(0, 4, (configurations, rows))), gold, 4
 
 
-@pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "mcc", "rmse", "pearson", "ratio"])
+def _gathered(predicted: np.ndarray, gold: np.ndarray | None, metric: str, classes: int, members: list[np.ndarray], samples: int):
+    """Each sample's rows gathered, duplicates and all, and scored as they are (the plain way), with the draws
+    ``bbc_cv`` makes: each fold's bag from that fold, fold after fold; samples that leave no row out skipped."""
+    rng = np.random.default_rng(0)
+
+    def score(configurations: slice, rows: np.ndarray) -> np.ndarray:
+        if gold is None:
+            return estimate.ratio_scores(predicted[configurations, rows])
+        return estimate.scores(predicted[configurations, rows], gold[rows], metric, classes)
+
+    for _ in range(samples):
+        bags = [rows[rng.integers(0, len(rows), len(rows))] for rows in members]
+        outs = [out for rows, bag in zip(members, bags) if len(out := np.setdiff1d(rows, bag))]
+        if outs:
+            yield (np.column_stack([score(slice(None), bag) for bag in bags]),
+                   [np.mean([score(slice(c, c + 1), out)[0] for out in outs]) for c in range(len(predicted))])
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "mcc", "rmse", "pearson", "spearman", "ratio"])
 def test_a_sample_scored_from_how_often_it_drew_each_row_scores_as_its_rows_gathered(metric: str) -> None:
-    """Counting each row's draws (many samples at once) and gathering each sample's rows give the same samples and
-    scores, folds of 2 to 6 rows included, where a bag may draw one row only (Pearson's r is then 0 both ways)."""
+    """Counting each row's draws (many samples at once) scores a sample as gathering its rows does, folds of 2 to 6
+    rows included, where a bag may draw one row only (Pearson's r is then 0 both ways), and Spearman's ranks with
+    ties among values as well as among repeated rows."""
     rng = np.random.default_rng(8)
     compared = 0
     for rows, folds in ((300, 3), (9, 3), (5, 2)):
         predicted, gold, classes = _sample_of(metric, rows, 3, rng)
+        if metric == "spearman":
+            predicted, gold = np.round(predicted, -1), np.round(gold, -1)  # values tied across rows too
         members = [np.flatnonzero(np.arange(rows) % folds == fold) for fold in range(folds)]
         counted = [estimate._counting_scorer(predicted[:, m], None if gold is None else gold[m], metric, classes) for m in members]
-        score = estimate._scorer(predicted, gold, metric, classes)
-        gathered = list(estimate._gathered_samples(score, rows, members, np.random.default_rng(0), 60))
-        by_counts = list(estimate._counted_samples(counted, score, members, np.random.default_rng(0), 60, chunk=7))
+        by_counts = list(estimate._counted_samples(counted, estimate._scorer(predicted, gold, metric, classes), members,
+                                                   np.random.default_rng(0), 60, chunk=7))
+        gathered = list(_gathered(predicted, gold, metric, classes, members, 60))
         assert len(gathered) == len(by_counts) > 40
         for (bag, left_out), (counted_bag, counted_left_out) in zip(gathered, by_counts):
             assert counted_bag == pytest.approx(bag, abs=1e-9)
-            assert [counted_left_out(c) for c in range(3)] == pytest.approx([left_out(c) for c in range(3)], abs=1e-9)
+            assert [counted_left_out(c) for c in range(3)] == pytest.approx(left_out, abs=1e-9)
             compared += 1
     assert compared > 120
 
