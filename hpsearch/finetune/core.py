@@ -240,13 +240,13 @@ class FineTuner:
             num_layers=candidate.num_layers, trust_remote_code=candidate.trust_remote_code, seed=seed,
             pad_token_id=inputs.tokenizer.pad_token_id, untie_shared=scope.kind == "freeze",
         )
-        config = dataclasses.replace(config, loss_weight=self.task.start_head(model, self.data.splits[train_split], train_rows))
-        self._start_head_at_shift(model, inputs, train_split, train_rows)
-        model = apply_scope(model, scope, params, candidate.lora_targets, self.task.peft_task_type).to(self.device)
-        trainable, total = count_parameters(model)
-        depth = self._cache_depth(candidate, model, scope)
-        train_rows = inputs.tokenized[train_split].tokens.of(train_rows)  # examples -> their features
-        try:
+        try:  # from here on an error frees the model before it goes up (a worker's next trial needs that memory)
+            config = dataclasses.replace(config, loss_weight=self.task.start_head(model, self.data.splits[train_split], train_rows))
+            self._start_head_at_shift(model, inputs, train_split, train_rows, config.batch_size)
+            model = apply_scope(model, scope, params, candidate.lora_targets, self.task.peft_task_type).to(self.device)
+            trainable, total = count_parameters(model)
+            depth = self._cache_depth(candidate, model, scope)
+            train_rows = inputs.tokenized[train_split].tokens.of(train_rows)  # examples -> their features
             if depth is None:
                 batcher = self._token_batcher(inputs, train_split)
                 evaluation = self._eval_set(self._token_batcher(inputs, eval_split), inputs, eval_split, eval_rows)
@@ -309,7 +309,8 @@ class FineTuner:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _start_head_at_shift(self, model: Any, inputs: CandidateInputs, split: str, rows: Sequence[int], sample: int = 256) -> None:
+    def _start_head_at_shift(self, model: Any, inputs: CandidateInputs, split: str, rows: Sequence[int], batch_size: int,
+                             sample: int = 256) -> None:
         """Where the task's output layer has a shift but no bias to hold it (a decoder's regression head, see
         :class:`~hpsearch.finetune.modeling.TargetUnitLinear`), put it in the layer's weights from what the
         pretrained model feeds the layer on up to ``sample`` of the training rows (spread over them), so the head
@@ -323,7 +324,7 @@ class FineTuner:
         dtype = autocast_dtype(self.device, self.precision)
         model.to(self.device).eval()
         with without_layer(model, layer), torch.no_grad():  # the model's outputs are the layer's inputs, pooled as ever
-            for _, batch in self._token_batcher(inputs, split).batches(inputs.tokenized[split].tokens.of(rows), 32):
+            for _, batch in self._token_batcher(inputs, split).batches(inputs.tokenized[split].tokens.of(rows), batch_size):
                 batch = {k: v.to(self.device) for k, v in batch.items() if k != "labels"}
                 with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                     captured.append(model(**batch).logits.float().reshape(-1, layer.in_features).cpu())

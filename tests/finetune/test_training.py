@@ -296,6 +296,31 @@ def test_closed_runs_release_their_model(make_tuner) -> None:
     assert all(ref() is None for ref in refs)
 
 
+@pytest.mark.parametrize("where", ["hpsearch.finetune.core.apply_scope", "hpsearch.finetune.core.FineTuner._start_head_at_shift"])
+def test_out_of_memory_before_training_is_said_and_frees_the_model(make_tuner, monkeypatch, where: str) -> None:
+    """Out of memory while the model goes to its device (or its head is started) is the same clear error as during
+    training, and the model is freed before it goes up: a worker's next trial needs that memory."""
+    from hpsearch.errors import OutOfMemory
+    from hpsearch.finetune import modeling
+
+    spec, tuner = make_tuner()
+    built = []
+    load = modeling.load_model
+
+    def loaded(*args, **kwargs):
+        built.append(weakref.ref(model := load(*args, **kwargs)))
+        return model
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr("hpsearch.finetune.core.load_model", loaded)
+    monkeypatch.setattr(where, no_memory)
+    with pytest.raises(OutOfMemory, match="out of memory with batch_size=8: lower batch_size or max_length"):
+        tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 1}, train_rows=TRAIN, eval_rows=EVAL)
+    assert len(built) == 1 and built[0]() is None
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_on_the_cpu_is_bf16_only_where_the_cpu_computes_it(monkeypatch, native) -> None:
     from hpsearch.finetune import loop
