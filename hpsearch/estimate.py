@@ -13,7 +13,7 @@ percentiles give its interval. Cost: ``samples`` x configurations x folds metric
 the predictions with how often the sample drew each row (about 1 s on 2 CPU cores for 1,000 samples, 50
 configurations, 10,000 rows and 5 folds of macro-F1), no model is run.
 
-Pure numpy: tested on synthetic predictions whose true score is known. Class and value metrics are scored
+NumPy and SciPy only: tested on synthetic predictions whose true score is known. Class and value metrics are scored
 from predictions against gold; the metrics that are ratios of sums over rows (entity F1, precision and
 recall, word accuracy, the mean F1 or exact match of questions) from each row's parts, which the task gives.
 """
@@ -102,8 +102,9 @@ def _value_scores(predicted: np.ndarray, gold: np.ndarray, metric: str) -> np.nd
     p = predicted - predicted.mean(axis=1, keepdims=True)
     g = gold - gold.mean()
     # Constant values leave rounding in their deviations from the mean (about 1e-16 of it), not 0: counted as 0.
-    own = np.where((p * p).sum(axis=1) > 1e-20 * (predicted * predicted).sum(axis=1), (p * p).sum(axis=1), 0.0)
-    spread = np.sqrt(own * ((g * g).sum() if (g * g).sum() > 1e-20 * (gold * gold).sum() else 0.0))
+    own, gold_own = (p * p).sum(axis=1), (g * g).sum()
+    own = np.where(own > 1e-20 * (predicted * predicted).sum(axis=1), own, 0.0)
+    spread = np.sqrt(own * (gold_own if gold_own > 1e-20 * (gold * gold).sum() else 0.0))
     return np.divide(p @ g, spread, out=np.zeros(len(p)), where=spread > 0)  # constant predictions: 0, as the study's metrics
 
 
