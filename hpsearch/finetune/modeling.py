@@ -163,12 +163,13 @@ class TargetUnitLinear(torch.nn.Linear):
         kept on top."""
         if not self.unplaced_shift or len(inputs) == 0:
             return
-        direction = _steadiest_direction(inputs.double())
+        rows = inputs.double()
+        direction = _steadiest_direction(rows)
         if direction is None:
             return
         with torch.no_grad():
             weight = self.weight.double()
-            wanted = self.unplaced_shift / self.scale - weight @ inputs.double().mean(0)  # in standard units, per output
+            wanted = self.unplaced_shift / self.scale - weight @ rows.mean(0)  # in standard units, per output
             self.weight.copy_(weight + wanted[:, None] * direction[None, :])
         self.unplaced_shift = 0.0
 
@@ -197,7 +198,7 @@ def _steadiest_direction(rows: torch.Tensor) -> torch.Tensor | None:
     if variance == 0:
         solved = centre  # every row the same: any direction with a reach works; the mean's own is the shortest
     else:
-        shrinkage = float(ledoit_wolf_shrinkage(rows.numpy())) if count > 1 else 1.0
+        shrinkage = float(ledoit_wolf_shrinkage(centred.numpy(), assume_centered=True)) if count > 1 else 1.0
         a, b = shrinkage * variance, (1 - shrinkage) / count
         solved = centre / a
         if b > 0:

@@ -151,8 +151,9 @@ class Regression(TextClassification):
 
         if not rows:
             return 1.0
-        mean, spread = _mean_and_spread(split, rows)
-        return 1.0 / spread**2 if train_in_target_units(model, spread, mean) else 1.0
+        targets = [split.columns["label"][i] for i in rows]
+        spread = statistics.pstdev(targets) or 1.0  # all one value: scale 1
+        return 1.0 / spread**2 if train_in_target_units(model, spread, statistics.fmean(targets)) else 1.0
 
     def decode(self, outputs: list[Any], split: Any, rows: list[int], label_map: Any) -> list[Any]:
         return [float(x.reshape(-1)[0]) for x in outputs]
@@ -175,12 +176,6 @@ class Regression(TextClassification):
                 done: Callable[[int], None] = lambda rows: None) -> list[dict[str, Any]]:
         outputs = _pipeline_outputs(model_dir, meta, rows, batch_size, done, function_to_apply="none")
         return [{"prediction": float(o["score"])} for o in outputs]
-
-
-def _mean_and_spread(split: Any, rows: Sequence[int]) -> tuple[float, float]:
-    """The mean and standard deviation (1 where the targets are all one value) of the targets of ``rows``."""
-    targets = [split.columns["label"][i] for i in rows]
-    return statistics.fmean(targets), statistics.pstdev(targets) or 1.0
 
 
 def _pipeline_outputs(model_dir: str, meta: dict[str, Any], rows: list[dict[str, Any]], batch_size: int,
