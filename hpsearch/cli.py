@@ -202,13 +202,14 @@ def _validate(args: argparse.Namespace) -> int:
     from hpsearch.data.sources import encoding_problems
     from hpsearch.errors import SpecError
     from hpsearch.spec import load_spec
-    from hpsearch.summary import describe_spec
+    from hpsearch.summary import describe_data, describe_spec
 
     spec = load_spec(args.study)
     problems = encoding_problems(spec)
     if problems:
         raise SpecError(problems, str(args.study))
-    print(describe_spec(spec))
+    print(describe_spec(spec), flush=True)
+    print("\n".join(describe_data(spec)))  # a problem in the data ends here, as run would end on it
     return 0
 
 

@@ -29,7 +29,6 @@ def describe_spec(spec: StudySpec) -> str:
         lines.append("  data.test: none, so the winner is not scored on held-out data; add a test file (data.test) or keep "
                      "a share of the training rows out (data.holdout: 0.2)")
     lines.append(f"  max_length {data.max_length}; labels: {data.labels or 'from the training data'}")
-    lines.extend(f"warning: {w}" for w in subsample_warnings(spec))
     lines.append(f"candidates ({len(spec.models)}):")
     for m in spec.models:
         source = m.hub or m.path or f"{m.package}/{m.package_path}"
@@ -140,21 +139,33 @@ def space_size_lines(spec: StudySpec) -> list[str]:
     return lines
 
 
-def subsample_warnings(spec: StudySpec) -> list[str]:
-    """Subsamples that ask for more rows than a local split has (all rows are then used)."""
-    from hpsearch.spec._files import count_rows, csv_delimiter, data_format
+def describe_data(spec: StudySpec) -> list[str]:
+    """The study's data as ``run`` reads it: rows per split, the labels' counts and the data's warnings. Raises the
+    ``DataError`` that ``run`` would (a label the training data lacks, an empty target, a QA answer that is not at its
+    start, ...). Data on the hub is not fetched: ``run`` checks it when it reads it."""
+    import statistics
+    import tempfile
+    from collections import Counter
+    from pathlib import Path
 
-    warnings = []
-    for split in ("train", "validation", "test"):
-        source, limit = getattr(spec.data, split), getattr(spec.data.subsample, split)
-        if source is None or limit is None or source.path is None or not source.path.exists():
-            continue
-        rows = count_rows(source.path, data_format(source.path, source.format), source.split,
-                          csv_delimiter(source.path, source.format, source.delimiter))
-        if rows is not None and limit > rows:
-            warnings.append(f"data.subsample.{split} asks for {limit} rows but {source.path.name} has {rows}: all {rows} are used; "
-                            f"lower data.subsample.{split} to at most {rows}")
-    return warnings
+    from hpsearch.data import prepare_data
+
+    sources = {split: getattr(spec.data, split) for split in ("train", "validation", "test")}
+    hub = [f"data.{split}" for split, source in sources.items() if source is not None and source.hub is not None]
+    if hub:
+        return [f"data: not read ({', '.join(hub)} on the hub); run checks it when it reads it"]
+    with tempfile.TemporaryDirectory(prefix="hpsearch-validate-") as cache:  # validate writes nothing of its own
+        data = prepare_data(spec, cache_dir=Path(cache))
+    lines = ["data: " + ", ".join(f"{len(split)} {name} rows" for name, split in data.splits.items()) + " (read and checked as run reads them)"]
+    values = data.train.columns.get(data.task.target) if data.task.target is not None else None
+    if values and data.task.has_label_list and all(isinstance(value, int) for value in values):  # one label per row
+        counts = Counter(values)
+        names = data.label_map.labels
+        lines.append("  training labels: " + ", ".join(f"{names[i]} ({counts[i]})" for i in range(len(names))))
+    elif values and not data.task.has_label_list and all(isinstance(value, float) for value in values):  # regression
+        lines.append(f"  training targets: mean {statistics.fmean(values):.4g}, standard deviation {statistics.pstdev(values):.4g}, "
+                     f"from {min(values):.4g} to {max(values):.4g}")
+    return lines + [f"warning: {warning}" for warning in data.warnings]
 
 
 def redact(url: str) -> str:

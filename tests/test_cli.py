@@ -27,7 +27,8 @@ def test_module_entry_point_works() -> None:
 def test_the_program_leaves_with_mains_exit_code_and_all_its_output(tmp_path: Path) -> None:
     # stdout is a pipe here (block-buffered): output left in the buffer by the quick exit would be lost
     good = subprocess.run([sys.executable, "-m", "hpsearch", "validate", str(STUDY)], capture_output=True, text=True)
-    assert good.returncode == 0 and "minilm-l3" in good.stdout and good.stdout.rstrip().endswith(")")
+    assert good.returncode == 0 and "minilm-l3" in good.stdout and "training labels: " in good.stdout  # the data, printed last
+    assert good.stdout.endswith("\n")
     bad = subprocess.run([sys.executable, "-m", "hpsearch", "validate", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr
 

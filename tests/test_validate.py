@@ -151,7 +151,7 @@ def test_validate_shows_each_candidates_space_and_warns_about_a_large_subsample(
                            "models:\n  - {name: a, path: m, space: {scope: [freeze-1, head]}}\n  - {name: b, path: m, space: {scope: full}}\n")
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "warning: data.subsample.test asks for 500 rows but t.csv has 7" in out
+    assert "warning: data.subsample.test asks for 500 rows but the test data has 7: all of them are used; lower data.subsample.test to at most 7" in out
     assert "    scope: one of 'freeze-1', 'head' (this candidate's own)" in out
     assert "    scope: 'full' (fixed) (this candidate's own)" in out
     assert "scope: 'full' (fixed) - every candidate overrides it" in out
@@ -243,3 +243,31 @@ def test_validate_names_a_data_file_that_is_not_utf8(tmp_path: Path, capsys: pyt
     assert f"data.test: {tmp_path / 't.csv'} is not UTF-8 text: line 3 holds the byte 0xe9; save the file as UTF-8" in said, said
     (tmp_path / "t.csv").write_text("text,label\ngood,pos\ncaf\u00e9 bad,neg\n", encoding="utf-8")
     assert main(["validate", str(path)]) == 0
+
+
+def test_validate_reads_the_data_as_run_does_and_names_its_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """validate checked the study file and the data's columns only: a label the training data never saw, an empty
+    label or a QA answer away from its start passed it, and run refused them only when it read the data."""
+    _folder(tmp_path)
+    test = classification_rows(6, seed=1)
+    test[2]["label"] = "meh"
+    write_csv(tmp_path / "t.csv", test)
+    path = tmp_path / "study.yaml"
+    path.write_text(HEAD + "data: {train: d.csv, test: t.csv}\nmodels: [{name: m, path: m}]\n")
+    assert main(["validate", str(path)]) == 2
+    said = capsys.readouterr().err
+    assert f"{tmp_path / 't.csv'}: test row 2 (counting data rows from 0): label 'meh' never occurs in the training data" in said, said
+    test[2]["label"] = "pos"
+    write_csv(tmp_path / "t.csv", [*test, classification_rows(20)[0]])  # one of the training rows: warned of
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "data: 20 train rows, 7 test rows (read and checked as run reads them)\n  training labels: neg (10), pos (10)\n" in out, out
+    assert "warning: 1 of 7 test rows also occur in the training data" in out
+    assert not load_spec(path).out_dir.exists()  # validate writes nothing: the data's cache went to a temporary folder
+    (tmp_path / "study.yaml").write_text(HEAD + "data: {train: {hub: someone/reviews}}\nmodels: [{name: m, path: m}]\n")
+    assert main(["validate", str(path)]) == 0
+    assert "data: not read (data.train on the hub); run checks it when it reads it" in capsys.readouterr().out
+    write_csv(tmp_path / "r.csv", [{"text": "a", "label": 1.0}, {"text": "b", "label": 2.0}, {"text": "c", "label": 6.0}])
+    (tmp_path / "study.yaml").write_text("name: v\ntask: regression\ndata: {train: r.csv}\nmodels: [{name: m, path: m}]\ncv: {folds: 3}\n")
+    assert main(["validate", str(path)]) == 0
+    assert "data: 3 train rows (read and checked as run reads them)\n  training targets: mean 3, standard deviation 2.16, from 1 to 6\n" in capsys.readouterr().out

@@ -77,7 +77,8 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
                 rows[name] = subsample_rows(len(dataset), limit, spec.data.subsample.seed)
                 dataset = dataset.select(rows[name])
             elif limit is not None and limit > len(dataset):
-                notes.append(f"data.subsample.{name} asks for {limit} rows but the {name} data has {len(dataset)}: all of them are used")
+                notes.append(f"data.subsample.{name} asks for {limit} rows but the {name} data has {len(dataset)}: all of them are used; "
+                             f"lower data.subsample.{name} to at most {len(dataset)}")
             raw[name] = dataset
     targets = _column(raw["train"], target, "train") if target else None
     try:

@@ -74,7 +74,7 @@ def _root(exc: BaseException) -> BaseException:
 
 def encoding_problems(spec: StudySpec) -> list[str]:
     """The study's local csv and JSON data files that are not UTF-8, each with the line of its first byte that is not
-    and the fix (``validate`` reads whole files anyway, to count their rows; ``run`` refuses them when it reads them)."""
+    and the fix, all at once (``validate`` lists them before it reads the data; ``run`` refuses each as it reads it)."""
     problems = []
     for split in ("train", "validation", "test"):
         source = getattr(spec.data, split)

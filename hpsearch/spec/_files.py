@@ -84,35 +84,6 @@ def _json_columns(path: Path) -> list[str] | None:
     return None
 
 
-def count_rows(path: Path, fmt: str | None, split: str = "train", delimiter: str | None = None) -> int | None:
-    """Data rows of a local file (a pass over it, without keeping it), or None when it cannot be told."""
-    try:
-        if fmt == "csv":
-            with path.open(newline="", encoding="utf-8-sig") as handle:
-                return max(sum(1 for _ in csv.reader(handle, delimiter=delimiter or ",")) - 1, 0)
-        if fmt == "json":
-            with path.open(encoding="utf-8") as handle:
-                first = next((line for line in handle if line.strip()), "")
-                if first.lstrip().startswith("{") and _is_object(first):
-                    return 1 + sum(1 for line in handle if line.strip())
-            whole = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size <= SMALL_JSON else None
-            return len(whole) if isinstance(whole, list) else None
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            return int(pq.read_metadata(path).num_rows)
-    except Exception:  # noqa: BLE001 - a count is a hint; the full load reports unreadable files
-        return None
-    return None
-
-
-def _is_object(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
-
-
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 

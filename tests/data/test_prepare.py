@@ -327,7 +327,8 @@ def test_a_subsample_larger_than_its_split_is_reported(tmp_path: Path) -> None:
     write_csv(tmp_path / "d.csv", classification_rows(30))
     data = prepare_data(_spec(tmp_path, "  train: d.csv\n  subsample: {train: 50}"))
     assert len(data.train) == 30
-    assert data.warnings == ["data.subsample.train asks for 50 rows but the train data has 30: all of them are used"]
+    assert data.warnings == ["data.subsample.train asks for 50 rows but the train data has 30: all of them are used; lower "
+                             "data.subsample.train to at most 30"]
 
 
 def test_a_hub_dataset_that_cannot_be_had_says_what_to_check() -> None:
