@@ -36,7 +36,7 @@ def test_status_lists_every_trial_and_the_best(finished: Path, capsys: pytest.Ca
     trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
     assert main(["status", str(finished)]) == 0
     out = capsys.readouterr().out
-    assert f"study toy: 4 of 4 trials finished" in out
+    assert "study toy: 4 of 4 trials finished" in out
     rows = [line for line in out.splitlines() if line.startswith("│ ")]
     numbers = [line.split("│")[1].strip() for line in rows if line.split("│")[1].strip()]
     assert numbers == [str(t.number) for t in trials]

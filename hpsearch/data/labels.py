@@ -73,7 +73,7 @@ class LabelMap:
             numbered = not set(seen) & set(declared) and all(v.lstrip("-").isdigit() for v in seen)
             raise DataError(
                 f"training labels {unknown} are not in data.labels {list(declared)}; data.labels lists the labels as the data "
-                f"writes them: add these to it" + (f", or, where the numbers stand for the declared labels, write the labels "
-                                                   f"in the data instead of the numbers" if numbered else "")
+                f"writes them: add these to it" + (", or, where the numbers stand for the declared labels, write the labels "
+                                                   "in the data instead of the numbers" if numbered else "")
             )
         return cls(tuple(declared))

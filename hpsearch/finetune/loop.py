@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from hpsearch.data.labels import LabelMap

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, Sequence
 
-from hpsearch.errors import DataError, RowError
+from hpsearch.errors import RowError
 
 if TYPE_CHECKING:
     from hpsearch.data.labels import LabelMap

@@ -199,7 +199,7 @@ def test_too_many_layers_is_a_clear_error(make_tuner) -> None:
 @pytest.mark.parametrize("cache", [True, False])
 def test_frozen_parameters_do_not_change(make_tuner, cache: bool) -> None:
     spec, tuner = make_tuner(frozen_cache=cache)
-    from hpsearch.finetune.modeling import Scope, load_model
+    from hpsearch.finetune.modeling import load_model
 
     reference = load_model(tuner.inputs(spec.models[0]).folder, tuner.task, tuner.data.label_map, num_layers=None, trust_remote_code=False, seed=0)
     fitted = tuner.fit(spec.models[0], {**LEARNABLE, "scope": "freeze-1"}, train_rows=TRAIN, eval_rows=EVAL)
