@@ -156,12 +156,12 @@ def describe_data(spec: StudySpec) -> list[str]:
         return [f"data: not read ({', '.join(hub)} on the hub); run checks it when it reads it"]
     with tempfile.TemporaryDirectory(prefix="hpsearch-validate-") as cache:  # validate writes nothing of its own
         data = prepare_data(spec, cache_dir=Path(cache))
-    lines = ["data: " + ", ".join(f"{len(split)} {name} rows" for name, split in data.splits.items()) + " (read and checked as run reads them)"]
+    lines = ["data: " + ", ".join(f"{len(split):,} {name} rows" for name, split in data.splits.items()) + " (read and checked as run reads them)"]
     values = data.train.columns.get(data.task.target) if data.task.target is not None else None
     if values and data.task.has_label_list and all(isinstance(value, int) for value in values):  # one label per row
         counts = Counter(values)
         names = data.label_map.labels
-        lines.append("  training labels: " + ", ".join(f"{names[i]} ({counts[i]})" for i in range(len(names))))
+        lines.append("  training labels: " + ", ".join(f"{names[i]} ({counts[i]:,})" for i in range(len(names))))
     elif values and not data.task.has_label_list and all(isinstance(value, float) for value in values):  # regression
         lines.append(f"  training targets: mean {statistics.fmean(values):.4g}, standard deviation {statistics.pstdev(values):.4g}, "
                      f"from {min(values):.4g} to {max(values):.4g}")
