@@ -5,7 +5,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable
 
 from hpsearch.data.labels import LabelMap
 from hpsearch.data.sources import load_source
@@ -174,7 +174,7 @@ REPEATS_WARNED = 0.01
 """Share of training rows repeating an earlier row's input from which the CV score is said to be optimistic."""
 
 
-def _repeated_inputs(task: Task, keys: list[str], column: str) -> list[str]:
+def _repeated_inputs(task: Task, keys: list[Hashable], column: str) -> list[str]:
     """A warning when many training rows repeat another row's input (``keys``: each row's, as the task compares
     inputs): copies split between a fold's training and validation rows are scored on what the model was trained on.
     ``column``: the (first) input column, which cv.group_column can name to keep copies in one fold, where the task

@@ -11,11 +11,10 @@ metric names and columns before anything heavy loads.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, Literal, Protocol, Sequence
 
 from hpsearch.errors import RowError
 
@@ -159,9 +158,10 @@ class Task:
         """Rows that must stay in one fold when cv.group_column is not set (None: no such rows)."""
         return None
 
-    def input_key(self, split: Split, row: int) -> str:
-        """Identity of a row's input, to find validation or test rows that also occur in training."""
-        return json.dumps([split.columns[field][row] for field in self.inputs])
+    def input_key(self, split: Split, row: int) -> Hashable:
+        """Identity of a row's input, to find validation or test rows that also occur in training: its input columns'
+        values, a list (an entity task's words) as a tuple."""
+        return tuple(tuple(value) if isinstance(value, list) else value for value in (split.columns[field][row] for field in self.inputs))
 
     # -- tokens and the model -----------------------------------------------------------------
 
