@@ -24,6 +24,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return getattr(exc, "exit_code", 2)
     except BrokenPipeError:  # the reader of the output went away (`hpsearch status | head`): nothing more to say
         return 141
+    except OSError as exc:  # the disk filled up while writing results, a cache or the study's storage
+        from hpsearch.errors import DiskFull, disk_full
+
+        full = disk_full(exc)
+        if full is None:
+            raise
+        said = DiskFull(full)
+        print(f"hpsearch {args.command}: {said}", file=sys.stderr)
+        return said.exit_code
     except KeyboardInterrupt:
         print(f"hpsearch {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -249,10 +258,15 @@ def _quiet_libraries() -> None:
     """The libraries' settings of the hpsearch program, where the environment does not set them: quiet (their chatter,
     load reports and per-file progress bars, would drown hpsearch's own progress lines), and a tracking server's calls
     given up after about 30 s rather than 4 minutes."""
+    import logging
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read by mlflow when it is imported
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"  # read by mlflow when it is imported
+        # A database error in a tracking call: MLflow logs it with its SQL statement and values, a screenful per call;
+        # hpsearch's own warning says that tracking stopped, and why (the error at the bottom of MLflow's).
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     # A tracking server's calls: retried about 30 s (0, 4, 8 and 16 s between tries) before tracking stops and the study
     # goes on (MLflow's default, 7 tries and about 4 minutes, held every trial that long); no "View run" links on the
     # standard output at each run's end (two lines per trial amid the result, and a request each). Read at each call.

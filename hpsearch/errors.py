@@ -1,6 +1,8 @@
 """Errors raised by hpsearch. Every message names the problem and the fix."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class HpsearchError(Exception):
     """Base class of every error hpsearch raises on purpose."""
@@ -56,3 +58,31 @@ class StorageUnavailable(HpsearchError):
     """The study's storage database stayed unreachable for longer than ``search.storage_patience``."""
 
     exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class DiskFull(HpsearchError):
+    """The disk (or the user's quota) is full: no trial is to blame, so the work stops and runs again once there is room."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+    def __init__(self, exc: OSError, kept: str = "what was finished is kept") -> None:
+        where = f" writing {exc.filename}" if exc.filename else ""
+        super().__init__(f"no space left on the device{where}: free some space, or set output_dir to a disk with room, then run "
+                         f"the same command again; {kept}")
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (a few levels: chains can loop)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def disk_full(exc: BaseException) -> OSError | None:
+    """The out-of-space error behind ``exc`` (itself or what it was raised from or during), or None."""
+    import errno
+
+    return next((e for e in exception_chain(exc) if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)), None)

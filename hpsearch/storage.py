@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from hpsearch.errors import HpsearchError, StorageUnavailable
+from hpsearch.errors import HpsearchError, StorageUnavailable, exception_chain
 from hpsearch.spec import StudySpec
 from hpsearch.summary import redact
 
@@ -128,16 +128,6 @@ def grace_period(patience: float) -> int:
     return int(max(4 * HEARTBEAT_SECONDS, patience + 2 * HEARTBEAT_SECONDS))
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and the exceptions it was raised from or during (a few levels: chains can loop)."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return
-        yield seen
-        seen = seen.__cause__ or seen.__context__
-
-
 def unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) says the database cannot be reached.
 
@@ -146,7 +136,7 @@ def unreachable(exc: BaseException) -> bool:
     from sqlalchemy import exc as sa
 
     return any(isinstance(e, (sa.OperationalError, sa.InterfaceError, sa.TimeoutError))
-               or (isinstance(e, sa.DBAPIError) and e.connection_invalidated) for e in _chain(exc))
+               or (isinstance(e, sa.DBAPIError) and e.connection_invalidated) for e in exception_chain(exc))
 
 
 def lost_storage(exc: BaseException) -> StorageUnavailable | None:
@@ -155,7 +145,7 @@ def lost_storage(exc: BaseException) -> StorageUnavailable | None:
     Optuna's trial bookkeeping needs the storage too; when it is gone, Optuna's own follow-up error
     can hide ours, so the chain is searched.
     """
-    return next((e for e in _chain(exc) if isinstance(e, StorageUnavailable)), None)
+    return next((e for e in exception_chain(exc) if isinstance(e, StorageUnavailable)), None)
 
 
 class Patience:

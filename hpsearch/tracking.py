@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, exception_chain
 from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR
 from hpsearch.spec import StudySpec
 
@@ -132,6 +132,10 @@ def _unreachable(uri: str) -> str | None:
         cause = exc.args[0] if exc.args else exc
         return str(getattr(cause, "reason", cause)).rsplit(": ", 1)[-1]
     return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300].rstrip(".")
 
 
 def _tolerant(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -247,8 +251,10 @@ class Tracker(NullTracker):
         if unreachable is not None:
             self.lost = f"cannot reach the MLflow server at {redact(self.uri)} ({unreachable})"
         else:
-            first = (str(exc).strip().splitlines() or [""])[0]
-            self.lost = f"{type(exc).__name__} from MLflow: {first[:300].rstrip('.')}"
+            self.lost = f"{type(exc).__name__} from MLflow: {_first_line(exc)}"
+            root = list(exception_chain(exc))[-1]  # what it was raised from (or while handling), at the bottom
+            if root is not exc and _first_line(root) not in self.lost:  # MLflow wraps the store's error: name what went wrong
+                self.lost += f" (caused by {type(root).__name__}: {_first_line(root)})"
         self.warn(f"MLflow tracking stopped: {self.lost}. The study goes on without it and keeps every result; run the same "
                   "command again once tracking works: it logs the trial runs MLflow is missing (the epochs not logged stay missing)")
 

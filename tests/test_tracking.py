@@ -407,3 +407,29 @@ def test_a_call_failing_inside_another_stops_tracking_with_one_warning(tmp_path:
     monkeypatch.setattr(tracker.client, "create_run", refuse)
     assert tracker.carried_trial(None, 0, "COMPLETE", {"model": "m", "params": {}}, "trial 0 of old") is None  # its run: never made
     assert len(said) == 1 and said[0].startswith("MLflow tracking stopped: RuntimeError from MLflow: disk full. The study goes on"), said
+
+
+def test_a_tracking_call_refused_by_the_database_names_the_databases_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow wraps the database's error (a full disk, say) in its own, whose first line may say only that SQLAlchemy
+    flushed a query: the warning named that, and the reason was in MLflow's log of the SQL, a screenful per call."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    from hpsearch.tracking import Tracker
+
+    said: list[str] = []
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "full-disk", warn=said.append)
+    run = tracker.client.create_run(tracker.experiment_id, run_name="trial").info.run_id
+
+    def refused(*args: object, **kwargs: object) -> None:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as exc:
+            raise MlflowException("(raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block)") from exc
+
+    monkeypatch.setattr(tracker.client, "log_batch", refused)
+    assert tracker.log_epoch(run, 1, 1, 0.5, {"macro_f1": 0.5}, 10.0) is None
+    assert tracker.lost == ("MlflowException from MLflow: (raised as a result of Query-invoked autoflush; consider using a session."
+                            "no_autoflush block) (caused by OperationalError: database or disk is full)"), tracker.lost
+    assert len(said) == 1 and tracker.lost in said[0]

@@ -107,6 +107,54 @@ def test_full_disk_while_saving_a_checkpoint_fails_only_that_trial(tmp_path: Pat
     assert (spec.export_dir / "config.json").is_file()
 
 
+def test_a_full_disk_inside_a_trial_stops_the_study_and_the_trial_runs_again_once_there_is_room(
+        tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A full disk failed the trial as a library bug would ("unexpected OSError"), and the next trial met the same disk:
+    each one spent the budget failing."""
+    from hpsearch.cli import main
+
+    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 2, enqueue: [{batch_size: 16}, {batch_size: 8}]}\ntracking: {enabled: false}\nexport: {enabled: false}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    with monkeypatch.context() as patch:
+        _fail_epochs(patch, OSError(errno.ENOSPC, "No space left on device"))
+        assert main(["run", str(path)]) == 75
+    said = capsys.readouterr()
+    assert said.err.rstrip().splitlines()[-1].startswith("hpsearch run: no space left on the device: free some space, or set output_dir to a disk with room, then "
+                               "run the same command again; the finished trials are kept and this one runs again"), said.err
+    assert "trial 0 failed" not in said.out + said.err
+    first, second = _trials(path)  # the study stopped: the second trial (enqueued) did not start on the same disk
+    assert second.state.name == "WAITING"
+    spec = load_spec(path)
+    assert first.user_attrs["interrupted"] and counted_trials(optuna.load_study(study_name=spec.name, storage=make_storage(spec))) == 0
+    assert run_study(path, say=_quiet) == 0  # room again: the trial's settings run again, and the study ends with 2 counted
+    trials = _trials(path)
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[2].user_attrs["retry_of"] == 0 and trials[2].params == first.params
+
+
+def test_a_full_disk_while_exporting_is_said_and_the_next_run_exports(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The export's disk filling up ended the run with OSError's traceback."""
+    from hpsearch.cli import main
+    from hpsearch.finetune.core import Fitted
+
+    def full(self, folder):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder / "model.safetensors"))
+
+    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 1}\ntracking: {enabled: false}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    with monkeypatch.context() as patch:
+        patch.setattr(Fitted, "save", full)
+        assert main(["run", str(path)]) == 75
+    err = capsys.readouterr().err
+    assert "hpsearch run: no space left on the device writing " in err and "model.safetensors: free some space" in err, err
+    assert "Traceback" not in err
+    spec = load_spec(path)
+    assert not spec.export_dir.exists() and [t.state.name for t in _trials(path)] == ["COMPLETE"]
+    assert main(["run", str(path)]) == 0
+    assert (spec.export_dir / "config.json").is_file() and len(_trials(path)) == 1  # the trial was kept, not run again
+
+
 def test_unexpected_error_inside_a_trial_fails_only_that_trial(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fail_epochs(monkeypatch, KeyError("a library bug"))
     said: list[str] = []
