@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return getattr(exc, "exit_code", 2)
     except BrokenPipeError:  # the reader of the output went away (`hpsearch status | head`): nothing more to say
         return 141
-    except OSError as exc:  # the disk filled up while writing results, a cache or the study's storage
+    except Exception as exc:  # the disk filled up while writing results, a cache or the study's storage
         from hpsearch.errors import DiskFull, disk_full
 
         full = disk_full(exc)

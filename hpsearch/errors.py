@@ -65,10 +65,16 @@ class DiskFull(HpsearchError):
 
     exit_code = 75  # EX_TEMPFAIL: try again later
 
-    def __init__(self, exc: OSError, kept: str = "what was finished is kept") -> None:
-        where = f" writing {exc.filename}" if exc.filename else ""
+    def __init__(self, exc: BaseException, kept: str = "what was finished is kept") -> None:
+        filename = getattr(exc, "filename", None)
+        where = f" writing {filename}" if filename else ""
         super().__init__(f"no space left on the device{where}: free some space, or set output_dir to a disk with room, then run "
                          f"the same command again; {kept}")
+
+
+FULL_DISK_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded", "database or disk is full", "Not enough disk space")
+"""How a full disk reads in errors that carry no errno: safetensors' (written in Rust), SQLite's and ``datasets``' (its check
+of the free space before it writes a copy of the data)."""
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:
@@ -81,8 +87,13 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__ or seen.__context__
 
 
-def disk_full(exc: BaseException) -> OSError | None:
+def disk_full(exc: BaseException) -> BaseException | None:
     """The out-of-space error behind ``exc`` (itself or what it was raised from or during), or None."""
     import errno
 
-    return next((e for e in exception_chain(exc) if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)), None)
+    def full(e: BaseException) -> bool:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e.errno in (errno.ENOSPC, errno.EDQUOT)
+        return any(text in str(e) for text in FULL_DISK_TEXTS)
+
+    return next((e for e in exception_chain(exc) if full(e)), None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, DiskFull, disk_full
 from hpsearch.spec import DataSource, StudySpec
 from hpsearch.spec._files import csv_delimiter, data_format
 
@@ -17,6 +17,7 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
         try:
             loaded = datasets.load_dataset(source.hub, source.config, split=source.split, cache_dir=_str(cache_dir))
         except Exception as exc:  # the hub raises many types; all mean the same to the user
+            _refuse_full_disk(exc)
             said = " ".join(str(exc).split())
             raise DataError(f"cannot load hub dataset {source.hub!r} (split {source.split!r}): {said}; check its name, config "
                             "and split and the connection, or save the data to a file (or save_to_disk) and point the split's "
@@ -50,6 +51,7 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
     except DataError:
         raise
     except Exception as exc:
+        _refuse_full_disk(exc)
         quoting = f"; a field that holds the separator {delimiter!r} must be in double quotes" if fmt == "csv" and delimiter else ""
         raise DataError(f"cannot read {path} as {fmt}: {_first_line(_root(exc))}{quoting}; check the file's format") from exc
     if fmt == "csv" and SHIFTED_INDEX in loaded.column_names:  # every row had one field more than the header: its first became an index
@@ -62,6 +64,13 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
 SHIFTED_INDEX = "__index_level_0__"
 """The column a csv read gains when each of its rows has one field more than the header (pandas takes the first
 field of each row for the index, and the index is kept)."""
+
+
+def _refuse_full_disk(exc: BaseException) -> None:
+    """A full disk where ``datasets`` keeps its copy of the data (the study's cache) is no fault of the data."""
+    full = disk_full(exc)
+    if full is not None:
+        raise DiskFull(full) from exc
 
 
 def _root(exc: BaseException) -> BaseException:

@@ -155,6 +155,47 @@ def test_a_full_disk_while_exporting_is_said_and_the_next_run_exports(tmp_path: 
     assert (spec.export_dir / "config.json").is_file() and len(_trials(path)) == 1  # the trial was kept, not run again
 
 
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
+                                   OSError("Not enough disk space. Needed: Unknown size (download: Unknown size)")])
+def test_a_full_disk_under_the_datas_cache_is_no_fault_of_the_data(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str], error: OSError) -> None:
+    """datasets' copy of the data, in the study's cache, met a full disk: the run blamed the csv ("cannot read ... as csv"),
+    with the hint about quoting separators."""
+    import datasets
+
+    from hpsearch.cli import main
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise error
+
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=SPACE.replace("EPOCHS", "1") + "search: {n_trials: 1}\ntracking: {enabled: false}\n")
+    monkeypatch.setattr(datasets, "load_dataset", full)
+    assert main(["validate", str(path)]) == 75
+    assert main(["run", str(path)]) == 75
+    err = capsys.readouterr().err
+    assert err.count("no space left on the device: free some space, or set output_dir to a disk with room") == 2, err
+    assert "cannot read" not in err and "double quotes" not in err
+
+
+def test_a_full_disk_is_told_from_the_errors_that_say_it() -> None:
+    """safetensors (written in Rust) and SQLite give no errno: their text says it."""
+    import sqlite3
+
+    from hpsearch.errors import disk_full
+
+    quota = OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert disk_full(quota) is quota and disk_full(OSError(errno.ENOSPC, "No space left on device")) is not None
+    assert disk_full(RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")) is not None
+    try:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as below:
+            raise ValueError("a store's own words") from below
+    except ValueError as wrapped:
+        assert isinstance(disk_full(wrapped), sqlite3.OperationalError)
+    assert disk_full(OSError(errno.ENOENT, "No such file or directory")) is None and disk_full(KeyError("disk")) is None
+
+
 def test_unexpected_error_inside_a_trial_fails_only_that_trial(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fail_epochs(monkeypatch, KeyError("a library bug"))
     said: list[str] = []
