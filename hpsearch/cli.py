@@ -24,15 +24,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return getattr(exc, "exit_code", 2)
     except BrokenPipeError:  # the reader of the output went away (`hpsearch status | head`): nothing more to say
         return 141
-    except Exception as exc:  # the disk filled up while writing results, a cache or the study's storage
-        from hpsearch.errors import DiskFull, disk_full
+    except Exception as exc:  # the disk filled up, or refused, while writing results, a cache or the study's storage
+        from hpsearch.errors import cannot_write
 
-        full = disk_full(exc)
-        if full is None:
+        said = cannot_write(exc)
+        if said is None:
             raise
-        said = DiskFull(full)
         print(f"hpsearch {args.command}: {said}", file=sys.stderr)
-        return said.exit_code
+        return getattr(said, "exit_code", 2)
     except KeyboardInterrupt:
         print(f"hpsearch {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -60,16 +60,15 @@ class StorageUnavailable(HpsearchError):
     exit_code = 75  # EX_TEMPFAIL: try again later
 
 
-class DiskFull(HpsearchError):
-    """The disk (or the user's quota) is full: no trial is to blame, so the work stops and runs again once there is room."""
+class CannotWrite(HpsearchError):
+    """The system refused to write (a full disk or quota, a read-only disk, a path without permission): no trial is to
+    blame, so the work stops, and a trial it stopped runs again once the write can be made (see :func:`cannot_write`)."""
+
+
+class DiskFull(CannotWrite):
+    """The disk (or the user's quota) is full."""
 
     exit_code = 75  # EX_TEMPFAIL: try again later
-
-    def __init__(self, exc: BaseException, kept: str = "what was finished is kept") -> None:
-        filename = getattr(exc, "filename", None)
-        where = f" writing {filename}" if filename else ""
-        super().__init__(f"no space left on the device{where}: free some space, or set output_dir to a disk with room, then run "
-                         f"the same command again; {kept}")
 
 
 FULL_DISK_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded", "database or disk is full", "Not enough disk space")
@@ -87,13 +86,19 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__ or seen.__context__
 
 
-def disk_full(exc: BaseException) -> BaseException | None:
-    """The out-of-space error behind ``exc`` (itself or what it was raised from or during), or None."""
+def cannot_write(exc: BaseException, kept: str = "what was finished is kept") -> CannotWrite | None:
+    """The refused write behind ``exc`` (itself, or what it was raised from or during), said with the fix and what is
+    ``kept``; None where there is none. Data and model files are read behind errors of their own: a refusal that gets
+    here is a write (results, caches, the study's storage, the export)."""
     import errno
 
-    def full(e: BaseException) -> bool:
-        if isinstance(e, OSError) and e.errno is not None:
-            return e.errno in (errno.ENOSPC, errno.EDQUOT)
-        return any(text in str(e) for text in FULL_DISK_TEXTS)
-
-    return next((e for e in exception_chain(exc) if full(e)), None)
+    for e in exception_chain(exc):
+        number = e.errno if isinstance(e, OSError) else None
+        path = (getattr(e, "filename2", None) or getattr(e, "filename", None)) if number is not None else None  # a link or a move: the path made
+        if number in (errno.ENOSPC, errno.EDQUOT) or (number is None and any(text in str(e) for text in FULL_DISK_TEXTS)):
+            return DiskFull(f"no space left on the device{f' writing {path}' if path else ''}: free some space, or set output_dir to a "
+                            f"disk with room, then run the same command again; {kept}")
+        if number in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return CannotWrite(f"{(e.strerror or 'refused').lower()}{f': {path}' if path else ''}: make that folder writable for this user, "
+                               f"or set output_dir to a folder it can write, then run the same command again; {kept}")
+    return None

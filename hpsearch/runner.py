@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hpsearch.binding import objective_digest, scored, superseded
-from hpsearch.errors import DiskFull, HpsearchError, StorageUnavailable
+from hpsearch.errors import CannotWrite, HpsearchError, StorageUnavailable
 from hpsearch.finish import FINISHED_STATES, finish_study
 from hpsearch.selection import CARRIED_ATTR, is_repeat, trained_complete
 from hpsearch.spec import StudySpec, load_spec
@@ -698,11 +698,11 @@ def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None]
             trial.set_user_attr("interrupted", True)
             trial.set_user_attr("failure_reason", "interrupted")
             raise
-        except DiskFull:
-            try:  # as an interruption: the trial runs again once there is room, and does not count as failed
+        except CannotWrite as exc:
+            try:  # as an interruption: the trial runs again once the write can be made, and does not count as failed
                 trial.set_user_attr("interrupted", True)
-                trial.set_user_attr("failure_reason", "interrupted: no space left on the device")
-            except OSError:  # the storage's own disk is full: the trial stays running there, and is run again as a crashed one is
+                trial.set_user_attr("failure_reason", f"interrupted: {str(exc).split(':')[0]}")
+            except Exception:  # noqa: BLE001 - the storage's own disk: the trial stays running there, and runs again as a crashed one does
                 pass
             raise
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 
 from hpsearch.cost import peak_memory_mb, reset_peak_memory, training_flops
-from hpsearch.errors import DataError, DiskFull, ModelUnavailable, OutOfMemory, SpecError, StorageUnavailable, TrialError, disk_full
+from hpsearch.errors import DataError, ModelUnavailable, OutOfMemory, SpecError, StorageUnavailable, TrialError, cannot_write
 from hpsearch.numbers import score_figure
 from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR, better, is_repeat
 from hpsearch.space import (MODEL_PARAM, configurations, describe_params, enqueue_params, grid, max_epochs, optuna_name, settings_key,
@@ -365,9 +365,9 @@ class Objective:
             self.on_event(f"trial {trial.number} {exc}", event="trial_end", trial=trial.number, state="PRUNED", reason=str(exc))
             raise
         except Exception as exc:  # noqa: BLE001 - a fault inside one trial (a library bug, say) fails that trial only
-            full = disk_full(exc)
-            if full is not None:  # every trial after it would fail the same way: the worker stops; the trial runs again
-                raise DiskFull(full, kept="the finished trials are kept and this one runs again") from exc
+            refused = cannot_write(exc, kept="the finished trials are kept and this one runs again")
+            if refused is not None:  # a full or read-only disk: every trial after it would fail the same way; the worker stops
+                raise refused from exc
             reason = f"unexpected {type(exc).__name__} in the trial: {exc}"
             self._failed(trial, reason)
             raise TrialError(reason) from exc

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpsearch.errors import DataError, DiskFull, disk_full
+from hpsearch.errors import DataError, cannot_write
 from hpsearch.spec import DataSource, StudySpec
 from hpsearch.spec._files import csv_delimiter, data_format
 
@@ -67,10 +67,10 @@ field of each row for the index, and the index is kept)."""
 
 
 def _refuse_full_disk(exc: BaseException) -> None:
-    """A full disk where ``datasets`` keeps its copy of the data (the study's cache) is no fault of the data."""
-    full = disk_full(exc)
-    if full is not None:
-        raise DiskFull(full) from exc
+    """A full (or read-only) disk where ``datasets`` keeps its copy of the data (the study's cache) is no fault of the data."""
+    refused = cannot_write(exc)
+    if refused is not None:
+        raise refused from exc
 
 
 def _root(exc: BaseException) -> BaseException:

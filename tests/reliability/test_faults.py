@@ -107,21 +107,27 @@ def test_full_disk_while_saving_a_checkpoint_fails_only_that_trial(tmp_path: Pat
     assert (spec.export_dir / "config.json").is_file()
 
 
+@pytest.mark.parametrize(("error", "code", "said"), [
+    (OSError(errno.ENOSPC, "No space left on device"), 75, "no space left on the device: free some space, or set output_dir to a disk "
+                                                           "with room, then run the same command again"),
+    (OSError(errno.EROFS, "Read-only file system", "/runs/toy/cache/x"), 2, "read-only file system: /runs/toy/cache/x: make that folder "
+                                                                             "writable for this user")])
 def test_a_full_disk_inside_a_trial_stops_the_study_and_the_trial_runs_again_once_there_is_room(
-        tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """A full disk failed the trial as a library bug would ("unexpected OSError"), and the next trial met the same disk:
-    each one spent the budget failing."""
+        tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: OSError, code: int,
+        said: str) -> None:
+    """A full (or read-only) disk failed the trial as a library bug would ("unexpected OSError"), and the next trial met the
+    same disk: each one spent the budget failing."""
     from hpsearch.cli import main
 
     extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 2, enqueue: [{batch_size: 16}, {batch_size: 8}]}\ntracking: {enabled: false}\nexport: {enabled: false}\n"
     path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
     with monkeypatch.context() as patch:
-        _fail_epochs(patch, OSError(errno.ENOSPC, "No space left on device"))
-        assert main(["run", str(path)]) == 75
-    said = capsys.readouterr()
-    assert said.err.rstrip().splitlines()[-1].startswith("hpsearch run: no space left on the device: free some space, or set output_dir to a disk with room, then "
-                               "run the same command again; the finished trials are kept and this one runs again"), said.err
-    assert "trial 0 failed" not in said.out + said.err
+        _fail_epochs(patch, error)
+        assert main(["run", str(path)]) == code
+    out = capsys.readouterr()
+    last = out.err.rstrip().splitlines()[-1]
+    assert last.startswith(f"hpsearch run: {said}") and last.endswith("; the finished trials are kept and this one runs again"), out.err
+    assert "trial 0 failed" not in out.out + out.err
     first, second = _trials(path)  # the study stopped: the second trial (enqueued) did not start on the same disk
     assert second.state.name == "WAITING"
     spec = load_spec(path)
@@ -177,23 +183,26 @@ def test_a_full_disk_under_the_datas_cache_is_no_fault_of_the_data(tmp_path: Pat
     assert "cannot read" not in err and "double quotes" not in err
 
 
-def test_a_full_disk_is_told_from_the_errors_that_say_it() -> None:
+def test_a_full_disk_or_a_refused_write_is_told_from_the_errors_that_say_it() -> None:
     """safetensors (written in Rust) and SQLite give no errno: their text says it."""
     import sqlite3
 
-    from hpsearch.errors import disk_full
+    from hpsearch.errors import CannotWrite, DiskFull, cannot_write
 
-    quota = OSError(errno.EDQUOT, "Disk quota exceeded")
-    assert disk_full(quota) is quota and disk_full(OSError(errno.ENOSPC, "No space left on device")) is not None
-    assert disk_full(RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")) is not None
+    for full in (OSError(errno.EDQUOT, "Disk quota exceeded"), OSError(errno.ENOSPC, "No space left on device"),
+                 RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")):
+        assert isinstance(cannot_write(full), DiskFull), full
     try:
         try:
             raise sqlite3.OperationalError("database or disk is full")
         except sqlite3.OperationalError as below:
             raise ValueError("a store's own words") from below
     except ValueError as wrapped:
-        assert isinstance(disk_full(wrapped), sqlite3.OperationalError)
-    assert disk_full(OSError(errno.ENOENT, "No such file or directory")) is None and disk_full(KeyError("disk")) is None
+        assert isinstance(cannot_write(wrapped), DiskFull)
+    refused = cannot_write(OSError(errno.EROFS, "Read-only file system", "/runs/x/optuna.journal", None, "/runs/x/optuna.journal.lock"))
+    assert type(refused) is CannotWrite and str(refused).startswith("read-only file system: /runs/x/optuna.journal.lock: make that folder "
+                                                                   "writable for this user, or set output_dir to a folder it can write")
+    assert cannot_write(OSError(errno.ENOENT, "No such file or directory")) is None and cannot_write(KeyError("disk")) is None
 
 
 def test_unexpected_error_inside_a_trial_fails_only_that_trial(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
