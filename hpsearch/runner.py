@@ -458,19 +458,17 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
     import shutil
 
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     from hpsearch.binding import OBJECTIVE_KEY
     from hpsearch.search import open_study
     from hpsearch.space import MODEL_PARAM, max_epochs, optuna_name, stored_max_epochs, suggest
-    from hpsearch.storage import make_storage
+    from hpsearch.storage import journal_storage, make_storage
     from hpsearch.tracking import Tracker
 
     if spec.search.storage:
         old = optuna.load_study(study_name=aside, storage=make_storage(spec, say))
     else:  # set aside with its files
-        old = optuna.load_study(study_name=spec.name, storage=JournalStorage(JournalFileBackend(str(files / "optuna.journal"))))  # type: ignore[operator]
+        old = optuna.load_study(study_name=spec.name, storage=journal_storage(files / "optuna.journal"))  # type: ignore[operator]
     study = open_study(spec, say=say, enqueue=False)  # the carried trials first: numbered as they were, where none is left out
     tracker = Tracker.from_spec(spec, say)
     parent = tracker.study_run(spec, objective_digest(study))

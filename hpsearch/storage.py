@@ -13,8 +13,10 @@ Optuna's writes are keyed by trial, so the repeat either does the same thing aga
 from __future__ import annotations
 
 import functools
+import os
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 from hpsearch.errors import HpsearchError, StorageUnavailable, exception_chain
@@ -68,6 +70,49 @@ def storage_url_problem(url: str) -> str | None:
     return None
 
 
+def journal_storage(path: Path) -> Any:
+    """Optuna's journal file storage at ``path``, its torn last record cut off first (:func:`cut_torn_record`)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(path))  # the lock Optuna's backend takes to append: no record is being written meanwhile
+    backend = JournalFileBackend(str(path), lock_obj=lock)
+    if not _ends_a_record(path):
+        lock.acquire()
+        try:
+            cut_torn_record(path)
+        finally:
+            lock.release()
+    return JournalStorage(backend)
+
+
+def _ends_a_record(path: Path) -> bool:
+    """Whether the journal at ``path`` is empty or ends with a whole record (each is one line)."""
+    with path.open("rb") as journal:
+        size = journal.seek(0, os.SEEK_END)
+        return size == 0 or (journal.seek(size - 1) >= 0 and journal.read(1) == b"\n")
+
+
+def cut_torn_record(path: Path) -> int:
+    """Cut off the journal's last line where it is not whole, and return the bytes cut: a write that a full disk or a
+    killed process cut short. Optuna skips such a line when it reads the journal, but appends the next record right
+    after it, and the two then make one line it cannot read: every later read of the study fails. Call it under the
+    journal's lock (a record being written by another process would look torn)."""
+    with path.open("r+b") as journal:
+        size = end = journal.seek(0, os.SEEK_END)
+        while end > 0:  # back to the last newline, a block at a time
+            start = max(0, end - (1 << 16))
+            journal.seek(start)
+            newline = journal.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            journal.truncate(end)
+        return size - end
+
+
 def make_storage(spec: StudySpec, say: Callable[..., None] | None = None, read_only: bool = False) -> Any:
     """The configured Optuna storage, or the embedded journal file in the output folder.
 
@@ -78,15 +123,14 @@ def make_storage(spec: StudySpec, say: Callable[..., None] | None = None, read_o
     report, export) do not wait: an unreachable database is an error at once, with its reason.
     """
     import optuna
-    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     from hpsearch.workers import MAX_RETRIES
 
     url = spec.search.storage
     if not url:
         spec.out_dir.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(spec.out_dir / "optuna.journal")))
+        return journal_storage(spec.out_dir / "optuna.journal")
     problem = storage_url_problem(url)
     if problem:
         raise HpsearchError(problem)

@@ -205,6 +205,28 @@ def test_a_full_disk_or_a_refused_write_is_told_from_the_errors_that_say_it() ->
     assert cannot_write(OSError(errno.ENOENT, "No such file or directory")) is None and cannot_write(KeyError("disk")) is None
 
 
+def test_a_journal_record_cut_short_is_dropped_before_the_study_appends_after_it(tmp_path: Path, tiny_bert: Path) -> None:
+    """A write cut short (a full disk, a killed process) left half a record at the journal's end: Optuna skips it when it
+    reads, but the next run appended after it, and the two records made one line that no later read of the study could
+    parse (a JSONDecodeError's traceback, from every command)."""
+    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 1}\ntracking: {enabled: false}\nexport: {enabled: false}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    assert run_study(path, say=_quiet) == 0
+    journal = load_spec(path).out_dir / "optuna.journal"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + b'{"op_code":2,"worker_id":"gone","study_id":0,"user_attr":{"x"')
+    path.write_text(path.read_text().replace("n_trials: 1", "n_trials: 2"))
+    assert run_study(path, say=_quiet) == 0  # the half record is cut off; the second trial is appended after the first's records
+    spec = load_spec(path)
+    assert counted_trials(optuna.load_study(study_name=spec.name, storage=make_storage(spec))) == 2
+    assert {t.state.name for t in _trials(path)} == {"COMPLETE"} and journal.read_bytes().startswith(whole)
+    from hpsearch.storage import cut_torn_record
+
+    for content, cut in ((b"", 0), (b"{}\n", 0), (b"{}\n{", 1), (b"{ha", 3), (b"{}\n" * 30000 + b"x" * 70000, 70000)):
+        journal.write_bytes(content)
+        assert cut_torn_record(journal) == cut and journal.read_bytes() == content[:len(content) - cut]
+
+
 def test_unexpected_error_inside_a_trial_fails_only_that_trial(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fail_epochs(monkeypatch, KeyError("a library bug"))
     said: list[str] = []
