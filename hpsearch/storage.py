@@ -83,7 +83,31 @@ def journal_storage(path: Path) -> Any:
             cut_torn_record(path)
         finally:
             lock.release()
-    return JournalStorage(backend)
+    try:
+        return JournalStorage(backend)  # reads every record
+    except ValueError as exc:  # a line that is no record (Optuna raises json's error, or "Invalid log format.")
+        raise HpsearchError(_damaged_journal(path, exc)) from None
+
+
+def _damaged_journal(path: Path, exc: ValueError) -> str:
+    """What is wrong with a journal that Optuna cannot read, and how to mend it."""
+    import json
+
+    with path.open("rb") as journal:
+        for number, line in enumerate(journal, start=1):
+            try:
+                json.loads(line)
+                continue
+            except ValueError:
+                pass
+            start = line.find(b'{"op_code"', 1)
+            if start > 0:  # the tail of a write cut short, then a whole record appended after it
+                return (f"the study's journal {path} cannot be read: line {number} starts with {start} bytes of a record cut short "
+                        f"(a full disk or a process killed while writing), then a whole record; keep a copy of the file, delete "
+                        f"those first {start} bytes of the line (up to '{{\"op_code\"'), and run the same command again")
+            return (f"the study's journal {path} cannot be read: line {number} is not a whole record ({line[:60]!r}...); keep a copy "
+                    "of the file, then mend or delete that line and run the same command again")
+    return f"the study's journal {path} cannot be read ({exc}); keep a copy of the file and look at its last lines"
 
 
 def _ends_a_record(path: Path) -> bool:

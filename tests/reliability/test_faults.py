@@ -227,6 +227,25 @@ def test_a_journal_record_cut_short_is_dropped_before_the_study_appends_after_it
         assert cut_torn_record(journal) == cut and journal.read_bytes() == content[:len(content) - cut]
 
 
+def test_a_damaged_journal_is_said_with_its_line_and_how_to_mend_it(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command failed with json's JSONDecodeError and a traceback, naming neither the file nor the line."""
+    from hpsearch.cli import main
+
+    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 1}\ntracking: {enabled: false}\nexport: {enabled: false}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    assert run_study(path, say=_quiet) == 0
+    journal = load_spec(path).out_dir / "optuna.journal"
+    lines = journal.read_bytes().split(b"\n")
+    journal.write_bytes(b"\n".join([*lines[:3], b'{"op_code":4,"wor' + lines[3], *lines[4:]]))  # half a record, then the next
+    assert main(["status", str(path)]) == 2
+    assert capsys.readouterr().err == (f"hpsearch status: the study's journal {journal} cannot be read: line 4 starts with 17 bytes of a "
+                                       "record cut short (a full disk or a process killed while writing), then a whole record; keep a copy "
+                                       "of the file, delete those first 17 bytes of the line (up to '{\"op_code\"'), and run the same "
+                                       "command again\n")
+    journal.write_bytes(b"\n".join(lines))  # mended so
+    assert main(["status", str(path)]) == 0
+
+
 def test_unexpected_error_inside_a_trial_fails_only_that_trial(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fail_epochs(monkeypatch, KeyError("a library bug"))
     said: list[str] = []
