@@ -114,7 +114,10 @@ def _ends_a_record(path: Path) -> bool:
     """Whether the journal at ``path`` is empty or ends with a whole record (each is one line)."""
     with path.open("rb") as journal:
         size = journal.seek(0, os.SEEK_END)
-        return size == 0 or (journal.seek(size - 1) >= 0 and journal.read(1) == b"\n")
+        if size == 0:
+            return True
+        journal.seek(size - 1)
+        return journal.read(1) == b"\n"
 
 
 def cut_torn_record(path: Path) -> int:
