@@ -64,11 +64,11 @@ class CannotWrite(HpsearchError):
     """The system refused to write (a full disk or quota, a read-only disk, a path without permission): no trial is to
     blame, so the work stops, and a trial it stopped runs again once the write can be made (see :func:`cannot_write`)."""
 
+    exit_code = 73  # EX_CANTCREAT: an output file cannot be created
+
 
 class DiskFull(CannotWrite):
     """The disk (or the user's quota) is full."""
-
-    exit_code = 75  # EX_TEMPFAIL: try again later
 
 
 FULL_DISK_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded", "database or disk is full", "Not enough disk space")

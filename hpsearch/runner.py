@@ -598,6 +598,11 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
             event="study_start", finished=before, workers=len(slots))
         stop = stop or threading.Event()
         codes = run_pool(Path(study_path), slots, say, extra_args=list(worker_args), stop=stop)
+        if CannotWrite.exit_code in codes:  # each such worker said what it could not write, and its trial runs again
+            say("stopped: a worker could not write (its message above says what and why); run the same command to resume once it can",
+                event="stopped", reason="cannot write")
+            tracker.end_study(parent, "KILLED")
+            return CannotWrite.exit_code
         if StorageUnavailable.exit_code in codes:
             say(f"stopped: the workers lost the study storage {redact(spec.search.storage or '')}; run the same command to resume once it is back",
                 event="stopped", reason="storage unreachable")

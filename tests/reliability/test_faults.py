@@ -108,9 +108,9 @@ def test_full_disk_while_saving_a_checkpoint_fails_only_that_trial(tmp_path: Pat
 
 
 @pytest.mark.parametrize(("error", "code", "said"), [
-    (OSError(errno.ENOSPC, "No space left on device"), 75, "no space left on the device: free some space, or set output_dir to a disk "
+    (OSError(errno.ENOSPC, "No space left on device"), 73, "no space left on the device: free some space, or set output_dir to a disk "
                                                            "with room, then run the same command again"),
-    (OSError(errno.EROFS, "Read-only file system", "/runs/toy/cache/x"), 2, "read-only file system: /runs/toy/cache/x: make that folder "
+    (OSError(errno.EROFS, "Read-only file system", "/runs/toy/cache/x"), 73, "read-only file system: /runs/toy/cache/x: make that folder "
                                                                              "writable for this user")])
 def test_a_full_disk_inside_a_trial_stops_the_study_and_the_trial_runs_again_once_there_is_room(
         tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: OSError, code: int,
@@ -151,7 +151,7 @@ def test_a_full_disk_while_exporting_is_said_and_the_next_run_exports(tmp_path: 
     path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
     with monkeypatch.context() as patch:
         patch.setattr(Fitted, "save", full)
-        assert main(["run", str(path)]) == 75
+        assert main(["run", str(path)]) == 73
     err = capsys.readouterr().err
     assert "hpsearch run: no space left on the device writing " in err and "model.safetensors: free some space" in err, err
     assert "Traceback" not in err
@@ -176,11 +176,28 @@ def test_a_full_disk_under_the_datas_cache_is_no_fault_of_the_data(tmp_path: Pat
 
     path = toy_study(tmp_path, tiny_bert, rows=40, extra=SPACE.replace("EPOCHS", "1") + "search: {n_trials: 1}\ntracking: {enabled: false}\n")
     monkeypatch.setattr(datasets, "load_dataset", full)
-    assert main(["validate", str(path)]) == 75
-    assert main(["run", str(path)]) == 75
+    assert main(["validate", str(path)]) == 73
+    assert main(["run", str(path)]) == 73
     err = capsys.readouterr().err
     assert err.count("no space left on the device: free some space, or set output_dir to a disk with room") == 2, err
     assert "cannot read" not in err and "double quotes" not in err
+
+
+def test_run_with_several_workers_stops_with_a_worker_that_could_not_write(tmp_path: Path, tiny_bert: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that met a full disk exits with the same code as one that lost the storage database once did, and run
+    said that the workers lost the study storage."""
+    import hpsearch.workers as workers
+    from hpsearch.errors import CannotWrite
+
+    said: list[dict[str, object]] = []
+    extra = SPACE.replace("EPOCHS", "1") + ("search: {n_trials: 2}\nexecution: {devices: cpu, workers_per_device: 2}\n"
+                                            "tracking: {enabled: false}\nexport: {enabled: false}\n")
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    monkeypatch.setattr(workers, "run_pool", lambda *args, **kwargs: [CannotWrite.exit_code, 0])  # as the workers would end
+    assert run_study(path, say=lambda message, **fields: said.append({"message": message, **fields})) == CannotWrite.exit_code == 73
+    (stopped,) = [e for e in said if e.get("event") == "stopped"]
+    assert stopped["reason"] == "cannot write" and "storage" not in str(stopped["message"])
 
 
 def test_a_full_disk_or_a_refused_write_is_told_from_the_errors_that_say_it() -> None:
