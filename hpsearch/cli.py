@@ -17,10 +17,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    who = f"[{args.label}] " if getattr(args, "label", None) else ""  # a worker that run started: its lines say which one
     try:
         return int(args.handler(args) or 0)
     except HpsearchError as exc:
-        print(f"hpsearch {args.command}: {exc}", file=sys.stderr)
+        print(f"{who}hpsearch {args.command}: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     except BrokenPipeError:  # the reader of the output went away (`hpsearch status | head`): nothing more to say
         return 141
@@ -30,10 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         said = cannot_write(exc)
         if said is None:
             raise
-        print(f"hpsearch {args.command}: {said}", file=sys.stderr)
+        print(f"{who}hpsearch {args.command}: {said}", file=sys.stderr)
         return getattr(said, "exit_code", 2)
     except KeyboardInterrupt:
-        print(f"hpsearch {args.command}: interrupted", file=sys.stderr)
+        print(f"{who}hpsearch {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

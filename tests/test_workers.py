@@ -83,6 +83,8 @@ def test_gpus_the_machine_lacks_are_refused_before_any_trial(tmp_path: Path, tin
     assert "--device asks for GPU 0, but this machine has no GPU that torch can use; use --device cpu" in capsys.readouterr().err
     assert main(["worker", str(path), "--device", "cuda"]) == 2
     assert "--device takes a GPU id (0, 1, ...) or cpu, got 'cuda'" in capsys.readouterr().err
+    assert main(["worker", str(path), "--device", "0", "--label", "gpu0-1"]) == 2  # a worker run started: its error says which
+    assert capsys.readouterr().err.startswith("[gpu0-1] hpsearch worker: --device asks for GPU 0")
 
 
 def _check_exact(path: Path, n_trials: int, output: str) -> None:
