@@ -242,8 +242,8 @@ class Session:
             self.say(f"interrupted: {self.spec.search.done_text(counted_trials(self.study))} finished; run the same command to resume", event="stopped", reason="interrupted")
             self.tracker.end_study(self.parent_run, "KILLED")
             return False
-        except StorageUnavailable:
-            self.tracker.end_study(self.parent_run, "KILLED")
+        except (StorageUnavailable, CannotWrite):
+            self.tracker.end_study(self.parent_run, "KILLED")  # tolerant: MLflow's own disk may be the full one
             raise
         finally:
             share.close()

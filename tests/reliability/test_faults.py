@@ -119,11 +119,16 @@ def test_a_full_disk_inside_a_trial_stops_the_study_and_the_trial_runs_again_onc
     same disk: each one spent the budget failing."""
     from hpsearch.cli import main
 
-    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 2, enqueue: [{batch_size: 16}, {batch_size: 8}]}\ntracking: {enabled: false}\nexport: {enabled: false}\n"
+    extra = SPACE.replace("EPOCHS", "1") + "search: {n_trials: 2, enqueue: [{batch_size: 16}, {batch_size: 8}]}\nexport: {enabled: false}\n"
     path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
     with monkeypatch.context() as patch:
         _fail_epochs(patch, error)
         assert main(["run", str(path)]) == code
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{load_spec(path).out_dir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id])
+    assert {r.info.run_name: r.info.status for r in runs} == {"toy": "KILLED", "trial-0": "FAILED"}  # none left running
     out = capsys.readouterr()
     last = out.err.rstrip().splitlines()[-1]
     assert last.startswith(f"hpsearch run: {said}") and last.endswith("; the finished trials are kept and this one runs again"), out.err
