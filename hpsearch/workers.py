@@ -127,7 +127,7 @@ def _started(pid: int) -> str:
 
 def _registered_alive(entry: Path) -> bool:
     pid = int(entry.name)
-    if not _alive(pid):
+    if not alive(pid):
         return False
     try:
         recorded = entry.read_text()
@@ -183,7 +183,8 @@ class ThreadShare:
         self.mine.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -204,7 +205,7 @@ def recover_dead_trials(study: Any, say: Callable[..., None], on_recovered: Call
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") != HOST or pid is None or pid == os.getpid() or _alive(int(pid)):
+        if trial.user_attrs.get("host") != HOST or pid is None or pid == os.getpid() or alive(int(pid)):
             continue
         reason = f"worker process {pid} on {HOST} died during the trial"
         storage = study._storage  # noqa: SLF001 - storage calls are Optuna's public storage API

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,28 @@ def test_export_twice_gives_the_same_folder(exported: Path, tmp_path: Path) -> N
     assert (first / "hpsearch.json").read_text() == (second / "hpsearch.json").read_text()
     assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
     assert (first / "README.md").read_text() == (second / "README.md").read_text()
+
+
+def test_an_export_removes_what_killed_exports_left_beside_its_folder(exported: Path, tmp_path: Path) -> None:
+    """An export killed before its end (kill -9, the out-of-memory killer) left its staging folder, a whole model, beside
+    the export's folder; every such kill added one."""
+    import subprocess
+    import sys
+
+    from hpsearch.workers import HOST
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = int(gone.stdout)
+    target = tmp_path / "model"
+    left = {name: tmp_path / name for name in (f".model.{dead}@{HOST}.k2j4", f".model.{dead}@{HOST}.old-0",  # a killed export's
+                                                 f".model.{os.getpid()}@{HOST}.live", f".model.{dead}@elsewhere.x9", ".model.mine")}
+    for folder in left.values():
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"weights")
+    assert main(["export", str(exported), "--out", str(target)]) == 0
+    assert (target / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "model") == sorted(
+        [f".model.{os.getpid()}@{HOST}.live", f".model.{dead}@elsewhere.x9", ".model.mine"])  # alive, another machine's, not ours
 
 
 def test_running_a_finished_study_again_keeps_its_export_instead_of_training_it_again(tmp_path: Path, tiny_bert: Path) -> None:
