@@ -9,8 +9,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
-import re
 import shutil
 import tempfile
 import time
@@ -25,6 +23,7 @@ from hpsearch.selection import counts_text, score_text
 from hpsearch.space import applicable
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import Task, get_task
+from hpsearch.workers import own_name, remove_left_behind
 
 METADATA = "hpsearch.json"
 
@@ -101,8 +100,8 @@ def write_export(spec: StudySpec, fitted: Any, report: dict[str, Any], table: li
     """Write the folder atomically: a crash leaves the previous export (or nothing), never half a folder."""
     check_target(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_left_behind(target)
-    staging = Path(tempfile.mkdtemp(prefix=f"{_own_prefix(target)}.", dir=target.parent))
+    remove_left_behind(target.parent, f".{target.name}")  # what exports killed before their end left: each a whole model
+    staging = Path(tempfile.mkdtemp(prefix=f"{own_name(f'.{target.name}')}.", dir=target.parent))
     try:
         fitted.save(staging)
         (task or get_task(spec.task).configured(spec)).finish_export(staging)
@@ -114,32 +113,12 @@ def write_export(spec: StudySpec, fitted: Any, report: dict[str, Any], table: li
     return target
 
 
-def _own_prefix(target: Path) -> str:
-    """How the folders this process writes beside ``target`` begin: its staging folder, the previous export moved aside."""
-    from hpsearch.workers import HOST
-
-    return f".{target.name}.{os.getpid()}@{HOST}"
-
-
-def _remove_left_behind(target: Path) -> None:
-    """Remove the folders that exports killed before their end (kill -9, the out-of-memory killer) left beside
-    ``target``: a staging folder or a previous export moved aside, each a whole model. Only this machine's, and only
-    those of processes that are gone: two runs of one study exporting at once each keep their own."""
-    from hpsearch.workers import HOST, alive
-
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)@{re.escape(HOST)}\..+")
-    for folder in target.parent.glob(f".{target.name}.*"):
-        found = pattern.fullmatch(folder.name)
-        if found and folder.is_dir() and not alive(int(found.group(1))):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
 def _put_in_place(staging: Path, target: Path, attempts: int = 5) -> None:
     """Move the finished ``staging`` folder to ``target``, the previous export out of the way first. Two runs of one
     study that finish together (two 'hpsearch run' in two shells) both export: when the other one's folder lands
     between the two moves, it is moved aside too and the move tried again, so the last to finish wins and neither fails."""
     for attempt in range(attempts):
-        aside = target.with_name(f"{_own_prefix(target)}.old-{attempt}")
+        aside = target.with_name(f"{own_name(f'.{target.name}')}.old-{attempt}")
         try:
             target.rename(aside)
         except FileNotFoundError:

@@ -183,6 +183,27 @@ class ThreadShare:
         self.mine.unlink(missing_ok=True)
 
 
+def own_name(name: str) -> str:
+    """``name`` marked with this process and machine: how a temporary folder begins that is moved into place or removed
+    when its work is done, so that one a killed process left behind can be told (:func:`remove_left_behind`)."""
+    return f"{name}.{os.getpid()}@{HOST}"
+
+
+def remove_left_behind(parent: Path, name: str) -> None:
+    """Remove the folders in ``parent`` that :func:`own_name` marked for ``name`` where their process, on this machine, is
+    gone: what a process killed (kill -9, the out-of-memory killer) before it moved or removed them left behind. Others'
+    (of live processes, or of other machines sharing the folder) are theirs."""
+    import glob
+    import re
+    import shutil
+
+    pattern = re.compile(rf"{re.escape(name)}\.(\d+)@{re.escape(HOST)}\..+")
+    for folder in parent.glob(f"{glob.escape(name)}.*"):
+        found = pattern.fullmatch(folder.name)
+        if found and folder.is_dir() and not alive(int(found.group(1))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def alive(pid: int) -> bool:
     """Whether process ``pid`` of this machine still runs."""
     try:

@@ -13,6 +13,8 @@ from typing import Any
 from hpsearch.data.prepare import Split
 from hpsearch.errors import RowError
 from hpsearch.tasks import Features, Task
+from hpsearch.workers import own_name, remove_left_behind
+
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt")
 _FORMAT_VERSION = 2
 
@@ -99,7 +101,8 @@ def _save_atomically(folder: Path, features: Features, meta: dict[str, Any]) -> 
     import datasets
 
     datasets.disable_progress_bars()
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    remove_left_behind(folder.parent, folder.name)  # a pass killed before its end (under the same lock, so not a live one's)
+    tmp = Path(tempfile.mkdtemp(prefix=own_name(folder.name) + ".", dir=folder.parent))
     try:
         datasets.Dataset.from_list(features.rows).save_to_disk(str(tmp / "data"))
         (tmp / "meta.json").write_text(json.dumps({**meta, "windows": features.windows}), encoding="utf-8")

@@ -29,6 +29,29 @@ def test_second_request_is_served_from_disk(tmp_path: Path, tiny_bert: Path) -> 
     assert len(second) == 40 and second.features[0]["labels"] == data.train.columns["label"][0]
 
 
+def test_a_pass_killed_before_its_end_leaves_nothing_behind_once_the_data_is_tokenized_again(tmp_path: Path, tiny_bert: Path) -> None:
+    """A process killed while it tokenized (kill -9, the out-of-memory killer) left its half-written copy of the tokens in
+    the cache, one per kill, as large as the tokenized data."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from hpsearch.workers import HOST
+
+    data, tokenizer, key = _setup(tmp_path, tiny_bert)
+    first = TokenCache(tmp_path / "cache").tokenize(data.train, data.task, tokenizer, key, 32)
+    folder = next(p for p in (tmp_path / "cache").rglob(first.key) if p.is_dir())
+    shutil.rmtree(folder)  # as if the pass that wrote it had been killed before its end
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+    names = [f"{first.key}.{dead}@{HOST}.a1b2", f"{first.key}.{os.getpid()}@{HOST}.live", f"{first.key}.{dead}@elsewhere.c3"]
+    for name in names:
+        (folder.parent / name / "data").mkdir(parents=True)
+    again = TokenCache(tmp_path / "cache").tokenize(data.train, data.task, tokenizer, key, 32)
+    assert not again.from_cache and again.features == first.features
+    assert sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(first.key + ".") and p.is_dir()) == sorted(names[1:])
+
+
 def test_key_changes_with_max_length_and_tokenizer(tmp_path: Path, tiny_bert: Path) -> None:
     data, tokenizer, key = _setup(tmp_path, tiny_bert)
     cache = TokenCache(tmp_path / "cache")
