@@ -62,13 +62,24 @@ class StorageUnavailable(HpsearchError):
 
 class CannotWrite(HpsearchError):
     """The system refused to write (a full disk or quota, a read-only disk, a path without permission): no trial is to
-    blame, so the work stops, and a trial it stopped runs again once the write can be made (see :func:`cannot_write`)."""
+    blame, so the work stops, and a trial it stopped runs again once the write can be made (see :func:`cannot_write`).
+    ``reason``: the refusal in a few words (a trial it stopped records it)."""
 
     exit_code = 73  # EX_CANTCREAT: an output file cannot be created
+    at = ": {}"
+    fix = "make that folder writable for this user, or set output_dir to a folder it can write"
+
+    def __init__(self, reason: str, path: str | None, kept: str) -> None:
+        self.reason = reason
+        where = self.at.format(path) if path else ""
+        super().__init__(f"{reason}{where}: {self.fix}, then run the same command again; {kept}")
 
 
 class DiskFull(CannotWrite):
     """The disk (or the user's quota) is full."""
+
+    at = " writing {}"
+    fix = "free some space, or set output_dir to a disk with room"
 
 
 FULL_DISK_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded", "database or disk is full", "Not enough disk space")
@@ -96,9 +107,7 @@ def cannot_write(exc: BaseException, kept: str = "what was finished is kept") ->
         number = e.errno if isinstance(e, OSError) else None
         path = (getattr(e, "filename2", None) or getattr(e, "filename", None)) if number is not None else None  # a link or a move: the path made
         if number in (errno.ENOSPC, errno.EDQUOT) or (number is None and any(text in str(e) for text in FULL_DISK_TEXTS)):
-            return DiskFull(f"no space left on the device{f' writing {path}' if path else ''}: free some space, or set output_dir to a "
-                            f"disk with room, then run the same command again; {kept}")
+            return DiskFull("no space left on the device", path, kept)
         if number in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return CannotWrite(f"{(e.strerror or 'refused').lower()}{f': {path}' if path else ''}: make that folder writable for this user, "
-                               f"or set output_dir to a folder it can write, then run the same command again; {kept}")
+            return CannotWrite((e.strerror or "refused").lower(), path, kept)
     return None

@@ -704,7 +704,7 @@ def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None]
         except CannotWrite as exc:
             try:  # as an interruption: the trial runs again once the write can be made, and does not count as failed
                 trial.set_user_attr("interrupted", True)
-                trial.set_user_attr("failure_reason", f"interrupted: {str(exc).split(':')[0]}")
+                trial.set_user_attr("failure_reason", f"interrupted: {exc.reason}")
             except Exception:  # noqa: BLE001 - the storage's own disk: the trial stays running there, and runs again as a crashed one does
                 pass
             raise

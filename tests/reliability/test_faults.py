@@ -136,6 +136,7 @@ def test_a_full_disk_inside_a_trial_stops_the_study_and_the_trial_runs_again_onc
     first, second = _trials(path)  # the study stopped: the second trial (enqueued) did not start on the same disk
     assert second.state.name == "WAITING"
     spec = load_spec(path)
+    assert first.user_attrs["failure_reason"] == "interrupted: " + said.split(":")[0]  # the refusal in a few words
     assert first.user_attrs["interrupted"] and counted_trials(optuna.load_study(study_name=spec.name, storage=make_storage(spec))) == 0
     assert run_study(path, say=_quiet) == 0  # room again: the trial's settings run again, and the study ends with 2 counted
     trials = _trials(path)
