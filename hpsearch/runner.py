@@ -594,10 +594,15 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         tracker = Tracker.from_spec(spec, say)
         parent = tracker.study_run(spec, objective_digest(study))
         before = counted_trials(study)
-        say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers",
-            event="study_start", finished=before, workers=len(slots))
         stop = stop or threading.Event()
-        codes = run_pool(Path(study_path), slots, say, extra_args=list(worker_args), stop=stop)
+        if spec.search.n_trials is not None and before >= spec.search.n_trials:  # run again on a finished study: to its end
+            say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; no trial left to run, so no worker is started",
+                event="study_start", finished=before, workers=0)
+            codes: list[int] = []
+        else:
+            say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers",
+                event="study_start", finished=before, workers=len(slots))
+            codes = run_pool(Path(study_path), slots, say, extra_args=list(worker_args), stop=stop)
         if CannotWrite.exit_code in codes:  # each such worker said what it could not write, and its trial runs again
             say("stopped: a worker could not write (its message above says what and why); run the same command to resume once it can",
                 event="stopped", reason="cannot write")
