@@ -30,6 +30,20 @@ def peak_memory_mb(device: Any) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def device_memory_mb(device: Any) -> float | None:
+    """The memory of ``device`` in MiB: a CUDA GPU's, else this machine's physical memory; None where it cannot be read."""
+    import os
+
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device).total_memory / 2**20
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    except (AttributeError, OSError, ValueError):  # not a POSIX system that says
+        return None
+
+
 def reset_peak_memory(device: Any) -> None:
     import torch
 

@@ -70,6 +70,37 @@ class Calibration:
     peak_memory_mb: float
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where the study's trials run (:func:`hpsearch.workers.plan_slots`): ``devices`` GPUs, or one CPU machine, with
+    ``per_device`` workers each; ``memory_mb``: one device's memory (a GPU's, or the machine's), None where unknown.
+
+    Trials on different GPUs run side by side, each at its GPU's full speed. Workers that share a device share its speed:
+    on the CPU they split its cores, and two one-thread workers were as fast as one two-thread worker (1.02x,
+    benchmarks/README.md); on a GPU they fill its idle time, up to 1.4x the trials per hour measured for a small model,
+    and less the more a trial fills the GPU. The plan counts no gain from sharing a device, so its time is an upper
+    bound where workers share a GPU."""
+
+    devices: int = 1
+    per_device: int = 1
+    kind: str = "cpu"
+    memory_mb: float | None = None
+
+    def describe(self) -> str | None:
+        """The layout in words, where it is not one worker on one device."""
+        if self.kind == "cpu":
+            if self.per_device == 1:
+                return None
+            return (f"{self.per_device} workers share this machine's cores, together as fast as one worker with all of them "
+                    "(measured: 1.02x)")
+        said = f"trials run on {self.devices} GPU(s) side by side" if self.devices > 1 else None
+        if self.per_device > 1:
+            shared = (f"{self.per_device} workers share each GPU: counted as fast as one (sharing added up to 1.4x for a small "
+                      "model, measured), so the study may end sooner")
+            said = f"{said}; {shared}" if said else shared
+        return said
+
+
 def typical(param: FloatParam | IntParam | CategoricalParam | FixedParam) -> float:
     """The value a parameter takes on average under uniform sampling (used for epochs)."""
     if isinstance(param, FixedParam):
@@ -79,12 +110,14 @@ def typical(param: FloatParam | IntParam | CategoricalParam | FixedParam) -> flo
     return (param.low + param.high) / 2
 
 
-def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, eval_rows: int, folds: int, test_rows: int = 0) -> dict[str, Any]:
+def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, eval_rows: int, folds: int, test_rows: int = 0,
+             layout: Layout = Layout()) -> dict[str, Any]:
     """Seconds per epoch, fold and trial for each calibrated (candidate, scope), and the study's totals.
 
     ``train_rows``/``eval_rows``: examples one fold trains and validates on; ``test_rows``: the test split
     the final model is scored on. Trials are assumed spread evenly over the calibrated pairs (the sampler
-    decides in truth). The totals include the one-off costs and the final model's refit (policy refit) and test pass.
+    decides in truth), and over the ``layout``'s GPUs, side by side. The totals include the one-off costs (paid
+    once, by the first worker) and the final model's refit (policy refit) and test pass.
     """
     rows = []
     for c in calibrations:
@@ -100,46 +133,80 @@ def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, 
                              + test_rows * r["eval_seconds_per_example"] for r in rows)
     once = sum(c.once_seconds for c in calibrations)
     startup, work, assumption = pruning(spec, folds, statistics.fmean(r["epochs"] for r in rows))
-    n, n_unpruned = _trials(spec, per_trial, once, startup, work)
+    n, n_unpruned = _trials(spec, per_trial, once, startup, work, layout.devices)
     kept = min(n, startup) if work < 1 else n
+    # Trials side by side, one per GPU; fewer trials than GPUs leave some idle (a trial runs on one device).
+    lanes = min(layout.devices, max(n, 1)) if spec.search.n_trials is not None else layout.devices
+    lanes_unpruned = min(layout.devices, max(n_unpruned, 1)) if spec.search.n_trials is not None else layout.devices
     result: dict[str, Any] = {
         "rows": rows, "n_trials": n, "n_trials_without_pruning": n_unpruned, "time_budget": spec.search.n_trials is None,
         "folds": folds, "train_rows_per_fold": train_rows, "eval_rows_per_fold": eval_rows,
-        "seconds_without_pruning": once + n_unpruned * per_trial + final,
-        "seconds_with_pruning": once + kept * per_trial + (n - kept) * work * per_trial + final,
+        "seconds_without_pruning": once + n_unpruned * per_trial / lanes_unpruned + final,
+        "seconds_with_pruning": once + (kept * per_trial + (n - kept) * work * per_trial) / lanes + final,
         "one_off_seconds": once, "final_model_seconds": final,
         "pruning_assumption": assumption.format(later=f"{n - kept:.0f}") if n > kept else "no trial is pruned",
-        "longest_trial_seconds": max(r["trial_seconds"] for r in rows), "warnings": [],
+        "longest_trial_seconds": max(r["trial_seconds"] for r in rows), "layout": asdict(layout), "layout_text": layout.describe(),
+        "warnings": [],
     }
     timeout = spec.search.timeout
     if timeout is not None:
         expected = result["seconds_with_pruning"] - final
         if spec.search.n_trials is not None and expected > timeout:
-            done = max(0, int((timeout - once) / per_trial))
+            done = max(0, int((timeout - once) * layout.devices / per_trial))
             result["warnings"].append(f"search.timeout {timeout:g}s is shorter than the estimate ({expected:.0f}s): the study will stop "
                                       f"after about {done} of {spec.search.n_trials} trials")
+        # Workers that share a device share its speed: each of their trials takes that many times as long.
         result["warnings"].append(f"search.timeout is checked between trials: the last trial may run up to about "
-                                  f"{result['longest_trial_seconds']:.0f}s past it")
+                                  f"{result['longest_trial_seconds'] * layout.per_device:.0f}s past it")
+    if memory := memory_warning(rows, layout):
+        result["warnings"].append(memory)
     return result
 
 
-def _trials(spec: StudySpec, per_trial: float, once: float, startup: int, work: float) -> tuple[float, float]:
-    """Trials the study will run, with and without pruning: ``n_trials``, or as many as fit in the timeout; never more
-    than a finite space's configurations (its search ends when all are tried)."""
+MEMORY_MARGIN = 0.9
+"""Share of a device's memory the plan lets the calibration's peak (times the workers sharing the device) reach before
+it warns: the calibration trains on the first batches of a fold, and a batch of longer inputs needs more."""
+
+
+def memory_warning(rows: list[dict[str, Any]], layout: Layout) -> str | None:
+    """Whether the largest calibrated peak, once per worker that shares a device, comes near the device's memory."""
+    if not layout.memory_mb or not rows:
+        return None
+    top = max(rows, key=lambda r: r["peak_memory_mb"])
+    peak, room = top["peak_memory_mb"], MEMORY_MARGIN * layout.memory_mb
+    if peak * layout.per_device <= room:
+        return None
+    where = "this machine" if layout.kind == "cpu" else "a GPU"
+    # On a GPU the peak is what the fit allocated; each worker's CUDA context comes on top of it.
+    what = "the process's resident memory" if layout.kind == "cpu" else "memory allocated by the fit, not counting the CUDA context"
+    said = (f"{top['model']} {top['scope']} peaked at {peak:,.0f} MiB in the calibration ({what}) of the {layout.memory_mb:,.0f} MiB "
+            f"of {where}")
+    fits = int(room // peak)
+    if layout.per_device > 1 and fits >= 1:
+        return (f"{said}: {layout.per_device} workers sharing {where} need about {layout.per_device * peak:,.0f} MiB; lower "
+                f"execution.workers_per_device to {fits}, or batch_size or data.max_length")
+    return (f"{said}: a batch of longer inputs than the calibration's may run out of memory (a fold that does is run again "
+            "with half the batch, execution.memory_retries); lower batch_size or data.max_length for room"
+            + (", and execution.workers_per_device to 1" if layout.per_device > 1 else ""))
+
+
+def _trials(spec: StudySpec, per_trial: float, once: float, startup: int, work: float, lanes: int = 1) -> tuple[float, float]:
+    """Trials the study will run, with and without pruning: ``n_trials``, or as many as fit in the timeout on ``lanes``
+    devices side by side; never more than a finite space's configurations (its search ends when all are tried)."""
     from hpsearch.space import configurations
 
     every = configurations(spec)
     most = float("inf") if every is None else len(every)
     if spec.search.n_trials is not None:
         return min(spec.search.n_trials, most), min(spec.search.n_trials, most)
-    budget = max(spec.search.timeout - once, 0.0)  # type: ignore[operator]  # the spec requires one of the two
+    budget = max(spec.search.timeout - once, 0.0) * lanes  # type: ignore[operator]  # the spec requires one of the two
     unpruned = budget / per_trial
     return min(min(startup, unpruned) + max(0.0, budget - startup * per_trial) / (work * per_trial), most), min(unpruned, most)
 
 
-def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tuple[list[Calibration], int, int, int, int]:
+def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tuple[list[Calibration], int, int, int, int, str]:
     """Time each (candidate, scope) on a few batches of the study's data: (calibrations, train rows per fold,
-    eval rows per fold, folds, test rows)."""
+    eval rows per fold, folds, test rows, the device)."""
     from hpsearch.cost import peak_memory_mb, reset_peak_memory
     from hpsearch.data import prepare_data
     from hpsearch.finetune import FineTuner
@@ -178,7 +245,19 @@ def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tu
     train_rows = round(statistics.fmean(len(t) for t, _ in folds))
     eval_rows = round(statistics.fmean(len(e) for _, e in folds))
     test_rows = len(data.splits["test"]) if "test" in data.splits else 0
-    return found, train_rows, eval_rows, len(folds), test_rows
+    return found, train_rows, eval_rows, len(folds), test_rows, device
+
+
+def study_layout(spec: StudySpec, device: str) -> Layout:
+    """The layout ``run`` gives the study's workers on this machine (workers started by hand elsewhere are not known
+    here), and the memory of ``device``, the one the calibration ran on."""
+    from hpsearch.cost import device_memory_mb
+    from hpsearch.workers import plan_slots
+
+    slots = plan_slots(spec)
+    gpus = {slot.env.get("CUDA_VISIBLE_DEVICES") for slot in slots if slot.device != "cpu"}
+    return Layout(devices=max(len(gpus), 1), per_device=spec.execution.workers_per_device, kind="gpu" if gpus else "cpu",
+                  memory_mb=device_memory_mb(device))
 
 
 def render(plan: dict[str, Any]) -> str:
@@ -199,6 +278,8 @@ def render(plan: dict[str, Any]) -> str:
     lines.append(f"estimated study time: {_minutes(plan['seconds_with_pruning'])} with pruning ({plan['pruning_assumption']}), "
                  f"{_minutes(plan['seconds_without_pruning'])} without; both include one-off costs ({plan['one_off_seconds']:.0f}s: "
                  f"tokenization, frozen-layer cache, kept for the run) and the final model ({plan['final_model_seconds']:.0f}s)")
+    if plan.get("layout_text"):
+        lines.append(f"workers: {plan['layout_text']}")
     if ranged:
         lines.append(f"trials in the timeout: {low:.0f} if every trial runs in full, {high:.0f} if each rung keeps only its share; "
                      f"the more configurations learn, the more pass the rungs, and the nearer the study gets to the lower end")
@@ -214,9 +295,10 @@ def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
     """Calibrate, estimate, save ``plan.json`` in the output folder and return the plan."""
     from hpsearch.export import spec_hash
 
-    calibrations, train_rows, eval_rows, folds, test_rows = calibrate(spec, say)
+    calibrations, train_rows, eval_rows, folds, test_rows, device = calibrate(spec, say)
+    layout = study_layout(spec, device)
     # Which version of the study the plan is for: `run` sets its time beside the estimate only for that one.
-    plan = {**estimate(spec, calibrations, train_rows, eval_rows, folds, test_rows), "spec_hash": spec_hash(spec)}
+    plan = {**estimate(spec, calibrations, train_rows, eval_rows, folds, test_rows, layout), "spec_hash": spec_hash(spec)}
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     (spec.out_dir / "plan.json").write_text(json.dumps(plan, indent=2), encoding="utf-8")
     return plan

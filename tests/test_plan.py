@@ -137,3 +137,64 @@ def test_run_sets_its_time_beside_the_plan_made_for_this_study_only(tmp_path: Pa
     assert "made for an earlier version of this study file: run 'hpsearch plan' again" in text and "estimate" not in fields
     (spec.out_dir / "plan.json").write_text(json.dumps(plan))  # a plan saved before plans recorded their study
     assert "'hpsearch plan' estimated 1m14s" in said()[0]
+
+
+def test_trials_on_several_gpus_run_side_by_side_and_workers_sharing_a_device_share_its_speed(tmp_path: Path) -> None:
+    """The plan counted every study as one trial at a time: on 4 GPUs it said four times the time, and its timeout
+    warning and budget were as far off."""
+    from hpsearch.plan import Layout
+
+    spec = _spec(tmp_path, "search: {n_trials: 10, pruner: {name: none}}\n")
+    alone = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3, test_rows=50)
+    mean_trial = (alone["rows"][0]["trial_seconds"] + alone["rows"][1]["trial_seconds"]) / 2
+    final = alone["final_model_seconds"]
+    four = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3, test_rows=50, layout=Layout(devices=4, kind="gpu"))
+    assert four["seconds_without_pruning"] == pytest.approx(15.0 + 10 * mean_trial / 4 + final)  # one-off and final once
+    assert "trials run on 4 GPU(s) side by side" in render(four)
+    few = estimate(_spec(tmp_path, "search: {n_trials: 2, pruner: {name: none}}\n"), _calibrations(), train_rows=200, eval_rows=100,
+                   folds=3, test_rows=50, layout=Layout(devices=4, kind="gpu"))
+    assert few["seconds_without_pruning"] == pytest.approx(15.0 + mean_trial + final)  # 2 trials keep 2 of the 4 GPUs busy
+    shared = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3, test_rows=50, layout=Layout(per_device=2))
+    assert shared["seconds_without_pruning"] == alone["seconds_without_pruning"]  # the cores are split, not added
+    assert "workers: 2 workers share this machine's cores" in render(shared) and "workers:" not in render(alone)
+    timed = _spec(tmp_path, "search: {n_trials: 40, timeout: 100, pruner: {name: none}}\n")
+    on_two = estimate(timed, _calibrations(), train_rows=200, eval_rows=100, folds=3, layout=Layout(devices=2, per_device=2, kind="gpu"))
+    assert f"after about {int((100 - 15) * 2 / mean_trial)} of 40 trials" in on_two["warnings"][0]
+    longest = on_two["longest_trial_seconds"]
+    assert f"may run up to about {longest * 2:.0f}s past it" in on_two["warnings"][1]  # a trial on a shared GPU takes twice as long
+    budget = _spec(tmp_path, "search: {n_trials: null, timeout: 600, pruner: {name: none}}\n")
+    assert estimate(budget, _calibrations(), train_rows=200, eval_rows=100, folds=3, layout=Layout(devices=2, kind="gpu"))[
+        "n_trials_without_pruning"] == pytest.approx(2 * (600 - 15) / mean_trial)
+
+
+def test_the_plan_warns_when_the_calibrated_peak_comes_near_the_devices_memory(tmp_path: Path) -> None:
+    from hpsearch.plan import Layout
+
+    spec = _spec(tmp_path, "search: {n_trials: 10}\n")
+
+    def warned(layout: Layout) -> list[str]:
+        plan = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3, layout=layout)
+        return [w for w in plan["warnings"] if "peaked at" in w]
+
+    assert warned(Layout(memory_mb=None)) == [] and warned(Layout(memory_mb=2000.0)) == [] and warned(Layout(per_device=3, memory_mb=2000.0)) == []
+    two = warned(Layout(per_device=2, memory_mb=1000.0))  # 2 x 500 MiB (a full's peak) > 90 % of 1000
+    assert two == ["a full peaked at 500 MiB in the calibration (the process's resident memory) of the 1,000 MiB of this machine: 2 workers "
+                   "sharing this machine need about 1,000 MiB; lower execution.workers_per_device to 1, or batch_size or data.max_length"]
+    alone = warned(Layout(kind="gpu", memory_mb=540.0))
+    assert len(alone) == 1 and "not counting the CUDA context) of the 540 MiB of a GPU: a batch of longer inputs" in alone[0]
+    assert alone[0].endswith("execution.memory_retries); lower batch_size or data.max_length for room")
+
+
+def test_the_layout_is_the_one_run_gives_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from hpsearch.plan import Layout, study_layout
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # devices: auto on a machine without a GPU
+
+    spec = _spec(tmp_path, "execution: {devices: cpu, workers_per_device: 2}\n")
+    layout = study_layout(spec, "cpu")
+    assert (layout.devices, layout.per_device, layout.kind) == (1, 2, "cpu") and layout.memory_mb and layout.memory_mb > 100
+    gpus = study_layout(_spec(tmp_path, "execution: {devices: [0, 2, 3]}\n"), "cpu")
+    assert (gpus.devices, gpus.per_device, gpus.kind) == (3, 1, "gpu")
+    assert study_layout(_spec(tmp_path, ""), "cpu") == Layout(memory_mb=layout.memory_mb)
