@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from hpsearch.errors import HpsearchError
 from hpsearch.spec import CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec
 
 PRUNED_SHARE = {"median": 0.5, "wilcoxon": 0.5, "hyperband": 2 / 3, "none": 0.0}
@@ -204,11 +205,26 @@ def _trials(spec: StudySpec, per_trial: float, once: float, startup: int, work: 
     return min(min(startup, unpruned) + max(0.0, budget - startup * per_trial) / (work * per_trial), most), min(unpruned, most)
 
 
-def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tuple[list[Calibration], int, int, int, int, str]:
-    """Time each (candidate, scope) on a few batches of the study's data: (calibrations, train rows per fold,
-    eval rows per fold, folds, test rows, the device)."""
-    from hpsearch.cost import peak_memory_mb, reset_peak_memory
+@dataclass
+class Measured:
+    """What :func:`calibrate` found: the calibrations, the rows per fold and of the test split, the device, and warnings
+    (a candidate's scope that ran out of memory)."""
+
+    calibrations: list[Calibration]
+    train_rows: int
+    eval_rows: int
+    folds: int
+    test_rows: int
+    device: str
+    warnings: list[str]
+
+
+def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> Measured:
+    """Time each (candidate, scope) on a few batches of the study's data, at the largest batch size it can draw. One that
+    runs out of memory is timed again with half the batch and twice the accumulation, as ``run`` retries such a fold
+    (``execution.memory_retries`` times); one that does not fit even then is left out of the estimate, with a warning."""
     from hpsearch.data import prepare_data
+    from hpsearch.errors import OutOfMemory
     from hpsearch.finetune import FineTuner
     from hpsearch.finetune.core import unavailable
     from hpsearch.runner import make_folds, pick_device, refuse_unavailable
@@ -220,7 +236,7 @@ def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tu
     tuner = FineTuner(data, cache_dir=out / "cache", max_length=spec.data.max_length, device=device,
                       precision=spec.execution.precision, metric=spec.metric, direction=spec.direction, warn=lambda m: say(f"warning: {m}"))
     refuse_unavailable(unavailable(spec.models, tuner.tokenizer, say, task=tuner.task))
-    found = []
+    found, warnings, refused = [], [], []
     for candidate in spec.models:
         space = spec.space_for(candidate)
         batch = int(max(space["batch_size"].values_hint()))
@@ -228,24 +244,59 @@ def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> tu
         eval_sample = list(folds[0][1])[: batches * batch]
         for scope in dict.fromkeys(str(s) for s in space["scope"].values_hint()):
             # Two epochs, timed on the second: the first batches of a fresh model run slower than the rest.
-            params = {"learning_rate": 1e-5, "epochs": 2, "batch_size": batch, "scope": scope, "warmup_ratio": 0.0}
-            reset_peak_memory(tuner.device)
-            timings = []
-            for _ in range(2):  # the first fit pays the one-off costs (tokenization, frozen-layer cache)
-                started = time.perf_counter()
-                fitted = tuner.fit(candidate, params, train_rows=train_sample, eval_rows=eval_sample, eval_split=eval_split, seed=spec.seed)
-                first, record = fitted.result.history
-                timings.append((time.perf_counter() - started - first.seconds - first.eval_seconds, record.seconds, record.eval_seconds))
-                fitted.close()
-            (first_wall, _, _), (wall, train_s, eval_s) = timings
-            found.append(Calibration(candidate.name, scope, train_s / len(train_sample), eval_s / max(len(eval_sample), 1),
-                                     max(wall - train_s - eval_s, 0.0), max(first_wall - wall, 0.0), peak_memory_mb(tuner.device)))
-            say(f"calibrated {candidate.name} {scope}: {1000 * found[-1].train_seconds_per_example:.1f} ms per training example, "
-                f"{1000 * found[-1].eval_seconds_per_example:.1f} ms per validation example on {device}")
+            params = {"learning_rate": 1e-5, "epochs": 2, "batch_size": batch, "scope": scope, "warmup_ratio": 0.0, "grad_accumulation": 1}
+            retries, tried, timed = spec.execution.memory_retries, [], None
+            while timed is None:
+                tried.append(params["batch_size"])
+                try:
+                    timed = _timed(tuner, candidate, params, train_sample, eval_sample, eval_split, spec.seed)
+                except OutOfMemory:
+                    if retries == 0 or params["batch_size"] < 2:
+                        break
+                    retries -= 1
+                    params.update(batch_size=params["batch_size"] // 2, grad_accumulation=params["grad_accumulation"] * 2)
+                    say(f"{candidate.name} {scope}: out of memory on {device}; calibrating again with batch_size {params['batch_size']}, "
+                        f"as run retries such a fold")
+            if timed is None:
+                refused.append(f"{candidate.name} {scope} at batch_size {' or '.join(map(str, tried))}")
+                warnings.append(f"{refused[-1]} does not fit in the memory of {device}: each of its trials will fail, and the estimate "
+                                "leaves it out; lower batch_size or data.max_length, train less of it (freeze-K, lora), or raise "
+                                "execution.memory_retries")
+                say(f"{candidate.name} {scope}: out of memory on {device} at batch_size {params['batch_size']}; left out of the estimate")
+                continue
+            if params["batch_size"] != batch:
+                warnings.append(f"{candidate.name} {scope} runs out of memory on {device} at batch_size {batch}: run retries each "
+                                f"such fold with batch_size {params['batch_size']} and grad_accumulation {params['grad_accumulation']} "
+                                "(the same effective batch), as the estimate assumes; lower batch_size to save the failed tries")
+            found.append(timed)
+            say(f"calibrated {candidate.name} {scope}: {1000 * timed.train_seconds_per_example:.1f} ms per training example, "
+                f"{1000 * timed.eval_seconds_per_example:.1f} ms per validation example on {device}")
+    if not found:
+        raise HpsearchError(f"no candidate fits in the memory of {device} ({'; '.join(refused)}): lower batch_size or data.max_length, "
+                            "train less of each model (freeze-K, lora), or raise execution.memory_retries")
     train_rows = round(statistics.fmean(len(t) for t, _ in folds))
     eval_rows = round(statistics.fmean(len(e) for _, e in folds))
     test_rows = len(data.splits["test"]) if "test" in data.splits else 0
-    return found, train_rows, eval_rows, len(folds), test_rows, device
+    return Measured(found, train_rows, eval_rows, len(folds), test_rows, device, warnings)
+
+
+def _timed(tuner: Any, candidate: Any, params: dict[str, Any], train_sample: list[int], eval_sample: list[int], eval_split: str,
+           seed: int) -> Calibration:
+    """Two fits of ``params`` on the samples; the second timed (the first pays the one-off costs: tokenization, the
+    frozen-layer cache)."""
+    from hpsearch.cost import peak_memory_mb, reset_peak_memory
+
+    reset_peak_memory(tuner.device)
+    timings = []
+    for _ in range(2):
+        started = time.perf_counter()
+        fitted = tuner.fit(candidate, params, train_rows=train_sample, eval_rows=eval_sample, eval_split=eval_split, seed=seed)
+        first, record = fitted.result.history
+        timings.append((time.perf_counter() - started - first.seconds - first.eval_seconds, record.seconds, record.eval_seconds))
+        fitted.close()
+    (first_wall, _, _), (wall, train_s, eval_s) = timings
+    return Calibration(candidate.name, str(params["scope"]), train_s / len(train_sample), eval_s / max(len(eval_sample), 1),
+                       max(wall - train_s - eval_s, 0.0), max(first_wall - wall, 0.0), peak_memory_mb(tuner.device))
 
 
 def study_layout(spec: StudySpec, device: str) -> Layout:
@@ -295,10 +346,11 @@ def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
     """Calibrate, estimate, save ``plan.json`` in the output folder and return the plan."""
     from hpsearch.export import spec_hash
 
-    calibrations, train_rows, eval_rows, folds, test_rows, device = calibrate(spec, say)
-    layout = study_layout(spec, device)
-    # Which version of the study the plan is for: `run` sets its time beside the estimate only for that one.
-    plan = {**estimate(spec, calibrations, train_rows, eval_rows, folds, test_rows, layout), "spec_hash": spec_hash(spec)}
+    measured = calibrate(spec, say)
+    plan = estimate(spec, measured.calibrations, measured.train_rows, measured.eval_rows, measured.folds, measured.test_rows,
+                    study_layout(spec, measured.device))
+    plan["warnings"] = measured.warnings + plan["warnings"]
+    plan["spec_hash"] = spec_hash(spec)  # which version of the study the plan is for: `run` sets its time beside it only for that one
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     (spec.out_dir / "plan.json").write_text(json.dumps(plan, indent=2), encoding="utf-8")
     return plan

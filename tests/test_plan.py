@@ -198,3 +198,45 @@ def test_the_layout_is_the_one_run_gives_the_workers(tmp_path: Path, monkeypatch
     gpus = study_layout(_spec(tmp_path, "execution: {devices: [0, 2, 3]}\n"), "cpu")
     assert (gpus.devices, gpus.per_device, gpus.kind) == (3, 1, "gpu")
     assert study_layout(_spec(tmp_path, ""), "cpu") == Layout(memory_mb=layout.memory_mb)
+
+
+def test_a_scope_that_runs_out_of_memory_is_calibrated_as_run_retries_it_or_left_out(tmp_path: Path, tiny_bert: Path,
+                                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Out of memory in the calibration stopped the plan with run's message, naming neither the candidate nor the scope,
+    and planned no other candidate; run itself retries such a fold with half the batch."""
+    from hpsearch.cli import main
+    from hpsearch.errors import OutOfMemory
+    from hpsearch.finetune import FineTuner
+    from hpsearch.spec import load_spec
+    from toydata import toy_study
+
+    fit = FineTuner.fit
+    seen: list[tuple[str, int, int]] = []
+
+    def fit_in_small_memory(self, candidate, params, **kwargs):  # noqa: ANN001, ANN202
+        seen.append((params["scope"], params["batch_size"], params.get("grad_accumulation", 1)))
+        if params["scope"] == "full" and params["batch_size"] > LIMIT:
+            raise OutOfMemory(f"out of memory with batch_size={params['batch_size']}: lower batch_size or max_length")
+        return fit(self, candidate, params, **kwargs)
+
+    monkeypatch.setattr(FineTuner, "fit", fit_in_small_memory)
+    extra = ("space: {learning_rate: 5.0e-3, epochs: 2, batch_size: [4, 8], scope: [full, freeze-1]}\ncv: {folds: 2}\n"
+             "search: {n_trials: 2, pruner: {name: none}}\ntracking: {enabled: false}\nexport: {enabled: false}\n")
+    path = toy_study(tmp_path, tiny_bert, rows=48, extra=extra)
+    LIMIT = 4
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("warning: tiny full runs out of memory on cpu at batch_size 8: run retries each such fold with batch_size 4 and "
+            "grad_accumulation 2 (the same effective batch), as the estimate assumes") in out
+    assert ("full", 4, 2) in seen and ("freeze-1", 8, 1) in seen
+    plan = json.loads((load_spec(path).out_dir / "plan.json").read_text())
+    assert [(r["model"], r["scope"]) for r in plan["rows"]] == [("tiny", "full"), ("tiny", "freeze-1")]
+    LIMIT = 2  # not even at 4: left out, said
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: tiny full at batch_size 8 or 4 does not fit in the memory of cpu: each of its trials will fail" in out
+    assert [r["scope"] for r in json.loads((load_spec(path).out_dir / "plan.json").read_text())["rows"]] == ["freeze-1"]
+    path.write_text(path.read_text().replace("scope: [full, freeze-1]", "scope: full"))
+    assert main(["plan", str(path)]) == 2
+    assert "hpsearch plan: no candidate fits in the memory of cpu (tiny full at batch_size 8 or 4): lower" in capsys.readouterr().err
