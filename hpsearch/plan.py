@@ -186,9 +186,11 @@ def memory_warning(rows: list[dict[str, Any]], layout: Layout) -> str | None:
     if layout.per_device > 1 and fits >= 1:
         return (f"{said}: {layout.per_device} workers sharing {where} need about {layout.per_device * peak:,.0f} MiB; lower "
                 f"execution.workers_per_device to {fits}, or batch_size or data.max_length")
-    return (f"{said}: a batch of longer inputs than the calibration's may run out of memory (a fold that does is run again "
-            "with half the batch, execution.memory_retries); lower batch_size or data.max_length for room"
-            + (", and execution.workers_per_device to 1" if layout.per_device > 1 else ""))
+    # A GPU that runs out raises an error the fold is retried on; a machine that runs out stops the process.
+    then = ("a fold that does is run again with half the batch, execution.memory_retries" if layout.kind != "cpu"
+            else "the system then stops the worker, and its trial is run again, as large")
+    return (f"{said}: a batch of longer inputs than the calibration's may run out of memory ({then}); lower batch_size or "
+            "data.max_length for room" + (", and execution.workers_per_device to 1" if layout.per_device > 1 else ""))
 
 
 def _trials(spec: StudySpec, per_trial: float, once: float, startup: int, work: float, lanes: int = 1) -> tuple[float, float]:

@@ -183,6 +183,8 @@ def test_the_plan_warns_when_the_calibrated_peak_comes_near_the_devices_memory(t
     alone = warned(Layout(kind="gpu", memory_mb=540.0))
     assert len(alone) == 1 and "not counting the CUDA context) of the 540 MiB of a GPU: a batch of longer inputs" in alone[0]
     assert alone[0].endswith("execution.memory_retries); lower batch_size or data.max_length for room")
+    on_cpu = warned(Layout(memory_mb=540.0))
+    assert len(on_cpu) == 1 and "(the system then stops the worker, and its trial is run again, as large)" in on_cpu[0]
 
 
 def test_the_layout_is_the_one_run_gives_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
