@@ -582,6 +582,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
     pick_device(spec)  # GPUs this machine lacks are refused before any worker starts
     slots = plan_slots(spec)
     if len(slots) > 1:
+        from hpsearch.data import prepare_data
         from hpsearch.finetune.core import unavailable
         from hpsearch.search import open_study
         from hpsearch.tracking import Tracker
@@ -589,7 +590,10 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         # The study and its parent run exist before any worker starts, so all of them join the same ones.
         started = time.monotonic()
         study = open_study(spec, say=say)
-        # once here, rather than once by each worker
+        # Once here, rather than once by each worker: data with a bad row stopped every worker, each saying so, after
+        # each had started (a CUDA context per GPU); data on the hub is fetched once. What is read is not kept: the
+        # workers read it from the cache, and the end of the run reads it again.
+        prepare_data(spec, cache_dir=spec.out_dir / "cache" / "datasets")
         refuse_unavailable(unavailable(spec.models, say=say, task=get_task(spec.task)), study)
         tracker = Tracker.from_spec(spec, say)
         parent = tracker.study_run(spec, objective_digest(study))
