@@ -203,8 +203,9 @@ def _worker(args: argparse.Namespace) -> int:
         device = "cpu" if args.device == "cpu" else f"cuda:{int(args.device)}"
     if args.threads is not None and args.threads < 1:
         raise HpsearchError(f"--threads must be at least 1, but got {args.threads}")
+    # A worker that run started (it has a label): run said the data's warnings, once for all of them.
     return run_worker(args.study, storage=args.storage, device=device, seed_offset=args.seed_offset, say=_progress(args, args.label),
-                      stop=stop, threads=args.threads)
+                      stop=stop, threads=args.threads, data_warnings=args.label is None)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -129,7 +129,8 @@ class Session:
     """Everything a worker needs to run trials of one study in this process."""
 
     def __init__(self, spec: StudySpec, say: Callable[..., None], device: str | None = None, seed_offset: int = 0,
-                 stop: threading.Event | None = None, read_only: bool = False, threads: int | None = None) -> None:
+                 stop: threading.Event | None = None, read_only: bool = False, threads: int | None = None,
+                 data_warnings: bool = True) -> None:
         from hpsearch.data import prepare_data
         from hpsearch.finetune import FineTuner
         from hpsearch.finetune.baseline import baseline_scores
@@ -150,7 +151,7 @@ class Session:
         self.said_space_tried = False  # "every configuration tried" is said once per process (run sets it after its workers said it)
         self.data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
         self.data.label_map.save(out / "labels.json")
-        for warning in self.data.warnings:
+        for warning in self.data.warnings if data_warnings else ():  # not where run said them for its workers
             say(f"warning: {warning}", event="warning")
         self.folds, eval_split = make_folds(spec, self.data)
         # The trivial baseline on these folds: the plateau of the sampler and of successive halving (hpsearch.plateau,
@@ -591,9 +592,11 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         started = time.monotonic()
         study = open_study(spec, say=say)
         # Once here, rather than once by each worker: data with a bad row stopped every worker, each saying so, after
-        # each had started (a CUDA context per GPU); data on the hub is fetched once. What is read is not kept: the
-        # workers read it from the cache, and the end of the run reads it again.
-        prepare_data(spec, cache_dir=spec.out_dir / "cache" / "datasets")
+        # each had started (a CUDA context per GPU); data on the hub is fetched once; its warnings are said once, here,
+        # not by each worker and again at the end. What is read is not kept: the workers read it from the cache, and the
+        # end of the run reads it again.
+        for warning in prepare_data(spec, cache_dir=spec.out_dir / "cache" / "datasets").warnings:
+            say(f"warning: {warning}", event="warning")
         refuse_unavailable(unavailable(spec.models, say=say, task=get_task(spec.task)), study)
         tracker = Tracker.from_spec(spec, say)
         parent = tracker.study_run(spec, objective_digest(study))
@@ -621,7 +624,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
             tracker.end_study(parent, "KILLED")
             return 130
         try:  # the data, the models and the devices for the end: loaded only when the study goes on to it
-            session = Session(spec, say, stop=stop)
+            session = Session(spec, say, stop=stop, data_warnings=False)
         except BaseException:  # the workers' error (bad data, say) is the run's: its study run did not stay open
             tracker.end_study(parent, "FAILED")
             raise
@@ -675,8 +678,10 @@ def say_time(spec: StudySpec, seconds: float, before: int, say: Callable[..., No
 
 
 def run_worker(study_path: Path, *, storage: str | None = None, device: str | None = None, seed_offset: int | None = None,
-               say: Callable[..., None] = _say, stop: threading.Event | None = None, threads: int | None = None) -> int:
-    """``hpsearch worker``: join the study and run trials until it has n_trials; no selection."""
+               say: Callable[..., None] = _say, stop: threading.Event | None = None, threads: int | None = None,
+               data_warnings: bool = True) -> int:
+    """``hpsearch worker``: join the study and run trials until it has n_trials; no selection. ``data_warnings``: say
+    the data's warnings (not in a worker that ``run`` started: it said them)."""
     spec = load_spec(study_path)
     if storage:
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": storage})})
@@ -688,7 +693,7 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
     # Workers of one study need different sampler seeds, or they would propose the same trials; the process id
     # alone is not enough, as workers in containers often have the same one (1, in every pod of a Kubernetes Job).
     session = Session(spec, say, device=device, seed_offset=derived_seed(HOST, os.getpid()) if seed_offset is None else seed_offset,
-                      stop=stop, threads=threads)
+                      stop=stop, threads=threads, data_warnings=data_warnings)
     say(f"worker on {session.device} joined study {spec.name!r} ({spec.search.done_text(counted_trials(session.study))} finished)",
         event="worker_joined", device=str(session.device))
     return 0 if session.work() else 130

@@ -99,19 +99,25 @@ def _check_exact(path: Path, n_trials: int, output: str) -> None:
 
 
 def test_two_local_workers_finish_exactly_n_trials(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Then the finished study run again goes straight to its end: it started both workers, each of which imported its
-    libraries and loaded the data (seconds; on a GPU machine, a CUDA context per GPU) only to find nothing to do."""
+    """The data's warning is said once (each worker said it, and the run again at its end). Then the finished study run
+    again goes straight to its end: it started both workers, each of which imported its libraries and loaded the data
+    (seconds; on a GPU machine, a CUDA context per GPU) only to find nothing to do."""
     from hpsearch.cli import main
 
     path = _study(tmp_path, tiny_bert, n_trials=5)
+    data = tmp_path / "cls.csv"
+    data.write_text(data.read_text() + data.read_text().splitlines()[1] + "\n")  # a row twice: a warning
+    repeated = "warning: 1 of 61 training rows (1.6 %) repeat another row's input"
     result = _run(path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "started 2 workers: cpu-0, cpu-1" in result.stderr
+    assert result.stderr.count(repeated) == 1, result.stderr[-3000:]
     _check_exact(path, 5, result.stdout + result.stderr)
     assert main(["run", str(path)]) == 0
     said = capsys.readouterr().err
     assert "study 'toy': 5 of 5 trials finished; no trial left to run, so no worker is started" in said
     assert "started 2 workers" not in said and "[cpu-" not in said, said
+    assert said.count(repeated) == 1, said
     assert counted_trials(_trials(path)) == 5
 
 
