@@ -130,7 +130,7 @@ class Session:
 
     def __init__(self, spec: StudySpec, say: Callable[..., None], device: str | None = None, seed_offset: int = 0,
                  stop: threading.Event | None = None, read_only: bool = False, threads: int | None = None,
-                 data_warnings: bool = True) -> None:
+                 data_warnings: bool = True, study: Any | None = None) -> None:
         from hpsearch.data import prepare_data
         from hpsearch.finetune import FineTuner
         from hpsearch.finetune.baseline import baseline_scores
@@ -146,7 +146,8 @@ class Session:
         out = spec.out_dir
         out.mkdir(parents=True, exist_ok=True)
         # The study first: a spec that no longer matches its study stops before data or models are loaded.
-        self.study = open_study(spec, seed_offset=seed_offset, say=say, read_only=read_only)
+        self.study = study if study is not None else open_study(spec, seed_offset=seed_offset, say=say, read_only=read_only)
+        self.ran = 0  # trials this process ran
         self.superseded = superseded(self.study)
         self.said_space_tried = False  # "every configuration tried" is said once per process (run sets it after its workers said it)
         self.data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
@@ -236,6 +237,7 @@ class Session:
                     finished = True
                     break
                 if outcome == "ran":
+                    self.ran += 1
                     prune_checkpoints(self.spec, self.study)
                     _settle_heap()
                     self._say_progress(began, began_at, started)
@@ -624,7 +626,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
             tracker.end_study(parent, "KILLED")
             return 130
         try:  # the data, the models and the devices for the end: loaded only when the study goes on to it
-            session = Session(spec, say, stop=stop, data_warnings=False)
+            session = Session(spec, say, stop=stop, data_warnings=False, study=study)
         except BaseException:  # the workers' error (bad data, say) is the run's: its study run did not stay open
             tracker.end_study(parent, "FAILED")
             raise
@@ -687,16 +689,27 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": storage})})
     import os
 
-    from hpsearch.search import derived_seed
+    from hpsearch.search import derived_seed, open_study
     from hpsearch.workers import HOST
 
     # Workers of one study need different sampler seeds, or they would propose the same trials; the process id
     # alone is not enough, as workers in containers often have the same one (1, in every pod of a Kubernetes Job).
-    session = Session(spec, say, device=device, seed_offset=derived_seed(HOST, os.getpid()) if seed_offset is None else seed_offset,
-                      stop=stop, threads=threads, data_warnings=data_warnings)
+    offset = derived_seed(HOST, os.getpid()) if seed_offset is None else seed_offset
+    study = open_study(spec, seed_offset=offset, say=say)
+    if spec.search.n_trials is not None and counted_trials(study) >= spec.search.n_trials:  # before the data, models and device
+        say(f"study {spec.name!r} has {spec.search.done_text(counted_trials(study))} finished: nothing left for a worker to run",
+            event="worker_done", ran=0)
+        return 0
+    session = Session(spec, say, device=device, seed_offset=offset, stop=stop, threads=threads, data_warnings=data_warnings, study=study)
     say(f"worker on {session.device} joined study {spec.name!r} ({spec.search.done_text(counted_trials(session.study))} finished)",
         event="worker_joined", device=str(session.device))
-    return 0 if session.work() else 130
+    if not session.work():
+        return 130
+    trials = session.study.get_trials(deepcopy=False)
+    running = sum(1 for t in trials if t.state.name == "RUNNING")
+    say(f"worker done: it ran {session.ran} trial(s); the study has {spec.search.done_text(counted_trials(session.study))} finished"
+        + (f", {running} still running elsewhere" if running else ""), event="worker_done", ran=session.ran)
+    return 0
 
 
 def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None] = lambda: None) -> Callable[[Any], Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,11 +114,17 @@ def test_two_local_workers_finish_exactly_n_trials(tmp_path: Path, tiny_bert: Pa
     assert "started 2 workers: cpu-0, cpu-1" in result.stderr
     assert result.stderr.count(repeated) == 1, result.stderr[-3000:]
     _check_exact(path, 5, result.stdout + result.stderr)
+    ran = [int(n) for n in re.findall(r"^\[cpu-[01]\] worker done: it ran (\d+) trial\(s\); the study has [45] of 5 trials finished",
+                                      result.stderr, re.MULTILINE)]
+    assert len(ran) == 2 and sum(ran) == 5, result.stderr[-3000:]  # each worker says where it stopped, and what it did
     assert main(["run", str(path)]) == 0
     said = capsys.readouterr().err
     assert "study 'toy': 5 of 5 trials finished; no trial left to run, so no worker is started" in said
     assert "started 2 workers" not in said and "[cpu-" not in said, said
     assert said.count(repeated) == 1, said
+    assert main(["worker", str(path)]) == 0  # one started by hand, late: it says so, without loading data, models or a device
+    said = capsys.readouterr().err
+    assert said == "study 'toy' has 5 of 5 trials finished: nothing left for a worker to run\n"
     assert counted_trials(_trials(path)) == 5
 
 
