@@ -696,9 +696,9 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
     # alone is not enough, as workers in containers often have the same one (1, in every pod of a Kubernetes Job).
     offset = derived_seed(HOST, os.getpid()) if seed_offset is None else seed_offset
     study = open_study(spec, seed_offset=offset, say=say)
-    if spec.search.n_trials is not None and counted_trials(study) >= spec.search.n_trials:  # before the data, models and device
-        say(f"study {spec.name!r} has {spec.search.done_text(counted_trials(study))} finished: nothing left for a worker to run",
-            event="worker_done", ran=0)
+    done = counted_trials(study)
+    if spec.search.n_trials is not None and done >= spec.search.n_trials:  # said before the data, models and device are loaded
+        say(f"study {spec.name!r} has {spec.search.done_text(done)} finished: nothing left for a worker to run", event="worker_done", ran=0)
         return 0
     session = Session(spec, say, device=device, seed_offset=offset, stop=stop, threads=threads, data_warnings=data_warnings, study=study)
     say(f"worker on {session.device} joined study {spec.name!r} ({spec.search.done_text(counted_trials(session.study))} finished)",
