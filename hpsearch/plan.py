@@ -347,11 +347,14 @@ def _minutes(seconds: float) -> str:
 def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
     """Calibrate, estimate, save ``plan.json`` in the output folder and return the plan."""
     from hpsearch.export import spec_hash
+    from hpsearch.workers import crowded
 
     measured = calibrate(spec, say)
     plan = estimate(spec, measured.calibrations, measured.train_rows, measured.eval_rows, measured.folds, measured.test_rows,
                     study_layout(spec, measured.device))
     plan["warnings"] = measured.warnings + plan["warnings"]
+    if plan["layout"]["kind"] == "cpu" and (crowd := crowded(plan["layout"]["per_device"])):
+        plan["warnings"].append(crowd)
     plan["spec_hash"] = spec_hash(spec)  # which version of the study the plan is for: `run` sets its time beside it only for that one
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     (spec.out_dir / "plan.json").write_text(json.dumps(plan, indent=2), encoding="utf-8")

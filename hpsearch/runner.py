@@ -572,7 +572,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
               stop: threading.Event | None = None, new_study: bool = False, keep_trials: bool = False) -> int:
     """``hpsearch run``: trials until n_trials (in this process, or one worker process per device
     slot), then selection, final model, test and export."""
-    from hpsearch.workers import plan_slots, run_pool
+    from hpsearch.workers import crowded, plan_slots, run_pool
 
     spec = load_spec(study_path)
     if new_study:
@@ -584,6 +584,8 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
     begun = time.monotonic()
     pick_device(spec)  # GPUs this machine lacks are refused before any worker starts
     slots = plan_slots(spec)
+    if slots[0].device == "cpu" and (crowd := crowded(len(slots))):
+        say(f"warning: {crowd}", event="warning")
     if len(slots) > 1:
         from hpsearch.data import prepare_data
         from hpsearch.finetune.core import unavailable

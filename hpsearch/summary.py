@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from hpsearch.spec import Candidate, CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec, local_model_dir
 from hpsearch.tasks import get_task
+from hpsearch.workers import crowded
 
 
 def describe_param(param: FloatParam | IntParam | CategoricalParam | FixedParam) -> str:
@@ -64,6 +65,8 @@ def describe_spec(spec: StudySpec) -> str:
     ex = spec.execution
     threads = ex.threads or "cores shared by the workers on each machine"
     lines.append(f"execution: devices {ex.devices}, {ex.workers_per_device} worker(s) per device, precision {ex.precision}, CPU threads per worker: {threads}")
+    if ex.devices == "cpu" and (crowd := crowded(ex.workers_per_device)):  # with 'auto', run says it where it finds no GPU
+        lines.append(f"warning: {crowd}")
     t = spec.tracking
     tracking = (redact(t.uri) if t.uri else f"embedded, in {spec.out_dir}") if t.enabled else "off"
     lines.append(f"tracking: {tracking}" + (f", experiment {t.experiment or spec.name!r}" if t.enabled else ""))

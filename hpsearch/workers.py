@@ -47,7 +47,7 @@ def plan_slots(spec: StudySpec, gpu_count: int | None = None, cpu_count: int | N
             gpu_count = torch.cuda.device_count()
         devices = list(range(gpu_count)) if gpu_count else "cpu"
     if devices == "cpu":
-        threads = max(1, (cpu_count or os.cpu_count() or 1) // per)
+        threads = max(1, (cpu_count or usable_cores()) // per)  # the cores this process may use (taskset, a batch job's share)
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""}
         return [Slot(f"cpu-{w}", "cpu", env, threads) for w in range(per)]
     return [Slot(f"gpu{g}-{w}", "cuda:0", {"CUDA_VISIBLE_DEVICES": str(g)}) for g in devices for w in range(per)]
@@ -94,6 +94,16 @@ def run_pool(study_path: Path, slots: list[Slot], say: Callable[..., None], stor
 
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def crowded(workers: int, cores: int | None = None) -> str | None:
+    """A warning where more CPU workers than cores are asked for: each gets one thread and they take turns on the cores,
+    each holding its own model and data."""
+    cores = cores or usable_cores()
+    if workers <= cores:
+        return None
+    return (f"{workers} CPU workers on {cores} core(s): each gets 1 thread and they take turns on the cores, each with its own "
+            f"copy of the model and data in memory; set execution.workers_per_device to at most {cores}")
 
 
 def registry() -> Path:

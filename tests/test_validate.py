@@ -271,3 +271,25 @@ def test_validate_reads_the_data_as_run_does_and_names_its_problems(tmp_path: Pa
     (tmp_path / "study.yaml").write_text("name: v\ntask: regression\ndata: {train: r.csv}\nmodels: [{name: m, path: m}]\ncv: {folds: 3}\n")
     assert main(["validate", str(path)]) == 0
     assert "data: 3 train rows (read and checked as run reads them)\n  training targets: mean 3, standard deviation 2.16, from 1 to 6\n" in capsys.readouterr().out
+
+
+def test_more_cpu_workers_than_cores_are_warned_of_and_threads_come_from_the_usable_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """4 CPU workers on 2 cores took turns, each with its own model in memory, without a word; and the workers' threads came
+    from every CPU of the machine, not the ones this process may use (taskset, a batch job's share of a node)."""
+    import hpsearch.workers as workers
+
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    _folder(tmp_path)
+    path = tmp_path / "study.yaml"
+    body = "data: {train: d.csv}\nmodels: [{name: a, path: m}]\nexecution: {devices: cpu, workers_per_device: WORKERS}\n"
+    path.write_text(HEAD + body.replace("WORKERS", "4"))
+    assert main(["validate", str(path)]) == 0
+    assert ("warning: 4 CPU workers on 2 core(s): each gets 1 thread and they take turns on the cores, each with its own copy of the "
+            "model and data in memory; set execution.workers_per_device to at most 2") in capsys.readouterr().out
+    path.write_text(HEAD + body.replace("WORKERS", "2"))
+    assert main(["validate", str(path)]) == 0
+    assert "CPU workers on" not in capsys.readouterr().out
+    path.write_text(HEAD + body.replace("WORKERS", "1"))
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 64)  # a node of 64 CPUs, of which this job may use 2
+    assert [(slot.threads, slot.env["OMP_NUM_THREADS"]) for slot in workers.plan_slots(load_spec(path))] == [(2, "2")]
