@@ -112,13 +112,14 @@ def typical(param: FloatParam | IntParam | CategoricalParam | FixedParam) -> flo
 
 
 def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, eval_rows: int, folds: int, test_rows: int = 0,
-             layout: Layout = Layout()) -> dict[str, Any]:
+             layout: Layout = Layout(), finished: int = 0) -> dict[str, Any]:
     """Seconds per epoch, fold and trial for each calibrated (candidate, scope), and the study's totals.
 
     ``train_rows``/``eval_rows``: examples one fold trains and validates on; ``test_rows``: the test split
     the final model is scored on. Trials are assumed spread evenly over the calibrated pairs (the sampler
     decides in truth), and over the ``layout``'s GPUs, side by side. The totals include the one-off costs (paid
-    once, by the first worker) and the final model's refit (policy refit) and test pass.
+    once, by the first worker) and the final model's refit (policy refit) and test pass. ``finished``: the trials a
+    study that has run already counts towards n_trials; the plan is for the rest (a time budget is one run's, whole).
     """
     rows = []
     for c in calibrations:
@@ -135,6 +136,8 @@ def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, 
     once = sum(c.once_seconds for c in calibrations)
     startup, work, assumption = pruning(spec, folds, statistics.fmean(r["epochs"] for r in rows))
     n, n_unpruned = _trials(spec, per_trial, once, startup, work, layout.devices)
+    if spec.search.n_trials is not None and finished:  # what is left of a study that has run; its start-up trials first
+        n, n_unpruned, startup = max(n - finished, 0), max(n_unpruned - finished, 0), max(startup - finished, 0)
     kept = min(n, startup) if work < 1 else n
     # Trials side by side, one per GPU; fewer trials than GPUs leave some idle (a trial runs on one device).
     lanes = min(layout.devices, max(n, 1)) if spec.search.n_trials is not None else layout.devices
@@ -147,7 +150,7 @@ def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, 
         "one_off_seconds": once, "final_model_seconds": final,
         "pruning_assumption": assumption.format(later=f"{n - kept:.0f}") if n > kept else "no trial is pruned",
         "longest_trial_seconds": max(r["trial_seconds"] for r in rows), "layout": asdict(layout), "layout_text": layout.describe(),
-        "warnings": [],
+        "finished": finished if spec.search.n_trials is not None else 0, "warnings": [],
     }
     timeout = spec.search.timeout
     if timeout is not None:
@@ -155,7 +158,7 @@ def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, 
         if spec.search.n_trials is not None and expected > timeout:
             done = max(0, int((timeout - once) * layout.devices / per_trial))
             result["warnings"].append(f"search.timeout {timeout:g}s is shorter than the estimate ({expected:.0f}s): the study will stop "
-                                      f"after about {done} of {spec.search.n_trials} trials")
+                                      f"after about {result['finished'] + done} of {spec.search.n_trials} trials")
         # Workers that share a device share its speed: each of their trials takes that many times as long.
         result["warnings"].append(f"search.timeout is checked between trials: the last trial may run up to about "
                                   f"{result['longest_trial_seconds'] * layout.per_device:.0f}s past it")
@@ -301,6 +304,22 @@ def _timed(tuner: Any, candidate: Any, params: dict[str, Any], train_sample: lis
                        max(wall - train_s - eval_s, 0.0), max(first_wall - wall, 0.0), peak_memory_mb(tuner.device))
 
 
+def finished_trials(spec: StudySpec, say: Callable[..., None]) -> int:
+    """The trials a study that has run counts towards n_trials (0 for one that has not, or whose storage cannot be read
+    now: said)."""
+    from hpsearch.errors import StorageUnavailable
+    from hpsearch.runner import counted_trials
+    from hpsearch.search import load_existing_study
+
+    try:
+        return counted_trials(load_existing_study(spec))
+    except StorageUnavailable as exc:
+        say(f"warning: the study's storage cannot be read ({exc}): the plan is for the whole study, as if none of it had run")
+        return 0
+    except HpsearchError:  # never run: the whole study is to come
+        return 0
+
+
 def study_layout(spec: StudySpec, device: str) -> Layout:
     """The layout ``run`` gives the study's workers on this machine (workers started by hand elsewhere are not known
     here), and the memory of ``device``, the one the calibration ran on."""
@@ -320,6 +339,8 @@ def render(plan: dict[str, Any]) -> str:
         trials = f"{low:.0f} to {high:.0f} trials in the timeout"
     elif plan.get("time_budget"):
         trials = f"about {high:.0f} trials in the timeout"
+    elif plan.get("finished"):
+        trials = f"{high} trial{'s' if high != 1 else ''} left of {high + plan['finished']} ({plan['finished']} finished)"
     else:
         trials = f"{high} trial{'s' if high != 1 else ''}"
     lines = [f"plan: {trials} x {plan['folds']} fold(s), {plan['train_rows_per_fold']} training and "
@@ -351,7 +372,7 @@ def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
 
     measured = calibrate(spec, say)
     plan = estimate(spec, measured.calibrations, measured.train_rows, measured.eval_rows, measured.folds, measured.test_rows,
-                    study_layout(spec, measured.device))
+                    study_layout(spec, measured.device), finished_trials(spec, say))
     plan["warnings"] = measured.warnings + plan["warnings"]
     if plan["layout"]["kind"] == "cpu" and (crowd := crowded(plan["layout"]["per_device"])):
         plan["warnings"].append(crowd)

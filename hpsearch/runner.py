@@ -661,7 +661,8 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
 
 def say_time(spec: StudySpec, seconds: float, before: int, say: Callable[..., None]) -> None:
     """The time this run took, and beside it the estimate of ``hpsearch plan`` where one was made for this study
-    file and the run did the whole study (``before``: trials that had finished before it started)."""
+    file and for what this run did (``before``: trials that had finished before it started; a plan made then is for
+    the rest)."""
     import json
 
     from hpsearch.export import spec_hash
@@ -674,7 +675,7 @@ def say_time(spec: StudySpec, seconds: float, before: int, say: Callable[..., No
         text += f" (this run only: {before} trial(s) had finished before it)"
     if plan is not None and plan.get("spec_hash") not in (None, spec_hash(spec)):  # None: a plan from before plans recorded it
         text += "; plan.json was made for an earlier version of this study file: run 'hpsearch plan' again for an estimate"
-    elif plan is not None and not before:
+    elif plan is not None and before == plan.get("finished", 0):
         text += (f"; 'hpsearch plan' estimated {duration(plan['seconds_with_pruning'])} with pruning, "
                  f"{duration(plan['seconds_without_pruning'])} without")
         fields.update(estimate=plan["seconds_with_pruning"], estimate_without_pruning=plan["seconds_without_pruning"])

@@ -109,6 +109,11 @@ def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: 
     said: list[str] = []
     assert run_study(path, export=False, say=lambda m, **f: said.append(m)) == 0
     assert any(m.startswith("time: ") and "'hpsearch plan' estimated" in m for m in said)
+    capsys.readouterr()
+    assert main(["plan", str(path)]) == 0  # on the finished study: nothing left but the end
+    out = capsys.readouterr().out
+    assert out.startswith("plan: 0 trials left of 2 (2 finished) x 2 fold(s)"), out
+    assert json.loads((spec.out_dir / "plan.json").read_text())["finished"] == 2
 
 
 def test_run_sets_its_time_beside_the_plan_made_for_this_study_only(tmp_path: Path) -> None:
@@ -132,6 +137,10 @@ def test_run_sets_its_time_beside_the_plan_made_for_this_study_only(tmp_path: Pa
     assert fields["estimate"] == 74.0 and fields["estimate_without_pruning"] == 90.0
     text, fields = said(before=3)  # a resumed study: this run did only part of what the plan estimated
     assert text == "time: 1m26s (this run only: 3 trial(s) had finished before it)" and "estimate" not in fields
+    (spec.out_dir / "plan.json").write_text(json.dumps({**plan, "spec_hash": spec_hash(spec), "finished": 3}))  # made then: for the rest
+    text, fields = said(before=3)
+    assert text.endswith("had finished before it); 'hpsearch plan' estimated 1m14s with pruning, 1m30s without") and fields["estimate"] == 74.0
+    assert "estimate" not in said()[1]  # a new study since: the plan was for what was left of the old one
     (spec.out_dir / "plan.json").write_text(json.dumps({**plan, "spec_hash": "0" * 16}))  # the study file changed since
     text, fields = said()
     assert "made for an earlier version of this study file: run 'hpsearch plan' again" in text and "estimate" not in fields
@@ -242,3 +251,24 @@ def test_a_scope_that_runs_out_of_memory_is_calibrated_as_run_retries_it_or_left
     path.write_text(path.read_text().replace("scope: [full, freeze-1]", "scope: full"))
     assert main(["plan", str(path)]) == 2
     assert "hpsearch plan: no candidate fits in the memory of cpu (tiny full at batch_size 8 or 4): lower" in capsys.readouterr().err
+
+
+def test_a_study_that_has_run_is_planned_for_what_is_left(tmp_path: Path) -> None:
+    """The plan estimated the whole study whatever of it had run: on a study 8 of 10 trials into it, five times the time
+    left."""
+    spec = _spec(tmp_path, "search: {n_trials: 10, timeout: 60, pruner: {name: median, options: {n_startup_trials: 2}}}\n")
+    whole = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3)
+    mean_trial = (whole["rows"][0]["trial_seconds"] + whole["rows"][1]["trial_seconds"]) / 2
+    rest = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3, finished=4)
+    assert rest["n_trials"] == 6 and rest["finished"] == 4
+    # the pruner's start-up of 2 is behind it: half of the 6 are pruned within their first of 3 folds
+    assert rest["seconds_with_pruning"] == pytest.approx(15.0 + 3 * mean_trial + 3 * mean_trial / 3 + rest["final_model_seconds"])
+    assert "50% of the 6 trials after the pruner's start-up of 2" in rest["pruning_assumption"]
+    assert render(rest).startswith("plan: 6 trials left of 10 (4 finished) x 3 fold(s)")
+    assert f"after about {4 + int((60 - 15) / mean_trial)} of 10 trials" in rest["warnings"][0]
+    one = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3, finished=1)  # one start-up trial left
+    assert one["seconds_with_pruning"] == pytest.approx(15.0 + (1 + 4) * mean_trial + 4 * mean_trial / 3 + one["final_model_seconds"])
+    done = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3, finished=10)
+    assert done["seconds_with_pruning"] == pytest.approx(15.0 + done["final_model_seconds"]) and done["n_trials"] == 0
+    budget = _spec(tmp_path, "search: {n_trials: null, timeout: 600}\n")  # a time budget is each run's own, whole
+    assert estimate(budget, _calibrations(), train_rows=200, eval_rows=100, folds=3, finished=4)["finished"] == 0
