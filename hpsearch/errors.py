@@ -54,6 +54,10 @@ class OutOfMemory(TrialError):
     """A fit ran out of GPU memory; a smaller batch may fit."""
 
 
+class StudyNotRun(HpsearchError):
+    """A command that reads a study found none: it has not run yet (no journal, or no study of its name in the storage)."""
+
+
 class StorageUnavailable(HpsearchError):
     """The study's storage database stayed unreachable for longer than ``search.storage_patience``."""
 

@@ -307,16 +307,16 @@ def _timed(tuner: Any, candidate: Any, params: dict[str, Any], train_sample: lis
 def finished_trials(spec: StudySpec, say: Callable[..., None]) -> int:
     """The trials a study that has run counts towards n_trials (0 for one that has not, or whose storage cannot be read
     now: said)."""
-    from hpsearch.errors import StorageUnavailable
+    from hpsearch.errors import StudyNotRun
     from hpsearch.runner import counted_trials
     from hpsearch.search import load_existing_study
 
     try:
         return counted_trials(load_existing_study(spec))
-    except StorageUnavailable as exc:
-        say(f"warning: the study's storage cannot be read ({exc}): the plan is for the whole study, as if none of it had run")
+    except StudyNotRun:  # the whole study is to come
         return 0
-    except HpsearchError:  # never run: the whole study is to come
+    except HpsearchError as exc:  # its database cannot be reached now
+        say(f"warning: {exc}; the plan is for the whole study, as if none of it had run")
         return 0
 
 

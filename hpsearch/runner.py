@@ -439,12 +439,12 @@ def check_carryable(spec: StudySpec) -> None:
     new one for ``spec``: a setting other than the candidates and the space changed, so their scores (other data, folds
     or metric) do not compare with the new study's."""
     from hpsearch.binding import OBJECTIVE_KEY, carryable, changed
-    from hpsearch.errors import SpecError
+    from hpsearch.errors import SpecError, StudyNotRun
     from hpsearch.search import load_existing_study
 
     try:
         stored = load_existing_study(spec).user_attrs.get(OBJECTIVE_KEY, {})
-    except HpsearchError:  # no study yet: nothing to carry
+    except StudyNotRun:  # nothing to carry (a storage that cannot be reached is said as such)
         return
     others = [key for key, _, _ in changed(stored, spec) if not carryable(key)]
     if others:

@@ -169,15 +169,15 @@ def load_existing_study(spec: StudySpec, say: Callable[..., None] | None = None)
     when it was never run, and at once (not after ``storage_patience``) when its database cannot be reached."""
     import optuna
 
-    from hpsearch.errors import HpsearchError
+    from hpsearch.errors import StudyNotRun
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if not spec.search.storage and not (spec.out_dir / "optuna.journal").is_file():
-        raise HpsearchError(f"study {spec.name!r} has not run yet (no {spec.out_dir / 'optuna.journal'}); start it with 'hpsearch run'")
+        raise StudyNotRun(f"study {spec.name!r} has not run yet (no {spec.out_dir / 'optuna.journal'}); start it with 'hpsearch run'")
     try:
         return optuna.load_study(study_name=spec.name, storage=make_storage(spec, say, read_only=True))
     except KeyError:
-        raise HpsearchError(f"no study named {spec.name!r} in the storage; start it with 'hpsearch run'") from None
+        raise StudyNotRun(f"no study named {spec.name!r} in the storage; start it with 'hpsearch run'") from None
 
 
 def best_epoch_aggregate(curves: Sequence[Sequence[float]], direction: str) -> tuple[int, list[float]]:

@@ -272,3 +272,14 @@ def test_a_study_that_has_run_is_planned_for_what_is_left(tmp_path: Path) -> Non
     assert done["seconds_with_pruning"] == pytest.approx(15.0 + done["final_model_seconds"]) and done["n_trials"] == 0
     budget = _spec(tmp_path, "search: {n_trials: null, timeout: 600}\n")  # a time budget is each run's own, whole
     assert estimate(budget, _calibrations(), train_rows=200, eval_rows=100, folds=3, finished=4)["finished"] == 0
+
+
+def test_the_finished_trials_come_from_the_study_and_an_unreachable_storage_is_said(tmp_path: Path) -> None:
+    from hpsearch.plan import finished_trials
+
+    said: list[str] = []
+    assert finished_trials(_spec(tmp_path, "search: {n_trials: 10}\n"), said.append) == 0 and said == []  # never run
+    down = _spec(tmp_path, "search: {n_trials: 10, storage: 'postgresql+psycopg://postgres@127.0.0.1:1/none'}\n")
+    assert finished_trials(down, said.append) == 0
+    assert len(said) == 1 and said[0].startswith("warning: cannot reach the study storage") and said[0].endswith(
+        "; the plan is for the whole study, as if none of it had run")
