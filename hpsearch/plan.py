@@ -370,9 +370,10 @@ def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
     from hpsearch.export import spec_hash
     from hpsearch.workers import crowded
 
+    finished = finished_trials(spec, say)  # first: a storage that cannot be reached is said before the calibration's minutes
     measured = calibrate(spec, say)
     plan = estimate(spec, measured.calibrations, measured.train_rows, measured.eval_rows, measured.folds, measured.test_rows,
-                    study_layout(spec, measured.device), finished_trials(spec, say))
+                    study_layout(spec, measured.device), finished)
     plan["warnings"] = measured.warnings + plan["warnings"]
     if plan["layout"]["kind"] == "cpu" and (crowd := crowded(plan["layout"]["per_device"])):
         plan["warnings"].append(crowd)
