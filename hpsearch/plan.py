@@ -86,12 +86,16 @@ class Layout:
     per_device: int = 1
     kind: str = "cpu"
     memory_mb: float | None = None
+    cores: int | None = None
+    """The CPU cores this process may use (None: not known)."""
 
     def describe(self) -> str | None:
         """The layout in words, where it is not one worker on one device."""
         if self.kind == "cpu":
             if self.per_device == 1:
                 return None
+            if self.cores is not None and self.per_device > self.cores:
+                return f"{self.per_device} workers share this machine's {self.cores} core(s): more workers than cores, so they take turns"
             return (f"{self.per_device} workers share this machine's cores, together as fast as one worker with all of them "
                     "(measured: 1.02x)")
         said = f"trials run on {self.devices} GPU(s) side by side" if self.devices > 1 else None
@@ -324,12 +328,12 @@ def study_layout(spec: StudySpec, device: str) -> Layout:
     """The layout ``run`` gives the study's workers on this machine (workers started by hand elsewhere are not known
     here), and the memory of ``device``, the one the calibration ran on."""
     from hpsearch.cost import device_memory_mb
-    from hpsearch.workers import plan_slots
+    from hpsearch.workers import plan_slots, usable_cores
 
     slots = plan_slots(spec)
     gpus = {slot.env.get("CUDA_VISIBLE_DEVICES") for slot in slots if slot.device != "cpu"}
     return Layout(devices=max(len(gpus), 1), per_device=spec.execution.workers_per_device, kind="gpu" if gpus else "cpu",
-                  memory_mb=device_memory_mb(device))
+                  memory_mb=device_memory_mb(device), cores=usable_cores())
 
 
 def render(plan: dict[str, Any]) -> str:

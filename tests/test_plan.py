@@ -166,6 +166,8 @@ def test_trials_on_several_gpus_run_side_by_side_and_workers_sharing_a_device_sh
     shared = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3, test_rows=50, layout=Layout(per_device=2))
     assert shared["seconds_without_pruning"] == alone["seconds_without_pruning"]  # the cores are split, not added
     assert "workers: 2 workers share this machine's cores" in render(shared) and "workers:" not in render(alone)
+    crowded = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3, layout=Layout(per_device=4, cores=2))
+    assert "workers: 4 workers share this machine's 2 core(s): more workers than cores, so they take turns" in render(crowded)
     timed = _spec(tmp_path, "search: {n_trials: 40, timeout: 100, pruner: {name: none}}\n")
     on_two = estimate(timed, _calibrations(), train_rows=200, eval_rows=100, folds=3, layout=Layout(devices=2, per_device=2, kind="gpu"))
     assert f"after about {int((100 - 15) * 2 / mean_trial)} of 40 trials" in on_two["warnings"][0]
@@ -208,7 +210,7 @@ def test_the_layout_is_the_one_run_gives_the_workers(tmp_path: Path, monkeypatch
     assert (layout.devices, layout.per_device, layout.kind) == (1, 2, "cpu") and layout.memory_mb and layout.memory_mb > 100
     gpus = study_layout(_spec(tmp_path, "execution: {devices: [0, 2, 3]}\n"), "cpu")
     assert (gpus.devices, gpus.per_device, gpus.kind) == (3, 1, "gpu")
-    assert study_layout(_spec(tmp_path, ""), "cpu") == Layout(memory_mb=layout.memory_mb)
+    assert study_layout(_spec(tmp_path, ""), "cpu") == Layout(memory_mb=layout.memory_mb, cores=layout.cores)
 
 
 def test_a_scope_that_runs_out_of_memory_is_calibrated_as_run_retries_it_or_left_out(tmp_path: Path, tiny_bert: Path,
