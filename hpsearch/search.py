@@ -330,13 +330,14 @@ class Objective:
         trial.set_user_attr("precision", self.tuner.precision)
         trial.set_user_attr("model", candidate_name)
         trial.set_user_attr("params", params)
-        if self.configurations is not None:  # only a finite space draws exact repeats
-            trials = trial.study.get_trials(deepcopy=False, states=None)
-            twin, running = twins(trials, settings_key(candidate_name, params), trial.number)
-            if twin is not None:
-                return self._repeat(trial, candidate_name, params, twin, trials)
-            if running is not None:
-                self._running_elsewhere(trial, candidate_name, params, running, trials)
+        # Exact repeats: a finite space's, or, in any space, two processes whose samplers share a seed (two `run`s of one
+        # study: each drew the other's settings, and every configuration was trained twice).
+        trials = trial.study.get_trials(deepcopy=False, states=None)
+        twin, running = twins(trials, settings_key(candidate_name, params), trial.number)
+        if twin is not None:
+            return self._repeat(trial, candidate_name, params, twin, trials)
+        if running is not None:
+            self._running_elsewhere(trial, candidate_name, params, running, trials)
         self.on_event(f"trial {trial.number}: {candidate_name} {describe_params(shown_params(self.spec, candidate_name, params))}", event="trial_start", trial=trial.number, model=candidate_name, params=params)
         run = self.tracker.start_trial(self.parent_run, trial.number, candidate_name, params, self.device, self.tuner.precision)
         if run:
@@ -409,7 +410,9 @@ class Objective:
 
     def _queue_untried(self, trial: Any, trials: list[Any]) -> None:
         """Enqueue one configuration of the finite space that no trial of ``trials`` has taken (chosen by the study's
-        seed), if one is left."""
+        seed), if one is left (in a space without end, the sampler's next draw is new enough)."""
+        if self.configurations is None:
+            return
         left = untried(self.spec, trials, self.configurations)
         if left:
             candidate, chosen = random.Random(derived_seed(self.spec.sampler_seed, trial.number)).choice(left)

@@ -295,9 +295,10 @@ seeded and its folds and data are bound to the study, so training it again would
 numerical noise between devices and thread counts); it is not trained again: it takes the earlier trial's score,
 the sampler sees it, and it neither counts toward n_trials nor enters the selection. One drawn while another
 worker trains the same settings is not trained twice either: it ends failed (no score to take yet), marked with
-that trial's number. Samplers propose exact repeats only in spaces without a continuous parameter; TPE drew 11
-to 15 distinct configurations in 20 trials of an 18-configuration space (3 learning rates x 2 batch sizes x 3
-epoch counts; benchmarks/repeats.py)."""
+that trial's number. Samplers propose exact repeats only in spaces without a continuous parameter (TPE drew 11
+to 15 distinct configurations in 20 trials of an 18-configuration space: 3 learning rates x 2 batch sizes x 3
+epoch counts; benchmarks/repeats.py), or, in any space, where two processes' samplers share a seed (two `run`s of
+one study started at once drew the same settings, each trained twice, before repeats were looked for in every space)."""
 
 
 def is_repeat(trial: Any) -> bool:

@@ -799,3 +799,41 @@ def test_on_a_validation_split_an_explicit_refit_refits_and_trials_without_a_che
     assert "trial 0 kept no checkpoint (it ran under export.policy refit): refitting it instead" in said
     assert json.loads((spec.export_dir / "hpsearch.json").read_text())["policy"] == "refit"
     assert "final model by `refit`" in (spec.export_dir / "README.md").read_text()
+
+
+def test_settings_another_process_is_training_are_not_trained_twice_in_a_continuous_space_either(tmp_path: Path, tiny_bert: Path) -> None:
+    """Two `run`s of one study started at once: their samplers share the study's seed, so each drew the other's settings,
+    learning rates and all, and every configuration was trained twice (repeats were looked for in finite spaces only)."""
+    import os
+
+    import optuna
+
+    from hpsearch.runner import run_worker
+    from hpsearch.space import suggest
+    from hpsearch.workers import HOST
+
+    space = ("space:\n  learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n  epochs: 1\n  batch_size: 8\n"
+             "  weight_decay: 0.0\n  warmup_ratio: 0.0\ncv: {folds: 2}\ntracking: {enabled: false}\n")
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}, sampler: {name: random}}\n", space=space, rows=60)
+    spec = load_spec(path)
+    study = open_study(spec)
+    study.enqueue_trial({"learning_rate": 2.5e-3})
+    elsewhere = study.ask()  # as the other process (alive: this one) training lr 2.5e-3
+    model, params = suggest(elsewhere, spec)
+    for key, value in (("model", model), ("params", params), ("host", HOST), ("pid", os.getpid()), ("device", "cpu")):
+        elsewhere.set_user_attr(key, value)
+    study.enqueue_trial({"learning_rate": 2.5e-3})  # the next draw here: the same settings, as a shared seed draws them
+    assert run_worker(path, seed_offset=0, say=_quiet) == 0
+    trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
+    drawn = trials[1]
+    assert drawn.state.name == "FAIL" and drawn.user_attrs["repeat_of"] == 0 and "train_seconds" not in drawn.user_attrs
+    trained = [t for t in trials if t.state.name == "COMPLETE" and "repeat_of" not in t.user_attrs]
+    assert len(trained) == 1 and trained[0].params["learning_rate"] != 2.5e-3  # the sampler's own draw, trained once
+    elsewhere_done = optuna.load_study(study_name=spec.name, storage=make_storage(spec))
+    elsewhere_done.tell(0, 0.5)  # the other process ends its trial; a later draw of the same settings takes its score
+    elsewhere_done.enqueue_trial({"learning_rate": 2.5e-3})
+    spec_more = path.read_text().replace("n_trials: 2", "n_trials: 3")
+    path.write_text(spec_more)
+    assert run_worker(path, seed_offset=0, say=_quiet) == 0
+    again = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()[3]
+    assert again.state.name == "COMPLETE" and again.user_attrs["repeat_of"] == 0 and "train_seconds" not in again.user_attrs
