@@ -91,6 +91,11 @@ FULL_DISK_TEXTS = ("No space left on device", "os error 28", "Disk quota exceede
 of the free space before it writes a copy of the data)."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message ("" for none): what an error a library raised says, without its details."""
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and the exceptions it was raised from or during (a few levels: chains can loop)."""
     seen: BaseException | None = exc

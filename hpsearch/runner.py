@@ -130,7 +130,7 @@ class Session:
 
     def __init__(self, spec: StudySpec, say: Callable[..., None], device: str | None = None, seed_offset: int = 0,
                  stop: threading.Event | None = None, read_only: bool = False, threads: int | None = None,
-                 data_warnings: bool = True, study: Any | None = None) -> None:
+                 data_warnings: bool = True, study: Any | None = None, data: Any | None = None) -> None:
         from hpsearch.data import prepare_data
         from hpsearch.finetune import FineTuner
         from hpsearch.finetune.baseline import baseline_scores
@@ -150,7 +150,7 @@ class Session:
         self.ran = 0  # trials this process ran
         self.superseded = superseded(self.study)
         self.said_space_tried = False  # "every configuration tried" is said once per process (run sets it after its workers said it)
-        self.data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
+        self.data = data if data is not None else prepare_data(spec, cache_dir=out / "cache" / "datasets")
         self.data.label_map.save(out / "labels.json")
         for warning in self.data.warnings if data_warnings else ():  # not where run said them for its workers
             say(f"warning: {warning}", event="warning")
@@ -597,9 +597,10 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         study = open_study(spec, say=say)
         # Once here, rather than once by each worker: data with a bad row stopped every worker, each saying so, after
         # each had started (a CUDA context per GPU); data on the hub is fetched once; its warnings are said once, here,
-        # not by each worker and again at the end. What is read is not kept: the workers read it from the cache, and the
-        # end of the run reads it again.
-        for warning in prepare_data(spec, cache_dir=spec.out_dir / "cache" / "datasets").warnings:
+        # not by each worker and again at the end. Kept for the end only where no worker starts: while workers train,
+        # this process does not hold it (they read it from the cache, and the end reads it again).
+        data = prepare_data(spec, cache_dir=spec.out_dir / "cache" / "datasets")
+        for warning in data.warnings:
             say(f"warning: {warning}", event="warning")
         refuse_unavailable(unavailable(spec.models, say=say, task=get_task(spec.task)), study)
         tracker = Tracker.from_spec(spec, say)
@@ -611,6 +612,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
                 event="study_start", finished=before, workers=0)
             codes: list[int] = []
         else:
+            data = None
             say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers",
                 event="study_start", finished=before, workers=len(slots))
             codes = run_pool(Path(study_path), slots, say, extra_args=list(worker_args), stop=stop)
@@ -628,7 +630,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
             tracker.end_study(parent, "KILLED")
             return 130
         try:  # the data, the models and the devices for the end: loaded only when the study goes on to it
-            session = Session(spec, say, stop=stop, data_warnings=False, study=study)
+            session = Session(spec, say, stop=stop, data_warnings=False, study=study, data=data)
         except BaseException:  # the workers' error (bad data, say) is the run's: its study run did not stay open
             tracker.end_study(parent, "FAILED")
             raise

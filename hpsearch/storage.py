@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from hpsearch.errors import HpsearchError, StorageUnavailable, exception_chain
+from hpsearch.errors import HpsearchError, StorageUnavailable, exception_chain, first_line
 from hpsearch.spec import StudySpec
 from hpsearch.summary import redact
 
@@ -261,8 +261,7 @@ class Patience:
 
 
 def _first_line(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc
-    return (str(cause).strip().splitlines() or [""])[0][:200]
+    return first_line(exc.__cause__ or exc)[:200]
 
 
 @functools.cache

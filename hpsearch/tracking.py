@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from hpsearch.errors import HpsearchError, exception_chain
+from hpsearch.errors import HpsearchError, exception_chain, first_line
 from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR
 from hpsearch.spec import StudySpec
 
@@ -135,7 +135,7 @@ def _unreachable(uri: str) -> str | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:300].rstrip(".")
+    return first_line(exc)[:300].rstrip(".")
 
 
 def _tolerant(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,6 +6,7 @@ import itertools
 import json
 import platform
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -230,26 +231,33 @@ def test_settings_a_completed_trial_had_are_not_trained_again_and_a_finite_space
     assert "3 configurations" in json.loads(capsys.readouterr().out)["space"]
 
 
-def test_settings_another_worker_is_training_are_not_trained_twice(tmp_path: Path, tiny_bert: Path) -> None:
+def _training_elsewhere(spec: Any, settings: dict[str, Any]) -> None:
+    """Trial 0 of ``spec``'s study with ``settings``, running as in another worker (alive: this process), and the same
+    settings queued as the next draw."""
     import os
 
+    from hpsearch.space import suggest
+    from hpsearch.workers import HOST
+
+    study = open_study(spec)
+    study.enqueue_trial(settings)
+    elsewhere = study.ask()
+    model, params = suggest(elsewhere, spec)
+    for key, value in (("model", model), ("params", params), ("host", HOST), ("pid", os.getpid()), ("device", "cpu")):
+        elsewhere.set_user_attr(key, value)
+    study.enqueue_trial(settings)
+
+
+def test_settings_another_worker_is_training_are_not_trained_twice(tmp_path: Path, tiny_bert: Path) -> None:
     import optuna
 
     from hpsearch.runner import run_worker
-    from hpsearch.space import suggest
-    from hpsearch.workers import HOST
 
     space = ("space:\n  learning_rate: [2.0e-3, 4.0e-3, 8.0e-3]\n  epochs: 1\n  batch_size: 8\n  weight_decay: 0.0\n  warmup_ratio: 0.0\n"
              "cv: {folds: 2}\ntracking: {enabled: false}\n")
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 3, pruner: {name: none}, sampler: {name: random}}\n", space=space, rows=60)
     spec = load_spec(path)
-    study = open_study(spec)
-    study.enqueue_trial({"learning_rate": 2.0e-3})
-    elsewhere = study.ask()  # as another worker (alive: this process) training lr 2e-3
-    model, params = suggest(elsewhere, spec)
-    for key, value in (("model", model), ("params", params), ("host", HOST), ("pid", os.getpid()), ("device", "cpu")):
-        elsewhere.set_user_attr(key, value)
-    study.enqueue_trial({"learning_rate": 2.0e-3})  # the next draw here: the same settings
+    _training_elsewhere(spec, {"learning_rate": 2.0e-3})
     said: list[tuple[str, dict]] = []
     assert run_worker(path, seed_offset=0, say=lambda message, **fields: said.append((message, fields))) == 0
     trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
@@ -804,25 +812,15 @@ def test_on_a_validation_split_an_explicit_refit_refits_and_trials_without_a_che
 def test_settings_another_process_is_training_are_not_trained_twice_in_a_continuous_space_either(tmp_path: Path, tiny_bert: Path) -> None:
     """Two `run`s of one study started at once: their samplers share the study's seed, so each drew the other's settings,
     learning rates and all, and every configuration was trained twice (repeats were looked for in finite spaces only)."""
-    import os
-
     import optuna
 
     from hpsearch.runner import run_worker
-    from hpsearch.space import suggest
-    from hpsearch.workers import HOST
 
     space = ("space:\n  learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n  epochs: 1\n  batch_size: 8\n"
              "  weight_decay: 0.0\n  warmup_ratio: 0.0\ncv: {folds: 2}\ntracking: {enabled: false}\n")
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}, sampler: {name: random}}\n", space=space, rows=60)
     spec = load_spec(path)
-    study = open_study(spec)
-    study.enqueue_trial({"learning_rate": 2.5e-3})
-    elsewhere = study.ask()  # as the other process (alive: this one) training lr 2.5e-3
-    model, params = suggest(elsewhere, spec)
-    for key, value in (("model", model), ("params", params), ("host", HOST), ("pid", os.getpid()), ("device", "cpu")):
-        elsewhere.set_user_attr(key, value)
-    study.enqueue_trial({"learning_rate": 2.5e-3})  # the next draw here: the same settings, as a shared seed draws them
+    _training_elsewhere(spec, {"learning_rate": 2.5e-3})  # as a shared seed draws them
     assert run_worker(path, seed_offset=0, say=_quiet) == 0
     trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
     drawn = trials[1]

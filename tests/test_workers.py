@@ -99,7 +99,8 @@ def _check_exact(path: Path, n_trials: int, output: str) -> None:
     assert "database is locked" not in output
 
 
-def test_two_local_workers_finish_exactly_n_trials(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_local_workers_finish_exactly_n_trials(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The data's warning is said once (each worker said it, and the run again at its end). Then the finished study run
     again goes straight to its end: it started both workers, each of which imported its libraries and loaded the data
     (seconds; on a GPU machine, a CUDA context per GPU) only to find nothing to do."""
@@ -117,7 +118,13 @@ def test_two_local_workers_finish_exactly_n_trials(tmp_path: Path, tiny_bert: Pa
     ran = [int(n) for n in re.findall(r"^\[cpu-[01]\] worker done: it ran (\d+) trial\(s\); the study has [45] of 5 trials finished",
                                       result.stderr, re.MULTILINE)]
     assert len(ran) == 2 and sum(ran) == 5, result.stderr[-3000:]  # each worker says where it stopped, and what it did
+    import hpsearch.data
+
+    read = hpsearch.data.prepare_data
+    reads: list[object] = []
+    monkeypatch.setattr(hpsearch.data, "prepare_data", lambda *a, **k: reads.append(a) or read(*a, **k))
     assert main(["run", str(path)]) == 0
+    assert len(reads) == 1  # checked before any worker would start, and kept for the end, as none did
     said = capsys.readouterr().err
     assert "study 'toy': 5 of 5 trials finished; no trial left to run, so no worker is started" in said
     assert "started 2 workers" not in said and "[cpu-" not in said, said

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpsearch.errors import DataError, cannot_write
+from hpsearch.errors import DataError, cannot_write, first_line
 from hpsearch.spec import DataSource, StudySpec
 from hpsearch.spec._files import csv_delimiter, data_format
 
@@ -53,7 +53,8 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
     except Exception as exc:
         _refuse_full_disk(exc)
         quoting = f"; a field that holds the separator {delimiter!r} must be in double quotes" if fmt == "csv" and delimiter else ""
-        raise DataError(f"cannot read {path} as {fmt}: {_first_line(_root(exc))}{quoting}; check the file's format") from exc
+        root = _root(exc)  # where a library wraps the parser's error, the parser's says which line is wrong
+        raise DataError(f"cannot read {path} as {fmt}: {first_line(root) or type(root).__name__}{quoting}; check the file's format") from exc
     if fmt == "csv" and SHIFTED_INDEX in loaded.column_names:  # every row had one field more than the header: its first became an index
         raise DataError(f"every data row of {path} has more fields than its header ({', '.join(c for c in loaded.column_names if c != SHIFTED_INDEX)}): "
                         f"a field that holds the separator {delimiter!r} must be in double quotes (a csv writer quotes it), or the "
@@ -129,8 +130,3 @@ def _has_rows(path: Path, header: bool) -> bool:
 
 def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
