@@ -315,6 +315,7 @@ class Objective:
         self.step_stride = max_epochs(spec) + 1  # E epoch steps and one fold-end step per fold
         self.prunable = spec.search.second_objective is None  # Optuna does not prune multi-objective trials
         self._said_unavailable: set[str] = set()
+        self._seeded_apart = False
 
     def __call__(self, trial: Any) -> float | tuple[float, float]:
         import optuna
@@ -393,6 +394,7 @@ class Objective:
         self.on_event(f"trial {trial.number}: {candidate_name} {shown}: the settings of trial {twin.number}, not trained again "
                       f"({self.spec.metric} {score_figure(twin.user_attrs.get('cv_mean', twin.values[0]))}); it does not count toward n_trials",
                       event="trial_end", trial=trial.number, state="COMPLETE", repeat_of=twin.number)
+        self._seed_apart(trial, twin, trials)
         self._queue_untried(trial, trials)
         return tuple(twin.values) if len(twin.values) > 1 else twin.values[0]  # type: ignore[return-value]
 
@@ -405,8 +407,31 @@ class Objective:
         trial.set_user_attr("failure_reason", reason)
         self.on_event(f"trial {trial.number}: {candidate_name} {describe_params(shown_params(self.spec, candidate_name, params))}: {reason}; "
                       "it does not count toward n_trials", event="trial_end", trial=trial.number, state="FAIL", repeat_of=running.number)
+        self._seed_apart(trial, running, trials)
         self._queue_untried(trial, trials)
         raise TrialError(reason)
+
+    def _seed_apart(self, trial: Any, twin: Any, trials: list[Any]) -> None:
+        """In a space with continuous parameters a draw repeats another process's trial ``twin`` only where the two
+        samplers share a seed: two `run`s of one study started at once (each seeds its sampler with the study's seed and
+        the trials it found), where the later one would go on replaying the other's draws, one step behind, and add
+        almost nothing to the search. From the first such repeat on, this process's sampler is seeded with its machine
+        and process id, as a worker's is from its start. A lone run never meets one, so its draws stay reproducible."""
+        import os
+
+        from hpsearch.workers import HOST
+
+        if self._seeded_apart or self.configurations is not None:
+            return  # a finite space repeats by chance too; its untried configurations are queued instead
+        drawn_by = (twin.user_attrs.get("host"), twin.user_attrs.get("pid"))
+        if drawn_by == (HOST, os.getpid()):
+            return
+        self._seeded_apart = True
+        trial.study.sampler = make_sampler(self.spec, derived_seed(HOST, os.getpid()), len(trials))
+        self.on_event(f"trial {trial.number} drew the settings of trial {twin.number}, drawn by process {drawn_by[1]} on {drawn_by[0]}: "
+                      "two processes of this study share the sampler's seed (two `hpsearch run`s of it started at once), so this one "
+                      "now seeds its sampler apart; start the second process as `hpsearch worker`, which does so from its start",
+                      event="sampler_seeded_apart", trial=trial.number, repeat_of=twin.number)
 
     def _queue_untried(self, trial: Any, trials: list[Any]) -> None:
         """Enqueue one configuration of the finite space that no trial of ``trials`` has taken (chosen by the study's

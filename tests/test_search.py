@@ -271,6 +271,40 @@ def test_settings_another_worker_is_training_are_not_trained_twice(tmp_path: Pat
     assert counted_trials(optuna.load_study(study_name=spec.name, storage=make_storage(spec))) == 2
 
 
+def test_a_run_that_replays_another_process_draws_seeds_its_sampler_apart(tmp_path: Path, tiny_bert: Path) -> None:
+    """Two `run`s of one study started at once seed their samplers alike: the later one drew what the other had drawn,
+    one draw behind, and trained almost nothing of its own. After the first such repeat it draws settings of its own."""
+    import os
+
+    import optuna
+
+    from hpsearch.runner import run_worker
+    from hpsearch.search import make_sampler
+    from hpsearch.space import suggest
+    from hpsearch.workers import HOST
+
+    space = ("space:\n  learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n  epochs: 1\n  batch_size: 8\n"
+             "  weight_decay: 0.0\n  warmup_ratio: 0.0\ncv: {folds: 2}\ntracking: {enabled: false}\n")
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 5, pruner: {name: none}, sampler: {name: random}}\n", space=space, rows=60)
+    spec = load_spec(path)
+    open_study(spec)
+    # The other process: the sampler this worker will have (seed offset 0, 3 trials held when it opens the study),
+    # three draws ahead of it, all still training (alive: this test's parent process).
+    other = optuna.load_study(study_name=spec.name, storage=make_storage(spec), sampler=make_sampler(spec, 0, 3))
+    for _ in range(3):
+        trial = other.ask()
+        model, params = suggest(trial, spec)
+        for key, value in (("model", model), ("params", params), ("host", HOST), ("pid", os.getppid()), ("device", "cpu")):
+            trial.set_user_attr(key, value)
+    said: list[tuple[str, dict]] = []
+    assert run_worker(path, seed_offset=0, say=lambda message, **fields: said.append((message, fields))) == 0
+    mine = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()[3:]
+    assert [t.user_attrs.get("repeat_of") for t in mine] == [0, None, None]  # one replayed draw, then its own
+    assert all(t.state.name == "COMPLETE" for t in mine[1:])
+    assert [fields.get("repeat_of") for _, fields in said if fields.get("event") == "sampler_seeded_apart"] == [0]
+    assert any("start the second process as `hpsearch worker`" in m for m, _ in said)
+
+
 def test_a_finite_space_lists_each_configuration_once(tmp_path: Path) -> None:
     from hpsearch.space import configurations, settings_key
     from hpsearch.spec import load_spec_text
