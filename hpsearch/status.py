@@ -5,6 +5,7 @@ study runs.
 """
 from __future__ import annotations
 
+import textwrap
 from datetime import datetime
 from typing import Any
 
@@ -81,7 +82,7 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str
         params = describe_params(r["params"])
         compute = f"{r['device_seconds']:.0f} dev-s, {r['flops']:.2g} FLOPs" if r.get("device_seconds") is not None and r.get("flops") else ""
         table.add_row(str(r["trial"]), r["state"], r["model"], params, score, str(r["epochs"] or ""),
-                      duration(r["seconds"]), compute, r["device"], r["note"][:60])
+                      duration(r["seconds"]), compute, r["device"], textwrap.shorten(r["note"], 60, placeholder=" …"))
     console = Console(width=160, record=True, color_system=None, force_terminal=False)
     with console.capture() as capture:
         console.print(table)
