@@ -87,6 +87,22 @@ def _counted(trials: list[Any], skipped: set[int]) -> int:
                and not t.user_attrs.get("interrupted") and not t.user_attrs.get("requeued") and not is_repeat(t))
 
 
+def search_over(spec: StudySpec, study: Any, counted: int) -> str | None:
+    """Why no trial is left to run in ``study`` (``counted``: :func:`counted_trials`), seen before a worker loads its data,
+    models and device: it has n_trials, or finished trials have taken every configuration of its finite space and none
+    waits (running ones are left to a worker's session, which recovers those of a worker that died). None if some are."""
+    from hpsearch.search import space_taken
+    from hpsearch.space import configurations
+
+    done = f"{spec.search.done_text(counted)} finished"
+    if spec.search.n_trials is not None and counted >= spec.search.n_trials:
+        return done
+    every = configurations(spec)
+    if every is not None and space_taken(spec, [t for t in study.get_trials(deepcopy=False) if t.state.name != "RUNNING"], every):
+        return f"{done}, and every one of its {len(every)} configurations has been tried"
+    return None
+
+
 def seconds_to_go(trials_left: int, trials: list[Any], since: datetime.datetime) -> float | None:
     """About how long ``trials_left`` more trials take: the mean wall time of the trials that finished after ``since``
     (on any worker; repeats, not trained, are not a pace), shared among the workers that run trials at once: those whose
@@ -607,9 +623,8 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         parent = tracker.study_run(spec, objective_digest(study))
         before = counted_trials(study)
         stop = stop or threading.Event()
-        if spec.search.n_trials is not None and before >= spec.search.n_trials:  # run again on a finished study: to its end
-            say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; no trial left to run, so no worker is started",
-                event="study_start", finished=before, workers=0)
+        if (over := search_over(spec, study, before)) is not None:  # run again on a finished study: to its end
+            say(f"study {spec.name!r}: {over}; no trial left to run, so no worker is started", event="study_start", finished=before, workers=0)
             codes: list[int] = []
         else:
             data = None
@@ -701,9 +716,8 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
     # alone is not enough, as workers in containers often have the same one (1, in every pod of a Kubernetes Job).
     offset = derived_seed(HOST, os.getpid()) if seed_offset is None else seed_offset
     study = open_study(spec, seed_offset=offset, say=say)
-    done = counted_trials(study)
-    if spec.search.n_trials is not None and done >= spec.search.n_trials:  # said before the data, models and device are loaded
-        say(f"study {spec.name!r} has {spec.search.done_text(done)} finished: nothing left for a worker to run", event="worker_done", ran=0)
+    if (over := search_over(spec, study, counted_trials(study))) is not None:  # said before the data, models and device are loaded
+        say(f"study {spec.name!r}: {over}; nothing left for a worker to run", event="worker_done", ran=0)
         return 0
     session = Session(spec, say, device=device, seed_offset=offset, stop=stop, threads=threads, data_warnings=data_warnings, study=study)
     say(f"worker on {session.device} joined study {spec.name!r} ({spec.search.done_text(counted_trials(session.study))} finished)",

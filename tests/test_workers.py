@@ -131,11 +131,11 @@ def test_two_local_workers_finish_exactly_n_trials(tmp_path: Path, tiny_bert: Pa
     assert said.count(repeated) == 1, said
     assert main(["worker", str(path)]) == 0  # one started by hand, late: it says so, without loading data, models or a device
     said = capsys.readouterr().err
-    assert said == "study 'toy' has 5 of 5 trials finished: nothing left for a worker to run\n"
+    assert said == "study 'toy': 5 of 5 trials finished; nothing left for a worker to run\n"
     assert counted_trials(_trials(path)) == 5
 
 
-def test_a_finite_space_tried_through_is_said_by_each_worker_and_not_again_by_run(tmp_path: Path, tiny_bert: Path) -> None:
+def test_a_finite_space_tried_through_is_said_by_each_worker_and_not_again_by_run(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture) -> None:
     path = _study(tmp_path, tiny_bert, n_trials=5)
     path.write_text(path.read_text().replace("learning_rate: {type: float, low: 5.0e-3, high: 1.0e-2, log: true}",
                                              "learning_rate: [5.0e-3, 1.0e-2]"))
@@ -143,6 +143,15 @@ def test_a_finite_space_tried_through_is_said_by_each_worker_and_not_again_by_ru
     assert result.returncode == 0, result.stderr[-3000:]
     said = (result.stdout + result.stderr).count("every one of the 2 configurations of the search space has been tried")
     assert said == 2, result.stderr[-3000:]  # cpu-0 and cpu-1, each where it stopped
+    from hpsearch.cli import main
+
+    over = "study 'toy': 2 of 5 trials finished, and every one of its 2 configurations has been tried; "
+    capsys.readouterr()
+    assert main(["run", str(path)]) == 0  # run again: no worker is started to find that out
+    said = capsys.readouterr().err
+    assert over + "no trial left to run, so no worker is started" in said and "[cpu-" not in said, said
+    assert main(["worker", str(path)]) == 0  # one started by hand: said before it loads data, models or a device
+    assert capsys.readouterr().err == over + "nothing left for a worker to run\n"
 
 
 @pytest.mark.postgres
