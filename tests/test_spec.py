@@ -168,6 +168,16 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
         load_spec(path)
 
 
+def test_a_key_set_twice_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    # YAML keeps the later value without a word: a second space block silently replaced the first.
+    path = _write(tmp_path, "name: demo\nspace:\n  learning_rate: 1.0e-3\n  epochs: 2\n  learning_rate: 2.0e-3\n")
+    with pytest.raises(SpecError, match=r"study.yaml:5: not valid YAML: 'learning_rate' is set twice in one mapping \(first on line 3\); keep one"):
+        load_spec(path)
+    path = _write(tmp_path, "name: demo\nsearch: {n_trials: 2}\nsearch: {n_trials: 4}\n")
+    with pytest.raises(SpecError, match=r"study.yaml:3: not valid YAML: 'search' is set twice in one mapping \(first on line 2\)"):
+        load_spec(path)
+
+
 def test_yaml_tags_are_not_evaluated(tmp_path: Path) -> None:
     path = _write(tmp_path, "name: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(SpecError, match="not valid YAML"):

@@ -43,7 +43,20 @@ class SpecLoader(yaml.SafeLoader):
 
     YAML 1.1 (PyYAML's default) reads ``2e-05`` and ``1e-8`` as strings because they have no dot;
     users write learning rates exactly like that, so an exponent makes a float with or without a dot.
+    A key set twice in one mapping is an error: YAML would keep the later value without a word (a second
+    ``space:`` block silently replaced the first).
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[str, int] = {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if key.value in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"{key.value!r} is set twice in one mapping (first on line {first[key.value] + 1}); keep one "
+                        "(the later would replace the first)", key.start_mark)
+                first[key.value] = key.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 _FLOAT_12 = re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$
