@@ -103,7 +103,10 @@ def search_budget_lines(spec: StudySpec) -> list[str]:
     first = min(startup, s.n_trials)
     of = f" (every trial falls in its start-up of {startup})" if first < startup else ""
     lines = [f"  sampler budget: {first} random start-up trial(s) (enqueued settings count among them){of}, then {guided} guided by {s.sampler.name}"]
-    if guided < 2:
+    from hpsearch.space import configurations
+
+    every = configurations(spec)
+    if guided < 2 and (every is None or len(every) > s.n_trials):  # where n_trials covers a finite space, every configuration is tried
         shorter = max(2, s.n_trials // 4)
         fix = (f"raise search.n_trials, or set search.sampler.options.n_startup_trials (e.g. {shorter}), or narrow the space"
                if s.n_trials - max(shorter, enqueued) >= 2 else "raise search.n_trials (this budget is too small for any sampler to learn from), or narrow the space")

@@ -116,6 +116,12 @@ def test_validate_says_when_the_sampler_has_nothing_to_learn_from(tmp_path: Path
     assert len(search_budget_lines(_spec(tmp_path, "search: {n_trials: 8, sampler: {name: tpe, options: {n_startup_trials: 2}}}\n"))) == 1
     tiny = search_budget_lines(_spec(tmp_path, "search: {n_trials: 3}\n"))  # no start-up length would leave 2 guided trials
     assert "n_startup_trials" not in tiny[1] and "raise search.n_trials (this budget is too small" in tiny[1]
+    # A space whose every configuration n_trials covers has nothing to learn: each is tried, and a warning would be noise.
+    _spec(tmp_path)  # its data and model folder
+    covered = search_budget_lines(load_spec_text(
+        "name: s\ntask: text-classification\ndata: {train: d.csv}\nmodels: [{name: big, path: m}]\nsearch: {n_trials: 3}\n"
+        "space: {learning_rate: [1.0e-5, 2.0e-5], epochs: 1, batch_size: 8, weight_decay: 0.0, warmup_ratio: 0.0}\n", tmp_path))
+    assert len(covered) == 1
 
 
 @pytest.mark.parametrize("space", ["", "space: {epochs: 9}\n", "space: {epochs: {type: int, low: 2, high: 5}}\n", "space: {epochs: [2, 3]}\n"])
