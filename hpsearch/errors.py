@@ -73,10 +73,10 @@ class CannotWrite(HpsearchError):
     at = ": {}"
     fix = "make that folder writable for this user, or set output_dir to a folder it can write"
 
-    def __init__(self, reason: str, path: str | None, kept: str) -> None:
-        self.reason = reason
+    def __init__(self, reason: str, path: str | None, kept: str, fix: str | None = None) -> None:
+        self.reason, self.kept = reason, kept
         where = self.at.format(path) if path else ""
-        super().__init__(f"{reason}{where}: {self.fix}, then run the same command again; {kept}")
+        super().__init__(f"{reason}{where}: {fix or self.fix}, then run the same command again; {kept}")
 
 
 class DiskFull(CannotWrite):
@@ -89,6 +89,8 @@ class DiskFull(CannotWrite):
 FULL_DISK_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded", "database or disk is full", "Not enough disk space")
 """How a full disk reads in errors that carry no errno: safetensors' (written in Rust), SQLite's and ``datasets``' (its check
 of the free space before it writes a copy of the data)."""
+READ_ONLY_TEXTS = ("attempt to write a readonly database",)
+"""How a refused write reads in SQLite's errors, which carry no errno."""
 
 
 def first_line(exc: BaseException) -> str:
@@ -113,10 +115,14 @@ def cannot_write(exc: BaseException, kept: str = "what was finished is kept") ->
     import errno
 
     for e in exception_chain(exc):
+        if isinstance(e, CannotWrite):  # already said (by the study's storage, say), under a library's own error
+            return e
         number = e.errno if isinstance(e, OSError) else None
         path = (getattr(e, "filename2", None) or getattr(e, "filename", None)) if number is not None else None  # a link or a move: the path made
         if number in (errno.ENOSPC, errno.EDQUOT) or (number is None and any(text in str(e) for text in FULL_DISK_TEXTS)):
             return DiskFull("no space left on the device", path, kept)
         if number in (errno.EACCES, errno.EPERM, errno.EROFS):
             return CannotWrite((e.strerror or "refused").lower(), path, kept)
+        if number is None and any(text in str(e) for text in READ_ONLY_TEXTS):
+            return CannotWrite("read-only database", None, kept)
     return None

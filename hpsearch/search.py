@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 
 from hpsearch.cost import peak_memory_mb, reset_peak_memory, training_flops
-from hpsearch.errors import DataError, ModelUnavailable, OutOfMemory, SpecError, StorageUnavailable, TrialError, cannot_write
+from hpsearch.errors import CannotWrite, DataError, ModelUnavailable, OutOfMemory, SpecError, StorageUnavailable, TrialError, cannot_write
 from hpsearch.numbers import score_figure
 from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR, better, is_repeat
 from hpsearch.space import (MODEL_PARAM, configurations, describe_params, enqueue_params, grid, max_epochs, optuna_name, settings_key,
@@ -348,7 +348,7 @@ class Objective:
             value = self._cross_validate(trial, self.spec.candidate(candidate_name), params, run)
             state = "COMPLETE"
             return value
-        except StorageUnavailable:
+        except (StorageUnavailable, CannotWrite):
             raise  # not the trial's fault: the worker stops, and the trial runs again later
         except TrialError as exc:
             self._failed(trial, str(exc))

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from hpsearch.errors import HpsearchError, StorageUnavailable, exception_chain, first_line
+from hpsearch.errors import CannotWrite, DiskFull, HpsearchError, StorageUnavailable, cannot_write, exception_chain, first_line
 from hpsearch.spec import StudySpec
 from hpsearch.summary import redact
 
@@ -163,6 +163,10 @@ def make_storage(spec: StudySpec, say: Callable[..., None] | None = None, read_o
         raise HpsearchError(problem)
     patience = Patience(0 if read_only else spec.search.storage_patience, url, say, read_only=read_only)  # says the URL as written
     url = normalise_storage_url(url)
+    if url.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        patience.file = make_url(url).database
     try:
         if url.startswith(("postgresql", "mysql")):
             engine: dict[str, Any] = {"pool_pre_ping": True}
@@ -226,6 +230,7 @@ class Patience:
         self.seconds, self.where, self.read_only = seconds, redact(url), read_only
         self.say = say or (lambda message, **fields: None)
         self.exhausted = False  # after one give-up, later calls fail at once instead of waiting again
+        self.file: str | None = None  # a SQLite database's file (set by make_storage)
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         waited, wait = 0.0, FIRST_WAIT
@@ -233,6 +238,8 @@ class Patience:
             try:
                 result = function(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - only unreachable-database errors are retried
+                if (refused := self.refused(exc)) is not None:  # a full or read-only disk: waiting would not help
+                    raise refused from exc
                 if not unreachable(exc):
                     raise
                 if self.read_only:
@@ -258,6 +265,22 @@ class Patience:
                     self.say(f"storage {self.where} reachable again after {waited:.0f} s; continuing",
                              event="storage", state="reachable", waited_seconds=waited)
                 return result
+
+
+    def refused(self, exc: BaseException) -> CannotWrite | None:
+        """The write that the storage's disk refused behind ``exc`` (full, or read-only), said with the storage and the
+        fix; None where there is none. SQLite says it as an OperationalError, which would otherwise read as the
+        database being out of reach: the worker waited out its patience before it stopped."""
+        refused = cannot_write(exc, kept="the finished trials are kept in it, and a trial it stopped runs again")
+        if refused is None:
+            return None
+        full = isinstance(refused, DiskFull)
+        if self.file is not None:
+            fix = ("free some space on that disk, or move search.storage to a disk with room" if full
+                   else "make that file and its folder writable for this user")
+        else:
+            fix = "free some space on the database server's disk" if full else "let this database user write to the study's database"
+        return type(refused)(refused.reason, self.file or self.where, refused.kept, fix)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -206,6 +206,42 @@ def test_run_with_several_workers_stops_with_a_worker_that_could_not_write(tmp_p
     assert stopped["reason"] == "cannot write" and "storage" not in str(stopped["message"])
 
 
+@pytest.mark.parametrize(("said", "fix"), [
+    ("database or disk is full", "no space left on the device writing {db}: free some space on that disk, or move search.storage to a disk with room"),
+    ("attempt to write a readonly database", "read-only database: {db}: make that file and its folder writable for this user")])
+def test_a_sqlite_storage_on_a_full_or_read_only_disk_stops_at_once_and_the_study_resumes(
+        tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], said: str, fix: str) -> None:
+    """SQLite says a full or read-only disk as an OperationalError, which read as the database being out of reach: the
+    worker said "unreachable", waited out search.storage_patience, and stopped as if the database had gone away."""
+    import sqlite3
+
+    import sqlalchemy
+
+    from hpsearch.cli import main
+
+    db = tmp_path / "study.db"
+    extra = SPACE.replace("EPOCHS", "1") + (f"search: {{n_trials: 2, storage: 'sqlite:///{db}', storage_patience: 60}}\n"
+                                            "tracking: {enabled: false}\nexport: {enabled: false}\n")
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)
+    set_attr = optuna.storages.RDBStorage.set_trial_user_attr
+
+    def refuse(self: object, trial_id: int, key: str, value: object) -> None:
+        if key == "params":
+            raise sqlalchemy.exc.OperationalError("UPDATE trial_user_attributes", {}, sqlite3.OperationalError(said))
+        set_attr(self, trial_id, key, value)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(optuna.storages.RDBStorage, "set_trial_user_attr", refuse)
+        assert main(["run", str(path)]) == 73
+    out = capsys.readouterr()
+    assert "unreachable" not in out.err, out.err
+    assert out.err.rstrip().splitlines()[-1] == (f"hpsearch run: {fix.format(db=db)}, then run the same command again; the finished "
+                                                 "trials are kept in it, and a trial it stopped runs again"), out.err
+    assert run_study(path, say=_quiet) == 0  # room again: the study resumes to its 2 trials
+    spec = load_spec(path)
+    assert counted_trials(optuna.load_study(study_name=spec.name, storage=make_storage(spec))) == 2
+
+
 def test_a_full_disk_or_a_refused_write_is_told_from_the_errors_that_say_it() -> None:
     """safetensors (written in Rust) and SQLite give no errno: their text says it."""
     import sqlite3
