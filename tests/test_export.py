@@ -116,14 +116,36 @@ def test_running_a_finished_study_again_keeps_its_export_instead_of_training_it_
     assert "final_model_kept" not in said and weights.is_file()
 
 
-def test_export_does_not_overwrite_a_foreign_folder(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_does_not_overwrite_a_foreign_folder(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import hpsearch.data
+
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    assert main(["export", str(exported), "--out", str(foreign)]) == 2
-    assert "not written by hpsearch" in capsys.readouterr().err and (foreign / "notes.txt").read_text() == "keep me"
+    with monkeypatch.context() as patch:
+        patch.setattr(hpsearch.data, "prepare_data", lambda *a, **k: pytest.fail("the data was read before the refusal"))
+        assert main(["export", str(exported), "--out", str(foreign)]) == 2
+    said = capsys.readouterr().err
+    assert said.endswith("is not empty and was not written by hpsearch; choose another --out or pass --force\n"), said
+    assert (foreign / "notes.txt").read_text() == "keep me"
     assert main(["export", str(exported), "--out", str(foreign), "--force"]) == 0
     assert (foreign / "hpsearch.json").is_file()
+
+
+def test_run_refuses_a_foreign_export_folder_before_its_search(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """run has no --out or --force: a foreign folder at export.dir stopped it at the end, after the whole search."""
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=SPACE + "search: {n_trials: 1}\n")
+    spec = load_spec(path)
+    spec.export_dir.mkdir(parents=True)
+    (spec.export_dir / "notes.txt").write_text("keep me")
+    assert main(["validate", str(path)]) == 0
+    assert f"warning: run would stop before its search: export target {spec.export_dir} is not empty" in capsys.readouterr().out
+    assert main(["run", str(path)]) == 2
+    assert capsys.readouterr().err == (f"hpsearch run: export target {spec.export_dir} is not empty and was not written by hpsearch; set "
+                                       "export.dir to another folder, or move what is in it (or run with --no-export)\n")
+    assert not (spec.out_dir / "optuna.journal").exists()  # no study begun
+    assert main(["run", str(path), "--no-export", "--quiet"]) == 0 and (spec.export_dir / "notes.txt").read_text() == "keep me"
 
 
 def test_export_without_completed_trials_fails_clearly(tmp_path: Path, tiny_bert: Path, broken_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -297,7 +319,7 @@ def test_iobes_tags_export_named_as_the_pipeline_groups_entities(tmp_path: Path,
     from transformers import AutoModelForTokenClassification, pipeline
 
     path = toy_study(tmp_path, tiny_bert, task="token-classification", rows=60, extra=SPACE.replace("epochs: 2", "epochs: 1")
-                     + "search: {n_trials: 1}\ntracking: {enabled: false}\n")
+                     + "search: {n_trials: 1}\n")
     rows = [{"tokens": [first, "smith", "in", city, "rome"], "tags": ["B-PER", "E-PER", "O", "S-LOC", "S-LOC"]}
             for first, city in zip(["alice", "bob", "carol", "dave", "erin"] * 12, ["paris", "london", "berlin"] * 20)]
     write_jsonl(tmp_path / "ner.jsonl", rows)
