@@ -32,12 +32,15 @@ def spec_hash(spec: StudySpec) -> str:
     return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def check_target(folder: Path, force: bool) -> None:
-    """Refuse to overwrite a non-empty folder that hpsearch did not write, unless forced."""
+def check_target(folder: Path, force: bool, run: bool = False) -> None:
+    """Refuse to overwrite a non-empty folder that hpsearch did not write, unless forced. ``run``: said for `run`, which
+    exports to ``export.dir`` and has no --out or --force (it checks before its search, not after)."""
     if folder.exists() and not folder.is_dir():
-        raise HpsearchError(f"export target {folder} is a file; choose a folder with --out")
+        fix = "set export.dir to a folder (or run with --no-export)" if run else "choose a folder with --out"
+        raise HpsearchError(f"export target {folder} is a file; {fix}")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / METADATA).is_file() and not force:
-        raise HpsearchError(f"export target {folder} is not empty and was not written by hpsearch; choose another --out or pass --force")
+        fix = "set export.dir to another folder, or move what is in it (or run with --no-export)" if run else "choose another --out or pass --force"
+        raise HpsearchError(f"export target {folder} is not empty and was not written by hpsearch; {fix}")
 
 
 def kept_export(spec: StudySpec, target: Path, report: dict[str, Any]) -> dict[str, Any] | None:

@@ -591,6 +591,10 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
     from hpsearch.workers import crowded, plan_slots, run_pool
 
     spec = load_spec(study_path)
+    if export and spec.export.enabled:  # a folder the export may not write: said now, not after the search
+        from hpsearch.export import check_target
+
+        check_target(spec.export_dir, force=False, run=True)
     if new_study:
         if keep_trials:
             check_carryable(spec)
@@ -762,8 +766,12 @@ def export_study(study_path: Path, *, target: Path | None = None, force: bool = 
     from hpsearch.finish import select_from_study
     from hpsearch.search import load_existing_study
 
+    from hpsearch.export import check_target
+
     spec = load_spec(study_path)
     select_from_study(spec, load_existing_study(spec, say))  # a study never run, or with no completed trial: said before any data is read
+    if spec.export.enabled or target is not None:  # as finish_study will, before the data and models are loaded
+        check_target(target or spec.export_dir, force)
     session = Session(spec, say, read_only=True)
     try:
         return finish_study(session, export=True, target=target, force=force)

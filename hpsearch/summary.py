@@ -74,6 +74,14 @@ def describe_spec(spec: StudySpec) -> str:
         f"selection: rule {spec.selection.rule}; export: {'to ' + str(spec.export_dir) if spec.export.enabled else 'off'}"
         f" (policy {spec.final_policy})"
     )
+    if spec.export.enabled:
+        from hpsearch.errors import HpsearchError
+        from hpsearch.export import check_target
+
+        try:
+            check_target(spec.export_dir, force=False, run=True)
+        except HpsearchError as exc:
+            lines.append(f"warning: run would stop before its search: {exc}")
     return "\n".join(lines)
 
 
