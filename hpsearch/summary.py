@@ -168,8 +168,11 @@ def describe_data(spec: StudySpec) -> list[str]:
     hub = [f"data.{split}" for split, source in sources.items() if source is not None and source.hub is not None]
     if hub:
         return [f"data: not read ({', '.join(hub)} on the hub); run checks it when it reads it"]
+    from hpsearch.runner import make_folds
+
     with tempfile.TemporaryDirectory(prefix="hpsearch-validate-") as cache:  # validate writes nothing of its own
         data = prepare_data(spec, cache_dir=Path(cache))
+    make_folds(spec, data)  # cut as run cuts them: more folds than rows (or than a class or the groups allow) is said here
     lines = ["data: " + ", ".join(f"{len(split):,} {name} rows" for name, split in data.splits.items()) + " (read and checked as run reads them)"]
     values = data.train.columns.get(data.task.target) if data.task.target is not None else None
     if values and data.task.has_label_list and all(isinstance(value, int) for value in values):  # one label per row

@@ -271,6 +271,10 @@ def test_validate_reads_the_data_as_run_does_and_names_its_problems(tmp_path: Pa
     (tmp_path / "study.yaml").write_text("name: v\ntask: regression\ndata: {train: r.csv}\nmodels: [{name: m, path: m}]\ncv: {folds: 3}\n")
     assert main(["validate", str(path)]) == 0
     assert "data: 3 train rows (read and checked as run reads them)\n  training targets: mean 3, standard deviation 2.16, from 1 to 6\n" in capsys.readouterr().out
+    (tmp_path / "study.yaml").write_text(HEAD + "data: {train: d.csv}\nmodels: [{name: m, path: m}]\ncv: {folds: 25}\n")
+    assert main(["validate", str(path)]) == 2  # folds cut as run cuts them: refused here, not only once run reads the data
+    assert ("25-fold cross-validation needs at least 25 rows, but the training data has 20; lower cv.folds"
+            in capsys.readouterr().err)
 
 
 def test_more_cpu_workers_than_cores_are_warned_of_and_threads_come_from_the_usable_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
