@@ -62,7 +62,7 @@ def test_validate_reports_errors_and_exits_nonzero(tmp_path: Path, capsys: pytes
 
 
 def test_validate_masks_passwords(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "d.csv").write_text("text,label\na,x\nb,y\n")
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"text {i},{'xy'[i % 2]}\n" for i in range(10)))  # enough for 5 folds
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")
     (tmp_path / "m" / "model.safetensors").write_bytes(b"")  # what validate looks for; never read here
