@@ -763,10 +763,9 @@ def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None]
 
 def export_study(study_path: Path, *, target: Path | None = None, force: bool = False, say: Callable[..., None] = _say) -> int:
     """``hpsearch export``: the selected model of a study (finished or still running), as a folder."""
+    from hpsearch.export import check_target
     from hpsearch.finish import select_from_study
     from hpsearch.search import load_existing_study
-
-    from hpsearch.export import check_target
 
     spec = load_spec(study_path)
     select_from_study(spec, load_existing_study(spec, say))  # a study never run, or with no completed trial: said before any data is read

@@ -424,7 +424,7 @@ class Objective:
         if self._seeded_apart or self.configurations is not None:
             return  # a finite space repeats by chance too; its untried configurations are queued instead
         drawn_by = (twin.user_attrs.get("host"), twin.user_attrs.get("pid"))
-        if drawn_by == (HOST, os.getpid()):
+        if drawn_by == (HOST, os.getpid()) or None in drawn_by:  # this process's own draw, or one that names no process
             return
         self._seeded_apart = True
         trial.study.sampler = make_sampler(self.spec, derived_seed(HOST, os.getpid()), len(trials))

@@ -266,7 +266,6 @@ class Patience:
                              event="storage", state="reachable", waited_seconds=waited)
                 return result
 
-
     def refused(self, exc: BaseException) -> CannotWrite | None:
         """The write that the storage's disk refused behind ``exc`` (full, or read-only), said with the storage and the
         fix; None where there is none. SQLite says it as an OperationalError, which would otherwise read as the
