@@ -144,13 +144,14 @@ def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, 
         n, n_unpruned, startup = max(n - finished, 0), max(n_unpruned - finished, 0), max(startup - finished, 0)
     kept = min(n, startup) if work < 1 else n
     # Trials side by side, one per GPU; fewer trials than GPUs leave some idle (a trial runs on one device).
-    lanes = min(layout.devices, max(n, 1)) if spec.search.n_trials is not None else layout.devices
-    lanes_unpruned = min(layout.devices, max(n_unpruned, 1)) if spec.search.n_trials is not None else layout.devices
+    def lanes(trials: float) -> int:
+        return layout.devices if spec.search.n_trials is None else int(min(layout.devices, max(trials, 1)))
+
     result: dict[str, Any] = {
         "rows": rows, "n_trials": n, "n_trials_without_pruning": n_unpruned, "time_budget": spec.search.n_trials is None,
         "folds": folds, "train_rows_per_fold": train_rows, "eval_rows_per_fold": eval_rows,
-        "seconds_without_pruning": once + n_unpruned * per_trial / lanes_unpruned + final,
-        "seconds_with_pruning": once + (kept * per_trial + (n - kept) * work * per_trial) / lanes + final,
+        "seconds_without_pruning": once + n_unpruned * per_trial / lanes(n_unpruned) + final,
+        "seconds_with_pruning": once + (kept * per_trial + (n - kept) * work * per_trial) / lanes(n) + final,
         "one_off_seconds": once, "final_model_seconds": final,
         "pruning_assumption": assumption.format(later=f"{n - kept:.0f}") if n > kept else "no trial is pruned",
         "longest_trial_seconds": max(r["trial_seconds"] for r in rows), "layout": asdict(layout), "layout_text": layout.describe(),
@@ -237,6 +238,7 @@ def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> Me
     from hpsearch.finetune import FineTuner
     from hpsearch.finetune.core import unavailable
     from hpsearch.runner import make_folds, pick_device, refuse_unavailable
+    from hpsearch.search import within_memory
 
     out = spec.out_dir
     data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
@@ -254,20 +256,18 @@ def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> Me
         for scope in dict.fromkeys(str(s) for s in space["scope"].values_hint()):
             # Two epochs, timed on the second: the first batches of a fresh model run slower than the rest.
             params = {"learning_rate": 1e-5, "epochs": 2, "batch_size": batch, "scope": scope, "warmup_ratio": 0.0, "grad_accumulation": 1}
-            retries, tried, timed = spec.execution.memory_retries, [], None
-            while timed is None:
-                tried.append(params["batch_size"])
-                try:
-                    timed = _timed(tuner, candidate, params, train_sample, eval_sample, eval_split, spec.seed)
-                except OutOfMemory:
-                    if retries == 0 or params["batch_size"] < 2:
-                        break
-                    retries -= 1
-                    params.update(batch_size=params["batch_size"] // 2, grad_accumulation=params["grad_accumulation"] * 2)
-                    say(f"{candidate.name} {scope}: out of memory on {device}; calibrating again with batch_size {params['batch_size']}, "
-                        f"as run retries such a fold")
-            if timed is None:
-                refused.append(f"{candidate.name} {scope} at batch_size {' or '.join(map(str, tried))}")
+            tried: list[int] = []
+
+            def retried(exc: OutOfMemory, before: dict[str, Any]) -> None:
+                tried.append(before["batch_size"])
+                say(f"{candidate.name} {scope}: out of memory on {device}; calibrating again with batch_size {params['batch_size']}, "
+                    f"as run retries such a fold")
+
+            try:
+                timed = within_memory(lambda: _timed(tuner, candidate, params, train_sample, eval_sample, eval_split, spec.seed),
+                                      params, spec.execution.memory_retries, retried)
+            except OutOfMemory:
+                refused.append(f"{candidate.name} {scope} at batch_size {' or '.join(map(str, [*tried, params['batch_size']]))}")
                 warnings.append(f"{refused[-1]} does not fit in the memory of {device}: each of its trials will fail, and the estimate "
                                 "leaves it out; lower batch_size or data.max_length, train less of it (freeze-K, lora), or raise "
                                 "execution.memory_retries")
@@ -379,7 +379,7 @@ def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
     plan = estimate(spec, measured.calibrations, measured.train_rows, measured.eval_rows, measured.folds, measured.test_rows,
                     study_layout(spec, measured.device), finished)
     plan["warnings"] = measured.warnings + plan["warnings"]
-    if plan["layout"]["kind"] == "cpu" and (crowd := crowded(plan["layout"]["per_device"])):
+    if plan["layout"]["kind"] == "cpu" and (crowd := crowded(plan["layout"]["per_device"], plan["layout"]["cores"])):
         plan["warnings"].append(crowd)
     plan["spec_hash"] = spec_hash(spec)  # which version of the study the plan is for: `run` sets its time beside it only for that one
     spec.out_dir.mkdir(parents=True, exist_ok=True)

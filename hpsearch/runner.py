@@ -730,7 +730,8 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
         return 130
     trials = session.study.get_trials(deepcopy=False)
     running = sum(1 for t in trials if t.state.name == "RUNNING")
-    say(f"worker done: it ran {session.ran} trial(s); the study has {spec.search.done_text(counted_trials(session.study))} finished"
+    counted = _counted(trials, superseded(session.study))
+    say(f"worker done: it ran {session.ran} trial(s); the study has {spec.search.done_text(counted)} finished"
         + (f", {running} still running elsewhere" if running else ""), event="worker_done", ran=session.ran)
     return 0
 

@@ -297,6 +297,23 @@ def lowest_loss(loss_curves: Sequence[Sequence[float]]) -> float | None:
     return loss if math.isfinite(loss) else None
 
 
+def within_memory(fit: Callable[[], Any], params: dict[str, Any], retries: int,
+                  on_retry: Callable[[OutOfMemory, dict[str, Any]], None]) -> Any:
+    """``fit()``, run again while it runs out of memory, at most ``retries`` times: each time with half the batch and twice
+    the accumulation, the same effective batch in less memory (``params`` is changed in place; ``on_retry`` is told the
+    error and the settings before the change). What ``run`` does with a fold, and ``hpsearch plan`` with its calibration."""
+    while True:
+        try:
+            return fit()
+        except OutOfMemory as exc:
+            if retries == 0 or int(params["batch_size"]) < 2:
+                raise
+            retries -= 1
+            before = dict(params)
+            params.update(batch_size=int(before["batch_size"]) // 2, grad_accumulation=int(before.get("grad_accumulation", 1)) * 2)
+            on_retry(exc, before)
+
+
 class Objective:
     """Scores one (candidate, hyperparameters) trial by k-fold cross-validation."""
 
@@ -332,7 +349,7 @@ class Objective:
         trial.set_user_attr("model", candidate_name)
         trial.set_user_attr("params", params)
         # Exact repeats: a finite space's, or, in any space, two processes whose samplers share a seed (two `run`s of one
-        # study: each drew the other's settings, and every configuration was trained twice).
+        # study started at once; see _seed_apart).
         trials = trial.study.get_trials(deepcopy=False, states=None)
         twin, running = twins(trials, settings_key(candidate_name, params), trial.number)
         if twin is not None:
@@ -592,32 +609,22 @@ class Objective:
             fitted.close()
 
     def _fit_within_memory(self, trial: Any, fold: int, records: list[list[Any]], fit: Callable[[], Any], params: dict[str, Any]) -> Any:
-        """``fit()``, run again with a halved batch (``params`` is changed in place) while it runs out of memory."""
-        retries = self.spec.execution.memory_retries
-        while True:
-            try:
-                return fit()
-            except OutOfMemory as exc:
-                if retries == 0 or int(params["batch_size"]) < 2:
-                    raise
-                retries -= 1
-                self._halve_batch(trial, params, fold, exc)
-                for record in records:
-                    record.clear()  # the fold starts again; Optuna keeps the first report of a repeated step
+        """``fit()`` under :func:`within_memory` (``params`` is changed in place, for this and later folds), each retry
+        recorded on the trial and said; the fold's records start again."""
+        def retried(exc: OutOfMemory, before: dict[str, Any]) -> None:
+            if DRAWN_ATTR not in trial.user_attrs:  # the configuration it stands for, tried whatever it ran with
+                trial.set_user_attr(DRAWN_ATTR, before)
+            trial.set_user_attr("params", params)  # what the trial really ran with; the refit uses it too
+            trial.set_user_attr("memory_note", f"out of memory with batch_size={before['batch_size']}; ran with batch_size={params['batch_size']}, "
+                                               f"grad_accumulation={params['grad_accumulation']}")
+            self.on_event(f"trial {trial.number} fold {fold + 1}: {exc}; retrying with batch_size={params['batch_size']} and "
+                          f"grad_accumulation={params['grad_accumulation']} (same effective batch)",
+                          event="memory_retry", trial=trial.number, fold=fold + 1, batch_size=params["batch_size"],
+                          grad_accumulation=params["grad_accumulation"])
+            for record in records:
+                record.clear()  # the fold starts again; Optuna keeps the first report of a repeated step
 
-    def _halve_batch(self, trial: Any, params: dict[str, Any], fold: int, exc: OutOfMemory) -> None:
-        """Half the batch, twice the accumulation: the same effective batch in less memory (for this and later folds)."""
-        old = (int(params["batch_size"]), int(params.get("grad_accumulation", 1)))
-        if DRAWN_ATTR not in trial.user_attrs:  # the configuration it stands for, tried whatever it ran with
-            trial.set_user_attr(DRAWN_ATTR, dict(params))
-        params.update(batch_size=old[0] // 2, grad_accumulation=old[1] * 2)
-        trial.set_user_attr("params", params)  # what the trial really ran with; the refit uses it too
-        trial.set_user_attr("memory_note", f"out of memory with batch_size={old[0]}; ran with batch_size={params['batch_size']}, "
-                                           f"grad_accumulation={params['grad_accumulation']}")
-        self.on_event(f"trial {trial.number} fold {fold + 1}: {exc}; retrying with batch_size={params['batch_size']} and "
-                      f"grad_accumulation={params['grad_accumulation']} (same effective batch)",
-                      event="memory_retry", trial=trial.number, fold=fold + 1, batch_size=params["batch_size"],
-                      grad_accumulation=params["grad_accumulation"])
+        return within_memory(fit, params, self.spec.execution.memory_retries, retried)
 
     def _say_best(self, number: int, mean: float, std: float) -> None:
         """The best-so-far line, over every worker's completed trials (read from the storage)."""

@@ -298,7 +298,8 @@ worker trains the same settings is not trained twice either: it ends failed (no 
 that trial's number. Samplers propose exact repeats only in spaces without a continuous parameter (TPE drew 11
 to 15 distinct configurations in 20 trials of an 18-configuration space: 3 learning rates x 2 batch sizes x 3
 epoch counts; benchmarks/repeats.py), or, in any space, where two processes' samplers share a seed (two `run`s of
-one study started at once drew the same settings, each trained twice, before repeats were looked for in every space)."""
+one study started at once draw the same settings; in a space with continuous parameters the process that meets such a
+repeat seeds its sampler apart)."""
 
 
 def is_repeat(trial: Any) -> bool:
