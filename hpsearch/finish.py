@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
-from hpsearch.numbers import difference_figure, interval_figure, score_figure
+from hpsearch.numbers import amount_figure, difference_figure, interval_figure, score_figure
 from hpsearch.selection import SPLIT_SE_ATTR, compared_by, counts_text, is_repeat, score_text, trained_complete
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
@@ -332,7 +332,7 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
     lines.append(f"trials: {counts_text(trials)}")
     spent = report.get("study_cost")
     if spent:
-        lines.append(f"cost: {spent['train_samples']:,} training samples, {spent['device_seconds']:.0f} device-seconds, "
+        lines.append(f"cost: {spent['train_samples']:,} training samples, {amount_figure(spent['device_seconds'])} device-seconds, "
                      f"~{spent['flops']:.3g} FLOPs (estimated) over {spent['trials']} finished trials")
     lines.append(f"results: {spec.out_dir} (CV table {csv_path.name}, selection.json)")
     if "export_dir" in report:
@@ -389,13 +389,13 @@ def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
     lines = [f"which model (best trial of each, {spec.metric} {scored} with interval; compared with the winner by {compared_by(spec.one_split)}):"]
     for r in rows:
         counts = r["trials"]
-        spent = f"{counts_text(counts, '/')}, {r['train_samples']:,} samples, {r['device_seconds']:.0f} device-s"
+        spent = f"{counts_text(counts, '/')}, {r['train_samples']:,} samples, {amount_figure(r['device_seconds'])} device-s"
         if r["best_trial"] is None:
             lines.append(f"  {r['model']}: {r['verdict']} ({spent})")
             continue
         size = f"{r['trainable_parameters'] or 0:,}/{r['total_parameters'] or 0:,} params trained/total"
         if r.get("latency_ms") is not None:
-            size += f", {r['latency_ms']:.1f} ms/example"
+            size += f", {amount_figure(r['latency_ms'])} ms/example"
         versus = ""
         if r.get("comparison"):
             c = r["comparison"]

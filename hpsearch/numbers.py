@@ -21,3 +21,12 @@ def interval_figure(low: float, high: float, signed: bool = False) -> str:
 def difference_figure(comparison: dict[str, float]) -> str:
     """A paired comparison's difference with its interval: ``+0.0123 [-0.0040, +0.0286]``."""
     return f"{score_figure(comparison['difference'], signed=True)} {interval_figure(comparison['low'], comparison['high'], signed=True)}"
+
+
+def amount_figure(value: float) -> str:
+    """A measured amount (device-seconds, milliseconds per example) in whole units from 10 up (``1,234``), below
+    that to 2 significant digits (``3.2``, ``0.043``): a whole number would call a small model's second or
+    millisecond 0."""
+    if not math.isfinite(value) or value == 0 or abs(value) >= 9.95:
+        return f"{value:,.0f}"
+    return f"{value:.2g}"

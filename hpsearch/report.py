@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from hpsearch.numbers import difference_figure, interval_figure, score_figure
+from hpsearch.numbers import amount_figure, difference_figure, interval_figure, score_figure
 from hpsearch.selection import compared_by, counts_text, latency_measured, same_selection, score_text, trained_complete
 from hpsearch.space import describe_params, shown_params
 from hpsearch.spec import StudySpec
@@ -180,10 +180,10 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
                      score_figure(r['mean_score']) if "mean_score" in r else "—",
                      interval_figure(r['low'], r['high']) if "low" in r else "—", r["verdict"],
                      difference_figure(c) if c else "—", f"{c['p_value']:.3f}" if c else "—",
-                     counts_text(r["trials"], " / "), f"{r['train_samples']:,}", f"{r['device_seconds']:.0f}",
+                     counts_text(r["trials"], " / "), f"{r['train_samples']:,}", amount_figure(r['device_seconds']),
                      f"{r.get('flops') or 0:.3g}",
                      f"{r.get('trainable_parameters') or 0:,} / {r.get('total_parameters') or 0:,}" if r["best_trial"] is not None else "—",
-                     f"{r['latency_ms']:.1f}" if r.get("latency_ms") is not None else "—"]
+                     amount_figure(r['latency_ms']) if r.get("latency_ms") is not None else "—"]
             body += "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>"
         parts.append(f"<h2>Which model? (best trial of each candidate)</h2>\n<table id='per-model'><tr>{head}</tr>{body}</table>")
     return "\n".join(parts)
@@ -191,10 +191,11 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
 
 def _cost_cells(row: dict[str, Any]) -> list[str]:
     """A trial's cost as the CV table records it ("—" where a trial from an older study has none)."""
-    def shown(key: str, form: str) -> str:
-        return "—" if row.get(key) is None else format(row[key], form)
+    def shown(key: str, form: Callable[[Any], str]) -> str:
+        return "—" if row.get(key) is None else form(row[key])
 
-    return [shown("train_samples", ","), shown("device_seconds", ".0f"), shown("flops", ".3g"), shown("peak_memory_mb", ".0f")]
+    return [shown("train_samples", "{:,}".format), shown("device_seconds", amount_figure), shown("flops", "{:.3g}".format),
+            shown("peak_memory_mb", "{:.0f}".format)]
 
 
 def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], sections: list[str]) -> str:
@@ -207,7 +208,7 @@ def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], 
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in [
             r["rank"], r["trial"], r["model"], score_figure(r['mean_score']), score_figure(r['std_score']),
             *[score_figure(r[s]) for s in splits], r["best_epochs"], *_cost_cells(r),
-            *([f"{r['latency_ms']:.1f}" if r.get("latency_ms") is not None else "—"] if latency else []),
+            *([amount_figure(r['latency_ms']) if r.get("latency_ms") is not None else "—"] if latency else []),
             describe_params(shown_params(spec, r["model"], r["params"]))]) + "</tr>"
         for r in table)
     comparisons = "".join(

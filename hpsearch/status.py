@@ -9,6 +9,7 @@ import textwrap
 from datetime import datetime
 from typing import Any
 
+from hpsearch.numbers import amount_figure
 from hpsearch.selection import CARRIED_ATTR, REPEAT_ATTR
 from hpsearch.space import describe_params
 from hpsearch.spec import StudySpec
@@ -80,7 +81,7 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str
     for r in rows:
         score = spec.trial_score_text(r["cv_mean"], r["cv_std"]) if r["cv_mean"] is not None else ""
         params = describe_params(r["params"])
-        compute = f"{r['device_seconds']:.0f} dev-s, {r['flops']:.2g} FLOPs" if r.get("device_seconds") is not None and r.get("flops") else ""
+        compute = f"{amount_figure(r['device_seconds'])} dev-s, {r['flops']:.2g} FLOPs" if r.get("device_seconds") is not None and r.get("flops") else ""
         table.add_row(str(r["trial"]), r["state"], r["model"], params, score, str(r["epochs"] or ""),
                       duration(r["seconds"]), compute, r["device"], textwrap.shorten(r["note"], 60, placeholder=" …"))
     console = Console(width=160, record=True, color_system=None, force_terminal=False)
@@ -112,8 +113,11 @@ def as_json(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: st
 
 
 def duration(seconds: float | None) -> str:
-    """'1m26s', '42s' (to the nearest second, as the other figures beside it are rounded); '' for None."""
+    """'1m26s', '42s' (to the nearest second), '2.9s' (under 10 s: 2 significant digits, as the device-seconds beside
+    it, which a trial's duration holds); '' for None."""
     if seconds is None:
         return ""
+    if abs(seconds) < 9.95:
+        return f"{amount_figure(seconds)}s"
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

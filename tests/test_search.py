@@ -13,6 +13,7 @@ import torch
 
 from hpsearch.cli import main
 from hpsearch.errors import HpsearchError
+from hpsearch.numbers import amount_figure
 from hpsearch.runner import counted_trials, run_study
 from hpsearch.search import best_epoch_aggregate, make_storage, open_study
 from hpsearch.spec import load_spec
@@ -637,7 +638,7 @@ def test_latency_is_measured_once_per_candidate_and_shared_by_its_trials(tmp_pat
     assert main(["report", str(path), "--out", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "report.html").read_text()
     trials_table = page[page.index("All completed trials"):]
-    assert "ms / example" in trials_table and f"<td>{latency['two']:.1f}</td>" in trials_table
+    assert "ms / example" in trials_table and f"<td>{amount_figure(latency['two'])}</td>" in trials_table
 
 
 def test_an_entity_study_scored_by_word_accuracy_gets_its_corrected_estimate(tmp_path: Path, tiny_bert: Path) -> None:
@@ -678,7 +679,8 @@ def test_a_learning_winner_beats_the_baseline_and_says_which_model(tmp_path: Pat
     row = report["per_model"][0]
     assert row["verdict"] == "winner" and row["latency_ms"] > 0 and row["train_samples"] > 0 and row["device_seconds"] > 0
     out = capsys.readouterr().out
-    assert "which model" in out and "ms/example" in out
+    assert "which model" in out and f"{amount_figure(row['latency_ms'])} ms/example" in out
+    assert f"{amount_figure(row['device_seconds'])} device-s" in out and " 0 device-s" not in out and "0.0 ms/example" not in out
 
 
 def test_every_completed_trial_keeps_its_out_of_fold_predictions_for_the_corrected_estimate(tmp_path: Path, tiny_bert: Path) -> None:

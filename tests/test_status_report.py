@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from hpsearch.cli import main
+from hpsearch.numbers import amount_figure
 from hpsearch.runner import run_study
 from hpsearch.spec import load_spec
 from toydata import QUICK, toy_study
@@ -124,11 +125,11 @@ def test_report_writes_html_and_valid_pngs(finished: Path, tmp_path: Path) -> No
     import csv
 
     for row in csv.DictReader(results.open()):
-        cells = f"<td>{int(row['train_samples']):,}</td><td>{float(row['device_seconds']):.0f}</td><td>{float(row['flops']):.3g}</td>"
+        cells = f"<td>{int(row['train_samples']):,}</td><td>{amount_figure(float(row['device_seconds']))}</td><td>{float(row['flops']):.3g}</td>"
         assert cells in table, row["trial"]
 
 
 def test_durations_are_rounded_as_the_compute_beside_them() -> None:
     from hpsearch.status import duration
 
-    assert [duration(s) for s in (2.88, 2.4, 59.6, 89.5, 125.2, None)] == ["3s", "2s", "1m00s", "1m30s", "2m05s", ""]
+    assert [duration(s) for s in (2.88, 2.4, 9.96, 59.6, 89.5, 125.2, None)] == ["2.9s", "2.4s", "10s", "1m00s", "1m30s", "2m05s", ""]
