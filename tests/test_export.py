@@ -241,6 +241,13 @@ def test_token_classification_export_serves_entities(tmp_path: Path, tiny_bert: 
     assert len(out) == 7 and all(len(r["predicted_tags"]) == len(r["tokens"]) for r in out)
     # The csv it writes holds each word list as JSON: read back, those are words again, as are words separated by spaces.
     assert main(["predict", str(spec.export_dir), "--input", str(tmp_path / "out.jsonl"), "--output", str(tmp_path / "out.csv")]) == 0
+    # Words outside ASCII are written as they are in both formats, not as \u escapes.
+    accents = write_jsonl(tmp_path / "accents.jsonl", [{"tokens": ["zoë", "lives", "in", "münchen"]}])
+    for name in ("accents_out.csv", "accents_out.jsonl"):
+        assert main(["predict", str(spec.export_dir), "--input", str(accents), "--output", str(tmp_path / name)]) == 0
+    with (tmp_path / "accents_out.csv").open(encoding="utf-8") as handle:
+        assert next(csv.DictReader(handle))["tokens"] == '["zoë", "lives", "in", "münchen"]'
+    assert '"tokens": ["zoë", "lives", "in", "münchen"]' in (tmp_path / "accents_out.jsonl").read_text(encoding="utf-8")
     words = ner_rows(7, seed=3)[0]["tokens"]
     source = write_csv(tmp_path / "words.csv", [{"tokens": json.dumps(words)}, {"tokens": " ".join(words)}, {"tokens": ""}])
     assert main(["predict", str(spec.export_dir), "--input", str(source), "--output", str(tmp_path / "words.jsonl")]) == 0
