@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("model_dir", type=Path, help="a folder written by 'hpsearch export' or 'hpsearch run'")
     predict.add_argument("--input", type=Path, required=True, help="input file; its columns are those the study used")
     predict.add_argument("--output", type=Path, required=True, help="output file (.csv or .jsonl), one row per input row")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (default 32); lower it if memory runs out")
     predict.add_argument("--delimiter", help="field separator of a csv input, e.g. ';' (also used for a csv output); default ','")
     predict.set_defaults(handler=_predict)
     return parser
@@ -179,6 +179,8 @@ def _export(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from hpsearch.predict import predict_file
 
+    if args.batch_size < 1:
+        raise HpsearchError(f"--batch-size must be at least 1, but got {args.batch_size}")
     _quiet_libraries()
     _stop_on_signals()
     rows, empty = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size, delimiter=args.delimiter,

@@ -209,6 +209,15 @@ def test_predict_names_missing_columns(exported: Path, tmp_path: Path, capsys: p
     assert capsys.readouterr().err.strip() == f"hpsearch predict: --input {tmp_path / 'nothing.csv'}: no such file; check the path"
 
 
+def test_predict_refuses_a_batch_size_under_one(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_csv(tmp_path / "in.csv", [{"text": "good film"}])
+    for size in ("0", "-3"):
+        assert main(["predict", str(load_spec(exported).export_dir), "--input", str(source), "--output", str(tmp_path / "o.csv"),
+                     "--batch-size", size]) == 2
+        assert capsys.readouterr().err.strip() == f"hpsearch predict: --batch-size must be at least 1, but got {size}"
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_predict_reads_and_writes_another_separator(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = classification_rows(5, seed=2)
     source = tmp_path / "in.csv"
