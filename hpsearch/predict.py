@@ -13,7 +13,7 @@ from hpsearch.data.sources import load_source
 from hpsearch.errors import DataError, HpsearchError
 from hpsearch.export import METADATA
 from hpsearch.spec import DataSource
-from hpsearch.spec._files import column_names, csv_delimiter, other_separator
+from hpsearch.spec._files import column_names, csv_delimiter, data_format, other_separator
 from hpsearch.tasks import get_task
 from hpsearch.tasks.base import is_missing
 
@@ -37,6 +37,9 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
     path = input_path.resolve()
     if not path.exists():
         raise DataError(f"--input {input_path}: no such file; check the path")
+    if data_format(path, None) is None:
+        raise DataError(f"--input {input_path}: cannot tell the format from its suffix {path.suffix!r}; give a .csv, .tsv, .json, "
+                        ".jsonl or .parquet file (a spreadsheet saved as csv, say)")
     try:
         source = DataSource(path=path, delimiter=delimiter)
     except ValidationError as exc:  # a separator of more than one character, or one for a json file

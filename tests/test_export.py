@@ -207,6 +207,9 @@ def test_predict_names_missing_columns(exported: Path, tmp_path: Path, capsys: p
     assert "lacks the column(s) ['text']" in capsys.readouterr().err
     assert main(["predict", str(load_spec(exported).export_dir), "--input", str(tmp_path / "nothing.csv"), "--output", str(tmp_path / "o.csv")]) == 2
     assert capsys.readouterr().err.strip() == f"hpsearch predict: --input {tmp_path / 'nothing.csv'}: no such file; check the path"
+    (tmp_path / "sheet.xlsx").write_bytes(b"PK")
+    assert main(["predict", str(load_spec(exported).export_dir), "--input", str(tmp_path / "sheet.xlsx"), "--output", str(tmp_path / "o.csv")]) == 2
+    assert "cannot tell the format from its suffix '.xlsx'; give a .csv, .tsv, .json, .jsonl or .parquet file" in capsys.readouterr().err
 
 
 def test_predict_refuses_a_batch_size_under_one(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,7 +31,7 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
     if fmt is None:
         raise DataError(
             f"cannot tell the format of {path} from its suffix {path.suffix!r}; "
-            "use .csv, .json, .jsonl or .parquet, or set 'format' on the source"
+            "use .csv, .tsv, .json, .jsonl or .parquet, or set 'format' on the source"
         )
     try:
         if fmt == "disk":
