@@ -217,7 +217,7 @@ def _first_model(cls: Any, tag: Any = None) -> type[BaseModel] | None:
 
 def _check_resources(spec: StudySpec) -> list[str]:
     """Files, folders, columns, packages, scopes and the storage the spec points at, checked before any training."""
-    problems = _storage_problems(spec.search.storage)
+    problems = _storage_problems(spec.search.storage) + _output_problems(spec.out_dir)
     for split in ("train", "validation", "test"):
         source = getattr(spec.data, split)
         if source is not None:
@@ -227,6 +227,15 @@ def _check_resources(spec: StudySpec) -> list[str]:
         found = _candidate_problems(i, model)
         problems += found or _scope_problems(spec, i, model)
     return problems
+
+
+def _output_problems(out_dir: Path) -> list[str]:
+    """A file where the output folder, or a folder above it, is to be (it could be made by no run)."""
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists():
+            return [] if folder.is_dir() else [f"output_dir: {folder} is a file, and the study's results go in a folder there; "
+                                               "set output_dir to another folder, or move the file"]
+    return []
 
 
 def _raw_resource_problems(data: dict[str, Any], base_dir: Path) -> list[str]:

@@ -18,7 +18,7 @@ from hpsearch.runner import counted_trials, run_study
 from hpsearch.search import make_storage, untried
 from hpsearch.space import configurations
 from hpsearch.spec import load_spec
-from toydata import toy_study, write_csv
+from toydata import QUICK, toy_study, write_csv
 
 SPACE = """\
 space:
@@ -262,6 +262,26 @@ def test_a_full_disk_or_a_refused_write_is_told_from_the_errors_that_say_it() ->
     assert type(refused) is CannotWrite and str(refused).startswith("read-only file system: /runs/x/optuna.journal.lock: make that folder "
                                                                    "writable for this user, or set output_dir to a folder it can write")
     assert cannot_write(OSError(errno.ENOENT, "No such file or directory")) is None and cannot_write(KeyError("disk")) is None
+
+
+def test_a_file_where_a_folder_is_to_be_made_is_named(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hpsearch.cli import main
+    from hpsearch.errors import CannotWrite, cannot_write
+
+    (tmp_path / "results").write_text("not a folder")
+    for exc in (FileExistsError(errno.EEXIST, "File exists", str(tmp_path / "results")),
+                NotADirectoryError(errno.ENOTDIR, "Not a directory", str(tmp_path / "results" / "report"))):
+        said = cannot_write(exc)
+        assert type(said) is CannotWrite and str(said).startswith(f"a file is where a folder is to be made: {tmp_path / 'results'}: "
+                                                                  "move that file, or choose another folder"), said
+    assert cannot_write(FileExistsError(errno.EEXIST, "File exists", str(tmp_path))) is None  # a folder there: not this
+    study = toy_study(tmp_path, tiny_bert, rows=40, extra=QUICK + "search: {n_trials: 1}\n")
+    assert main(["run", str(study), "--quiet", "--no-export"]) == 0
+    assert main(["report", str(study), "--out", str(tmp_path / "results")]) == 73
+    assert f"hpsearch report: a file is where a folder is to be made: {tmp_path / 'results'}" in capsys.readouterr().err
+    study.write_text(study.read_text() + f"output_dir: {tmp_path / 'results' / 'toy'}\n")
+    assert main(["validate", str(study)]) == 2
+    assert f"output_dir: {tmp_path / 'results'} is a file, and the study's results go in a folder there" in capsys.readouterr().err
 
 
 def test_a_journal_record_cut_short_is_dropped_before_the_study_appends_after_it(tmp_path: Path, tiny_bert: Path) -> None:
