@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from hpsearch.errors import HpsearchError, exception_chain, first_line
+from hpsearch.errors import HpsearchError, cannot_write, exception_chain, first_line
 from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR
 from hpsearch.spec import StudySpec
 
@@ -217,8 +217,17 @@ class Tracker(NullTracker):
         self.warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
         _check_reachable(uri)
         _seed_database(uri)
-        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
+        try:
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+        except MlflowException as exc:  # a store MLflow will not open (its file store, an unknown scheme): not a write refused
+            if cannot_write(exc) is not None:
+                raise
+            from hpsearch.summary import redact
+
+            raise HpsearchError(f"tracking.uri {redact(uri)}: MLflow will not track there: {first_line(exc).rstrip('.')}. Set tracking.uri to a "
+                                "database (sqlite:///path/to/mlflow.db) or an MLflow server (http://host:5000), leave it out for "
+                                "the store in the output folder, or set tracking: {enabled: false}") from None
         if found is not None and found.lifecycle_stage == "deleted":  # MLflow would refuse every run in it
             from hpsearch.summary import redact
 

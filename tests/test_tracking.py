@@ -179,6 +179,21 @@ def test_a_tracking_server_that_cannot_be_reached_stops_the_run_at_once(tmp_path
     assert "set tracking: {enabled: false} to run without tracking" in said and "Traceback" not in said
 
 
+def test_a_tracking_uri_mlflow_will_not_open_stops_the_run_with_the_fix(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """MLflow refuses its file store (and a scheme it does not know) with a traceback of its own."""
+    from hpsearch.cli import main
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    for uri in ((tmp_path / "mlruns").as_uri(), "nowhere://store"):
+        path = toy_study(tmp_path, tiny_bert, rows=40, extra=SPACE + f"search: {{n_trials: 1}}\ntracking: {{uri: '{uri}'}}\n")
+        assert main(["run", str(path), "--quiet"]) == 2
+        said = capsys.readouterr().err
+        assert said.startswith(f"hpsearch run: tracking.uri {uri}: MLflow will not track there: ") and "Traceback" not in said, said
+        assert said.rstrip().endswith("Set tracking.uri to a database (sqlite:///path/to/mlflow.db) or an MLflow server "
+                                      "(http://host:5000), leave it out for the store in the output folder, or set tracking: {enabled: false}")
+
+
 def test_a_tracking_server_that_goes_down_costs_no_trial_and_a_later_run_logs_what_it_missed(
         tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The server went away during trial 1: each MLflow call was retried for about four minutes and then failed the trial

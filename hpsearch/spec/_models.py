@@ -256,7 +256,7 @@ class TrackingSpec(SpecModel):
     """MLflow tracking of the study, its trials and folds."""
 
     enabled: bool = Field(True, description="Log the study to MLflow.")
-    uri: str | None = Field(None, description="MLflow tracking URI; null: an embedded store in the output folder.")
+    uri: str | None = Field(None, description="MLflow tracking URI: a server (http://host:5000) or a database (sqlite:///path/mlflow.db; MLflow refuses a folder); null: an embedded store in the output folder.")
     experiment: str | None = Field(None, description="Experiment name; null uses the study name.")
 
 
