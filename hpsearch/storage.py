@@ -67,7 +67,25 @@ def storage_url_problem(url: str) -> str | None:
     except ImportError as exc:
         fix = "pip install 'hpsearch[postgres]'" if dialect.name == "postgresql" else f"install the Python driver for {dialect.name}"
         return f"search.storage: the database driver for {shown!r} is not installed ({exc}); {fix}"
+    if dialect.name == "sqlite":
+        return _sqlite_folder_problem(make_url(url).database)
     return None
+
+
+def _sqlite_folder_problem(database: str | None) -> str | None:
+    """Where a SQLite database's folder is not there: SQLite's error reads like a database out of reach, which a
+    worker would wait for (``storage_patience``); a relative path (three slashes) starts at the working folder."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    folder = path.absolute().parent
+    if folder.is_dir():
+        return None
+    what, fix = ("is a file", "move that file") if folder.exists() else ("does not exist", "create it")
+    if path.is_absolute():
+        return f"search.storage: the folder {folder} of the SQLite database {database} {what}; {fix}, or correct the path"
+    return (f"search.storage: sqlite:///{database} names {database} relative to the folder the command runs in ({Path.cwd()}), "
+            f"and {folder} {what}; {fix}, or write four slashes for an absolute path (sqlite:////{database} is /{database})")
 
 
 def journal_storage(path: Path) -> Any:

@@ -136,6 +136,23 @@ def test_storage_urls_are_checked_without_connecting(tmp_path: Path, url: str, p
         assert len(problems) == 1 and part in problems[0] and "secret" not in problems[0]
 
 
+def test_a_sqlite_storage_whose_folder_is_not_there_is_named_before_a_worker_waits_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's 'unable to open database file' read as a database out of reach: `run` waited out storage_patience."""
+    _folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    body = "data: {train: d.csv}\nmodels: [{name: m, path: m}]\nsearch: {storage: '%s'}\n"
+    problems = _problems(tmp_path, body % f"sqlite:///{tmp_path}/nodir/study.db".replace(":////", ":///", 1))
+    assert problems == [f"search.storage: sqlite:///{str(tmp_path)[1:]}/nodir/study.db names {str(tmp_path)[1:]}/nodir/study.db relative "
+                        f"to the folder the command runs in ({tmp_path}), and {tmp_path}{tmp_path}/nodir does not exist; create it, or "
+                        f"write four slashes for an absolute path (sqlite:///{tmp_path}/nodir/study.db is {tmp_path}/nodir/study.db)"], problems
+    problems = _problems(tmp_path, body % f"sqlite:///{tmp_path}/afile/study.db")
+    assert problems == [f"search.storage: the folder {tmp_path}/afile of the SQLite database {tmp_path}/afile/study.db is a file; "
+                        "move that file, or correct the path"], problems
+    for fine in (f"sqlite:///{tmp_path}/study.db", "sqlite:///study.db", "sqlite://"):
+        assert _load(tmp_path, body % fine).search.storage == fine
+
+
 def test_postgres_scheme_means_postgresql() -> None:
     from hpsearch.storage import normalise_storage_url
 
