@@ -232,6 +232,24 @@ def unreachable(exc: BaseException) -> bool:
                or (isinstance(e, sa.DBAPIError) and e.connection_invalidated) for e in exception_chain(exc))
 
 
+TURNED_DOWN = (r'database "[^"]*" does not exist', r'role "[^"]*" does not exist', r'password authentication failed for user "[^"]*"',
+               r'no pg_hba\.conf entry for host [^,]*, user "[^"]*", database "[^"]*"', r'(?:Peer|Ident) authentication failed for user "[^"]*"',
+               r"Unknown database '[^']*'", r"Access denied for user '[^']*'@'[^']*'")
+"""How PostgreSQL and MySQL say they answered and turned the connection down (no such database or user, a wrong password,
+a host the server does not admit): settings to correct, which waiting would not mend."""
+
+
+def turned_down(exc: BaseException) -> str | None:
+    """What the database server said where it turned the connection down (see :data:`TURNED_DOWN`), else None."""
+    import re
+
+    for e in exception_chain(exc):
+        found = next((m.group(0) for pattern in TURNED_DOWN if (m := re.search(pattern, str(e)))), None)
+        if found is not None:
+            return found
+    return None
+
+
 def lost_storage(exc: BaseException) -> StorageUnavailable | None:
     """The StorageUnavailable that ``exc`` came from, if any.
 
@@ -260,6 +278,10 @@ class Patience:
                     raise refused from exc
                 if not unreachable(exc):
                     raise
+                if (said := turned_down(exc)) is not None:  # the server answered: no such database or user, or a wrong password
+                    raise HpsearchError(f"the study storage {self.where} turned the connection down: {said}; create the database, "
+                                        "or correct its name, the user or the password in search.storage (or --storage), then run "
+                                        "the same command again") from exc
                 if self.read_only:
                     raise HpsearchError(f"cannot reach the study storage {self.where}: {_first_line(exc)}; "
                                         "check that the database is running and the host, port and credentials in "
@@ -345,8 +367,6 @@ def patient_storage_class() -> type:
     namespace["record_heartbeat"] = record_heartbeat
     namespace.update(__init__=__init__, __getattr__=__getattr__, __doc__="An Optuna storage that rides out database outages.")
     return type("PatientStorage", (BaseStorage, BaseHeartbeat), namespace)
-
-
 
 
 class DatabaseLock:

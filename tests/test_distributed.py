@@ -148,3 +148,21 @@ def test_claim_lock_is_held_in_the_database(tmp_path: Path, tiny_bert: Path, pos
     second.release()
     unrelated.release()
     shutil.rmtree(tmp_path / "a", ignore_errors=True)
+
+
+def test_a_database_or_user_the_server_does_not_have_stops_the_run_at_once(tmp_path: Path, tiny_bert: Path, postgres_url: str,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The server answered and turned the connection down: waiting out storage_patience (300 s by default) as for an
+    outage would not mend it."""
+    from hpsearch.cli import main
+
+    missing = postgres_url + "_missing"
+    stranger = postgres_url.replace("://postgres@", "://nobody_here@")
+    for folder, url, said in (("db", missing, f'database "{missing.rsplit("/", 1)[1]}" does not exist'),
+                              ("user", stranger, 'role "nobody_here" does not exist')):
+        path = _study(tmp_path / folder, tiny_bert, url, n_trials=1)
+        path.write_text(path.read_text().replace("storage: '", "storage_patience: 30, storage: '"))
+        for command in ("run", "status"):
+            assert main([command, str(path)]) == 2
+            err = capsys.readouterr().err
+            assert f"hpsearch {command}: the study storage {url} turned the connection down: {said}; create the database" in err, err
