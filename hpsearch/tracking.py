@@ -117,6 +117,35 @@ def _check_reachable(uri: str) -> None:
     if reason is not None:
         raise HpsearchError(f"tracking.uri {redact(uri)}: cannot reach the MLflow server ({reason}); start it or correct "
                             "tracking.uri, or set tracking: {enabled: false} to run without tracking")
+    problem = _database_problem(uri)
+    if problem is not None:
+        raise HpsearchError(f"tracking.uri {redact(uri)}: {problem}, or set tracking: {{enabled: false}} to run without tracking")
+
+
+def _database_problem(uri: str) -> str | None:
+    """Why MLflow could not open a PostgreSQL or MySQL tracking database now, with the fix; None where it connects.
+    MLflow tries for about 100 s, then fails with a traceback."""
+    if not uri.startswith(("postgresql", "mysql")):
+        return None
+    from sqlalchemy import create_engine
+    from sqlalchemy import exc as sa
+
+    from hpsearch.storage import turned_down
+
+    try:
+        engine = create_engine(uri, connect_args={"connect_timeout": 10})
+    except ImportError as exc:
+        return f"the database driver is not installed ({exc}); install it"
+    try:
+        with engine.connect():
+            return None
+    except sa.DBAPIError as exc:
+        said = turned_down(exc)
+        if said is not None:
+            return f"the database turned the connection down: {said}; create the database, or correct its name, the user or the password"
+        return f"cannot reach the MLflow database ({first_line(exc.orig or exc)}); start it or correct tracking.uri"
+    finally:
+        engine.dispose()
 
 
 def _unreachable(uri: str) -> str | None:

@@ -194,6 +194,23 @@ def test_a_tracking_uri_mlflow_will_not_open_stops_the_run_with_the_fix(tmp_path
                                       "(http://host:5000), leave it out for the store in the output folder, or set tracking: {enabled: false}")
 
 
+@pytest.mark.postgres
+def test_a_tracking_database_that_turns_the_connection_down_or_is_not_there_stops_the_run_at_once(
+        tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MLflow tried to open its database for about 100 s, then ended with a traceback."""
+    from hpsearch.cli import main
+
+    missing = "postgresql+psycopg://postgres@127.0.0.1:5432/hpsearch_no_such_database"
+    closed = f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/mlflow"  # nothing listens there
+    for uri, said in ((missing, 'the database turned the connection down: database "hpsearch_no_such_database" does not exist; '
+                                'create the database, or correct its name, the user or the password, or set tracking'),
+                      (closed, "cannot reach the MLflow database (")):
+        path = toy_study(tmp_path, tiny_bert, rows=40, extra=SPACE + f"search: {{n_trials: 1}}\ntracking: {{uri: '{uri}'}}\n")
+        assert main(["run", str(path), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"hpsearch run: tracking.uri {uri}: {said}") and "Traceback" not in err, err
+
+
 def test_a_tracking_server_that_goes_down_costs_no_trial_and_a_later_run_logs_what_it_missed(
         tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The server went away during trial 1: each MLflow call was retried for about four minutes and then failed the trial
