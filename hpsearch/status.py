@@ -113,8 +113,8 @@ def as_json(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: st
 
 
 def duration(seconds: float | None) -> str:
-    """'1m26s', '42s' (to the nearest second), '2.9s' (under 10 s: 2 significant digits, as the device-seconds beside
-    it, which a trial's duration holds); '' for None."""
+    """'1m26s', '42s' (to the nearest second); under 10 s '2.9s', to 2 significant digits as the device-seconds beside
+    it are written (a trial's duration holds its device-seconds); '' for None."""
     if seconds is None:
         return ""
     if abs(seconds) < 9.95:

@@ -109,8 +109,9 @@ def experiment_name(spec: StudySpec) -> str:
 
 
 def _check_reachable(uri: str) -> None:
-    """Stop at once where a tracking server cannot be reached, with the reason and the fix: MLflow's client retries
-    each call for minutes (4 on a refused connection) and then fails with a traceback."""
+    """Stop at once where a tracking server or database cannot be reached (or a database turns the connection down), with
+    the reason and the fix: MLflow's client retries each call for minutes (4 on a refused connection; about 100 s to open
+    a database) and then fails with a traceback."""
     from hpsearch.summary import redact
 
     reason = _unreachable(uri)
