@@ -174,10 +174,14 @@ def load_existing_study(spec: StudySpec, say: Callable[..., None] | None = None)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if not spec.search.storage and not (spec.out_dir / "optuna.journal").is_file():
         raise StudyNotRun(f"study {spec.name!r} has not run yet (no {spec.out_dir / 'optuna.journal'}); start it with 'hpsearch run'")
+    storage = make_storage(spec, say, read_only=True)
     try:
-        return optuna.load_study(study_name=spec.name, storage=make_storage(spec, say, read_only=True))
+        return optuna.load_study(study_name=spec.name, storage=storage)
     except KeyError:
-        raise StudyNotRun(f"no study named {spec.name!r} in the storage; start it with 'hpsearch run'") from None
+        names = sorted(s.study_name for s in storage.get_all_studies())
+        held = f"it holds {', '.join(repr(n) for n in names[:10])}{' ...' if len(names) > 10 else ''}" if names else "it holds none"
+        raise StudyNotRun(f"no study named {spec.name!r} in the storage ({held}); start it with 'hpsearch run', or check the "
+                          "study's name and search.storage (or --storage)") from None
 
 
 def best_epoch_aggregate(curves: Sequence[Sequence[float]], direction: str) -> tuple[int, list[float]]:

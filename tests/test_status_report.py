@@ -78,6 +78,20 @@ def test_a_study_that_never_ran(tmp_path: Path, tiny_bert: Path, capsys: pytest.
     assert not (tmp_path / "runs").exists()  # no empty study, no tokenized data left behind
 
 
+@pytest.mark.parametrize("command", ["status", "report"])
+def test_a_storage_without_the_study_names_the_studies_it_holds(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str],
+                                                               command: str) -> None:
+    import optuna
+
+    path = toy_study(tmp_path, tiny_bert, rows=20, extra=EXTRA)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    for name in ("toy-v2", "reviews"):
+        optuna.create_study(study_name=name, storage=url)
+    assert main([command, str(path), "--storage", url]) == 2
+    assert capsys.readouterr().err.strip() == (f"hpsearch {command}: no study named 'toy' in the storage (it holds 'reviews', 'toy-v2'); "
+                                               "start it with 'hpsearch run', or check the study's name and search.storage (or --storage)")
+
+
 def test_a_report_of_one_trial_shows_its_searched_settings_and_no_empty_comparisons(tmp_path: Path, tiny_bert: Path) -> None:
     """With one completed trial no setting varied, and the column showed every setting (batch_size=8, lora_r=8 on a full
     fine-tuning, ...); the comparisons were an empty table."""
