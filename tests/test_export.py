@@ -270,6 +270,25 @@ def test_token_classification_export_serves_entities(tmp_path: Path, tiny_bert: 
     assert listed["predicted_tags"] == spaced["predicted_tags"] == out[0]["predicted_tags"] and empty["predicted_tags"] is None
 
 
+def test_a_regression_export_serves_the_predicted_number_as_the_score(tmp_path: Path, tiny_bert: Path) -> None:
+    from transformers import pipeline
+
+    from toydata import regression_rows
+
+    path = toy_study(tmp_path, tiny_bert, task="regression", rows=60, extra=SPACE + "search: {n_trials: 1}\n")
+    assert run_study(path, say=_quiet) == 0
+    folder = load_spec(path).export_dir
+    texts = [r["text"] for r in regression_rows(5, seed=7)]
+    served = [o["score"] for o in pipeline("text-classification", model=str(folder))(texts)]
+    source = write_csv(tmp_path / "in.csv", [{"text": t} for t in texts])
+    assert main(["predict", str(folder), "--input", str(source), "--output", str(tmp_path / "out.csv")]) == 0
+    with (tmp_path / "out.csv").open() as handle:
+        predicted = [float(r["prediction"]) for r in csv.DictReader(handle)]
+    assert predicted == pytest.approx(served, abs=1e-5) and len(set(served)) > 1  # the number itself, not a squashed probability
+    assert 'model = pipeline("text-classification", model="path/to/this/folder")  # each output\'s "score" is the predicted number' in (
+        folder / "README.md").read_text()
+
+
 def test_retention_keeps_only_the_top_checkpoints(tmp_path: Path, tiny_bert: Path) -> None:
     extra = SPACE.replace("epochs: 2", "epochs: 1") + "search: {n_trials: 5, pruner: {name: none}}\nexport: {policy: best-fold, keep_top_k: 2}\n"
     path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)

@@ -114,6 +114,9 @@ class Regression(TextClassification):
     def learns(self, labels: Sequence[str]) -> str:
         return "predicts a number (regression)"
 
+    def load_call(self, folder: str) -> str:
+        return f'{super().load_call(folder)}  # each output\'s "score" is the predicted number'
+
     def missing_targets(self, values: list[Any]) -> list[int]:
         return []  # a missing number is reported by _targets, with the value found
 
