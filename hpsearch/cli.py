@@ -17,12 +17,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    who = f"[{args.label}] " if getattr(args, "label", None) else ""  # a worker that run started: its lines say which one
     try:
         return int(args.handler(args) or 0)
     except HpsearchError as exc:
-        print(f"{who}hpsearch {args.command}: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)
+        return _stopped(args, str(exc), getattr(exc, "exit_code", 2))
     except BrokenPipeError:  # the reader of the output went away (`hpsearch status | head`): nothing more to say
         return 141
     except Exception as exc:  # the disk filled up, or refused, while writing results, a cache or the study's storage
@@ -31,11 +29,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         said = cannot_write(exc)
         if said is None:
             raise
-        print(f"{who}hpsearch {args.command}: {said}", file=sys.stderr)
-        return getattr(said, "exit_code", 2)
+        return _stopped(args, str(said), getattr(said, "exit_code", 2))
     except KeyboardInterrupt:
-        print(f"{who}hpsearch {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _stopped(args, "interrupted", 130)
+
+
+def _stopped(args: argparse.Namespace, reason: str, code: int) -> int:
+    """Say on stderr why the command stopped, and return its exit ``code``: a line of text, or with ``--log-format
+    jsonl`` an ``error`` event, so that every line of that stream parses."""
+    label = getattr(args, "label", None)  # a worker that run started: its lines say which one
+    if getattr(args, "log_format", "text") == "jsonl":
+        from hpsearch.progress import Progress
+
+        Progress("jsonl", label=label)(f"hpsearch {args.command}: {reason}", event="error", exit_code=code)
+    else:
+        print(f"{f'[{label}] ' if label else ''}hpsearch {args.command}: {reason}", file=sys.stderr)
+    return code
 
 
 def entry() -> None:

@@ -47,6 +47,21 @@ def test_jsonl_mode_writes_one_event_per_line(tmp_path: Path, tiny_bert: Path) -
     assert "winner (best): trial 0" in result.stdout
 
 
+def test_jsonl_mode_says_why_a_command_stopped_as_an_event_too(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hpsearch.cli import main
+    from toydata import write_csv
+
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=EXTRA)
+    write_csv(tmp_path / "test.csv", [{"text": "a film", "label": "meh"}])
+    path.write_text(path.read_text().replace("  train: cls.csv\n", "  train: cls.csv\n  test: test.csv\n"))
+    assert main(["run", str(path), "--log-format", "jsonl"]) == 2
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]  # every line parses, the last one too
+    assert events[-1]["event"] == "error" and events[-1]["exit_code"] == 2, events[-1]
+    assert events[-1]["message"].startswith("hpsearch run: ") and "label 'meh' never occurs in the training data" in events[-1]["message"]
+    assert main(["run", str(path)]) == 2
+    assert capsys.readouterr().err.strip().startswith("hpsearch run: ")  # as text without it
+
+
 def test_jsonl_mode_sends_python_warnings_as_events() -> None:
     stream = io.StringIO()
     progress = Progress("jsonl", stream=stream)
