@@ -25,8 +25,8 @@ def difference_figure(comparison: dict[str, float]) -> str:
 
 def amount_figure(value: float) -> str:
     """A measured amount (device-seconds, milliseconds per example) in whole units from 10 up (``1,234``), below
-    that to 2 significant digits (``3.2``, ``0.043``): a whole number would call a small model's second or
+    that to 2 significant digits (``3.2``, ``1.0``, ``0.043``): a whole number would call a small model's second or
     millisecond 0."""
     if not math.isfinite(value) or value == 0 or abs(value) >= 9.95:
         return f"{value:,.0f}"
-    return f"{value:.2g}"
+    return f"{value:#.2g}"

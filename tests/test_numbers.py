@@ -20,4 +20,4 @@ def test_a_difference_reads_with_its_interval() -> None:
 def test_seconds_and_milliseconds_are_whole_from_ten_and_two_digits_below() -> None:
     assert amount_figure(1234.4) == "1,234" and amount_figure(12.3) == "12" and amount_figure(9.96) == "10"
     assert amount_figure(6.63) == "6.6" and amount_figure(0.4321) == "0.43" and amount_figure(0.0417) == "0.042"
-    assert amount_figure(0.0) == "0" and amount_figure(math.inf) == "inf"
+    assert amount_figure(0.0) == "0" and amount_figure(math.inf) == "inf" and amount_figure(0.996) == "1.0" and amount_figure(5) == "5.0"
