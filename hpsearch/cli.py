@@ -121,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", type=Path, required=True, help="output file (.csv or .jsonl), one row per input row")
     predict.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (default 32); lower it if memory runs out")
     predict.add_argument("--delimiter", help="field separator of a csv input, e.g. ';' (also used for a csv output); default ','")
+    predict.add_argument("--column", action="append", default=[], metavar="FIELD=NAME",
+                         help="read a field the model takes from another column, e.g. text=review (repeat for each field); "
+                              "default: the columns the study trained on")
     predict.set_defaults(handler=_predict)
     return parser
 
@@ -190,9 +193,13 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise HpsearchError(f"--batch-size must be at least 1, but got {args.batch_size}")
+    malformed = next((c for c in args.column if "=" not in c or not c.split("=", 1)[0] or not c.split("=", 1)[1]), None)
+    if malformed is not None:
+        raise HpsearchError(f"--column takes FIELD=NAME (text=review, say), got {malformed!r}")
     _quiet_libraries()
     _stop_on_signals()
     rows, empty = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size, delimiter=args.delimiter,
+                               columns=dict(c.split("=", 1) for c in args.column),
                                say=lambda message: print(message, file=sys.stderr, flush=True))
     print(f"wrote {rows - len(empty)} predictions to {args.output}")
     if empty:

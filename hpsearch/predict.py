@@ -26,12 +26,20 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
 
 
 def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32, delimiter: str | None = None,
-                 say: Callable[[str], None] = lambda message: None, every: float = 10.0) -> tuple[int, list[int]]:
+                 say: Callable[[str], None] = lambda message: None, every: float = 10.0,
+                 columns: dict[str, str] | None = None) -> tuple[int, list[int]]:
     """Predict every row of ``input_path`` and write ``output_path`` (.csv or .jsonl), one row per input row; returns the
     row count and the rows (from 0) left without a prediction because an input column is empty there.
     ``delimiter``: the field separator of a csv input, and of a csv output. ``say`` hears how far it is, at most once
-    every ``every`` seconds."""
+    every ``every`` seconds. ``columns``: the input's column for a field the model reads (``{"text": "review"}``),
+    where it is not the one the study trained on."""
     meta = read_metadata(model_dir)
+    fields = meta["input_columns"]
+    unknown = sorted(set(columns or {}) - set(fields))
+    if unknown:
+        known = ", ".join(f"{f} (the study's column {c!r})" for f, c in fields.items())
+        raise HpsearchError(f"--column {unknown[0]}=...: {unknown[0]!r} is not a field the model reads; its fields are {known}")
+    meta = {**meta, "input_columns": {**fields, **(columns or {})}}
     if output_path.suffix.lower() not in (".csv", ".jsonl"):
         raise HpsearchError(f"--output must end in .csv or .jsonl, got {output_path.name!r}")
     path = input_path.resolve()
@@ -57,7 +65,9 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
         raise DataError(f"{input_path} has no rows")
     missing = [c for c in columns if c not in rows[0]]
     if missing:
-        raise DataError(f"{input_path} lacks the column(s) {missing} the model was trained on (columns: {list(rows[0])}); rename them")
+        field = next(f for f, c in meta["input_columns"].items() if c == missing[0])
+        raise DataError(f"{input_path} lacks the column(s) {missing} the model reads (columns: {list(rows[0])}); rename them, or name "
+                        f"the column to read with --column {field}=NAME")
     blank = [any(_blank(row[c]) for c in columns) for row in rows]
     empty, keep = [i for i, b in enumerate(blank) if b], [i for i, b in enumerate(blank) if not b]
     if not keep:

@@ -212,6 +212,25 @@ def test_predict_names_missing_columns(exported: Path, tmp_path: Path, capsys: p
     assert "cannot tell the format from its suffix '.xlsx'; give a .csv, .tsv, .json, .jsonl or .parquet file" in capsys.readouterr().err
 
 
+def test_predict_reads_a_field_from_the_column_given(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = str(load_spec(exported).export_dir)
+    rows = classification_rows(4, seed=5)
+    source = write_csv(tmp_path / "in.csv", [{"review": r["text"]} for r in rows])
+    assert main(["predict", model, "--input", str(source), "--output", str(tmp_path / "o.csv")]) == 2
+    assert "lacks the column(s) ['text'] the model reads (columns: ['review']); rename them, or name the column to read with " \
+           "--column text=NAME" in capsys.readouterr().err
+    assert main(["predict", model, "--input", str(source), "--output", str(tmp_path / "o.csv"), "--column", "text=review"]) == 0
+    plain = write_csv(tmp_path / "plain.csv", [{"text": r["text"]} for r in rows])
+    assert main(["predict", model, "--input", str(plain), "--output", str(tmp_path / "p.csv")]) == 0
+    with (tmp_path / "o.csv").open() as renamed, (tmp_path / "p.csv").open() as same:
+        assert [r["prediction"] for r in csv.DictReader(renamed)] == [r["prediction"] for r in csv.DictReader(same)]
+    for given, said in (("review", "--column takes FIELD=NAME (text=review, say), got 'review'"),
+                        ("sentence=review", "--column sentence=...: 'sentence' is not a field the model reads; its fields are text "
+                                            "(the study's column 'text')")):
+        assert main(["predict", model, "--input", str(source), "--output", str(tmp_path / "x.csv"), "--column", given]) == 2
+        assert capsys.readouterr().err.strip() == f"hpsearch predict: {said}"
+
+
 def test_predict_refuses_a_batch_size_under_one(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = write_csv(tmp_path / "in.csv", [{"text": "good film"}])
     for size in ("0", "-3"):
