@@ -308,6 +308,24 @@ def test_a_regression_export_serves_the_predicted_number_as_the_score(tmp_path: 
         folder / "README.md").read_text()
 
 
+def test_a_pair_export_is_served_pairs_as_its_card_says(tmp_path: Path, tiny_bert: Path) -> None:
+    from transformers import pipeline
+
+    from toydata import pair_rows
+
+    path = toy_study(tmp_path, tiny_bert, task="text-pair-classification", rows=60, extra=SPACE + "search: {n_trials: 1}\n")
+    assert run_study(path, say=_quiet) == 0
+    folder = load_spec(path).export_dir
+    pairs = pair_rows(6, seed=8)
+    served = [o["label"] for o in pipeline("text-classification", model=str(folder))([{"text": r["first"], "text_pair": r["second"]}
+                                                                                        for r in pairs])]
+    source = write_csv(tmp_path / "in.csv", [{"first": r["first"], "second": r["second"]} for r in pairs])
+    assert main(["predict", str(folder), "--input", str(source), "--output", str(tmp_path / "out.csv")]) == 0
+    with (tmp_path / "out.csv").open() as handle:
+        assert [r["prediction"] for r in csv.DictReader(handle)] == served
+    assert '# call it with {"text": first, "text_pair": second} per pair' in (folder / "README.md").read_text()
+
+
 def test_retention_keeps_only_the_top_checkpoints(tmp_path: Path, tiny_bert: Path) -> None:
     extra = SPACE.replace("epochs: 2", "epochs: 1") + "search: {n_trials: 5, pruner: {name: none}}\nexport: {policy: best-fold, keep_top_k: 2}\n"
     path = toy_study(tmp_path, tiny_bert, rows=40, extra=extra)

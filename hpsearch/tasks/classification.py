@@ -98,6 +98,9 @@ class TextPairClassification(TextClassification):
             return ["task text-pair-classification needs data.columns.text_pair (the second text column)"]
         return []
 
+    def load_call(self, folder: str) -> str:
+        return f'{super().load_call(folder)}  # call it with {{"text": first, "text_pair": second}} per pair'
+
 
 @dataclass(frozen=True)
 class Regression(TextClassification):
