@@ -88,7 +88,7 @@ def ui_command(spec: StudySpec) -> str:
     page = runs_page(uri, experiment_name(spec))
     if uri.startswith(("http://", "https://")):
         return f"open {redact(uri).rstrip('/')}/{page} in a browser" if page else f"open {redact(uri)} in a browser (experiment {experiment_name(spec)!r})"
-    command = f"mlflow ui --backend-store-uri {uri}"
+    command = f"mlflow ui --backend-store-uri {redact(uri)}"  # the password masked, as everywhere it is printed
     return f"{command}, then open http://127.0.0.1:5000/{page}" if page else command
 
 

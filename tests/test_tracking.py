@@ -194,6 +194,17 @@ def test_a_tracking_uri_mlflow_will_not_open_stops_the_run_with_the_fix(tmp_path
                                       "(http://host:5000), leave it out for the store in the output folder, or set tracking: {enabled: false}")
 
 
+def test_the_mlflow_ui_command_masks_the_tracking_databases_password(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hpsearch.tracking as tracking
+    from hpsearch.spec import load_spec
+
+    monkeypatch.setattr(tracking, "runs_page", lambda uri, experiment: "#/experiments/3/runs?workflowType=machine_learning")
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=SPACE + "tracking: {uri: 'postgresql://alice:s3cret@db.example:5432/mlflow'}\n")
+    said = tracking.ui_command(load_spec(path))
+    assert said == ("mlflow ui --backend-store-uri postgresql://alice:***@db.example:5432/mlflow, then open "
+                    "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"), said
+
+
 @pytest.mark.postgres
 def test_a_tracking_database_that_turns_the_connection_down_or_is_not_there_stops_the_run_at_once(
         tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
