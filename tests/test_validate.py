@@ -38,6 +38,21 @@ def _problems(tmp_path: Path, body: str) -> list[str]:
     return caught.value.problems
 
 
+def test_a_folder_an_empty_file_or_one_not_in_utf8_given_as_the_study_is_named(tmp_path: Path) -> None:
+    (tmp_path / "reviews.yaml").write_text("name: r\n")
+    (tmp_path / "empty.yaml").write_text("\n")
+    (tmp_path / "latin.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    expected = {tmp_path: f"{tmp_path} is a folder; give the study file (a .yaml file) (empty.yaml, latin.yaml, reviews.yaml in it)",
+                tmp_path / "empty.yaml": f"{tmp_path / 'empty.yaml'}: the study file must be a mapping of settings (name, task, data, "
+                                         "models, ...), it is empty",
+                tmp_path / "latin.yaml": f"cannot read study file {tmp_path / 'latin.yaml'}: it is not UTF-8 text (invalid continuation "
+                                         "byte at byte 9); save it as UTF-8"}
+    for path, said in expected.items():
+        with pytest.raises(SpecError) as caught:
+            load_spec(path)
+        assert caught.value.problems == [said]
+
+
 def test_numbers_are_read_as_users_write_them(tmp_path: Path) -> None:
     _folder(tmp_path)
     spec = _load(tmp_path, "data: {train: d.csv}\nmodels: [{name: m, path: m}]\n"

@@ -82,7 +82,14 @@ def load_spec(path: str | Path) -> StudySpec:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError([f"study file not found: {path}; check the path"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        found = sorted(p.name for p in path.glob("*.y*ml"))
+        hint = f" ({', '.join(found[:5])}{' ...' if len(found) > 5 else ''} in it)" if found else ""
+        raise SpecError([f"{path} is a folder; give the study file (a .yaml file){hint}"]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"cannot read study file {path}: it is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
+                         "UTF-8"]) from None
+    except OSError as exc:
         raise SpecError([f"cannot read study file {path}: {exc}"]) from None
     return load_spec_text(text, base_dir=path.parent, source=str(path))
 
@@ -97,7 +104,8 @@ def load_spec_text(text: str, base_dir: Path, source: str = "<string>") -> Study
         where = f"{source}:{mark.line + 1}: " if mark is not None else f"{source}: "
         raise SpecError([f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"], source) from None
     if not isinstance(data, dict):
-        raise SpecError([f"{source}: the study file must be a mapping of settings, got {type(data).__name__}"], source)
+        said = "it is empty" if data is None else f"got {type(data).__name__}"
+        raise SpecError([f"{source}: the study file must be a mapping of settings (name, task, data, models, ...), {said}"], source)
     data.setdefault("output_dir", f"runs/{data.get('name', 'study')}")
     try:
         spec = StudySpec.model_validate(data, context={"base_dir": base_dir})
