@@ -52,10 +52,10 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
         source = DataSource(path=path, delimiter=delimiter)
     except ValidationError as exc:  # a separator of more than one character, or one for a json file
         raise HpsearchError(f"--delimiter {delimiter!r}: {exc.errors()[0]['msg']}") from None
-    columns = list(meta["input_columns"].values())
+    read = list(meta["input_columns"].values())  # the input columns, in the order of the fields
     separator = csv_delimiter(path, None, delimiter)
     header = column_names(path, "csv", delimiter=separator) if separator is not None else None
-    if header is not None and separator is not None and any(c not in header for c in columns):
+    if header is not None and separator is not None and any(c not in header for c in read):
         other = other_separator(header, separator)
         if other is not None:  # read with the wrong separator, the rows would not even parse
             raise DataError(f"the header of {input_path} reads as one column {header[0]!r}: the file separates its fields "
@@ -63,15 +63,15 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
     rows = load_source(source).to_list()
     if not rows:
         raise DataError(f"{input_path} has no rows")
-    missing = [c for c in columns if c not in rows[0]]
+    missing = [c for c in read if c not in rows[0]]
     if missing:
         field = next(f for f, c in meta["input_columns"].items() if c == missing[0])
         raise DataError(f"{input_path} lacks the column(s) {missing} the model reads (columns: {list(rows[0])}); rename them, or name "
                         f"the column to read with --column {field}=NAME")
-    blank = [any(_blank(row[c]) for c in columns) for row in rows]
+    blank = [any(_blank(row[c]) for c in read) for row in rows]
     empty, keep = [i for i, b in enumerate(blank) if b], [i for i, b in enumerate(blank) if not b]
     if not keep:
-        raise DataError(f"every row of {input_path} has an empty {' or '.join(repr(c) for c in columns)}: nothing to predict")
+        raise DataError(f"every row of {input_path} has an empty {' or '.join(repr(c) for c in read)}: nothing to predict")
     predictions = get_task(meta["task"]).predict(str(model_dir), meta, [rows[i] for i in keep], batch_size,
                                                  done=_progress(len(keep), say, every))
     for row in rows:  # a row with an empty input keeps its place, with empty prediction fields
