@@ -42,6 +42,9 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
     meta = {**meta, "input_columns": {**fields, **(columns or {})}}
     if output_path.suffix.lower() not in (".csv", ".jsonl"):
         raise HpsearchError(f"--output must end in .csv or .jsonl, got {output_path.name!r}")
+    if output_path.is_dir():
+        raise HpsearchError(f"--output {output_path} is a folder; give a file in it (predictions{output_path.suffix.lower()}, say)")
+    output_path.parent.mkdir(parents=True, exist_ok=True)  # before the work: a file in the way stops it now, not after
     path = input_path.resolve()
     if not path.exists():
         raise DataError(f"--input {input_path}: no such file; check the path")

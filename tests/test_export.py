@@ -231,6 +231,18 @@ def test_predict_reads_a_field_from_the_column_given(exported: Path, tmp_path: P
         assert capsys.readouterr().err.strip() == f"hpsearch predict: {said}"
 
 
+def test_predict_names_an_output_it_cannot_write_before_it_predicts(exported: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    model = str(load_spec(exported).export_dir)
+    source = write_csv(tmp_path / "in.csv", [{"text": "good film"}])
+    (tmp_path / "out.csv").mkdir()
+    assert main(["predict", model, "--input", str(source), "--output", str(tmp_path / "out.csv")]) == 2
+    assert capsys.readouterr().err.strip() == f"hpsearch predict: --output {tmp_path / 'out.csv'} is a folder; give a file in it (predictions.csv, say)"
+    (tmp_path / "results").write_text("")
+    assert main(["predict", model, "--input", str(source), "--output", str(tmp_path / "results" / "p.jsonl")]) == 73
+    assert f"a file is where a folder is to be made: {tmp_path / 'results'}" in capsys.readouterr().err
+
+
 def test_predict_refuses_a_batch_size_under_one(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = write_csv(tmp_path / "in.csv", [{"text": "good film"}])
     for size in ("0", "-3"):
