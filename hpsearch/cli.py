@@ -193,13 +193,14 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise HpsearchError(f"--batch-size must be at least 1, but got {args.batch_size}")
-    malformed = next((c for c in args.column if "=" not in c or not c.split("=", 1)[0] or not c.split("=", 1)[1]), None)
-    if malformed is not None:
-        raise HpsearchError(f"--column takes FIELD=NAME (text=review, say), got {malformed!r}")
+    for given in args.column:
+        field, _, column = given.partition("=")
+        if not field or not column:
+            raise HpsearchError(f"--column takes FIELD=NAME (text=review, say), got {given!r}")
     _quiet_libraries()
     _stop_on_signals()
     rows, empty = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size, delimiter=args.delimiter,
-                               columns=dict(c.split("=", 1) for c in args.column),
+                               columns=dict(c.split("=", 1) for c in args.column),  # each one checked above
                                say=lambda message: print(message, file=sys.stderr, flush=True))
     print(f"wrote {rows - len(empty)} predictions to {args.output}")
     if empty:

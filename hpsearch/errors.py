@@ -108,13 +108,15 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__ or seen.__context__
 
 
-def _file_in_the_way(path: str | None) -> str | None:
-    """The file that ``path`` or a folder above it is, where a folder was to be made (None: nothing but folders)."""
+def file_in_the_way(path: str | None) -> str | None:
+    """The file that ``path``, or the nearest folder above it that exists, is: where a folder at ``path`` could not be
+    made. None where that is a folder (or for no path)."""
     from pathlib import Path
 
     if not path:
         return None
-    return next((str(p) for p in (Path(path), *Path(path).parents) if p.exists() and not p.is_dir()), None)
+    there = next((p for p in (Path(path), *Path(path).parents) if p.exists()), None)
+    return None if there is None or there.is_dir() else str(there)
 
 
 def cannot_write(exc: BaseException, kept: str = "what was finished is kept") -> CannotWrite | None:
@@ -134,7 +136,7 @@ def cannot_write(exc: BaseException, kept: str = "what was finished is kept") ->
             return CannotWrite((e.strerror or "refused").lower(), path, kept)
         if number is None and any(text in str(e) for text in READ_ONLY_TEXTS):
             return CannotWrite("read-only database", None, kept)
-        blocker = _file_in_the_way(path) if number in (errno.EEXIST, errno.ENOTDIR) else None
+        blocker = file_in_the_way(path) if number in (errno.EEXIST, errno.ENOTDIR) else None
         if blocker is not None:
             return CannotWrite("a file is where a folder is to be made", blocker, kept, fix="move that file, or choose another folder")
     return None

@@ -105,7 +105,7 @@ def _blank(value: Any) -> bool:
 
 
 def _write(path: Path, rows: list[dict[str, Any]], delimiter: str = ",") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The rows to ``path`` (its folder made by :func:`predict_file` before the work)."""
     if path.suffix.lower() == ".jsonl":
         path.write_text("".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         return

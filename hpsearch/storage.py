@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from hpsearch.errors import CannotWrite, DiskFull, HpsearchError, StorageUnavailable, cannot_write, exception_chain, first_line
+from hpsearch.errors import CannotWrite, DiskFull, HpsearchError, StorageUnavailable, cannot_write, exception_chain, file_in_the_way, first_line
 from hpsearch.spec import StudySpec
 from hpsearch.summary import redact
 
@@ -81,7 +81,11 @@ def _sqlite_folder_problem(database: str | None) -> str | None:
     folder = path.absolute().parent
     if folder.is_dir():
         return None
-    what, fix = ("is a file", "move that file") if folder.exists() else ("does not exist", "create it")
+    blocker = file_in_the_way(str(folder))
+    if blocker is None:
+        what, fix = "does not exist", "create it"
+    else:
+        what, fix = ("is a file" if blocker == str(folder) else f"cannot be made ({blocker} is a file)"), "move that file"
     if path.is_absolute():
         return f"search.storage: the folder {folder} of the SQLite database {database} {what}; {fix}, or correct the path"
     return (f"search.storage: sqlite:///{database} names {database} relative to the folder the command runs in ({Path.cwd()}), "

@@ -243,6 +243,8 @@ class Tracker(NullTracker):
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
+        from hpsearch.summary import redact
+
         self.uri, self.lost, self.server_down = uri, None, False
         self.warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
         _check_reachable(uri)
@@ -253,14 +255,10 @@ class Tracker(NullTracker):
         except MlflowException as exc:  # a store MLflow will not open (its file store, an unknown scheme): not a write refused
             if cannot_write(exc) is not None:
                 raise
-            from hpsearch.summary import redact
-
             raise HpsearchError(f"tracking.uri {redact(uri)}: MLflow will not track there: {first_line(exc).rstrip('.')}. Set tracking.uri to a "
                                 "database (sqlite:///path/to/mlflow.db) or an MLflow server (http://host:5000), leave it out for "
                                 "the store in the output folder, or set tracking: {enabled: false}") from None
         if found is not None and found.lifecycle_stage == "deleted":  # MLflow would refuse every run in it
-            from hpsearch.summary import redact
-
             raise HpsearchError(f"MLflow experiment {experiment!r} was deleted (it is in MLflow's trash, id {found.experiment_id}): "
                                 f"restore it (MLFLOW_TRACKING_URI={redact(uri)} mlflow experiments restore --experiment-id "
                                 f"{found.experiment_id}), or set tracking.experiment to another name")

@@ -239,11 +239,11 @@ def _check_resources(spec: StudySpec) -> list[str]:
 
 def _output_problems(out_dir: Path) -> list[str]:
     """A file where the output folder, or a folder above it, is to be (it could be made by no run)."""
-    for folder in (out_dir, *out_dir.parents):
-        if folder.exists():
-            return [] if folder.is_dir() else [f"output_dir: {folder} is a file, and the study's results go in a folder there; "
-                                               "set output_dir to another folder, or move the file"]
-    return []
+    from hpsearch.errors import file_in_the_way
+
+    blocker = file_in_the_way(str(out_dir))
+    return [] if blocker is None else [f"output_dir: {blocker} is a file, and the study's results go in a folder there; "
+                                       "set output_dir to another folder, or move the file"]
 
 
 def _raw_resource_problems(data: dict[str, Any], base_dir: Path) -> list[str]:
