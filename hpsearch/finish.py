@@ -361,8 +361,9 @@ def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("test", f"test {metric}: {score_figure(test[metric])} (the final model on the {rows}held-out rows, evaluated once)"))
     traded = report.get("gives_up")
     if traded:
-        out.append(("gives-up", f"the {report['rule']} rule chose it over trial {traded['best_trial']} ({scored} {score_figure(traded['best_mean'])}): it gives "
-                                f"up {score_figure(traded['score_given_up'], signed=True)} {metric} for {_saving(traded)}"))
+        out.append(("gives-up", f"the {report['rule']} rule chose it over trial {traded['best_trial']} ({scored} {score_figure(traded['best_mean'])}): it scores "
+                                f"{score_figure(abs(traded['score_given_up']))} {'higher' if spec.direction == 'minimize' else 'lower'} in {metric}, "
+                                f"for {_saving(traded)}"))
     corrected = report.get("bias_corrected") or {}
     if "estimate" in corrected:
         many = corrected["configurations"] > 1

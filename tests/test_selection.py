@@ -205,7 +205,7 @@ def test_what_a_cheaper_choice_gave_up_is_said_with_the_costs_unit(tmp_path: Pat
     report = {"rule": "one-standard-error", "gives_up": {"best_trial": 3, "best_mean": 0.8, "score_given_up": 0.01, "cost": cost.split("-")[-1],
                                                          "chosen_cost": costs[0], "best_cost": costs[1], "chosen_epochs": 1, "best_epochs": 3}}
     sentence = dict(findings(spec, report))["gives-up"]
-    assert sentence.endswith(f"it gives up +0.0100 macro_f1 {said}"), sentence
+    assert sentence.endswith(f"it scores 0.0100 lower in macro_f1, {said}"), sentence
 
 
 def test_one_splits_trials_get_intervals_verdicts_and_the_baseline_comparison_from_its_rows() -> None:
@@ -277,3 +277,16 @@ def test_a_saved_selection_stands_only_for_the_same_trials_and_the_same_winner(t
     assert _final_figures(spec, report) == {"test_scores": {"accuracy": 0.75}}
     (tmp_path / "selection.json").write_text(json.dumps({**saved, "selected": {**saved["selected"], "trial": 0}}))
     assert "stale_note" in _final_figures(spec, report)
+
+
+def test_what_a_cheaper_choice_gave_up_reads_as_worse_in_a_metric_that_is_minimised(tmp_path: Path, tiny_bert: Path) -> None:
+    """RMSE: the cheaper choice's score is higher; the sentence said 'gives up -0.0500 rmse', a negative loss."""
+    from hpsearch.finish import findings
+    from hpsearch.spec import load_spec
+    from toydata import toy_study
+
+    spec = load_spec(toy_study(tmp_path, tiny_bert, task="regression"))
+    report = {"rule": "one-standard-error", "gives_up": {"best_trial": 3, "best_mean": 0.40, "score_given_up": -0.05, "cost": "parameters",
+                                                         "chosen_cost": 1000, "best_cost": 5000, "chosen_epochs": 1, "best_epochs": 3}}
+    sentence = dict(findings(spec, report))["gives-up"]
+    assert sentence.endswith(f"it scores 0.0500 higher in {spec.metric}, for parameters 1,000 instead of 5,000"), sentence
