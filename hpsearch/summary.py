@@ -1,6 +1,7 @@
 """Human-readable summary of a resolved study spec (``hpsearch validate``)."""
 from __future__ import annotations
 
+from hpsearch.space import LORA_SETTINGS
 from hpsearch.spec import Candidate, CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec, local_model_dir
 from hpsearch.tasks import get_task
 from hpsearch.workers import crowded
@@ -38,7 +39,10 @@ def describe_spec(spec: StudySpec) -> str:
         for name, param in sorted(m.space.items()):
             lines.append(f"    {name}: {describe_param(param)} (this candidate's own)")
     lines.append("search space (shared):")
+    lora = any("lora" in map(str, spec.space_for(m)["scope"].values_hint()) for m in spec.models)
     for name, param in spec.space.as_dict().items():
+        if not lora and name in LORA_SETTINGS:
+            continue
         owners = [m.name for m in spec.models if name in m.space]
         if len(owners) == len(spec.models):
             note = " - every candidate overrides it (see above)"
@@ -47,6 +51,8 @@ def describe_spec(spec: StudySpec) -> str:
         else:
             note = ""
         lines.append(f"  {name}: {describe_param(param)}{note}")
+    if not lora:
+        lines.append(f"  ({', '.join(LORA_SETTINGS)}: unused, as no candidate's scope can be 'lora')")
     if spec.data.validation is not None:
         lines.append("scoring: the fixed validation split")
     else:

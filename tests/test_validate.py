@@ -187,6 +187,16 @@ def test_validate_shows_each_candidates_space_and_warns_about_a_large_subsample(
     assert "    scope: one of 'freeze-1', 'head' (this candidate's own)" in out
     assert "    scope: 'full' (fixed) (this candidate's own)" in out
     assert "scope: 'full' (fixed) - every candidate overrides it" in out
+    assert "lora_r:" not in out and "  (lora_r, lora_alpha, lora_dropout: unused, as no candidate's scope can be 'lora')\n" in out
+
+
+def test_validate_lists_the_lora_settings_where_a_candidate_can_train_lora(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _folder(tmp_path)
+    path = tmp_path / "study.yaml"
+    path.write_text(HEAD + "data: {train: d.csv}\nmodels:\n  - {name: a, path: m}\n  - {name: b, path: m, space: {scope: [full, lora]}}\n")
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "  lora_r: 8 (fixed)\n" in out and "unused" not in out
 
 
 def test_validate_says_where_a_candidate_takes_fewer_tokens_than_max_length(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
