@@ -94,7 +94,9 @@ def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callab
     fitted = tuner.fit(candidate, params, train_rows=list(range(len(tuner.data.train))), eval_rows=[], seed=spec.seed,
                        on_epoch=on_epoch, on_step=on_step)
     seconds = time.perf_counter() - started
-    say(f"refit took {seconds:.0f}s", event="refit_end", seconds=seconds)
+    from hpsearch.status import duration
+
+    say(f"refit took {duration(seconds)}", event="refit_end", seconds=seconds)
     return fitted, "refit"
 
 
