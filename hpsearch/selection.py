@@ -392,7 +392,9 @@ def _against_winner(best: dict[str, Any], winner: dict[str, Any], evidence: Evid
         same = len(fold_scores(winner)) == len(fold_scores(best))
         return {"verdict": "not compared here (one validation split: 'run' and 'export' compare on its rows)" if same
                 else "not comparable (different folds)", "comparison": None}
-    if clearly_better(comparison, direction):
+    if best["model"] == winner["model"]:  # a rule that takes a cheaper trial than the model's best (one-standard-error)
+        verdict = f"the winner's model (the selection rule chose its trial {winner['trial']})"
+    elif clearly_better(comparison, direction):
         verdict = "worse"
     elif clearly_better(comparison, "minimize" if direction == "maximize" else "maximize"):  # the winner clearly behind
         verdict = "better (not chosen by the selection rule)"

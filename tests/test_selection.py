@@ -155,6 +155,21 @@ def test_per_model_table_gives_each_model_its_best_trial_and_a_verdict() -> None
     assert 0.0 <= by["close"]["low"] <= by["close"]["high"] <= 1.0
 
 
+def test_the_winners_model_is_named_so_where_the_rule_chose_a_cheaper_trial_than_its_best() -> None:
+    """One-standard-error took the model's 1-epoch trial over its best: the model's row compared its best with the
+    winner, its own cheaper trial, and called the winner's own model 'not distinguishable from the winner'."""
+    rows = [{"trial": 0, "model": "a", "params": {}, "fold_scores": [0.80, 0.82, 0.84], "best_epochs": 3, "total_parameters": 10},
+            {"trial": 1, "model": "a", "params": {}, "fold_scores": [0.79, 0.81, 0.83], "best_epochs": 1, "total_parameters": 10},
+            {"trial": 2, "model": "b", "params": {}, "fold_scores": [0.50, 0.52, 0.51], "best_epochs": 1, "total_parameters": 5}]
+    table = selection.cv_table(rows, "maximize")
+    winner = selection.select(table, "one-standard-error", "maximize", "parameters")
+    assert winner["trial"] == 1
+    by = {r["model"]: r for r in selection.per_model(table, _costs(table), ["a", "b"], winner, selection.FoldEvidence(0.95), "maximize")}
+    assert by["a"]["best_trial"] == 0 and by["a"]["verdict"] == "the winner's model (the selection rule chose its trial 1)"
+    assert by["a"]["comparison"]["difference"] == pytest.approx(-0.01)  # winner minus its best, still shown
+    assert by["b"]["verdict"] == "worse"
+
+
 def test_minimised_metrics_get_the_same_verdicts() -> None:
     rows = [{"trial": 0, "model": "a", "params": {}, "fold_scores": [0.2, 0.21, 0.19], "best_epochs": 1, "total_parameters": 1},
             {"trial": 1, "model": "b", "params": {}, "fold_scores": [0.9, 0.95, 0.92], "best_epochs": 1, "total_parameters": 1}]
