@@ -347,7 +347,13 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
 
         lines.append(f"compare trials in MLflow: {ui_command(spec)}")
     lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
-    print("\n".join(lines), flush=True)
+    show = getattr(say, "result", None)
+    if show is None:
+        print("\n".join(lines), flush=True)
+        return
+    show("\n".join(lines), trial=chosen["trial"], model=chosen["model"], params=chosen["params"], best_epochs=chosen["best_epochs"],
+         metric=spec.metric, cv_mean=ci["mean"], cv_low=ci.get("low"), cv_high=ci.get("high"), test_scores=report.get("test_scores"),
+         export_dir=report.get("export_dir"), results=str(spec.out_dir), warnings=report.get("warnings", []))
 
 
 def findings(spec: StudySpec, report: dict[str, Any]) -> list[tuple[str, str]]:

@@ -33,6 +33,14 @@ class Progress:
             self.stream.write((f"[{self.label}] " if self.label else "") + message + "\n")
         self.stream.flush()
 
+    def result(self, text: str, **fields: Any) -> None:
+        """A command's result, on the standard output: the text as it reads, or in JSON-lines mode one ``result`` event
+        holding it (and ``fields``), so that the two streams, merged into one log as batch systems do, parse line by line."""
+        self.close_bar()
+        if self.mode == "jsonl":
+            text = json.dumps({"time": round(time.time(), 3), "message": text.strip("\n"), "event": "result", **fields}, default=str)
+        print(text, flush=True)
+
     def route_warnings(self) -> None:
         """Send Python warnings (a library's deprecation notice, say) through this progress as ``warning`` events, so
         that in JSON-lines mode every line of the stream parses."""

@@ -44,7 +44,17 @@ def test_jsonl_mode_writes_one_event_per_line(tmp_path: Path, tiny_bert: Path) -
     assert end["state"] == "COMPLETE" and 0 <= end["cv_mean"] <= 1
     estimating = next(e for e in events if e.get("event") == "estimating")  # the end's longest step says it is running
     assert (estimating["trials"], estimating["rows"]) == (1, 40) and kinds.index("estimating") > kinds.index("trial_end")
-    assert "winner (best): trial 0" in result.stdout
+    # The result on the standard output: one event too (batch systems merge the two streams into one log).
+    [result_event] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result_event["event"] == "result" and result_event["message"].startswith("winner (best): trial 0")
+    assert (result_event["trial"], result_event["model"], result_event["metric"]) == (0, "tiny", "macro_f1")
+    assert result_event["cv_mean"] == end["cv_mean"] and result_event["export_dir"] is None
+
+
+def test_text_and_quiet_modes_print_the_result_as_it_reads(tmp_path: Path, tiny_bert: Path) -> None:
+    result = _run(toy_study(tmp_path, tiny_bert, rows=40, extra=EXTRA), "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("\nwinner (best): trial 0, tiny") and result.stderr == ""
 
 
 def test_jsonl_mode_says_why_a_command_stopped_as_an_event_too(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
