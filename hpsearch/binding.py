@@ -115,12 +115,19 @@ def _diff(old: dict[str, Any], full: dict[str, Any], compact: dict[str, Any], pr
     for key in sorted(set(old) | set(full)):
         o, f, c = old.get(key, ABSENT), full.get(key, ABSENT), compact.get(key, ABSENT)
         if isinstance(o, dict) and isinstance(f, dict):
-            out += _diff(o, f, c if isinstance(c, dict) else {}, f"{prefix}{key}.")
+            inner = _diff(o, f, c if isinstance(c, dict) else {}, f"{prefix}{key}.")
+            if inner and (prefix == "space." or (prefix.startswith("models.") and prefix.endswith(".space."))):
+                out.append((f"{prefix}{key}", o, c if isinstance(c, dict) else DEFAULT))  # a parameter whole, not its type, value, ...
+            else:
+                out += inner
+        elif o is ABSENT and key == "space" and prefix.startswith("models.") and isinstance(f, dict):
+            out += _diff({}, f, c if isinstance(c, dict) else {}, f"{prefix}{key}.")  # a candidate's overrides, each by name
         elif o is ABSENT:
             if f is not ABSENT and c is not ABSENT and c != {}:  # not at its default now
                 out.append((f"{prefix}{key}", DEFAULT if prefix else ABSENT, f))
         elif o != f:
-            out.append((f"{prefix}{key}", o, f))
+            # ABSENT only for a whole candidate (a top-level field): a setting inside one that is no longer set is at its default.
+            out.append((f"{prefix}{key}", o, DEFAULT if f is ABSENT and prefix else f))
     return out
 
 
@@ -135,14 +142,22 @@ ABSENT, DEFAULT = _Unset("absent"), _Unset("the default")
 def _show(value: Any) -> str:
     if isinstance(value, _Unset):
         return value.word
+    if isinstance(value, dict) and value.get("type") in ("fixed", "categorical", "float", "int"):  # a space parameter
+        kind = value["type"]
+        if kind == "fixed":
+            return f"{json.dumps(value.get('value'))} (fixed)"
+        if kind == "categorical":
+            return "one of " + ", ".join(json.dumps(choice) for choice in value.get("choices", []))
+        extras = (", log" if value.get("log") else "") + (f", step {value['step']}" if value.get("step") not in (None, 1) else "")
+        return f"{kind} in [{value.get('low')}, {value.get('high')}{extras}]"
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _change_line(key: str, old: Any, new: Any) -> str:
     """One changed objective field as the refusal lists it; a whole candidate added or removed by its name."""
-    if key.startswith("models.") and (isinstance(old, _Unset) or isinstance(new, _Unset)):
-        return f"{key}: candidate {key[len('models.'):]!r} {'added' if isinstance(old, _Unset) else 'removed'} since the trials were scored"
+    if key.startswith("models.") and ABSENT in (old, new):  # a whole candidate (a setting of one is DEFAULT where unset)
+        return f"{key}: candidate {key[len('models.'):]!r} {'added' if old is ABSENT else 'removed'} since the trials were scored"
     return f"{key}: was {_show(old)}, now {_show(new)}"
 
 
@@ -191,7 +206,8 @@ def check_bound(spec: StudySpec, study: Any) -> None:
 
 
 def _refusal(spec: StudySpec, differences: list[tuple[str, Any, Any]]) -> SpecError:
-    return SpecError([
+    count = len(differences)
+    return SpecError(header=f"{count} setting{'s' if count != 1 else ''} changed since study {spec.name!r} scored trials under {'them' if count != 1 else 'it'}:", problems=[
         *(_change_line(key, old, new) for key, old, new in differences),
         f"study {spec.name!r} already has trials scored under the settings above: a study keeps the data, folds, metric, "
         f"candidates and space its trials were scored and sampled under, so that every score compares with every other "

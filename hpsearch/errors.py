@@ -11,12 +11,12 @@ class HpsearchError(Exception):
 class SpecError(HpsearchError):
     """The study spec is invalid. Holds every problem found, not just the first."""
 
-    def __init__(self, problems: list[str], source: str | None = None) -> None:
+    def __init__(self, problems: list[str], source: str | None = None, header: str | None = None) -> None:
         self.problems = list(problems)
         self.source = source
         where = f" in {source}" if source else ""
         count = len(self.problems)
-        header = f"{count} problem{'s' if count != 1 else ''} found{where}:"
+        header = header or f"{count} problem{'s' if count != 1 else ''} found{where}:"
         super().__init__("\n".join([header, *(f"  - {p}" for p in self.problems)]))
 
 

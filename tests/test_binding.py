@@ -91,6 +91,32 @@ def test_each_objective_setting_changed_alone_is_refused_by_name(tmp_path: Path,
     assert "--new-study" in problems[-1] and "new 'name'" in problems[-1]
 
 
+def test_a_changed_parameter_is_one_line_with_its_old_and_new_range(tmp_path: Path) -> None:
+    """It was a line for each part of it ('space.epochs.type: was "fixed", now "int"', '.low: was the default', ...), and
+    the header counted the explanation as one more problem."""
+    _started(_write(tmp_path, BASE))
+    changed = BASE.replace("  epochs: 2", "  epochs: {type: int, low: 1, high: 3}\n  batch_size: [8, 16]").replace(
+        "{name: m, path: m}", "{name: m, path: m, space: {learning_rate: {type: float, low: 1e-5, high: 1e-3, log: true}}}")
+    with pytest.raises(SpecError) as caught:
+        open_study(load_spec(_write(tmp_path, changed)))
+    assert caught.value.problems[:-1] == ["models.m.space.learning_rate: was the default, now float in [1e-05, 0.001, log]",
+                                          "space.batch_size: was the default, now one of 8, 16",
+                                          "space.epochs: was 2 (fixed), now int in [1, 3]"], caught.value.problems
+    assert str(caught.value).startswith("3 settings changed since study 'bound' scored trials under them:\n")
+    _write(tmp_path, BASE.replace("high: 1e-4, log: true", "high: 1e-3, log: true"))
+    with pytest.raises(SpecError) as caught:
+        open_study(load_spec(tmp_path / "study.yaml"))
+    assert caught.value.problems[0] == "space.learning_rate: was the default, now float in [1e-05, 0.001, log]"
+    overridden = tmp_path / "overridden"  # and the other way: an override taken away is not a candidate removed
+    overridden.mkdir()
+    _started(_write(overridden, changed))
+    with pytest.raises(SpecError) as caught:
+        open_study(load_spec(_write(overridden, BASE)))
+    assert caught.value.problems[:-1] == ["models.m.space.learning_rate: was float in [1e-05, 0.001, log], now the default",
+                                          "space.batch_size: was one of 8, 16, now the default",
+                                          "space.epochs: was int in [1, 3], now 2 (fixed)"], caught.value.problems
+
+
 def test_a_candidate_added_or_removed_is_named_as_such(tmp_path: Path) -> None:
     two = BASE.replace("  - {name: m, path: m}", "  - {name: m, path: m}\n  - {name: m2, path: m}")
     _started(_write(tmp_path, BASE))
