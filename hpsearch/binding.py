@@ -142,14 +142,16 @@ ABSENT, DEFAULT = _Unset("absent"), _Unset("the default")
 def _show(value: Any) -> str:
     if isinstance(value, _Unset):
         return value.word
-    if isinstance(value, dict) and value.get("type") in ("fixed", "categorical", "float", "int"):  # a space parameter
-        kind = value["type"]
-        if kind == "fixed":
-            return f"{json.dumps(value.get('value'))} (fixed)"
-        if kind == "categorical":
-            return "one of " + ", ".join(json.dumps(choice) for choice in value.get("choices", []))
-        extras = (", log" if value.get("log") else "") + (f", step {value['step']}" if value.get("step") not in (None, 1) else "")
-        return f"{kind} in [{value.get('low')}, {value.get('high')}{extras}]"
+    if isinstance(value, dict) and "type" in value:  # a space parameter, as validate writes it
+        from pydantic import TypeAdapter, ValidationError
+
+        from hpsearch.spec._space import Param
+        from hpsearch.summary import describe_param
+
+        try:
+            return describe_param(TypeAdapter(Param).validate_python(value))
+        except ValidationError:  # stored by another version, say: as it is
+            pass
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= 120 else text[:117] + "..."
 
