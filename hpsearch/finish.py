@@ -212,7 +212,8 @@ def _measure_latency(spec: StudySpec, session: Session, rows: list[dict[str, Any
 
     for row in rows:
         if row.get("best_trial") is not None and row.get("latency_ms") is None:
-            row["latency_ms"] = candidate_latency(session.study, session.tuner, spec.candidate(row["model"]), session.objective.eval_split)
+            row["latency_ms"] = candidate_latency(session.study, session.tuner, spec.candidate(row["model"]), session.objective.eval_split,
+                                               session.say)
 
 
 def _estimation_input(spec: StudySpec, session: Session, considered: set[int], with_baseline: bool = False) -> tuple[list[Any], Any, Any, list[int]] | str:

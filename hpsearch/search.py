@@ -277,7 +277,7 @@ LATENCY_ATTR = "latency_ms/{}/{}"
 device (cpu, cuda)."""
 
 
-def candidate_latency(study: Any, tuner: Any, candidate: Any, split: str) -> float:
+def candidate_latency(study: Any, tuner: Any, candidate: Any, split: str, say: Callable[..., None] | None = None) -> float:
     """Inference milliseconds per example of ``candidate`` as served (``FineTuner.latency_ms`` on the first 64 rows
     of ``split``), measured once per study and kind of device and kept in its storage for every trial and worker.
 
@@ -288,7 +288,11 @@ def candidate_latency(study: Any, tuner: Any, candidate: Any, split: str) -> flo
     key = LATENCY_ATTR.format(candidate.name, tuner.device.type)
     known = study.user_attrs.get(key)
     if known is None:
-        known = tuner.latency_ms(candidate, split, list(range(min(64, len(tuner.data.splits[split])))))
+        rows = list(range(min(64, len(tuner.data.splits[split]))))
+        if say is not None:  # a large model on a CPU takes a while: say what runs
+            say(f"{candidate.name}: measuring its inference latency as served ({len(rows)} rows in fp32; once per study)",
+                event="latency", model=candidate.name, rows=len(rows))
+        known = tuner.latency_ms(candidate, split, rows)
         study.set_user_attr(key, known)
     return float(known)
 
@@ -518,7 +522,7 @@ class Objective:
         second = self.spec.search.second_objective
         if second is None:
             return mean
-        cost = float(trial.user_attrs["total_parameters"]) if second == "params" else candidate_latency(trial.study, self.tuner, candidate, self.eval_split)
+        cost = float(trial.user_attrs["total_parameters"]) if second == "params" else candidate_latency(trial.study, self.tuner, candidate, self.eval_split, self.on_event)
         trial.set_user_attr(f"objective_{second}", cost)  # "params" alone would clash with the parameters
         return mean, cost
 

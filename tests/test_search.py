@@ -621,7 +621,11 @@ def test_latency_is_measured_once_per_candidate_and_shared_by_its_trials(tmp_pat
               " enqueue: [{model: two}, {model: four}]}\n"
               "selection: {rule: one-standard-error, cost: latency}\n")
     path = _study(tmp_path, tiny_bert, search, models, space=FAST.replace("epochs: 3", "epochs: 1"), rows=60)
-    assert run_study(path, export=False, say=_quiet) == 0
+    events: list[dict] = []
+    assert run_study(path, export=False, say=lambda message, **fields: events.append({"message": message, **fields})) == 0
+    measuring = [e for e in events if e.get("event") == "latency"]  # said while it runs (minutes for a large model on a CPU)
+    assert sorted(e["model"] for e in measuring) == ["four", "two"], measuring
+    assert measuring[0]["message"].endswith("measuring its inference latency as served (60 rows in fp32; once per study)")
     trials = [t for t in _trials(path) if t.state.name == "COMPLETE"]
     by_model: dict[str, set[float]] = {}
     for t in trials:
