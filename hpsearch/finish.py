@@ -150,13 +150,18 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
         final, report["final_policy"] = final_model(spec, tuner, report["selected"], say)
         try:
             # In fp32, as pipeline() serves the export: the score users will see, whatever the training precision.
-            report["test_scores"] = tuner.score(final, "test", served=True) if "test" in tuner.data.splits else None
+            if "test" in tuner.data.splits:
+                say(f"final model: scoring it on the {report['test_rows']:,} test rows (once, in fp32 as it is served)",
+                    event="test_scoring", rows=report["test_rows"])
+                report["test_scores"] = tuner.score(final, "test", served=True)
             if export:
                 write_export(spec, final, report, table, target, force, task)
                 report["export_dir"] = str(target)
         finally:
             final.close()
     if export and tracker.enabled and not (report.get("registered_model") or {}).get("version"):  # a kept export registered before keeps its version
+        if tracker.lost is None:  # else the call below does nothing
+            say(f"MLflow: logging the exported model and registering it as a new version of {spec.name!r}", event="register_model")
         report["registered_model"] = {"name": spec.name, "version": tracker.log_model(parent, target, tuner.data.task.mlflow_pipeline, spec.name)}
     tracker.log_study_result(parent, *_study_figures(spec, report))
     selection_path = _write_selection(spec, report, tracker.lost)

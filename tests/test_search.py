@@ -514,6 +514,9 @@ def test_test_split_is_scored_once_on_the_refit_model(tmp_path: Path, tiny_bert:
     assert report["final_policy"] == "refit"
     refit = [e["epoch"] for e in events if e.get("event") == "refit_epoch"]  # the refit says how it goes, epoch by epoch
     assert refit == list(range(1, report["selected"]["best_epochs"] + 1)), events
+    kinds = [e.get("event") for e in events]  # then the test scoring is said too (minutes on a large test split)
+    assert kinds.count("test_scoring") == 1 and kinds.index("test_scoring") > max(i for i, k in enumerate(kinds) if k == "refit_epoch")
+    assert next(e for e in events if e.get("event") == "test_scoring")["rows"] == 40
     assert set(report["test_scores"]) >= {"accuracy", "macro_f1", "loss"}
     assert 0.0 <= report["test_scores"]["macro_f1"] <= 1.0
     assert "- test data: `test.csv`, 40 rows" in (spec.export_dir / "README.md").read_text()

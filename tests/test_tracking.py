@@ -258,6 +258,7 @@ def test_a_tracking_server_that_goes_down_costs_no_trial_and_a_later_run_logs_wh
         selection = json.loads((spec.out_dir / "selection.json").read_text())
         assert "cannot reach the MLflow server" in selection["mlflow"]["stopped"]
         assert selection["registered_model"]["version"] is None and (spec.out_dir / "model" / "config.json").is_file()
+        assert not [e for e in events if e.get("event") == "register_model"]  # not said where tracking had stopped
 
         server = _start_server(root, port)
         events.clear()
@@ -265,6 +266,8 @@ def test_a_tracking_server_that_goes_down_costs_no_trial_and_a_later_run_logs_wh
         caught = [e for e in events if e.get("event") == "tracking_caught_up"]
         assert len(caught) == 1 and caught[0]["trials"] == [1, 2], caught
         assert any(e.get("event") == "final_model_kept" for e in events)  # the export stays; it gets registered now
+        assert [e["message"] for e in events if e.get("event") == "register_model"] == [
+            "MLflow: logging the exported model and registering it as a new version of 'toy'"]
         client, runs = _runs(url, "goes-down")
         trials = {int(r.data.tags["hpsearch.trial"]): r for r in runs if r.data.tags.get("hpsearch.role") == "trial"}
         parent = next(r for r in runs if r.data.tags.get("hpsearch.role") == "study")
