@@ -32,6 +32,7 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
             "host": t.user_attrs.get("host", ""),
             "note": _note(t, old),
             "device_seconds": t.user_attrs.get("device_seconds"), "flops": t.user_attrs.get("flops"),
+            "latency_ms": t.user_attrs.get("objective_latency"),  # with search.second_objective: latency
         })
     return rows
 
@@ -82,6 +83,8 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str
         score = spec.trial_score_text(r["cv_mean"], r["cv_std"]) if r["cv_mean"] is not None else ""
         params = describe_params(r["params"])
         compute = f"{amount_figure(r['device_seconds'])} dev-s, {r['flops']:.2g} FLOPs" if r.get("device_seconds") is not None and r.get("flops") else ""
+        if r.get("latency_ms") is not None:
+            compute += f"{', ' if compute else ''}{amount_figure(r['latency_ms'])} ms/example"
         table.add_row(str(r["trial"]), r["state"], r["model"], params, score, str(r["epochs"] or ""),
                       duration(r["seconds"]), compute, r["device"], textwrap.shorten(r["note"], 60, placeholder=" …"))
     console = Console(width=160, record=True, color_system=None, force_terminal=False)

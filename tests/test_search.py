@@ -615,7 +615,8 @@ def test_two_objectives_give_a_pareto_front(tmp_path: Path, tiny_bert: Path, tin
     assert smallest.number in front or any(t.values[0] > smallest.values[0] and t.values[1] == smallest.values[1] for t in trials)
 
 
-def test_latency_is_measured_once_per_candidate_and_shared_by_its_trials(tmp_path: Path, tiny_bert: Path, tiny_bert_4layers: Path) -> None:
+def test_latency_is_measured_once_per_candidate_and_shared_by_its_trials(tmp_path: Path, tiny_bert: Path, tiny_bert_4layers: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     # The compute of a candidate as served does not depend on its trained weights or settings: a figure
     # measured per trial would differ by timing noise alone, and one-standard-error with cost latency would
     # then pick among one model's trials by that noise instead of by epochs and score.
@@ -646,6 +647,10 @@ def test_latency_is_measured_once_per_candidate_and_shared_by_its_trials(tmp_pat
     page = (tmp_path / "report" / "report.html").read_text()
     trials_table = page[page.index("All completed trials"):]
     assert "ms / example" in trials_table and f"<td>{amount_figure(latency['two'])}</td>" in trials_table
+    capsys.readouterr()
+    assert main(["status", str(path), "--json"]) == 0  # status shows the second objective too
+    rows = {r["trial"]: r for r in json.loads(capsys.readouterr().out)["trials"]}
+    assert all(rows[t.number]["latency_ms"] == latency[t.user_attrs["model"]] for t in trials)
 
 
 def test_an_entity_study_scored_by_word_accuracy_gets_its_corrected_estimate(tmp_path: Path, tiny_bert: Path) -> None:

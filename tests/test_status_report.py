@@ -147,3 +147,14 @@ def test_durations_are_rounded_as_the_compute_beside_them() -> None:
     from hpsearch.status import duration
 
     assert [duration(s) for s in (2.88, 2.4, 9.96, 59.6, 89.5, 125.2, None)] == ["2.9s", "2.4s", "10s", "1m00s", "1m30s", "2m05s", ""]
+
+
+def test_the_compute_column_shows_the_latency_where_it_is_the_second_objective(tmp_path: Path, tiny_bert: Path) -> None:
+    from hpsearch.status import render
+
+    spec = load_spec(toy_study(tmp_path, tiny_bert, extra="search: {second_objective: latency}\n"))
+    row = {"trial": 0, "state": "COMPLETE", "model": "tiny", "params": {}, "cv_mean": 0.5, "cv_std": 0.1, "epochs": 1, "seconds": 2.0,
+           "device": "cpu", "host": "h", "note": "", "device_seconds": 1.5, "flops": 1.0e9, "latency_ms": 0.25}
+    assert "1.5 dev-s, 1e+09 FLOPs, 0.25 ms/example" in render(spec, [row], 1)
+    assert "1.5 dev-s, 1e+09 FLOPs │" in render(spec, [{**row, "latency_ms": None}], 1)  # without: as before
+
