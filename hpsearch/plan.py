@@ -337,6 +337,8 @@ def study_layout(spec: StudySpec, device: str) -> Layout:
 
 
 def render(plan: dict[str, Any]) -> str:
+    from hpsearch.status import duration  # as 'run' writes the estimate beside the time it took
+
     low, high = plan["n_trials_without_pruning"], plan["n_trials"]
     ranged = bool(plan.get("time_budget")) and round(high) > round(low)
     if ranged:
@@ -353,9 +355,9 @@ def render(plan: dict[str, Any]) -> str:
     for r in plan["rows"]:
         lines.append(f"{r['model']:<16} {r['scope']:<10} {1000 * r['train_seconds_per_example']:>11.2f} {1000 * r['eval_seconds_per_example']:>9.2f} "
                      f"{r['epochs']:>6.1f} {r['epoch_seconds']:>8.1f} {r['fold_seconds']:>8.1f} {r['trial_seconds']:>8.1f} {r['peak_memory_mb']:>9.0f}")
-    lines.append(f"estimated study time: {_minutes(plan['seconds_with_pruning'])} with pruning ({plan['pruning_assumption']}), "
-                 f"{_minutes(plan['seconds_without_pruning'])} without; both include one-off costs ({plan['one_off_seconds']:.0f}s: "
-                 f"tokenization, frozen-layer cache, kept for the run) and the final model ({plan['final_model_seconds']:.0f}s)")
+    lines.append(f"estimated study time: {duration(plan['seconds_with_pruning'])} with pruning ({plan['pruning_assumption']}), "
+                 f"{duration(plan['seconds_without_pruning'])} without; both include one-off costs ({duration(plan['one_off_seconds'])}: "
+                 f"tokenization, frozen-layer cache, kept for the run) and the final model ({duration(plan['final_model_seconds'])})")
     if plan.get("layout_text"):
         lines.append(f"workers: {plan['layout_text']}")
     if ranged:
@@ -363,10 +365,6 @@ def render(plan: dict[str, Any]) -> str:
                      f"the more configurations learn, the more pass the rungs, and the nearer the study gets to the lower end")
     lines += [f"warning: {w}" for w in plan["warnings"]]
     return "\n".join(lines)
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:

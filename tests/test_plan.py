@@ -88,6 +88,10 @@ def test_a_time_budget_is_turned_into_trials_with_and_without_successive_halving
     shown = render(plan)
     assert shown.startswith(f"plan: {low} to {high} trials in the timeout x 3 fold(s)")
     assert f"trials in the timeout: {low} if every trial runs in full, {high} if each rung keeps only its share" in shown
+    from hpsearch.status import duration  # its times as run writes the estimate beside its own ('10.1 min' and '15s' before)
+
+    assert f"estimated study time: {duration(plan['seconds_with_pruning'])} with pruning (" in shown
+    assert f"one-off costs ({duration(plan['one_off_seconds'])}: " in shown and duration(plan["seconds_with_pruning"]).startswith("10m")
 
 
 def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
