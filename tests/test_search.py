@@ -200,6 +200,29 @@ def test_interrupted_study_resumes_to_exactly_n_trials(tmp_path: Path, tiny_bert
     assert len(_trials(path)) == 4
 
 
+def test_an_interrupt_at_the_end_of_the_study_keeps_every_trial_and_says_how_to_finish(tmp_path: Path, tiny_bert: Path) -> None:
+    """Ctrl-C during the final model said only 'hpsearch run: interrupted', and the MLflow study run ended as failed."""
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n")
+    said: list[tuple[str, dict]] = []
+
+    def interrupt(message: str, **fields: object) -> None:
+        said.append((message, fields))
+        if message.startswith("final model: refit"):
+            raise KeyboardInterrupt
+
+    try:
+        assert run_study(path, say=interrupt) == 130
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt at the end of the study left run_study unsaid")
+    stopped = [m for m, f in said if f.get("event") == "stopped"]
+    assert stopped == ["interrupted at the end of the study (selection, final model, test, export): its 2 finished trials are kept; "
+                       "run the same command to finish it (no trial runs again)"], stopped
+    said.clear()
+    assert run_study(path, say=lambda message, **fields: said.append((message, fields))) == 0
+    assert not [m for m, f in said if f.get("event") == "trial_start"] and len(_trials(path)) == 2
+    assert (load_spec(path).export_dir / "config.json").is_file()
+
+
 def test_settings_a_completed_trial_had_are_not_trained_again_and_a_finite_space_ends_when_all_are_tried(tmp_path: Path, tiny_bert: Path,
                                                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     space = ("space:\n  learning_rate: [2.0e-3, 4.0e-3, 8.0e-3]\n  epochs: 1\n  batch_size: 8\n  weight_decay: 0.0\n  warmup_ratio: 0.0\n"
