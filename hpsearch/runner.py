@@ -673,8 +673,8 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         code = finish_study(session, export=export)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the selection, the final model or the export: the trials are all kept
         session.tracker.end_study(session.parent_run, "KILLED")
-        say(f"interrupted at the end of the study (selection, final model, test, export): its {counted_trials(session.study)} finished "
-            "trials are kept; run the same command to finish it (no trial runs again)", event="stopped", reason="interrupted")
+        say("interrupted at the end of the study (selection, final model, test, export): every finished trial is kept; run the "
+            "same command to finish it (no trial runs again)", event="stopped", reason="interrupted")
         return 130
     except BaseException:
         session.tracker.end_study(session.parent_run, "FAILED")

@@ -215,7 +215,7 @@ def test_an_interrupt_at_the_end_of_the_study_keeps_every_trial_and_says_how_to_
     except KeyboardInterrupt:
         pytest.fail("the interrupt at the end of the study left run_study unsaid")
     stopped = [m for m, f in said if f.get("event") == "stopped"]
-    assert stopped == ["interrupted at the end of the study (selection, final model, test, export): its 2 finished trials are kept; "
+    assert stopped == ["interrupted at the end of the study (selection, final model, test, export): every finished trial is kept; "
                        "run the same command to finish it (no trial runs again)"], stopped
     said.clear()
     assert run_study(path, say=lambda message, **fields: said.append((message, fields))) == 0
