@@ -110,13 +110,14 @@ def search_budget_lines(spec: StudySpec) -> list[str]:
         return []
     startup = int(s.sampler.options.get("n_startup_trials", STARTUP_DEFAULTS[s.sampler.name]))
     enqueued = len(s.enqueue)
+    among = f" (the {enqueued} enqueued setting(s) count among them)" if enqueued else ""
     if s.n_trials is None:
-        return [f"  sampler budget: {startup} random start-up trial(s) (enqueued settings count among them), then guided by "
+        return [f"  sampler budget: {startup} random start-up trial(s){among}, then guided by "
                 f"{s.sampler.name} until the timeout ('hpsearch plan' estimates how many trials fit)"]
     guided = max(0, s.n_trials - max(startup, enqueued))
     first = min(startup, s.n_trials)
-    of = f" (every trial falls in its start-up of {startup})" if first < startup else ""
-    lines = [f"  sampler budget: {first} random start-up trial(s) (enqueued settings count among them){of}, then {guided} guided by {s.sampler.name}"]
+    lines = [f"  sampler budget: all {first} trial(s) fall in {s.sampler.name}'s random start-up of {startup}{among}, so none is guided by it"
+             if first < startup else f"  sampler budget: {first} random start-up trial(s){among}, then {guided} guided by {s.sampler.name}"]
     from hpsearch.space import configurations
 
     every = configurations(spec)

@@ -109,11 +109,12 @@ def test_validate_says_when_the_sampler_has_nothing_to_learn_from(tmp_path: Path
     from hpsearch.summary import search_budget_lines
 
     lines = search_budget_lines(_spec(tmp_path, "search: {n_trials: 8}\n"))
-    assert lines[0] == ("  sampler budget: 8 random start-up trial(s) (enqueued settings count among them) (every trial falls in its "
-                        "start-up of 10), then 0 guided by tpe")
+    assert lines[0] == "  sampler budget: all 8 trial(s) fall in tpe's random start-up of 10, so none is guided by it"  # one parenthesis after another before
     assert lines[1].startswith("warning: with n_trials 8 the tpe sampler has 0 trial(s) to learn from its start-up of 10")
     assert "n_startup_trials (e.g. 2)" in lines[1]
-    assert len(search_budget_lines(_spec(tmp_path, "search: {n_trials: 8, sampler: {name: tpe, options: {n_startup_trials: 2}}}\n"))) == 1
+    shorter = search_budget_lines(_spec(tmp_path, "search: {n_trials: 8, sampler: {name: tpe, options: {n_startup_trials: 2}}, "
+                                                  "enqueue: [{learning_rate: 2.0e-5}]}\n"))
+    assert shorter == ["  sampler budget: 2 random start-up trial(s) (the 1 enqueued setting(s) count among them), then 6 guided by tpe"]
     tiny = search_budget_lines(_spec(tmp_path, "search: {n_trials: 3}\n"))  # no start-up length would leave 2 guided trials
     assert "n_startup_trials" not in tiny[1] and "raise search.n_trials (this budget is too small" in tiny[1]
     # A space whose every configuration n_trials covers has nothing to learn: each is tried, and a warning would be noise.
