@@ -116,11 +116,11 @@ def _diff(old: dict[str, Any], full: dict[str, Any], compact: dict[str, Any], pr
         o, f, c = old.get(key, ABSENT), full.get(key, ABSENT), compact.get(key, ABSENT)
         if isinstance(o, dict) and isinstance(f, dict):
             inner = _diff(o, f, c if isinstance(c, dict) else {}, f"{prefix}{key}.")
-            if inner and (prefix == "space." or (prefix.startswith("models.") and prefix.endswith(".space."))):
+            if inner and _in_space(prefix):
                 out.append((f"{prefix}{key}", o, c if isinstance(c, dict) else DEFAULT))  # a parameter whole, not its type, value, ...
             else:
                 out += inner
-        elif o is ABSENT and key == "space" and prefix.startswith("models.") and isinstance(f, dict):
+        elif o is ABSENT and isinstance(f, dict) and _in_space(f"{prefix}{key}."):
             out += _diff({}, f, c if isinstance(c, dict) else {}, f"{prefix}{key}.")  # a candidate's overrides, each by name
         elif o is ABSENT:
             if f is not ABSENT and c is not ABSENT and c != {}:  # not at its default now
@@ -129,6 +129,11 @@ def _diff(old: dict[str, Any], full: dict[str, Any], compact: dict[str, Any], pr
             # ABSENT only for a whole candidate (a top-level field): a setting inside one that is no longer set is at its default.
             out.append((f"{prefix}{key}", o, DEFAULT if f is ABSENT and prefix else f))
     return out
+
+
+def _in_space(prefix: str) -> bool:
+    """Whether the fields under ``prefix`` are search-space parameters: the study's space or a candidate's own."""
+    return prefix == "space." or (prefix.startswith("models.") and prefix.endswith(".space."))
 
 
 class _Unset:

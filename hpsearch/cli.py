@@ -193,14 +193,16 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise HpsearchError(f"--batch-size must be at least 1, but got {args.batch_size}")
+    columns = {}
     for given in args.column:
         field, _, column = given.partition("=")
         if not field or not column:
             raise HpsearchError(f"--column takes FIELD=NAME (text=review, say), got {given!r}")
+        columns[field] = column
     _quiet_libraries()
     _stop_on_signals()
     rows, empty = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size, delimiter=args.delimiter,
-                               columns=dict(c.split("=", 1) for c in args.column),  # each one checked above
+                               columns=columns,
                                say=lambda message: print(message, file=sys.stderr, flush=True))
     print(f"wrote {rows - len(empty)} predictions to {args.output}")
     if empty:

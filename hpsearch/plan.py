@@ -253,7 +253,7 @@ def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> Me
         batch = int(max(space["batch_size"].values_hint()))
         train_sample = list(folds[0][0])[: batches * batch]
         eval_sample = list(folds[0][1])[: batches * batch]
-        for scope in dict.fromkeys(str(s) for s in space["scope"].values_hint()):
+        for scope in spec.scopes_of(candidate):
             # Two epochs, timed on the second: the first batches of a fresh model run slower than the rest.
             params = {"learning_rate": 1e-5, "epochs": 2, "batch_size": batch, "scope": scope, "warmup_ratio": 0.0, "grad_accumulation": 1}
             tried: list[int] = []

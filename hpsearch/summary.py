@@ -39,7 +39,7 @@ def describe_spec(spec: StudySpec) -> str:
         for name, param in sorted(m.space.items()):
             lines.append(f"    {name}: {describe_param(param)} (this candidate's own)")
     lines.append("search space (shared):")
-    lora = any("lora" in map(str, spec.space_for(m)["scope"].values_hint()) for m in spec.models)
+    lora = any("lora" in spec.scopes_of(m) for m in spec.models)
     for name, param in spec.space.as_dict().items():
         if not lora and name in LORA_SETTINGS:
             continue
@@ -135,7 +135,7 @@ def lora_rate_lines(spec: StudySpec) -> list[str]:
     lines = []
     for model in spec.models:
         space = spec.space_for(model)
-        scopes = [str(s) for s in space["scope"].values_hint()]
+        scopes = spec.scopes_of(model)
         others = [s for s in scopes if s != "lora"]
         if "lora" in scopes and others:
             lines.append(f"warning: candidate {model.name} searches scope lora beside {', '.join(others)} with one learning_rate "

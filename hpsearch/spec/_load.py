@@ -335,13 +335,13 @@ def _scope_problems(spec: StudySpec, i: int, model: Candidate) -> list[str]:
     if model.num_layers and available is not None and model.num_layers > available:
         problems.append(f"models[{i}].num_layers: {model.name} has {available} layers, so it cannot keep {model.num_layers}; "
                         f"lower num_layers to at most {available}")
-    for scope in spec.space_for(model)["scope"].values_hint():
-        reason = scope_problem(config.get("model_type"), str(scope), model.lora_targets)
+    for scope in spec.scopes_of(model):
+        reason = scope_problem(config.get("model_type"), scope, model.lora_targets)
         if reason:
             problems.append(f"{field}: {scope!r} cannot apply to candidate {model.name}: {reason}; remove {scope!r} or override "
                             f"scope in models[{i}].space")
             continue
-        depth = int(str(scope).split("-")[1]) if str(scope).startswith("freeze-") else None
+        depth = int(scope.split("-")[1]) if scope.startswith("freeze-") else None
         if depth is not None and layers is not None and depth > layers:
             problems.append(f"{field}: {scope!r} cannot apply to candidate {model.name}: it has {layers} layers, so at most "
                             f"freeze-{layers} (or head); remove {scope!r} or override scope in models[{i}].space")

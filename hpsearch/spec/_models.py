@@ -416,6 +416,10 @@ class StudySpec(SpecModel):
         """The search space of one candidate: the study's space with its overrides applied."""
         return {**self.space.as_dict(), **candidate.space}
 
+    def scopes_of(self, candidate: Candidate) -> list[str]:
+        """The scopes ('full', 'lora', 'freeze-2', ...) that ``candidate``'s trials can draw, each once, in the space's order."""
+        return list(dict.fromkeys(str(s) for s in self.space_for(candidate)["scope"].values_hint()))
+
     def candidate(self, name: str) -> Candidate:
         for model in self.models:
             if model.name == name:
