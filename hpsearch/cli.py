@@ -214,6 +214,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from hpsearch.runner import run_worker
+    from hpsearch.workers import counted_as_worker
 
     _quiet_libraries()
     stop = _stop_on_signals()
@@ -225,8 +226,9 @@ def _worker(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise HpsearchError(f"--threads must be at least 1, but got {args.threads}")
     # A worker that run started (it has a label): run said the data's warnings, once for all of them.
-    return run_worker(args.study, storage=args.storage, device=device, seed_offset=args.seed_offset, say=_progress(args, args.label),
-                      stop=stop, threads=args.threads, data_warnings=args.label is None)
+    with counted_as_worker():
+        return run_worker(args.study, storage=args.storage, device=device, seed_offset=args.seed_offset, say=_progress(args, args.label),
+                          stop=stop, threads=args.threads, data_warnings=args.label is None)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -303,6 +305,7 @@ def _quiet_libraries() -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from hpsearch.runner import run_study
+    from hpsearch.workers import counted_as_worker
 
     if args.keep_trials and not args.new_study:
         print("hpsearch run: --keep-trials goes with --new-study (it says which trials the new study takes over); "
@@ -310,8 +313,9 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     _quiet_libraries()
     stop = _stop_on_signals()
-    return run_study(args.study, export=not args.no_export, say=_progress(args), worker_args=_progress_args(args), stop=stop,
-                     new_study=args.new_study, keep_trials=args.keep_trials)
+    with counted_as_worker():  # until it starts worker processes, if it does (run_study)
+        return run_study(args.study, export=not args.no_export, say=_progress(args), worker_args=_progress_args(args), stop=stop,
+                         new_study=args.new_study, keep_trials=args.keep_trials)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import functools
 import gc
+import os
 import signal
 import statistics
 import sys
@@ -236,6 +237,7 @@ class Session:
         lock = claim_lock(self.spec, self.say)
         objective = _interruptible(self.objective, on_start=lock.release)
         share = ThreadShare(self.spec.execution.threads if self.threads is None else self.threads, self.say)
+        self.objective.between_steps = share.refresh
         waiting, said_timeout = Waiting(self.say), False
         gc.freeze()  # without a collection first: that would walk the whole heap (0.26 s) to free a few objects
         finished, began, began_at = False, time.monotonic(), datetime.datetime.now()
@@ -247,8 +249,7 @@ class Session:
                 if not may_start and not said_timeout:
                     self.say(f"timeout of {timeout:g}s reached: no new trial is started", event="timeout", seconds=timeout)
                     said_timeout = True
-                share.apply()
-                outcome = self._claim_and_run(objective, lock, may_start, wait_for_others, waiting)
+                outcome = self._claim_and_run(objective, lock, may_start, wait_for_others, waiting, share)
                 if outcome == "done":
                     finished = True
                     break
@@ -265,6 +266,7 @@ class Session:
             self.tracker.end_study(self.parent_run, "KILLED")  # tolerant: MLflow's own disk may be the full one
             raise
         finally:
+            self.objective.between_steps = None
             share.close()
             if unfreeze or not finished:
                 gc.unfreeze()  # whatever outlives the trials is the caller's again, collectable as usual
@@ -314,9 +316,9 @@ class Session:
         self.say(text, event="progress", finished=done, n_trials=search.n_trials, seconds=elapsed, seconds_left=left)
 
     def _claim_and_run(self, objective: Callable[[Any], Any], lock: Any, may_start: bool, wait_for_others: bool,
-                       waiting: Waiting) -> str:
-        """Run one trial if the study has room for it ("ran"); else "wait" (trials still run elsewhere and
-        the caller selects) or "done"."""
+                       waiting: Waiting, share: Any) -> str:
+        """Run one trial if the study has room for it ("ran"), on this process's share of the cores; else "wait"
+        (trials still run elsewhere and the caller selects; meanwhile this process leaves the cores to them) or "done"."""
         import optuna
 
         from hpsearch.errors import TrialError
@@ -337,10 +339,12 @@ class Session:
             if not may_start or self._space_tried(trials) or _counted(trials, self.superseded) + len(running) >= self.spec.search.trial_limit:
                 if wait_for_others and running:
                     lock.release()
+                    share.idle()
                     waiting.show(running)
                     waiting.pause()
                     return "wait"
                 return "done"
+            share.apply()
             try:
                 self.study.optimize(objective, n_trials=1, catch=(TrialError,))
             except Exception as exc:
@@ -588,7 +592,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
               stop: threading.Event | None = None, new_study: bool = False, keep_trials: bool = False) -> int:
     """``hpsearch run``: trials until n_trials (in this process, or one worker process per device
     slot), then selection, final model, test and export."""
-    from hpsearch.workers import crowded, plan_slots, run_pool
+    from hpsearch.workers import crowded, plan_slots, run_pool, unregister
 
     spec = load_spec(study_path)
     if export and spec.export.enabled:  # a folder the export may not write: said now, not after the search
@@ -607,6 +611,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
     if slots[0].device == "cpu" and (crowd := crowded(len(slots))):
         say(f"warning: {crowd}", event="warning")
     if len(slots) > 1:
+        unregister(os.getpid())  # its workers train; this process only waits for them (the hpsearch program counted it)
         from hpsearch.data import prepare_data
         from hpsearch.finetune.core import unavailable
         from hpsearch.search import open_study
@@ -716,8 +721,6 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
     spec = load_spec(study_path)
     if storage:
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": storage})})
-    import os
-
     from hpsearch.search import derived_seed, open_study
     from hpsearch.workers import HOST
 
@@ -743,8 +746,6 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
 
 def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None] = lambda: None) -> Callable[[Any], Any]:
     """The objective, recording which process runs the trial and marking it when interrupted."""
-    import os
-
     from hpsearch.workers import HOST
 
     def run(trial: Any) -> Any:

@@ -341,6 +341,7 @@ class Objective:
         self.prunable = spec.search.second_objective is None  # Optuna does not prune multi-objective trials
         self._said_unavailable: set[str] = set()
         self._seeded_apart = False
+        self.between_steps: Callable[[], None] | None = None  # the runner's look at the machine's share of cores
 
     def __call__(self, trial: Any) -> float | tuple[float, float]:
         import optuna
@@ -597,7 +598,14 @@ class Objective:
         keep = self.checkpoints is not None and self.spec.final_policy == "best-fold"
         show = getattr(self.on_event, "step", None)
         label = f"trial {trial.number} fold {fold + 1}/{len(self.folds)}"
-        on_step = (lambda epoch, done, total: show(done, total, f"{label} epoch {epoch}")) if show else None
+        between = self.between_steps
+
+        def on_step(epoch: int, done: int, total: int) -> None:
+            if between is not None:
+                between()
+            if show:
+                show(done, total, f"{label} epoch {epoch}")
+
         fitted = self._fit_within_memory(trial, fold, [curve, predicted, loss_curve], lambda: self.tuner.fit(
             candidate, params, train_rows=train_rows, eval_rows=eval_rows, eval_split=self.eval_split,
             seed=self.spec.seed, on_epoch=on_epoch, keep_best=keep, on_step=on_step), params)

@@ -11,6 +11,8 @@ use Optuna's heartbeats with ``RetryFailedTrialCallback`` for the same effect.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import signal
 import socket
@@ -20,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from hpsearch.spec import StudySpec
 
@@ -121,6 +123,22 @@ def register(pid: int, folder: Path | None = None) -> Path:
     return entry
 
 
+def unregister(pid: int, folder: Path | None = None) -> None:
+    ((folder or registry()) / str(pid)).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def counted_as_worker() -> Iterator[None]:
+    """Count this process among the machine's hpsearch workers (:class:`ThreadShare`) from the start of its command: its
+    start-up (the libraries' imports, the data, the first model) takes a core from a worker already training, which gives
+    up a thread within a second instead of fighting for the core (its epoch then ran at a seventh of its speed)."""
+    register(os.getpid())
+    try:
+        yield
+    finally:
+        unregister(os.getpid())
+
+
 def _stat(pid: int) -> list[str]:
     """Fields of /proc/PID/stat after the command name (state first); empty where /proc cannot tell."""
     try:
@@ -150,16 +168,21 @@ class ThreadShare:
     """This worker's share of the machine's CPU cores, with every hpsearch worker on the machine counted.
 
     Each worker (started by ``run`` or by hand, for any study) registers its process id in a folder of
-    the machine's temporary directory; before each trial it counts the live ones and takes
-    ``cores // workers`` threads (at least 1), so hand-started workers and ``run``'s own never ask for
-    more threads than there are cores. ``fixed`` (``execution.threads`` or ``--threads``) overrides it.
+    the machine's temporary directory; before each trial, and about once a second while it trains
+    (:meth:`refresh`), it counts the live ones and takes ``cores // workers`` threads (at least 1), so
+    hand-started workers and ``run``'s own never ask for more threads than there are cores. A process
+    that only waits for trials elsewhere leaves the count (:meth:`idle`). ``fixed`` (``execution.threads``
+    or ``--threads``) overrides it.
     """
+
+    CHECK_SECONDS = 1.0  # how often a training worker counts the workers again
 
     def __init__(self, fixed: int | None, say: Callable[..., None], folder: Path | None = None, cores: int | None = None) -> None:
         self.fixed, self.say = fixed, say
         self.cores = cores or usable_cores()
         self.folder = folder or registry()
-        self.mine = register(os.getpid(), self.folder)
+        register(os.getpid(), self.folder)
+        self.registered, self.checked = True, -math.inf
         self.threads: int | None = None
 
     def workers(self) -> int:
@@ -180,8 +203,12 @@ class ThreadShare:
     def apply(self) -> int:
         import torch
 
+        if not self.registered:
+            register(os.getpid(), self.folder)
+            self.registered = True
         workers = self.workers()
         threads = self.share(workers)
+        self.checked = time.monotonic()
         if threads != self.threads:
             torch.set_num_threads(threads)
             why = "as set" if self.fixed else f"{self.cores} cores shared by {workers} hpsearch worker(s) on this machine"
@@ -189,8 +216,22 @@ class ThreadShare:
             self.threads = threads
         return threads
 
+    def refresh(self) -> None:
+        """:meth:`apply` at most once a ``CHECK_SECONDS``, between training steps: a worker that joins the machine
+        during a long trial makes this one give up threads within about a second, not at its next trial (a trial
+        on 2 threads beside a new 1-thread worker on 2 cores trained 20 times slower), and one that leaves gives
+        them back as soon."""
+        if not self.fixed and time.monotonic() - self.checked >= self.CHECK_SECONDS:
+            self.apply()
+
+    def idle(self) -> None:
+        """Leave the count while this process only waits for trials that run elsewhere, so that their workers take
+        its cores; :meth:`apply` (before its next trial) counts it again."""
+        unregister(os.getpid(), self.folder)
+        self.registered = False
+
     def close(self) -> None:
-        self.mine.unlink(missing_ok=True)
+        self.idle()
 
 
 def own_name(name: str) -> str:

@@ -113,6 +113,9 @@ def test_two_local_workers_finish_exactly_n_trials(tmp_path: Path, tiny_bert: Pa
     result = _run(path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "started 2 workers: cpu-0, cpu-1" in result.stderr
+    # The cores are the two workers': run, which only waits for them, does not count itself among them.
+    shared = re.findall(r"^\[cpu-[01]\] using \d+ CPU thread\(s\) \(\d+ cores shared by (\d+) hpsearch", result.stderr, re.MULTILINE)
+    assert "2" in shared and "3" not in shared, result.stderr[-3000:]
     assert result.stderr.count(repeated) == 1, result.stderr[-3000:]
     _check_exact(path, 5, result.stdout + result.stderr)
     ran = [int(n) for n in re.findall(r"^\[cpu-[01]\] worker done: it ran (\d+) trial\(s\); the study has [45] of 5 trials finished",
@@ -262,7 +265,17 @@ def test_a_stop_request_is_honoured_even_when_its_keyboardinterrupt_was_lost(tmp
     assert any("interrupted: 0 of 2 trials finished" in m for m in said)
 
 
-def test_every_worker_on_the_machine_takes_its_share_of_the_cores(tmp_path: Path) -> None:
+@pytest.fixture()
+def torch_threads():
+    """Puts back this process's torch threads, which ThreadShare sets."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_every_worker_on_the_machine_takes_its_share_of_the_cores(tmp_path: Path, torch_threads: None) -> None:
     from hpsearch.workers import ThreadShare, register
 
     said: list[str] = []
@@ -278,8 +291,67 @@ def test_every_worker_on_the_machine_takes_its_share_of_the_cores(tmp_path: Path
         other.wait()
     assert share.workers() == 1 and not (tmp_path / str(other.pid)).exists()  # a dead worker's entry is cleared
     assert ThreadShare(3, lambda m, **f: None, folder=tmp_path, cores=8).share() == 3  # execution.threads / --threads wins
+    share.idle()  # waiting for trials elsewhere: the others may take its cores
+    assert not (tmp_path / str(os.getpid())).exists()
+    assert share.apply() == 8 and (tmp_path / str(os.getpid())).exists()  # before its next trial it counts again
     share.close()
     assert not (tmp_path / str(os.getpid())).exists()
+
+
+def test_a_worker_that_joins_during_a_trial_takes_threads_from_it_within_the_trial(tmp_path: Path, tiny_bert: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch, torch_threads: None) -> None:
+    """A trial kept the threads it started with to its end: beside a worker started by hand during it, a 2-thread trial
+    on 2 cores trained 20 times slower (16 samples/s against 350) until its last fold. Between training steps the
+    worker counts the workers again (here at every step), so it gives up the thread before the trial's first epoch ends."""
+    from hpsearch import workers
+    from hpsearch.runner import Session
+
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    monkeypatch.setattr(workers.ThreadShare, "CHECK_SECONDS", 0.0, raising=False)
+    path = _study(tmp_path, tiny_bert, n_trials=1)
+    said: list[str] = []
+    joined: list[subprocess.Popen[bytes]] = []
+
+    def say(message: str, **fields: object) -> None:
+        said.append(message)
+        if fields.get("event") == "trial_start":  # a worker starts in another shell while this trial runs
+            joined.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+            workers.register(joined[-1].pid)
+
+    try:
+        assert Session(load_spec(path), say).work() is True
+    finally:
+        for other in joined:
+            other.kill()
+            other.wait()
+            (workers.registry() / str(other.pid)).unlink(missing_ok=True)
+    start = next(i for i, m in enumerate(said) if m.startswith("trial 0:"))
+    first_epoch = next(i for i, m in enumerate(said) if m.startswith("trial 0 fold 1/2 epoch 1"))
+    assert "using 2 CPU thread(s) (2 cores shared by 1 hpsearch worker(s) on this machine)" in said[:start]
+    assert "using 1 CPU thread(s) (2 cores shared by 2 hpsearch worker(s) on this machine)" in said[start:first_epoch]
+
+
+def test_a_worker_counts_among_the_machines_workers_from_the_start_of_its_command(tmp_path: Path, tiny_bert: Path) -> None:
+    """A worker counted itself only at its first trial: its start-up before that (the libraries, the data, the first model)
+    took a core from a worker already training on both, whose epoch then ran at a seventh of its speed. Here the new
+    worker waits for a storage that does not answer, long before any trial: it is counted all the same, and no longer once
+    it has stopped."""
+    from hpsearch.workers import registry
+
+    path = _study(tmp_path, tiny_bert, n_trials=1, storage="postgresql+psycopg://postgres@127.0.0.1:9/nowhere")
+    path.write_text(path.read_text().replace("search: {", "search: {storage_patience: 60, "))
+    worker = subprocess.Popen([sys.executable, "-m", "hpsearch", "worker", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    entry = registry() / str(worker.pid)
+    try:
+        while not entry.exists() and worker.poll() is None:
+            time.sleep(0.05)
+        assert entry.exists(), worker.stderr.read() if worker.stderr else ""
+    finally:
+        worker.send_signal(signal.SIGINT)
+        _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 130 and "using" not in err, err  # stopped before any trial (no storage to take one from)
+    assert not entry.exists()
 
 
 def test_a_hand_started_worker_and_runs_workers_share_the_cores(tmp_path: Path, tiny_bert: Path) -> None:
