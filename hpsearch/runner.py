@@ -160,6 +160,7 @@ class Session:
         self.spec, self.say = spec, say
         self.stop = stop or threading.Event()  # set by a signal handler: no new trial starts
         self.threads = threads  # CPU threads asked for on the command line; None: the machine's share
+        self.share: Any = None  # this process's share of the machine's cores (hpsearch.workers.ThreadShare), from work()
         out = spec.out_dir
         out.mkdir(parents=True, exist_ok=True)
         # The study first: a spec that no longer matches its study stops before data or models are loaded.
@@ -237,7 +238,7 @@ class Session:
         lock = claim_lock(self.spec, self.say)
         objective = _interruptible(self.objective, on_start=lock.release)
         share = ThreadShare(self.spec.execution.threads if self.threads is None else self.threads, self.say)
-        self.objective.between_steps = share.refresh
+        self.objective.between_steps, self.share = share.refresh, share
         waiting, said_timeout = Waiting(self.say), False
         gc.freeze()  # without a collection first: that would walk the whole heap (0.26 s) to free a few objects
         finished, began, began_at = False, time.monotonic(), datetime.datetime.now()
@@ -672,6 +673,9 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
             event="study_start", training_rows=len(session.data.train), folds=len(session.folds), device=str(session.device))
         if not session.work(wait_for_others=True, unfreeze=False):
             return 130
+    # The latency measured as served and the final model run on this process's share of the cores as they are now: its
+    # last trial may have run beside another worker, on fewer threads, and a run that started workers set none.
+    session.share.apply()
     try:
         # Still frozen: the fits of the end (latency, final model) free their models without walking the
         # libraries' objects (a full collection of the whole heap took 0.36 s after each).
@@ -686,6 +690,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         raise
     finally:
         gc.unfreeze()
+        session.share.close()
     say_time(spec, time.monotonic() - begun, before, say)
     return code
 

@@ -331,6 +331,43 @@ def test_a_worker_that_joins_during_a_trial_takes_threads_from_it_within_the_tri
     assert "using 1 CPU thread(s) (2 cores shared by 2 hpsearch worker(s) on this machine)" in said[start:first_epoch]
 
 
+def test_the_end_of_a_run_takes_back_the_cores_a_worker_beside_it_left(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       torch_threads: None) -> None:
+    """The run's last trial ran beside a worker, on 1 thread of 2 cores; the worker ended with it, and the final model
+    and the latency measured as served kept that 1 thread on a machine with nothing else to do."""
+    from hpsearch import workers
+    from hpsearch.runner import run_study
+
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    monkeypatch.setattr(workers.ThreadShare, "CHECK_SECONDS", 0.0, raising=False)
+    path = toy_study(tmp_path, tiny_bert, rows=60, extra=QUICK + "search: {n_trials: 1}\n")
+    said: list[str] = []
+    beside: list[subprocess.Popen[bytes]] = []
+
+    def leave() -> None:
+        for other in beside:
+            other.kill()
+            other.wait()
+            workers.unregister(other.pid)
+
+    def say(message: str, **fields: object) -> None:
+        said.append(message)
+        if fields.get("event") == "trial_start":  # a worker of another study starts beside the trial
+            beside.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+            workers.register(beside[-1].pid)
+        if fields.get("event") == "trial_end":  # and ends with it
+            leave()
+
+    try:
+        assert run_study(path, say=say) == 0
+    finally:
+        leave()
+    ended = next(i for i, m in enumerate(said) if m.startswith("trial 0: macro_f1"))
+    refit = next(i for i, m in enumerate(said) if m.startswith("final model: refit"))
+    assert "using 1 CPU thread(s) (2 cores shared by 2 hpsearch worker(s) on this machine)" in said[:ended]
+    assert "using 2 CPU thread(s) (2 cores shared by 1 hpsearch worker(s) on this machine)" in said[ended:refit], said
+
+
 def test_a_worker_counts_among_the_machines_workers_from_the_start_of_its_command(tmp_path: Path, tiny_bert: Path) -> None:
     """A worker counted itself only at its first trial: its start-up before that (the libraries, the data, the first model)
     took a core from a worker already training on both, whose epoch then ran at a seventh of its speed. Here the new
