@@ -109,22 +109,35 @@ def crowded(workers: int, cores: int | None = None) -> str | None:
 
 
 def registry() -> Path:
-    """The folder where the hpsearch workers of this machine register (see :class:`ThreadShare`)."""
+    """The folder where the hpsearch workers of this machine register (see :class:`ThreadShare`), whoever runs them."""
     import tempfile
 
     return Path(tempfile.gettempdir()) / "hpsearch-workers"
 
 
-def register(pid: int, folder: Path | None = None) -> Path:
+def register(pid: int, folder: Path | None = None) -> bool:
+    """Enter worker ``pid`` in the registry; False where this user may not write there (then the others do not count it).
+
+    The folder is made writable by every user, with the sticky bit, as the temporary directory itself: the workers of
+    every user of a shared machine count each other, and none can remove another's entry while its process lives.
+    """
     folder = folder or registry()
-    folder.mkdir(parents=True, exist_ok=True)
-    entry = folder / str(pid)
-    entry.write_text(_started(pid))
-    return entry
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        made = folder.stat()
+        if made.st_uid == os.getuid() and made.st_mode & 0o7777 != 0o1777:  # its owner opens one made without (or by a umask)
+            folder.chmod(0o1777)
+        (folder / str(pid)).write_text(_started(pid))
+    except OSError:  # another user's folder without the others' write permission, or a read-only temporary directory
+        return False
+    return True
 
 
 def unregister(pid: int, folder: Path | None = None) -> None:
-    ((folder or registry()) / str(pid)).unlink(missing_ok=True)
+    try:
+        ((folder or registry()) / str(pid)).unlink(missing_ok=True)
+    except OSError:  # another user's dead worker, in the sticky folder: only its owner (or a later reboot) clears it
+        pass
 
 
 @contextlib.contextmanager
@@ -182,19 +195,23 @@ class ThreadShare:
         self.cores = cores or usable_cores()
         self.folder = folder or registry()
         register(os.getpid(), self.folder)
-        self.registered, self.checked = True, -math.inf
+        self.checked = -math.inf
         self.threads: int | None = None
 
     def workers(self) -> int:
         """Live hpsearch workers on this machine, this one included (files of dead ones are removed)."""
         count = 0
-        for entry in self.folder.iterdir():
+        try:
+            entries = list(self.folder.iterdir())
+        except OSError:  # removed meanwhile (a cleaner of the temporary directory) or unreadable: count this one alone
+            entries = []
+        for entry in entries:
             if not entry.name.isdigit():
                 continue
             if int(entry.name) == os.getpid() or _registered_alive(entry):
                 count += 1
             else:
-                entry.unlink(missing_ok=True)
+                unregister(int(entry.name), self.folder)
         return max(count, 1)
 
     def share(self, workers: int | None = None) -> int:
@@ -203,9 +220,8 @@ class ThreadShare:
     def apply(self) -> int:
         import torch
 
-        if not self.registered:
+        if not (self.folder / str(os.getpid())).exists():  # after idle(), or a registry removed meanwhile
             register(os.getpid(), self.folder)
-            self.registered = True
         workers = self.workers()
         threads = self.share(workers)
         self.checked = time.monotonic()
@@ -228,7 +244,6 @@ class ThreadShare:
         """Leave the count while this process only waits for trials that run elsewhere, so that their workers take
         its cores; :meth:`apply` (before its next trial) counts it again."""
         unregister(os.getpid(), self.folder)
-        self.registered = False
 
     def close(self) -> None:
         self.idle()

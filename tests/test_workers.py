@@ -298,6 +298,40 @@ def test_every_worker_on_the_machine_takes_its_share_of_the_cores(tmp_path: Path
     assert not (tmp_path / str(os.getpid())).exists()
 
 
+def test_every_user_of_a_machine_registers_in_one_folder_and_its_troubles_never_stop_a_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                                               torch_threads: None) -> None:
+    """The folder was made with the first user's permissions (others could read, not write): a second user's run stopped at
+    its start on a PermissionError. And a folder removed while a worker trained (a cleaner of the temporary directory)
+    would have stopped it mid-trial, now that it counts the workers every second."""
+    import shutil
+
+    from hpsearch.workers import ThreadShare, register
+
+    folder = tmp_path / "hpsearch-workers"
+    assert register(os.getpid(), folder) is True
+    assert folder.stat().st_mode & 0o7777 == 0o1777  # as the temporary directory: anyone writes, only owners remove
+    folder.chmod(0o755)  # as an earlier version made it
+    assert register(os.getpid(), folder) is True and folder.stat().st_mode & 0o7777 == 0o1777
+    shutil.rmtree(folder)
+    share = ThreadShare(None, lambda m, **f: None, folder=folder, cores=2)
+    shutil.rmtree(folder)  # while it trains
+    assert share.workers() == 1 and share.apply() == 2 and (folder / str(os.getpid())).exists()  # and it is back in the count
+    share.close()
+
+    refused = Path.write_text
+
+    def write_text(path: Path, *args: object, **kwargs: object) -> int:
+        if path.parent == folder:
+            raise PermissionError(13, "Permission denied", str(path))  # another user's folder (the tests may run as root)
+        return refused(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    assert register(os.getpid(), folder) is False
+    share = ThreadShare(None, lambda m, **f: None, folder=folder, cores=2)
+    assert share.apply() == 2  # not counted by the others, but it runs, on its share of what it sees
+    share.close()
+
+
 def test_a_worker_that_joins_during_a_trial_takes_threads_from_it_within_the_trial(tmp_path: Path, tiny_bert: Path,
                                                                                   monkeypatch: pytest.MonkeyPatch, torch_threads: None) -> None:
     """A trial kept the threads it started with to its end: beside a worker started by hand during it, a 2-thread trial
