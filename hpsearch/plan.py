@@ -370,15 +370,22 @@ def render(plan: dict[str, Any]) -> str:
 def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
     """Calibrate, estimate, save ``plan.json`` in the output folder and return the plan."""
     from hpsearch.export import spec_hash
-    from hpsearch.workers import crowded
+    from hpsearch.workers import crowded, other_workers
 
     finished = finished_trials(spec, say)  # first: a storage that cannot be reached is said before the calibration's minutes
+    busy = set(other_workers())
     measured = calibrate(spec, say)
+    busy.update(other_workers())  # and those that started during the calibration
     plan = estimate(spec, measured.calibrations, measured.train_rows, measured.eval_rows, measured.folds, measured.test_rows,
                     study_layout(spec, measured.device), finished)
     plan["warnings"] = measured.warnings + plan["warnings"]
     if plan["layout"]["kind"] == "cpu" and (crowd := crowded(plan["layout"]["per_device"], plan["layout"]["cores"])):
         plan["warnings"].append(crowd)
+    if busy:
+        plan["warnings"].append(
+            f"{len(busy)} other hpsearch worker(s) ran on this machine during the calibration (process id(s) "
+            f"{', '.join(map(str, sorted(busy)))}): it shared the cores and devices with them, so its times, and the "
+            "estimate, are longer than the study alone would take; plan again when they have ended")
     plan["spec_hash"] = spec_hash(spec)  # which version of the study the plan is for: `run` sets its time beside it only for that one
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     (spec.out_dir / "plan.json").write_text(json.dumps(plan, indent=2), encoding="utf-8")

@@ -177,6 +177,25 @@ def _registered_alive(entry: Path) -> bool:
     return not recorded or recorded == _started(pid)
 
 
+def other_workers(folder: Path | None = None) -> list[int]:
+    """Process ids of the live hpsearch workers of this machine other than this process; the entries of dead ones are
+    removed where this user may."""
+    folder = folder or registry()
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # removed meanwhile (a cleaner of the temporary directory) or unreadable: none known
+        return []
+    found = []
+    for entry in entries:
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        if _registered_alive(entry):
+            found.append(int(entry.name))
+        else:
+            unregister(int(entry.name), folder)
+    return sorted(found)
+
+
 class ThreadShare:
     """This worker's share of the machine's CPU cores, with every hpsearch worker on the machine counted.
 
@@ -199,20 +218,8 @@ class ThreadShare:
         self.threads: int | None = None
 
     def workers(self) -> int:
-        """Live hpsearch workers on this machine, this one included (files of dead ones are removed)."""
-        count = 0
-        try:
-            entries = list(self.folder.iterdir())
-        except OSError:  # removed meanwhile (a cleaner of the temporary directory) or unreadable: count this one alone
-            entries = []
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            if int(entry.name) == os.getpid() or _registered_alive(entry):
-                count += 1
-            else:
-                unregister(int(entry.name), self.folder)
-        return max(count, 1)
+        """Live hpsearch workers on this machine, this one included."""
+        return 1 + len(other_workers(self.folder))
 
     def share(self, workers: int | None = None) -> int:
         return self.fixed or max(1, self.cores // (workers or self.workers()))

@@ -105,7 +105,7 @@ def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: 
     path = toy_study(tmp_path, tiny_bert, rows=48, extra=extra)
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "estimated study time" in out
+    assert "estimated study time" in out and "other hpsearch worker" not in out
     spec = load_spec(path)
     plan = json.loads((spec.out_dir / "plan.json").read_text())
     assert [(r["model"], r["scope"]) for r in plan["rows"]] == [("tiny", "full"), ("tiny", "freeze-1")]
@@ -118,6 +118,34 @@ def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: 
     out = capsys.readouterr().out
     assert out.startswith("plan: 0 trials left of 2 (2 finished) x 2 fold(s)"), out
     assert json.loads((spec.out_dir / "plan.json").read_text())["finished"] == 2
+
+
+def test_a_calibration_beside_other_workers_says_its_times_are_too_long(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan made while a study trained on the same machine timed its steps on what that study left of the cores (or, with
+    both on all the threads, far less), and gave the estimate as if for the study alone, without a word."""
+    import subprocess
+    import sys
+
+    from hpsearch.cli import main
+    from hpsearch.spec import load_spec
+    from hpsearch.workers import register, unregister
+    from toydata import toy_study
+
+    extra = ("space: {learning_rate: 5.0e-3, epochs: 1, batch_size: 8}\ncv: {folds: 2}\nsearch: {n_trials: 2}\n"
+             "tracking: {enabled: false}\nexport: {enabled: false}\n")
+    path = toy_study(tmp_path, tiny_bert, rows=32, extra=extra)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        register(other.pid)  # a worker of some study, training on this machine
+        assert main(["plan", str(path)]) == 0
+    finally:
+        other.kill()
+        other.wait()
+        unregister(other.pid)
+    out = capsys.readouterr().out
+    warning = f"1 other hpsearch worker(s) ran on this machine during the calibration (process id(s) {other.pid})"
+    assert warning in out, out
+    assert any(w.startswith(warning) for w in json.loads((load_spec(path).out_dir / "plan.json").read_text())["warnings"])
 
 
 def test_run_sets_its_time_beside_the_plan_made_for_this_study_only(tmp_path: Path) -> None:
