@@ -778,14 +778,21 @@ def export_study(study_path: Path, *, target: Path | None = None, force: bool = 
     from hpsearch.export import check_target
     from hpsearch.finish import select_from_study
     from hpsearch.search import load_existing_study
+    from hpsearch.workers import ThreadShare
 
     spec = load_spec(study_path)
     select_from_study(spec, load_existing_study(spec, say))  # a study never run, or with no completed trial: said before any data is read
     if spec.export.enabled or target is not None:  # as finish_study will, before the data and models are loaded
         check_target(target or spec.export_dir, force)
     session = Session(spec, say, read_only=True)
+    # The final model and the latency measured as served run on this process's share of the cores: the study's workers
+    # may still be training on this machine (each takes its share too, from its next step on).
+    session.share = ThreadShare(spec.execution.threads, say)
+    session.share.apply()
     try:
         return finish_study(session, export=True, target=target, force=force)
     except BaseException:
         session.tracker.end_study(session.parent_run, "FINISHED" if counted_trials(session.study) else "FAILED")
         raise
+    finally:
+        session.share.close()

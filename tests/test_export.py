@@ -74,6 +74,32 @@ def test_export_twice_gives_the_same_folder(exported: Path, tmp_path: Path) -> N
     assert (first / "README.md").read_text() == (second / "README.md").read_text()
 
 
+def test_an_export_trains_on_its_share_of_the_cores_beside_the_studys_workers(exported: Path, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str],
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export of a study that still runs took every core for its final model, beside the study's workers."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from hpsearch import workers
+
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    threads = torch.get_num_threads()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        workers.register(other.pid)  # a worker of the study, training on this machine
+        assert main(["export", str(exported), "--out", str(tmp_path / "model")]) == 0
+    finally:
+        other.kill()
+        other.wait()
+        workers.unregister(other.pid)
+        torch.set_num_threads(threads)
+    assert "using 1 CPU thread(s) (2 cores shared by 2 hpsearch worker(s) on this machine)" in capsys.readouterr().err
+    assert not (workers.registry() / str(os.getpid())).exists()  # no longer counted once it has ended
+
+
 def test_an_export_removes_what_killed_exports_left_beside_its_folder(exported: Path, tmp_path: Path) -> None:
     """An export killed before its end (kill -9, the out-of-memory killer) left its staging folder, a whole model, beside
     the export's folder; every such kill added one."""
