@@ -58,3 +58,48 @@ def postgres_url():
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     admin.close()
+
+
+class OtherWorkers:
+    """Processes entered in the machine's worker registry, as the hpsearch workers of another shell or study would be."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        self._popen = subprocess.Popen
+        self.running: list = []
+
+    def start(self) -> int:
+        from hpsearch.workers import register
+
+        process = self._popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        self.running.append(process)
+        register(process.pid)
+        return process.pid
+
+    def stop(self) -> None:
+        from hpsearch.workers import unregister
+
+        while self.running:
+            process = self.running.pop()
+            process.kill()
+            process.wait()
+            unregister(process.pid)
+
+
+@pytest.fixture
+def other_workers():
+    """Start registered stand-ins for other hpsearch workers with ``start()``; ``stop()`` (or the test's end) ends them."""
+    workers = OtherWorkers()
+    yield workers
+    workers.stop()
+
+
+@pytest.fixture
+def torch_threads():
+    """Puts back this process's torch threads, which a worker's share of the cores sets."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

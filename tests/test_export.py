@@ -74,28 +74,16 @@ def test_export_twice_gives_the_same_folder(exported: Path, tmp_path: Path) -> N
     assert (first / "README.md").read_text() == (second / "README.md").read_text()
 
 
-def test_an_export_trains_on_its_share_of_the_cores_beside_the_studys_workers(exported: Path, tmp_path: Path,
-                                                                            capsys: pytest.CaptureFixture[str],
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_export_trains_on_its_share_of_the_cores_beside_the_studys_workers(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                            monkeypatch: pytest.MonkeyPatch, torch_threads: None,
+                                                                            other_workers) -> None:  # noqa: ANN001
     """An export of a study that still runs took every core for its final model, beside the study's workers."""
-    import subprocess
-    import sys
-
-    import torch
-
     from hpsearch import workers
 
     monkeypatch.setattr(workers, "usable_cores", lambda: 2)
-    threads = torch.get_num_threads()
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        workers.register(other.pid)  # a worker of the study, training on this machine
-        assert main(["export", str(exported), "--out", str(tmp_path / "model")]) == 0
-    finally:
-        other.kill()
-        other.wait()
-        workers.unregister(other.pid)
-        torch.set_num_threads(threads)
+    other_workers.start()  # a worker of the study, training on this machine
+    assert main(["export", str(exported), "--out", str(tmp_path / "model")]) == 0
+    other_workers.stop()
     assert "using 1 CPU thread(s) (2 cores shared by 2 hpsearch worker(s) on this machine)" in capsys.readouterr().err
     assert not (workers.registry() / str(os.getpid())).exists()  # no longer counted once it has ended
 

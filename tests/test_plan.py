@@ -120,30 +120,22 @@ def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: 
     assert json.loads((spec.out_dir / "plan.json").read_text())["finished"] == 2
 
 
-def test_a_calibration_beside_other_workers_says_its_times_are_too_long(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_calibration_beside_other_workers_says_its_times_are_too_long(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str],
+                                                                          other_workers) -> None:  # noqa: ANN001
     """A plan made while a study trained on the same machine timed its steps on what that study left of the cores (or, with
     both on all the threads, far less), and gave the estimate as if for the study alone, without a word."""
-    import subprocess
-    import sys
-
     from hpsearch.cli import main
     from hpsearch.spec import load_spec
-    from hpsearch.workers import register, unregister
     from toydata import toy_study
 
     extra = ("space: {learning_rate: 5.0e-3, epochs: 1, batch_size: 8}\ncv: {folds: 2}\nsearch: {n_trials: 2}\n"
              "tracking: {enabled: false}\nexport: {enabled: false}\n")
     path = toy_study(tmp_path, tiny_bert, rows=32, extra=extra)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        register(other.pid)  # a worker of some study, training on this machine
-        assert main(["plan", str(path)]) == 0
-    finally:
-        other.kill()
-        other.wait()
-        unregister(other.pid)
+    other = other_workers.start()  # a worker of some study, training on this machine
+    assert main(["plan", str(path)]) == 0
+    other_workers.stop()
     out = capsys.readouterr().out
-    warning = f"1 other hpsearch worker(s) ran on this machine during the calibration (process id(s) {other.pid})"
+    warning = f"1 other hpsearch worker(s) ran on this machine during the calibration (process id(s) {other})"
     assert warning in out, out
     assert any(w.startswith(warning) for w in json.loads((load_spec(path).out_dir / "plan.json").read_text())["warnings"])
 

@@ -265,16 +265,6 @@ def test_a_stop_request_is_honoured_even_when_its_keyboardinterrupt_was_lost(tmp
     assert any("interrupted: 0 of 2 trials finished" in m for m in said)
 
 
-@pytest.fixture()
-def torch_threads():
-    """Puts back this process's torch threads, which ThreadShare sets."""
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 def test_every_worker_on_the_machine_takes_its_share_of_the_cores(tmp_path: Path, torch_threads: None) -> None:
     from hpsearch.workers import ThreadShare, register
 
@@ -332,8 +322,8 @@ def test_every_user_of_a_machine_registers_in_one_folder_and_its_troubles_never_
     share.close()
 
 
-def test_a_worker_that_joins_during_a_trial_takes_threads_from_it_within_the_trial(tmp_path: Path, tiny_bert: Path,
-                                                                                  monkeypatch: pytest.MonkeyPatch, torch_threads: None) -> None:
+def test_a_worker_that_joins_during_a_trial_takes_threads_from_it_within_the_trial(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                                  torch_threads: None, other_workers) -> None:  # noqa: ANN001
     """A trial kept the threads it started with to its end: beside a worker started by hand during it, a 2-thread trial
     on 2 cores trained 20 times slower (16 samples/s against 350) until its last fold. Between training steps the
     worker counts the workers again (here at every step), so it gives up the thread before the trial's first epoch ends."""
@@ -344,21 +334,13 @@ def test_a_worker_that_joins_during_a_trial_takes_threads_from_it_within_the_tri
     monkeypatch.setattr(workers.ThreadShare, "CHECK_SECONDS", 0.0, raising=False)
     path = _study(tmp_path, tiny_bert, n_trials=1)
     said: list[str] = []
-    joined: list[subprocess.Popen[bytes]] = []
 
     def say(message: str, **fields: object) -> None:
         said.append(message)
         if fields.get("event") == "trial_start":  # a worker starts in another shell while this trial runs
-            joined.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
-            workers.register(joined[-1].pid)
+            other_workers.start()
 
-    try:
-        assert Session(load_spec(path), say).work() is True
-    finally:
-        for other in joined:
-            other.kill()
-            other.wait()
-            (workers.registry() / str(other.pid)).unlink(missing_ok=True)
+    assert Session(load_spec(path), say).work() is True
     start = next(i for i, m in enumerate(said) if m.startswith("trial 0:"))
     first_epoch = next(i for i, m in enumerate(said) if m.startswith("trial 0 fold 1/2 epoch 1"))
     assert "using 2 CPU thread(s) (2 cores shared by 1 hpsearch worker(s) on this machine)" in said[:start]
@@ -366,7 +348,7 @@ def test_a_worker_that_joins_during_a_trial_takes_threads_from_it_within_the_tri
 
 
 def test_the_end_of_a_run_takes_back_the_cores_a_worker_beside_it_left(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                       torch_threads: None) -> None:
+                                                                       torch_threads: None, other_workers) -> None:  # noqa: ANN001
     """The run's last trial ran beside a worker, on 1 thread of 2 cores; the worker ended with it, and the final model
     and the latency measured as served kept that 1 thread on a machine with nothing else to do."""
     from hpsearch import workers
@@ -376,26 +358,15 @@ def test_the_end_of_a_run_takes_back_the_cores_a_worker_beside_it_left(tmp_path:
     monkeypatch.setattr(workers.ThreadShare, "CHECK_SECONDS", 0.0, raising=False)
     path = toy_study(tmp_path, tiny_bert, rows=60, extra=QUICK + "search: {n_trials: 1}\n")
     said: list[str] = []
-    beside: list[subprocess.Popen[bytes]] = []
-
-    def leave() -> None:
-        for other in beside:
-            other.kill()
-            other.wait()
-            workers.unregister(other.pid)
 
     def say(message: str, **fields: object) -> None:
         said.append(message)
         if fields.get("event") == "trial_start":  # a worker of another study starts beside the trial
-            beside.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
-            workers.register(beside[-1].pid)
+            other_workers.start()
         if fields.get("event") == "trial_end":  # and ends with it
-            leave()
+            other_workers.stop()
 
-    try:
-        assert run_study(path, say=say) == 0
-    finally:
-        leave()
+    assert run_study(path, say=say) == 0
     ended = next(i for i, m in enumerate(said) if m.startswith("trial 0: macro_f1"))
     refit = next(i for i, m in enumerate(said) if m.startswith("final model: refit"))
     assert "using 1 CPU thread(s) (2 cores shared by 2 hpsearch worker(s) on this machine)" in said[:ended]
@@ -425,19 +396,12 @@ def test_a_worker_counts_among_the_machines_workers_from_the_start_of_its_comman
     assert not entry.exists()
 
 
-def test_a_hand_started_worker_and_runs_workers_share_the_cores(tmp_path: Path, tiny_bert: Path) -> None:
-    from hpsearch.workers import register, registry
-
+def test_a_hand_started_worker_and_runs_workers_share_the_cores(tmp_path: Path, tiny_bert: Path, other_workers) -> None:  # noqa: ANN001
     path = _study(tmp_path, tiny_bert, n_trials=1)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        register(sleeper.pid)  # one more hpsearch worker on this machine
-        result = subprocess.run([sys.executable, "-m", "hpsearch", "worker", str(path)], capture_output=True, text=True, timeout=300,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-        (registry() / str(sleeper.pid)).unlink(missing_ok=True)
+    other_workers.start()  # one more hpsearch worker on this machine
+    result = subprocess.run([sys.executable, "-m", "hpsearch", "worker", str(path)], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    other_workers.stop()
     assert result.returncode == 0, result.stderr[-3000:]
     cores = len(os.sched_getaffinity(0))
     workers = [line for line in result.stderr.splitlines() if "CPU thread(s)" in line]
