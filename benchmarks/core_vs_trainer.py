@@ -102,10 +102,10 @@ def main() -> None:
     }
     result["core_over_trainer"] = result["core_samples_per_s"] / result["trainer_samples_per_s"]
     result["frozen_cache_speedup_per_epoch"] = full_epoch / result["frozen_cached_epoch_s"]
-    print(f"\n| measure | hpsearch core | Trainer | ratio |\n|---|---|---|---|")
+    print("\n| measure | hpsearch core | Trainer | ratio |\n|---|---|---|---|")
     print(f"| training samples/s | {result['core_samples_per_s']:.1f} | {result['trainer_samples_per_s']:.1f} | {result['core_over_trainer']:.2f}x |")
     print(f"| test accuracy | {result['core_test_accuracy']:.3f} | {result['trainer_test_accuracy']:.3f} | |")
-    print(f"\n| scope | seconds per epoch | speed-up over full |\n|---|---|---|")
+    print("\n| scope | seconds per epoch | speed-up over full |\n|---|---|---|")
     print(f"| full | {full_epoch:.1f} | 1.00x |")
     print(f"| freeze-{args.frozen}, no cache | {result['frozen_uncached_epoch_s']:.1f} | {full_epoch / result['frozen_uncached_epoch_s']:.2f}x |")
     print(f"| freeze-{args.frozen}, cached | {result['frozen_cached_epoch_s']:.1f} | {result['frozen_cache_speedup_per_epoch']:.2f}x |")
