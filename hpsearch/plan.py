@@ -370,11 +370,18 @@ def render(plan: dict[str, Any]) -> str:
 def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
     """Calibrate, estimate, save ``plan.json`` in the output folder and return the plan."""
     from hpsearch.export import spec_hash
-    from hpsearch.workers import crowded, other_workers
+    from hpsearch.workers import ThreadShare, crowded, other_workers
 
     finished = finished_trials(spec, say)  # first: a storage that cannot be reached is said before the calibration's minutes
     busy = set(other_workers())
-    measured = calibrate(spec, say)
+    # Timed on this process's share of the cores, as the study's workers train, and counted among the machine's workers
+    # meanwhile: beside a running study, each would otherwise run threads for every core on the same cores.
+    share = ThreadShare(spec.execution.threads, say)
+    share.apply()
+    try:
+        measured = calibrate(spec, say)
+    finally:
+        share.close()
     busy.update(other_workers())  # and those that started during the calibration
     plan = estimate(spec, measured.calibrations, measured.train_rows, measured.eval_rows, measured.folds, measured.test_rows,
                     study_layout(spec, measured.device), finished)

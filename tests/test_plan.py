@@ -120,10 +120,15 @@ def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: 
     assert json.loads((spec.out_dir / "plan.json").read_text())["finished"] == 2
 
 
-def test_a_calibration_beside_other_workers_says_its_times_are_too_long(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str],
-                                                                          other_workers) -> None:  # noqa: ANN001
-    """A plan made while a study trained on the same machine timed its steps on what that study left of the cores (or, with
-    both on all the threads, far less), and gave the estimate as if for the study alone, without a word."""
+def test_a_calibration_beside_other_workers_takes_its_share_and_says_its_times_are_too_long(
+        tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, torch_threads: None,
+        other_workers) -> None:  # noqa: ANN001
+    """A plan made while a study trained on the same machine ran threads for every core beside the study's (both slowed
+    down, far more than by half), timed its steps on what was left, and gave the estimate as if for the study alone,
+    without a word. It takes its share of the cores now, as a worker does, and says why its times are long."""
+    from hpsearch import workers
+
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
     from hpsearch.cli import main
     from hpsearch.spec import load_spec
     from toydata import toy_study
@@ -134,7 +139,8 @@ def test_a_calibration_beside_other_workers_says_its_times_are_too_long(tmp_path
     other = other_workers.start()  # a worker of some study, training on this machine
     assert main(["plan", str(path)]) == 0
     other_workers.stop()
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "using 1 CPU thread(s) (2 cores shared by 2 hpsearch worker(s) on this machine)" in err
     warning = f"1 other hpsearch worker(s) ran on this machine during the calibration (process id(s) {other})"
     assert warning in out, out
     assert any(w.startswith(warning) for w in json.loads((load_spec(path).out_dir / "plan.json").read_text())["warnings"])
