@@ -54,23 +54,25 @@ def main() -> None:
         hpsearch = [sys.executable, "-m", "hpsearch"]
         events: list[tuple[float, str, dict]] = []
         started = time.perf_counter()
-        run = subprocess.Popen([*hpsearch, "run", str(study), "--no-export", "--log-format", "jsonl"], stdout=subprocess.PIPE,
+        run = subprocess.Popen([*hpsearch, "run", str(study), "--no-export", "--log-format", "jsonl"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, env=env)
-        threading.Thread(target=read_events, args=(run, "run", events), daemon=True).start()
+        readers = [threading.Thread(target=read_events, args=(run, "run", events), daemon=True)]
+        readers[0].start()
         while not any(who == "run" and e.get("event") == "epoch" for _, who, e in list(events)):
             if run.poll() is not None:
                 sys.exit(f"the run ended before its first epoch: {[e.get('message') for _, _, e in events][-5:]}")
             time.sleep(0.05)
         joined = time.perf_counter()
-        worker = subprocess.Popen([*hpsearch, "worker", str(study), "--log-format", "jsonl"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env=env)
-        reader = threading.Thread(target=read_events, args=(worker, "worker", events), daemon=True)
-        reader.start()
+        worker = subprocess.Popen([*hpsearch, "worker", str(study), "--log-format", "jsonl"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True, env=env)
+        readers.append(threading.Thread(target=read_events, args=(worker, "worker", events), daemon=True))
+        readers[1].start()
         worker.wait()
         left = time.perf_counter()
         run.wait()
         wall = time.perf_counter() - started
-        reader.join(timeout=10)
+        for reader in readers:  # every line read before the events are counted
+            reader.join(timeout=10)
         if run.returncode != 0 or worker.returncode != 0:
             sys.exit(f"run ended {run.returncode}, worker {worker.returncode}: {[e.get('message') for _, _, e in events][-10:]}")
         cost = json.loads((Path(folder) / "runs" / "selection.json").read_text())["study_cost"]

@@ -376,12 +376,8 @@ def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
     busy = set(other_workers())
     # Timed on this process's share of the cores, as the study's workers train, and counted among the machine's workers
     # meanwhile: beside a running study, each would otherwise run threads for every core on the same cores.
-    share = ThreadShare(spec.execution.threads, say)
-    share.apply()
-    try:
+    with ThreadShare(spec.execution.threads, say):
         measured = calibrate(spec, say)
-    finally:
-        share.close()
     busy.update(other_workers())  # and those that started during the calibration
     plan = estimate(spec, measured.calibrations, measured.train_rows, measured.eval_rows, measured.folds, measured.test_rows,
                     study_layout(spec, measured.device), finished)

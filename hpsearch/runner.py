@@ -787,12 +787,9 @@ def export_study(study_path: Path, *, target: Path | None = None, force: bool = 
     session = Session(spec, say, read_only=True)
     # The final model and the latency measured as served run on this process's share of the cores: the study's workers
     # may still be training on this machine (each takes its share too, from its next step on).
-    session.share = ThreadShare(spec.execution.threads, say)
-    session.share.apply()
-    try:
-        return finish_study(session, export=True, target=target, force=force)
-    except BaseException:
-        session.tracker.end_study(session.parent_run, "FINISHED" if counted_trials(session.study) else "FAILED")
-        raise
-    finally:
-        session.share.close()
+    with ThreadShare(spec.execution.threads, say):
+        try:
+            return finish_study(session, export=True, target=target, force=force)
+        except BaseException:
+            session.tracker.end_study(session.parent_run, "FINISHED" if counted_trials(session.study) else "FAILED")
+            raise

@@ -255,6 +255,14 @@ class ThreadShare:
     def close(self) -> None:
         self.idle()
 
+    def __enter__(self) -> ThreadShare:
+        """For work outside the trials' loop (a calibration, an export's final model): its share, counted till its end."""
+        self.apply()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def own_name(name: str) -> str:
     """``name`` marked with this process and machine: how a temporary folder begins that is moved into place or removed

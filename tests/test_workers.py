@@ -331,7 +331,7 @@ def test_a_worker_that_joins_during_a_trial_takes_threads_from_it_within_the_tri
     from hpsearch.runner import Session
 
     monkeypatch.setattr(workers, "usable_cores", lambda: 2)
-    monkeypatch.setattr(workers.ThreadShare, "CHECK_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr(workers.ThreadShare, "CHECK_SECONDS", 0.0)
     path = _study(tmp_path, tiny_bert, n_trials=1)
     said: list[str] = []
 
@@ -355,7 +355,7 @@ def test_the_end_of_a_run_takes_back_the_cores_a_worker_beside_it_left(tmp_path:
     from hpsearch.runner import run_study
 
     monkeypatch.setattr(workers, "usable_cores", lambda: 2)
-    monkeypatch.setattr(workers.ThreadShare, "CHECK_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr(workers.ThreadShare, "CHECK_SECONDS", 0.0)
     path = toy_study(tmp_path, tiny_bert, rows=60, extra=QUICK + "search: {n_trials: 1}\n")
     said: list[str] = []
 
