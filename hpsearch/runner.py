@@ -238,7 +238,7 @@ class Session:
         lock = claim_lock(self.spec, self.say)
         objective = _interruptible(self.objective, on_start=lock.release)
         share = ThreadShare(self.spec.execution.threads if self.threads is None else self.threads, self.say)
-        self.objective.between_steps, self.share = share.refresh, share
+        self.objective.tuner.between_batches, self.share = share.refresh, share
         waiting, said_timeout = Waiting(self.say), False
         gc.freeze()  # without a collection first: that would walk the whole heap (0.26 s) to free a few objects
         finished, began, began_at = False, time.monotonic(), datetime.datetime.now()
@@ -267,7 +267,7 @@ class Session:
             self.tracker.end_study(self.parent_run, "KILLED")  # tolerant: MLflow's own disk may be the full one
             raise
         finally:
-            self.objective.between_steps = None
+            self.objective.tuner.between_batches = None
             share.close()
             if unfreeze or not finished:
                 gc.unfreeze()  # whatever outlives the trials is the caller's again, collectable as usual

@@ -341,7 +341,6 @@ class Objective:
         self.prunable = spec.search.second_objective is None  # Optuna does not prune multi-objective trials
         self._said_unavailable: set[str] = set()
         self._seeded_apart = False
-        self.between_steps: Callable[[], None] | None = None  # the runner's look at the machine's share of cores
 
     def __call__(self, trial: Any) -> float | tuple[float, float]:
         import optuna
@@ -598,13 +597,7 @@ class Objective:
         keep = self.checkpoints is not None and self.spec.final_policy == "best-fold"
         show = getattr(self.on_event, "step", None)
         label = f"trial {trial.number} fold {fold + 1}/{len(self.folds)}"
-        between = self.between_steps
-
-        def on_step(epoch: int, done: int, total: int) -> None:
-            if between is not None:
-                between()
-            if show:
-                show(done, total, f"{label} epoch {epoch}")
+        on_step = (lambda epoch, done, total: show(done, total, f"{label} epoch {epoch}")) if show else None
 
         fitted = self._fit_within_memory(trial, fold, [curve, predicted, loss_curve], lambda: self.tuner.fit(
             candidate, params, train_rows=train_rows, eval_rows=eval_rows, eval_split=self.eval_split,

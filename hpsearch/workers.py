@@ -200,7 +200,7 @@ class ThreadShare:
     """This worker's share of the machine's CPU cores, with every hpsearch worker on the machine counted.
 
     Each worker (started by ``run`` or by hand, for any study) registers its process id in a folder of
-    the machine's temporary directory; before each trial, and about once a second while it trains
+    the machine's temporary directory; before each trial, and about once a second while a trial runs
     (:meth:`refresh`), it counts the live ones and takes ``cores // workers`` threads (at least 1), so
     hand-started workers and ``run``'s own never ask for more threads than there are cores. A process
     that only waits for trials elsewhere leaves the count (:meth:`idle`). ``fixed`` (``execution.threads``
@@ -240,10 +240,10 @@ class ThreadShare:
         return threads
 
     def refresh(self) -> None:
-        """:meth:`apply` at most once a ``CHECK_SECONDS``, between training steps: a worker that joins the machine
-        during a long trial makes this one give up threads within about a second, not at its next trial (a trial
-        on 2 threads beside a new 1-thread worker on 2 cores trained 20 times slower), and one that leaves gives
-        them back as soon."""
+        """:meth:`apply` at most once a ``CHECK_SECONDS``, between the batches of a fit (its training steps, its validation,
+        the frozen layers' outputs it computes): a worker that joins the machine during a long trial makes this one give
+        up threads within about a second, not at its next trial (a trial on 2 threads beside a new 1-thread worker on 2
+        cores trained 20 times slower), and one that leaves gives them back as soon."""
         if not self.fixed and time.monotonic() - self.checked >= self.CHECK_SECONDS:
             self.apply()
 

@@ -160,6 +160,10 @@ class FineTuner:
         self.warn = warn or (lambda message: None)
         self.info = info or (lambda message, **fields: None)
         """Says what one-off work starts (tokenizing, the frozen layers' outputs), with an event's fields."""
+        self.between_batches: Callable[[], None] | None = None
+        """Called after each batch of every pass a fit makes over the data (training, validation, the frozen layers'
+        outputs): the runner's look at this worker's share of the CPU cores, so that a worker joining the machine in
+        the middle of any of them is made room for within about a second."""
         if warning := precision_warning(self.precision, self.device):
             self.warn(warning)
 
@@ -253,7 +257,7 @@ class FineTuner:
                 result = train(
                     model, batcher, train_rows, evaluation, config, device=self.device, metric=self.metric,
                     direction=self.direction, on_epoch=on_epoch, frozen_modules=frozen_modules(model, scope), keep_best=keep_best,
-                    on_step=on_step,
+                    on_step=on_step, between=self.between_batches,
                 )
             else:
                 batcher = self._hidden_batcher(model, inputs, train_split, depth, candidate.name)
@@ -261,7 +265,7 @@ class FineTuner:
                 with frozen.only_layers(model, depth, None, skip_embeddings=True):
                     result = train(
                         model, batcher, train_rows, evaluation, config, device=self.device, metric=self.metric,
-                        direction=self.direction, on_epoch=on_epoch, keep_best=keep_best, on_step=on_step,
+                        direction=self.direction, on_epoch=on_epoch, keep_best=keep_best, on_step=on_step, between=self.between_batches,
                     )
         except torch.OutOfMemoryError as exc:
             del model
@@ -335,7 +339,8 @@ class FineTuner:
         return self._eval_set(self._token_batcher(fitted.inputs, split), fitted.inputs, split, rows)
 
     def _eval_set(self, batcher: Any, inputs: CandidateInputs, split: str, rows: Sequence[int]) -> EvalSet:
-        return EvalSet(batcher, rows, self.data.splits[split], self.data.label_map, self.task, inputs.tokenized[split].tokens)
+        return EvalSet(batcher, rows, self.data.splits[split], self.data.label_map, self.task, inputs.tokenized[split].tokens,
+                       self.between_batches)
 
     def _token_batcher(self, inputs: CandidateInputs, split: str) -> TokenBatcher:
         return TokenBatcher(inputs.tokenized[split].features, self.task.collator(inputs.tokenizer))
@@ -350,7 +355,7 @@ class FineTuner:
                       layers=depth, rows=len(tokenized.features))
 
         hidden = self.frozen_cache.get(model, depth, self._token_batcher(inputs, split), inputs.weights_key, tokenized.key, self.device,
-                                       autocast_dtype(self.device, self.precision), announce)
+                                       autocast_dtype(self.device, self.precision), announce, self.between_batches)
         return HiddenBatcher(hidden, tokenized.features, self.task.target_keys)
 
     def _cache_depth(self, candidate: Candidate, model: Any, scope: Scope) -> int | None:

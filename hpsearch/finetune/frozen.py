@@ -79,9 +79,11 @@ class FrozenOutputCache:
         self._memory: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
 
     def get(self, model: Any, depth: int, batcher: TokenBatcher, model_key: str, data_key: str, device: torch.device,
-            dtype: torch.dtype | None = None, announce: Callable[[], None] = lambda: None) -> list[torch.Tensor]:
+            dtype: torch.dtype | None = None, announce: Callable[[], None] = lambda: None,
+            between: Callable[[], None] | None = None) -> list[torch.Tensor]:
         """The outputs of the bottom ``depth`` blocks, computed as training computes them (under autocast to ``dtype``);
-        ``announce`` is called before they are computed (not when they come from the cache)."""
+        ``announce`` is called before they are computed (not when they come from the cache), ``between`` after each
+        batch of that computation."""
         from filelock import FileLock
 
         parts: list[Any] = [model_key, data_key, depth] + ([str(dtype)] if dtype is not None else [])
@@ -97,7 +99,7 @@ class FrozenOutputCache:
                 hidden = list(torch.split(stored["flat"], stored["lengths"].tolist()))
             else:
                 announce()
-                hidden = compute_frozen_outputs(model, depth, batcher, device, dtype=dtype)
+                hidden = compute_frozen_outputs(model, depth, batcher, device, dtype=dtype, between=between)
                 self.computed += 1
                 tmp = path.with_suffix(".tmp")
                 torch.save({"flat": torch.cat(hidden), "lengths": torch.tensor([h.shape[0] for h in hidden])}, tmp)
@@ -110,9 +112,10 @@ class FrozenOutputCache:
 
 @torch.no_grad()
 def compute_frozen_outputs(model: Any, depth: int, batcher: TokenBatcher, device: torch.device, batch_size: int = 64,
-                           dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+                           dtype: torch.dtype | None = None, between: Callable[[], None] | None = None) -> list[torch.Tensor]:
     """Output of embeddings + the first ``depth`` layers for every example, unpadded, on the CPU (float32),
-    under autocast to ``dtype`` when training runs under it, so a cached and an uncached fit see the same states."""
+    under autocast to ``dtype`` when training runs under it, so a cached and an uncached fit see the same states;
+    ``between`` is called after each batch."""
     was_training = model.training
     model.eval()
     base = layout_of(model).base
@@ -125,5 +128,7 @@ def compute_frozen_outputs(model: Any, depth: int, batcher: TokenBatcher, device
                 hidden = base(**inputs).last_hidden_state.float().cpu()
             for position, row in enumerate(chunk):
                 out[row] = hidden[position, : batcher.lengths[row]].clone()
+            if between is not None:
+                between()
     model.train(was_training)
     return out  # type: ignore[return-value]

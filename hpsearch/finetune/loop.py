@@ -75,12 +75,16 @@ class EvalSet:
     label_map: LabelMap
     task: Task
     features: Features
+    between: Callable[[], None] | None = None
+    """Called after each batch (see :attr:`hpsearch.finetune.core.FineTuner.between_batches`)."""
 
 
 EpochCallback = Callable[[EpochRecord], bool]
 """Called after each epoch's evaluation; returning True stops training (e.g. a pruned trial)."""
 StepCallback = Callable[[int, int, int], None]
 """Called after each batch with (epoch, batches done, batches in the epoch): progress display."""
+BetweenBatches = Callable[[], None]
+"""Called after each batch of every pass over the data, whatever it is for (the runner's look at its share of the CPU cores)."""
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -150,6 +154,7 @@ def train(
     frozen_modules: Sequence[Any] = (),
     keep_best: bool = True,
     on_step: StepCallback | None = None,
+    between: BetweenBatches | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` in place; with ``keep_best`` it ends holding its best epoch's weights."""
     from transformers import get_scheduler
@@ -174,7 +179,7 @@ def train(
     result, best_score, best_state = TrainResult(), None, None
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        train_loss = _train_epoch(model, batcher, train_rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch, on_step)
+        train_loss = _train_epoch(model, batcher, train_rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch, on_step, between)
         seconds = time.perf_counter() - started
         # No validation rows (a refit on all training data): train for exactly the epochs asked for.
         started = time.perf_counter()
@@ -199,7 +204,7 @@ def train(
     return result
 
 
-def _train_epoch(model, batcher, rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch, on_step=None) -> float:  # noqa: ANN001
+def _train_epoch(model, batcher, rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch, on_step=None, between=None) -> float:  # noqa: ANN001
     model.train()
     for module in frozen_modules:
         module.eval()  # frozen layers behave as at inference, matching the frozen-output cache
@@ -231,6 +236,8 @@ def _train_epoch(model, batcher, rows, config, optimizer, scheduler, scaler, gen
                 optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+        if between is not None:
+            between()
         if on_step is not None:
             on_step(epoch, step, len(batches))
     return total / max(count, 1)
@@ -253,6 +260,8 @@ def predict_logits(model: Any, evaluation: EvalSet, device: torch.device, dtype:
         loss_sum += output.loss.float().item() * len(chunk)
         loss_count += len(chunk)
         by_feature.update(zip(chunk, evaluation.task.outputs(output, batch)))
+        if evaluation.between is not None:
+            evaluation.between()
     windows = evaluation.features.windows
     if windows is None:
         return [by_feature[row] for row in evaluation.rows], loss_sum / max(loss_count, 1)

@@ -245,7 +245,7 @@ class ExecutionSpec(SpecModel):
     threads: int | None = Field(
         None, ge=1, description="CPU threads per worker; null: the machine's cores divided by the hpsearch workers "
         "running on it (started by 'run' or by hand), at least 1, looked at again before every trial and about once a "
-        "second while one trains."
+        "second while a trial runs."
     )
     memory_retries: int = Field(
         1, ge=0, le=6, description="Times a fold that runs out of memory is retried with half the batch and twice "

@@ -246,6 +246,18 @@ def test_frozen_cache_matches_the_uncached_run(make_tuner, tmp_path: Path) -> No
     assert len(list((tmp_path / "cache" / "frozen").glob("*.pt"))) == 1
 
 
+def test_every_pass_of_a_fit_over_the_data_calls_between_batches(make_tuner) -> None:
+    """The runner counts the machine's workers again between batches (its share of the cores). Only training steps did: a
+    worker that joined while another computed a candidate's frozen-layer outputs or validated an epoch (minutes each on
+    large data) ran beside more threads than cores until the next training step."""
+    spec, tuner = make_tuner()
+    passes: list[str] = []
+    tuner.between_batches = lambda: passes.append("training" if torch.is_grad_enabled() else "no gradients")
+    tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 1, "scope": "freeze-1"}, train_rows=TRAIN, eval_rows=EVAL)
+    # The frozen layer's outputs for the 160 rows (batches of 64), 120 training rows and 40 validation rows (batches of 8).
+    assert passes == ["no gradients"] * 3 + ["training"] * 15 + ["no gradients"] * 5
+
+
 def test_nan_loss_fails_with_a_reason(make_tuner, tmp_path: Path, tiny_bert: Path) -> None:
     from hpsearch.data import prepare_data
     from hpsearch.finetune import FineTuner
