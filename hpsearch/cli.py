@@ -117,7 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="batch predictions with an exported model",
                              description="Predict labels (or values, or entities) for every row of a csv/jsonl/json/parquet file.")
     predict.add_argument("model_dir", type=Path, help="a folder written by 'hpsearch export' or 'hpsearch run'")
-    predict.add_argument("--input", type=Path, required=True, help="input file; its columns are those the study used")
+    predict.add_argument("--input", type=Path, required=True,
+                         help="input file (csv, tsv, jsonl, json or parquet), or a folder saved with datasets' save_to_disk; "
+                              "its columns are those the study used")
+    predict.add_argument("--split", help="the split to read from a save_to_disk folder that holds several (default: train, or "
+                                         "the folder's only split)")
     predict.add_argument("--output", type=Path, required=True, help="output file (.csv or .jsonl), one row per input row")
     predict.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (default 32); lower it if memory runs out")
     predict.add_argument("--delimiter", help="field separator of a csv input, e.g. ';' (also used for a csv output); default ','")
@@ -202,7 +206,7 @@ def _predict(args: argparse.Namespace) -> int:
     _quiet_libraries()
     _stop_on_signals()
     rows, empty = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size, delimiter=args.delimiter,
-                               columns=columns,
+                               columns=columns, split=args.split,
                                say=lambda message: print(message, file=sys.stderr, flush=True))
     print(f"wrote {rows - len(empty)} predictions to {args.output}")
     if empty:

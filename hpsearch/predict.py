@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from hpsearch.data.sources import load_source
+from hpsearch.data.sources import SplitNotFound, load_source
 from hpsearch.errors import DataError, HpsearchError
 from hpsearch.export import METADATA
 from hpsearch.spec import DataSource
@@ -25,14 +25,22 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _holds_splits(path: Path) -> bool:
+    """Whether ``path`` is a folder that ``datasets`` saved from a DatasetDict (one folder per split)."""
+    import datasets
+
+    return (path / datasets.config.DATASETDICT_JSON_FILENAME).is_file()
+
+
 def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32, delimiter: str | None = None,
                  say: Callable[[str], None] = lambda message: None, every: float = 10.0,
-                 columns: dict[str, str] | None = None) -> tuple[int, list[int]]:
+                 columns: dict[str, str] | None = None, split: str | None = None) -> tuple[int, list[int]]:
     """Predict every row of ``input_path`` and write ``output_path`` (.csv or .jsonl), one row per input row; returns the
     row count and the rows (from 0) left without a prediction because an input column is empty there.
     ``delimiter``: the field separator of a csv input, and of a csv output. ``say`` hears how far it is, at most once
     every ``every`` seconds. ``columns``: the input's column for a field the model reads (``{"text": "review"}``),
-    where it is not the one the study trained on."""
+    where it is not the one the study trained on. ``split``: the split to read from a folder saved with ``datasets``'
+    ``save_to_disk`` that holds several (default: ``train``, or the folder's only split)."""
     meta = read_metadata(model_dir)
     fields = meta["input_columns"]
     unknown = sorted(set(columns or {}) - set(fields))
@@ -48,11 +56,15 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
     path = input_path.resolve()
     if not path.exists():
         raise DataError(f"--input {input_path}: no such file; check the path")
-    if data_format(path, None) is None:
+    fmt = data_format(path, None)
+    if fmt is None:
         raise DataError(f"--input {input_path}: cannot tell the format from its suffix {path.suffix!r}; give a .csv, .tsv, .json, "
-                        ".jsonl or .parquet file (a spreadsheet saved as csv, say)")
+                        ".jsonl or .parquet file (a spreadsheet saved as csv, say), or a folder saved with datasets' save_to_disk")
+    if split is not None and not _holds_splits(path):
+        raise HpsearchError(f"--split {split}: --input {input_path} holds no splits (--split picks one from a folder saved with "
+                            "datasets' save_to_disk from a DatasetDict); leave --split out")
     try:
-        source = DataSource(path=path, delimiter=delimiter)
+        source = DataSource(path=path, delimiter=delimiter, split=split or "train")
     except ValidationError as exc:  # a separator of more than one character, or one for a json file
         raise HpsearchError(f"--delimiter {delimiter!r}: {exc.errors()[0]['msg']}") from None
     read = list(meta["input_columns"].values())  # the input columns, in the order of the fields
@@ -63,7 +75,13 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
         if other is not None:  # read with the wrong separator, the rows would not even parse
             raise DataError(f"the header of {input_path} reads as one column {header[0]!r}: the file separates its fields "
                             f"with {other!r}; pass --delimiter {other!r}")
-    rows = load_source(source).to_list()
+    try:
+        rows = load_source(source).to_list()
+    except SplitNotFound as exc:
+        if split is not None or len(exc.splits) != 1:
+            raise DataError(f"--input {input_path} holds the splits {', '.join(exc.splits)}, not {source.split}; pick one with --split "
+                            f"(--split {exc.splits[0]}, say)") from None
+        rows = load_source(source.model_copy(update={"split": exc.splits[0]})).to_list()  # its only split: no doubt which is meant
     if not rows:
         raise DataError(f"{input_path} has no rows")
     missing = [c for c in read if c not in rows[0]]

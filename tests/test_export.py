@@ -206,6 +206,39 @@ def test_predict_leaves_rows_with_an_empty_input_without_a_prediction(exported: 
     assert "has an empty 'text': nothing to predict" in capsys.readouterr().err
 
 
+def test_predict_reads_a_folder_saved_with_datasets_and_picks_its_split(exported: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder saved with save_to_disk was read, but from a DatasetDict without a 'train' split the error said "set 'split'
+    on the source", which predict has no way to do."""
+    import datasets
+
+    model = str(load_spec(exported).export_dir)
+    texts = [r["text"] for r in classification_rows(5, seed=2)]
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "one"))
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": texts[:3]})}).save_to_disk(str(tmp_path / "only"))
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": texts[:3]}),
+                          "valid": datasets.Dataset.from_dict({"text": texts[3:]})}).save_to_disk(str(tmp_path / "two"))
+
+    def predict(*args: str) -> tuple[int, list[dict[str, str]] | str]:
+        code = main(["predict", model, *args, "--output", str(tmp_path / "out.csv")])
+        if code:
+            return code, capsys.readouterr().err.strip()
+        with (tmp_path / "out.csv").open() as handle:
+            return code, list(csv.DictReader(handle))
+
+    code, rows = predict("--input", str(tmp_path / "one"))
+    assert code == 0 and [r["text"] for r in rows] == texts
+    code, rows = predict("--input", str(tmp_path / "only"))  # its only split, whatever its name
+    assert code == 0 and [r["text"] for r in rows] == texts[:3]
+    code, rows = predict("--input", str(tmp_path / "two"), "--split", "valid")
+    assert code == 0 and [r["text"] for r in rows] == texts[3:]
+    assert predict("--input", str(tmp_path / "two")) == (
+        2, f"hpsearch predict: --input {tmp_path / 'two'} holds the splits test, valid, not train; pick one with --split (--split test, say)")
+    assert predict("--input", str(tmp_path / "one"), "--split", "test") == (
+        2, f"hpsearch predict: --split test: --input {tmp_path / 'one'} holds no splits (--split picks one from a folder saved with "
+           "datasets' save_to_disk from a DatasetDict); leave --split out")
+
+
 def test_predict_says_how_far_it_is(exported: Path, tmp_path: Path) -> None:
     from hpsearch.predict import predict_file
 

@@ -38,7 +38,7 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict):
                 if source.split not in loaded:
-                    raise DataError(f"{path} has splits {list(loaded)}, not {source.split!r}; set 'split' on the source")
+                    raise SplitNotFound(f"{path} has splits {list(loaded)}, not {source.split!r}; set 'split' on the source", list(loaded))
                 loaded = loaded[source.split]
             return loaded
         if fmt in ("csv", "json"):
@@ -60,6 +60,14 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
                         f"a field that holds the separator {delimiter!r} must be in double quotes (a csv writer quotes it), or the "
                         "header lacks a column name")
     return loaded
+
+
+class SplitNotFound(DataError):
+    """A folder saved with ``save_to_disk`` holds several splits (``splits``), none of them the one asked for."""
+
+    def __init__(self, message: str, splits: list[str]) -> None:
+        super().__init__(message)
+        self.splits = splits
 
 
 SHIFTED_INDEX = "__index_level_0__"
