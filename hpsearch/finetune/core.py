@@ -18,7 +18,7 @@ from hpsearch.data.tokencache import TokenCache, Tokenized, tokenizer_fingerprin
 from hpsearch.errors import ModelUnavailable, OutOfMemory, TrialError
 from hpsearch.finetune import frozen
 from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
-from hpsearch.finetune.loop import (EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, precision_warning,
+from hpsearch.finetune.loop import (BetweenBatches, EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, precision_warning,
                                    predict_logits, resolve_precision, train)
 from hpsearch.finetune.layouts import layout_of
 from hpsearch.finetune.modeling import (Scope, TargetUnitLinear, apply_scope, check_files, count_parameters, fold_target_units,
@@ -160,7 +160,7 @@ class FineTuner:
         self.warn = warn or (lambda message: None)
         self.info = info or (lambda message, **fields: None)
         """Says what one-off work starts (tokenizing, the frozen layers' outputs), with an event's fields."""
-        self.between_batches: Callable[[], None] | None = None
+        self.between_batches: BetweenBatches | None = None
         """Called after each batch of every pass a fit makes over the data (training, validation, the frozen layers'
         outputs): the runner's look at this worker's share of the CPU cores, so that a worker joining the machine in
         the middle of any of them is made room for within about a second."""

@@ -65,6 +65,11 @@ class TrainResult:
         return sum(r.samples for r in self.history) / seconds if seconds > 0 else 0.0
 
 
+BetweenBatches = Callable[[], None]
+"""Called after each batch of every pass over the data, whatever the pass is for (training, validation, the frozen layers'
+outputs): see :attr:`hpsearch.finetune.core.FineTuner.between_batches`."""
+
+
 @dataclass
 class EvalSet:
     """Rows (examples) of one split to score, with their features and what the task's metrics need."""
@@ -75,16 +80,13 @@ class EvalSet:
     label_map: LabelMap
     task: Task
     features: Features
-    between: Callable[[], None] | None = None
-    """Called after each batch (see :attr:`hpsearch.finetune.core.FineTuner.between_batches`)."""
+    between: BetweenBatches | None = None
 
 
 EpochCallback = Callable[[EpochRecord], bool]
 """Called after each epoch's evaluation; returning True stops training (e.g. a pruned trial)."""
 StepCallback = Callable[[int, int, int], None]
 """Called after each batch with (epoch, batches done, batches in the epoch): progress display."""
-BetweenBatches = Callable[[], None]
-"""Called after each batch of every pass over the data, whatever it is for (the runner's look at its share of the CPU cores)."""
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -179,7 +181,8 @@ def train(
     result, best_score, best_state = TrainResult(), None, None
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        train_loss = _train_epoch(model, batcher, train_rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch, on_step, between)
+        train_loss = _train_epoch(model, batcher, train_rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules,
+                                  epoch, on_step, between)
         seconds = time.perf_counter() - started
         # No validation rows (a refit on all training data): train for exactly the epochs asked for.
         started = time.perf_counter()
@@ -204,7 +207,8 @@ def train(
     return result
 
 
-def _train_epoch(model, batcher, rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch, on_step=None, between=None) -> float:  # noqa: ANN001
+def _train_epoch(model, batcher, rows, config, optimizer, scheduler, scaler, generator, device, dtype, frozen_modules, epoch,  # noqa: ANN001
+                 on_step=None, between=None) -> float:
     model.train()
     for module in frozen_modules:
         module.eval()  # frozen layers behave as at inference, matching the frozen-output cache
