@@ -674,8 +674,10 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         if not session.work(wait_for_others=True, unfreeze=False):
             return 130
     # The latency measured as served and the final model run on this process's share of the cores as they are now: its
-    # last trial may have run beside another worker, on fewer threads, and a run that started workers set none.
+    # last trial may have run beside another worker, on fewer threads, and a run that started workers set none. As in
+    # the trials, the share is looked at again between batches: a worker may join the machine during the final model.
     session.share.apply()
+    session.tuner.between_batches = session.share.refresh
     try:
         # Still frozen: the fits of the end (latency, final model) free their models without walking the
         # libraries' objects (a full collection of the whole heap took 0.36 s after each).
@@ -690,6 +692,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         raise
     finally:
         gc.unfreeze()
+        session.tuner.between_batches = None
         session.share.close()
     say_time(spec, time.monotonic() - begun, before, say)
     return code
@@ -785,9 +788,10 @@ def export_study(study_path: Path, *, target: Path | None = None, force: bool = 
     if spec.export.enabled or target is not None:  # as finish_study will, before the data and models are loaded
         check_target(target or spec.export_dir, force)
     session = Session(spec, say, read_only=True)
-    # The final model and the latency measured as served run on this process's share of the cores: the study's workers
-    # may still be training on this machine (each takes its share too, from its next step on).
-    with ThreadShare(spec.execution.threads, say):
+    # The final model and the latency measured as served run on this process's share of the cores, looked at again between
+    # batches: the study's workers may still be training on this machine, or start meanwhile (each takes its share too).
+    with ThreadShare(spec.execution.threads, say) as share:
+        session.tuner.between_batches = share.refresh
         try:
             return finish_study(session, export=True, target=target, force=force)
         except BaseException:

@@ -373,6 +373,31 @@ def test_the_end_of_a_run_takes_back_the_cores_a_worker_beside_it_left(tmp_path:
     assert "using 2 CPU thread(s) (2 cores shared by 1 hpsearch worker(s) on this machine)" in said[ended:refit], said
 
 
+def test_a_worker_that_joins_during_the_final_model_takes_threads_from_it(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                          torch_threads: None, other_workers) -> None:  # noqa: ANN001
+    """The final model (of run, and of export) kept the threads it started with: trained on all of a study's rows, it can
+    take as long as a trial, and a worker started beside it meanwhile ran with more threads than cores till its end."""
+    from hpsearch import workers
+    from hpsearch.runner import export_study, run_study
+
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    monkeypatch.setattr(workers.ThreadShare, "CHECK_SECONDS", 0.0)
+    path = toy_study(tmp_path, tiny_bert, rows=60, extra=QUICK + "search: {n_trials: 1}\n")
+    for command in (lambda say: run_study(path, say=say), lambda say: export_study(path, target=tmp_path / "again", say=say)):
+        said: list[str] = []
+
+        def say(message: str, **fields: object) -> None:
+            said.append(message)
+            if fields.get("event") == "final_model":  # a worker starts in another shell as the final model starts training
+                other_workers.start()
+
+        assert command(say) == 0
+        other_workers.stop()
+        refit = next(i for i, m in enumerate(said) if m.startswith("final model: refit"))
+        took = next(i for i, m in enumerate(said) if m.startswith("refit took"))
+        assert "using 1 CPU thread(s) (2 cores shared by 2 hpsearch worker(s) on this machine)" in said[refit:took], said
+
+
 def test_a_worker_counts_among_the_machines_workers_from_the_start_of_its_command(tmp_path: Path, tiny_bert: Path) -> None:
     """A worker counted itself only at its first trial: its start-up before that (the libraries, the data, the first model)
     took a core from a worker already training on both, whose epoch then ran at a seventh of its speed. Here the new
