@@ -267,7 +267,8 @@ def _stop_on_signals() -> threading.Event:
     recorded as interrupted and runs again when the study resumes.
 
     The returned event stays set even where the KeyboardInterrupt is lost (raised inside a finalizer
-    that the garbage collector runs, Python only prints it), so the worker still stops before its next trial.
+    that the garbage collector runs, Python only prints it), so the worker still stops: its trial after the
+    batch it is in (recorded as interrupted), or before its next trial.
     """
     import signal
 

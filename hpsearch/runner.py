@@ -238,7 +238,14 @@ class Session:
         lock = claim_lock(self.spec, self.say)
         objective = _interruptible(self.objective, on_start=lock.release)
         share = ThreadShare(self.spec.execution.threads if self.threads is None else self.threads, self.say)
-        self.objective.tuner.between_batches, self.share = share.refresh, share
+        stop = self.stop
+
+        def between() -> None:  # after each batch of a trial's fits
+            if stop.is_set():  # a signal came, and its KeyboardInterrupt was lost (raised in a finalizer): the trial stops all the same
+                raise KeyboardInterrupt
+            share.refresh()
+
+        self.objective.tuner.between_batches, self.share = between, share
         waiting, said_timeout = Waiting(self.say), False
         gc.freeze()  # without a collection first: that would walk the whole heap (0.26 s) to free a few objects
         finished, began, began_at = False, time.monotonic(), datetime.datetime.now()
@@ -757,10 +764,10 @@ def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None]
     from hpsearch.workers import HOST
 
     def run(trial: Any) -> Any:
-        trial.set_user_attr("host", HOST)
-        trial.set_user_attr("pid", os.getpid())
-        on_start()  # the trial is claimed (RUNNING): other workers may look for room again
-        try:
+        try:  # from its claim on: a signal that comes while the trial is set up marks it interrupted too
+            trial.set_user_attr("host", HOST)
+            trial.set_user_attr("pid", os.getpid())
+            on_start()  # the trial is claimed (RUNNING): other workers may look for room again
             return objective(trial)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
