@@ -237,15 +237,8 @@ class Session:
         timeout = self.spec.search.timeout
         lock = claim_lock(self.spec, self.say)
         objective = _interruptible(self.objective, on_start=lock.release)
-        share = ThreadShare(self.spec.execution.threads if self.threads is None else self.threads, self.say)
-        stop = self.stop
-
-        def between() -> None:  # after each batch of a trial's fits
-            if stop.is_set():  # a signal came, and its KeyboardInterrupt was lost (raised in a finalizer): the trial stops all the same
-                raise KeyboardInterrupt
-            share.refresh()
-
-        self.objective.tuner.between_batches, self.share = between, share
+        self.share = ThreadShare(self.spec.execution.threads if self.threads is None else self.threads, self.say)
+        self.tuner.between_batches = self.between_batches
         waiting, said_timeout = Waiting(self.say), False
         gc.freeze()  # without a collection first: that would walk the whole heap (0.26 s) to free a few objects
         finished, began, began_at = False, time.monotonic(), datetime.datetime.now()
@@ -257,7 +250,7 @@ class Session:
                 if not may_start and not said_timeout:
                     self.say(f"timeout of {timeout:g}s reached: no new trial is started", event="timeout", seconds=timeout)
                     said_timeout = True
-                outcome = self._claim_and_run(objective, lock, may_start, wait_for_others, waiting, share)
+                outcome = self._claim_and_run(objective, lock, may_start, wait_for_others, waiting)
                 if outcome == "done":
                     finished = True
                     break
@@ -274,8 +267,8 @@ class Session:
             self.tracker.end_study(self.parent_run, "KILLED")  # tolerant: MLflow's own disk may be the full one
             raise
         finally:
-            self.objective.tuner.between_batches = None
-            share.close()
+            self.tuner.between_batches = None
+            self.share.close()
             if unfreeze or not finished:
                 gc.unfreeze()  # whatever outlives the trials is the caller's again, collectable as usual
         return True
@@ -323,8 +316,16 @@ class Session:
             text += f"; about {duration(left)} to go at this pace"
         self.say(text, event="progress", finished=done, n_trials=search.n_trials, seconds=elapsed, seconds_left=left)
 
+    def between_batches(self) -> None:
+        """After each batch of a fit (the tuner's ``between_batches``): this process's share of the cores looked at again,
+        and a stop request honoured where the signal's KeyboardInterrupt was lost (raised in a finalizer, which Python only
+        prints): the fit stops all the same, and a trial is recorded as interrupted."""
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.share.refresh()
+
     def _claim_and_run(self, objective: Callable[[Any], Any], lock: Any, may_start: bool, wait_for_others: bool,
-                       waiting: Waiting, share: Any) -> str:
+                       waiting: Waiting) -> str:
         """Run one trial if the study has room for it ("ran"), on this process's share of the cores; else "wait"
         (trials still run elsewhere and the caller selects; meanwhile this process leaves the cores to them) or "done"."""
         import optuna
@@ -347,12 +348,12 @@ class Session:
             if not may_start or self._space_tried(trials) or _counted(trials, self.superseded) + len(running) >= self.spec.search.trial_limit:
                 if wait_for_others and running:
                     lock.release()
-                    share.idle()
+                    self.share.idle()
                     waiting.show(running)
                     waiting.pause()
                     return "wait"
                 return "done"
-            share.apply()
+            self.share.apply()
             try:
                 self.study.optimize(objective, n_trials=1, catch=(TrialError,))
             except Exception as exc:
@@ -684,7 +685,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
     # last trial may have run beside another worker, on fewer threads, and a run that started workers set none. As in
     # the trials, the share is looked at again between batches: a worker may join the machine during the final model.
     session.share.apply()
-    session.tuner.between_batches = session.share.refresh
+    session.tuner.between_batches = session.between_batches
     try:
         # Still frozen: the fits of the end (latency, final model) free their models without walking the
         # libraries' objects (a full collection of the whole heap took 0.36 s after each).
