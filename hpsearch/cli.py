@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import threading
 from collections.abc import Sequence
@@ -171,7 +172,9 @@ def _status(args: argparse.Namespace) -> int:
     from hpsearch.status import as_json, render, space_note, trial_table
 
     spec, study = _existing_study(args)
-    print((as_json if args.json else render)(spec, trial_table(spec, study), counted_trials(study), space_note(spec, study)))
+    rows, counted, space = trial_table(spec, study), counted_trials(study), space_note(spec, study)
+    # the terminal's width (or $COLUMNS); 160 where the output goes to a file or a pipe
+    print(as_json(spec, rows, counted, space) if args.json else render(spec, rows, counted, space, width=shutil.get_terminal_size((160, 24)).columns))
     return 0
 
 

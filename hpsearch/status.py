@@ -70,27 +70,36 @@ def best_row(spec: StudySpec, rows: list[dict[str, Any]]) -> dict[str, Any] | No
     return min(done, key=lambda r: rank_key(r["cv_mean"], r["trial"], spec.direction))
 
 
-def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str | None = None) -> str:
-    """The status as text (a rich table, rendered without colour so it also reads well in logs); ``space``: the
-    :func:`space_note`."""
-    from rich.console import Console
-    from rich.table import Table
+# The columns a narrow terminal sheds first, in this order; trial, state, model, params and the score always stay.
+SHED_ORDER = ("note", "device", "compute", "epochs", "duration")
+WRAPPED = ("params", "compute", "note")  # the columns whose cells may take several lines (between words)
 
-    table = Table(title=f"study {spec.name}: {spec.search.done_text(counted)} finished", title_justify="left")
-    for column in ("trial", "state", "model", "params", f"{spec.metric} ({spec.scored_on})", "epochs", "duration", "compute", "device", "note"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        score = spec.trial_score_text(r["cv_mean"], r["cv_std"]) if r["cv_mean"] is not None else ""
-        params = describe_params(r["params"])
-        compute = f"{amount_figure(r['device_seconds'])} dev-s, {r['flops']:.2g} FLOPs" if r.get("device_seconds") is not None and r.get("flops") else ""
-        if r.get("latency_ms") is not None:
-            compute += f"{', ' if compute else ''}{amount_figure(r['latency_ms'])} ms/example"
-        table.add_row(str(r["trial"]), r["state"], r["model"], params, score, str(r["epochs"] or ""),
-                      duration(r["seconds"]), compute, r["device"], textwrap.shorten(r["note"], 60, placeholder=" …"))
-    console = Console(width=160, record=True, color_system=None, force_terminal=False)
+
+def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str | None = None, width: int = 160) -> str:
+    """The status as text (a rich table, rendered without colour so it also reads well in logs); ``space``: the
+    :func:`space_note`. The table fits ``width`` columns without cutting a word: where it cannot, the columns of
+    :data:`SHED_ORDER` are left out in turn (those empty in every row first), and a line names the ones left out."""
+    from rich.console import Console
+
+    headers = ("trial", "state", "model", "params", f"{spec.metric} ({spec.scored_on})", "epochs", "duration", "compute", "device", "note")
+    cells = [_cells(spec, r) for r in rows]
+    empty = [name for name in SHED_ORDER if not any(c[headers.index(name)] for c in cells)]
+    shed: list[str] = []
+    for name in [*empty, *(n for n in SHED_ORDER if n not in empty), None]:
+        keep = [i for i, header in enumerate(headers) if header not in shed]
+        widths = _fitted_widths([[headers[i], *(c[i] for c in cells)] for i in keep], [headers[i] in WRAPPED for i in keep],
+                                width - 3 * len(keep) - 1)  # each column has a border and a space either side
+        if widths is not None or name is None:
+            break
+        shed.append(name)
+    table = _table(spec, counted, [headers[i] for i in keep], [[c[i] for i in keep] for c in cells], widths)
+    console = Console(width=width, color_system=None, force_terminal=False)
     with console.capture() as capture:
         console.print(table)
     lines = ["\n".join(line.rstrip() for line in capture.get().rstrip().splitlines())]
+    left_out = [name for name in shed if name not in empty]
+    if left_out:
+        lines.append(f"left out to fit {width} columns: {', '.join(left_out)} (--json shows every field)")
     best = best_row(spec, rows)
     lines.append(f"best so far: trial {best['trial']} ({best['model']}), {spec.metric} {spec.trial_score_text(best['cv_mean'], best['cv_std'])}"
                  if best else "best so far: none (no completed trial yet)")
@@ -103,6 +112,46 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str
         lines.append(space)
     return "\n".join(lines)
 
+
+def _cells(spec: StudySpec, r: dict[str, Any]) -> tuple[str, ...]:
+    """One trial's row of the table, as text, in the order of the columns."""
+    score = spec.trial_score_text(r["cv_mean"], r["cv_std"]) if r["cv_mean"] is not None else ""
+    compute = f"{amount_figure(r['device_seconds'])} dev-s, {r['flops']:.2g} FLOPs" if r.get("device_seconds") is not None and r.get("flops") else ""
+    if r.get("latency_ms") is not None:
+        compute += f"{', ' if compute else ''}{amount_figure(r['latency_ms'])} ms/example"
+    return (str(r["trial"]), r["state"], r["model"], describe_params(r["params"]), score, str(r["epochs"] or ""),
+            duration(r["seconds"]), compute, r["device"], textwrap.shorten(r["note"], 60, placeholder=" …"))
+
+
+def _fitted_widths(columns: list[list[str]], wrapped: list[bool], room: int) -> list[int] | None:
+    """The width of each column (its header and cells) so that together they take at most ``room`` characters: the
+    widest wrapped column gives up a character at a time, never going below its longest word; None where even that
+    does not fit."""
+    from rich.cells import cell_len
+
+    widths = [max(cell_len(text) for text in column) for column in columns]
+    least = [max(cell_len(word) for text in column for word in [*text.split(), ""]) if wrap else widths[i]
+             for i, (column, wrap) in enumerate(zip(columns, wrapped))]
+    while sum(widths) > room:
+        narrower = [i for i in range(len(widths)) if widths[i] > least[i]]
+        if not narrower:
+            return None
+        widest = max(narrower, key=lambda i: widths[i])
+        widths[widest] -= 1
+    return widths
+
+
+def _table(spec: StudySpec, counted: int, headers: list[str], cells: list[list[str]], widths: list[int] | None) -> Any:
+    """The rich table of ``cells`` under ``headers``, each column as wide as ``widths`` says (None: as rich sees fit,
+    folding words where the terminal is too narrow for any other way)."""
+    from rich.table import Table
+
+    table = Table(title=f"study {spec.name}: {spec.search.done_text(counted)} finished", title_justify="left")
+    for i, header in enumerate(headers):
+        table.add_column(header, overflow="fold", width=widths[i] if widths else None)
+    for row in cells:
+        table.add_row(*row)
+    return table
 
 def as_json(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str | None = None) -> str:
     """The status as one JSON object: the rows of :func:`trial_table`, the best so far, what runs and the

@@ -47,6 +47,15 @@ def test_status_lists_every_trial_and_the_best(finished: Path, capsys: pytest.Ca
     assert "running: nothing" in out
 
 
+
+def test_status_fits_the_width_of_the_terminal(finished: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")  # what the terminal's width reads as when the output is not a terminal
+    assert main(["status", str(finished)]) == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and max(len(line) for line in table) <= 80 and "left out to fit 80 columns: " in out
+    assert out.count("COMPLETE") == 3 and "FAIL" in out
+
 def test_status_as_json_for_scripts(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", str(finished), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
@@ -158,3 +167,29 @@ def test_the_compute_column_shows_the_latency_where_it_is_the_second_objective(t
     assert "1.5 dev-s, 1e+09 FLOPs, 0.25 ms/example" in render(spec, [row], 1)
     assert "1.5 dev-s, 1e+09 FLOPs │" in render(spec, [{**row, "latency_ms": None}], 1)  # without: as before
 
+
+
+def test_the_table_fits_the_terminal_leaving_out_columns_rather_than_cutting_words(tmp_path: Path, tiny_bert: Path) -> None:
+    from hpsearch.status import render
+
+    spec = load_spec(toy_study(tmp_path, tiny_bert))
+    row = {"trial": 0, "state": "COMPLETE", "model": "minilm-l6", "params": {"learning_rate": 0.000401, "scope": "freeze-1"},
+           "cv_mean": 0.7103, "cv_std": 0.0268, "epochs": 2, "seconds": 17.0, "device": "cpu", "host": "h",
+           "note": "", "device_seconds": 14.0, "flops": 8e12}
+    pruned = {**row, "trial": 1, "state": "PRUNED", "cv_mean": None, "epochs": None, "note": "pruned at fold 1, epoch 1: macro_f1=0.6305"}
+
+    def table(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line[:1] in "┏┃┡│└"]
+
+    wide = render(spec, [row, pruned], 2, width=160)
+    assert all(header in table(wide)[1] for header in ("trial", "epochs", "duration", "compute", "device", "note")) and "left out" not in wide
+    for width, left_out in ((140, None), (120, "note"), (100, "note, device, compute"), (80, "note, device, compute, epochs, duration")):
+        shown = render(spec, [row, pruned], 2, width=width)
+        assert max(len(line) for line in table(shown)) <= width, shown
+        # no cell cut inside a word: each one whole on one of its lines
+        for cell in ("COMPLETE", "minilm-l6", "learning_rate=0.000401,", "scope=freeze-1", "0.7103 ± 0.0268"):
+            assert any(cell in line for line in table(shown)), (width, cell, shown)
+        assert (f"left out to fit {width} columns: {left_out} (--json shows every field)" in shown) if left_out else "left out" not in shown, shown
+    assert "macro_f1=0.6305" in render(spec, [row, pruned], 2, width=140)  # the note wraps between words before it goes
+    # a column empty in every row goes first and unmentioned: nothing in it is lost
+    assert "left out" not in render(spec, [row], 1, width=120) and "note" not in table(render(spec, [row], 1, width=120))[1]
