@@ -168,7 +168,7 @@ def _existing_study(args: argparse.Namespace):  # noqa: ANN202 - (spec, optuna s
 
 
 def _status(args: argparse.Namespace) -> int:
-    from hpsearch.runner import counted_trials
+    from hpsearch.accounting import counted_trials
     from hpsearch.status import as_json, render, space_note, trial_table
 
     spec, study = _existing_study(args)

@@ -42,7 +42,7 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
 def _nothing_completed(spec: StudySpec, study: Any) -> str:
     """Why there is no winner: each reason the study's trials ended with, and how to go on."""
     from hpsearch.binding import superseded
-    from hpsearch.runner import counted_trials
+    from hpsearch.accounting import counted_trials
 
     old, trials = superseded(study), study.get_trials(deepcopy=False)
     ended: dict[str, list[int]] = {}

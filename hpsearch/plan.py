@@ -312,7 +312,7 @@ def finished_trials(spec: StudySpec, say: Callable[..., None]) -> int:
     """The trials a study that has run counts towards n_trials (0 for one that has not, or whose storage cannot be read
     now: said)."""
     from hpsearch.errors import StudyNotRun
-    from hpsearch.runner import counted_trials
+    from hpsearch.accounting import counted_trials
     from hpsearch.search import load_existing_study
 
     try:

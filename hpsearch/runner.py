@@ -6,7 +6,6 @@ import functools
 import gc
 import os
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -14,14 +13,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from hpsearch.accounting import counted_among, counted_trials, requeue_interrupted, search_over, seconds_to_go
 from hpsearch.binding import objective_digest, scored, superseded
 from hpsearch.errors import CannotWrite, HpsearchError, StorageUnavailable
-from hpsearch.finish import FINISHED_STATES, finish_study
-from hpsearch.selection import CARRIED_ATTR, is_repeat, trained_complete
+from hpsearch.finish import finish_study
+from hpsearch.newstudy import carry_trials, check_carryable, set_aside_study
+from hpsearch.selection import trained_complete
 from hpsearch.spec import StudySpec, load_spec
 from hpsearch.summary import redact
 from hpsearch.tasks import get_task
-
 
 
 def _say(message: str, **fields: Any) -> None:
@@ -67,68 +67,6 @@ def make_folds(spec: StudySpec, data: Any) -> tuple[list[tuple[list[int], list[i
     splits = cv_splits(len(data.train), spec.cv.folds, labels=labels, groups=groups, shuffle=spec.cv.shuffle, seed=spec.cv_seed,
                        label_names=data.label_map.labels or None)
     return [(train.tolist(), val.tolist()) for train, val in splits], "train"
-
-
-def _retried_numbers(trials: list[Any]) -> set[int]:
-    """Trials whose configuration was started again (after an interrupt or a dead worker)."""
-    numbers = {int(t.user_attrs["retry_of"]) for t in trials if "retry_of" in t.user_attrs}
-    numbers |= {int(t.system_attrs["failed_trial"]) for t in trials if "failed_trial" in t.system_attrs}
-    return numbers
-
-
-def counted_trials(study: Any) -> int:
-    """Trials that count towards n_trials: finished ones, except those whose configuration ran again, those
-    that failed under settings the study no longer has, and repeats of a completed trial's settings."""
-    return _counted(study.get_trials(deepcopy=False), superseded(study))
-
-
-def _counted(trials: list[Any], skipped: set[int]) -> int:
-    skipped = skipped | _retried_numbers(trials)
-    return sum(1 for t in trials if t.state.name in FINISHED_STATES and t.number not in skipped
-               and not t.user_attrs.get("interrupted") and not t.user_attrs.get("requeued") and not is_repeat(t))
-
-
-def search_over(spec: StudySpec, study: Any, counted: int) -> str | None:
-    """Why no trial is left to run in ``study`` (``counted``: :func:`counted_trials`), seen before a worker loads its data,
-    models and device: it has n_trials, or finished trials have taken every configuration of its finite space and none
-    waits (running ones are left to a worker's session, which recovers those of a worker that died). None if some are."""
-    from hpsearch.search import space_taken
-    from hpsearch.space import configurations
-
-    done = f"{spec.search.done_text(counted)} finished"
-    if spec.search.n_trials is not None and counted >= spec.search.n_trials:
-        return done
-    every = configurations(spec)
-    if every is not None and space_taken(spec, [t for t in study.get_trials(deepcopy=False) if t.state.name != "RUNNING"], every):
-        return f"{done}, and every one of its {len(every)} configurations has been tried"
-    return None
-
-
-def seconds_to_go(trials_left: int, trials: list[Any], since: datetime.datetime) -> float | None:
-    """About how long ``trials_left`` more trials take: the mean wall time of the trials that finished after ``since``
-    (on any worker; repeats, not trained, are not a pace), shared among the workers that run trials at once: those whose
-    trials ran since ``since``, or the trials running now and the next one here, whichever is more (a worker between
-    two trials runs none).
-    None before any trial finished. (The finished trials per second of the run so far, the estimate before, put
-    the rest at N times its length after the first trial of N workers.)"""
-    recent = [t for t in trials if t.datetime_start is not None and not is_repeat(t)
-              and (t.state.name == "RUNNING" or (t.datetime_complete is not None and t.datetime_complete >= since))]
-    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in recent if t.state.name in FINISHED_STATES]
-    if not durations:
-        return None
-    workers = {(t.user_attrs.get("host"), t.user_attrs.get("pid")) for t in recent}
-    at_once = max(len(workers), 1 + sum(1 for t in trials if t.state.name == "RUNNING"))
-    return trials_left * statistics.fmean(durations) / at_once
-
-
-def requeue_interrupted(study: Any) -> int:
-    """Run the configurations of interrupted trials again (once each)."""
-    trials = study.get_trials(deepcopy=False)
-    retried = _retried_numbers(trials)
-    todo = [t for t in trials if t.user_attrs.get("interrupted") and t.number not in retried]
-    for trial in todo:
-        study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
-    return len(todo)
 
 
 def refuse_unavailable(problems: list[str], study: Any = None) -> None:
@@ -300,7 +238,7 @@ class Session:
         from hpsearch.status import duration
 
         trials, now, search = self.study.get_trials(deepcopy=False), time.monotonic(), self.spec.search
-        done, elapsed = _counted(trials, self.superseded), now - began
+        done, elapsed = counted_among(trials, self.superseded), now - began
         text = f"progress: {search.done_text(done)} finished, {duration(elapsed)} in this run"
         left = None
         if search.n_trials is not None and done < search.n_trials:
@@ -345,7 +283,7 @@ class Session:
             requeue_interrupted(self.study)
             trials = self.study.get_trials(deepcopy=False)
             running = [t for t in trials if t.state.name == "RUNNING"]
-            if not may_start or self._space_tried(trials) or _counted(trials, self.superseded) + len(running) >= self.spec.search.trial_limit:
+            if not may_start or self._space_tried(trials) or counted_among(trials, self.superseded) + len(running) >= self.spec.search.trial_limit:
                 if wait_for_others and running:
                     lock.release()
                     self.share.idle()
@@ -457,144 +395,6 @@ def prune_checkpoints(spec: StudySpec, study: Any) -> list[int]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(number)
     return removed
-
-
-STUDY_FILES = ("optuna.journal", "checkpoints", "cv_results.csv", "cv_results.json", "selection.json", "labels.json", "report")
-"""What belongs to one study in its output folder (``--new-study`` moves them aside)."""
-
-
-def check_carryable(spec: StudySpec) -> None:
-    """Raises SpecError, before anything is set aside, when ``--keep-trials`` cannot carry the existing study's trials into a
-    new one for ``spec``: a setting other than the candidates and the space changed, so their scores (other data, folds
-    or metric) do not compare with the new study's."""
-    from hpsearch.binding import OBJECTIVE_KEY, carryable, changed
-    from hpsearch.errors import SpecError, StudyNotRun
-    from hpsearch.search import load_existing_study
-
-    try:
-        stored = load_existing_study(spec).user_attrs.get(OBJECTIVE_KEY, {})
-    except StudyNotRun:  # nothing to carry (a storage that cannot be reached is said as such)
-        return
-    others = [key for key, _, _ in changed(stored, spec) if not carryable(key)]
-    if others:
-        raise SpecError([f"--keep-trials: {', '.join(others)} changed since the trials were scored; their scores do not compare with "
-                         "the new study's (only candidates and the search space may change), so run with --new-study alone"])
-
-
-def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[..., None] = _say) -> None:
-    """``run --new-study --keep-trials``: the new study takes over the completed and pruned trials of the set-aside one
-    whose candidate and settings its space still holds (each such trial as Optuna would have sampled it now, with its
-    scores, out-of-fold predictions, costs, epoch curves and best-fold checkpoint, and its reports to the pruner
-    renumbered where the epoch range changed), so that adding a candidate or widening a range keeps what was learned.
-    The others are left out, and said."""
-    import shutil
-
-    import optuna
-
-    from hpsearch.binding import OBJECTIVE_KEY
-    from hpsearch.search import open_study
-    from hpsearch.space import MODEL_PARAM, max_epochs, optuna_name, stored_max_epochs, suggest
-    from hpsearch.storage import journal_storage, make_storage
-    from hpsearch.tracking import Tracker
-
-    if spec.search.storage:
-        old = optuna.load_study(study_name=aside, storage=make_storage(spec, say))
-    else:  # set aside with its files
-        old = optuna.load_study(study_name=spec.name, storage=journal_storage(files / "optuna.journal"))  # type: ignore[operator]
-    study = open_study(spec, say=say, enqueue=False)  # the carried trials first: numbered as they were, where none is left out
-    tracker = Tracker.from_spec(spec, say)
-    parent = tracker.study_run(spec, objective_digest(study))
-    names = {m.name for m in spec.models}
-    old_stride, stride = stored_max_epochs(spec, old.user_attrs.get(OBJECTIVE_KEY, {})) + 1, max_epochs(spec) + 1
-
-    def step(reported: int | str) -> int:  # a report's step (fold x stride + epoch - 1, or the fold's end) under the new stride
-        fold, position = divmod(int(reported), old_stride)
-        return fold * stride + (stride - 1 if position == old_stride - 1 else position)
-
-    first, kept, left = len(study.get_trials(deepcopy=False)), 0, []
-    for trial in old.get_trials(deepcopy=False):
-        if trial.state.name not in ("COMPLETE", "PRUNED") or is_repeat(trial) or "params" not in trial.user_attrs:
-            continue
-        model = trial.user_attrs["model"]
-        # What it ran with, under the names Optuna would sample now: a value that was fixed then may be searched now
-        ran_as = {optuna_name(spec, model, k): v for k, v in trial.user_attrs["params"].items()} if model in names else {}
-        fixed = optuna.trial.FixedTrial({**ran_as, **trial.params, MODEL_PARAM: model})
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # a value outside the new range: Optuna only warns
-                candidate, params = suggest(fixed, spec)
-        except (ValueError, UserWarning):
-            candidate, params = "", {}
-        ran = dict(trial.user_attrs["params"])
-        if "memory_note" in trial.user_attrs:  # it ran with a smaller batch after running out of memory
-            ran.pop("batch_size", None)
-            params.pop("batch_size", None)
-        if candidate != model or params != ran:
-            left.append(trial.number)
-            continue
-        number = first + kept
-        attrs = {**trial.user_attrs, CARRIED_ATTR: {"study": aside, "trial": trial.number}}
-        if "validation_loss" in attrs:
-            attrs["validation_loss"] = {str(step(k)): v for k, v in attrs["validation_loss"].items()}
-        if tracker.enabled:  # a run under the new study's, beside its new trials
-            came_from = f"trial {trial.number} of {aside}" + (f" (run {attrs['mlflow_run_id']})" if attrs.get("mlflow_run_id") else "")
-            attrs["mlflow_run_id"] = tracker.carried_trial(parent, number, trial.state.name, attrs, came_from)
-        study.add_trial(optuna.trial.FrozenTrial(  # with its own start and end, which status and the report show
-            number=number, trial_id=number, state=trial.state, value=None, values=trial.values, datetime_start=trial.datetime_start,
-            datetime_complete=trial.datetime_complete, params=fixed.params, distributions=fixed.distributions,
-            user_attrs=attrs, system_attrs={}, intermediate_values={step(k): v for k, v in trial.intermediate_values.items()}))
-        checkpoint = files / "checkpoints" / f"trial-{trial.number}" if files is not None else None
-        if checkpoint is not None and checkpoint.is_dir():  # copied: what was set aside stays whole
-            shutil.copytree(checkpoint, spec.out_dir / "checkpoints" / f"trial-{number}")
-        kept += 1
-    line = f"carried over {kept} trial(s) of {aside!r} into the new study"
-    if left:
-        line += f"; left out trial(s) {', '.join(map(str, left))}: their candidate or settings are outside the new space"
-    if kept and spec.search.n_trials is not None:
-        line += f"; they count toward search.n_trials ({spec.search.n_trials}): raise it to run more"
-    say(line, event="carried", carried=kept, left_out=left)
-
-
-def set_aside_study(spec: StudySpec, say: Callable[..., None] = _say) -> tuple[str, Path | None] | None:
-    """``run --new-study``: keep the existing study under another name, so the spec starts a new one.
-
-    Nothing is deleted: a database study is copied to ``<name>.replaced-<time>`` in the same storage
-    (then removed under its own name), the study's files move to ``replaced/<time>/`` in the output
-    folder, and its MLflow study run is tagged with the new name. Returns that name, or None when
-    there was no study to set aside.
-    """
-    import shutil
-
-    import optuna
-
-    from hpsearch.storage import make_storage
-    from hpsearch.tracking import Tracker
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # hpsearch says what it set aside
-    out = spec.out_dir
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for count in range(2, 1000):  # twice in one second: never reuse a name, never overwrite what was set aside
-        if not (out / "replaced" / stamp).exists():
-            break
-        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{count}"
-    aside = f"{spec.name}.replaced-{stamp}"
-    if spec.search.storage:
-        storage = make_storage(spec, say)
-        if spec.name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-            return None
-        optuna.copy_study(from_study_name=spec.name, from_storage=storage, to_storage=storage, to_study_name=aside)
-        optuna.delete_study(study_name=spec.name, storage=storage)
-    elif not (out / "optuna.journal").is_file():
-        return None
-    folder = out / "replaced" / stamp
-    for name in STUDY_FILES:
-        if (out / name).exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(out / name), str(folder / name))
-    Tracker.from_spec(spec, say).rename_study_run(spec, aside)
-    say(f"study {spec.name!r} set aside as {aside!r}" + (f" (its files in {folder})" if folder.exists() else "") + "; starting a new one",
-        event="set_aside", study=aside)
-    return aside, folder if folder.exists() else None
 
 
 def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None] = _say, worker_args: Sequence[str] = (),
@@ -754,7 +554,7 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
         return 130
     trials = session.study.get_trials(deepcopy=False)
     running = sum(1 for t in trials if t.state.name == "RUNNING")
-    counted = _counted(trials, superseded(session.study))
+    counted = counted_among(trials, superseded(session.study))
     say(f"worker done: it ran {session.ran} trial(s); the study has {spec.search.done_text(counted)} finished"
         + (f", {running} still running elsewhere" if running else ""), event="worker_done", ran=session.ran)
     return 0

@@ -164,7 +164,7 @@ def test_a_study_whose_trials_all_failed_takes_changed_settings_and_stops_counti
     so the study takes the change, and the failed trials, kept, no longer count toward n_trials."""
     import optuna
 
-    from hpsearch.runner import counted_trials
+    from hpsearch.accounting import counted_trials
 
     study = open_study(load_spec(_write(tmp_path, BASE)))
     for _ in range(2):
@@ -230,7 +230,7 @@ def test_a_changed_spec_stops_before_data_or_models_are_loaded(tmp_path: Path, m
 def test_new_study_sets_the_old_one_aside_and_starts_afresh(tmp_path: Path) -> None:
     import optuna
 
-    from hpsearch.runner import set_aside_study
+    from hpsearch.newstudy import set_aside_study
     from hpsearch.storage import make_storage
 
     spec = load_spec(_write(tmp_path, BASE))
@@ -254,7 +254,7 @@ def test_new_study_sets_the_old_one_aside_and_starts_afresh(tmp_path: Path) -> N
 def test_new_study_on_postgresql_keeps_the_old_study_in_the_database(tmp_path: Path, postgres_url: str) -> None:
     import optuna
 
-    from hpsearch.runner import set_aside_study
+    from hpsearch.newstudy import set_aside_study
     from hpsearch.storage import make_storage
 
     text = BASE.replace("search: {n_trials: 4,", f"search: {{storage: '{postgres_url}', n_trials: 4,")

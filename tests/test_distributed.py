@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpsearch.runner import counted_trials
+from hpsearch.accounting import counted_trials
 from hpsearch.spec import load_spec
 from hpsearch.storage import make_storage
 from test_workers import check_recovered

@@ -14,7 +14,8 @@ import torch
 from hpsearch.cli import main
 from hpsearch.errors import HpsearchError
 from hpsearch.numbers import amount_figure
-from hpsearch.runner import counted_trials, run_study
+from hpsearch.accounting import counted_trials
+from hpsearch.runner import run_study
 from hpsearch.search import best_epoch_aggregate, make_storage, open_study
 from hpsearch.spec import load_spec
 from hpsearch.status import trial_table
@@ -394,7 +395,7 @@ def test_the_time_to_go_shares_the_trials_left_among_those_running_at_once() -> 
     from datetime import datetime, timedelta
     from types import SimpleNamespace
 
-    from hpsearch.runner import seconds_to_go
+    from hpsearch.accounting import seconds_to_go
 
     begun = datetime(2026, 1, 1, 12)
 

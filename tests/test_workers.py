@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch.runner import counted_trials
+from hpsearch.accounting import counted_trials
 from hpsearch.search import make_storage
 from hpsearch.spec import load_spec, load_spec_text
 from hpsearch.workers import plan_slots

@@ -14,7 +14,8 @@ import optuna
 import pytest
 import torch
 
-from hpsearch.runner import counted_trials, run_study
+from hpsearch.accounting import counted_trials
+from hpsearch.runner import run_study
 from hpsearch.search import make_storage, untried
 from hpsearch.space import configurations
 from hpsearch.spec import load_spec

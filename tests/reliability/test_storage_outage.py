@@ -12,7 +12,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpsearch.runner import Session, counted_trials
+from hpsearch.accounting import counted_trials
+from hpsearch.runner import Session
 from hpsearch.search import open_study
 from hpsearch.spec import load_spec
 from reliability.tcpproxy import TcpProxy
