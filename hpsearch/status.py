@@ -16,7 +16,7 @@ from hpsearch.spec import StudySpec
 
 
 def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> list[dict[str, Any]]:
-    """One row per trial: number, state, model, searched params, CV mean/std, epochs, duration, device."""
+    """One row per trial: number, state, model, searched params, CV mean/std, epochs, duration, device, note and cost."""
     from hpsearch.binding import superseded
 
     now, old = now or datetime.now(), superseded(study)
@@ -31,7 +31,8 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
             "epochs": t.user_attrs.get("best_epochs"), "seconds": seconds, "device": t.user_attrs.get("device", ""),
             "host": t.user_attrs.get("host", ""),
             "note": _note(t, old),
-            "device_seconds": t.user_attrs.get("device_seconds"), "flops": t.user_attrs.get("flops"),
+            "train_samples": t.user_attrs.get("train_samples"), "device_seconds": t.user_attrs.get("device_seconds"),
+            "flops": t.user_attrs.get("flops"), "peak_memory_mb": t.user_attrs.get("peak_memory_mb"),
             "latency_ms": t.user_attrs.get("objective_latency"),  # with search.second_objective: latency
         })
     return rows
@@ -116,28 +117,40 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str
 def _cells(spec: StudySpec, r: dict[str, Any]) -> tuple[str, ...]:
     """One trial's row of the table, as text, in the order of the columns."""
     score = spec.trial_score_text(r["cv_mean"], r["cv_std"]) if r["cv_mean"] is not None else ""
-    compute = f"{amount_figure(r['device_seconds'])} dev-s, {r['flops']:.2g} FLOPs" if r.get("device_seconds") is not None and r.get("flops") else ""
-    if r.get("latency_ms") is not None:
-        compute += f"{', ' if compute else ''}{amount_figure(r['latency_ms'])} ms/example"
     return (str(r["trial"]), r["state"], r["model"], describe_params(r["params"]), score, str(r["epochs"] or ""),
-            duration(r["seconds"]), compute, r["device"], textwrap.shorten(r["note"], 60, placeholder=" …"))
+            duration(r["seconds"]), _compute_text(r), r["device"], textwrap.shorten(r["note"], 60, placeholder=" …"))
+
+
+def _compute_text(r: dict[str, Any]) -> str:
+    """What a trial cost, as far as it recorded it: '3,600 samples, 14 dev-s, 8e+12 FLOPs, peak 1,168 MiB', then the
+    latency where it is the second objective."""
+    parts = [f"{r['train_samples']:,} samples" if r.get("train_samples") is not None else "",
+             f"{amount_figure(r['device_seconds'])} dev-s" if r.get("device_seconds") is not None else "",
+             f"{r['flops']:.2g} FLOPs" if r.get("flops") else "",
+             f"peak {r['peak_memory_mb']:,.0f} MiB" if r.get("peak_memory_mb") is not None else "",
+             f"{amount_figure(r['latency_ms'])} ms/example" if r.get("latency_ms") is not None else ""]
+    return ", ".join(part for part in parts if part)
 
 
 def _fitted_widths(columns: list[list[str]], wrapped: list[bool], room: int) -> list[int] | None:
-    """The width of each column (its header and cells) so that together they take at most ``room`` characters: the
-    widest wrapped column gives up a character at a time, never going below its longest word; None where even that
-    does not fit."""
+    """The width of each column (its header and cells) so that together they take at most ``room`` characters: a
+    wrapped column gives up a character at a time, the one whose cells then take the fewest more lines (the widest of
+    those), never going below its longest word; None where even that does not fit."""
     from rich.cells import cell_len
 
     widths = [max(cell_len(text) for text in column) for column in columns]
     least = [max(cell_len(word) for text in column for word in [*text.split(), ""]) if wrap else widths[i]
              for i, (column, wrap) in enumerate(zip(columns, wrapped))]
+
+    def lines(i: int, width: int) -> int:
+        return sum(len(textwrap.wrap(text, width)) for text in columns[i])
+
     while sum(widths) > room:
         narrower = [i for i in range(len(widths)) if widths[i] > least[i]]
         if not narrower:
             return None
-        widest = max(narrower, key=lambda i: widths[i])
-        widths[widest] -= 1
+        cheapest = min(narrower, key=lambda i: (lines(i, widths[i] - 1) - lines(i, widths[i]), -widths[i]))
+        widths[cheapest] -= 1
     return widths
 
 

@@ -64,6 +64,7 @@ def test_status_as_json_for_scripts(finished: Path, capsys: pytest.CaptureFixtur
     complete = [t for t in status["trials"] if t["state"] == "COMPLETE"]
     assert status["best"]["trial"] == max(complete, key=lambda t: (t["cv_mean"], -t["trial"]))["trial"]
     assert any(t["state"] == "FAIL" and t["note"] for t in status["trials"])
+    assert all(t["train_samples"] > 0 and t["device_seconds"] > 0 and t["flops"] > 0 and t["peak_memory_mb"] > 0 for t in complete)
 
 
 @pytest.mark.parametrize("command", ["status", "report"])
@@ -159,13 +160,18 @@ def test_durations_are_rounded_as_the_compute_beside_them() -> None:
 
 
 def test_the_compute_column_shows_the_latency_where_it_is_the_second_objective(tmp_path: Path, tiny_bert: Path) -> None:
-    from hpsearch.status import render
+    from hpsearch.status import _compute_text, render
 
     spec = load_spec(toy_study(tmp_path, tiny_bert, extra="search: {second_objective: latency}\n"))
     row = {"trial": 0, "state": "COMPLETE", "model": "tiny", "params": {}, "cv_mean": 0.5, "cv_std": 0.1, "epochs": 1, "seconds": 2.0,
            "device": "cpu", "host": "h", "note": "", "device_seconds": 1.5, "flops": 1.0e9, "latency_ms": 0.25}
     assert "1.5 dev-s, 1e+09 FLOPs, 0.25 ms/example" in render(spec, [row], 1)
     assert "1.5 dev-s, 1e+09 FLOPs │" in render(spec, [{**row, "latency_ms": None}], 1)  # without: as before
+    # the samples and the peak memory too, where the trial recorded them (trials of older versions did not)
+    costs = {**row, "train_samples": 3600, "peak_memory_mb": 1168.2}
+    assert _compute_text(costs) == "3,600 samples, 1.5 dev-s, 1e+09 FLOPs, peak 1,168 MiB, 0.25 ms/example"
+    cell = [line.split("│")[8].strip() for line in render(spec, [costs], 1).splitlines() if line.startswith("│")]
+    assert " ".join(cell) == _compute_text(costs)  # wrapped between words over the row's lines
 
 
 
