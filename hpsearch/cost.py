@@ -19,15 +19,32 @@ def training_flops(tokens_trained: int, tokens_evaluated: int, total_parameters:
 
 
 def peak_memory_mb(device: Any) -> float:
-    """Peak memory in MiB: GPU memory allocated on a CUDA device since the last reset, else the process's
-    peak resident memory (which covers every trial this worker ran so far)."""
+    """Peak memory in MiB since :func:`reset_peak_memory`: GPU memory allocated on a CUDA device, else the process's
+    peak resident memory (on Linux; elsewhere its peak since it started, which covers every trial it ran so far)."""
     import torch
 
     if getattr(device, "type", str(device)).startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.max_memory_allocated(device) / 2**20
+    kib = _resident_peak_kib()
+    if kib is not None:
+        return kib / 1024
     import resource
+    import sys
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
+def _resident_peak_kib() -> int | None:
+    """The process's resident-memory high-water mark (Linux's VmHWM), None where /proc does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def device_memory_mb(device: Any) -> float | None:
@@ -45,11 +62,21 @@ def device_memory_mb(device: Any) -> float | None:
 
 
 def reset_peak_memory(device: Any) -> None:
+    """Start measuring the peak afresh, so that it is one trial's (or one calibration's) own: on a CUDA device the
+    allocator's peak, else the process's resident-memory high-water mark (Linux, 4.0 and later: writing 5 to
+    /proc/self/clear_refs sets it to the memory resident now; where that is refused the peak keeps counting)."""
     import torch
 
-    # Before this process's first CUDA call there is nothing to reset, and PyTorch refuses the call.
-    if getattr(device, "type", str(device)).startswith("cuda") and torch.cuda.is_initialized():
-        torch.cuda.reset_peak_memory_stats(device)
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        # Before this process's first CUDA call there is nothing to reset, and PyTorch refuses the call.
+        if torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+    except OSError:
+        pass
 
 
 def totals(costs: list[dict[str, Any]]) -> dict[str, float]:

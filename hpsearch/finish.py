@@ -403,6 +403,10 @@ def per_model_lines(spec: StudySpec, rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         counts = r["trials"]
         spent = f"{counts_text(counts, '/')}, {r['train_samples']:,} samples, {amount_figure(r['device_seconds'])} device-s"
+        if r.get("flops"):
+            spent += f", ~{r['flops']:.2g} FLOPs"
+        if r.get("peak_memory_mb") is not None:
+            spent += f", peak {r['peak_memory_mb']:,.0f} MiB"
         if r["best_trial"] is None:
             lines.append(f"  {r['model']}: {r['verdict']} ({spent})")
             continue

@@ -172,7 +172,8 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
     if rows:
         scored = "validation score" if spec.one_split else "CV mean"
         head = "".join(f"<th>{h}</th>" for h in ("model", "best trial", scored, "interval", "verdict", "winner minus it", "p",
-                                                  "trials", "training samples", "device-seconds", "FLOPs (est.)", "trained / total params", "ms / example"))
+                                                  "trials", "training samples", "device-seconds", "FLOPs (est.)", "peak MiB", "trained / total params",
+                                                  "ms / example"))
         body = ""
         for r in rows:
             c = r.get("comparison") or {}
@@ -181,7 +182,7 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
                      interval_figure(r['low'], r['high']) if "low" in r else "—", r["verdict"],
                      difference_figure(c) if c else "—", f"{c['p_value']:.3f}" if c else "—",
                      counts_text(r["trials"], " / "), f"{r['train_samples']:,}", amount_figure(r['device_seconds']),
-                     f"{r.get('flops') or 0:.3g}",
+                     f"{r.get('flops') or 0:.3g}", f"{r['peak_memory_mb']:,.0f}" if r.get("peak_memory_mb") is not None else "—",
                      f"{r.get('trainable_parameters') or 0:,} / {r.get('total_parameters') or 0:,}" if r["best_trial"] is not None else "—",
                      amount_figure(r['latency_ms']) if r.get("latency_ms") is not None else "—"]
             body += "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>"

@@ -355,8 +355,9 @@ def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]],
               evidence: Evidence, direction: str) -> list[dict[str, Any]]:
     """"Which pretrained model?": one row per candidate model, best trial first.
 
-    ``trials`` holds every finished trial as {trial, model, state, train_samples, device_seconds, trainable_parameters,
-    total_parameters}. Each model's best trial is compared with the winner on the same folds or rows (see
+    ``trials`` holds every finished trial as {trial, model, state, train_samples, device_seconds, flops, peak_memory_mb,
+    trainable_parameters, total_parameters}; a model's samples, seconds and FLOPs are its trials' sums, its peak memory
+    their largest. Each model's best trial is compared with the winner on the same folds or rows (see
     ``evidence``); the verdict says whether the data can tell them apart.
     """
     rows = []
@@ -369,6 +370,7 @@ def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]],
             "train_samples": int(sum(t.get("train_samples") or 0 for t in mine)),
             "device_seconds": float(sum(t.get("device_seconds") or 0.0 for t in mine)),
             "flops": float(sum(t.get("flops") or 0.0 for t in mine)),
+            "peak_memory_mb": max((t["peak_memory_mb"] for t in mine if t.get("peak_memory_mb") is not None), default=None),
             "best_trial": None, "verdict": "no completed trial",
         }
         if ranked:

@@ -70,3 +70,23 @@ def test_cost_fields_reach_the_cv_table_selection_status_and_mlflow(tmp_path: Pa
     assert "cost: 160 training samples" in capsys.readouterr().out
     assert main(["status", str(path)]) == 0
     assert "FLOPs" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="the resident-memory peak can be restarted on Linux only")
+def test_a_cpu_trials_peak_memory_is_its_own_not_the_largest_of_the_process_so_far() -> None:
+    import numpy as np
+
+    from hpsearch.cost import peak_memory_mb
+
+    big = np.ones(400 * 2**20 // 8)  # 400 MiB, resident: every page written
+    before = peak_memory_mb("cpu")
+    del big
+    reset_peak_memory("cpu")  # what the next trial starts with
+    small = np.ones(50 * 2**20 // 8)
+    after = peak_memory_mb("cpu")
+    del small
+    assert after < before - 300, (before, after)  # the earlier 400 MiB no longer count
+    reset_peak_memory("cpu")
+    again = np.ones(200 * 2**20 // 8)
+    assert peak_memory_mb("cpu") > after + 100  # and what this one holds does
+    del again

@@ -717,6 +717,8 @@ def test_a_learning_winner_beats_the_baseline_and_says_which_model(tmp_path: Pat
     out = capsys.readouterr().out
     assert "which model" in out and f"{amount_figure(row['latency_ms'])} ms/example" in out
     assert f"{amount_figure(row['device_seconds'])} device-s" in out and " 0 device-s" not in out and "0.0 ms/example" not in out
+    assert row["flops"] > 0 and row["peak_memory_mb"] > 0
+    assert f"device-s, ~{row['flops']:.2g} FLOPs, peak {row['peak_memory_mb']:,.0f} MiB" in out
 
 
 def test_every_completed_trial_keeps_its_out_of_fold_predictions_for_the_corrected_estimate(tmp_path: Path, tiny_bert: Path) -> None:

@@ -141,6 +141,10 @@ def test_report_writes_html_and_valid_pngs(finished: Path, tmp_path: Path) -> No
     import json
 
     selection = json.loads((spec.out_dir / "selection.json").read_text())
+    per_model = page.split("<table id='per-model'>")[1].split("</table>")[0]
+    assert "<th>FLOPs (est.)</th><th>peak MiB</th>" in per_model
+    tiny = next(r for r in selection["per_model"] if r["model"] == "tiny")
+    assert f"<td>{tiny['flops']:.3g}</td><td>{tiny['peak_memory_mb']:,.0f}</td>" in per_model
     assert f"Winner (best): trial {selection['selected']['trial']}" in page
     assert page.count("<tr><td>") >= 3  # the three completed trials are rows of the selection table
     # each completed trial's cost, as the CV table records it, in its row of the selection table
