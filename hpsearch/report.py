@@ -196,7 +196,7 @@ def _cost_cells(row: dict[str, Any]) -> list[str]:
         return "—" if row.get(key) is None else form(row[key])
 
     return [shown("train_samples", "{:,}".format), shown("device_seconds", amount_figure), shown("flops", "{:.3g}".format),
-            shown("peak_memory_mb", "{:.0f}".format)]
+            shown("peak_memory_mb", "{:,.0f}".format)]
 
 
 def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], sections: list[str]) -> str:
