@@ -313,6 +313,9 @@ def _study_figures(spec: StudySpec, report: dict[str, Any]) -> tuple[dict[str, f
             metrics[f"model_{row['model']}_cv_{spec.metric}"] = row["mean_score"]
         if row.get("latency_ms") is not None:
             metrics[f"model_{row['model']}_latency_ms"] = row["latency_ms"]
+        for key in ("train_samples", "device_seconds", "flops", "peak_memory_mb"):  # what the model's trials cost together
+            if row.get(key) is not None:
+                metrics[f"model_{row['model']}_{key}"] = row[key]
     tags = {"winner_trial": str(chosen["trial"]), "winner_model": chosen["model"], "metric": spec.metric,
             "beats_baseline": str(baseline.get("clearly_beaten", "unknown")).lower()}
     tags.update({f"model_{row['model']}_verdict": row["verdict"] for row in report.get("per_model", [])})

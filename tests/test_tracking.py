@@ -1,6 +1,7 @@
 """MLflow tracking against a real `mlflow server` process, read back through the MLflow client."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import pytest
 
 from hpsearch.errors import HpsearchError
 from hpsearch.runner import run_study
+from hpsearch.spec import load_spec
 from toydata import toy_study
 
 SPACE = """\
@@ -136,6 +138,10 @@ def test_study_is_logged_nested_with_statuses_and_registered_model(tmp_path: Pat
     study_metrics = client.get_run(parent.info.run_id).data.metrics
     for key in ("cv_macro_f1", "cv_macro_f1_low", "cv_macro_f1_high", "baseline_cv_macro_f1", "bbc_macro_f1", "model_good_cv_macro_f1"):
         assert key in study_metrics, key
+    # each model's cost, as the per-model table in selection.json has it
+    per_model = {r["model"]: r for r in json.loads((load_spec(path).out_dir / "selection.json").read_text())["per_model"]}
+    for key in ("train_samples", "device_seconds", "flops", "peak_memory_mb"):
+        assert study_metrics[f"model_good_{key}"] == pytest.approx(per_model["good"][key]) and per_model["good"][key] > 0, key
     assert client.get_run(parent.info.run_id).data.tags["winner_model"] == "good"
 
 
@@ -150,7 +156,6 @@ def test_two_workers_logging_at_once_lose_no_run(tmp_path: Path, tiny_bert: Path
     import optuna
 
     from hpsearch.search import make_storage
-    from hpsearch.spec import load_spec
 
     spec = load_spec(path)
     trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()
