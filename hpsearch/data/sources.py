@@ -21,7 +21,7 @@ def load_source(source: DataSource, cache_dir: Path | None = None):  # -> datase
             said = " ".join(str(exc).split())
             raise DataError(f"cannot load hub dataset {source.hub!r} (split {source.split!r}): {said}; check its name, config "
                             "and split and the connection, or save the data to a file (or save_to_disk) and point the split's "
-                            "path at it") from exc
+                            f"path at it{_offline_hint(exc)}") from exc
         return loaded
     path = source.path
     assert path is not None  # the spec guarantees exactly one source
@@ -134,6 +134,16 @@ def _has_rows(path: Path, header: bool) -> bool:
     with path.open("rb") as handle:
         lines = [line for line in (handle.readline(), handle.readline()) if line.strip()]
     return len(lines) > (1 if header else 0)
+
+
+def _offline_hint(exc: Exception) -> str:
+    """Where the hub could not be reached: that a copy cached by an earlier run is read at once in offline mode (the hub
+    client otherwise retries for about half a minute on every run before it falls back to that copy)."""
+    from huggingface_hub import constants
+
+    if isinstance(exc, ConnectionError) and not constants.HF_HUB_OFFLINE:
+        return "; on a machine without a connection, HF_HUB_OFFLINE=1 reads a copy cached by an earlier run without waiting"
+    return ""
 
 
 def _str(path: Path | None) -> str | None:

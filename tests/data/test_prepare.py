@@ -431,3 +431,33 @@ def test_a_validation_split_of_one_row_is_refused_with_the_fix(tmp_path: Path) -
         prepare_data(_spec(tmp_path, "  train: d.csv\n  validation: v.csv"))
     write_csv(tmp_path / "v.csv", classification_rows(2, seed=3))
     assert len(prepare_data(_spec(tmp_path, "  train: d.csv\n  validation: v.csv")).splits["validation"]) == 2
+
+
+def test_an_unreachable_hub_says_offline_mode_reads_a_cached_copy_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+    from huggingface_hub import constants
+
+    from hpsearch.data.sources import load_source
+    from hpsearch.errors import DataError
+    from hpsearch.spec import DataSource
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("Couldn't reach 'someone/reviews' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(DataError, match="HF_HUB_OFFLINE=1 reads a copy cached by an earlier run without waiting"):
+        load_source(DataSource(hub="someone/reviews", split="train"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # already offline: nothing to add
+    with pytest.raises(DataError) as raised:
+        load_source(DataSource(hub="someone/reviews", split="train"))
+    assert "HF_HUB_OFFLINE" not in str(raised.value)
+
+    def misspelt(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError("Dataset 'someone/reveiws' doesn't exist on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", misspelt)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(DataError) as raised:
+        load_source(DataSource(hub="someone/reveiws", split="train"))
+    assert "HF_HUB_OFFLINE" not in str(raised.value)  # reached, and told no
