@@ -401,7 +401,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
               stop: threading.Event | None = None, new_study: bool = False, keep_trials: bool = False) -> int:
     """``hpsearch run``: trials until n_trials (in this process, or one worker process per device
     slot), then selection, final model, test and export."""
-    from hpsearch.workers import crowded, plan_slots, run_pool, unregister
+    from hpsearch.workers import crowded, plan_slots
 
     spec = load_spec(study_path)
     if export and spec.export.enabled:  # a folder the export may not write: said now, not after the search
@@ -420,58 +420,10 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
     if slots[0].device == "cpu" and (crowd := crowded(len(slots))):
         say(f"warning: {crowd}", event="warning")
     if len(slots) > 1:
-        unregister(os.getpid())  # its workers train; this process only waits for them (the hpsearch program counted it)
-        from hpsearch.data import prepare_data
-        from hpsearch.finetune.core import unavailable
-        from hpsearch.search import open_study
-        from hpsearch.tracking import Tracker
-
-        # The study and its parent run exist before any worker starts, so all of them join the same ones.
-        started = time.monotonic()
-        study = open_study(spec, say=say)
-        # Once here, rather than once by each worker: data with a bad row stopped every worker, each saying so, after
-        # each had started (a CUDA context per GPU); data on the hub is fetched once; its warnings are said once, here,
-        # not by each worker and again at the end. Kept for the end only where no worker starts: while workers train,
-        # this process does not hold it (they read it from the cache, and the end reads it again).
-        data = prepare_data(spec, cache_dir=spec.out_dir / "cache" / "datasets")
-        for warning in data.warnings:
-            say(f"warning: {warning}", event="warning")
-        refuse_unavailable(unavailable(spec.models, say=say, task=get_task(spec.task)), study)
-        tracker = Tracker.from_spec(spec, say)
-        parent = tracker.study_run(spec, objective_digest(study))
-        before = counted_trials(study)
-        stop = stop or threading.Event()
-        if (over := search_over(spec, study, before)) is not None:  # run again on a finished study: to its end
-            say(f"study {spec.name!r}: {over}; no trial left to run, so no worker is started", event="study_start", finished=before, workers=0)
-            codes: list[int] = []
-        else:
-            data = None
-            say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers",
-                event="study_start", finished=before, workers=len(slots))
-            codes = run_pool(Path(study_path), slots, say, extra_args=list(worker_args), stop=stop)
-        if CannotWrite.exit_code in codes:  # each such worker said what it could not write, and its trial runs again
-            say("stopped: a worker could not write (its message above says what and why); run the same command to resume once it can",
-                event="stopped", reason="cannot write")
-            tracker.end_study(parent, "KILLED")
-            return CannotWrite.exit_code
-        if StorageUnavailable.exit_code in codes:
-            say(f"stopped: the workers lost the study storage {redact(spec.search.storage or '')}; run the same command to resume once it is back",
-                event="stopped", reason="storage unreachable")
-            return StorageUnavailable.exit_code
-        if stop.is_set() or any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
-            say(f"stopped: {spec.search.done_text(counted_trials(study))} finished; run the same command to resume", event="stopped", reason="interrupted")
-            tracker.end_study(parent, "KILLED")
-            return 130
-        try:  # the data, the models and the devices for the end: loaded only when the study goes on to it
-            session = Session(spec, say, stop=stop, data_warnings=False, study=study, data=data)
-        except BaseException:  # the workers' error (bad data, say) is the run's: its study run did not stay open
-            tracker.end_study(parent, "FAILED")
-            raise
-        session.said_space_tried = True  # each worker said it where it stopped; not once more here
-        # Workers that died may have left trials behind: recover them and finish here, within the
-        # same timeout the workers had (not a fresh one); trials still running elsewhere are waited for.
-        if not session.work(started, wait_for_others=True, unfreeze=False):
-            return 130
+        ended = _run_on_workers(spec, Path(study_path), slots, say, worker_args, stop or threading.Event())
+        if isinstance(ended, int):
+            return ended
+        session, before = ended
     else:
         session = Session(spec, say, stop=stop)
         before = counted_trials(session.study)
@@ -504,6 +456,67 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         session.share.close()
     say_time(spec, time.monotonic() - begun, before, say)
     return code
+
+
+
+def _run_on_workers(spec: StudySpec, study_path: Path, slots: Sequence[Any], say: Callable[..., None], worker_args: Sequence[str],
+                    stop: threading.Event) -> tuple[Session, int] | int:
+    """``run`` with one worker process per device slot: the trials run in those; this process opens the study, checks
+    the data and candidates once, waits, then recovers what dead workers left. Returns the session for the study's end
+    and the trials counted before the run, or the exit code where the run stops here."""
+    from hpsearch.data import prepare_data
+    from hpsearch.finetune.core import unavailable
+    from hpsearch.search import open_study
+    from hpsearch.tracking import Tracker
+    from hpsearch.workers import run_pool, unregister
+
+    unregister(os.getpid())  # its workers train; this process only waits for them (the hpsearch program counted it)
+    # The study and its parent run exist before any worker starts, so all of them join the same ones.
+    started = time.monotonic()
+    study = open_study(spec, say=say)
+    # Once here, rather than once by each worker: data with a bad row stopped every worker, each saying so, after
+    # each had started (a CUDA context per GPU); data on the hub is fetched once; its warnings are said once, here,
+    # not by each worker and again at the end. Kept for the end only where no worker starts: while workers train,
+    # this process does not hold it (they read it from the cache, and the end reads it again).
+    data = prepare_data(spec, cache_dir=spec.out_dir / "cache" / "datasets")
+    for warning in data.warnings:
+        say(f"warning: {warning}", event="warning")
+    refuse_unavailable(unavailable(spec.models, say=say, task=get_task(spec.task)), study)
+    tracker = Tracker.from_spec(spec, say)
+    parent = tracker.study_run(spec, objective_digest(study))
+    before = counted_trials(study)
+    if (over := search_over(spec, study, before)) is not None:  # run again on a finished study: to its end
+        say(f"study {spec.name!r}: {over}; no trial left to run, so no worker is started", event="study_start", finished=before, workers=0)
+        codes: list[int] = []
+    else:
+        data = None
+        say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers",
+            event="study_start", finished=before, workers=len(slots))
+        codes = run_pool(study_path, slots, say, extra_args=list(worker_args), stop=stop)
+    if CannotWrite.exit_code in codes:  # each such worker said what it could not write, and its trial runs again
+        say("stopped: a worker could not write (its message above says what and why); run the same command to resume once it can",
+            event="stopped", reason="cannot write")
+        tracker.end_study(parent, "KILLED")
+        return CannotWrite.exit_code
+    if StorageUnavailable.exit_code in codes:
+        say(f"stopped: the workers lost the study storage {redact(spec.search.storage or '')}; run the same command to resume once it is back",
+            event="stopped", reason="storage unreachable")
+        return StorageUnavailable.exit_code
+    if stop.is_set() or any(code in (130, -signal.SIGINT, -signal.SIGTERM) for code in codes):
+        say(f"stopped: {spec.search.done_text(counted_trials(study))} finished; run the same command to resume", event="stopped", reason="interrupted")
+        tracker.end_study(parent, "KILLED")
+        return 130
+    try:  # the data, the models and the devices for the end: loaded only when the study goes on to it
+        session = Session(spec, say, stop=stop, data_warnings=False, study=study, data=data)
+    except BaseException:  # the workers' error (bad data, say) is the run's: its study run did not stay open
+        tracker.end_study(parent, "FAILED")
+        raise
+    session.said_space_tried = True  # each worker said it where it stopped; not once more here
+    # Workers that died may have left trials behind: recover them and finish here, within the
+    # same timeout the workers had (not a fresh one); trials still running elsewhere are waited for.
+    if not session.work(started, wait_for_others=True, unfreeze=False):
+        return 130
+    return session, before
 
 
 def say_time(spec: StudySpec, seconds: float, before: int, say: Callable[..., None]) -> None:
