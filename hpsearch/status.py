@@ -5,6 +5,7 @@ study runs.
 """
 from __future__ import annotations
 
+import functools
 import textwrap
 from datetime import datetime
 from typing import Any
@@ -136,14 +137,18 @@ def _fitted_widths(columns: list[list[str]], wrapped: list[bool], room: int) -> 
     """The width of each column (its header and cells) so that together they take at most ``room`` characters: a
     wrapped column gives up a character at a time, the one whose cells then take the fewest more lines (the widest of
     those), never going below its longest word; None where even that does not fit."""
+    from collections import Counter
+
     from rich.cells import cell_len
 
     widths = [max(cell_len(text) for text in column) for column in columns]
     least = [max(cell_len(word) for text in column for word in [*text.split(), ""]) if wrap else widths[i]
              for i, (column, wrap) in enumerate(zip(columns, wrapped))]
+    words = [Counter(tuple(cell_len(word) for word in text.split()) for text in column) for column in columns]
 
+    @functools.cache
     def lines(i: int, width: int) -> int:
-        return sum(len(textwrap.wrap(text, width)) for text in columns[i])
+        return sum(count * _wrapped_lines(lengths, width) for lengths, count in words[i].items())
 
     while sum(widths) > room:
         narrower = [i for i in range(len(widths)) if widths[i] > least[i]]
@@ -152,6 +157,18 @@ def _fitted_widths(columns: list[list[str]], wrapped: list[bool], room: int) -> 
         cheapest = min(narrower, key=lambda i: (lines(i, widths[i] - 1) - lines(i, widths[i]), -widths[i]))
         widths[cheapest] -= 1
     return widths
+
+
+def _wrapped_lines(lengths: tuple[int, ...], width: int) -> int:
+    """The lines that words of these lengths take when wrapped at ``width``, a word at a time, as rich wraps them (no
+    word is longer than ``width``)."""
+    count, used = 1, -1
+    for length in lengths:
+        if used >= 0 and used + 1 + length > width:
+            count, used = count + 1, length
+        else:
+            used += 1 + length
+    return count
 
 
 def _table(spec: StudySpec, counted: int, headers: list[str], cells: list[list[str]], widths: list[int] | None) -> Any:
@@ -165,6 +182,7 @@ def _table(spec: StudySpec, counted: int, headers: list[str], cells: list[list[s
     for row in cells:
         table.add_row(*row)
     return table
+
 
 def as_json(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str | None = None) -> str:
     """The status as one JSON object: the rows of :func:`trial_table`, the best so far, what runs and the

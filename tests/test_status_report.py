@@ -203,3 +203,16 @@ def test_the_table_fits_the_terminal_leaving_out_columns_rather_than_cutting_wor
     assert "macro_f1=0.6305" in render(spec, [row, pruned], 2, width=140)  # the note wraps between words before it goes
     # a column empty in every row goes first and unmentioned: nothing in it is lost
     assert "left out" not in render(spec, [row], 1, width=120) and "note" not in table(render(spec, [row], 1, width=120))[1]
+
+
+def test_the_line_count_that_sizes_the_columns_is_the_one_wrapping_gives() -> None:
+    import random
+    import textwrap
+
+    from hpsearch.status import _wrapped_lines
+
+    draw = random.Random(0)
+    for _ in range(500):
+        text = " ".join("x" * draw.randint(1, 9) for _ in range(draw.randint(0, 8)))
+        width = draw.randint(9, 40)
+        assert _wrapped_lines(tuple(len(word) for word in text.split()), width) == max(len(textwrap.wrap(text, width)), 1), (text, width)
