@@ -25,6 +25,7 @@ def counted_trials(study: Any) -> int:
 
 
 def counted_among(trials: list[Any], skipped: set[int]) -> int:
+    """:func:`counted_trials` of these trials, ``skipped`` those that failed under settings the study no longer has."""
     skipped = skipped | retried_numbers(trials)
     return sum(1 for t in trials if t.state.name in FINISHED_STATES and t.number not in skipped
                and not t.user_attrs.get("interrupted") and not t.user_attrs.get("requeued") and not is_repeat(t))
