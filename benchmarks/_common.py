@@ -111,7 +111,7 @@ def run_study(study: Path) -> dict:
     """
     import optuna
 
-    from hpsearch.search import make_storage
+    from hpsearch.storage import make_storage
     from hpsearch.spec import load_spec
 
     spec = load_spec(study)

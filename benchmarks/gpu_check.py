@@ -78,7 +78,7 @@ def trial_costs(study: Path) -> list[dict]:
     """Each finished trial's device, device-seconds and peak memory, as the study recorded them."""
     import optuna
 
-    from hpsearch.search import make_storage
+    from hpsearch.storage import make_storage
     from hpsearch.spec import load_spec
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

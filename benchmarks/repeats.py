@@ -81,7 +81,7 @@ def main() -> None:
 
     import optuna
 
-    from hpsearch.search import make_storage
+    from hpsearch.storage import make_storage
     from hpsearch.spec import load_spec
 
     print(f"TPE alone, {args.trials} draws on the 18 configurations, seeds 0-7: distinct {draws_only(args.trials, range(8))}", flush=True)

@@ -51,7 +51,7 @@ def baseline_folds(spec) -> list[float]:  # noqa: ANN001
 def hpsearch_side(study: Path, timeout: float) -> dict:
     import optuna
 
-    from hpsearch.search import make_storage
+    from hpsearch.storage import make_storage
     from hpsearch.spec import load_spec
 
     result = run_study(study)

@@ -143,7 +143,7 @@ def main() -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        from hpsearch.search import make_storage
+        from hpsearch.storage import make_storage
         from hpsearch.spec import load_spec
 
         spec = load_spec(study)

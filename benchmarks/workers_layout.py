@@ -32,7 +32,7 @@ def drawn_configurations(study: Path) -> list[dict]:
     """The parameters of every trial of a finished study, in trial order."""
     import optuna
 
-    from hpsearch.search import make_storage
+    from hpsearch.storage import make_storage
     from hpsearch.spec import load_spec
 
     spec = load_spec(study)

@@ -156,7 +156,7 @@ def _progress_args(args: argparse.Namespace) -> list[str]:
 
 def _existing_study(args: argparse.Namespace):  # noqa: ANN202 - (spec, optuna study)
     from hpsearch.binding import check_bound
-    from hpsearch.search import load_existing_study
+    from hpsearch.study import load_existing_study
     from hpsearch.spec import load_spec
 
     spec = load_spec(args.study)

@@ -26,7 +26,7 @@ def check_carryable(spec: StudySpec) -> None:
     or metric) do not compare with the new study's."""
     from hpsearch.binding import OBJECTIVE_KEY, carryable, changed
     from hpsearch.errors import SpecError, StudyNotRun
-    from hpsearch.search import load_existing_study
+    from hpsearch.study import load_existing_study
 
     try:
         stored = load_existing_study(spec).user_attrs.get(OBJECTIVE_KEY, {})
@@ -49,7 +49,7 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
     import optuna
 
     from hpsearch.binding import OBJECTIVE_KEY
-    from hpsearch.search import open_study
+    from hpsearch.study import open_study
     from hpsearch.space import MODEL_PARAM, max_epochs, optuna_name, stored_max_epochs, suggest
     from hpsearch.storage import journal_storage, make_storage
     from hpsearch.tracking import Tracker

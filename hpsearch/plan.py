@@ -313,7 +313,7 @@ def finished_trials(spec: StudySpec, say: Callable[..., None]) -> int:
     now: said)."""
     from hpsearch.errors import StudyNotRun
     from hpsearch.accounting import counted_trials
-    from hpsearch.search import load_existing_study
+    from hpsearch.study import load_existing_study
 
     try:
         return counted_trials(load_existing_study(spec))

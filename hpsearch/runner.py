@@ -92,7 +92,8 @@ class Session:
         from hpsearch.finetune.loop import describe_precision
         from hpsearch.plateau import PlateauAware
         from hpsearch.rungs import OnRungs
-        from hpsearch.search import Objective, open_study
+        from hpsearch.search import Objective
+        from hpsearch.study import open_study
         from hpsearch.tracking import Tracker
 
         self.spec, self.say = spec, say
@@ -466,7 +467,7 @@ def _run_on_workers(spec: StudySpec, study_path: Path, slots: Sequence[Any], say
     and the trials counted before the run, or the exit code where the run stops here."""
     from hpsearch.data import prepare_data
     from hpsearch.finetune.core import unavailable
-    from hpsearch.search import open_study
+    from hpsearch.study import open_study
     from hpsearch.tracking import Tracker
     from hpsearch.workers import run_pool, unregister
 
@@ -550,7 +551,7 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
     spec = load_spec(study_path)
     if storage:
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": storage})})
-    from hpsearch.search import derived_seed, open_study
+    from hpsearch.study import derived_seed, open_study
     from hpsearch.workers import HOST
 
     # Workers of one study need different sampler seeds, or they would propose the same trials; the process id
@@ -601,7 +602,7 @@ def export_study(study_path: Path, *, target: Path | None = None, force: bool = 
     """``hpsearch export``: the selected model of a study (finished or still running), as a folder."""
     from hpsearch.export import check_target
     from hpsearch.finish import select_from_study
-    from hpsearch.search import load_existing_study
+    from hpsearch.study import load_existing_study
     from hpsearch.workers import ThreadShare
 
     spec = load_spec(study_path)

@@ -103,7 +103,7 @@ def _cut_note(model: Candidate, max_length: int) -> str:
 
 def search_budget_lines(spec: StudySpec) -> list[str]:
     """How the budget splits between random start-up and guided trials, and a warning when nothing is left to guide."""
-    from hpsearch.search import STARTUP_DEFAULTS
+    from hpsearch.study import STARTUP_DEFAULTS
 
     s = spec.search
     if s.sampler.name not in STARTUP_DEFAULTS:

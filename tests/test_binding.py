@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from hpsearch.errors import SpecError
-from hpsearch.search import open_study
+from hpsearch.study import open_study
 from hpsearch.spec import load_spec
 from toydata import classification_rows, write_csv
 

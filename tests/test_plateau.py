@@ -9,7 +9,7 @@ import pytest
 
 from hpsearch.plateau import PlateauAware
 from hpsearch.rungs import TIE_BREAK, tie_break
-from hpsearch.search import make_sampler
+from hpsearch.study import make_sampler
 from hpsearch.spec import load_spec_text
 
 BASELINE = [0.36, 0.35, 0.37]

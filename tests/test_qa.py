@@ -12,7 +12,7 @@ from hpsearch.data import prepare_data
 from hpsearch.data.prepare import Split
 from hpsearch.errors import DataError, HpsearchError
 from hpsearch.runner import make_folds, run_study
-from hpsearch.search import make_storage
+from hpsearch.storage import make_storage
 from hpsearch.spec import load_spec
 from hpsearch.tasks import get_task
 from hpsearch.tasks.qa_pipeline import best_spans

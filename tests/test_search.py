@@ -16,7 +16,9 @@ from hpsearch.errors import HpsearchError
 from hpsearch.numbers import amount_figure
 from hpsearch.accounting import counted_trials
 from hpsearch.runner import run_study
-from hpsearch.search import best_epoch_aggregate, make_storage, open_study
+from hpsearch.search import best_epoch_aggregate
+from hpsearch.storage import make_storage
+from hpsearch.study import open_study
 from hpsearch.spec import load_spec
 from hpsearch.status import trial_table
 from toydata import toy_study
@@ -304,7 +306,7 @@ def test_a_run_that_replays_another_process_draws_seeds_its_sampler_apart(tmp_pa
     import optuna
 
     from hpsearch.runner import run_worker
-    from hpsearch.search import make_sampler
+    from hpsearch.study import make_sampler
     from hpsearch.space import suggest
     from hpsearch.workers import HOST
 

@@ -6,7 +6,7 @@ from typing import get_args
 import optuna
 import pytest
 
-from hpsearch.search import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from hpsearch.study import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from hpsearch.space import enqueue_params, grid, max_epochs, suggest
 from hpsearch.spec import PrunerSpec, SamplerSpec, load_spec_text
 

@@ -31,7 +31,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, broken_b
 def test_status_lists_every_trial_and_the_best(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import optuna
 
-    from hpsearch.search import make_storage
+    from hpsearch.storage import make_storage
 
     spec = load_spec(finished)
     trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()

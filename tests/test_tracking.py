@@ -155,7 +155,7 @@ def test_two_workers_logging_at_once_lose_no_run(tmp_path: Path, tiny_bert: Path
     assert [w.returncode for w in workers] == [0, 0], outputs
     import optuna
 
-    from hpsearch.search import make_storage
+    from hpsearch.storage import make_storage
 
     spec = load_spec(path)
     trials = optuna.load_study(study_name=spec.name, storage=make_storage(spec)).get_trials()

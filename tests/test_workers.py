@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hpsearch.accounting import counted_trials
-from hpsearch.search import make_storage
+from hpsearch.storage import make_storage
 from hpsearch.spec import load_spec, load_spec_text
 from hpsearch.workers import plan_slots
 from toydata import QUICK, toy_study
@@ -207,7 +207,7 @@ def test_workers_started_in_containers_with_one_process_id_propose_different_set
     import optuna
 
     from hpsearch import runner, workers
-    from hpsearch.search import make_sampler
+    from hpsearch.study import make_sampler
 
     offsets: list[int] = []
 

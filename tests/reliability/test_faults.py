@@ -16,7 +16,8 @@ import torch
 
 from hpsearch.accounting import counted_trials
 from hpsearch.runner import run_study
-from hpsearch.search import make_storage, untried
+from hpsearch.search import untried
+from hpsearch.storage import make_storage
 from hpsearch.space import configurations
 from hpsearch.spec import load_spec
 from toydata import QUICK, toy_study, write_csv

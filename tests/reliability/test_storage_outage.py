@@ -14,7 +14,7 @@ import pytest
 
 from hpsearch.accounting import counted_trials
 from hpsearch.runner import Session
-from hpsearch.search import open_study
+from hpsearch.study import open_study
 from hpsearch.spec import load_spec
 from reliability.tcpproxy import TcpProxy
 from toydata import toy_study
