@@ -1,19 +1,14 @@
 """``run --new-study [--keep-trials]``: set the existing study aside, and carry its trials into the new one."""
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from hpsearch.binding import objective_digest
 from hpsearch.selection import CARRIED_ATTR, is_repeat
 from hpsearch.spec import StudySpec
-
-
-def _say(message: str, **fields: Any) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 STUDY_FILES = ("optuna.journal", "checkpoints", "cv_results.csv", "cv_results.json", "selection.json", "labels.json", "report")
@@ -38,7 +33,7 @@ def check_carryable(spec: StudySpec) -> None:
                          "the new study's (only candidates and the search space may change), so run with --new-study alone"])
 
 
-def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[..., None] = _say) -> None:
+def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[..., None]) -> None:
     """``run --new-study --keep-trials``: the new study takes over the completed and pruned trials of the set-aside one
     whose candidate and settings its space still holds (each such trial as Optuna would have sampled it now, with its
     scores, out-of-fold predictions, costs, epoch curves and best-fold checkpoint, and its reports to the pruner
@@ -112,7 +107,7 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
     say(line, event="carried", carried=kept, left_out=left)
 
 
-def set_aside_study(spec: StudySpec, say: Callable[..., None] = _say) -> tuple[str, Path | None] | None:
+def set_aside_study(spec: StudySpec, say: Callable[..., None]) -> tuple[str, Path | None] | None:
     """``run --new-study``: keep the existing study under another name, so the spec starts a new one.
 
     Nothing is deleted: a database study is copied to ``<name>.replaced-<time>`` in the same storage

@@ -181,8 +181,7 @@ def _answers(spec: StudySpec, report: dict[str, Any]) -> str:
                      score_figure(r['mean_score']) if "mean_score" in r else "—",
                      interval_figure(r['low'], r['high']) if "low" in r else "—", r["verdict"],
                      difference_figure(c) if c else "—", f"{c['p_value']:.3f}" if c else "—",
-                     counts_text(r["trials"], " / "), f"{r['train_samples']:,}", amount_figure(r['device_seconds']),
-                     f"{r.get('flops') or 0:.3g}", f"{r['peak_memory_mb']:,.0f}" if r.get("peak_memory_mb") is not None else "—",
+                     counts_text(r["trials"], " / "), *_cost_cells(r),
                      f"{r.get('trainable_parameters') or 0:,} / {r.get('total_parameters') or 0:,}" if r["best_trial"] is not None else "—",
                      amount_figure(r['latency_ms']) if r.get("latency_ms") is not None else "—"]
             body += "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>"

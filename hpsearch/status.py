@@ -142,9 +142,10 @@ def _fitted_widths(columns: list[list[str]], wrapped: list[bool], room: int) -> 
     from rich.cells import cell_len
 
     widths = [max(cell_len(text) for text in column) for column in columns]
-    least = [max(cell_len(word) for text in column for word in [*text.split(), ""]) if wrap else widths[i]
-             for i, (column, wrap) in enumerate(zip(columns, wrapped))]
-    words = [Counter(tuple(cell_len(word) for word in text.split()) for text in column) for column in columns]
+    words = [Counter(tuple(cell_len(word) for word in text.split()) for text in column) if wrap else Counter()
+             for column, wrap in zip(columns, wrapped)]
+    least = [max((length for lengths in words[i] for length in lengths), default=0) if wrap else widths[i]
+             for i, wrap in enumerate(wrapped)]
 
     @functools.cache
     def lines(i: int, width: int) -> int:
