@@ -342,7 +342,7 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
     spent = report.get("study_cost")
     if spent:
         lines.append(f"cost: {spent['train_samples']:,} training samples, {amount_figure(spent['device_seconds'])} device-seconds, "
-                     f"~{spent['flops']:.3g} FLOPs (estimated) over {spent['trials']} finished trials")
+                     f"~{spent['flops']:.3g} FLOPs (estimated) over {spent['trials']} finished trial{'s' if spent['trials'] != 1 else ''}")
     lines.append(f"results: {spec.out_dir} (CV table {csv_path.name}, selection.json)")
     if "export_dir" in report:
         lines.append(f"model: {report['export_dir']} (serve it with transformers.{get_task(spec.task).load_call(str(report['export_dir']))})")

@@ -393,3 +393,25 @@ def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     (spec.out_dir / "plan.json").write_text(json.dumps(plan, indent=2), encoding="utf-8")
     return plan
+
+
+def saved_plan(spec: StudySpec, before: int) -> tuple[dict[str, Any] | None, bool]:
+    """(the plan ``hpsearch plan`` saved for this study file and for what a run that finds ``before`` trials finished
+    will do, or None; whether the saved plan is stale: made for an earlier version of the study file)."""
+    from hpsearch.export import spec_hash
+
+    path = spec.out_dir / "plan.json"
+    plan = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if plan is None:
+        return None, False
+    if plan.get("spec_hash") not in (None, spec_hash(spec)):  # None: a plan from before plans recorded it
+        return None, True
+    return (plan if before == plan.get("finished", 0) else None), False
+
+
+def estimate_text(plan: dict[str, Any]) -> str:
+    """The plan's estimate in words, as ``run`` says it beside its own time."""
+    from hpsearch.status import duration
+
+    return (f"'hpsearch plan' estimated {duration(plan['seconds_with_pruning'])} with pruning, "
+            f"{duration(plan['seconds_without_pruning'])} without")

@@ -430,8 +430,10 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         before = counted_trials(session.study)
         todo = (f"{max(spec.search.n_trials - before, 0)} of {spec.search.n_trials} trials" if spec.search.n_trials is not None
                 else f"trials for {spec.search.timeout:g} s ({before} finished before)")
-        say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), {todo} to run on {session.device}",
-            event="study_start", training_rows=len(session.data.train), folds=len(session.folds), device=str(session.device))
+        expected, estimate = _expected(spec, before)
+        say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), {todo} to run on {session.device}"
+            f"{expected}", event="study_start", training_rows=len(session.data.train), folds=len(session.folds),
+            device=str(session.device), **estimate)
         if not session.work(wait_for_others=True, unfreeze=False):
             return 130
     # The latency measured as served and the final model run on this process's share of the cores as they are now: its
@@ -491,8 +493,9 @@ def _run_on_workers(spec: StudySpec, study_path: Path, slots: Sequence[Any], say
         codes: list[int] = []
     else:
         data = None
-        say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers",
-            event="study_start", finished=before, workers=len(slots))
+        expected, estimate = _expected(spec, before)
+        say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers{expected}",
+            event="study_start", finished=before, workers=len(slots), **estimate)
         codes = run_pool(study_path, slots, say, extra_args=list(worker_args), stop=stop)
     if CannotWrite.exit_code in codes:  # each such worker said what it could not write, and its trial runs again
         say("stopped: a worker could not write (its message above says what and why); run the same command to resume once it can",
@@ -520,25 +523,32 @@ def _run_on_workers(spec: StudySpec, study_path: Path, slots: Sequence[Any], say
     return session, before
 
 
+def _expected(spec: StudySpec, before: int) -> tuple[str, dict[str, float]]:
+    """What ``hpsearch plan`` estimated for this run, to say as it starts (words and event fields; empty without a plan
+    made for this study file and for the trials left)."""
+    from hpsearch.plan import estimate_text, saved_plan
+
+    plan, _ = saved_plan(spec, before)
+    if plan is None:
+        return "", {}
+    return f"; {estimate_text(plan)}", {"estimate": plan["seconds_with_pruning"], "estimate_without_pruning": plan["seconds_without_pruning"]}
+
+
 def say_time(spec: StudySpec, seconds: float, before: int, say: Callable[..., None]) -> None:
     """The time this run took, and beside it the estimate of ``hpsearch plan`` where one was made for this study
     file and for what this run did (``before``: trials that had finished before it started; a plan made then is for
     the rest)."""
-    import json
-
-    from hpsearch.export import spec_hash
+    from hpsearch.plan import estimate_text, saved_plan
     from hpsearch.status import duration
 
     text, fields = f"time: {duration(seconds)}", {"seconds": seconds}
-    path = spec.out_dir / "plan.json"
-    plan = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    plan, stale = saved_plan(spec, before)
     if before:
         text += f" (this run only: {before} trial(s) had finished before it)"
-    if plan is not None and plan.get("spec_hash") not in (None, spec_hash(spec)):  # None: a plan from before plans recorded it
+    if stale:
         text += "; plan.json was made for an earlier version of this study file: run 'hpsearch plan' again for an estimate"
-    elif plan is not None and before == plan.get("finished", 0):
-        text += (f"; 'hpsearch plan' estimated {duration(plan['seconds_with_pruning'])} with pruning, "
-                 f"{duration(plan['seconds_without_pruning'])} without")
+    elif plan is not None:
+        text += f"; {estimate_text(plan)}"
         fields.update(estimate=plan["seconds_with_pruning"], estimate_without_pruning=plan["seconds_without_pruning"])
     say(text, event="time", **fields)
 

@@ -362,7 +362,7 @@ class Objective:
                            ("wall_seconds", time.perf_counter() - started), ("samples_per_second", samples / seconds if seconds else 0.0)):
             trial.set_user_attr(key, value)
         over = "on the validation split" if self.spec.one_split else f"over {len(fold_scores)} folds"
-        self.on_event(f"trial {trial.number}: {self.spec.metric} {self.spec.trial_score_text(mean, std)} {over} (best at {best_epochs} epochs)",
+        self.on_event(f"trial {trial.number}: {self.spec.metric} {self.spec.trial_score_text(mean, std)} {over} (best at {best_epochs} epoch{'s' if best_epochs != 1 else ''})",
                       event="trial_end", trial=trial.number, state="COMPLETE", cv_mean=mean, cv_std=std, best_epochs=best_epochs)
         self._say_best(trial.number, mean, std)
         second = self.spec.search.second_objective

@@ -357,7 +357,9 @@ def test_a_regression_export_serves_the_predicted_number_as_the_score(tmp_path: 
     assert run_study(path, say=_quiet) == 0
     folder = load_spec(path).export_dir
     texts = [r["text"] for r in regression_rows(5, seed=7)]
-    served = [o["score"] for o in pipeline("text-classification", model=str(folder))(texts)]
+    outputs = pipeline("text-classification", model=str(folder))(texts)
+    served = [o["score"] for o in outputs]
+    assert {o["label"] for o in outputs} == {"prediction"}  # named as predict's column, not LABEL_0
     source = write_csv(tmp_path / "in.csv", [{"text": t} for t in texts])
     assert main(["predict", str(folder), "--input", str(source), "--output", str(tmp_path / "out.csv")]) == 0
     with (tmp_path / "out.csv").open() as handle:

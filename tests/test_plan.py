@@ -98,6 +98,7 @@ def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: 
     from hpsearch.cli import main
     from hpsearch.runner import run_study
     from hpsearch.spec import load_spec
+    from hpsearch.status import duration
     from toydata import toy_study
 
     extra = ("space: {learning_rate: 5.0e-3, epochs: 2, batch_size: 8, scope: [full, freeze-1]}\ncv: {folds: 2}\n"
@@ -111,8 +112,13 @@ def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: 
     assert [(r["model"], r["scope"]) for r in plan["rows"]] == [("tiny", "full"), ("tiny", "freeze-1")]
     assert all(r["train_seconds_per_example"] > 0 and r["peak_memory_mb"] > 0 for r in plan["rows"])
     said: list[str] = []
-    assert run_study(path, export=False, say=lambda m, **f: said.append(m)) == 0
+    events: dict[str, dict] = {}
+    assert run_study(path, export=False, say=lambda m, **f: (said.append(m), events.setdefault(f.get("event", ""), f))) == 0
     assert any(m.startswith("time: ") and "'hpsearch plan' estimated" in m for m in said)
+    start = next(m for m in said if m.startswith("study 'toy'"))  # the estimate is said as the run starts, too
+    assert start.endswith(f"to run on cpu; 'hpsearch plan' estimated {duration(plan['seconds_with_pruning'])} with pruning, "
+                          f"{duration(plan['seconds_without_pruning'])} without"), start
+    assert events["study_start"]["estimate"] == plan["seconds_with_pruning"]
     capsys.readouterr()
     assert main(["plan", str(path)]) == 0  # on the finished study: nothing left but the end
     out = capsys.readouterr().out

@@ -141,6 +141,7 @@ class Regression(TextClassification):
     def configure_model(self, config: Any, label_map: Any) -> None:
         config.num_labels = 1
         config.problem_type = "regression"
+        config.id2label, config.label2id = {0: "prediction"}, {"prediction": 0}  # pipeline's label for the number, as predict's column
 
     def start_head(self, model: Any, split: Any, rows: Sequence[int]) -> float:
         """Train the head in standard units of the training targets: its output layer computes ``sd * (x W + b) +
