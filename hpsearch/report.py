@@ -202,7 +202,7 @@ def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], 
     chosen, ci = report["selected"], report["cv_interval"]
     splits = sorted({k for r in table for k in r if k.startswith("split")}, key=lambda k: int(k[5:-6]))
     latency = latency_measured(table)
-    head = "".join(f"<th>{h}</th>" for h in ["rank", "trial", "model", "mean", "std", *splits, "epochs", "training samples", "device-seconds",
+    head = "".join(f"<th>{h}</th>" for h in ["rank", "trial", "model", "mean", "std", *splits, "best epoch", "training samples", "device-seconds",
                                               "FLOPs (est.)", "peak MiB", *(["ms / example"] if latency else []), "searched params"])
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in [

@@ -73,7 +73,7 @@ def best_row(spec: StudySpec, rows: list[dict[str, Any]]) -> dict[str, Any] | No
 
 
 # The columns a narrow terminal sheds first, in this order; trial, state, model, params and the score always stay.
-SHED_ORDER = ("note", "device", "compute", "epochs", "duration")
+SHED_ORDER = ("note", "device", "compute", "best epoch", "duration")
 WRAPPED = ("params", "compute", "note")  # the columns whose cells may take several lines (between words)
 
 
@@ -83,7 +83,7 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str
     :data:`SHED_ORDER` are left out in turn (those empty in every row first), and a line names the ones left out."""
     from rich.console import Console
 
-    headers = ("trial", "state", "model", "params", f"{spec.metric} ({spec.scored_on})", "epochs", "duration", "compute", "device", "note")
+    headers = ("trial", "state", "model", "params", f"{spec.metric} ({spec.scored_on})", "best epoch", "duration", "compute", "device", "note")
     cells = [_cells(spec, r) for r in rows]
     empty = [name for name in SHED_ORDER if not any(c[headers.index(name)] for c in cells)]
     shed: list[str] = []

@@ -192,8 +192,8 @@ def test_the_table_fits_the_terminal_leaving_out_columns_rather_than_cutting_wor
         return [line for line in text.splitlines() if line[:1] in "┏┃┡│└"]
 
     wide = render(spec, [row, pruned], 2, width=160)
-    assert all(header in table(wide)[1] for header in ("trial", "epochs", "duration", "compute", "device", "note")) and "left out" not in wide
-    for width, left_out in ((140, None), (120, "note"), (100, "note, device, compute"), (80, "note, device, compute, epochs, duration")):
+    assert all(header in table(wide)[1] for header in ("trial", "best epoch", "duration", "compute", "device", "note")) and "left out" not in wide
+    for width, left_out in ((140, None), (120, "note"), (100, "note, device, compute"), (80, "note, device, compute, best epoch, duration")):
         shown = render(spec, [row, pruned], 2, width=width)
         assert max(len(line) for line in table(shown)) <= width, shown
         # no cell cut inside a word: each one whole on one of its lines
