@@ -114,7 +114,7 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
     """Selection, final model, one test evaluation, export, MLflow registration, summary."""
     from hpsearch.export import check_target, final_model, kept_export, write_export
     from hpsearch.selection import write_table
-    from hpsearch.tracking import experiment_name
+    from hpsearch.trackingdb import experiment_name
 
     spec, study, tuner, say = session.spec, session.study, session.tuner, session.say
     session.catch_up_tracking()
@@ -352,7 +352,7 @@ def say_summary(spec: StudySpec, report: dict[str, Any], comparisons: list[dict[
         lines.append(f"MLflow: tracking stopped during this run ({stopped}); run the same command again once it works, to log "
                      "the trial runs it is missing")
     elif spec.tracking.enabled:
-        from hpsearch.tracking import ui_command
+        from hpsearch.trackingdb import ui_command
 
         lines.append(f"compare trials in MLflow: {ui_command(spec)}")
     lines += [f"WARNING: {w}" for w in report.get("warnings", [])]

@@ -1,8 +1,8 @@
 """MLflow tracking: one experiment per study, a parent run for the study, a child run per trial.
 
-The only module that imports mlflow. It uses ``MlflowClient`` with explicit run ids and never the
-global active run, so any number of worker processes (or machines) can log into the same parent
-run at once.
+With :mod:`hpsearch.trackingdb` (where the runs are kept), the only module that imports mlflow. It uses
+``MlflowClient`` with explicit run ids and never the global active run, so any number of worker processes
+(or machines) can log into the same parent run at once.
 
 Per-fold results are fold-indexed metrics of the trial run (``fold1/val_macro_f1`` with step =
 epoch, ``fold1_score``), not grandchild runs: the trial is the unit users compare, and MLflow's
@@ -15,19 +15,18 @@ the server is back by then) logs the trial runs MLflow is missing (:meth:`Tracke
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from hpsearch.errors import HpsearchError, cannot_write, exception_chain, first_line
 from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR
 from hpsearch.spec import StudySpec
+from hpsearch.trackingdb import check_reachable, experiment_name, quiet_logger, seed_database, tracking_uri, unreachable
 
 ROLE, STUDY, TRIAL = "hpsearch.role", "hpsearch.study", "hpsearch.trial"
 OBJECTIVE = "hpsearch.objective"
@@ -35,133 +34,6 @@ OBJECTIVE = "hpsearch.objective"
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 """MLflow run status per trial state: a pruned trial ended as planned (its ``state`` tag says PRUNED), so it
 does not get the failure mark."""
-
-
-def tracking_uri(spec: StudySpec) -> str:
-    return spec.tracking.uri or f"sqlite:///{spec.out_dir / 'mlflow.db'}"
-
-
-def _seed_database(uri: str) -> None:
-    """Start a new SQLite tracking database as a copy of an empty one, made once per MLflow version.
-
-    Creating MLflow's tables (its schema migrations) takes about 2.5 s on 2 CPU cores, in every new
-    study; copying a database that went through them takes under 0.1 s. The empty database is kept
-    in the user's cache folder (``$XDG_CACHE_HOME/hpsearch``, else ``~/.cache/hpsearch``).
-    """
-    import os
-    from importlib.metadata import version
-
-    from filelock import FileLock
-    from mlflow.tracking import MlflowClient
-
-    if not uri.startswith("sqlite:///"):
-        return
-    target = Path(uri[len("sqlite:///"):])
-    if target.exists():
-        return
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpsearch"
-    template = cache / f"mlflow-{version('mlflow')}-empty.db"
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(template) + ".lock"):
-            if not template.is_file():
-                staging = template.with_name(f"{template.stem}.{os.getpid()}.tmp")
-                with _quiet_logger("mlflow.store.db.utils"), _quiet_logger("alembic"):
-                    MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments()
-                os.replace(staging, template)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(target) + ".lock"):  # workers starting together: one copies, the others find it
-            if not target.exists():
-                staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-                shutil.copyfile(template, staging)
-                os.replace(staging, target)
-    except OSError:
-        return  # no cache folder to write to: MLflow creates the database itself, as it would anyway
-
-
-def ui_command(spec: StudySpec) -> str:
-    """The command that opens this study's results in the MLflow UI, and the page of its training runs (MLflow 3's UI
-    opens an experiment on its GenAI overview unless the page asks for the model-training view)."""
-    from hpsearch.summary import redact
-
-    uri = tracking_uri(spec)
-    page = runs_page(uri, experiment_name(spec))
-    if uri.startswith(("http://", "https://")):
-        return f"open {redact(uri).rstrip('/')}/{page} in a browser" if page else f"open {redact(uri)} in a browser (experiment {experiment_name(spec)!r})"
-    command = f"mlflow ui --backend-store-uri {redact(uri)}"  # the password masked, as everywhere it is printed
-    return f"{command}, then open http://127.0.0.1:5000/{page}" if page else command
-
-
-def runs_page(uri: str, experiment: str) -> str | None:
-    """The MLflow UI's address (after the server's) of the experiment's runs table; None when it cannot be looked up."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
-    except (MlflowException, OSError):
-        return None
-    return f"#/experiments/{found.experiment_id}/runs?workflowType=machine_learning" if found else None
-
-
-def experiment_name(spec: StudySpec) -> str:
-    return spec.tracking.experiment or spec.name
-
-
-def _check_reachable(uri: str) -> None:
-    """Stop at once where a tracking server or database cannot be reached (or a database turns the connection down), with
-    the reason and the fix: MLflow's client retries each call for minutes (4 on a refused connection; about 100 s to open
-    a database) and then fails with a traceback."""
-    from hpsearch.summary import redact
-
-    reason = _unreachable(uri)
-    if reason is not None:
-        raise HpsearchError(f"tracking.uri {redact(uri)}: cannot reach the MLflow server ({reason}); start it or correct "
-                            "tracking.uri, or set tracking: {enabled: false} to run without tracking")
-    problem = _database_problem(uri)
-    if problem is not None:
-        raise HpsearchError(f"tracking.uri {redact(uri)}: {problem}, or set tracking: {{enabled: false}} to run without tracking")
-
-
-def _database_problem(uri: str) -> str | None:
-    """Why MLflow could not open a PostgreSQL or MySQL tracking database now, with the fix; None where it connects.
-    MLflow tries for about 100 s, then fails with a traceback."""
-    if not uri.startswith(("postgresql", "mysql")):
-        return None
-    from sqlalchemy import create_engine
-    from sqlalchemy import exc as sa
-
-    from hpsearch.storage import turned_down
-
-    try:
-        engine = create_engine(uri, connect_args={"connect_timeout": 10})
-    except ImportError as exc:
-        return f"the database driver is not installed ({exc}); install it"
-    try:
-        with engine.connect():
-            return None
-    except sa.DBAPIError as exc:
-        said = turned_down(exc)
-        if said is not None:
-            return f"the database turned the connection down: {said}; create the database, or correct its name, the user or the password"
-        return f"cannot reach the MLflow database ({first_line(exc.orig or exc)}); start it or correct tracking.uri"
-    finally:
-        engine.dispose()
-
-
-def _unreachable(uri: str) -> str | None:
-    """Why the tracking server at ``uri`` cannot be reached now (a refused connection, say); None where it answers, or
-    where ``uri`` is no server (a database file)."""
-    if not uri.startswith(("http://", "https://")):
-        return None
-    import requests
-
-    try:
-        requests.get(f"{uri.rstrip('/')}/health", timeout=10)  # any answer, even a refusal, means a server is there
-    except requests.RequestException as exc:
-        cause = exc.args[0] if exc.args else exc
-        return str(getattr(cause, "reason", cause)).rsplit(": ", 1)[-1]
-    return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -247,8 +119,8 @@ class Tracker(NullTracker):
 
         self.uri, self.lost, self.server_down = uri, None, False
         self.warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
-        _check_reachable(uri)
-        _seed_database(uri)
+        check_reachable(uri)
+        seed_database(uri)
         try:
             self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             found = self.client.get_experiment_by_name(experiment)
@@ -283,10 +155,10 @@ class Tracker(NullTracker):
         """Stop tracking in this process after ``exc``, and say so once: why, and how the runs it misses get logged."""
         from hpsearch.summary import redact
 
-        unreachable = _unreachable(self.uri)
-        self.server_down = unreachable is not None
-        if unreachable is not None:
-            self.lost = f"cannot reach the MLflow server at {redact(self.uri)} ({unreachable})"
+        down = unreachable(self.uri)
+        self.server_down = down is not None
+        if down is not None:
+            self.lost = f"cannot reach the MLflow server at {redact(self.uri)} ({down})"
         else:
             self.lost = f"{type(exc).__name__} from MLflow: {_first_line(exc)}"
             root = list(exception_chain(exc))[-1]  # what it was raised from (or while handling), at the bottom
@@ -298,7 +170,7 @@ class Tracker(NullTracker):
     def reconnect(self) -> bool:
         """Whether tracking works (again): where it stopped for a server that could not be reached and answers now, it
         starts again (where MLflow refused a call, it would refuse it again)."""
-        if self.lost is not None and self.server_down and _unreachable(self.uri) is None:
+        if self.lost is not None and self.server_down and unreachable(self.uri) is None:
             self.lost = None
         return self.lost is None
 
@@ -486,7 +358,7 @@ class Tracker(NullTracker):
             if task is None:
                 shutil.copytree(folder, flavour_dir)
             else:
-                with _quiet_logger("mlflow.transformers"):  # warns that a local folder has no hub model card
+                with quiet_logger("mlflow.transformers"):  # warns that a local folder has no hub model card
                     mlflow.transformers.save_model(pipeline(task, model=str(folder), tokenizer=str(folder)), str(flavour_dir), pip_requirements=requirements)
             # A logged model of the study run (MLflow 3's model entity: listed under the run's "Logged models"),
             # written through the client with explicit ids like everything else here.
@@ -508,17 +380,6 @@ class Tracker(NullTracker):
         # through the process-wide tracking URI, not this client's (it would open ./mlflow.db).
         version = self.client.create_model_version(registered_name, logged.artifact_location, run_id=parent, model_id=logged.model_id)
         return str(version.version)
-
-
-@contextlib.contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    previous = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
 
 
 def _version(package: str) -> str:

@@ -200,12 +200,12 @@ def test_a_tracking_uri_mlflow_will_not_open_stops_the_run_with_the_fix(tmp_path
 
 
 def test_the_mlflow_ui_command_masks_the_tracking_databases_password(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hpsearch.tracking as tracking
+    import hpsearch.trackingdb as trackingdb
     from hpsearch.spec import load_spec
 
-    monkeypatch.setattr(tracking, "runs_page", lambda uri, experiment: "#/experiments/3/runs?workflowType=machine_learning")
+    monkeypatch.setattr(trackingdb, "runs_page", lambda uri, experiment: "#/experiments/3/runs?workflowType=machine_learning")
     path = toy_study(tmp_path, tiny_bert, rows=40, extra=SPACE + "tracking: {uri: 'postgresql://alice:s3cret@db.example:5432/mlflow'}\n")
-    said = tracking.ui_command(load_spec(path))
+    said = trackingdb.ui_command(load_spec(path))
     assert said == ("mlflow ui --backend-store-uri postgresql://alice:***@db.example:5432/mlflow, then open "
                     "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"), said
 
@@ -356,12 +356,12 @@ def test_embedded_default_lives_in_the_study_folder(tmp_path: Path, tiny_bert: P
 def test_a_new_embedded_database_starts_from_an_empty_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow.tracking import MlflowClient
 
-    from hpsearch.tracking import _seed_database
+    from hpsearch.trackingdb import seed_database
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     for study in ("a", "b"):
         uri = f"sqlite:///{tmp_path / study / 'mlflow.db'}"
-        _seed_database(uri)
+        seed_database(uri)
         client = MlflowClient(tracking_uri=uri)
         experiment = client.create_experiment(f"study-{study}")
         client.create_run(experiment)
@@ -372,7 +372,7 @@ def test_a_new_embedded_database_starts_from_an_empty_copy(tmp_path: Path, monke
     template = next((tmp_path / "cache" / "hpsearch").glob("mlflow-*-empty.db"))
     assert [e.name for e in MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()] == ["Default"]
     before = (tmp_path / "a" / "mlflow.db").read_bytes()
-    _seed_database(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")  # an existing database is left alone
+    seed_database(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")  # an existing database is left alone
     assert (tmp_path / "a" / "mlflow.db").read_bytes() == before
 
 
