@@ -41,7 +41,7 @@ MARGIN = 0.02
 def baseline_folds(spec) -> list[float]:  # noqa: ANN001
     from hpsearch.data import prepare_data
     from hpsearch.finetune.baseline import baseline_scores
-    from hpsearch.runner import make_folds
+    from hpsearch.session import make_folds
 
     data = prepare_data(spec)
     folds, split = make_folds(spec, data)

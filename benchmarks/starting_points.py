@@ -175,7 +175,7 @@ def decoders() -> dict:
 def lora() -> dict:
     from hpsearch.data import prepare_data
     from hpsearch.finetune import FineTuner
-    from hpsearch.runner import make_folds
+    from hpsearch.session import make_folds
     from hpsearch.spec import load_spec
 
     spec = load_spec(ROOT / "studies" / "wnut.yaml")

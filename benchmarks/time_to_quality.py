@@ -80,7 +80,7 @@ def anchor(spec, trials: int, scopes: list[str], models: list[tuple[str, int | N
 
     from hpsearch.data import prepare_data
     from hpsearch.finetune.modeling import model_dir
-    from hpsearch.runner import make_folds
+    from hpsearch.session import make_folds
 
     started = time.perf_counter()
     data = prepare_data(spec)

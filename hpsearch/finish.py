@@ -13,7 +13,7 @@ from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
 
 if TYPE_CHECKING:
-    from hpsearch.runner import Session
+    from hpsearch.session import Session
     from hpsearch.selection import Evidence
 
 FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")

@@ -237,7 +237,7 @@ def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> Me
     from hpsearch.errors import OutOfMemory
     from hpsearch.finetune import FineTuner
     from hpsearch.finetune.core import unavailable
-    from hpsearch.runner import make_folds, pick_device, refuse_unavailable
+    from hpsearch.session import make_folds, pick_device, refuse_unavailable
     from hpsearch.search import within_memory
 
     out = spec.out_dir

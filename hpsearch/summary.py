@@ -175,7 +175,7 @@ def describe_data(spec: StudySpec) -> list[str]:
     hub = [f"data.{split}" for split, source in sources.items() if source is not None and source.hub is not None]
     if hub:
         return [f"data: not read ({', '.join(hub)} on the hub); run checks it when it reads it"]
-    from hpsearch.runner import make_folds
+    from hpsearch.session import make_folds
 
     with tempfile.TemporaryDirectory(prefix="hpsearch-validate-") as cache:  # validate writes nothing of its own
         data = prepare_data(spec, cache_dir=Path(cache))

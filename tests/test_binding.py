@@ -214,7 +214,7 @@ def test_enqueue_entries_added_on_resume_are_enqueued(tmp_path: Path) -> None:
 def test_a_changed_spec_stops_before_data_or_models_are_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import hpsearch.data
     import hpsearch.finetune
-    from hpsearch.runner import Session
+    from hpsearch.session import Session
 
     _started(_write(tmp_path, BASE))
 

@@ -11,7 +11,8 @@ from hpsearch.cli import main
 from hpsearch.data import prepare_data
 from hpsearch.data.prepare import Split
 from hpsearch.errors import DataError, HpsearchError
-from hpsearch.runner import make_folds, run_study
+from hpsearch.runner import run_study
+from hpsearch.session import make_folds
 from hpsearch.storage import make_storage
 from hpsearch.spec import load_spec
 from hpsearch.tasks import get_task

@@ -149,7 +149,7 @@ def test_successive_halving_stops_a_hopeless_configuration_after_one_epoch_of_on
 
 def test_the_sampler_is_given_the_baseline_of_the_study_folds(tmp_path: Path, tiny_bert: Path) -> None:
     from hpsearch.plateau import PlateauAware
-    from hpsearch.runner import Session
+    from hpsearch.session import Session
 
     session = Session(load_spec(_study(tmp_path, tiny_bert, "search: {n_trials: 1}\n")), _quiet)
     assert isinstance(session.study.sampler, PlateauAware)
@@ -158,7 +158,7 @@ def test_the_sampler_is_given_the_baseline_of_the_study_folds(tmp_path: Path, ti
 
 def test_successive_halving_is_given_the_baseline_of_the_study_folds(tmp_path: Path, tiny_bert: Path) -> None:
     from hpsearch.rungs import OnRungs
-    from hpsearch.runner import Session
+    from hpsearch.session import Session
 
     session = Session(load_spec(_study(tmp_path, tiny_bert, "search: {n_trials: 1, pruner: {name: successive-halving}}\n")), _quiet)
     pruner = session.study.pruner
@@ -587,7 +587,7 @@ def test_the_heap_stays_frozen_through_the_end_of_the_study_then_is_released(tmp
 
 HOLES = """
 import psutil
-from hpsearch.runner import trim_heap
+from hpsearch.session import trim_heap
 # 160 MB freed in 16 KB pieces between pieces still held: holes in the C heap that free() keeps.
 held, freed = [], []
 for _ in range(10_000):
@@ -607,14 +607,14 @@ def test_the_worker_gives_freed_heap_back_to_the_system_after_each_trial(tmp_pat
     import subprocess
     import sys
 
-    import hpsearch.runner as runner
+    import hpsearch.session as session
 
     result = subprocess.run([sys.executable, "-c", HOLES], capture_output=True, text=True, timeout=120, check=True)
     called, released_mib = result.stdout.split()
     assert called == "True" and int(released_mib) >= 80, result.stdout
     trims = []
-    trim = runner.trim_heap
-    monkeypatch.setattr(runner, "trim_heap", lambda: trims.append(1) or trim())
+    trim = session.trim_heap
+    monkeypatch.setattr(session, "trim_heap", lambda: trims.append(1) or trim())
     path = _study(tmp_path, tiny_bert, "search: {n_trials: 2, pruner: {name: none}}\n")
     assert run_study(path, export=False, say=_quiet) == 0
     assert len(trims) == 2  # once after each trial

@@ -257,7 +257,7 @@ def test_sigint_stops_every_worker_and_the_study_resumes(tmp_path: Path, tiny_be
 def test_a_stop_request_is_honoured_even_when_its_keyboardinterrupt_was_lost(tmp_path: Path, tiny_bert: Path) -> None:
     import threading
 
-    from hpsearch.runner import Session
+    from hpsearch.session import Session
 
     path = _study(tmp_path, tiny_bert, n_trials=2)
     said: list[str] = []
@@ -274,7 +274,7 @@ def test_a_stop_request_whose_keyboardinterrupt_was_lost_during_a_trial_stops_it
     end, minutes on real data after a Ctrl-C, and counted as finished. It stops after the batch it is in, as interrupted."""
     import threading
 
-    from hpsearch.runner import Session
+    from hpsearch.session import Session
 
     path = _study(tmp_path, tiny_bert, n_trials=2)
     stop = threading.Event()
@@ -352,7 +352,7 @@ def test_a_worker_that_joins_during_a_trial_takes_threads_from_it_within_the_tri
     on 2 cores trained 20 times slower (16 samples/s against 350) until its last fold. Between training steps the
     worker counts the workers again (here at every step), so it gives up the thread before the trial's first epoch ends."""
     from hpsearch import workers
-    from hpsearch.runner import Session
+    from hpsearch.session import Session
 
     monkeypatch.setattr(workers, "usable_cores", lambda: 2)
     monkeypatch.setattr(workers.ThreadShare, "CHECK_SECONDS", 0.0)

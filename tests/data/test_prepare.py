@@ -405,7 +405,7 @@ def test_unquoted_separators_in_a_csv_are_named_not_read_as_other_columns(tmp_pa
 
 
 def test_many_training_rows_repeating_an_input_are_warned_of_with_the_fix(tmp_path: Path) -> None:
-    from hpsearch.runner import make_folds
+    from hpsearch.session import make_folds
 
     rows = [{"text": f"film number {i} was {'good' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"} for i in range(100)]
     write_csv(tmp_path / "d.csv", rows + rows[:10])  # 10 copies: 9 % of 110 rows

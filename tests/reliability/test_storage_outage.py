@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from hpsearch.accounting import counted_trials
-from hpsearch.runner import Session
+from hpsearch.session import Session
 from hpsearch.study import open_study
 from hpsearch.spec import load_spec
 from reliability.tcpproxy import TcpProxy
