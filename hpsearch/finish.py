@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
 from hpsearch.numbers import amount_figure, difference_figure, interval_figure, score_figure
-from hpsearch.selection import SPLIT_SE_ATTR, compared_by, counts_text, is_repeat, score_text, trained_complete
+from hpsearch.selection import NEVER_TRIED, SPLIT_SE_ATTR, compared_by, counts_text, is_repeat, score_text, trained_complete, untried_warning
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
 
@@ -134,6 +134,8 @@ def finish_study(session: Session, *, export: bool, target: Path | None = None, 
                   test_rows=len(tuner.data.splits["test"]) if "test" in tuner.data.splits else None, final_policy=spec.final_policy)
     report["baseline"] = compare_with_baseline(spec, session, next(r for r in table if r["trial"] == report["selected"]["trial"]), evidence)
     report["warnings"] = [report["baseline"]["warning"]] if report["baseline"].get("warning") else []
+    if untried := [r["model"] for r in report["per_model"] if r["verdict"] == NEVER_TRIED]:
+        report["warnings"].append(untried_warning(untried))
     report["bias_corrected"] = bias_corrected(spec, session, table)
     _measure_latency(spec, session, report["per_model"])
     if tracker.enabled:

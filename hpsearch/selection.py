@@ -351,6 +351,20 @@ def counts_text(counts: dict[str, int], sep: str = ", ") -> str:
     return sep.join(parts)
 
 
+NEVER_TRIED = "never tried (no trial drew it)"
+"""The per-model verdict of a candidate that no finished trial drew: the selection could not weigh it against the winner."""
+
+
+def untried_warning(models: Sequence[str]) -> str:
+    """The warning of a study that ended without trying ``models`` (candidates no finished trial drew)."""
+    names = ", ".join(models)
+    one = len(models) == 1
+    it = "it" if one else "them"
+    return (f"{names} {'was' if one else 'were'} never tried: no trial drew {it}, so the winner was chosen without {it}; to "
+            f"try {it}, raise search.n_trials and add a trial of {'it' if one else 'each'} to search.enqueue (enqueued trials "
+            "run first), then run the same command")
+
+
 def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]], models: Sequence[str], winner: dict[str, Any],
               evidence: Evidence, direction: str) -> list[dict[str, Any]]:
     """"Which pretrained model?": one row per candidate model, best trial first.
@@ -371,7 +385,7 @@ def per_model(table: Sequence[dict[str, Any]], trials: Sequence[dict[str, Any]],
             "device_seconds": float(sum(t.get("device_seconds") or 0.0 for t in mine)),
             "flops": float(sum(t.get("flops") or 0.0 for t in mine)),
             "peak_memory_mb": max((t["peak_memory_mb"] for t in mine if t.get("peak_memory_mb") is not None), default=None),
-            "best_trial": None, "verdict": "no completed trial",
+            "best_trial": None, "verdict": "no completed trial" if mine else NEVER_TRIED,
         }
         if ranked:
             best = ranked[0]

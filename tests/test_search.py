@@ -585,6 +585,20 @@ def test_the_heap_stays_frozen_through_the_end_of_the_study_then_is_released(tmp
     assert gc.get_freeze_count() == 0
 
 
+def test_a_candidate_no_trial_drew_is_said_never_tried_and_warned_of(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The answer to "which model?" names a candidate the search never looked at, and how to look at it."""
+    models = f"models:\n  - {{name: tiny, path: {tiny_bert}}}\n  - {{name: other, path: {tiny_bert}}}\n"
+    path = _study(tmp_path, tiny_bert, "search: {n_trials: 1, pruner: {name: none}, enqueue: [{model: tiny}]}\n", models=models)
+    assert main(["run", str(path), "--no-export", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((load_spec(path).out_dir / "selection.json").read_text())
+    assert {r["model"]: r["verdict"] for r in saved["per_model"]}["other"] == "never tried (no trial drew it)"
+    warning = ("other was never tried: no trial drew it, so the winner was chosen without it; to try it, raise search.n_trials "
+               "and add a trial of it to search.enqueue (enqueued trials run first), then run the same command")
+    assert warning in saved["warnings"]
+    assert f"WARNING: {warning}" in out and "  other: never tried (no trial drew it) (0 complete/0 pruned/0 failed" in out, out
+
+
 HOLES = """
 import psutil
 from hpsearch.session import trim_heap

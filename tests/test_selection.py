@@ -140,16 +140,19 @@ def test_per_model_table_gives_each_model_its_best_trial_and_a_verdict() -> None
     table = selection.cv_table(rows, "maximize")
     winner = selection.select(table, "best", "maximize")
     costs = _costs(table) + [{"trial": 5, "model": "tiny", "state": "PRUNED", "train_samples": 30, "device_seconds": 0.5, "peak_memory_mb": 900.0},
-                             {"trial": 6, "model": "tiny", "state": "INTERRUPTED", "train_samples": 0, "device_seconds": 0.0}]
-    out = selection.per_model(table, costs, ["big", "small", "tiny", "close", "unused"], winner, selection.FoldEvidence(0.95, (0.0, 1.0)), "maximize")
+                             {"trial": 6, "model": "tiny", "state": "INTERRUPTED", "train_samples": 0, "device_seconds": 0.0},
+                             {"trial": 7, "model": "pruned", "state": "PRUNED", "train_samples": 30, "device_seconds": 0.5}]
+    out = selection.per_model(table, costs, ["big", "small", "tiny", "close", "pruned", "unused"], winner,
+                              selection.FoldEvidence(0.95, (0.0, 1.0)), "maximize")
     by = {r["model"]: r for r in out}
-    assert [r["model"] for r in out] == ["big", "close", "small", "tiny", "unused"]  # best first, no trial last
+    assert [r["model"] for r in out] == ["big", "close", "small", "tiny", "pruned", "unused"]  # best first, no trial last
+    assert by["pruned"]["verdict"] == "no completed trial" and by["pruned"]["best_trial"] is None
     assert by["big"]["verdict"] == "winner" and by["big"]["comparison"] is None
     assert by["small"]["best_trial"] == 1  # its best trial, not trial 2
     assert by["small"]["verdict"] == "not distinguishable from the winner"  # 0.82 vs 0.8117, paired, 3 folds
     assert by["tiny"]["verdict"] == "worse" and by["tiny"]["comparison"]["low"] > 0
     assert by["tiny"]["trials"] == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 0, "INTERRUPTED": 1, "REPEAT": 0} and by["tiny"]["train_samples"] == 130
-    assert by["unused"]["verdict"] == "no completed trial" and by["unused"]["best_trial"] is None
+    assert by["unused"]["verdict"] == selection.NEVER_TRIED and by["unused"]["best_trial"] is None  # no trial drew it
     # a model's peak memory is its largest trial's, where its trials recorded one
     assert by["tiny"]["peak_memory_mb"] == 900.0 and by["big"]["peak_memory_mb"] is None and by["unused"]["peak_memory_mb"] is None
     expected = selection.paired_comparison([0.80, 0.82, 0.84], [0.50, 0.52, 0.51], 0.95)
