@@ -66,7 +66,7 @@ def describe_spec(spec: StudySpec) -> str:
         f"(seed {spec.sampler_seed}), pruner {s.pruner.name}, {len(s.enqueue)} enqueued"
         + (f", timeout {s.timeout:g}s" if s.timeout and s.n_trials is not None else "")
     )
-    lines += search_budget_lines(spec) + space_size_lines(spec) + lora_rate_lines(spec)
+    lines += search_budget_lines(spec) + untried_odds_lines(spec) + space_size_lines(spec) + lora_rate_lines(spec)
     lines.append(f"storage: {redact(s.storage) if s.storage else 'embedded, in ' + str(spec.out_dir)}")
     ex = spec.execution
     threads = ex.threads or "cores shared by the workers on each machine"
@@ -128,6 +128,31 @@ def search_budget_lines(spec: StudySpec) -> list[str]:
         lines.append(f"warning: with n_trials {s.n_trials} the {s.sampler.name} sampler has {guided} trial(s) to learn from its start-up of "
                      f"{startup}: the study is close to a random search; {fix}")
     return lines
+
+
+def untried_odds_lines(spec: StudySpec) -> list[str]:
+    """A warning where the study's random draws of the candidate model may well leave a candidate untried (1 study in 20
+    or more): its winner is then chosen without it. Candidates named in ``search.enqueue`` are tried first."""
+    from math import comb
+
+    from hpsearch.study import STARTUP_DEFAULTS
+
+    s, names = spec.search, [m.name for m in spec.models]
+    if len(names) < 2 or s.n_trials is None or s.sampler.name not in ("random", *STARTUP_DEFAULTS):
+        return []
+    enqueued = {e.get("model", names[0]) for e in s.enqueue}
+    left = [n for n in names if n not in enqueued]
+    random = s.n_trials if s.sampler.name == "random" else min(s.n_trials, int(s.sampler.options.get("n_startup_trials", STARTUP_DEFAULTS[s.sampler.name])))
+    draws, m = max(random - len(s.enqueue), 0), len(names)
+    # P(at least one of the candidates left is never drawn in `draws` uniform draws among m), by inclusion-exclusion.
+    odds = sum((-1) ** (j + 1) * comb(len(left), j) * (1 - j / m) ** draws for j in range(1, len(left) + 1))
+    if not left or odds < 0.05:
+        return []
+    after = "" if random >= s.n_trials else f", and the {s.n_trials - random} trial(s) {s.sampler.name} guides after them may not draw it either"
+    which = f"{' or '.join(left)}" if len(left) <= 2 else f"one of {', '.join(left)}"
+    return [f"warning: the study's {draws} random draw(s) of the model among {m} candidates leave {which} untried in "
+            f"about {odds:.0%} of studies{after}: its winner is then chosen without it; add a trial of each candidate to "
+            "search.enqueue (enqueued trials run first) to try every one"]
 
 
 def lora_rate_lines(spec: StudySpec) -> list[str]:

@@ -339,3 +339,36 @@ def test_more_cpu_workers_than_cores_are_warned_of_and_threads_come_from_the_usa
     path.write_text(HEAD + body.replace("WORKERS", "1"))
     monkeypatch.setattr(workers.os, "cpu_count", lambda: 64)  # a node of 64 CPUs, of which this job may use 2
     assert [(slot.threads, slot.env["OMP_NUM_THREADS"]) for slot in workers.plan_slots(load_spec(path))] == [(2, "2")]
+
+
+def test_validate_warns_where_random_draws_may_leave_a_candidate_untried(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import itertools
+
+    from hpsearch.summary import untried_odds_lines
+
+    _folder(tmp_path)
+    two = "data: {train: d.csv}\nmodels: [{name: a, path: m}, {name: b, path: m}]\n"
+    three = "data: {train: d.csv}\nmodels: [{name: a, path: m}, {name: b, path: m}, {name: c, path: m}]\n"
+
+    def odds(body: str) -> float | None:
+        lines = untried_odds_lines(_load(tmp_path, body))
+        return float(lines[0].split("in about ")[1].split("%")[0]) / 100 if lines else None
+
+    def never_all(candidates: int, draws: int) -> float:  # every sequence of draws, counted
+        sequences = list(itertools.product(range(candidates), repeat=draws))
+        return sum(len(set(s)) < candidates for s in sequences) / len(sequences)
+
+    # 2 of TPE's random start-up, then 2 guided: half the studies try only one candidate
+    assert odds(two + "search: {n_trials: 4, sampler: {options: {n_startup_trials: 2}}}\n") == pytest.approx(never_all(2, 2), abs=0.005)
+    assert odds(three + "search: {n_trials: 5, sampler: {name: random}}\n") == pytest.approx(never_all(3, 5), abs=0.005)
+    # one candidate enqueued: the other two must each be drawn in the 4 random trials left
+    left = 1 - sum(all(c in s for c in (1, 2)) for s in itertools.product(range(3), repeat=4)) / 3**4
+    assert odds(three + "search: {n_trials: 5, sampler: {name: random}, enqueue: [{model: a}]}\n") == pytest.approx(left, abs=0.005)
+    assert odds(two + "search: {n_trials: 10, sampler: {options: {n_startup_trials: 10}}}\n") is None  # 0.2 %: not warned of
+    assert odds(two + "search: {n_trials: 4, enqueue: [{model: a}, {model: b}]}\n") is None  # each tried first
+    assert odds("data: {train: d.csv}\nmodels: [{name: a, path: m}]\nsearch: {n_trials: 2}\n") is None  # one candidate
+    (tmp_path / "study.yaml").write_text(HEAD + two + "search: {n_trials: 4, sampler: {options: {n_startup_trials: 2}}}\n")
+    assert main(["validate", str(tmp_path / "study.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert ("warning: the study's 2 random draw(s) of the model among 2 candidates leave a or b untried in about 50% of studies, "
+            "and the 2 trial(s) tpe guides after them may not draw it either") in out, out
