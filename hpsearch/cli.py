@@ -261,7 +261,7 @@ def _plan(args: argparse.Namespace) -> int:
     spec = load_spec(args.study)
     plan = plan_study(spec, say=lambda message, **fields: print(message, file=sys.stderr, flush=True))
     print(render(plan))
-    print(f"saved: {spec.out_dir / 'plan.json'} ('hpsearch run' prints the estimate beside the time it took)")
+    print(f"saved: {spec.out_dir / 'plan.json'} ('hpsearch run' says the estimate as it starts, and beside the time it took at the end)")
     return 0
 
 

@@ -149,10 +149,20 @@ def untried_odds_lines(spec: StudySpec) -> list[str]:
     if not left or odds < 0.05:
         return []
     after = "" if random >= s.n_trials else f", and the {s.n_trials - random} trial(s) {s.sampler.name} guides after them may not draw it either"
-    which = f"{' or '.join(left)}" if len(left) <= 2 else f"one of {', '.join(left)}"
-    return [f"warning: the study's {draws} random draw(s) of the model among {m} candidates leave {which} untried in "
-            f"about {odds:.0%} of studies{after}: its winner is then chosen without it; add a trial of each candidate to "
-            "search.enqueue (enqueued trials run first) to try every one"]
+    if draws == 0:
+        lead = f"the enqueued trials take all {random} random trial(s), so {', '.join(left)} {'is' if len(left) == 1 else 'are'} never drawn at random"
+    else:
+        which = f"{' or '.join(left)}" if len(left) <= 2 else f"one of {', '.join(left)}"
+        lead = f"the study's {draws} random draw(s) of the model among {m} candidates leave {which} untried in about {odds:.0%} of studies"
+    return [f"warning: {lead}{after}: its winner is then chosen without it; add a trial of each candidate to search.enqueue "
+            "(enqueued trials run first) to try every one"]
+
+
+def search_warnings(spec: StudySpec) -> list[str]:
+    """The warnings ``validate`` gives about the search itself (a budget too small to guide, a candidate random draws may
+    leave untried, LoRA under full fine-tuning's learning rate), for ``run`` to say as its trials start."""
+    lines = search_budget_lines(spec) + untried_odds_lines(spec) + lora_rate_lines(spec)
+    return [line.removeprefix("warning: ") for line in lines if line.startswith("warning: ")]
 
 
 def lora_rate_lines(spec: StudySpec) -> list[str]:

@@ -597,6 +597,14 @@ def test_a_candidate_no_trial_drew_is_said_never_tried_and_warned_of(tmp_path: P
                "and add a trial of it to search.enqueue (enqueued trials run first), then run the same command")
     assert warning in saved["warnings"]
     assert f"WARNING: {warning}" in out and "  other: never tried (no trial drew it) (0 complete/0 pruned/0 failed" in out, out
+    said: list[tuple[str, str]] = []  # and as the trials start, the warning validate gives: said once, before the first trial
+    path.write_text(path.read_text().replace("n_trials: 1", "n_trials: 2"))
+    assert run_study(path, export=False, say=lambda m, **f: said.append((m, f.get("event", "")))) == 0
+    warned = [i for i, (m, event) in enumerate(said) if event == "warning" and "leave other untried in about 50% of studies" in m]
+    assert len(warned) == 1 and warned[0] < next(i for i, (m, event) in enumerate(said) if event == "trial_start"), said
+    said.clear()
+    assert run_study(path, export=False, say=lambda m, **f: said.append((m, f.get("event", "")))) == 0  # nothing left to run: not said
+    assert not any("untried" in m for m, _ in said)
 
 
 HOLES = """

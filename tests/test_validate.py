@@ -367,6 +367,8 @@ def test_validate_warns_where_random_draws_may_leave_a_candidate_untried(tmp_pat
     assert odds(two + "search: {n_trials: 10, sampler: {options: {n_startup_trials: 10}}}\n") is None  # 0.2 %: not warned of
     assert odds(two + "search: {n_trials: 4, enqueue: [{model: a}, {model: b}]}\n") is None  # each tried first
     assert odds("data: {train: d.csv}\nmodels: [{name: a, path: m}]\nsearch: {n_trials: 2}\n") is None  # one candidate
+    said = untried_odds_lines(_load(tmp_path, two + "search: {n_trials: 1, enqueue: [{model: a}]}\n"))
+    assert said[0].startswith("warning: the enqueued trials take all 1 random trial(s), so b is never drawn at random: "), said
     (tmp_path / "study.yaml").write_text(HEAD + two + "search: {n_trials: 4, sampler: {options: {n_startup_trials: 2}}}\n")
     assert main(["validate", str(tmp_path / "study.yaml")]) == 0
     out = capsys.readouterr().out
