@@ -61,7 +61,7 @@ def run_study(study_path: Path, *, export: bool = True, say: Callable[..., None]
         say(f"study {spec.name!r}: {len(session.data.train)} training rows, {len(session.folds)} fold(s), {todo} to run on {session.device}"
             f"{expected}", event="study_start", training_rows=len(session.data.train), folds=len(session.folds),
             device=str(session.device), **estimate)
-        if search_over(spec, session.study, before) is None:
+        if before == 0:
             _say_search_warnings(spec, say)
         if not session.work(wait_for_others=True, unfreeze=False):
             return 130
@@ -125,7 +125,8 @@ def _run_on_workers(spec: StudySpec, study_path: Path, slots: Sequence[Any], say
         expected, estimate = _expected(spec, before)
         say(f"study {spec.name!r}: {spec.search.done_text(before)} finished; running the rest on {len(slots)} workers{expected}",
             event="study_start", finished=before, workers=len(slots), **estimate)
-        _say_search_warnings(spec, say)
+        if before == 0:
+            _say_search_warnings(spec, say)
         codes = run_pool(study_path, slots, say, extra_args=list(worker_args), stop=stop)
     if CannotWrite.exit_code in codes:  # each such worker said what it could not write, and its trial runs again
         say("stopped: a worker could not write (its message above says what and why); run the same command to resume once it can",
@@ -154,7 +155,8 @@ def _run_on_workers(spec: StudySpec, study_path: Path, slots: Sequence[Any], say
 
 
 def _say_search_warnings(spec: StudySpec, say: Callable[..., None]) -> None:
-    """What ``validate`` warns of in the search (see :func:`hpsearch.summary.search_warnings`), said once as the trials start."""
+    """What ``validate`` warns of in the search (see :func:`hpsearch.summary.search_warnings`), said as a new study's first
+    trials start (not on resuming it: its finished trials may have drawn every candidate since)."""
     from hpsearch.summary import search_warnings
 
     for warning in search_warnings(spec):
