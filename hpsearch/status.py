@@ -25,9 +25,12 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
     for t in study.get_trials(deepcopy=False):
         end = t.datetime_complete or (now if t.state.name == "RUNNING" else None)
         seconds = (end - t.datetime_start).total_seconds() if end and t.datetime_start else None
+        # A trial waiting in the queue has only the settings enqueued (search.enqueue, or a repeat's); the rest are drawn when it starts.
+        params = t.params or (t.system_attrs.get("fixed_params") or {} if t.state.name == "WAITING" else {})
+        only = spec.models[0].name if len(spec.models) == 1 else "?"
         rows.append({
-            "trial": t.number, "state": t.state.name, "model": t.user_attrs.get("model", t.params.get("model", "?")),
-            "params": {k.split(":")[-1]: v for k, v in t.params.items() if k != "model"},
+            "trial": t.number, "state": t.state.name, "model": t.user_attrs.get("model", params.get("model", only)),
+            "params": {k.split(":")[-1]: v for k, v in params.items() if k != "model"},
             "cv_mean": t.user_attrs.get("cv_mean"), "cv_std": t.user_attrs.get("cv_std"),
             "epochs": t.user_attrs.get("best_epochs"), "seconds": seconds, "device": t.user_attrs.get("device", ""),
             "host": t.user_attrs.get("host", ""),
@@ -79,15 +82,16 @@ WRAPPED = ("params", "compute", "note")  # the columns whose cells may take seve
 
 def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str | None = None, width: int = 160) -> str:
     """The status as text (a rich table, rendered without colour so it also reads well in logs); ``space``: the
-    :func:`space_note`. The table fits ``width`` columns without cutting a word: where it cannot, the columns of
-    :data:`SHED_ORDER` are left out in turn (those empty in every row first), and a line names the ones left out."""
+    :func:`space_note`. Columns of :data:`SHED_ORDER` empty in every row are left out. The table fits ``width`` columns
+    without cutting a word: where it cannot, the other columns of :data:`SHED_ORDER` are left out in turn, and a line
+    names them."""
     from rich.console import Console
 
     headers = ("trial", "state", "model", "params", f"{spec.metric} ({spec.scored_on})", "best epoch", "duration", "compute", "device", "note")
     cells = [_cells(spec, r) for r in rows]
     empty = [name for name in SHED_ORDER if not any(c[headers.index(name)] for c in cells)]
-    shed: list[str] = []
-    for name in [*empty, *(n for n in SHED_ORDER if n not in empty), None]:
+    shed: list[str] = list(empty)  # nothing to show: their width goes to the columns that wrap
+    for name in [*(n for n in SHED_ORDER if n not in empty), None]:
         keep = [i for i, header in enumerate(headers) if header not in shed]
         widths = _fitted_widths([[headers[i], *(c[i] for c in cells)] for i in keep], [headers[i] in WRAPPED for i in keep],
                                 width - 3 * len(keep) - 1)  # each column has a border and a space either side

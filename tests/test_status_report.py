@@ -201,8 +201,32 @@ def test_the_table_fits_the_terminal_leaving_out_columns_rather_than_cutting_wor
             assert any(cell in line for line in table(shown)), (width, cell, shown)
         assert (f"left out to fit {width} columns: {left_out} (--json shows every field)" in shown) if left_out else "left out" not in shown, shown
     assert "macro_f1=0.6305" in render(spec, [row, pruned], 2, width=140)  # the note wraps between words before it goes
-    # a column empty in every row goes first and unmentioned: nothing in it is lost
-    assert "left out" not in render(spec, [row], 1, width=120) and "note" not in table(render(spec, [row], 1, width=120))[1]
+    # a column empty in every row is left out unmentioned, at any width: nothing in it is lost, and its width goes to
+    # the columns that wrap
+    for width in (160, 120):
+        assert "left out" not in render(spec, [row], 1, width=width) and "note" not in table(render(spec, [row], 1, width=width))[1]
+    running = {**row, "state": "RUNNING", "cv_mean": None, "epochs": None}
+    assert "best epoch" not in table(render(spec, [running], 0, width=160))[1]
+
+
+def test_a_waiting_trial_shows_the_model_and_settings_it_was_enqueued_with(tmp_path: Path, tiny_bert: Path) -> None:
+    import optuna
+
+    from hpsearch.status import trial_table
+    from hpsearch.storage import make_storage
+
+    models = f"models:\n  - {{name: tiny, path: {tiny_bert}}}\n  - {{name: other, path: {tiny_bert}}}\n"
+    path = toy_study(tmp_path, tiny_bert, extra="search: {n_trials: 2}\n")
+    text = path.read_text()
+    path.write_text(text[:text.index("models:")] + models + text[text.index("\n", text.index("- {name: tiny")) + 1:])
+    spec = load_spec(path)
+    study = optuna.create_study(study_name=spec.name, storage=make_storage(spec))
+    study.enqueue_trial({"model": "other", "other:learning_rate": 1e-3})
+    study.enqueue_trial({})  # nothing fixed: the model is drawn when it starts
+    rows = trial_table(spec, study)
+    assert [(r["state"], r["model"], r["params"]) for r in rows] == [("WAITING", "other", {"learning_rate": 1e-3}), ("WAITING", "?", {})]
+    path.write_text(text)  # one candidate: a waiting trial can only be of it
+    assert trial_table(load_spec(path), study)[1]["model"] == "tiny"
 
 
 def test_the_line_count_that_sizes_the_columns_is_the_one_wrapping_gives() -> None:
