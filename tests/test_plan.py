@@ -196,6 +196,9 @@ def test_trials_on_several_gpus_run_side_by_side_and_workers_sharing_a_device_sh
     four = estimate(spec, _calibrations(), train_rows=200, eval_rows=100, folds=3, test_rows=50, layout=Layout(devices=4, kind="gpu"))
     assert four["seconds_without_pruning"] == pytest.approx(15.0 + 10 * mean_trial / 4 + final)  # one-off and final once
     assert "trials run on 4 GPU(s) side by side" in render(four)
+    # on the CPU the calibration's resident peak is a floor for the trials' (see plan.CPU_PEAK_NOTE); a GPU's peak is its allocator's
+    assert "peak MiB on the CPU: the process's resident peak over the short calibration" in render(alone)
+    assert "peak MiB on the CPU" not in render(four)
     few = estimate(_spec(tmp_path, "search: {n_trials: 2, pruner: {name: none}}\n"), _calibrations(), train_rows=200, eval_rows=100,
                    folds=3, test_rows=50, layout=Layout(devices=4, kind="gpu"))
     assert few["seconds_without_pruning"] == pytest.approx(15.0 + mean_trial + final)  # 2 trials keep 2 of the 4 GPUs busy
