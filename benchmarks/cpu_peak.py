@@ -2,10 +2,11 @@
 
 Each variant runs the same 1-trial study (2 folds, 1 epoch, batch 16, max_length 64) in a fresh child process that
 samples its own RSS every 20 ms, and reports the peak during the trial and the training samples/s of each fold's epoch:
-- bf16: as `precision: auto` trains on a CPU with native bf16 (the default there);
-- fp32: `execution.precision: fp32`;
-- bf16 without oneDNN's kernel cache (`ONEDNN_PRIMITIVE_CACHE_CAPACITY=0`);
-- bf16 with each batch padded to a multiple of 8 tokens (the collator's `pad_to_multiple_of=8`), not what hpsearch does.
+- bf16 (as `precision: auto` trains on a CPU with native bf16), batches padded to a multiple of 8 tokens, as hpsearch
+  pads them;
+- bf16, each batch padded to its longest row only (``batching.PAD_MULTIPLE = 1``), as hpsearch did before;
+- fp32 (`execution.precision: fp32`), padded as hpsearch pads;
+- bf16 padded to the longest row, without oneDNN's kernel cache (`ONEDNN_PRIMITIVE_CACHE_CAPACITY=0`).
 `hpsearch plan`'s calibrated peak for the same study is printed beside them. Variants run in turn, `--rounds` times.
 Run: `.venv/bin/python benchmarks/cpu_peak.py [--rounds 2]` (about 1 minute per variant and round on 2 cores).
 """
@@ -45,11 +46,9 @@ CHILD = """\
 import json, sys, threading, time
 from pathlib import Path
 import psutil
-if sys.argv[2] == "pad8":
-    import hpsearch.tasks.entities as entities
-    from transformers import DataCollatorForTokenClassification
-    entities.TokenClassification.collator = lambda self, tokenizer: DataCollatorForTokenClassification(
-        tokenizer, return_tensors="pt", pad_to_multiple_of=8)
+if sys.argv[2] == "longest":  # each batch padded to its longest row only, as hpsearch did before
+    import hpsearch.finetune.batching as batching
+    batching.PAD_MULTIPLE = 1
 from hpsearch.runner import run_study
 process, samples, speeds, marks = psutil.Process(), [], [], {}
 def sample():
@@ -70,10 +69,10 @@ print(json.dumps({"peak_mb": round(peak), "samples_per_second": speeds}))
 """
 
 VARIANTS = {
-    "bf16": ({}, ""),
-    "fp32": ({}, "execution: {precision: fp32}\n"),
-    "bf16, no oneDNN kernel cache": ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}, ""),
-    "bf16, padded to a multiple of 8": ({}, ""),
+    "bf16, batches padded to a multiple of 8 tokens (hpsearch)": ({}, ""),
+    "bf16, each batch padded to its longest row": ({}, ""),
+    "fp32, padded to a multiple of 8": ({}, "execution: {precision: fp32}\n"),
+    "bf16, to its longest row, oneDNN's kernel cache off": ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}, ""),
 }
 
 
@@ -95,7 +94,7 @@ def main() -> None:
                 run = Path(folder) / f"run-{len(results[name])}-{list(VARIANTS).index(name)}"
                 run.mkdir()
                 (run / "study.yaml").write_text(STUDY.format(data=data, extra=extra))
-                mode = "pad8" if "multiple of 8" in name else "as-is"
+                mode = "longest" if "longest row" in name else "as-is"
                 out = subprocess.run([sys.executable, "-c", CHILD, str(run / "study.yaml"), mode], capture_output=True, text=True,
                                      env={**os.environ, **env}, cwd=str(run))
                 if out.returncode != 0:

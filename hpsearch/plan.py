@@ -337,13 +337,11 @@ def study_layout(spec: StudySpec, device: str) -> Layout:
 
 
 CPU_PEAK_NOTE = ("peak MiB on the CPU: the process's resident peak over the short calibration; a trial trains for many more "
-                 "steps, and the C heap keeps part of what each step frees, so a trial's peak runs higher (up to about twice "
-                 "as high on the packaged studies; status shows each trial's own)")
-"""Said under the plan of a study on the CPU. Measured (plan, then the trials): 1,279 and 1,252 MiB for full fine-tuning on
-Rotten Tomatoes; 1,318 and 1,670 on 1,600 WNUT rows; 1,367 and 2,351 (full), 1,123 and 2,302 (LoRA) on the WNUT study;
-828 to 912 and 1,143 to 1,201 on the demo's frozen scopes. Within a fold the resident memory climbs over the steps (1,024 to 1,528 MiB over 50 steps on WNUT).
-Setting glibc's mmap threshold lowered that trial's peak (1,670 -> 1,394 MiB at 64 KiB) but gives every step's large
-buffers fresh pages; it was left alone."""
+                 "steps and its peak can run higher (10 to 20 % on the demo study; status shows each trial's own)")
+"""Said under the plan of a study on the CPU. Measured, the plan's peak and then the trials' (benchmarks/README.md): 815 to 899
+and 947 to 998 MiB on the demo's frozen scopes; 1,341 and 1,294 for full fine-tuning on 1,600 WNUT rows. Before batches were
+padded to a multiple of 8 tokens (:data:`hpsearch.finetune.batching.PAD_MULTIPLE`), oneDNN kept a bf16 kernel per batch
+length and the trials' peaks climbed to up to twice the plan's (2,302 MiB against 1,123 for LoRA on the WNUT study)."""
 
 
 def render(plan: dict[str, Any]) -> str:

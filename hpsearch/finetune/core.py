@@ -17,7 +17,7 @@ from hpsearch.data.prepare import StudyData
 from hpsearch.data.tokencache import TokenCache, Tokenized, tokenizer_fingerprint
 from hpsearch.errors import ModelUnavailable, OutOfMemory, TrialError
 from hpsearch.finetune import frozen
-from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher
+from hpsearch.finetune.batching import HiddenBatcher, TokenBatcher, pad_multiple
 from hpsearch.finetune.loop import (BetweenBatches, EpochCallback, EvalSet, TrainConfig, TrainResult, autocast_dtype, evaluate, precision_warning,
                                    predict_logits, resolve_precision, train)
 from hpsearch.finetune.layouts import layout_of
@@ -37,6 +37,7 @@ class CandidateInputs:
     tokenizer: Any
     tokenized: dict[str, Tokenized]
     weights_key: str
+    max_length: int  # the tokens its inputs are cut at (FineTuner.max_length_of)
 
 
 @dataclass
@@ -182,7 +183,7 @@ class FineTuner:
                 name: self.token_cache.tokenize(split, self.task, tokenizer, key, length)
                 for name, split in self.data.splits.items()
             }
-            self._inputs[candidate.name] = CandidateInputs(folder, tokenizer, tokenized, frozen.weights_fingerprint(folder))
+            self._inputs[candidate.name] = CandidateInputs(folder, tokenizer, tokenized, frozen.weights_fingerprint(folder), length)
             if (key, length) not in self._said_cut:  # candidates that share a tokenizer and length share their cut rows: said once
                 self._said_cut.add((key, length))
                 for name, split in tokenized.items():
@@ -343,7 +344,7 @@ class FineTuner:
                        self.between_batches)
 
     def _token_batcher(self, inputs: CandidateInputs, split: str) -> TokenBatcher:
-        return TokenBatcher(inputs.tokenized[split].features, self.task.collator(inputs.tokenizer))
+        return TokenBatcher(inputs.tokenized[split].features, self.task.collator(inputs.tokenizer, self._pad_multiple(inputs)))
 
     def _hidden_batcher(self, model: Any, inputs: CandidateInputs, split: str, depth: int, candidate: str) -> HiddenBatcher:
         assert self.frozen_cache is not None
@@ -356,7 +357,12 @@ class FineTuner:
 
         hidden = self.frozen_cache.get(model, depth, self._token_batcher(inputs, split), inputs.weights_key, tokenized.key, self.device,
                                        autocast_dtype(self.device, self.precision), announce, self.between_batches)
-        return HiddenBatcher(hidden, tokenized.features, self.task.target_keys)
+        return HiddenBatcher(hidden, tokenized.features, self.task.target_keys, self._pad_multiple(inputs))
+
+    def _pad_multiple(self, inputs: CandidateInputs) -> int | None:
+        """The multiple of tokens a candidate's batches are padded to (see :func:`~hpsearch.finetune.batching.pad_multiple`);
+        None for a task whose loss spans the padding."""
+        return None if self.task.loss_sees_padding else pad_multiple(inputs.max_length)
 
     def _cache_depth(self, candidate: Candidate, model: Any, scope: Scope) -> int | None:
         """How many bottom blocks' outputs come from the frozen-layer cache (None: no cache for this fit)."""

@@ -99,6 +99,10 @@ class Task:
     """What ``groups`` keeps in one fold, in words (None: nothing)."""
     target_keys: ClassVar[tuple[str, ...]] = ("labels",)
     """Feature keys the loss needs (the frozen-layer batches carry them beside the stored states)."""
+    loss_sees_padding: ClassVar[bool] = False
+    """Whether the model's loss spans the padding too (an answer span's start and end are chosen among every position):
+    its batches are then padded to their longest row only, as more padding would change the loss (see
+    :func:`hpsearch.finetune.batching.pad_multiple`)."""
     split_words: ClassVar[bool] = False
     """Whether inputs come as words (a list per row) rather than text: a byte-level BPE tokenizer (RoBERTa, GPT-2)
     must then put a space before each word, as before every word of a text but the first."""
@@ -172,10 +176,11 @@ class Task:
     def tokenize(self, split: Split, tokenizer: Any, max_length: int) -> Features:
         raise NotImplementedError
 
-    def collator(self, tokenizer: Any) -> Any:
+    def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
+        """Batches of features, each padded to its longest row, rounded up to ``pad_to_multiple_of`` tokens where given."""
         from transformers import DataCollatorWithPadding
 
-        return DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
 
     def num_labels(self, label_map: LabelMap) -> int:
         return len(label_map) if label_map.labels else 1

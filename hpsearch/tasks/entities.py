@@ -73,10 +73,10 @@ class TokenClassification(Task):
             features.append(feature)
         return Features(features)
 
-    def collator(self, tokenizer: Any) -> Any:
+    def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
         from transformers import DataCollatorForTokenClassification
 
-        return DataCollatorForTokenClassification(tokenizer, return_tensors="pt")
+        return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
 
     def outputs(self, output: Any, batch: dict[str, Any]) -> list[Any]:
         """The logits of each word's first subword, in word order."""

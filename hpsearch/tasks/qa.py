@@ -39,6 +39,7 @@ class QuestionAnswering(Task):
     pipeline_task: ClassVar[str] = "question-answering"
     peft_task_type: ClassVar[str] = "QUESTION_ANS"
     has_label_list: ClassVar[bool] = False
+    loss_sees_padding: ClassVar[bool] = True
     inputs: ClassVar[tuple[str, ...]] = ("question", "context")
     target: ClassVar[str | None] = "answers"
     columns: ClassVar[dict[str, tuple[str | None, str]]] = {
@@ -140,10 +141,10 @@ class QuestionAnswering(Task):
                              "offset_start": starts, "offset_end": ends, "example": example})
         return Features(features, windows)
 
-    def collator(self, tokenizer: Any) -> Any:
+    def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
         from transformers import DataCollatorWithPadding
 
-        pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")  # None: see loss_sees_padding
         drop = ("offset_start", "offset_end", "example")
         return lambda rows: pad([{k: v for k, v in row.items() if k not in drop} for row in rows])
 

@@ -411,3 +411,37 @@ def test_under_bf16_the_frozen_layer_cache_matches_running_the_frozen_layers(tmp
     for cached, plain in zip(runs[0].result.history, runs[1].result.history):  # cache states computed in fp32 differ at 1e-5
         assert cached.train_loss == pytest.approx(plain.train_loss, rel=1e-6)
         assert cached.metrics["loss"] == pytest.approx(plain.metrics["loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("task", ["text-classification", "token-classification"])
+def test_batches_are_padded_to_a_multiple_of_8_tokens_and_predict_as_unpadded(make_tuner, monkeypatch, task: str) -> None:
+    """A batch padded to its longest row had a length of its own, and on the CPU each new shape got a bf16 kernel of its
+    own kept for the process: a trial's resident peak climbed far above the plan's. Padded to a multiple of 8 tokens
+    (the mask hides the padding), a model computes the same outputs. (Training draws its dropout per element, so it
+    draws differently on wider batches: a fit is not the same fit padded otherwise.)"""
+    import hpsearch.finetune.batching as batching
+
+    spec, tuner = make_tuner(task, precision="fp32", frozen_cache=True)
+    candidate, inputs = spec.models[0], tuner.inputs(spec.models[0])
+    fitted = tuner.fit(candidate, {**LEARNABLE, "epochs": 1}, train_rows=TRAIN, eval_rows=EVAL)
+    frozen = tuner.fit(candidate, {**LEARNABLE, "epochs": 1, "scope": "freeze-1"}, train_rows=TRAIN, eval_rows=EVAL)
+    assert frozen.used_frozen_cache
+
+    def widths() -> set[int]:
+        tokens = {batch["input_ids"].shape[1] for _, batch in tuner._token_batcher(inputs, "train").batches(TRAIN, 8)}
+        hidden = tuner._hidden_batcher(frozen.model, inputs, "train", 1, candidate.name)
+        for _, batch in hidden.batches(TRAIN, 8):
+            tokens.add(batch["inputs_embeds"].shape[1])
+            if task == "token-classification":  # one target per token, padded as the inputs are
+                assert batch["labels"].shape[1] == batch["inputs_embeds"].shape[1]
+        return tokens
+
+    padded, padded_widths = tuner.predict(fitted, "train", EVAL), widths()
+    assert padded_widths and all(w % 8 == 0 for w in padded_widths), padded_widths
+    monkeypatch.setattr(batching, "PAD_MULTIPLE", 1)  # each batch to its longest row, as before
+    unpadded, unpadded_widths = tuner.predict(fitted, "train", EVAL), widths()
+    assert any(w % 8 for w in unpadded_widths), unpadded_widths  # the toy rows do come in other lengths
+    for a, b in zip(padded, unpadded, strict=True):
+        assert np.allclose(np.asarray(a), np.asarray(b), atol=1e-5), (a, b)
+    monkeypatch.undo()
+    assert batching.pad_multiple(64) == 8 and batching.pad_multiple(50) is None  # never past the length inputs are cut at
