@@ -218,3 +218,23 @@ def test_a_tokenizer_that_comes_as_a_sentencepiece_file_loads(tmp_path: Path, st
     fitted = tuner.fit(Candidate(name="deberta", path=model), {**PARAMS, "epochs": 1}, train_rows=TRAIN, eval_rows=EVAL)
     assert fitted.inputs.tokenizer.tokenize("the film was good")[0].startswith("▁")
     assert all(math.isfinite(v) for v in fitted.result.history[0].metrics.values())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_padding_to_a_multiple_of_8_tokens_leaves_every_familys_outputs_as_they_were(family: str, family_models, study,
+                                                                                      tmp_path: Path, monkeypatch) -> None:
+    """Batches are padded to a multiple of 8 tokens (hpsearch.finetune.batching.PAD_MULTIPLE); the mask hides the
+    padding, whichever side a family's tokenizer pads on and however it pools (a decoder at its last real token)."""
+    import numpy as np
+
+    import hpsearch.finetune.batching as batching
+
+    tuner = _tuner(study, tmp_path / "cache", precision="fp32")
+    candidate = Candidate(name=family, path=family_models[family])
+    fitted = tuner.fit(candidate, {"learning_rate": 1e-3, "epochs": 0, "scope": "full"}, train_rows=[], eval_rows=[])
+    rows = list(range(24))
+    padded = tuner.predict(fitted, "train", rows)
+    monkeypatch.setattr(batching, "PAD_MULTIPLE", 1)
+    unpadded = tuner.predict(fitted, "train", rows)
+    for a, b in zip(padded, unpadded, strict=True):
+        assert np.allclose(np.asarray(a), np.asarray(b), atol=1e-4), (family, a, b)
