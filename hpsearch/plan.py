@@ -419,6 +419,11 @@ def saved_plan(spec: StudySpec, before: int) -> tuple[dict[str, Any] | None, boo
     return (plan if before == plan.get("finished", 0) else None), False
 
 
+def estimate_fields(plan: dict[str, Any]) -> dict[str, float]:
+    """The plan's estimate as the fields of ``run``'s events."""
+    return {"estimate": plan["seconds_with_pruning"], "estimate_without_pruning": plan["seconds_without_pruning"]}
+
+
 def estimate_text(plan: dict[str, Any]) -> str:
     """The plan's estimate in words, as ``run`` says it beside its own time."""
     from hpsearch.status import duration

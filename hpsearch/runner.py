@@ -166,19 +166,17 @@ def _say_search_warnings(spec: StudySpec, say: Callable[..., None]) -> None:
 def _expected(spec: StudySpec, before: int) -> tuple[str, dict[str, float]]:
     """What ``hpsearch plan`` estimated for this run, to say as it starts (words and event fields; empty without a plan
     made for this study file and for the trials left)."""
-    from hpsearch.plan import estimate_text, saved_plan
+    from hpsearch.plan import estimate_fields, estimate_text, saved_plan
 
     plan, _ = saved_plan(spec, before)
-    if plan is None:
-        return "", {}
-    return f"; {estimate_text(plan)}", {"estimate": plan["seconds_with_pruning"], "estimate_without_pruning": plan["seconds_without_pruning"]}
+    return ("", {}) if plan is None else (f"; {estimate_text(plan)}", estimate_fields(plan))
 
 
 def say_time(spec: StudySpec, seconds: float, before: int, say: Callable[..., None]) -> None:
     """The time this run took, and beside it the estimate of ``hpsearch plan`` where one was made for this study
     file and for what this run did (``before``: trials that had finished before it started; a plan made then is for
     the rest)."""
-    from hpsearch.plan import estimate_text, saved_plan
+    from hpsearch.plan import estimate_fields, estimate_text, saved_plan
     from hpsearch.status import duration
 
     text, fields = f"time: {duration(seconds)}", {"seconds": seconds}
@@ -189,7 +187,7 @@ def say_time(spec: StudySpec, seconds: float, before: int, say: Callable[..., No
         text += "; plan.json was made for an earlier version of this study file: run 'hpsearch plan' again for an estimate"
     elif plan is not None:
         text += f"; {estimate_text(plan)}"
-        fields.update(estimate=plan["seconds_with_pruning"], estimate_without_pruning=plan["seconds_without_pruning"])
+        fields.update(estimate_fields(plan))
     say(text, event="time", **fields)
 
 

@@ -21,13 +21,13 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
     from hpsearch.binding import superseded
 
     now, old = now or datetime.now(), superseded(study)
+    only = spec.models[0].name if len(spec.models) == 1 else "?"  # the model of a waiting trial that does not name one
     rows = []
     for t in study.get_trials(deepcopy=False):
         end = t.datetime_complete or (now if t.state.name == "RUNNING" else None)
         seconds = (end - t.datetime_start).total_seconds() if end and t.datetime_start else None
         # A trial waiting in the queue has only the settings enqueued (search.enqueue, or a repeat's); the rest are drawn when it starts.
         params = t.params or (t.system_attrs.get("fixed_params") or {} if t.state.name == "WAITING" else {})
-        only = spec.models[0].name if len(spec.models) == 1 else "?"
         rows.append({
             "trial": t.number, "state": t.state.name, "model": t.user_attrs.get("model", params.get("model", only)),
             "params": {k.split(":")[-1]: v for k, v in params.items() if k != "model"},
