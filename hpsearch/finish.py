@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
 from hpsearch.numbers import amount_figure, difference_figure, interval_figure, score_figure
-from hpsearch.selection import NEVER_TRIED, SPLIT_SE_ATTR, compared_by, counts_text, is_repeat, score_text, trained_complete, untried_warning
+from hpsearch.selection import NEVER_TRIED, SPLIT_SE_ATTR, compared_by, counts_text, ended_state, is_repeat, score_text, trained_complete, untried_warning
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
 
@@ -21,9 +21,7 @@ FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 def shown_state(trial: Any) -> str:
     """The trial's state as the summaries count it (see ``selection.TRIAL_STATES``)."""
-    if trial.state.name == "FAIL" and trial.user_attrs.get("interrupted"):
-        return "INTERRUPTED"
-    return "REPEAT" if is_repeat(trial) else trial.state.name
+    return "REPEAT" if is_repeat(trial) else ended_state(trial)
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:

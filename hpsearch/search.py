@@ -219,8 +219,9 @@ class Objective:
             value = self._cross_validate(trial, self.spec.candidate(candidate_name), params, run)
             state = "COMPLETE"
             return value
-        except (StorageUnavailable, CannotWrite):
-            raise  # not the trial's fault: the worker stops, and the trial runs again later
+        except (StorageUnavailable, CannotWrite, KeyboardInterrupt):
+            state = "INTERRUPTED"  # not the trial's fault: the worker stops, and the trial runs again later
+            raise
         except TrialError as exc:
             self._failed(trial, str(exc))
             if isinstance(exc, ModelUnavailable) and candidate_name not in self._said_unavailable:

@@ -336,6 +336,12 @@ resume) is counted as interrupted, not as failed; one that repeated an earlier t
 Optuna's COMPLETE with that trial's score, or FAIL while that trial was still running) as a repeat."""
 
 
+def ended_state(trial: Any) -> str:
+    """An Optuna trial's state, with INTERRUPTED for a FAIL that was an interruption (see TRIAL_STATES): what status and
+    MLflow show."""
+    return "INTERRUPTED" if trial.state.name == "FAIL" and trial.user_attrs.get("interrupted") else trial.state.name
+
+
 def trial_counts(states: Sequence[str]) -> dict[str, int]:
     return {state: sum(1 for s in states if s == state) for state in TRIAL_STATES}
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from hpsearch.numbers import amount_figure
-from hpsearch.selection import CARRIED_ATTR, REPEAT_ATTR
+from hpsearch.selection import CARRIED_ATTR, REPEAT_ATTR, ended_state
 from hpsearch.space import describe_params
 from hpsearch.spec import StudySpec
 
@@ -20,21 +20,22 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
     """One row per trial: number, state, model, searched params, CV mean/std, epochs, duration, device, note and cost."""
     from hpsearch.binding import superseded
 
-    now, old = now or datetime.now(), superseded(study)
+    now, old, trials = now or datetime.now(), superseded(study), study.get_trials(deepcopy=False)
     only = spec.models[0].name if len(spec.models) == 1 else "?"  # the model of a waiting trial that does not name one
+    retries = {int(t.user_attrs["retry_of"]): t.number for t in trials if "retry_of" in t.user_attrs}
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         end = t.datetime_complete or (now if t.state.name == "RUNNING" else None)
         seconds = (end - t.datetime_start).total_seconds() if end and t.datetime_start else None
         # A trial waiting in the queue has only the settings enqueued (search.enqueue, or a repeat's); the rest are drawn when it starts.
         params = t.params or (t.system_attrs.get("fixed_params") or {} if t.state.name == "WAITING" else {})
         rows.append({
-            "trial": t.number, "state": t.state.name, "model": t.user_attrs.get("model", params.get("model", only)),
+            "trial": t.number, "state": ended_state(t), "model": t.user_attrs.get("model", params.get("model", only)),
             "params": {k.split(":")[-1]: v for k, v in params.items() if k != "model"},
             "cv_mean": t.user_attrs.get("cv_mean"), "cv_std": t.user_attrs.get("cv_std"),
             "epochs": t.user_attrs.get("best_epochs"), "seconds": seconds, "device": t.user_attrs.get("device", ""),
             "host": t.user_attrs.get("host", ""),
-            "note": _note(t, old),
+            "note": _note(t, old, retries.get(t.number)),
             "train_samples": t.user_attrs.get("train_samples"), "device_seconds": t.user_attrs.get("device_seconds"),
             "flops": t.user_attrs.get("flops"), "peak_memory_mb": t.user_attrs.get("peak_memory_mb"),
             "latency_ms": t.user_attrs.get("objective_latency"),  # with search.second_objective: latency
@@ -42,13 +43,21 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
     return rows
 
 
-def _note(trial: Any, superseded: set[int]) -> str:
-    """Where a trial came from and why it ended as it did: carried over, settings since changed, failure reason, repeat."""
+def _note(trial: Any, superseded: set[int], retry: int | None = None) -> str:
+    """Where a trial came from and why it ended as it did: carried over, settings since changed, failure reason, repeat;
+    the trial that ran its settings again (``retry``), or that one will when the study resumes."""
     carried = trial.user_attrs.get(CARRIED_ATTR)
     ended = (("under earlier settings: " if trial.number in superseded else "") + trial.user_attrs.get("failure_reason", "")
              + (f"settings of trial {trial.user_attrs[REPEAT_ATTR]}: not trained again"
                 if REPEAT_ATTR in trial.user_attrs and "failure_reason" not in trial.user_attrs else ""))
-    return "; ".join(part for part in (f"carried over (trial {carried['trial']} of {carried['study']})" if carried else "", ended) if part)
+    again = ""  # an interrupted trial, or one whose worker died, runs its settings again as a new trial
+    if retry is not None:
+        again = f"run again as trial {retry}"
+    elif ended_state(trial) == "INTERRUPTED":
+        again = "runs again when the study resumes"
+    elif "retry_of" in trial.user_attrs:
+        again = f"settings of trial {trial.user_attrs['retry_of']}, run again"
+    return "; ".join(part for part in (f"carried over (trial {carried['trial']} of {carried['study']})" if carried else "", ended, again) if part)
 
 
 def space_note(spec: StudySpec, study: Any) -> str | None:

@@ -24,16 +24,17 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hpsearch.errors import HpsearchError, cannot_write, exception_chain, first_line
-from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR
+from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR, ended_state
 from hpsearch.spec import StudySpec
 from hpsearch.trackingdb import check_reachable, experiment_name, quiet_logger, seed_database, tracking_uri, unreachable
 
 ROLE, STUDY, TRIAL = "hpsearch.role", "hpsearch.study", "hpsearch.trial"
 OBJECTIVE = "hpsearch.objective"
 """Tag of a study run: the digest of the objective its study was bound to when the run was made (hpsearch.binding)."""
-STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "INTERRUPTED": "KILLED"}
 """MLflow run status per trial state: a pruned trial ended as planned (its ``state`` tag says PRUNED), so it
-does not get the failure mark."""
+does not get the failure mark; an interrupted one (Ctrl-C, a stop signal, a disk or storage it could not write to)
+was stopped from outside, and its settings run again as a new trial."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -286,14 +287,14 @@ class Tracker(NullTracker):
         logged = []
         for trial in trials:
             attrs = trial.user_attrs
-            if trial.state.name not in STATUS or "model" not in attrs or REPEAT_ATTR in attrs:
+            if ended_state(trial) not in STATUS or "model" not in attrs or REPEAT_ATTR in attrs:
                 continue
             found = runs.get(trial.number)
             if found is not None and found.info.status != "RUNNING":
                 continue
             run = found.info.run_id if found is not None else self.start_trial(
                 parent, trial.number, attrs["model"], attrs.get("params", {}), attrs.get("device", "?"), attrs.get("precision", "?"))
-            self.end_trial(run, trial.state.name, dict(attrs))
+            self.end_trial(run, ended_state(trial), dict(attrs))
             if self.lost is not None:
                 break
             logged.append(trial.number)

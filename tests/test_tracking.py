@@ -353,6 +353,37 @@ def test_embedded_default_lives_in_the_study_folder(tmp_path: Path, tiny_bert: P
             f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning") in capsys.readouterr().out
 
 
+def test_an_interrupted_trial_is_killed_in_mlflow_and_interrupted_in_status_with_the_trial_that_ran_it_again(tmp_path: Path, tiny_bert: Path) -> None:
+    import optuna
+
+    from hpsearch.status import render, trial_table
+    from hpsearch.storage import make_storage
+
+    search = "search: {n_trials: 2, pruner: {name: none}}\n"
+    path = toy_study(tmp_path, tiny_bert, rows=60, extra=SPACE.replace("epochs: 3", "epochs: 1") + search + "export: {enabled: false}\n")
+
+    def interrupt(message: str, **fields: object) -> None:
+        if message.startswith("trial 1 fold 1/2 epoch 1"):
+            raise KeyboardInterrupt
+
+    def table() -> list[dict[str, object]]:
+        spec = load_spec(path)
+        return trial_table(spec, optuna.load_study(study_name=spec.name, storage=make_storage(spec)))
+
+    assert run_study(path, say=interrupt) == 130
+    rows = table()
+    assert [(r["state"], r["note"]) for r in rows] == [("COMPLETE", ""), ("INTERRUPTED", "interrupted; runs again when the study resumes")]
+    assert "INTERRUPTED" in render(load_spec(path), rows, 1)
+    assert run_study(path, say=_quiet) == 0
+    rows = table()
+    assert [(r["state"], r["note"]) for r in rows] == [("COMPLETE", ""), ("INTERRUPTED", "interrupted; run again as trial 2"),
+                                                       ("COMPLETE", "settings of trial 1, run again")]
+    _, runs = _runs(f"sqlite:///{load_spec(path).out_dir / 'mlflow.db'}", "toy")
+    trials = {int(r.data.tags["hpsearch.trial"]): r for r in runs if r.data.tags.get("hpsearch.role") == "trial"}
+    assert [(trials[n].info.status, trials[n].data.tags["state"]) for n in range(3)] == [
+        ("FINISHED", "COMPLETE"), ("KILLED", "INTERRUPTED"), ("FINISHED", "COMPLETE")]  # stopped from outside, not failed
+
+
 def test_a_new_embedded_database_starts_from_an_empty_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow.tracking import MlflowClient
 
