@@ -30,7 +30,7 @@ def write_report(spec: StudySpec, study: Any, out: Path) -> list[Path]:
     report.update(_final_figures(spec, report))
     figures: list[tuple[str, str, Callable[[], Any]]] = [
         ("optimization_history", "Optimization history", lambda: _history(spec, study)),
-        ("param_importances", "Parameter importances", lambda: _importances(spec, study)),
+        ("param_importances", _importances_title(study), lambda: _importances(spec, study)),
         ("fold_scores", f"Fold scores ({spec.metric}) per model", lambda: _fold_scores(spec, study)),
         ("learning_curves", "Validation curves per fold, top trials", lambda: _curves(spec, study, table)),
     ]
@@ -47,8 +47,24 @@ def write_report(spec: StudySpec, study: Any, out: Path) -> list[Path]:
         else:
             sections.append(f"<h2>{html.escape(title)}</h2>\n<p class='note'>{html.escape(note)}</p>")
     page = out / "report.html"
-    page.write_text(_page(spec, report, table, sections), encoding="utf-8")
+    page.write_text(_page(spec, report, table, sections, _progress(spec, study)), encoding="utf-8")
     return [page, *written]
+
+
+def _progress(spec: StudySpec, study: Any) -> str | None:
+    """What a report of a study that has not finished must say first: that its winner and figures are those so far.
+    None where it has finished (every trial it is to run, or a time budget whose end the storage cannot tell)."""
+    from hpsearch.accounting import counted_trials, search_over
+
+    counted = counted_trials(study)
+    running = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING")
+    if running:
+        return (f"The study is still running: {spec.search.done_text(counted)} finished, {running} running. The winner and the "
+                "figures below are those so far; make the report again when it has finished.")
+    if spec.search.n_trials is not None and search_over(spec, study, counted) is None:
+        return (f"The study has not finished: {spec.search.done_text(counted)} finished, none running. The winner and the figures "
+                "below are those so far; 'hpsearch run' on the study file resumes it.")
+    return None
 
 
 def _final_figures(spec: StudySpec, report: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +121,17 @@ def _history(spec: StudySpec, study: Any) -> Any:
     axes = plot_optimization_history(study, **_target(spec))
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers, not 0.25 steps
     return axes
+
+
+ROUGH_BELOW = 10
+"""Completed trials under which the parameter importances are said to be a rough guide: a forest fitted to a handful of
+points ranks settings on noise."""
+
+
+def _importances_title(study: Any) -> str:
+    complete = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+    rough = f"; with fewer than {ROUGH_BELOW}, a rough guide only" if complete < ROUGH_BELOW else ""
+    return f"Parameter importances (from {complete} completed trial{'s' if complete != 1 else ''}{rough})"
 
 
 def _importances(spec: StudySpec, study: Any) -> Any:
@@ -198,7 +225,7 @@ def _cost_cells(row: dict[str, Any]) -> list[str]:
             shown("peak_memory_mb", "{:,.0f}".format)]
 
 
-def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], sections: list[str]) -> str:
+def _page(spec: StudySpec, report: dict[str, Any], table: list[dict[str, Any]], sections: list[str], progress: str | None = None) -> str:
     chosen, ci = report["selected"], report["cv_interval"]
     splits = sorted({k for r in table for k in r if k.startswith("split")}, key=lambda k: int(k[5:-6]))
     latency = latency_measured(table)
@@ -222,8 +249,9 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} th{{background:#f
 <body>
 <h1>Study {html.escape(spec.name)}</h1>
 <p>{html.escape(spec.task)}; metric {html.escape(spec.metric)} ({spec.direction}); {html.escape(counts_text(counts))} trials.</p>
+{f'<p id="progress"><strong>{html.escape(progress)}</strong></p>' if progress else ''}
 <h2>Selection</h2>
-<p id="winner">Winner ({html.escape(report['rule'])}): trial {chosen['trial']}, {html.escape(chosen['model'])}, {chosen['best_epochs']} epoch(s).
+<p id="winner">Winner{' so far' if progress else ''} ({html.escape(report['rule'])}): trial {chosen['trial']}, {html.escape(chosen['model'])}, {chosen['best_epochs']} epoch(s).
 {html.escape(score_text(spec.metric, ci, chosen['std_score'], spec.one_split))}.</p>
 {_answers(spec, report)}
 <h2>All completed trials</h2>

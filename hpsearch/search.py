@@ -114,6 +114,11 @@ def _waiting_settings(spec: StudySpec, trial: Any) -> tuple[str, dict[str, Any]]
                        for name, param in space.items()}
 
 
+PROGRESS_ATTR = "progress"
+"""Trial user attr, rewritten after each epoch: how far a trial has got (fold and folds, epoch and epochs, the fold's
+score at that epoch), which ``status`` shows for a running trial."""
+
+
 LOSS_ATTR = "cv_loss"
 """Trial user attr: the trial's lowest validation loss (:func:`lowest_loss`), what the sampler's view reads."""
 
@@ -430,6 +435,8 @@ class Objective:
             loss_curve.append(record.metrics.get("loss", math.nan))
             speed = record.samples_per_second
             self.tracker.log_epoch(run, fold + 1, record.epoch, record.train_loss, record.metrics, speed)
+            trial.set_user_attr(PROGRESS_ATTR, {"fold": fold + 1, "folds": len(self.folds), "epoch": record.epoch,
+                                                "epochs": params.get("epochs"), "score": curve[-1]})
             self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {score_figure(curve[-1])} "
                           f"(loss {record.train_loss:.4g}, {speed:.0f} samples/s)",
                           event="epoch", trial=trial.number, fold=fold + 1, epoch=record.epoch, metrics=record.metrics, train_loss=record.train_loss, samples_per_second=speed)

@@ -134,6 +134,7 @@ def test_report_writes_html_and_valid_pngs(finished: Path, tmp_path: Path) -> No
             assert image.format == "PNG"
         assert f"alt='{name}'" in page and "data:image/png;base64," in page
     assert "id=\"selection-table\"" in page and "id=\"paired\"" in page
+    assert 'id="progress"' not in page  # a finished study: nothing to warn of
     assert "<p id='bbc'>Bias-corrected macro_f1 (BBC-CV over 3 configurations" in page
     assert "<p id='baseline'>Trivial baseline (predicting the majority class" in page
     assert "<table id='per-model'>" in page and "<td>winner</td>" in page and "<td>no completed trial</td>" in page
@@ -146,6 +147,8 @@ def test_report_writes_html_and_valid_pngs(finished: Path, tmp_path: Path) -> No
     tiny = next(r for r in selection["per_model"] if r["model"] == "tiny")
     assert f"<td>{tiny['flops']:.3g}</td><td>{tiny['peak_memory_mb']:,.0f}</td>" in per_model
     assert f"Winner (best): trial {selection['selected']['trial']}" in page
+    complete = selection["trials"]["COMPLETE"]
+    assert f"<h2>Parameter importances (from {complete} completed trials; with fewer than 10, a rough guide only)</h2>" in page
     assert page.count("<tr><td>") >= 3  # the three completed trials are rows of the selection table
     # each completed trial's cost, as the CV table records it, in its row of the selection table
     table = page.split('id="selection-table"')[1].split("</table>")[0]
@@ -240,3 +243,50 @@ def test_the_line_count_that_sizes_the_columns_is_the_one_wrapping_gives() -> No
         text = " ".join("x" * draw.randint(1, 9) for _ in range(draw.randint(0, 8)))
         width = draw.randint(9, 40)
         assert _wrapped_lines(tuple(len(word) for word in text.split()), width) == max(len(textwrap.wrap(text, width)), 1), (text, width)
+
+
+def test_a_running_trial_shows_how_far_it_has_got(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = toy_study(tmp_path, tiny_bert, rows=60, extra=EXTRA + "search: {n_trials: 1, pruner: {name: none}}\n")
+    seen: dict[str, str] = {}
+    spec = load_spec(path)
+
+    def look(message: str, **fields: object) -> None:  # what `hpsearch status` prints while the trial runs
+        if fields.get("event") == "epoch":
+            capsys.readouterr()
+            assert main(["status", str(path), "--json"]) == 0
+            row = json.loads(capsys.readouterr().out)["trials"][0]
+            assert main(["status", str(path)]) == 0
+            seen[message.split(":")[0]] = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("running:"))
+            assert row["state"] == "RUNNING" and row["progress"]["fold"] == fields["fold"] and row["progress"]["epoch"] == fields["epoch"]
+            assert row["progress"]["score"] == fields["metrics"][spec.metric]  # type: ignore[index]
+
+    assert run_study(path, say=look) == 0
+    epochs = 2  # QUICK's
+    assert len(seen) == 2 * epochs  # every epoch of both folds
+    line = seen[f"trial 0 fold 2/2 epoch {epochs}"]
+    assert line.startswith("running: trial 0 (tiny) on cpu@") and f", fold 2/2 epoch {epochs}/{epochs} done ({spec.metric} " in line
+    capsys.readouterr()
+    assert main(["status", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trials"][0]["progress"] is None  # finished: nothing to show
+
+
+def test_a_report_of_a_study_not_finished_says_its_winner_is_the_one_so_far(tmp_path: Path, tiny_bert: Path) -> None:
+    path = toy_study(tmp_path, tiny_bert, rows=40, extra=EXTRA + "search: {n_trials: 3, pruner: {name: none}}\n")
+    pages: list[str] = []
+
+    def report(message: str, **fields: object) -> None:
+        if fields.get("event") == "epoch" and fields.get("trial") == 1:
+            if pages:
+                raise KeyboardInterrupt  # Ctrl-C in trial 1, after the report made while it ran
+            assert main(["report", str(path), "--out", str(tmp_path / "running")]) == 0
+            pages.append((tmp_path / "running" / "report.html").read_text())
+
+    assert run_study(path, say=report) == 130
+    assert main(["report", str(path), "--out", str(tmp_path / "stopped")]) == 0
+    pages.append((tmp_path / "stopped" / "report.html").read_text())
+    running, stopped = pages
+    assert ('<p id="progress"><strong>The study is still running: 1 of 3 trials finished, 1 running. The winner and the figures below '
+            'are those so far; make the report again when it has finished.</strong></p>') in running
+    assert ('<p id="progress"><strong>The study has not finished: 1 of 3 trials finished, none running. The winner and the figures '
+            "below are those so far; &#x27;hpsearch run&#x27; on the study file resumes it.</strong></p>") in stopped
+    assert all("Winner so far (best): trial 0" in page for page in pages)
