@@ -246,13 +246,16 @@ class Objective:
         except Exception as exc:  # noqa: BLE001 - a fault inside one trial (a library bug, say) fails that trial only
             refused = cannot_write(exc, kept="the finished trials are kept and this one runs again")
             if refused is not None:  # a full or read-only disk: every trial after it would fail the same way; the worker stops
+                state = "INTERRUPTED"
                 raise refused from exc
             reason = f"unexpected {type(exc).__name__} in the trial: {exc}"
             self._failed(trial, reason)
             raise TrialError(reason) from exc
         finally:
-            # Runs end with their true status even when the trial crashes or is interrupted.
-            self.tracker.end_trial(run, state, dict(trial.user_attrs))
+            # Runs end with their true status even when the trial crashes or is interrupted (the reason of an interruption
+            # reaches the trial after this, so its run is given it here).
+            reason = {"failure_reason": "interrupted"} if state == "INTERRUPTED" and "failure_reason" not in trial.user_attrs else {}
+            self.tracker.end_trial(run, state, {**trial.user_attrs, **reason})
 
     @functools.cached_property
     def configurations(self) -> dict[str, tuple[str, dict[str, Any]]] | None:

@@ -382,6 +382,7 @@ def test_an_interrupted_trial_is_killed_in_mlflow_and_interrupted_in_status_with
     trials = {int(r.data.tags["hpsearch.trial"]): r for r in runs if r.data.tags.get("hpsearch.role") == "trial"}
     assert [(trials[n].info.status, trials[n].data.tags["state"]) for n in range(3)] == [
         ("FINISHED", "COMPLETE"), ("KILLED", "INTERRUPTED"), ("FINISHED", "COMPLETE")]  # stopped from outside, not failed
+    assert trials[1].data.tags["failure_reason"] == "interrupted"
 
 
 def test_a_new_embedded_database_starts_from_an_empty_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
