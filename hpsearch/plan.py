@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -215,99 +214,6 @@ def _trials(spec: StudySpec, per_trial: float, once: float, startup: int, work: 
     return min(min(startup, unpruned) + max(0.0, budget - startup * per_trial) / (work * per_trial), most), min(unpruned, most)
 
 
-@dataclass
-class Measured:
-    """What :func:`calibrate` found: the calibrations, the rows per fold and of the test split, the device, and warnings
-    (a candidate's scope that ran out of memory)."""
-
-    calibrations: list[Calibration]
-    train_rows: int
-    eval_rows: int
-    folds: int
-    test_rows: int
-    device: str
-    warnings: list[str]
-
-
-def calibrate(spec: StudySpec, say: Callable[..., None], batches: int = 8) -> Measured:
-    """Time each (candidate, scope) on a few batches of the study's data, at the largest batch size it can draw. One that
-    runs out of memory is timed again with half the batch and twice the accumulation, as ``run`` retries such a fold
-    (``execution.memory_retries`` times); one that does not fit even then is left out of the estimate, with a warning."""
-    from hpsearch.data import prepare_data
-    from hpsearch.errors import OutOfMemory
-    from hpsearch.finetune import FineTuner
-    from hpsearch.finetune.core import unavailable
-    from hpsearch.session import make_folds, pick_device, refuse_unavailable
-    from hpsearch.search import within_memory
-
-    out = spec.out_dir
-    data = prepare_data(spec, cache_dir=out / "cache" / "datasets")
-    folds, eval_split = make_folds(spec, data)
-    device = pick_device(spec)
-    tuner = FineTuner(data, cache_dir=out / "cache", max_length=spec.data.max_length, device=device,
-                      precision=spec.execution.precision, metric=spec.metric, direction=spec.direction, warn=lambda m: say(f"warning: {m}"))
-    refuse_unavailable(unavailable(spec.models, tuner.tokenizer, say, task=tuner.task))
-    found, warnings, refused = [], [], []
-    for candidate in spec.models:
-        space = spec.space_for(candidate)
-        batch = int(max(space["batch_size"].values_hint()))
-        train_sample = list(folds[0][0])[: batches * batch]
-        eval_sample = list(folds[0][1])[: batches * batch]
-        for scope in spec.scopes_of(candidate):
-            # Two epochs, timed on the second: the first batches of a fresh model run slower than the rest.
-            params = {"learning_rate": 1e-5, "epochs": 2, "batch_size": batch, "scope": scope, "warmup_ratio": 0.0, "grad_accumulation": 1}
-            tried: list[int] = []
-
-            def retried(exc: OutOfMemory, before: dict[str, Any]) -> None:
-                tried.append(before["batch_size"])
-                say(f"{candidate.name} {scope}: out of memory on {device}; calibrating again with batch_size {params['batch_size']}, "
-                    f"as run retries such a fold")
-
-            try:
-                timed = within_memory(lambda: _timed(tuner, candidate, params, train_sample, eval_sample, eval_split, spec.seed),
-                                      params, spec.execution.memory_retries, retried)
-            except OutOfMemory:
-                refused.append(f"{candidate.name} {scope} at batch_size {' or '.join(map(str, [*tried, params['batch_size']]))}")
-                warnings.append(f"{refused[-1]} does not fit in the memory of {device}: each of its trials will fail, and the estimate "
-                                "leaves it out; lower batch_size or data.max_length, train less of it (freeze-K, lora), or raise "
-                                "execution.memory_retries")
-                say(f"{candidate.name} {scope}: out of memory on {device} at batch_size {params['batch_size']}; left out of the estimate")
-                continue
-            if params["batch_size"] != batch:
-                warnings.append(f"{candidate.name} {scope} runs out of memory on {device} at batch_size {batch}: run retries each "
-                                f"such fold with batch_size {params['batch_size']} and grad_accumulation {params['grad_accumulation']} "
-                                "(the same effective batch), as the estimate assumes; lower batch_size to save the failed tries")
-            found.append(timed)
-            say(f"calibrated {candidate.name} {scope}: {1000 * timed.train_seconds_per_example:.1f} ms per training example, "
-                f"{1000 * timed.eval_seconds_per_example:.1f} ms per validation example on {device}")
-    if not found:
-        raise HpsearchError(f"no candidate fits in the memory of {device} ({'; '.join(refused)}): lower batch_size or data.max_length, "
-                            "train less of each model (freeze-K, lora), or raise execution.memory_retries")
-    train_rows = round(statistics.fmean(len(t) for t, _ in folds))
-    eval_rows = round(statistics.fmean(len(e) for _, e in folds))
-    test_rows = len(data.splits["test"]) if "test" in data.splits else 0
-    return Measured(found, train_rows, eval_rows, len(folds), test_rows, device, warnings)
-
-
-def _timed(tuner: Any, candidate: Any, params: dict[str, Any], train_sample: list[int], eval_sample: list[int], eval_split: str,
-           seed: int) -> Calibration:
-    """Two fits of ``params`` on the samples; the second timed (the first pays the one-off costs: tokenization, the
-    frozen-layer cache)."""
-    from hpsearch.cost import peak_memory_mb, reset_peak_memory
-
-    reset_peak_memory(tuner.device)
-    timings = []
-    for _ in range(2):
-        started = time.perf_counter()
-        fitted = tuner.fit(candidate, params, train_rows=train_sample, eval_rows=eval_sample, eval_split=eval_split, seed=seed)
-        first, record = fitted.result.history
-        timings.append((time.perf_counter() - started - first.seconds - first.eval_seconds, record.seconds, record.eval_seconds))
-        fitted.close()
-    (first_wall, _, _), (wall, train_s, eval_s) = timings
-    return Calibration(candidate.name, str(params["scope"]), train_s / len(train_sample), eval_s / max(len(eval_sample), 1),
-                       max(wall - train_s - eval_s, 0.0), max(first_wall - wall, 0.0), peak_memory_mb(tuner.device))
-
-
 def finished_trials(spec: StudySpec, say: Callable[..., None]) -> int:
     """The trials a study that has run counts towards n_trials (0 for one that has not, or whose storage cannot be read
     now: said)."""
@@ -379,6 +285,7 @@ def render(plan: dict[str, Any]) -> str:
 
 def plan_study(spec: StudySpec, say: Callable[..., None]) -> dict[str, Any]:
     """Calibrate, estimate, save ``plan.json`` in the output folder and return the plan."""
+    from hpsearch.calibration import calibrate
     from hpsearch.export import spec_hash
     from hpsearch.workers import ThreadShare, crowded, other_workers
 
