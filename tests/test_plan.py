@@ -107,6 +107,7 @@ def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: 
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
     assert "estimated study time" in out and "other hpsearch worker" not in out
+    assert "the mean over the batch sizes drawn" not in out  # one batch size: timed at it alone
     spec = load_spec(path)
     plan = json.loads((spec.out_dir / "plan.json").read_text())
     assert [(r["model"], r["scope"]) for r in plan["rows"]] == [("tiny", "full"), ("tiny", "freeze-1")]
@@ -124,6 +125,39 @@ def test_plan_calibrates_every_candidate_and_scope_and_run_reports_it(tmp_path: 
     out = capsys.readouterr().out
     assert out.startswith("plan: 0 trials left of 2 (2 finished) x 2 fold(s)"), out
     assert json.loads((spec.out_dir / "plan.json").read_text())["finished"] == 2
+
+
+def test_the_time_per_example_is_the_mean_over_the_batch_sizes_drawn() -> None:
+    from hpsearch.calibration import drawn_mean
+    from hpsearch.spec import CategoricalParam, IntParam
+
+    at = {16: 0.012, 32: 0.010}  # t(b) = 0.008 + 0.064 / b
+    assert drawn_mean(CategoricalParam(type="categorical", choices=[32, 16]), at) == pytest.approx(0.011)
+    assert drawn_mean(CategoricalParam(type="categorical", choices=[16, 24, 32]), at) == pytest.approx(0.008 + 0.064 * (1 / 16 + 1 / 24 + 1 / 32) / 3)
+    assert drawn_mean(IntParam(type="int", low=16, high=32, step=8), at) == pytest.approx(0.008 + 0.064 * (1 / 16 + 1 / 24 + 1 / 32) / 3)
+
+
+def test_a_searched_batch_size_is_timed_at_its_smallest_and_its_largest(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import hpsearch.calibration as calibration
+    from hpsearch.cli import main
+    from hpsearch.spec import load_spec
+    from toydata import toy_study
+
+    seen: list[dict[int, float]] = []
+    real = calibration.drawn_mean
+    monkeypatch.setattr(calibration, "drawn_mean", lambda param, at: (seen.append(dict(at)), real(param, at))[1])
+    extra = ("space: {learning_rate: 5.0e-3, epochs: 1, batch_size: [4, 8]}\ncv: {folds: 2}\nsearch: {n_trials: 1}\n"
+             "tracking: {enabled: false}\nexport: {enabled: false}\n")
+    path = toy_study(tmp_path, tiny_bert, rows=48, extra=extra)
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr()
+    out = out.out + out.err
+    [at] = seen
+    assert sorted(at) == [4, 8] and all(t > 0 for t in at.values())
+    [row] = json.loads((load_spec(path).out_dir / "plan.json").read_text())["rows"]
+    assert row["train_seconds_per_example"] == pytest.approx((at[4] + at[8]) / 2)  # two choices drawn alike: the mean of the two
+    assert "ms per training example (the mean over the batch sizes drawn; " in out and " at batch 4, " in out and " at batch 8)" in out
 
 
 def test_a_calibration_beside_other_workers_takes_its_share_and_says_its_times_are_too_long(
