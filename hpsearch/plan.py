@@ -133,7 +133,9 @@ def estimate(spec: StudySpec, calibrations: list[Calibration], train_rows: int, 
     per_trial = statistics.fmean(r["trial_seconds"] for r in rows)
     # The final model: a refit on every training row (with k folds, one fold's training and validation rows; on one
     # validation split, its training rows) and one test pass; with best-fold, the kept model's test pass alone.
-    refit_rows = (train_rows + (eval_rows if folds > 1 else 0)) if spec.final_policy == "refit" else 0
+    # Where no test split scores it and no export is written, run trains none (hpsearch.finish.finish_study).
+    used = test_rows > 0 or spec.export.enabled
+    refit_rows = (train_rows + (eval_rows if folds > 1 else 0)) if spec.final_policy == "refit" and used else 0
     final = statistics.fmean((r["setup_seconds"] + r["epochs"] * refit_rows * r["train_seconds_per_example"] if refit_rows else 0.0)
                              + test_rows * r["eval_seconds_per_example"] for r in rows)
     once = sum(c.once_seconds for c in calibrations)

@@ -49,6 +49,10 @@ def test_epochs_folds_and_trials_add_up(tmp_path: Path) -> None:
     kept = estimate(_spec(tmp_path, "search: {n_trials: 10, pruner: {name: none}}\nexport: {policy: best-fold}\n"), _calibrations(),
                     train_rows=200, eval_rows=100, folds=3, test_rows=50)
     assert kept["final_model_seconds"] == pytest.approx((50 * 0.002 + 50 * 0.001) / 2)  # no refit: the kept model's test pass
+    unused = estimate(_spec(tmp_path, "search: {n_trials: 10, pruner: {name: none}}\nexport: {enabled: false}\n"), _calibrations(),
+                      train_rows=200, eval_rows=100, folds=3)
+    assert unused["final_model_seconds"] == 0.0  # no test split, no export: run trains no final model
+    assert unused["seconds_without_pruning"] == pytest.approx(15.0 + 10 * mean_trial)
 
 
 def test_a_finite_space_plans_no_more_trials_than_it_holds(tmp_path: Path) -> None:
