@@ -271,9 +271,11 @@ def render(plan: dict[str, Any]) -> str:
     for r in plan["rows"]:
         lines.append(f"{r['model']:<16} {r['scope']:<10} {1000 * r['train_seconds_per_example']:>11.2f} {1000 * r['eval_seconds_per_example']:>9.2f} "
                      f"{r['epochs']:>6.1f} {r['epoch_seconds']:>8.1f} {r['fold_seconds']:>8.1f} {r['trial_seconds']:>8.1f} {r['peak_memory_mb']:>9.0f}")
+    final = (f"the final model ({duration(plan['final_model_seconds'])})" if plan["final_model_seconds"]
+             else "no final model (no test split scores one and no export trains one)")
     lines.append(f"estimated study time: {duration(plan['seconds_with_pruning'])} with pruning ({plan['pruning_assumption']}), "
                  f"{duration(plan['seconds_without_pruning'])} without; both include one-off costs ({duration(plan['one_off_seconds'])}: "
-                 f"tokenization, frozen-layer cache, kept for the run) and the final model ({duration(plan['final_model_seconds'])})")
+                 f"tokenization, frozen-layer cache, kept for the run) and {final}")
     if plan.get("layout_text"):
         lines.append(f"workers: {plan['layout_text']}")
     if plan.get("layout", {}).get("kind") == "cpu":

@@ -53,6 +53,8 @@ def test_epochs_folds_and_trials_add_up(tmp_path: Path) -> None:
                       train_rows=200, eval_rows=100, folds=3)
     assert unused["final_model_seconds"] == 0.0  # no test split, no export: run trains no final model
     assert unused["seconds_without_pruning"] == pytest.approx(15.0 + 10 * mean_trial)
+    said = next(line for line in render(unused).splitlines() if line.startswith("estimated study time"))
+    assert said.endswith("kept for the run) and no final model (no test split scores one and no export trains one)")
 
 
 def test_a_finite_space_plans_no_more_trials_than_it_holds(tmp_path: Path) -> None:
