@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 from hpsearch.errors import HpsearchError
 from hpsearch.plan import Calibration
-from hpsearch.spec import CategoricalParam, IntParam, StudySpec
+from hpsearch.space import param_values
+from hpsearch.spec import StudySpec
 
 
 @dataclass
@@ -132,10 +133,5 @@ def drawn_mean(batch_size: Any, at: dict[int, float]) -> float:
     (small, t_small), (big, t_big) = sorted(at.items())
     per_batch = (t_small - t_big) / (1 / small - 1 / big)
     per_example = t_big - per_batch / big
-    if isinstance(batch_size, CategoricalParam):
-        drawn = [int(v) for v in batch_size.choices]
-    elif isinstance(batch_size, IntParam):
-        drawn = list(range(batch_size.low, batch_size.high + 1, batch_size.step))
-    else:
-        drawn = [big]
-    return per_example + per_batch * statistics.fmean(1 / b for b in drawn)
+    drawn = param_values(batch_size) or [big]
+    return per_example + per_batch * statistics.fmean(1 / int(b) for b in drawn)

@@ -28,9 +28,10 @@ def write_report(spec: StudySpec, study: Any, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     report, table = select_from_study(spec, study)
     report.update(_final_figures(spec, report))
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     figures: list[tuple[str, str, Callable[[], Any]]] = [
         ("optimization_history", "Optimization history", lambda: _history(spec, study)),
-        ("param_importances", _importances_title(study), lambda: _importances(spec, study)),
+        ("param_importances", _importances_title(complete), lambda: _importances(spec, study, complete)),
         ("fold_scores", f"Fold scores ({spec.metric}) per model", lambda: _fold_scores(spec, study)),
         ("learning_curves", "Validation curves per fold, top trials", lambda: _curves(spec, study, table)),
     ]
@@ -128,16 +129,15 @@ ROUGH_BELOW = 10
 points ranks settings on noise."""
 
 
-def _importances_title(study: Any) -> str:
-    complete = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
-    rough = f"; with fewer than {ROUGH_BELOW}, a rough guide only" if complete < ROUGH_BELOW else ""
-    return f"Parameter importances (from {complete} completed trial{'s' if complete != 1 else ''}{rough})"
+def _importances_title(complete: list[Any]) -> str:
+    count = len(complete)
+    rough = f"; with fewer than {ROUGH_BELOW}, a rough guide only" if count < ROUGH_BELOW else ""
+    return f"Parameter importances (from {count} completed trial{'s' if count != 1 else ''}{rough})"
 
 
-def _importances(spec: StudySpec, study: Any) -> Any:
+def _importances(spec: StudySpec, study: Any, complete: list[Any]) -> Any:
     from optuna.visualization.matplotlib import plot_param_importances
 
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if len(complete) < 2 or not any(len({str(t.params.get(k)) for t in complete}) > 1 for t0 in complete[:1] for k in t0.params):
         raise ValueError("needs at least two completed trials whose searched parameters differ")
     return plot_param_importances(study, **_target(spec))

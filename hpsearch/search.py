@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 from hpsearch.cost import peak_memory_mb, reset_peak_memory, training_flops
 from hpsearch.errors import CannotWrite, DataError, ModelUnavailable, OutOfMemory, StorageUnavailable, TrialError, cannot_write
 from hpsearch.numbers import score_figure
-from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR, better, is_repeat
+from hpsearch.selection import PROGRESS_ATTR, REPEAT_ATTR, SPLIT_SE_ATTR, better, is_repeat
 from hpsearch.space import (MODEL_PARAM, configurations, describe_params, enqueue_params, max_epochs, optuna_name, settings_key,
                             shown_params, suggest)
 from hpsearch.spec import FixedParam, StudySpec
@@ -112,11 +112,6 @@ def _waiting_settings(spec: StudySpec, trial: Any) -> tuple[str, dict[str, Any]]
     space = spec.space_for(spec.candidate(candidate))
     return candidate, {name: param.value if isinstance(param, FixedParam) else fixed.get(optuna_name(spec, candidate, name))
                        for name, param in space.items()}
-
-
-PROGRESS_ATTR = "progress"
-"""Trial user attr, rewritten after each epoch: how far a trial has got (fold and folds, epoch and epochs, the fold's
-score at that epoch), which ``status`` shows for a running trial."""
 
 
 LOSS_ATTR = "cv_loss"

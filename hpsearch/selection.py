@@ -319,6 +319,11 @@ SPLIT_SE_ATTR = "validation_standard_error"
 (a bootstrap over them), which the one-standard-error rule takes where there are no folds to take it from."""
 
 
+PROGRESS_ATTR = "progress"
+"""Trial user attr, rewritten after each epoch: how far a trial has got (fold and folds, epoch and epochs, the fold's
+score at that epoch), which ``status`` shows for a running trial."""
+
+
 CARRIED_ATTR = "carried_from"
 """Trial user attribute of a trial that ``run --new-study --keep-trials`` took over from the set-aside study:
 {"study": its name, "trial": its number there}."""

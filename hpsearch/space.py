@@ -47,7 +47,7 @@ def enqueue_params(spec: StudySpec, settings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _values(param: Any) -> list[Any] | None:
+def param_values(param: Any) -> list[Any] | None:
     """Every value a searched parameter can take, or None where it has a continuum of them."""
     if isinstance(param, CategoricalParam):
         return list(param.choices)
@@ -78,7 +78,7 @@ def _grid(spec: StudySpec) -> tuple[dict[str, list[Any]], list[str]]:
     if len(spec.models) > 1:
         space[MODEL_PARAM] = [m.name for m in spec.models]
     for name, param in spec.space.as_dict().items():
-        values = None if isinstance(param, IntParam) and param.log else _values(param)
+        values = None if isinstance(param, IntParam) and param.log else param_values(param)
         if values is not None:
             space[name] = values
         elif not isinstance(param, FixedParam):
@@ -110,7 +110,7 @@ def configurations(spec: StudySpec) -> dict[str, tuple[str, dict[str, Any]]] | N
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for model in spec.models:
         space = spec.space_for(model)
-        values = {name: [param.value] if isinstance(param, FixedParam) else _values(param) for name, param in space.items()}
+        values = {name: [param.value] if isinstance(param, FixedParam) else param_values(param) for name, param in space.items()}
         if any(v is None for v in values.values()) or math.prod(len(v) for v in values.values()) + len(found) > FINITE_LIMIT:
             return None
         for combination in itertools.product(*values.values()):

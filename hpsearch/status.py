@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from hpsearch.numbers import amount_figure, score_figure
-from hpsearch.selection import CARRIED_ATTR, REPEAT_ATTR, ended_state
+from hpsearch.selection import CARRIED_ATTR, PROGRESS_ATTR, REPEAT_ATTR, ended_state
 from hpsearch.space import describe_params
 from hpsearch.spec import StudySpec
 
@@ -39,7 +39,7 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
             "train_samples": t.user_attrs.get("train_samples"), "device_seconds": t.user_attrs.get("device_seconds"),
             "flops": t.user_attrs.get("flops"), "peak_memory_mb": t.user_attrs.get("peak_memory_mb"),
             "latency_ms": t.user_attrs.get("objective_latency"),  # with search.second_objective: latency
-            "progress": t.user_attrs.get("progress") if t.state.name == "RUNNING" else None,
+            "progress": t.user_attrs.get(PROGRESS_ATTR) if t.state.name == "RUNNING" else None,
         })
     return rows
 
