@@ -65,10 +65,11 @@ def seconds_to_go(trials_left: int, trials: list[Any], since: datetime.datetime)
 
 
 def requeue_interrupted(study: Any) -> int:
-    """Run the configurations of interrupted trials again (once each)."""
+    """Run the configurations of interrupted trials again (once each). One interrupted before it drew its settings has
+    none to run again: it is not counted, so a new draw takes its place."""
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
-    todo = [t for t in trials if t.user_attrs.get("interrupted") and t.number not in retried]
+    todo = [t for t in trials if t.user_attrs.get("interrupted") and t.params and t.number not in retried]
     for trial in todo:
         study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
     return len(todo)

@@ -54,6 +54,8 @@ def _note(trial: Any, superseded: set[int], retry: int | None = None) -> str:
     again = ""  # an interrupted trial, or one whose worker died, runs its settings again as a new trial
     if retry is not None:
         again = f"run again as trial {retry}"
+    elif not trial.params and (trial.user_attrs.get("interrupted") or trial.user_attrs.get("requeued")):
+        again = "stopped before it drew its settings; a new trial takes its place"
     elif ended_state(trial) == "INTERRUPTED":
         again = "runs again when the study resumes"
     elif "retry_of" in trial.user_attrs:

@@ -313,11 +313,14 @@ def recover_dead_trials(study: Any, say: Callable[..., None], on_recovered: Call
         storage = study._storage  # noqa: SLF001 - storage calls are Optuna's public storage API
         storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)  # noqa: SLF001
         retries = int(trial.user_attrs.get("retries", 0))
-        storage.set_trial_user_attr(trial._trial_id, "requeued", retries < MAX_RETRIES)  # noqa: SLF001
+        # A trial that died before it drew its settings has none to run again: it is not counted, and a new draw takes its place.
+        storage.set_trial_user_attr(trial._trial_id, "requeued", retries < MAX_RETRIES or not trial.params)  # noqa: SLF001
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001
         if on_recovered is not None:
             on_recovered(trial, reason)
-        if retries < MAX_RETRIES:
+        if not trial.params:
+            say(f"trial {trial.number}: {reason}, before it drew its settings; a new trial takes its place", event="replaced", trial=trial.number)
+        elif retries < MAX_RETRIES:
             study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number, "retries": retries + 1})
             say(f"trial {trial.number}: {reason}; its configuration runs again (retry {retries + 1} of {MAX_RETRIES})", event="retry", trial=trial.number)
         else:

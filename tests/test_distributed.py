@@ -14,6 +14,7 @@ import optuna
 import pytest
 
 from hpsearch.accounting import counted_trials
+from hpsearch.selection import PROGRESS_ATTR
 from hpsearch.spec import load_spec
 from hpsearch.storage import make_storage
 from test_workers import check_recovered
@@ -118,8 +119,8 @@ def test_three_machines_run_exactly_n_trials(tmp_path: Path, tiny_bert: Path, po
 def test_a_killed_worker_is_recovered_on_postgresql(tmp_path: Path, tiny_bert: Path, postgres_url: str) -> None:
     path = _study(tmp_path, tiny_bert, postgres_url, n_trials=4, workers=2, epochs=4, rows=100)
     run = _hpsearch("run", str(path))
-    victim = _wait_for(lambda: next((int(t.user_attrs["pid"]) for t in _study_of(path).get_trials()
-                                     if t.state.name == "RUNNING" and "pid" in t.user_attrs), None), "a running trial")
+    victim = _wait_for(lambda: next((int(t.user_attrs["pid"]) for t in _study_of(path).get_trials()  # one that trains: its settings are drawn
+                                     if t.state.name == "RUNNING" and PROGRESS_ATTR in t.user_attrs), None), "a training trial")
     os.kill(victim, signal.SIGKILL)
     out, err = run.communicate(timeout=420)
     assert run.returncode == 0, err[-3000:]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hpsearch.accounting import counted_trials
+from hpsearch.selection import PROGRESS_ATTR
 from hpsearch.storage import make_storage
 from hpsearch.spec import load_spec, load_spec_text
 from hpsearch.workers import plan_slots
@@ -167,12 +168,13 @@ def test_two_workers_share_a_postgresql_study(tmp_path: Path, tiny_bert: Path, p
 
 
 def _wait_for_running_trial(path: Path, deadline: float, before_step: int | None = None) -> int:
-    """The process id of a trial from trial 1 on that runs (and, with ``before_step``, has reported no epoch from that step on)."""
+    """The process id of a trial from trial 1 on that trains (it has reported progress, so it has drawn all its settings;
+    with ``before_step``, it has reported no epoch from that step on)."""
     while time.monotonic() < deadline:
         try:
             for trial in _trials(path).get_trials(deepcopy=False):
                 early = before_step is None or all(step < before_step for step in trial.intermediate_values)
-                if trial.state.name == "RUNNING" and "pid" in trial.user_attrs and trial.number >= 1 and early:
+                if trial.state.name == "RUNNING" and PROGRESS_ATTR in trial.user_attrs and trial.number >= 1 and early:
                     return int(trial.user_attrs["pid"])
         except Exception:  # the journal may not exist yet
             pass
@@ -200,6 +202,39 @@ def check_recovered(study, victim: int, n_trials: int) -> None:  # noqa: ANN001 
     retry = [t for t in trials if t.user_attrs.get("retry_of") == dead[0].number]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == dead[0].params
     assert counted_trials(study) == n_trials and not [t for t in trials if t.state.name == "RUNNING"]
+
+
+def test_a_trial_stopped_before_it_drew_its_settings_is_replaced_by_a_new_draw(tmp_path: Path, tiny_bert: Path) -> None:
+    """A worker killed, or a study interrupted, between a trial's claim and its first setting leaves nothing to run
+    again: the trial is not counted, no empty retry is queued, and its note says a new trial takes its place."""
+    import optuna
+
+    from hpsearch.accounting import requeue_interrupted
+    from hpsearch.status import trial_table
+    from hpsearch.workers import HOST, recover_dead_trials
+
+    spec = load_spec(_study(tmp_path, tiny_bert, n_trials=3))
+    study = optuna.create_study(study_name=spec.name, storage=make_storage(spec))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    bare, drawn = study.ask(), study.ask()
+    drawn.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
+    for trial in (bare, drawn):
+        trial.set_user_attr("host", HOST)
+        trial.set_user_attr("pid", gone.pid)
+    stopped = study.ask()
+    stopped.set_user_attr("interrupted", True)
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    said: list[str] = []
+    assert recover_dead_trials(study, lambda message, **fields: said.append(message)) == [0, 1]
+    assert requeue_interrupted(study) == 0
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "FAIL", "WAITING"]  # only the trial with settings runs again
+    assert trials[3].params == {} and trials[3].system_attrs["fixed_params"] == drawn.params and trials[3].user_attrs["retry_of"] == 1
+    assert "before it drew its settings" in said[0] and "runs again" in said[1]
+    assert counted_trials(study) == 0
+    notes = [row["note"] for row in trial_table(spec, study)]
+    assert [("a new trial takes its place" in note) for note in notes] == [True, False, True, False], notes
 
 
 def test_workers_started_in_containers_with_one_process_id_propose_different_settings(tmp_path: Path, tiny_bert: Path,
