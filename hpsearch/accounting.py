@@ -11,11 +11,17 @@ from hpsearch.selection import is_repeat
 from hpsearch.spec import StudySpec
 
 
+def retry_of(trial: Any) -> int | None:
+    """The trial whose configuration ``trial`` runs again: after an interrupt or a worker that died on this machine
+    (hpsearch's ``retry_of``), or a worker elsewhere that fell silent (Optuna's ``failed_trial``). None for a fresh one."""
+    if "retry_of" in trial.user_attrs:
+        return int(trial.user_attrs["retry_of"])
+    return int(trial.system_attrs["failed_trial"]) if "failed_trial" in trial.system_attrs else None
+
+
 def retried_numbers(trials: list[Any]) -> set[int]:
     """Trials whose configuration was started again (after an interrupt or a dead worker)."""
-    numbers = {int(t.user_attrs["retry_of"]) for t in trials if "retry_of" in t.user_attrs}
-    numbers |= {int(t.system_attrs["failed_trial"]) for t in trials if "failed_trial" in t.system_attrs}
-    return numbers
+    return {number for number in map(retry_of, trials) if number is not None}
 
 
 def counted_trials(study: Any) -> int:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from hpsearch.errors import HpsearchError
 from hpsearch.numbers import amount_figure, difference_figure, interval_figure, score_figure
-from hpsearch.selection import NEVER_TRIED, SPLIT_SE_ATTR, compared_by, counts_text, ended_state, is_repeat, score_text, trained_complete, untried_warning
+from hpsearch.selection import NEVER_TRIED, SPLIT_SE_ATTR, compared_by, counts_text, ended_state, is_repeat, score_text, spent, trained_complete, untried_warning
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import get_task
 
@@ -100,9 +100,9 @@ def trial_costs(trials: list[Any]) -> list[dict[str, Any]]:
     for t in trials:
         if t.state.name not in FINISHED_STATES or "model" not in t.user_attrs:
             continue
-        a = t.user_attrs
-        out.append({"trial": t.number, "model": a["model"], "state": shown_state(t), "train_samples": int(a.get("train_samples") or 0),
-                    "device_seconds": float(a.get("device_seconds") or 0.0),
+        a, used = t.user_attrs, spent(t.state.name, t.user_attrs)
+        out.append({"trial": t.number, "model": a["model"], "state": shown_state(t), "train_samples": int(used["train_samples"] or 0),
+                    "device_seconds": float(used["device_seconds"] or 0.0),
                     "trainable_parameters": a.get("trainable_parameters"), "total_parameters": a.get("total_parameters"),
                     "latency_ms": a.get("objective_latency"), "flops": a.get("flops"), "peak_memory_mb": a.get("peak_memory_mb")})
     return out

@@ -51,6 +51,10 @@ class FoldRecords:
     predictions: list[list[Any]] = field(default_factory=list)
     loss_curves: list[list[float]] = field(default_factory=list)
     losses: dict[str, float] | None = None
+    samples: int = 0
+    """Training samples of every epoch so far, in all folds."""
+    seconds: float = 0.0
+    """Device-seconds (training and validation) of every epoch so far, in all folds."""
 
     def new_fold(self) -> tuple[list[float], list[Any], list[float]]:
         """The next fold's (metric, predictions, loss) lists, filled epoch by epoch."""
@@ -432,9 +436,12 @@ class Objective:
             predicted.append(record.predictions)
             loss_curve.append(record.metrics.get("loss", math.nan))
             speed = record.samples_per_second
+            reports.samples += record.samples
+            reports.seconds += record.seconds + record.eval_seconds
             self.tracker.log_epoch(run, fold + 1, record.epoch, record.train_loss, record.metrics, speed)
             trial.set_user_attr(PROGRESS_ATTR, {"fold": fold + 1, "folds": len(self.folds), "epoch": record.epoch,
-                                                "epochs": params.get("epochs"), "score": curve[-1]})
+                                                "epochs": params.get("epochs"), "score": curve[-1],
+                                                "train_samples": reports.samples, "device_seconds": round(reports.seconds, 3)})
             self.on_event(f"trial {trial.number} fold {fold + 1}/{len(self.folds)} epoch {record.epoch}: {metric} {score_figure(curve[-1])} "
                           f"(loss {record.train_loss:.4g}, {speed:.0f} samples/s)",
                           event="epoch", trial=trial.number, fold=fold + 1, epoch=record.epoch, metrics=record.metrics, train_loss=record.train_loss, samples_per_second=speed)

@@ -321,7 +321,8 @@ SPLIT_SE_ATTR = "validation_standard_error"
 
 PROGRESS_ATTR = "progress"
 """Trial user attr, rewritten after each epoch: how far a trial has got (fold and folds, epoch and epochs, the fold's
-score at that epoch), which ``status`` shows for a running trial."""
+score at that epoch; the training samples and device-seconds of every epoch so far), which ``status`` shows for a
+running trial and :func:`spent` counts for one stopped inside a fold."""
 
 
 CARRIED_ATTR = "carried_from"
@@ -345,6 +346,18 @@ def ended_state(trial: Any) -> str:
     """An Optuna trial's state, with INTERRUPTED for a FAIL that was an interruption (see TRIAL_STATES): what status and
     MLflow show."""
     return "INTERRUPTED" if trial.state.name == "FAIL" and trial.user_attrs.get("interrupted") else trial.state.name
+
+
+def spent(state: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The training samples and device-seconds of a trial in ``state`` with user attrs ``attrs``. A trial records them
+    as each fold ends; one stopped inside a fold (interrupted, failed, its worker killed) has its progress count the
+    epochs it finished there too (see PROGRESS_ATTR)."""
+    samples, seconds = attrs.get("train_samples"), attrs.get("device_seconds")
+    progress = attrs.get(PROGRESS_ATTR) or {}
+    if state not in ("COMPLETE", "PRUNED") and "device_seconds" in progress:
+        samples = max(int(samples or 0), int(progress["train_samples"]))
+        seconds = max(float(seconds or 0.0), float(progress["device_seconds"]))
+    return {"train_samples": samples, "device_seconds": seconds}
 
 
 def trial_counts(states: Sequence[str]) -> dict[str, int]:

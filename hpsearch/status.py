@@ -10,8 +10,9 @@ import textwrap
 from datetime import datetime
 from typing import Any
 
+from hpsearch.accounting import retry_of
 from hpsearch.numbers import amount_figure, score_figure
-from hpsearch.selection import CARRIED_ATTR, PROGRESS_ATTR, REPEAT_ATTR, ended_state
+from hpsearch.selection import CARRIED_ATTR, PROGRESS_ATTR, REPEAT_ATTR, ended_state, spent
 from hpsearch.space import describe_params
 from hpsearch.spec import StudySpec
 
@@ -22,7 +23,7 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
 
     now, old, trials = now or datetime.now(), superseded(study), study.get_trials(deepcopy=False)
     only = spec.models[0].name if len(spec.models) == 1 else "?"  # the model of a waiting trial that does not name one
-    retries = {int(t.user_attrs["retry_of"]): t.number for t in trials if "retry_of" in t.user_attrs}
+    retries = {retry_of(t): t.number for t in trials if retry_of(t) is not None}
     rows = []
     for t in trials:
         end = t.datetime_complete or (now if t.state.name == "RUNNING" else None)
@@ -36,7 +37,7 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
             "epochs": t.user_attrs.get("best_epochs"), "seconds": seconds, "device": t.user_attrs.get("device", ""),
             "host": t.user_attrs.get("host", ""),
             "note": _note(t, old, retries.get(t.number)),
-            "train_samples": t.user_attrs.get("train_samples"), "device_seconds": t.user_attrs.get("device_seconds"),
+            **spent(t.state.name, t.user_attrs),
             "flops": t.user_attrs.get("flops"), "peak_memory_mb": t.user_attrs.get("peak_memory_mb"),
             "latency_ms": t.user_attrs.get("objective_latency"),  # with search.second_objective: latency
             "progress": t.user_attrs.get(PROGRESS_ATTR) if t.state.name == "RUNNING" else None,
@@ -58,8 +59,8 @@ def _note(trial: Any, superseded: set[int], retry: int | None = None) -> str:
         again = "stopped before it drew its settings; a new trial takes its place"
     elif ended_state(trial) == "INTERRUPTED":
         again = "runs again when the study resumes"
-    elif "retry_of" in trial.user_attrs:
-        again = f"settings of trial {trial.user_attrs['retry_of']}, run again"
+    elif retry_of(trial) is not None:
+        again = f"settings of trial {retry_of(trial)}, run again"
     return "; ".join(part for part in (f"carried over (trial {carried['trial']} of {carried['study']})" if carried else "", ended, again) if part)
 
 

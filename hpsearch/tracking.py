@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hpsearch.errors import HpsearchError, cannot_write, exception_chain, first_line
-from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR, ended_state
+from hpsearch.selection import REPEAT_ATTR, SPLIT_SE_ATTR, ended_state, spent
 from hpsearch.spec import StudySpec
 from hpsearch.trackingdb import check_reachable, experiment_name, quiet_logger, seed_database, tracking_uri, unreachable
 
@@ -314,6 +314,7 @@ class Tracker(NullTracker):
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
+        attrs = {**attrs, **spent(state, attrs)}  # a run stopped inside a fold counts that fold's finished epochs too
         numbers = {k: attrs[k] for k in ("cv_mean", "cv_std", "best_epochs", "train_seconds", "samples_per_second",
                                          "total_parameters", "trainable_parameters", "objective_latency", "objective_params", "train_samples",
                                          "device_seconds", "flops", "peak_memory_mb", SPLIT_SE_ATTR) if isinstance(attrs.get(k), (int, float))}

@@ -383,6 +383,13 @@ def test_an_interrupted_trial_is_killed_in_mlflow_and_interrupted_in_status_with
     assert [(trials[n].info.status, trials[n].data.tags["state"]) for n in range(3)] == [
         ("FINISHED", "COMPLETE"), ("KILLED", "INTERRUPTED"), ("FINISHED", "COMPLETE")]  # stopped from outside, not failed
     assert trials[1].data.tags["failure_reason"] == "interrupted"
+    # Stopped inside its first fold, before the fold's totals were written, the trial's one finished epoch still counts:
+    # in status, in its run and in the study's total.
+    done = [r["train_samples"] for r in rows]
+    assert 0 < done[1] < done[2] and rows[1]["device_seconds"] > 0, rows
+    assert trials[1].data.metrics["train_samples"] == done[1] and trials[1].data.metrics["device_seconds"] > 0
+    selection = json.loads((load_spec(path).out_dir / "selection.json").read_text())
+    assert selection["study_cost"]["train_samples"] == sum(done) and selection["study_cost"]["trials"] == 3
 
 
 def test_a_new_embedded_database_starts_from_an_empty_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
