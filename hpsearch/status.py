@@ -42,7 +42,20 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
             "latency_ms": t.user_attrs.get("objective_latency"),  # with search.second_objective: latency
             "progress": t.user_attrs.get(PROGRESS_ATTR) if t.state.name == "RUNNING" else None,
         })
+        rows[-1]["worker_gone"] = _worker_gone(t)
+        if rows[-1]["worker_gone"]:
+            rows[-1]["note"] = (f"its worker process {t.user_attrs['pid']} is gone: the next run or worker of this study on this "
+                                "machine marks it failed and runs its settings again")
     return rows
+
+
+def _worker_gone(trial: Any) -> bool:
+    """Whether ``trial`` is RUNNING in the storage but its worker process, on this machine, has ended (killed, say):
+    the trial stays RUNNING until a worker of the study next claims a trial here and recovers it."""
+    from hpsearch.workers import HOST, alive
+
+    pid = trial.user_attrs.get("pid")
+    return trial.state.name == "RUNNING" and trial.user_attrs.get("host") == HOST and pid is not None and not alive(int(pid))
 
 
 def _note(trial: Any, superseded: set[int], retry: int | None = None) -> str:
@@ -125,7 +138,7 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str
     running = [r for r in rows if r["state"] == "RUNNING"]
     for r in running:
         lines.append(f"running: trial {r['trial']} ({r['model']}) on {r['device'] or '?'}@{r['host'] or '?'} for {duration(r['seconds'])}"
-                     + progress_text(spec, r.get("progress")))
+                     + progress_text(spec, r.get("progress")) + (f"; {r['note']}" if r.get("worker_gone") else ""))
     if not running:
         lines.append("running: nothing")
     if space:

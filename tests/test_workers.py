@@ -210,7 +210,7 @@ def test_a_trial_stopped_before_it_drew_its_settings_is_replaced_by_a_new_draw(t
     import optuna
 
     from hpsearch.accounting import requeue_interrupted
-    from hpsearch.status import trial_table
+    from hpsearch.status import render, trial_table
     from hpsearch.workers import HOST, recover_dead_trials
 
     spec = load_spec(_study(tmp_path, tiny_bert, n_trials=3))
@@ -225,6 +225,9 @@ def test_a_trial_stopped_before_it_drew_its_settings_is_replaced_by_a_new_draw(t
     stopped = study.ask()
     stopped.set_user_attr("interrupted", True)
     study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    rows = trial_table(spec, study)  # before any worker recovers them, status says their worker is gone
+    assert [r["worker_gone"] for r in rows] == [True, True, False]
+    assert f"running: trial 1 (tiny) on ?@{HOST} for" in render(spec, rows, 0) and f"its worker process {gone.pid} is gone" in render(spec, rows, 0)
     said: list[str] = []
     assert recover_dead_trials(study, lambda message, **fields: said.append(message)) == [0, 1]
     assert requeue_interrupted(study) == 0
