@@ -7,7 +7,7 @@ other machines join the same study with ``hpsearch worker --storage URL``.
 A worker that dies (kill -9, out of host memory) leaves its trial RUNNING. On the same machine, the
 next worker to claim a trial sees that the recorded process is gone, marks the trial failed and runs
 its configuration again (at most ``MAX_RETRIES`` times). Across machines, PostgreSQL/MySQL storages
-use Optuna's heartbeats with ``RetryFailedTrialCallback`` for the same effect.
+use Optuna's heartbeats with ``RetryHeartbeatStaleTrialCallback`` for the same effect.
 """
 from __future__ import annotations
 
