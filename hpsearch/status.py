@@ -30,22 +30,19 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
         seconds = (end - t.datetime_start).total_seconds() if end and t.datetime_start else None
         # A trial waiting in the queue has only the settings enqueued (search.enqueue, or a repeat's); the rest are drawn when it starts.
         params = t.params or (t.system_attrs.get("fixed_params") or {} if t.state.name == "WAITING" else {})
+        pid, gone = t.user_attrs.get("pid"), _worker_gone(t)
         rows.append({
             "trial": t.number, "state": ended_state(t), "model": t.user_attrs.get("model", params.get("model", only)),
             "params": {k.split(":")[-1]: v for k, v in params.items() if k != "model"},
             "cv_mean": t.user_attrs.get("cv_mean"), "cv_std": t.user_attrs.get("cv_std"),
             "epochs": t.user_attrs.get("best_epochs"), "seconds": seconds, "device": t.user_attrs.get("device", ""),
-            "host": t.user_attrs.get("host", ""),
-            "note": _note(t, old, retries.get(t.number)),
+            "host": t.user_attrs.get("host", ""), "pid": pid, "worker_gone": gone,
+            "note": "; ".join(part for part in (_note(t, old, retries.get(t.number)), _gone_text(pid) if gone else "") if part),
             **spent(t.state.name, t.user_attrs),
             "flops": t.user_attrs.get("flops"), "peak_memory_mb": t.user_attrs.get("peak_memory_mb"),
             "latency_ms": t.user_attrs.get("objective_latency"),  # with search.second_objective: latency
             "progress": t.user_attrs.get(PROGRESS_ATTR) if t.state.name == "RUNNING" else None,
         })
-        rows[-1]["worker_gone"] = _worker_gone(t)
-        if rows[-1]["worker_gone"]:
-            rows[-1]["note"] = (f"its worker process {t.user_attrs['pid']} is gone: the next run or worker of this study on this "
-                                "machine marks it failed and runs its settings again")
     return rows
 
 
@@ -56,6 +53,10 @@ def _worker_gone(trial: Any) -> bool:
 
     pid = trial.user_attrs.get("pid")
     return trial.state.name == "RUNNING" and trial.user_attrs.get("host") == HOST and pid is not None and not alive(int(pid))
+
+
+def _gone_text(pid: int) -> str:
+    return f"its worker process {pid} is gone: the next run or worker of this study on this machine marks it failed and runs its settings again"
 
 
 def _note(trial: Any, superseded: set[int], retry: int | None = None) -> str:
@@ -138,7 +139,7 @@ def render(spec: StudySpec, rows: list[dict[str, Any]], counted: int, space: str
     running = [r for r in rows if r["state"] == "RUNNING"]
     for r in running:
         lines.append(f"running: trial {r['trial']} ({r['model']}) on {r['device'] or '?'}@{r['host'] or '?'} for {duration(r['seconds'])}"
-                     + progress_text(spec, r.get("progress")) + (f"; {r['note']}" if r.get("worker_gone") else ""))
+                     + progress_text(spec, r.get("progress")) + (f"; {_gone_text(r['pid'])}" if r.get("worker_gone") else ""))
     if not running:
         lines.append("running: nothing")
     if space:
