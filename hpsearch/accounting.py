@@ -65,7 +65,7 @@ def seconds_to_go(trials_left: int, trials: list[Any], since: datetime.datetime)
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in recent if t.state.name in FINISHED_STATES]
     if not durations:
         return None
-    workers = {(t.user_attrs.get("host"), t.user_attrs.get("pid")) for t in recent}
+    workers = {(t.user_attrs.get("host"), t.user_attrs.get("pid_space"), t.user_attrs.get("pid")) for t in recent}
     at_once = max(len(workers), 1 + sum(1 for t in trials if t.state.name == "RUNNING"))
     return trials_left * statistics.fmean(durations) / at_once
 

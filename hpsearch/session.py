@@ -392,12 +392,13 @@ def prune_checkpoints(spec: StudySpec, study: Any) -> list[int]:
 
 def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None] = lambda: None) -> Callable[[Any], Any]:
     """The objective, recording which process runs the trial and marking it when interrupted."""
-    from hpsearch.workers import HOST
+    from hpsearch.workers import HOST, PID_SPACE
 
     def run(trial: Any) -> Any:
         try:  # from its claim on: a signal that comes while the trial is set up marks it interrupted too
             trial.set_user_attr("host", HOST)
             trial.set_user_attr("pid", os.getpid())
+            trial.set_user_attr("pid_space", PID_SPACE)
             on_start()  # the trial is claimed (RUNNING): other workers may look for room again
             return objective(trial)
         except KeyboardInterrupt:

@@ -49,10 +49,10 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
 def _worker_gone(trial: Any) -> bool:
     """Whether ``trial`` is RUNNING in the storage but its worker process, on this machine, has ended (killed, say):
     the trial stays RUNNING until a worker of the study next claims a trial here and recovers it."""
-    from hpsearch.workers import HOST, alive
+    from hpsearch.workers import alive, seen_here
 
     pid = trial.user_attrs.get("pid")
-    return trial.state.name == "RUNNING" and trial.user_attrs.get("host") == HOST and pid is not None and not alive(int(pid))
+    return trial.state.name == "RUNNING" and seen_here(trial.user_attrs) and pid is not None and not alive(int(pid))
 
 
 def _gone_text(pid: int) -> str:

@@ -30,6 +30,25 @@ MAX_RETRIES = 2
 HOST = socket.gethostname()
 
 
+def _pid_space() -> str:
+    """This process's PID namespace ('pid:[4026531836]' on Linux; '' where there is none to read). Containers on one
+    machine may share its host name (host networking) while each numbers its processes apart, from 1: a process id
+    names a process only within its namespace."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+PID_SPACE = _pid_space()
+
+
+def seen_here(attrs: dict[str, Any]) -> bool:
+    """Whether the process that ran a trial (its user attrs ``host``, ``pid_space``) numbered its process id where this
+    one does: same host, same PID namespace (trials recorded before the namespace was, by the host alone)."""
+    return attrs.get("host") == HOST and attrs.get("pid_space", PID_SPACE) == PID_SPACE
+
+
 @dataclass(frozen=True)
 class Slot:
     label: str
@@ -307,7 +326,7 @@ def recover_dead_trials(study: Any, say: Callable[..., None], on_recovered: Call
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") != HOST or pid is None or pid == os.getpid() or alive(int(pid)):
+        if not seen_here(trial.user_attrs) or pid is None or pid == os.getpid() or alive(int(pid)):
             continue
         reason = f"worker process {pid} on {HOST} died during the trial"
         storage = study._storage  # noqa: SLF001 - storage calls are Optuna's public storage API

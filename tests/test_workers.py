@@ -204,9 +204,10 @@ def check_recovered(study, victim: int, n_trials: int) -> None:  # noqa: ANN001 
     assert counted_trials(study) == n_trials and not [t for t in trials if t.state.name == "RUNNING"]
 
 
-def test_a_trial_stopped_before_it_drew_its_settings_is_replaced_by_a_new_draw(tmp_path: Path, tiny_bert: Path) -> None:
+def test_recovery_replaces_a_trial_without_settings_and_leaves_a_trial_of_another_pid_namespace(tmp_path: Path, tiny_bert: Path) -> None:
     """A worker killed, or a study interrupted, between a trial's claim and its first setting leaves nothing to run
-    again: the trial is not counted, no empty retry is queued, and its note says a new trial takes its place."""
+    again: the trial is not counted, no empty retry is queued, and its note says a new trial takes its place. A trial
+    whose worker numbered its processes in another PID namespace is neither recovered nor said to be without a worker."""
     import optuna
 
     from hpsearch.accounting import requeue_interrupted
@@ -217,27 +218,30 @@ def test_a_trial_stopped_before_it_drew_its_settings_is_replaced_by_a_new_draw(t
     study = optuna.create_study(study_name=spec.name, storage=make_storage(spec))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    bare, drawn = study.ask(), study.ask()
+    bare, drawn, elsewhere = study.ask(), study.ask(), study.ask()
     drawn.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
-    for trial in (bare, drawn):
+    for trial in (bare, drawn, elsewhere):
         trial.set_user_attr("host", HOST)
         trial.set_user_attr("pid", gone.pid)
+    # A container that shares this machine's host name (host networking) numbers its processes apart: its worker's
+    # process id says nothing here, so its trial is left to it (and, on a database, to Optuna's heartbeats).
+    elsewhere.set_user_attr("pid_space", "pid:[1]")
     stopped = study.ask()
     stopped.set_user_attr("interrupted", True)
     study.tell(stopped, state=optuna.trial.TrialState.FAIL)
     rows = trial_table(spec, study)  # before any worker recovers them, status says their worker is gone
-    assert [r["worker_gone"] for r in rows] == [True, True, False]
+    assert [r["worker_gone"] for r in rows] == [True, True, False, False]
     assert f"running: trial 1 (tiny) on ?@{HOST} for" in render(spec, rows, 0) and f"its worker process {gone.pid} is gone" in render(spec, rows, 0)
     said: list[str] = []
     assert recover_dead_trials(study, lambda message, **fields: said.append(message)) == [0, 1]
     assert requeue_interrupted(study) == 0
     trials = study.get_trials()
-    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "FAIL", "WAITING"]  # only the trial with settings runs again
-    assert trials[3].params == {} and trials[3].system_attrs["fixed_params"] == drawn.params and trials[3].user_attrs["retry_of"] == 1
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "RUNNING", "FAIL", "WAITING"]  # only the trial with settings runs again
+    assert trials[4].params == {} and trials[4].system_attrs["fixed_params"] == drawn.params and trials[4].user_attrs["retry_of"] == 1
     assert "before it drew its settings" in said[0] and "runs again" in said[1]
     assert counted_trials(study) == 0
     notes = [row["note"] for row in trial_table(spec, study)]
-    assert [("a new trial takes its place" in note) for note in notes] == [True, False, True, False], notes
+    assert [("a new trial takes its place" in note) for note in notes] == [True, False, False, True, False], notes
 
 
 def test_a_trial_retried_by_optunas_heartbeat_callback_is_noted_as_a_retry(tmp_path: Path, tiny_bert: Path) -> None:
