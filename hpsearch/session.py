@@ -396,9 +396,9 @@ def _interruptible(objective: Callable[[Any], Any], on_start: Callable[[], None]
 
     def run(trial: Any) -> Any:
         try:  # from its claim on: a signal that comes while the trial is set up marks it interrupted too
+            trial.set_user_attr("pid_space", PID_SPACE)  # before the pid, which recovery waits for (workers.recover_dead_trials)
             trial.set_user_attr("host", HOST)
             trial.set_user_attr("pid", os.getpid())
-            trial.set_user_attr("pid_space", PID_SPACE)
             on_start()  # the trial is claimed (RUNNING): other workers may look for room again
             return objective(trial)
         except KeyboardInterrupt:
