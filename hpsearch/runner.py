@@ -199,13 +199,13 @@ def run_worker(study_path: Path, *, storage: str | None = None, device: str | No
     spec = load_spec(study_path)
     if storage:
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"storage": storage})})
-    from hpsearch.study import derived_seed, open_study
-    from hpsearch.workers import HOST, PID_SPACE
+    from hpsearch.study import open_study
+    from hpsearch.workers import process_seed
 
     # Workers of one study need different sampler seeds, or they would propose the same trials; the process id
     # alone is not enough, as workers in containers often have the same one (1, in every pod of a Kubernetes Job),
     # and the host name neither, where containers share the machine's (host networking): the PID namespace tells them apart.
-    offset = derived_seed(HOST, PID_SPACE, os.getpid()) if seed_offset is None else seed_offset
+    offset = process_seed() if seed_offset is None else seed_offset
     study = open_study(spec, seed_offset=offset, say=say)
     if (over := search_over(spec, study, counted_trials(study))) is not None:  # said before the data, models and device are loaded
         say(f"study {spec.name!r}: {over}; nothing left for a worker to run", event="worker_done", ran=0)

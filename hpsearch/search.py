@@ -296,17 +296,15 @@ class Objective:
         the trials it found), where the later one would go on replaying the other's draws, one step behind, and add
         almost nothing to the search. From the first such repeat on, this process's sampler is seeded with its machine
         and process id, as a worker's is from its start. A lone run never meets one, so its draws stay reproducible."""
-        import os
-
-        from hpsearch.workers import HOST, PID_SPACE, seen_here
+        from hpsearch.workers import process_seed, this_process
 
         if self._seeded_apart or self.configurations is not None:
             return  # a finite space repeats by chance too; its untried configurations are queued instead
         drawn_by = (twin.user_attrs.get("host"), twin.user_attrs.get("pid"))
-        if (seen_here(twin.user_attrs) and drawn_by[1] == os.getpid()) or None in drawn_by:  # this process's own draw, or one that names no process
+        if this_process(twin.user_attrs) or None in drawn_by:  # this process's own draw, or one that names no process
             return
         self._seeded_apart = True
-        trial.study.sampler = make_sampler(self.spec, derived_seed(HOST, PID_SPACE, os.getpid()), len(trials))
+        trial.study.sampler = make_sampler(self.spec, process_seed(), len(trials))
         self.on_event(f"trial {trial.number} drew the settings of trial {twin.number}, drawn by process {drawn_by[1]} on {drawn_by[0]}: "
                       "two processes of this study share the sampler's seed (two `hpsearch run`s of it started at once), so this one "
                       "now seeds its sampler apart; start the second process as `hpsearch worker`, which does so from its start",

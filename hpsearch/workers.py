@@ -49,6 +49,18 @@ def seen_here(attrs: dict[str, Any]) -> bool:
     return attrs.get("host") == HOST and attrs.get("pid_space", PID_SPACE) == PID_SPACE
 
 
+def this_process(attrs: dict[str, Any]) -> bool:
+    """Whether this very process ran the trial with user attrs ``attrs``."""
+    return seen_here(attrs) and attrs.get("pid") == os.getpid()
+
+
+def process_seed() -> int:
+    """A seed of this process's own (host, PID namespace, process id): what sets a worker's sampler apart from the others'."""
+    from hpsearch.study import derived_seed
+
+    return derived_seed(HOST, PID_SPACE, os.getpid())
+
+
 @dataclass(frozen=True)
 class Slot:
     label: str
@@ -326,7 +338,7 @@ def recover_dead_trials(study: Any, say: Callable[..., None], on_recovered: Call
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
-        if not seen_here(trial.user_attrs) or pid is None or pid == os.getpid() or alive(int(pid)):
+        if not seen_here(trial.user_attrs) or pid is None or this_process(trial.user_attrs) or alive(int(pid)):
             continue
         reason = f"worker process {pid} on {HOST} died during the trial"
         storage = study._storage  # noqa: SLF001 - storage calls are Optuna's public storage API
