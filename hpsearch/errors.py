@@ -1,7 +1,8 @@
 """Errors raised by hpsearch. Every message names the problem and the fix."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 
 class HpsearchError(Exception):
@@ -25,21 +26,44 @@ class DataError(HpsearchError):
 
 
 class RowError(DataError):
-    """A problem with one row of a split. ``row`` counts the rows as the task read them, from 0: after a
-    subsample they are not the file's, so :func:`hpsearch.data.prepare.prepare_data` names the file's row instead."""
+    """A problem with one row of a split, and the other rows (``more``) that have it too. Rows count as the task read
+    them, from 0: after a subsample they are not the file's, so :func:`hpsearch.data.prepare.prepare_data` names the
+    file's rows instead."""
 
-    def __init__(self, split: str, row: int, problem: str, where: str | None = None) -> None:
-        self.split, self.row, self.problem, self.where = split, row, problem, where
+    def __init__(self, split: str, row: int, problem: str, where: str | None = None, more: Sequence[int] = (),
+                 like: str = "this problem") -> None:
+        self.split, self.row, self.problem, self.where, self.more, self.like = split, row, problem, where, tuple(more), like
         prefix, counted = (f"{where}: " if where else ""), (" (counting data rows from 0)" if where is not None else "")
-        super().__init__(f"{prefix}{split} row {row}{counted}: {problem}")
+        super().__init__(f"{prefix}{split} row {row}{counted}: {problem}{_others(self.more, like)}")
 
-    def __reduce__(self) -> tuple[type, tuple[str, int, str, str | None]]:  # pickled (across processes) with its fields
-        return RowError, (self.split, self.row, self.problem, self.where)
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:  # pickled (across processes) with its fields
+        return RowError, (self.split, self.row, self.problem, self.where, self.more, self.like)
 
     def in_source(self, rows: list[int] | None, where: str) -> RowError:
-        """The same problem, named by its row in the data source ``where``: ``rows`` holds the source's row of each row
+        """The same problem, named by its rows in the data source ``where``: ``rows`` holds the source's row of each row
         the task read (None: they are the same)."""
-        return RowError(self.split, self.row if rows is None else rows[self.row], self.problem, where)
+        def source(row: int) -> int:
+            return row if rows is None else rows[row]
+
+        return RowError(self.split, source(self.row), self.problem, where, sorted(map(source, self.more)), self.like)
+
+
+def _others(rows: tuple[int, ...], like: str) -> str:
+    """The rows besides the one a RowError names, in words (empty where there are none)."""
+    if not rows:
+        return ""
+    shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+    return f" ({len(rows)} more row{'s' if len(rows) != 1 else ''} {'have' if len(rows) != 1 else 'has'} {like}: {shown})"
+
+
+def refuse_rows(split: str, problems: Iterable[tuple[int, str]], like: str = "this problem") -> None:
+    """Raise a RowError for the first of ``problems`` ((row, problem) pairs, in row order) that names every other row
+    with one too, so that a file with many bad rows is fixed in one pass rather than one run per row. ``like`` says
+    what the other rows have, where their problems differ in detail (the value found, say)."""
+    found = iter(problems)
+    first = next(found, None)
+    if first is not None:
+        raise RowError(split, first[0], first[1], more=[row for row, _ in found], like=like)
 
 
 class TrialError(HpsearchError):

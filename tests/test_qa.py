@@ -150,10 +150,12 @@ def test_a_long_context_is_windowed_and_the_answer_found_in_its_second_window(ti
     assert len(shared) == 8
 
 
-def test_a_wrong_answer_start_names_the_row() -> None:
-    rows = qa_rows(4)
-    rows[2] = {**rows[2], "answers": {"text": rows[2]["answers"]["text"], "answer_start": [0]}}
-    with pytest.raises(DataError, match=r"train row 2: answer '\w+' is not at answer_start 0 of its context"):
+def test_a_wrong_answer_start_names_the_row_and_every_other_such_row() -> None:
+    rows = qa_rows(6)
+    for row in (2, 5):
+        rows[row] = {**rows[row], "answers": {"text": rows[row]["answers"]["text"], "answer_start": [0]}}
+    with pytest.raises(DataError, match=r"train row 2: answer '\w+' is not at answer_start 0 of its context .*"
+                                        r"\(1 more row has an answer that is not at its answer_start: 5\)$"):
         _split(rows)
 
 

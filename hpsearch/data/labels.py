@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from hpsearch.errors import DataError, RowError
+from hpsearch.errors import DataError, RowError, refuse_rows
 
 
 @dataclass(frozen=True)
@@ -30,16 +30,16 @@ class LabelMap:
         """Ids of ``values``, one per row; or, with ``row``, the tags of that one row, one per token. A label that the map
         does not know is an error naming it and its row."""
         mapping = self.label2id
-        ids = []
-        for position, value in enumerate(values):
-            key = str(value)
-            if key not in mapping:
-                what = f"label {key!r}" if row is None else f"tag {key!r} of token {position}"
-                raise RowError(split, position if row is None else row,
-                               f"{what} never occurs in the training data (known labels: {list(self.labels)}); "
-                               "fix the row or add the label to data.labels")
-            ids.append(mapping[key])
-        return ids
+        keys = [str(value) for value in values]
+        unknown = [position for position, key in enumerate(keys) if key not in mapping]
+        if unknown:
+            what = f"label {keys[unknown[0]]!r}" if row is None else f"tag {keys[unknown[0]]!r} of token {unknown[0]}"
+            problem = (f"{what} never occurs in the training data (known labels: {list(self.labels)}); fix the row or add the "
+                       "label to data.labels")
+            if row is not None:  # the tags of one row: the row is named once
+                raise RowError(split, row, problem)
+            refuse_rows(split, ((position, problem) for position in unknown), like="a label that never occurs in the training data")
+        return [mapping[key] for key in keys]
 
     def lookalikes(self) -> list[list[str]]:
         """Groups of labels that differ only in case, spacing or the way a number is written ('pos' and 'pos ', 'NEG'

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, Literal, Protocol, Sequence
 
-from hpsearch.errors import RowError
+from hpsearch.errors import refuse_rows
 
 if TYPE_CHECKING:
     from hpsearch.data.labels import LabelMap
@@ -269,9 +269,8 @@ def is_missing(value: Any) -> bool:
 
 
 def texts(values: list[Any], split: str, column: str) -> list[str]:
-    """Non-empty strings, or a DataError naming the first empty row."""
-    for row, value in enumerate(values):
-        if is_missing(value) or not str(value).strip():
-            raise RowError(split, row, f"column {column!r} is empty; fill in or remove the row")
+    """Non-empty strings, or a DataError naming the empty rows."""
+    refuse_rows(split, ((row, f"column {column!r} is empty; fill in or remove the row") for row, value in enumerate(values)
+                        if is_missing(value) or not str(value).strip()))
     return [str(v) for v in values]
 

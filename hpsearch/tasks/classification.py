@@ -9,8 +9,8 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from hpsearch.errors import RowError
-from hpsearch.tasks.base import Column, Features, Task, texts
+from hpsearch.errors import refuse_rows
+from hpsearch.tasks.base import Column, Features, Task, is_missing, texts
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,10 @@ class TextClassification(Task):
         return out
 
     def _targets(self, values: list[Any], split: str, name: str, label_map: Any) -> list[Any]:
-        for row, value in enumerate(values):
-            if isinstance(value, (list, dict)):  # as text it would be a class of its own, "['neg', 'other']"
-                raise RowError(split, row, f"label {str(value)[:60]!r} in {name!r} is a {type(value).__name__}: each row takes one "
-                               "label (multi-label classification is not supported); give the row one label")
+        # As text a list would be a class of its own, "['neg', 'other']".
+        refuse_rows(split, ((row, f"label {str(value)[:60]!r} in {name!r} is a {type(value).__name__}: each row takes one label "
+                                  "(multi-label classification is not supported); give the row one label")
+                            for row, value in enumerate(values) if isinstance(value, (list, dict))), like="more than one label")
         return label_map.encode(values, split)
 
     def strata(self, split: Any) -> list[Any] | None:
@@ -124,15 +124,14 @@ class Regression(TextClassification):
         return []  # a missing number is reported by _targets, with the value found
 
     def _targets(self, values: list[Any], split: str, name: str, label_map: Any) -> list[Any]:
-        out = []
-        for row, value in enumerate(values):
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                number = math.nan
-            if not math.isfinite(number):
-                raise RowError(split, row, f"regression target {value!r} in {name!r} is not a finite number")
-            out.append(number)
+        out = [_number(value) for value in values]
+
+        def problem(value: Any) -> str:
+            found = f"in {name!r} is empty" if is_missing(value) else f"{str(value)[:60]!r} in {name!r} is not a finite number"
+            return f"regression target {found}; give the row a number or remove it"
+
+        refuse_rows(split, ((row, problem(values[row])) for row, number in enumerate(out) if not math.isfinite(number)),
+                    like="an empty or non-numeric target")
         return out
 
     def strata(self, split: Any) -> list[Any] | None:
@@ -197,3 +196,11 @@ def _pipeline_outputs(model_dir: str, meta: dict[str, Any], rows: list[dict[str,
         outputs.append(output)
         done(len(outputs))
     return outputs
+
+
+def _number(value: Any) -> float:
+    """A regression target as a float; NaN where it is none."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -8,7 +8,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from hpsearch.errors import RowError
+from hpsearch.errors import refuse_rows
 from hpsearch.tasks.base import IGNORE_INDEX, Column, Features, Task, is_missing
 
 
@@ -54,12 +54,10 @@ class TokenClassification(Task):
 
     def standardise(self, column: Column, split: str, label_map: Any) -> dict[str, list[Any]]:
         tokens, tags = column("tokens"), column("tags")
-        for row, (words, row_tags) in enumerate(zip(tokens, tags)):
-            if not isinstance(words, list) or not isinstance(row_tags, list) or len(words) != len(row_tags):
-                raise RowError(split, row, f"'{column.name('tokens')}' and '{column.name('tags')}' must be lists "
-                               "of equal length; fix the row")
-            if not words:
-                raise RowError(split, row, "no tokens; remove the row")
+        refuse_rows(split, ((row, f"'{column.name('tokens')}' and '{column.name('tags')}' must be lists of equal length; fix the row")
+                            for row, (words, row_tags) in enumerate(zip(tokens, tags))
+                            if not isinstance(words, list) or not isinstance(row_tags, list) or len(words) != len(row_tags)))
+        refuse_rows(split, ((row, "no tokens; remove the row") for row, words in enumerate(tokens) if not words))
         return {"tokens": [[str(w) for w in words] for words in tokens],
                 "tags": [label_map.encode(row_tags, split, row=i) for i, row_tags in enumerate(tags)]}
 

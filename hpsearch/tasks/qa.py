@@ -20,12 +20,12 @@ import statistics
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Optional, Sequence
 
 import numpy as np
 from pydantic import Field
 
-from hpsearch.errors import RowError, TrialError
+from hpsearch.errors import RowError, TrialError, refuse_rows
 from hpsearch.tasks.base import Column, Features, Task, texts
 from hpsearch.tasks.qa_pipeline import best_answer, context_offsets
 
@@ -96,16 +96,9 @@ class QuestionAnswering(Task):
     def standardise(self, column: Column, split: str, label_map: Any) -> dict[str, list[Any]]:
         questions = texts(column("question"), split, column.name("question"))
         contexts = texts(column("context"), split, column.name("context"))
-        answer_texts, answer_starts = [], []
-        for row, (value, context) in enumerate(zip(column("answers"), contexts)):
-            answers = _answers(value, split, row, column.name("answers"))
-            for text, start in zip(*answers):
-                if context[start : start + len(text)] != text:
-                    found = context[start : start + len(text)]
-                    raise RowError(split, row, f"answer {text!r} is not at answer_start {start} of its context "
-                                   f"(the context has {found!r} there); fix answer_start or the answer text")
-            answer_texts.append(answers[0])
-            answer_starts.append(answers[1])
+        answers = [_answers(value, split, row, column.name("answers")) for row, value in enumerate(column("answers"))]
+        refuse_rows(split, _misplaced(answers, contexts), like="an answer that is not at its answer_start")
+        answer_texts, answer_starts = [given for given, _ in answers], [starts for _, starts in answers]
         return {"question": questions, "context": contexts, "answer_text": answer_texts, "answer_start": answer_starts}
 
     def groups(self, split: Any) -> list[Any] | None:
@@ -243,14 +236,24 @@ def _answers(value: Any, split: str, row: int, column: str) -> tuple[list[str], 
     return [str(t) for t in value["text"]], starts
 
 
+def _misplaced(answers: list[tuple[list[str], list[int]]], contexts: list[str]) -> Iterator[tuple[int, str]]:
+    """(row, problem) of each row with an answer text that its context does not hold at the answer's start."""
+    for row, ((given, starts), context) in enumerate(zip(answers, contexts)):
+        for text, start in zip(given, starts):
+            found = context[start : start + len(text)]
+            if found != text:
+                yield row, (f"answer {text!r} is not at answer_start {start} of its context (the context has {found!r} there); "
+                            "fix answer_start or the answer text")
+                break
+
+
 def _check_question_lengths(tokenizer: Any, questions: list[str], split: str, max_length: int, stride: int) -> None:
     """A question must leave room for more context than the windows share (special tokens counted generously)."""
     limit = max_length - stride - 4
-    for row, ids in enumerate(tokenizer(questions, add_special_tokens=False)["input_ids"]):
-        if len(ids) > limit:
-            raise RowError(split, row, f"the question is {len(ids)} tokens long, but with data.max_length {max_length} "
-                           f"and a doc_stride of {stride} at most {limit} fit; raise data.max_length, lower data.doc_stride "
-                           "or shorten the question")
+    lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
+    refuse_rows(split, ((row, f"the question is {length} tokens long, but with data.max_length {max_length} and a doc_stride of "
+                              f"{stride} at most {limit} fit; raise data.max_length, lower data.doc_stride or shorten the question")
+                        for row, length in enumerate(lengths) if length > limit), like="a question too long")
 
 
 def _answer_tokens(starts: list[int], ends: list[int], texts_: list[str], answer_starts: list[int]) -> tuple[int, int]:

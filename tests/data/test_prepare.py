@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,41 @@ def test_a_problem_in_a_subsample_names_the_row_of_the_file(tmp_path: Path) -> N
     write_csv(tmp_path / "d.csv", rows)
     with pytest.raises(DataError, match=r"t\.csv: test row 33 \(counting data rows from 0\): label 'unknown' never occurs"):
         prepare_data(_spec(tmp_path, "  train: d.csv\n  test: t.csv\n  subsample: {train: 30, test: 39, seed: 3}"))
+
+
+def test_every_row_with_a_problem_is_named_at_once(tmp_path: Path) -> None:
+    """A file with many bad rows is fixed in one pass: the error names the first and every other row with the problem,
+    rather than one row per run."""
+    rows = classification_rows(40)
+    for row in (3, 9, 17):
+        rows[row]["text"] = ""
+    write_csv(tmp_path / "d.csv", rows)
+    with pytest.raises(DataError) as info:
+        prepare_data(_spec(tmp_path, "  train: d.csv"))
+    assert str(info.value) == (f"{tmp_path / 'd.csv'}: train row 3 (counting data rows from 0): column 'text' is empty; fill in or "
+                               "remove the row (2 more rows have this problem: 9, 17)")
+    with pytest.raises(DataError) as info:  # named by the file's rows, in order, after a subsample shuffled them
+        prepare_data(_spec(tmp_path, "  train: d.csv\n  subsample: {train: 39, seed: 3}"))
+    named = str(info.value)
+    assert "(counting data rows from 0)" in named and "2 more rows have this problem" in named
+    assert sorted(int(n) for n in re.findall(r"\b(3|9|17)\b", named)) == [3, 9, 17], named
+
+    write_csv(tmp_path / "r.csv", [{"text": f"t{i}", "label": {2: "", 5: "abc"}.get(i, str(i / 10))} for i in range(12)])
+    with pytest.raises(DataError) as info:
+        prepare_data(_spec(tmp_path, "  train: r.csv", task="regression"))
+    assert str(info.value).endswith("train row 2 (counting data rows from 0): regression target in 'label' is empty; give the row a "
+                                    "number or remove it (1 more row has an empty or non-numeric target: 5)"), str(info.value)
+
+    write_csv(tmp_path / "d.csv", classification_rows(40))
+    test = classification_rows(30, seed=1)
+    for row in range(4, 30, 2):
+        test[row]["label"] = "unknown"
+    write_csv(tmp_path / "t.csv", test)
+    with pytest.raises(DataError) as info:
+        prepare_data(_spec(tmp_path, "  train: d.csv\n  test: t.csv"))
+    assert "t.csv: test row 4 (counting data rows from 0): label 'unknown' never occurs" in str(info.value)
+    assert str(info.value).endswith("(12 more rows have a label that never occurs in the training data: 6, 8, 10, 12, 14, 16, 18, 20, "
+                                    "22, 24 and 2 more)"), str(info.value)
 
 
 def test_the_subsample_keeps_the_rows_of_the_seeded_shuffle(tmp_path: Path) -> None:
