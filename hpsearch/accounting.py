@@ -41,7 +41,7 @@ def search_over(spec: StudySpec, study: Any, counted: int) -> str | None:
     """Why no trial is left to run in ``study`` (``counted``: :func:`counted_trials`), seen before a worker loads its data,
     models and device: it has n_trials, or finished trials have taken every configuration of its finite space and none
     waits (running ones are left to a worker's session, which recovers those of a worker that died). None if some are."""
-    from hpsearch.search import space_taken
+    from hpsearch.repeats import space_taken
     from hpsearch.space import configurations
 
     done = f"{spec.search.done_text(counted)} finished"

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import optuna
 
 from hpsearch.rungs import known_losses, on_plateau
-from hpsearch.search import LOSS_ATTR
+from hpsearch.selection import LOSS_ATTR
 from hpsearch.selection import clearly_beats
 
 

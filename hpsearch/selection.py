@@ -289,6 +289,9 @@ def write_table(table: Sequence[dict[str, Any]], folder: Path) -> tuple[Path, Pa
     return csv_path, json_path
 
 
+LOSS_ATTR = "cv_loss"
+"""Trial user attr: the trial's lowest validation loss (:func:`hpsearch.search.lowest_loss`), what the sampler's view reads."""
+
 REPEAT_ATTR = "repeat_of"
 """Trial user attr of a trial whose settings a completed trial already had: that trial's number. Training is
 seeded and its folds and data are bound to the study, so training it again would give the same score (up to

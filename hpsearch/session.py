@@ -205,15 +205,15 @@ class Session:
         return True
 
     def _untried(self, trials: list[Any]) -> list[Any] | None:
-        """:func:`hpsearch.search.untried` for a finite space (listed once, by the objective); None for another."""
-        from hpsearch.search import untried
+        """:func:`hpsearch.repeats.untried` for a finite space (listed once, by the objective); None for another."""
+        from hpsearch.repeats import untried
 
         every = self.objective.configurations
         return None if every is None else untried(self.spec, trials, every)
 
     def _space_tried(self, trials: list[Any]) -> bool:
-        """:func:`hpsearch.search.space_taken` (said once)."""
-        from hpsearch.search import space_taken
+        """:func:`hpsearch.repeats.space_taken` (said once)."""
+        from hpsearch.repeats import space_taken
 
         if not space_taken(self.spec, trials, self.objective.configurations):
             return False

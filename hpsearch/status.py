@@ -81,7 +81,7 @@ def _note(trial: Any, superseded: set[int], retry: int | None = None) -> str:
 def space_note(spec: StudySpec, study: Any) -> str | None:
     """Where a finite search space has had all its configurations tried: that the search ended there (or ends
     when the running trials finish) although fewer than n_trials are finished."""
-    from hpsearch.search import space_taken
+    from hpsearch.repeats import space_taken
     from hpsearch.space import configurations
 
     every, trials = configurations(spec), study.get_trials(deepcopy=False)

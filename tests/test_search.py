@@ -347,7 +347,7 @@ def test_a_finite_space_lists_each_configuration_once(tmp_path: Path) -> None:
     assert len(configurations(grid_like)) == 3
     import optuna
 
-    from hpsearch.search import untried
+    from hpsearch.repeats import untried
 
     queued = optuna.create_study()
     queued.enqueue_trial({"learning_rate": 3.0e-5})  # waiting: taken, not to be queued again

@@ -16,7 +16,7 @@ import torch
 
 from hpsearch.accounting import counted_trials
 from hpsearch.runner import run_study
-from hpsearch.search import untried
+from hpsearch.repeats import untried
 from hpsearch.storage import make_storage
 from hpsearch.space import configurations
 from hpsearch.spec import load_spec
