@@ -155,7 +155,7 @@ class FineTuner:
         self.frozen_cache = frozen.FrozenOutputCache(cache_dir / "frozen") if frozen_cache else None
         self._inputs: dict[str, CandidateInputs] = {}
         self._tokenizers: dict[str, Any] = {}
-        self._said_no_cache: set[str] = set()
+        self._said_no_cache: set[tuple[str, str]] = set()
         self._said_cut: set[tuple[str, int]] = set()
         self._lengths: dict[str, int] = {}
         self.warn = warn or (lambda message: None)
@@ -250,7 +250,7 @@ class FineTuner:
             self._start_head_at_shift(model, inputs, train_split, train_rows, config.batch_size)
             model = apply_scope(model, scope, params, candidate.lora_targets, self.task.peft_task_type).to(self.device)
             trainable, total = count_parameters(model)
-            depth = self._cache_depth(candidate, model, scope)
+            depth = self._cache_depth(candidate, model, scope, inputs, {train_split, eval_split})
             train_rows = inputs.tokenized[train_split].tokens.of(train_rows)  # examples -> their features
             if depth is None:
                 batcher = self._token_batcher(inputs, train_split)
@@ -364,18 +364,39 @@ class FineTuner:
         None for a task whose loss spans the padding."""
         return None if self.task.loss_sees_padding else pad_multiple(inputs.max_length)
 
-    def _cache_depth(self, candidate: Candidate, model: Any, scope: Scope) -> int | None:
-        """How many bottom blocks' outputs come from the frozen-layer cache (None: no cache for this fit)."""
+    def _cache_depth(self, candidate: Candidate, model: Any, scope: Scope, inputs: CandidateInputs, splits: set[str]) -> int | None:
+        """How many bottom blocks' outputs come from the frozen-layer cache for a fit on ``splits`` (None: no cache for
+        this fit)."""
         if self.frozen_cache is None or scope.kind not in ("freeze", "head"):
             return None
-        why = frozen.cache_off(model)
-        if why is not None:
-            if candidate.name not in self._said_no_cache:  # once per candidate, not once per fold
-                self._said_no_cache.add(candidate.name)
-                self.warn(f"frozen-layer cache off for {candidate.name}: {why}; its frozen layers run at every step (same result, slower)")
+        depth = len(layout_of(model).block_list) if scope.kind == "head" else scope.frozen_layers
+        for kind, why in (("model", lambda: frozen.cache_off(model)), ("memory", lambda: self._cache_too_big(model, inputs, splits, depth))):
+            reason = why()
+            if reason is not None:
+                if (candidate.name, kind) not in self._said_no_cache:  # once per candidate, not once per fold
+                    self._said_no_cache.add((candidate.name, kind))
+                    self.warn(f"frozen-layer cache off for {candidate.name}: {reason}; its frozen layers run at every step (same "
+                              "result, slower)")
+                return None
+        return depth
+
+    def _cache_too_big(self, model: Any, inputs: CandidateInputs, splits: set[str], depth: int) -> str | None:
+        """Why the cache of a fit's splits would not fit in memory (None: it fits, or is held already). The stored states
+        grow with tokens times the model's width: 655,000 rows of 25 tokens from a 384-wide model take 25 GB."""
+        assert self.frozen_cache is not None
+        width = getattr(model.config, "hidden_size", None)
+        dtype = autocast_dtype(self.device, self.precision)
+        key = inputs.weights_key
+        todo = [s for s in splits if not self.frozen_cache.held(key, inputs.tokenized[s].key, depth, dtype)]
+        if not isinstance(width, int) or not todo:
             return None
-        blocks = layout_of(model).block_list
-        return len(blocks) if scope.kind == "head" else scope.frozen_layers
+        need = sum(frozen.stored_bytes(self._token_batcher(inputs, s).lengths, width) for s in todo)
+        available = frozen.available_memory()
+        if available is None or not frozen.too_big(need, available):
+            return None
+        return (f"the outputs of its {depth} frozen bottom layer(s) would take {need / 2**30:.1f} GiB, more than "
+                f"{frozen.MEMORY_SHARE:.0%} of the {available / 2**30:.1f} GiB of memory free (a smaller data.max_length or "
+                "data.subsample makes them fit)")
 
 
 def load_fitted(tuner: FineTuner, candidate: Candidate, folder: Path) -> Fitted:

@@ -20,6 +20,9 @@ from hpsearch.finetune.batching import TokenBatcher
 from hpsearch.finetune.layouts import layout_of
 
 _MEMORY_ENTRIES = 2
+MEMORY_SHARE = 0.25
+"""The most of the memory available when the cache is built that one entry may take: it is built in memory and copied
+once as it is written to disk (twice its size at the peak), and training needs room besides."""
 
 
 class _PassThrough(torch.nn.Module):
@@ -60,6 +63,31 @@ def only_layers(model: Any, start: int, stop: int | None, skip_embeddings: bool)
             setattr(owner, attribute, module)
 
 
+def stored_bytes(lengths: list[int], width: int) -> int:
+    """Bytes the stored outputs of inputs of ``lengths`` tokens take in memory (float32 states of ``width``)."""
+    return sum(lengths) * width * 4
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can give a process now without swapping (None where that cannot be read)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except (ImportError, OSError):
+        return None
+
+
+def too_big(need: int, available: int) -> bool:
+    """Whether cache entries of ``need`` bytes take more than MEMORY_SHARE of the ``available`` memory."""
+    return need > available * MEMORY_SHARE
+
+
+def _key(model_key: str, data_key: str, depth: int, dtype: torch.dtype | None) -> str:
+    parts: list[Any] = [model_key, data_key, depth] + ([str(dtype)] if dtype is not None else [])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
+
+
 def weights_fingerprint(folder: Path) -> str:
     """Identity of a model folder's weights (path, sizes and times: cheap, and per study folder)."""
     digest = hashlib.sha256(str(folder.resolve()).encode())
@@ -78,6 +106,10 @@ class FrozenOutputCache:
         self.computed = 0
         self._memory: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
 
+    def held(self, model_key: str, data_key: str, depth: int, dtype: torch.dtype | None = None) -> bool:
+        """Whether this entry is in memory already (it then costs no more)."""
+        return _key(model_key, data_key, depth, dtype) in self._memory
+
     def get(self, model: Any, depth: int, batcher: TokenBatcher, model_key: str, data_key: str, device: torch.device,
             dtype: torch.dtype | None = None, announce: Callable[[], None] = lambda: None,
             between: Callable[[], None] | None = None) -> list[torch.Tensor]:
@@ -86,8 +118,7 @@ class FrozenOutputCache:
         batch of that computation."""
         from filelock import FileLock
 
-        parts: list[Any] = [model_key, data_key, depth] + ([str(dtype)] if dtype is not None else [])
-        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
+        key = _key(model_key, data_key, depth, dtype)
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]

@@ -246,6 +246,36 @@ def test_frozen_cache_matches_the_uncached_run(make_tuner, tmp_path: Path) -> No
     assert len(list((tmp_path / "cache" / "frozen").glob("*.pt"))) == 1
 
 
+def test_a_frozen_cache_too_big_for_the_memory_free_is_not_built_and_the_fit_says_so(make_tuner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache keeps every input's float32 states in memory (655,000 rows of 25 tokens from a 384-wide model: 25 GB), and a
+    process that built it beyond the machine's memory was killed by the system, the study with it. Where the states would
+    take more than a quarter of the memory free, the fit runs its frozen layers at every step instead, as uncached fits do."""
+    from hpsearch.finetune import frozen
+
+    params = {**LEARNABLE, "epochs": 2, "scope": "freeze-1"}
+    warned: list[str] = []
+    spec, tuner = make_tuner(warn=warned.append)
+    tokens = sum(tuner._token_batcher(tuner.inputs(spec.models[0]), "train").lengths)
+    need = frozen.stored_bytes(tuner._token_batcher(tuner.inputs(spec.models[0]), "train").lengths, 32)  # the tiny model's width
+    assert need == tokens * 32 * 4
+    monkeypatch.setattr(frozen, "available_memory", lambda: 4 * need - 1)  # a quarter of it is a byte short
+    small = tuner.fit(spec.models[0], params, train_rows=TRAIN, eval_rows=EVAL)
+    assert not small.used_frozen_cache and tuner.frozen_cache.computed == 0
+    said = [w for w in warned if w.startswith("frozen-layer cache off for ")]
+    assert len(said) == 1 and f"would take {need / 2**30:.1f} GiB, more than 25% of the " in said[0], warned
+    tuner.fit(spec.models[0], params, train_rows=TRAIN, eval_rows=EVAL)
+    assert len([w for w in warned if w.startswith("frozen-layer cache off")]) == 1  # said once per candidate
+
+    monkeypatch.setattr(frozen, "available_memory", lambda: 4 * need)
+    _, roomy = make_tuner()
+    fitted = roomy.fit(spec.models[0], params, train_rows=TRAIN, eval_rows=EVAL)
+    assert fitted.used_frozen_cache
+    for ra, rb in zip(small.result.history, fitted.result.history):  # the same training either way
+        assert ra.train_loss == pytest.approx(rb.train_loss, rel=1e-4)
+    monkeypatch.setattr(frozen, "available_memory", lambda: 1)  # once built, the entry held in memory is used whatever is free
+    assert roomy.fit(spec.models[0], params, train_rows=TRAIN, eval_rows=EVAL).used_frozen_cache
+
+
 def test_every_pass_of_a_fit_over_the_data_calls_between_batches(make_tuner) -> None:
     """The runner counts the machine's workers again between batches (its share of the cores). Only training steps did: a
     worker that joined while another computed a candidate's frozen-layer outputs or validated an epoch (minutes each on
