@@ -247,9 +247,9 @@ def test_frozen_cache_matches_the_uncached_run(make_tuner, tmp_path: Path) -> No
 
 
 def test_a_frozen_cache_too_big_for_the_memory_free_is_not_built_and_the_fit_says_so(make_tuner, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cache keeps every input's float32 states in memory (655,000 rows of 25 tokens from a 384-wide model: 25 GB), and a
-    process that built it beyond the machine's memory was killed by the system, the study with it. Where the states would
-    take more than a quarter of the memory free, the fit runs its frozen layers at every step instead, as uncached fits do."""
+    """The cache keeps every input's float32 states in memory (655,380 rows of about 30 tokens from a 384-wide model: 29 GiB),
+    more than many machines have. Where the states would take more than a quarter of the memory free, the fit runs its
+    frozen layers at every step instead, as uncached fits do."""
     from hpsearch.finetune import frozen
 
     params = {**LEARNABLE, "epochs": 2, "scope": "freeze-1"}
