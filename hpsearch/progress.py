@@ -2,25 +2,31 @@
 
 Every progress call is ``progress(message, **fields)``; the fields (trial, fold, epoch, scores, ...)
 make the JSON-lines mode useful to batch systems without parsing text. In a terminal, the text mode
-also draws a progress bar over the steps of the running epoch, with its ETA.
+also draws a progress bar over the steps of the running epoch, with its ETA; written to a file or a pipe
+(a batch job's log), an epoch that runs longer than a minute says how far it is, once a minute.
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 MODES = ("text", "quiet", "jsonl")
 
 
 class Progress:
-    def __init__(self, mode: str = "text", label: str | None = None, stream: TextIO | None = None) -> None:
+    def __init__(self, mode: str = "text", label: str | None = None, stream: TextIO | None = None, every: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if mode not in MODES:
             raise ValueError(f"progress mode must be one of {MODES}, got {mode!r}")
         self.mode, self.label = mode, label
         self.stream = stream or sys.stderr
         self._bar: Any = None
+        self.every, self.clock = every, clock
+        self._steps: tuple[str, float, int, float, int] | None = None
+        """Outside a terminal: (description, when its first step was seen and which it was, when its steps were last said,
+        the last step seen)."""
 
     def __call__(self, message: str, **fields: Any) -> None:
         self.close_bar()
@@ -52,8 +58,12 @@ class Progress:
         warnings.showwarning = show
 
     def step(self, done: int, total: int, description: str) -> None:
-        """One optimizer step of the running epoch; drawn as a bar only in an interactive terminal."""
-        if self.mode != "text" or not self.stream.isatty():
+        """One optimizer step of the running epoch: drawn as a bar in an interactive terminal; elsewhere said as a line
+        (an event ``steps`` in JSON lines) once every ``every`` seconds of an epoch that runs longer."""
+        if self.mode == "quiet":
+            return
+        if self.mode == "jsonl" or not self.stream.isatty():
+            self._say_steps(done, total, description)
             return
         if self._bar is None:
             from tqdm import tqdm
@@ -64,6 +74,22 @@ class Progress:
         self._bar.refresh()
         if done >= total:
             self.close_bar()
+
+    def _say_steps(self, done: int, total: int, description: str) -> None:
+        now = self.clock()
+        if self._steps is None or self._steps[0] != description or done < self._steps[4]:  # another epoch, or one begun again
+            self._steps = (description, now, done, now, done)
+            return
+        _, began, first, said, _ = self._steps
+        self._steps = (description, began, first, said, done)
+        if now - said < self.every or done >= total or done == first:
+            return
+        from hpsearch.status import duration
+
+        left = (now - began) / (done - first) * (total - done)
+        self._steps = (description, began, first, now, done)
+        self(f"{description}: step {done:,} of {total:,} ({done / total:.0%}), about {duration(left)} left", event="steps",
+             done=done, total=total, seconds_left=round(left, 1))
 
     def close_bar(self) -> None:
         if self._bar is not None:

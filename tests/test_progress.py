@@ -100,3 +100,34 @@ def test_step_bar_only_in_a_terminal() -> None:
     progress.step(3, 10, "trial 0 fold 1/2 epoch 1")
     progress("trial 0: done")
     assert stream.getvalue() == "[cpu-0] trial 0: done\n"  # no bar drawn into a file or pipe
+
+
+def test_a_long_epoch_says_how_far_it_is_once_a_minute_in_a_log() -> None:
+    """Written to a file (a batch job's log) an epoch of an hour said nothing between its trial's first line and its end."""
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress("text", stream=stream, clock=lambda: now[0])
+    for done in range(1, 301):  # 300 steps of 1 s: a line at 61 s, 121 s, ... after the first step
+        now[0] = float(done)
+        progress.step(done, 300, "trial 2 fold 1/3 epoch 1")
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "trial 2 fold 1/3 epoch 1: step 61 of 300 (20%), about 3m59s left", lines
+    assert len(lines) == 4 and lines[-1].startswith("trial 2 fold 1/3 epoch 1: step 241 of 300 (80%), about 59s left"), lines
+    stream.truncate(0), stream.seek(0)
+    for done in range(1, 31):  # a short epoch says nothing
+        now[0] += 1.0
+        progress.step(done, 30, "trial 2 fold 1/3 epoch 2")
+    assert stream.getvalue() == ""
+
+    events = io.StringIO()
+    logged = Progress("jsonl", stream=events, clock=lambda: now[0])
+    for done in range(1, 80):
+        now[0] += 1.0
+        logged.step(done, 100, "final model epoch 1")
+    [record] = [json.loads(line) for line in events.getvalue().splitlines()]
+    assert (record["event"], record["done"], record["total"], record["seconds_left"]) == ("steps", 61, 100, 39.0)
+    quiet = Progress("quiet", stream=events, clock=lambda: now[0])
+    for done in range(1, 200):
+        now[0] += 1.0
+        quiet.step(done, 200, "trial 0 fold 1/1 epoch 1")
+    assert len(events.getvalue().splitlines()) == 1
