@@ -14,7 +14,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, Literal, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, Iterator, Literal, Protocol, Sequence
 
 from hpsearch.errors import refuse_rows
 
@@ -262,6 +262,17 @@ class Task:
                 done: Callable[[int], None] = lambda rows: None) -> list[dict[str, Any]]:
         """One dict of output columns per input row, from an exported folder; ``done`` hears how many rows are done."""
         raise NotImplementedError
+
+
+TOKENIZE_CHUNK = 8192
+"""Rows a task hands the tokenizer at once. Its output for a whole split (one encoding per row, with tokens and offsets)
+took several times the memory of the features kept from it, and the process held that memory on."""
+
+
+def chunks(rows: int) -> Iterator[slice]:
+    """The slices of ``rows`` rows a task tokenizes one after the other (TOKENIZE_CHUNK each)."""
+    for start in range(0, rows, TOKENIZE_CHUNK):
+        yield slice(start, min(start + TOKENIZE_CHUNK, rows))
 
 
 def is_missing(value: Any) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 
 from hpsearch.errors import refuse_rows
-from hpsearch.tasks.base import Column, Features, Task, is_missing, texts
+from hpsearch.tasks.base import Column, Features, Task, chunks, is_missing, texts
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,12 @@ class TextClassification(Task):
         return repr(label_map.labels[value]) if label_map.labels else f"{value:g}"
 
     def tokenize(self, split: Any, tokenizer: Any, max_length: int) -> Features:
-        cols = split.columns
-        encoded = tokenizer(cols["text"], cols.get("text_pair"), truncation=True, max_length=max_length)
-        return Features([{**{k: encoded[k][i] for k in encoded.keys()}, "labels": label} for i, label in enumerate(cols["label"])])
+        cols, features = split.columns, []
+        pairs = cols.get("text_pair")
+        for part in chunks(len(cols["text"])):
+            encoded = tokenizer(cols["text"][part], None if pairs is None else pairs[part], truncation=True, max_length=max_length)
+            features += [{**{k: encoded[k][i] for k in encoded.keys()}, "labels": label} for i, label in enumerate(cols["label"][part])]
+        return Features(features)
 
     def decode(self, outputs: list[Any], split: Any, rows: list[int], label_map: Any) -> list[Any]:
         return [int(np.argmax(x)) for x in outputs]

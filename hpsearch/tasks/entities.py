@@ -9,7 +9,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 
 from hpsearch.errors import refuse_rows
-from hpsearch.tasks.base import IGNORE_INDEX, Column, Features, Task, is_missing
+from hpsearch.tasks.base import IGNORE_INDEX, Column, Features, Task, chunks, is_missing
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,13 @@ class TokenClassification(Task):
                 "tags": [label_map.encode(row_tags, split, row=i) for i, row_tags in enumerate(tags)]}
 
     def tokenize(self, split: Any, tokenizer: Any, max_length: int) -> Features:
-        cols = split.columns
-        encoded = tokenizer(cols["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
-        features = []
-        for i, tags in enumerate(cols["tags"]):
-            feature = {k: encoded[k][i] for k in encoded.keys()}
-            feature["labels"] = align_labels(encoded.word_ids(i), tags)
-            features.append(feature)
+        cols, features = split.columns, []
+        for part in chunks(len(cols["tokens"])):
+            encoded = tokenizer(cols["tokens"][part], is_split_into_words=True, truncation=True, max_length=max_length)
+            for i, tags in enumerate(cols["tags"][part]):
+                feature = {k: encoded[k][i] for k in encoded.keys()}
+                feature["labels"] = align_labels(encoded.word_ids(i), tags)
+                features.append(feature)
         return Features(features)
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
