@@ -3,7 +3,8 @@
 Every progress call is ``progress(message, **fields)``; the fields (trial, fold, epoch, scores, ...)
 make the JSON-lines mode useful to batch systems without parsing text. In a terminal, the text mode
 also draws a progress bar over the steps of the running epoch, with its ETA; written to a file or a pipe
-(a batch job's log), an epoch that runs longer than a minute says how far it is, once a minute.
+(a batch job's log), an epoch (or the frozen layers' outputs) that takes longer than a minute says how far it is,
+once a minute.
 """
 from __future__ import annotations
 
@@ -57,25 +58,26 @@ class Progress:
 
         warnings.showwarning = show
 
-    def step(self, done: int, total: int, description: str) -> None:
-        """One optimizer step of the running epoch: drawn as a bar in an interactive terminal; elsewhere said as a line
-        (an event ``steps`` in JSON lines) once every ``every`` seconds of an epoch that runs longer."""
+    def step(self, done: int, total: int, description: str, unit: str = "step") -> None:
+        """``done`` of the ``total`` units of long work (the optimizer steps of the running epoch, say): drawn as a bar in an
+        interactive terminal; elsewhere said as a line (an event ``steps`` in JSON lines) once every ``every`` seconds of
+        work that runs longer."""
         if self.mode == "quiet":
             return
         if self.mode == "jsonl" or not self.stream.isatty():
-            self._say_steps(done, total, description)
+            self._say_steps(done, total, description, unit)
             return
         if self._bar is None:
             from tqdm import tqdm
 
             prefix = f"[{self.label}] " if self.label else ""
-            self._bar = tqdm(total=total, desc=prefix + description, file=self.stream, leave=False, unit="step", dynamic_ncols=True)
+            self._bar = tqdm(total=total, desc=prefix + description, file=self.stream, leave=False, unit=unit, dynamic_ncols=True)
         self._bar.n = done
         self._bar.refresh()
         if done >= total:
             self.close_bar()
 
-    def _say_steps(self, done: int, total: int, description: str) -> None:
+    def _say_steps(self, done: int, total: int, description: str, unit: str) -> None:
         now = self.clock()
         if self._steps is None or self._steps[0] != description or done < self._steps[4]:  # another epoch, or one begun again
             self._steps = (description, now, done, now, done)
@@ -88,8 +90,8 @@ class Progress:
 
         left = (now - began) / (done - first) * (total - done)
         self._steps = (description, began, first, now, done)
-        self(f"{description}: step {done:,} of {total:,} ({done / total:.0%}), about {duration(left)} left", event="steps",
-             done=done, total=total, seconds_left=round(left, 1))
+        self(f"{description}: {done:,} of {total:,} {unit}s ({done / total:.0%}), about {duration(left)} left", event="steps",
+             done=done, total=total, unit=unit, seconds_left=round(left, 1))
 
     def close_bar(self) -> None:
         if self._bar is not None:

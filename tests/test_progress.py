@@ -111,8 +111,8 @@ def test_a_long_epoch_says_how_far_it_is_once_a_minute_in_a_log() -> None:
         now[0] = float(done)
         progress.step(done, 300, "trial 2 fold 1/3 epoch 1")
     lines = stream.getvalue().splitlines()
-    assert lines[0] == "trial 2 fold 1/3 epoch 1: step 61 of 300 (20%), about 3m59s left", lines
-    assert len(lines) == 4 and lines[-1].startswith("trial 2 fold 1/3 epoch 1: step 241 of 300 (80%), about 59s left"), lines
+    assert lines[0] == "trial 2 fold 1/3 epoch 1: 61 of 300 steps (20%), about 3m59s left", lines
+    assert len(lines) == 4 and lines[-1] == "trial 2 fold 1/3 epoch 1: 241 of 300 steps (80%), about 59s left", lines
     stream.truncate(0), stream.seek(0)
     for done in range(1, 31):  # a short epoch says nothing
         now[0] += 1.0
@@ -125,7 +125,7 @@ def test_a_long_epoch_says_how_far_it_is_once_a_minute_in_a_log() -> None:
         now[0] += 1.0
         logged.step(done, 100, "final model epoch 1")
     [record] = [json.loads(line) for line in events.getvalue().splitlines()]
-    assert (record["event"], record["done"], record["total"], record["seconds_left"]) == ("steps", 61, 100, 39.0)
+    assert (record["event"], record["done"], record["total"], record["unit"], record["seconds_left"]) == ("steps", 61, 100, "step", 39.0)
     quiet = Progress("quiet", stream=events, clock=lambda: now[0])
     for done in range(1, 200):
         now[0] += 1.0

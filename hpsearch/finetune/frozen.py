@@ -112,10 +112,10 @@ class FrozenOutputCache:
 
     def get(self, model: Any, depth: int, batcher: TokenBatcher, model_key: str, data_key: str, device: torch.device,
             dtype: torch.dtype | None = None, announce: Callable[[], None] = lambda: None,
-            between: Callable[[], None] | None = None) -> list[torch.Tensor]:
+            between: Callable[[], None] | None = None, on_rows: Callable[[int, int], None] | None = None) -> list[torch.Tensor]:
         """The outputs of the bottom ``depth`` blocks, computed as training computes them (under autocast to ``dtype``);
-        ``announce`` is called before they are computed (not when they come from the cache), ``between`` after each
-        batch of that computation."""
+        ``announce`` is called before they are computed (not when they come from the cache), ``between`` and ``on_rows``
+        (rows done, rows in all) after each batch of that computation."""
         from filelock import FileLock
 
         key = _key(model_key, data_key, depth, dtype)
@@ -130,7 +130,7 @@ class FrozenOutputCache:
                 hidden = list(torch.split(stored["flat"], stored["lengths"].tolist()))
             else:
                 announce()
-                hidden = compute_frozen_outputs(model, depth, batcher, device, dtype=dtype, between=between)
+                hidden = compute_frozen_outputs(model, depth, batcher, device, dtype=dtype, between=between, on_rows=on_rows)
                 self.computed += 1
                 tmp = path.with_suffix(".tmp")
                 torch.save({"flat": torch.cat(hidden), "lengths": torch.tensor([h.shape[0] for h in hidden])}, tmp)
@@ -143,15 +143,17 @@ class FrozenOutputCache:
 
 @torch.no_grad()
 def compute_frozen_outputs(model: Any, depth: int, batcher: TokenBatcher, device: torch.device, batch_size: int = 64,
-                           dtype: torch.dtype | None = None, between: Callable[[], None] | None = None) -> list[torch.Tensor]:
+                           dtype: torch.dtype | None = None, between: Callable[[], None] | None = None,
+                           on_rows: Callable[[int, int], None] | None = None) -> list[torch.Tensor]:
     """Output of embeddings + the first ``depth`` layers for every example, unpadded, on the CPU (float32),
     under autocast to ``dtype`` when training runs under it, so a cached and an uncached fit see the same states;
-    ``between`` is called after each batch."""
+    ``between`` is called after each batch, and ``on_rows`` with the rows done so far and the rows in all."""
     was_training = model.training
     model.eval()
     base = layout_of(model).base
     rows = list(range(len(batcher.features)))
     out: list[torch.Tensor | None] = [None] * len(rows)
+    done = 0
     with only_layers(model, 0, depth, skip_embeddings=False):
         for chunk, batch in batcher.batches(rows, batch_size):
             inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -161,5 +163,8 @@ def compute_frozen_outputs(model: Any, depth: int, batcher: TokenBatcher, device
                 out[row] = hidden[position, : batcher.lengths[row]].clone()
             if between is not None:
                 between()
+            done += len(chunk)
+            if on_rows is not None:
+                on_rows(done, len(rows))
     model.train(was_training)
     return out  # type: ignore[return-value]

@@ -276,6 +276,25 @@ def test_a_frozen_cache_too_big_for_the_memory_free_is_not_built_and_the_fit_say
     assert roomy.fit(spec.models[0], params, train_rows=TRAIN, eval_rows=EVAL).used_frozen_cache
 
 
+def test_computing_the_frozen_layers_outputs_shows_how_far_it_is(make_tuner) -> None:
+    """On large data the outputs take minutes, and nothing showed how far they were (training epochs had their bar)."""
+    class Shown:
+        def __init__(self) -> None:
+            self.steps: list[tuple[int, int, str, str]] = []
+
+        def __call__(self, message: str, **fields: object) -> None:
+            pass
+
+        def step(self, done: int, total: int, description: str, unit: str = "step") -> None:
+            self.steps.append((done, total, description, unit))
+
+    shown = Shown()
+    spec, tuner = make_tuner(info=shown)
+    tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 1, "scope": "freeze-1"}, train_rows=TRAIN, eval_rows=EVAL)
+    said = "tiny: frozen layers' outputs for train"
+    assert [s for s in shown.steps if s[3] == "row"] == [(64, 160, said, "row"), (128, 160, said, "row"), (160, 160, said, "row")]
+
+
 def test_every_pass_of_a_fit_over_the_data_calls_between_batches(make_tuner) -> None:
     """The runner counts the machine's workers again between batches (its share of the cores). Only training steps did: a
     worker that joined while another computed a candidate's frozen-layer outputs or validated an epoch (minutes each on
