@@ -90,7 +90,7 @@ def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callab
         return False
 
     show = getattr(say, "step", None)
-    on_step = (lambda epoch, done, total: show(done, total, f"final model epoch {epoch}")) if show else None
+    on_step = (lambda epoch, done, total, what: show(done, total, f"final model epoch {epoch}")) if show else None  # no validation
     fitted = tuner.fit(candidate, params, train_rows=list(range(len(tuner.data.train))), eval_rows=[], seed=spec.seed,
                        on_epoch=on_epoch, on_step=on_step)
     seconds = time.perf_counter() - started

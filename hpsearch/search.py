@@ -328,7 +328,8 @@ class Objective:
         keep = self.checkpoints is not None and self.spec.final_policy == "best-fold"
         show = getattr(self.on_event, "step", None)
         label = f"trial {trial.number} fold {fold + 1}/{len(self.folds)}"
-        on_step = (lambda epoch, done, total: show(done, total, f"{label} epoch {epoch}")) if show else None
+        on_step = (lambda epoch, done, total, what: show(done, total, f"{label} epoch {epoch}" + (" validation" if what == "validation" else ""),
+                                                          unit="step" if what == "training" else "input")) if show else None
         fitted = self._fit_within_memory(trial, fold, [curve, predicted, loss_curve], lambda: self.tuner.fit(
             candidate, params, train_rows=train_rows, eval_rows=eval_rows, eval_split=self.eval_split,
             seed=self.spec.seed, on_epoch=on_epoch, keep_best=keep, on_step=on_step), params)

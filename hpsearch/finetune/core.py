@@ -356,7 +356,7 @@ class FineTuner:
                       layers=depth, rows=len(tokenized.features))
 
         show = getattr(self.info, "step", None)  # the progress's display of long work, where it has one
-        on_rows = (lambda done, total: show(done, total, f"{candidate}: frozen layers' outputs for {split}", unit="row")) if show else None
+        on_rows = (lambda done, total: show(done, total, f"{candidate}: frozen layers' outputs for {split}", unit="input")) if show else None
         hidden = self.frozen_cache.get(model, depth, self._token_batcher(inputs, split), inputs.weights_key, tokenized.key, self.device,
                                        autocast_dtype(self.device, self.precision), announce, self.between_batches, on_rows)
         return HiddenBatcher(hidden, tokenized.features, self.task.target_keys, self._pad_multiple(inputs))

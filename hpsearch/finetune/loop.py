@@ -1,6 +1,7 @@
 """The training loop: AdamW, warm-up schedule, autocast, per-epoch evaluation, best-epoch weights."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -81,12 +82,15 @@ class EvalSet:
     task: Task
     features: Features
     between: BetweenBatches | None = None
+    on_batch: Callable[[int, int], None] | None = None
+    """Called after each batch with (inputs done, inputs in all): progress display."""
 
 
 EpochCallback = Callable[[EpochRecord], bool]
 """Called after each epoch's evaluation; returning True stops training (e.g. a pruned trial)."""
-StepCallback = Callable[[int, int, int], None]
-"""Called after each batch with (epoch, batches done, batches in the epoch): progress display."""
+StepCallback = Callable[[int, int, int, str], None]
+"""Called after each batch with (epoch, done, in all, what): progress display. What is 'training' (done and in all count
+the epoch's batches) or 'validation' (they count the inputs validated after the epoch)."""
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -186,6 +190,8 @@ def train(
         seconds = time.perf_counter() - started
         # No validation rows (a refit on all training data): train for exactly the epochs asked for.
         started = time.perf_counter()
+        if on_step is not None:
+            evaluation = dataclasses.replace(evaluation, on_batch=lambda done, total, epoch=epoch: on_step(epoch, done, total, "validation"))
         scores, predictions = evaluate_rows(model, evaluation, device, dtype, config.batch_size) if evaluation.rows else ({}, None)
         record = EpochRecord(epoch, train_loss, scores, seconds, len(train_rows), time.perf_counter() - started, predictions)
         result.history.append(record)
@@ -243,7 +249,7 @@ def _train_epoch(model, batcher, rows, config, optimizer, scheduler, scaler, gen
         if between is not None:
             between()
         if on_step is not None:
-            on_step(epoch, step, len(batches))
+            on_step(epoch, step, len(batches), "training")
     return total / max(count, 1)
 
 
@@ -257,7 +263,8 @@ def predict_logits(model: Any, evaluation: EvalSet, device: torch.device, dtype:
     model.eval()
     by_feature: dict[int, Any] = {}
     loss_sum, loss_count = 0.0, 0
-    for chunk, batch in evaluation.batcher.batches(evaluation.features.of(evaluation.rows), batch_size):
+    inputs = evaluation.features.of(evaluation.rows)
+    for chunk, batch in evaluation.batcher.batches(inputs, batch_size):
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             output = model(**batch)
@@ -266,6 +273,8 @@ def predict_logits(model: Any, evaluation: EvalSet, device: torch.device, dtype:
         by_feature.update(zip(chunk, evaluation.task.outputs(output, batch)))
         if evaluation.between is not None:
             evaluation.between()
+        if evaluation.on_batch is not None:
+            evaluation.on_batch(loss_count, len(inputs))
     windows = evaluation.features.windows
     if windows is None:
         return [by_feature[row] for row in evaluation.rows], loss_sum / max(loss_count, 1)

@@ -276,7 +276,7 @@ def test_a_frozen_cache_too_big_for_the_memory_free_is_not_built_and_the_fit_say
     assert roomy.fit(spec.models[0], params, train_rows=TRAIN, eval_rows=EVAL).used_frozen_cache
 
 
-def test_computing_the_frozen_layers_outputs_shows_how_far_it_is(make_tuner) -> None:
+def test_the_frozen_layers_outputs_and_validation_show_how_far_they_are(make_tuner) -> None:
     """On large data the outputs take minutes, and nothing showed how far they were (training epochs had their bar)."""
     class Shown:
         def __init__(self) -> None:
@@ -290,9 +290,15 @@ def test_computing_the_frozen_layers_outputs_shows_how_far_it_is(make_tuner) -> 
 
     shown = Shown()
     spec, tuner = make_tuner(info=shown)
-    tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 1, "scope": "freeze-1"}, train_rows=TRAIN, eval_rows=EVAL)
+    steps: list[tuple[int, int, int, str]] = []
+    tuner.fit(spec.models[0], {**LEARNABLE, "epochs": 2, "scope": "freeze-1"}, train_rows=TRAIN, eval_rows=EVAL,
+              on_step=lambda *step: steps.append(step))
     said = "tiny: frozen layers' outputs for train"
-    assert [s for s in shown.steps if s[3] == "row"] == [(64, 160, said, "row"), (128, 160, said, "row"), (160, 160, said, "row")]
+    assert [s for s in shown.steps if s[3] == "input"] == [(64, 160, said, "input"), (128, 160, said, "input"), (160, 160, said, "input")]
+    # So does each epoch's validation (40 rows in batches of 8), after its training steps.
+    for epoch in (1, 2):
+        assert [s[1:3] for s in steps if s[0] == epoch and s[3] == "validation"] == [(done, 40) for done in range(8, 41, 8)], steps
+        assert [s[1:3] for s in steps if s[0] == epoch and s[3] == "training"] == [(done, 15) for done in range(1, 16)], steps
 
 
 def test_every_pass_of_a_fit_over_the_data_calls_between_batches(make_tuner) -> None:
