@@ -3,8 +3,8 @@
 Every progress call is ``progress(message, **fields)``; the fields (trial, fold, epoch, scores, ...)
 make the JSON-lines mode useful to batch systems without parsing text. In a terminal, the text mode
 also draws a progress bar over the steps of the running epoch, with its ETA; written to a file or a pipe
-(a batch job's log), an epoch (or the frozen layers' outputs) that takes longer than a minute says how far it is,
-once a minute.
+(a batch job's log), an epoch's training, its validation or a candidate's frozen layers' outputs that take longer than a
+minute say how far they are, once a minute.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from hpsearch.errors import CannotWrite, DataError, ModelUnavailable, OutOfMemor
 from hpsearch.numbers import score_figure
 from hpsearch.repeats import DRAWN_ATTR, Repeats
 from hpsearch.selection import LOSS_ATTR, PROGRESS_ATTR, SPLIT_SE_ATTR, better
-from hpsearch.space import (describe_params, max_epochs, shown_params, suggest)
+from hpsearch.space import describe_params, max_epochs, shown_params, suggest
 from hpsearch.spec import StudySpec
 
 

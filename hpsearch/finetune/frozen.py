@@ -115,7 +115,7 @@ class FrozenOutputCache:
             between: Callable[[], None] | None = None, on_rows: Callable[[int, int], None] | None = None) -> list[torch.Tensor]:
         """The outputs of the bottom ``depth`` blocks, computed as training computes them (under autocast to ``dtype``);
         ``announce`` is called before they are computed (not when they come from the cache), ``between`` and ``on_rows``
-        (rows done, rows in all) after each batch of that computation."""
+        (inputs done, inputs in all) after each batch of that computation."""
         from filelock import FileLock
 
         key = _key(model_key, data_key, depth, dtype)
@@ -147,7 +147,7 @@ def compute_frozen_outputs(model: Any, depth: int, batcher: TokenBatcher, device
                            on_rows: Callable[[int, int], None] | None = None) -> list[torch.Tensor]:
     """Output of embeddings + the first ``depth`` layers for every example, unpadded, on the CPU (float32),
     under autocast to ``dtype`` when training runs under it, so a cached and an uncached fit see the same states;
-    ``between`` is called after each batch, and ``on_rows`` with the rows done so far and the rows in all."""
+    ``between`` is called after each batch, and ``on_rows`` with the inputs done so far and the inputs in all."""
     was_training = model.training
     model.eval()
     base = layout_of(model).base
