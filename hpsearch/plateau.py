@@ -34,8 +34,7 @@ from typing import Any, Sequence
 import optuna
 
 from hpsearch.rungs import known_losses, on_plateau
-from hpsearch.selection import LOSS_ATTR
-from hpsearch.selection import clearly_beats
+from hpsearch.selection import LOSS_ATTR, clearly_beats
 
 
 class PlateauAware(optuna.samplers.BaseSampler):

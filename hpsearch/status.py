@@ -20,6 +20,7 @@ from hpsearch.spec import StudySpec
 def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> list[dict[str, Any]]:
     """One row per trial: number, state, model, searched params, CV mean/std, epochs, duration, device, note and cost."""
     from hpsearch.binding import superseded
+    from hpsearch.workers import worker_gone
 
     now, old, trials = now or datetime.now(), superseded(study), study.get_trials(deepcopy=False)
     only = spec.models[0].name if len(spec.models) == 1 else "?"  # the model of a waiting trial that does not name one
@@ -30,7 +31,7 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
         seconds = (end - t.datetime_start).total_seconds() if end and t.datetime_start else None
         # A trial waiting in the queue has only the settings enqueued (search.enqueue, or a repeat's); the rest are drawn when it starts.
         params = t.params or (t.system_attrs.get("fixed_params") or {} if t.state.name == "WAITING" else {})
-        pid, gone = t.user_attrs.get("pid"), _worker_gone(t)
+        pid, gone = t.user_attrs.get("pid"), worker_gone(t)  # RUNNING until a worker of the study next claims a trial here
         rows.append({
             "trial": t.number, "state": ended_state(t), "model": t.user_attrs.get("model", params.get("model", only)),
             "params": {k.split(":")[-1]: v for k, v in params.items() if k != "model"},
@@ -44,15 +45,6 @@ def trial_table(spec: StudySpec, study: Any, now: datetime | None = None) -> lis
             "progress": t.user_attrs.get(PROGRESS_ATTR) if t.state.name == "RUNNING" else None,
         })
     return rows
-
-
-def _worker_gone(trial: Any) -> bool:
-    """Whether ``trial`` is RUNNING in the storage but its worker process, on this machine, has ended (killed, say):
-    the trial stays RUNNING until a worker of the study next claims a trial here and recovers it."""
-    from hpsearch.workers import alive, seen_here
-
-    pid = trial.user_attrs.get("pid")
-    return trial.state.name == "RUNNING" and seen_here(trial.user_attrs) and pid is not None and not alive(int(pid))
 
 
 def _gone_text(pid: int) -> str:

@@ -328,6 +328,14 @@ def alive(pid: int) -> bool:
     return not fields or fields[0] != "Z"  # a killed child its parent has not reaped yet is a zombie: dead for our purpose
 
 
+def worker_gone(trial: Any) -> bool:
+    """Whether ``trial`` is RUNNING in the storage while the process of this machine that ran it has ended (killed, say):
+    what recovery fails and runs again, and what ``status`` notes until then."""
+    pid = trial.user_attrs.get("pid")
+    return (trial.state.name == "RUNNING" and seen_here(trial.user_attrs) and pid is not None and not this_process(trial.user_attrs)
+            and not alive(int(pid)))
+
+
 def recover_dead_trials(study: Any, say: Callable[..., None], on_recovered: Callable[[Any, str], None] | None = None) -> list[int]:
     """Fail the RUNNING trials of this machine whose worker process is gone; run their configuration again.
 
@@ -337,10 +345,9 @@ def recover_dead_trials(study: Any, say: Callable[..., None], on_recovered: Call
 
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = trial.user_attrs.get("pid")
-        if not seen_here(trial.user_attrs) or pid is None or this_process(trial.user_attrs) or alive(int(pid)):
+        if not worker_gone(trial):
             continue
-        reason = f"worker process {pid} on {HOST} died during the trial"
+        reason = f"worker process {trial.user_attrs['pid']} on {HOST} died during the trial"
         storage = study._storage  # noqa: SLF001 - storage calls are Optuna's public storage API
         storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)  # noqa: SLF001
         retries = int(trial.user_attrs.get("retries", 0))

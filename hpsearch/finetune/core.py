@@ -372,15 +372,15 @@ class FineTuner:
         if self.frozen_cache is None or scope.kind not in ("freeze", "head"):
             return None
         depth = len(layout_of(model).block_list) if scope.kind == "head" else scope.frozen_layers
-        for kind, why in (("model", lambda: frozen.cache_off(model)), ("memory", lambda: self._cache_too_big(model, inputs, splits, depth))):
-            reason = why()
-            if reason is not None:
-                if (candidate.name, kind) not in self._said_no_cache:  # once per candidate, not once per fold
-                    self._said_no_cache.add((candidate.name, kind))
-                    self.warn(f"frozen-layer cache off for {candidate.name}: {reason}; its frozen layers run at every step (same "
-                              "result, slower)")
-                return None
-        return depth
+        kind, why = "model", frozen.cache_off(model)
+        if why is None:
+            kind, why = "memory", self._cache_too_big(model, inputs, splits, depth)
+        if why is None:
+            return depth
+        if (candidate.name, kind) not in self._said_no_cache:  # once per candidate, not once per fold
+            self._said_no_cache.add((candidate.name, kind))
+            self.warn(f"frozen-layer cache off for {candidate.name}: {why}; its frozen layers run at every step (same result, slower)")
+        return None
 
     def _cache_too_big(self, model: Any, inputs: CandidateInputs, splits: set[str], depth: int) -> str | None:
         """Why the cache of a fit's splits would not fit in memory (None: it fits, or is held already). The stored states
@@ -392,9 +392,9 @@ class FineTuner:
         todo = [s for s in splits if not self.frozen_cache.held(key, inputs.tokenized[s].key, depth, dtype)]
         if not isinstance(width, int) or not todo:
             return None
-        need = sum(frozen.stored_bytes(self._token_batcher(inputs, s).lengths, width) for s in todo)
+        need = sum(frozen.stored_bytes(inputs.tokenized[s].lengths(), width) for s in todo)
         available = frozen.available_memory()
-        if available is None or not frozen.too_big(need, available):
+        if available is None or need <= available * frozen.MEMORY_SHARE:
             return None
         return (f"the outputs of its {depth} frozen bottom layer(s) would take {need / 2**30:.1f} GiB, more than "
                 f"{frozen.MEMORY_SHARE:.0%} of the {available / 2**30:.1f} GiB of memory free (a smaller data.max_length or "

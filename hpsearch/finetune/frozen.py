@@ -78,11 +78,6 @@ def available_memory() -> int | None:
         return None
 
 
-def too_big(need: int, available: int) -> bool:
-    """Whether cache entries of ``need`` bytes take more than MEMORY_SHARE of the ``available`` memory."""
-    return need > available * MEMORY_SHARE
-
-
 def _key(model_key: str, data_key: str, depth: int, dtype: torch.dtype | None) -> str:
     parts: list[Any] = [model_key, data_key, depth] + ([str(dtype)] if dtype is not None else [])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]

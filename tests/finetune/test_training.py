@@ -255,8 +255,9 @@ def test_a_frozen_cache_too_big_for_the_memory_free_is_not_built_and_the_fit_say
     params = {**LEARNABLE, "epochs": 2, "scope": "freeze-1"}
     warned: list[str] = []
     spec, tuner = make_tuner(warn=warned.append)
-    tokens = sum(tuner._token_batcher(tuner.inputs(spec.models[0]), "train").lengths)
-    need = frozen.stored_bytes(tuner._token_batcher(tuner.inputs(spec.models[0]), "train").lengths, 32)  # the tiny model's width
+    lengths = tuner.inputs(spec.models[0]).tokenized["train"].lengths()
+    tokens = sum(lengths)
+    need = frozen.stored_bytes(lengths, 32)  # the tiny model's width
     assert need == tokens * 32 * 4
     monkeypatch.setattr(frozen, "available_memory", lambda: 4 * need - 1)  # a quarter of it is a byte short
     small = tuner.fit(spec.models[0], params, train_rows=TRAIN, eval_rows=EVAL)
