@@ -46,7 +46,8 @@ def carry_trials(spec: StudySpec, aside: str, files: Path | None, say: Callable[
     from hpsearch.binding import OBJECTIVE_KEY
     from hpsearch.study import open_study
     from hpsearch.space import MODEL_PARAM, max_epochs, optuna_name, stored_max_epochs, suggest
-    from hpsearch.storage import journal_storage, make_storage
+    from hpsearch.journal import journal_storage
+    from hpsearch.storage import make_storage
     from hpsearch.tracking import Tracker
 
     if spec.search.storage:

@@ -13,7 +13,6 @@ Optuna's writes are keyed by trial, so the repeat either does the same thing aga
 from __future__ import annotations
 
 import functools
-import os
 import time
 import warnings
 from pathlib import Path
@@ -92,76 +91,6 @@ def _sqlite_folder_problem(database: str | None) -> str | None:
             f"and {folder} {what}; {fix}, or write four slashes for an absolute path (sqlite:////{database} is /{database})")
 
 
-def journal_storage(path: Path) -> Any:
-    """Optuna's journal file storage at ``path``, its torn last record cut off first (:func:`cut_torn_record`)."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-
-    lock = JournalFileSymlinkLock(str(path))  # the lock Optuna's backend takes to append: no record is being written meanwhile
-    backend = JournalFileBackend(str(path), lock_obj=lock)
-    if not _ends_a_record(path):
-        lock.acquire()
-        try:
-            cut_torn_record(path)
-        finally:
-            lock.release()
-    try:
-        return JournalStorage(backend)  # reads every record
-    except ValueError as exc:  # a line that is no record (Optuna raises json's error, or "Invalid log format.")
-        raise HpsearchError(_damaged_journal(path, exc)) from None
-
-
-def _damaged_journal(path: Path, exc: ValueError) -> str:
-    """What is wrong with a journal that Optuna cannot read, and how to mend it."""
-    import json
-
-    with path.open("rb") as journal:
-        for number, line in enumerate(journal, start=1):
-            try:
-                json.loads(line)
-                continue
-            except ValueError:
-                pass
-            start = line.find(b'{"op_code"', 1)
-            if start > 0:  # the tail of a write cut short, then a whole record appended after it
-                return (f"the study's journal {path} cannot be read: line {number} starts with {start} bytes of a record cut short "
-                        f"(a full disk or a process killed while writing), then a whole record; keep a copy of the file, delete "
-                        f"those first {start} bytes of the line (up to '{{\"op_code\"'), and run the same command again")
-            return (f"the study's journal {path} cannot be read: line {number} is not a whole record ({line[:60]!r}...); keep a copy "
-                    "of the file, then mend or delete that line and run the same command again")
-    return f"the study's journal {path} cannot be read ({exc}); keep a copy of the file and look at its last lines"
-
-
-def _ends_a_record(path: Path) -> bool:
-    """Whether the journal at ``path`` is empty or ends with a whole record (each is one line)."""
-    with path.open("rb") as journal:
-        size = journal.seek(0, os.SEEK_END)
-        if size == 0:
-            return True
-        journal.seek(size - 1)
-        return journal.read(1) == b"\n"
-
-
-def cut_torn_record(path: Path) -> int:
-    """Cut off the journal's last line where it is not whole, and return the bytes cut: a write that a full disk or a
-    killed process cut short. Optuna skips such a line when it reads the journal, but appends the next record right
-    after it, and the two then make one line it cannot read: every later read of the study fails. Call it under the
-    journal's lock (a record being written by another process would look torn)."""
-    with path.open("r+b") as journal:
-        size = end = journal.seek(0, os.SEEK_END)
-        while end > 0:  # back to the last newline, a block at a time
-            start = max(0, end - (1 << 16))
-            journal.seek(start)
-            newline = journal.read(end - start).rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
-        if end < size:
-            journal.truncate(end)
-        return size - end
-
-
 def make_storage(spec: StudySpec, say: Callable[..., None] | None = None, read_only: bool = False) -> Any:
     """The configured Optuna storage, or the embedded journal file in the output folder.
 
@@ -174,6 +103,7 @@ def make_storage(spec: StudySpec, say: Callable[..., None] | None = None, read_o
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    from hpsearch.journal import journal_storage
     from hpsearch.workers import MAX_RETRIES
 
     url = spec.search.storage

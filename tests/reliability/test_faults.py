@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -303,11 +304,66 @@ def test_a_journal_record_cut_short_is_dropped_before_the_study_appends_after_it
     spec = load_spec(path)
     assert counted_trials(optuna.load_study(study_name=spec.name, storage=make_storage(spec))) == 2
     assert {t.state.name for t in _trials(path)} == {"COMPLETE"} and journal.read_bytes().startswith(whole)
-    from hpsearch.storage import cut_torn_record
+    from hpsearch.journal import cut_torn_record
 
     for content, cut in ((b"", 0), (b"{}\n", 0), (b"{}\n{", 1), (b"{ha", 3), (b"{}\n" * 30000 + b"x" * 70000, 70000)):
         journal.write_bytes(content)
         assert cut_torn_record(journal) == cut and journal.read_bytes() == content[:len(content) - cut]
+
+
+def _lock_wait_says(monkeypatch: pytest.MonkeyPatch, waiting: threading.Event | None = None) -> None:
+    """Optuna's journal lock, when it finds the lock taken, waits: with ``waiting``, the wait sets it; without, it fails."""
+    import types
+
+    import optuna.storages.journal._file as journal_file
+
+    def sleep(seconds: float) -> None:
+        if waiting is None:
+            raise AssertionError("waited for the journal's lock")
+        waiting.set()
+        time.sleep(seconds)
+
+    monkeypatch.setattr(journal_file, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
+
+
+def test_a_journal_lock_left_by_a_killed_writer_is_taken_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed in the middle of a journal write left Optuna's lock link behind, and every other process of the
+    study waited 30 s (Optuna's grace period) before it took the lock, with Optuna's warnings, on the next write."""
+    from hpsearch.journal import journal_storage
+
+    journal = tmp_path / "optuna.journal"
+    optuna.create_study(study_name="s", storage=journal_storage(journal))
+    holds_and_dies = ("import os, signal, sys; from hpsearch.journal import JournalLock; JournalLock(sys.argv[1]).acquire(); "
+                      "os.kill(os.getpid(), signal.SIGKILL)")
+    assert subprocess.run([sys.executable, "-c", holds_and_dies, str(journal)]).returncode == -signal.SIGKILL
+    assert os.path.lexists(f"{journal}.lock")
+    _lock_wait_says(monkeypatch)
+    study = optuna.load_study(study_name="s", storage=journal_storage(journal))
+    study.set_user_attr("written", True)
+    assert optuna.load_study(study_name="s", storage=journal_storage(journal)).user_attrs == {"written": True}
+    assert not os.path.lexists(f"{journal}.lock")
+
+
+def test_an_optuna_clients_journal_lock_is_waited_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """optuna-dashboard or the optuna command writing the same journal takes Optuna's own lock: hpsearch waits for it."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    from hpsearch.journal import journal_storage
+
+    journal = tmp_path / "optuna.journal"
+    study = optuna.create_study(study_name="s", storage=journal_storage(journal))
+    theirs = JournalFileSymlinkLock(str(journal))
+    theirs.acquire()
+    waiting = threading.Event()
+    _lock_wait_says(monkeypatch, waiting)
+    writer = threading.Thread(target=study.set_user_attr, args=("written", True))
+    writer.start()
+    assert waiting.wait(timeout=120)
+    assert optuna.load_study(study_name="s", storage=journal_storage(journal)).user_attrs == {}
+    theirs.release()
+    writer.join(timeout=120)
+    assert not writer.is_alive()
+    assert optuna.load_study(study_name="s", storage=journal_storage(journal)).user_attrs == {"written": True}
 
 
 def test_a_damaged_journal_is_said_with_its_line_and_how_to_mend_it(tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture[str]) -> None:
