@@ -278,9 +278,10 @@ def _refuse_missing(rows: list[int], spec: StudySpec, split: str, column: str, w
     if not rows:
         return
     shown = ", ".join(str(r) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    many = len(rows) != 1
     raise DataError(
-        f"{_where(spec, split)}: {len(rows)} {split} row(s) have a missing or empty {what} in column {column!r} "
-        f"(rows {shown}, counting data rows from 0); {fix}"
+        f"{_where(spec, split)}: {len(rows)} {split} row{'s' if many else ''} {'have' if many else 'has'} a missing or empty {what} "
+        f"in column {column!r} (row{'s' if many else ''} {shown}, counting data rows from 0); {fix}"
     )
 
 

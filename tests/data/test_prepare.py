@@ -198,7 +198,7 @@ def test_a_class_label_without_a_name_is_a_missing_label_not_the_last_class(tmp_
         str(tmp_path / "train"))
     datasets.Dataset.from_list([{"text": "good film", "label": 1}, {"text": "bad film", "label": -1}], features=features).save_to_disk(
         str(tmp_path / "test"))
-    with pytest.raises(DataError, match=r"1 test row\(s\) have a missing or empty label in column 'label' \(rows 1,"):
+    with pytest.raises(DataError, match=r"1 test row has a missing or empty label in column 'label' \(row 1,"):
         prepare_data(_spec(tmp_path, "  train: train\n  test: test"))
 
 
@@ -246,7 +246,7 @@ def test_a_row_without_a_group_is_named(tmp_path: Path) -> None:
     write_csv(tmp_path / "d.csv", rows)
     with pytest.raises(DataError) as info:
         prepare_data(_spec(tmp_path, "  train: d.csv", extra="cv: {group_column: group}\n"))
-    assert str(info.value) == (f"{tmp_path / 'd.csv'}: 2 train row(s) have a missing or empty group in column 'group' (rows 3, 8, "
+    assert str(info.value) == (f"{tmp_path / 'd.csv'}: 2 train rows have a missing or empty group in column 'group' (rows 3, 8, "
                                "counting data rows from 0); give each of them its group (a row alone may take a value of its own) "
                                "or remove them")
 
@@ -284,13 +284,13 @@ def test_missing_or_empty_labels_are_an_error_with_their_rows(tmp_path: Path) ->
     with pytest.raises(DataError) as caught:
         prepare_data(_spec(tmp_path, "  train: d.csv"))
     message = str(caught.value)
-    assert "d.csv: 2 train row(s) have a missing or empty label in column 'label' (rows 1, 4" in message
+    assert "d.csv: 2 train rows have a missing or empty label in column 'label' (rows 1, 4" in message
     assert "fill in the labels or remove those rows" in message and "None" not in message
 
 
 def test_missing_tags_are_an_error_too(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "n.jsonl", [{"tokens": ["a", "b"], "tags": ["O", None]}, {"tokens": ["c"], "tags": ["O"]}])
-    with pytest.raises(DataError, match=r"1 train row\(s\) have a missing or empty tag in column 'tags' \(rows 0"):
+    with pytest.raises(DataError, match=r"1 train row has a missing or empty tag in column 'tags' \(row 0"):
         prepare_data(_spec(tmp_path, "  train: n.jsonl", task="token-classification"))
 
 
