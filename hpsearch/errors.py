@@ -1,7 +1,9 @@
 """Errors raised by hpsearch. Every message names the problem and the fix."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 
@@ -56,14 +58,69 @@ def _others(rows: tuple[int, ...], like: str) -> str:
     return f" ({len(rows)} more row{'s' if len(rows) != 1 else ''} {'have' if len(rows) != 1 else 'has'} {like}: {shown})"
 
 
+class DataProblems(DataError):
+    """Several problems with the data, found one check after another (see :class:`Gathered`), said together."""
+
+    def __init__(self, problems: Sequence[DataError]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join([f"{len(self.problems)} problems with the data:", *(f"  - {p}" for p in self.problems)]))
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        return DataProblems, (self.problems,)
+
+
+_GATHERING: contextvars.ContextVar[list[DataError] | None] = contextvars.ContextVar("hpsearch_gathering", default=None)
+
+
+class Gathered:
+    """The data's problems, gathered over checks that can each run on their own, so that one run names them all (where
+    a run per problem was needed, each a minute of loading on a large file).
+
+    Inside :meth:`each`, :func:`refuse_rows` records its rows' problem and lets the check go on, and a ``DataError`` the
+    block raises is recorded and ends the block; any other error after a problem was recorded is taken for its
+    consequence (the code went on with rows it had refused) and ends the block too."""
+
+    def __init__(self) -> None:
+        self.problems: list[DataError] = []
+
+    @contextlib.contextmanager
+    def each(self, mend: Callable[[DataError], DataError] = lambda problem: problem) -> Iterator[None]:
+        """Run the block gathering its problems, each passed through ``mend`` (which may say where its rows are)."""
+        before = len(self.problems)
+        token = _GATHERING.set(self.problems)
+        try:
+            yield
+        except DataError as exc:
+            self.problems.extend(exc.problems if isinstance(exc, DataProblems) else [exc])
+        except Exception:
+            if len(self.problems) == before:
+                raise
+        finally:
+            _GATHERING.reset(token)
+            self.problems[before:] = [mend(problem) for problem in self.problems[before:]]
+
+    def raise_any(self) -> None:
+        """Raise what was gathered: one problem as itself, several as :class:`DataProblems`."""
+        if len(self.problems) == 1:
+            raise self.problems[0]
+        if self.problems:
+            raise DataProblems(self.problems)
+
+
 def refuse_rows(split: str, problems: Iterable[tuple[int, str]], like: str = "this problem") -> None:
     """Raise a RowError for the first of ``problems`` ((row, problem) pairs, in row order) that names every other row
     with one too, so that a file with many bad rows is fixed in one pass rather than one run per row. ``like`` says
-    what the other rows have, where their problems differ in detail (the value found, say)."""
+    what the other rows have, where their problems differ in detail (the value found, say). Inside
+    :meth:`Gathered.each` the error is recorded instead, and the caller goes on."""
     found = iter(problems)
     first = next(found, None)
-    if first is not None:
-        raise RowError(split, first[0], first[1], more=[row for row, _ in found], like=like)
+    if first is None:
+        return
+    error = RowError(split, first[0], first[1], more=[row for row, _ in found], like=like)
+    gathering = _GATHERING.get()
+    if gathering is None:
+        raise error
+    gathering.append(error)
 
 
 class TrialError(HpsearchError):

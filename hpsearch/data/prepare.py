@@ -9,7 +9,7 @@ from typing import Any, Hashable
 
 from hpsearch.data.labels import LabelMap
 from hpsearch.data.sources import load_source
-from hpsearch.errors import DataError, RowError
+from hpsearch.errors import DataError, Gathered, RowError
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import Task, get_task
 from hpsearch.tasks.base import is_missing
@@ -61,16 +61,19 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
     notes: list[str] = []
     rows: dict[str, list[int] | None] = {}
     groups: list[Any] | None = None
+    found = Gathered()  # every split's problems, said together
     for name in SPLITS:
         source = getattr(spec.data, name)
         if source is not None:
             dataset = load_source(source, cache_dir)
             if target is not None:  # on the file's own rows, so the row numbers point into it
-                _check_targets(task, _column(dataset, target, name), name, target, spec)
+                with found.each():
+                    _check_targets(task, _column(dataset, target, name), name, target, spec)
             if name == "train" and spec.cv.group_column is not None and spec.data.validation is None:
                 groups = _column(dataset, spec.cv.group_column, name)
-                _refuse_missing([row for row, group in enumerate(groups) if is_missing(group)], spec, name, spec.cv.group_column,
-                                "group", "give each of them its group (a row alone may take a value of its own) or remove them")
+                with found.each():
+                    _refuse_missing([row for row, group in enumerate(groups) if is_missing(group)], spec, name, spec.cv.group_column,
+                                    "group", "give each of them its group (a row alone may take a value of its own) or remove them")
             limit = getattr(spec.data.subsample, name)
             rows[name] = None
             if limit is not None and limit < len(dataset):
@@ -80,6 +83,7 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
                 notes.append(f"data.subsample.{name} asks for {limit} rows but the {name} data has {len(dataset)}: all of them are used; "
                              f"lower data.subsample.{name} to at most {len(dataset)}")
             raw[name] = dataset
+    found.raise_any()  # the label map is made of the training targets: they must be whole first
     targets = _column(raw["train"], target, "train") if target else None
     try:
         label_map = task.label_map(targets, spec.data.labels) if targets is not None else LabelMap(())
@@ -92,18 +96,10 @@ def prepare_data(spec: StudySpec, cache_dir: Path | None = None) -> StudyData:
     if groups is not None:  # as text, so numbers and names mixed in one column sort; the subsample's rows
         data.groups = [str(groups[row]) for row in (rows["train"] or range(len(groups)))]
     for name, dataset in raw.items():
-        data.splits[name] = _standardise(task, dataset, name, spec, label_map, rows[name])
-    if "validation" in data.splits and len(data.splits["validation"]) < 2:
-        raise DataError(f"{_where(spec, 'validation')}: {len(data.splits['validation'])} validation row(s): trials scored on a fixed "
-                        f"validation split need at least 2 (the interval and comparisons are a bootstrap over its rows); add rows, "
-                        f"or leave data.validation out to score by k-fold cross-validation")
-    for name, consequence in ONE_VALUE.items():
-        said = _one_target(task, data, spec, name, target)
-        if said:
-            raise DataError(f"{_where(spec, name)}: {said}: {consequence}")
-    problem = task.metric_problem(spec.metric, label_map)
-    if problem:
-        raise DataError(f"{_where(spec, 'train')}: {problem}")
+        with found.each(lambda problem, name=name: _in_source(problem, rows[name], _where(spec, name))):
+            data.splits[name] = _standardise(task, dataset, name, spec, label_map, rows[name])
+    found.raise_any()
+    _refuse_unusable(task, data, spec, target)
     if spec.data.holdout is not None:
         _hold_out(spec, task, data)
     if said := _one_target(task, data, spec, "test", target):
@@ -209,14 +205,35 @@ def subsample_rows(size: int, limit: int, seed: int) -> list[int]:
 
 
 def _standardise(task: Task, dataset: Any, split: str, spec: StudySpec, label_map: LabelMap, rows: list[int] | None) -> Split:
+    """The split in the task's columns (its problems name the task's rows: see :func:`_in_source`)."""
     if len(dataset) == 0:
         raise DataError(f"the {split} data is empty; check the file or the subsample settings")
-    where = _where(spec, split)
-    try:
-        out = task.standardise(_Reader(dataset, split, spec), split, label_map)
-    except RowError as exc:
-        raise exc.in_source(rows, where) from None
-    return Split(split, out, _fingerprint(out), rows, where)
+    out = task.standardise(_Reader(dataset, split, spec), split, label_map)
+    return Split(split, out, _fingerprint(out), rows, _where(spec, split))
+
+
+def _in_source(problem: DataError, rows: list[int] | None, where: str) -> DataError:
+    """A problem with rows named by the rows of the data source ``where`` they came from (``rows``: see Split)."""
+    return problem.in_source(rows, where) if isinstance(problem, RowError) else problem
+
+
+def _refuse_unusable(task: Task, data: StudyData, spec: StudySpec, target: str | None) -> None:
+    """Splits that are whole, row by row, but that no study can use: too small a validation split, one target value in
+    the training or validation data, a metric the labels do not allow. Said together."""
+    found = Gathered()
+    if "validation" in data.splits and len(data.splits["validation"]) < 2:
+        found.problems.append(DataError(
+            f"{_where(spec, 'validation')}: {len(data.splits['validation'])} validation row(s): trials scored on a fixed validation "
+            f"split need at least 2 (the interval and comparisons are a bootstrap over its rows); add rows, or leave "
+            f"data.validation out to score by k-fold cross-validation"))
+    for name, consequence in ONE_VALUE.items():
+        said = _one_target(task, data, spec, name, target)
+        if said:
+            found.problems.append(DataError(f"{_where(spec, name)}: {said}: {consequence}"))
+    problem = task.metric_problem(spec.metric, data.label_map)
+    if problem:
+        found.problems.append(DataError(f"{_where(spec, 'train')}: {problem}"))
+    found.raise_any()
 
 
 def _where(spec: StudySpec, split: str) -> str:

@@ -138,6 +138,60 @@ def test_every_row_with_a_problem_is_named_at_once(tmp_path: Path) -> None:
                                     "22, 24 and 2 more)"), str(info.value)
 
 
+def test_problems_of_every_kind_and_split_are_said_in_one_run(tmp_path: Path) -> None:
+    """Missing labels in two splits, then empty texts in two splits and an unknown label: each kind, in each split, took
+    a run of its own to find (5 runs for this data, each reading every file again)."""
+    from hpsearch.errors import DataProblems, RowError
+
+    train, test = classification_rows(40), classification_rows(20, seed=1)
+    train[12]["label"], test[3]["label"] = "", ""
+    for rows, row in ((train, 3), (train, 7), (test, 1)):
+        rows[row]["text"] = ""
+    test[2]["label"] = "huh"
+    write_csv(tmp_path / "d.csv", train)
+    write_csv(tmp_path / "t.csv", test)
+    spec = _spec(tmp_path, "  train: d.csv\n  test: t.csv")
+    with pytest.raises(DataProblems) as info:
+        prepare_data(spec)
+    assert str(info.value) == "\n".join([
+        "2 problems with the data:",
+        f"  - {tmp_path / 'd.csv'}: 1 train row has a missing or empty label in column 'label' (row 12, counting data rows from 0); "
+        "fill in the labels or remove those rows",
+        f"  - {tmp_path / 't.csv'}: 1 test row has a missing or empty label in column 'label' (row 3, counting data rows from 0); "
+        "fill in the labels or remove those rows"])
+    train[12]["label"], test[3]["label"] = "pos", "neg"
+    write_csv(tmp_path / "d.csv", train)
+    write_csv(tmp_path / "t.csv", test)
+    with pytest.raises(DataProblems) as info:  # the test split's empty text, then its unknown label: the label's check goes on
+        prepare_data(_spec(tmp_path, "  train: d.csv\n  test: t.csv\n  subsample: {test: 19, seed: 3}"))
+    problems = info.value.problems
+    assert [type(p) for p in problems] == [RowError] * 3
+    assert [(p.split, p.row, p.more, p.where) for p in problems] == [("train", 3, (7,), str(tmp_path / "d.csv")),
+                                                                     ("test", 1, (), str(tmp_path / "t.csv")),
+                                                                     ("test", 2, (), str(tmp_path / "t.csv"))]
+    assert "column 'text' is empty" in problems[1].problem and "label 'huh' never occurs" in problems[2].problem
+    assert str(info.value).startswith("3 problems with the data:\n  - ")
+
+
+def test_a_crash_after_a_refused_row_is_taken_for_its_consequence_and_any_other_is_not() -> None:
+    from hpsearch.errors import Gathered, RowError, refuse_rows
+
+    found = Gathered()
+    with found.each():
+        refuse_rows("train", [(4, "bad")])
+        raise KeyError("the refused row's label")  # code that went on with the row it refused
+    with found.each():
+        raise DataError("a second problem")
+    assert [str(p) for p in found.problems] == ["train row 4: bad", "a second problem"]
+    with pytest.raises(KeyError), found.each():
+        raise KeyError("a fault of the code")
+    found.problems[:] = [RowError("train", 4, "bad")]
+    with pytest.raises(RowError):  # one problem is raised as itself
+        found.raise_any()
+    with pytest.raises(RowError, match="alone"):  # outside a gathering, refuse_rows raises
+        refuse_rows("train", [(1, "alone")])
+
+
 def test_the_subsample_keeps_the_rows_of_the_seeded_shuffle(tmp_path: Path) -> None:
     """The rows a subsample keeps (and their order) are those of datasets' seeded shuffle, as in every earlier version:
     a study resumed after an upgrade scores its trials on the same rows."""
