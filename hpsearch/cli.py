@@ -213,9 +213,10 @@ def _predict(args: argparse.Namespace) -> int:
                                say=lambda message: print(message, file=sys.stderr, flush=True))
     print(f"wrote {rows - len(empty)} predictions to {args.output}")
     if empty:
-        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
-        print(f"warning: {len(empty)} row(s) of {args.input} have an empty input and got no prediction (their prediction fields are "
-              f"empty): rows {shown} (counting data rows from 0)", file=sys.stderr)
+        shown = ", ".join(map(str, empty[:10])) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        row, has, its = ("row", "has", "its") if len(empty) == 1 else ("rows", "have", "their")
+        print(f"warning: {len(empty)} {row} of {args.input} {has} an empty input and got no prediction ({its} prediction fields are "
+              f"empty): {row} {shown} (counting data rows from 0)", file=sys.stderr)
     return 0
 
 

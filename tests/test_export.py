@@ -196,7 +196,7 @@ def test_predict_leaves_rows_with_an_empty_input_without_a_prediction(exported: 
     assert main(["predict", model, "--input", str(source), "--output", str(tmp_path / "out.csv")]) == 0
     captured = capsys.readouterr()
     assert "wrote 2 predictions" in captured.out
-    assert "1 row(s) of" in captured.err and "rows 1 (counting data rows from 0)" in captured.err, captured.err
+    assert "1 row of" in captured.err and "has an empty input" in captured.err and "row 1 (counting data rows from 0)" in captured.err, captured.err
     with (tmp_path / "out.csv").open() as handle:
         out = list(csv.DictReader(handle))
     assert [r["id"] for r in out] == ["0", "1", "2"]
