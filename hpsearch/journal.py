@@ -6,7 +6,8 @@ killed in between (kill -9, out of memory) leaves the link behind, and Optuna's 
 grace period) before it takes a link that nobody will remove: every worker of the study stood still
 that long. :class:`JournalLock` takes the same link, so Optuna's other clients of the file
 (optuna-dashboard, the ``optuna`` command) still wait for hpsearch's writes and hpsearch for theirs,
-and knows a link left by one of its own processes that ended: it removes that one at once.
+and knows a link left by one of its own processes on this machine that ended: it takes that one over
+at once.
 """
 from __future__ import annotations
 
@@ -17,23 +18,22 @@ from typing import Any
 from optuna.storages.journal import JournalFileSymlinkLock
 
 from hpsearch.errors import HpsearchError
+from hpsearch.workers import HOST, PID_SPACE, alive
 
 try:
     import fcntl
 except ImportError:  # not on Windows: there every writer waits as Optuna's lock waits
     fcntl = None  # type: ignore[assignment]
 
-HELD = b"held"
-
 
 class JournalLock(JournalFileSymlinkLock):
     """Optuna's link lock on the journal, taken by hpsearch's processes one at a time under an operating-system lock
     on a file beside it (``<journal>.writer``), which the system releases when its holder ends, however it ends.
 
-    The holder writes ``held`` in that file while it holds the link and empties it after. So a process that has the
-    system lock and finds both the link and ``held`` knows the link's maker ended in the middle of a write (a live
-    hpsearch writer would still hold the system lock): it removes the link and takes its own. A link the file does
-    not claim is another Optuna client's, waited for as Optuna waits.
+    While it holds the link, the holder names itself in that file (host, PID namespace, process id) and empties it
+    after. So a process that has the system lock and finds the link there, named by a process of this machine that has
+    ended, knows the link was left in the middle of a write: it takes it over. A link the file does not name so (another
+    Optuna client's, or a writer's on another machine sharing the file) is waited for as Optuna waits.
     """
 
     def __init__(self, path: str) -> None:
@@ -47,10 +47,11 @@ class JournalLock(JournalFileSymlinkLock):
         guard = os.open(self._writer, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(guard, fcntl.LOCK_EX)
-            if os.pread(guard, len(HELD), 0) == HELD and os.path.lexists(self._lock_file):
-                os.unlink(self._lock_file)  # left by an hpsearch process that ended while it wrote
+            if os.path.lexists(self._lock_file) and _ended_here(os.pread(guard, 512, 0)):
+                os.unlink(self._lock_file)
             super().acquire()
-            os.pwrite(guard, HELD, 0)
+            os.ftruncate(guard, 0)
+            os.pwrite(guard, f"{HOST}\n{PID_SPACE}\n{os.getpid()}\n".encode(), 0)
         except BaseException:
             os.close(guard)  # closing releases the system lock
             raise
@@ -65,6 +66,15 @@ class JournalLock(JournalFileSymlinkLock):
             if guard is not None:
                 os.ftruncate(guard, 0)
                 os.close(guard)
+
+
+def _ended_here(holder: bytes) -> bool:
+    """Whether ``holder`` (what a :class:`JournalLock` writes while it holds the link) names a process of this machine
+    that has ended."""
+    fields = holder.decode("utf-8", "replace").split("\n")
+    if len(fields) < 3 or fields[0] != HOST or fields[1] != PID_SPACE or not fields[2].isdigit():
+        return False
+    return not alive(int(fields[2]))
 
 
 def journal_storage(path: Path) -> Any:

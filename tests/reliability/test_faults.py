@@ -344,16 +344,23 @@ def test_a_journal_lock_left_by_a_killed_writer_is_taken_at_once(tmp_path: Path,
     assert not os.path.lexists(f"{journal}.lock")
 
 
-def test_an_optuna_clients_journal_lock_is_waited_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """optuna-dashboard or the optuna command writing the same journal takes Optuna's own lock: hpsearch waits for it."""
+@pytest.mark.parametrize("holder", ["an Optuna client", "a process on another machine", "a live process here"])
+def test_a_journal_lock_that_is_not_a_dead_local_writers_is_waited_for(holder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """optuna-dashboard or the optuna command writing the same journal takes Optuna's own lock; a writer on another
+    machine sharing the file, or a live one here whose system lock this one cannot see, holds it: hpsearch waits."""
     from optuna.storages.journal import JournalFileSymlinkLock
 
     from hpsearch.journal import journal_storage
+    from hpsearch.workers import HOST, PID_SPACE
 
     journal = tmp_path / "optuna.journal"
     study = optuna.create_study(study_name="s", storage=journal_storage(journal))
     theirs = JournalFileSymlinkLock(str(journal))
     theirs.acquire()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    named = {"an Optuna client": "", "a process on another machine": f"elsewhere\n{PID_SPACE}\n{gone}\n",
+             "a live process here": f"{HOST}\n{PID_SPACE}\n{os.getpid()}\n"}[holder]
+    Path(f"{journal}.writer").write_text(named)
     waiting = threading.Event()
     _lock_wait_says(monkeypatch, waiting)
     writer = threading.Thread(target=study.set_user_attr, args=("written", True))
