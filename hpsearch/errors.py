@@ -73,8 +73,8 @@ _GATHERING: contextvars.ContextVar[list[DataError] | None] = contextvars.Context
 
 
 class Gathered:
-    """The data's problems, gathered over checks that can each run on their own, so that one run names them all (where
-    a run per problem was needed, each a minute of loading on a large file).
+    """The data's problems, gathered over checks that can each run on their own, so that one run names them all rather
+    than one run per problem.
 
     Inside :meth:`each`, :func:`refuse_rows` records its rows' problem and lets the check go on, and a ``DataError`` the
     block raises is recorded and ends the block; any other error after a problem was recorded is taken for its

@@ -221,13 +221,14 @@ def _refuse_unusable(task: Task, data: StudyData, spec: StudySpec, target: str |
     """Splits that are whole, row by row, but that no study can use: too small a validation split, one target value in
     the training or validation data, a metric the labels do not allow. Said together."""
     found = Gathered()
-    if "validation" in data.splits and len(data.splits["validation"]) < 2:
+    count = len(data.splits["validation"]) if "validation" in data.splits else None
+    if count is not None and count < 2:  # then its one value goes without saying
         found.problems.append(DataError(
-            f"{_where(spec, 'validation')}: {len(data.splits['validation'])} validation row(s): trials scored on a fixed validation "
+            f"{_where(spec, 'validation')}: {count} validation row{'' if count == 1 else 's'}: trials scored on a fixed validation "
             f"split need at least 2 (the interval and comparisons are a bootstrap over its rows); add rows, or leave "
             f"data.validation out to score by k-fold cross-validation"))
     for name, consequence in ONE_VALUE.items():
-        said = _one_target(task, data, spec, name, target)
+        said = None if name == "validation" and count is not None and count < 2 else _one_target(task, data, spec, name, target)
         if said:
             found.problems.append(DataError(f"{_where(spec, name)}: {said}: {consequence}"))
     problem = task.metric_problem(spec.metric, data.label_map)
@@ -287,7 +288,8 @@ def _one_target(task: Task, data: StudyData, spec: StudySpec, split: str, column
     if value is None:
         return None
     kept = f" kept by data.subsample.{split}" if getattr(spec.data.subsample, split, None) is not None else ""
-    return f"every {_target_word(task)} of the {len(data.splits[split])} {split} row(s){kept} in column {column!r} is {value}"
+    count = len(data.splits[split])
+    return f"every {_target_word(task)} of the {count} {split} row{'' if count == 1 else 's'}{kept} in column {column!r} is {value}"
 
 
 def _refuse_missing(rows: list[int], spec: StudySpec, split: str, column: str, what: str, fix: str) -> None:

@@ -349,10 +349,10 @@ def test_missing_tags_are_an_error_too(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("task, rows, said", [
-    ("text-classification", [{"text": t, "label": "pos"} for t in ("good", "fine", "great")], "every label of the 3 train row(s) in column 'label' is 'pos'"),
-    ("regression", [{"text": t, "label": 2.5} for t in ("good", "fine", "great")], "every label of the 3 train row(s) in column 'label' is 2.5"),
+    ("text-classification", [{"text": t, "label": "pos"} for t in ("good", "fine", "great")], "every label of the 3 train rows in column 'label' is 'pos'"),
+    ("regression", [{"text": t, "label": 2.5} for t in ("good", "fine", "great")], "every label of the 3 train rows in column 'label' is 2.5"),
     ("token-classification", [{"tokens": ["a", "b"], "tags": ["O", "O"]}, {"tokens": ["c"], "tags": ["O"]}],
-     "every tag of the 2 train row(s) in column 'tags' is 'O'"),
+     "every tag of the 2 train rows in column 'tags' is 'O'"),
 ])
 def test_training_targets_that_are_all_one_value_are_refused(tmp_path: Path, task: str, rows: list, said: str) -> None:
     path = tmp_path / "d.jsonl"
@@ -372,11 +372,11 @@ def test_a_validation_split_of_one_label_is_refused_and_a_test_split_of_one_is_w
     write_csv(tmp_path / "one.csv", [r for r in classification_rows(12, seed=4) if r["label"] == "pos"])
     with pytest.raises(DataError) as caught:
         prepare_data(_spec(tmp_path, "  train: d.csv\n  validation: one.csv"))
-    assert str(caught.value).startswith(f"{tmp_path / 'one.csv'}: every label of the 6 validation row(s) in column 'label' is 'pos': "
+    assert str(caught.value).startswith(f"{tmp_path / 'one.csv'}: every label of the 6 validation rows in column 'label' is 'pos': "
                                         "scores on it cannot tell a model that learned from one that predicts that value everywhere"), caught.value
     assert "or leave data.validation out to score by k-fold cross-validation" in str(caught.value)
     data = prepare_data(_spec(tmp_path, "  train: d.csv\n  test: one.csv"))
-    assert data.warnings == ["every label of the 6 test row(s) in column 'label' is 'pos': the test macro_f1 measures how the final "
+    assert data.warnings == ["every label of the 6 test rows in column 'label' is 'pos': the test macro_f1 measures how the final "
                              "model does on that one value only"], data.warnings
 
 
@@ -516,9 +516,10 @@ def test_many_training_rows_repeating_an_input_are_warned_of_with_the_fix(tmp_pa
 def test_a_validation_split_of_one_row_is_refused_with_the_fix(tmp_path: Path) -> None:
     write_csv(tmp_path / "d.csv", classification_rows(30))
     write_csv(tmp_path / "v.csv", classification_rows(1, seed=3))
-    with pytest.raises(DataError, match=r"v.csv: 1 validation row\(s\): trials scored on a fixed validation split need at least 2.*"
-                                        r"leave data.validation out"):
+    with pytest.raises(DataError, match=r"v.csv: 1 validation row: trials scored on a fixed validation split need at least 2.*"
+                                        r"leave data.validation out") as info:
         prepare_data(_spec(tmp_path, "  train: d.csv\n  validation: v.csv"))
+    assert type(info.value) is DataError  # alone: its one label goes without saying
     write_csv(tmp_path / "v.csv", classification_rows(2, seed=3))
     assert len(prepare_data(_spec(tmp_path, "  train: d.csv\n  validation: v.csv")).splits["validation"]) == 2
 
