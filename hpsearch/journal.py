@@ -44,7 +44,7 @@ class JournalLock(JournalFileSymlinkLock):
     def acquire(self) -> bool:
         if fcntl is None:
             return super().acquire()
-        guard = os.open(self._writer, os.O_RDWR | os.O_CREAT, 0o644)
+        guard = os.open(self._writer, os.O_RDWR | os.O_CREAT, 0o666)  # made as the journal is: the umask says who may write
         try:
             fcntl.flock(guard, fcntl.LOCK_EX)
             if os.path.lexists(self._lock_file) and _ended_here(os.pread(guard, 512, 0)):
