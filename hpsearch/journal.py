@@ -3,8 +3,8 @@
 Every process that writes the journal appends under Optuna's lock, a link beside the file
 (``optuna.journal.lock``) that the writer makes before its record and removes after it. A process
 killed in between (kill -9, out of memory) leaves the link behind, and Optuna's lock waits 30 s (its
-grace period) before it takes a link that nobody will remove: every worker of the study stood still
-that long. :class:`JournalLock` takes the same link, so Optuna's other clients of the file
+grace period) before it takes a link that nobody will remove: every worker of the study would stand
+still that long. :class:`JournalLock` takes the same link, so Optuna's other clients of the file
 (optuna-dashboard, the ``optuna`` command) still wait for hpsearch's writes and hpsearch for theirs,
 and knows a link left by one of its own processes on this machine that ended: it takes that one over
 at once.
@@ -22,7 +22,7 @@ from hpsearch.workers import HOST, PID_SPACE, alive
 
 try:
     import fcntl
-except ImportError:  # not on Windows: there every writer waits as Optuna's lock waits
+except ImportError:  # Windows has no fcntl: there every writer waits as Optuna's lock waits
     fcntl = None  # type: ignore[assignment]
 
 
