@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpsearch import __version__
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, row_list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -213,10 +213,9 @@ def _predict(args: argparse.Namespace) -> int:
                                say=lambda message: print(message, file=sys.stderr, flush=True))
     print(f"wrote {rows - len(empty)} predictions to {args.output}")
     if empty:
-        shown = ", ".join(map(str, empty[:10])) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
         row, has, its = ("row", "has", "its") if len(empty) == 1 else ("rows", "have", "their")
         print(f"warning: {len(empty)} {row} of {args.input} {has} an empty input and got no prediction ({its} prediction fields are "
-              f"empty): {row} {shown} (counting data rows from 0)", file=sys.stderr)
+              f"empty): {row} {row_list(empty)} (counting data rows from 0)", file=sys.stderr)
     return 0
 
 

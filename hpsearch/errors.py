@@ -50,12 +50,16 @@ class RowError(DataError):
         return RowError(self.split, source(self.row), self.problem, where, sorted(map(source, self.more)), self.like)
 
 
+def row_list(rows: Sequence[int], shown: int = 10) -> str:
+    """The first ``shown`` of ``rows`` in words, then how many more ('3, 9, 17'; '0, 1, ..., 9 and 4 more')."""
+    return ", ".join(map(str, rows[:shown])) + (f" and {len(rows) - shown} more" if len(rows) > shown else "")
+
+
 def _others(rows: tuple[int, ...], like: str) -> str:
     """The rows besides the one a RowError names, in words (empty where there are none)."""
     if not rows:
         return ""
-    shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
-    return f" ({len(rows)} more row{'s' if len(rows) != 1 else ''} {'have' if len(rows) != 1 else 'has'} {like}: {shown})"
+    return f" ({len(rows)} more row{'s' if len(rows) != 1 else ''} {'have' if len(rows) != 1 else 'has'} {like}: {row_list(rows)})"
 
 
 class DataProblems(DataError):

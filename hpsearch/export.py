@@ -19,6 +19,7 @@ from typing import Any, Callable
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError
 from hpsearch.numbers import score_figure
+from hpsearch.progress import epoch_steps
 from hpsearch.selection import counts_text, score_text
 from hpsearch.space import applicable
 from hpsearch.spec import StudySpec
@@ -89,10 +90,8 @@ def final_model(spec: StudySpec, tuner: Any, chosen: dict[str, Any], say: Callab
             event="refit_epoch", epoch=record.epoch, train_loss=record.train_loss, samples_per_second=speed)
         return False
 
-    show = getattr(say, "step", None)
-    on_step = (lambda epoch, done, total, what: show(done, total, f"final model epoch {epoch}")) if show else None  # no validation
     fitted = tuner.fit(candidate, params, train_rows=list(range(len(tuner.data.train))), eval_rows=[], seed=spec.seed,
-                       on_epoch=on_epoch, on_step=on_step)
+                       on_epoch=on_epoch, on_step=epoch_steps(say, "final model"))
     seconds = time.perf_counter() - started
     from hpsearch.status import duration
 

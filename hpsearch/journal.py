@@ -11,6 +11,7 @@ at once.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from optuna.storages.journal import JournalFileSymlinkLock
 
 from hpsearch.errors import HpsearchError
-from hpsearch.workers import HOST, PID_SPACE, alive
+from hpsearch.workers import HOST, PID_SPACE, alive, seen_here
 
 try:
     import fcntl
@@ -51,7 +52,7 @@ class JournalLock(JournalFileSymlinkLock):
                 os.unlink(self._lock_file)
             super().acquire()
             os.ftruncate(guard, 0)
-            os.pwrite(guard, f"{HOST}\n{PID_SPACE}\n{os.getpid()}\n".encode(), 0)
+            os.pwrite(guard, json.dumps({"host": HOST, "pid_space": PID_SPACE, "pid": os.getpid()}).encode(), 0)
         except BaseException:
             os.close(guard)  # closing releases the system lock
             raise
@@ -69,12 +70,13 @@ class JournalLock(JournalFileSymlinkLock):
 
 
 def _ended_here(holder: bytes) -> bool:
-    """Whether ``holder`` (what a :class:`JournalLock` writes while it holds the link) names a process of this machine
-    that has ended."""
-    fields = holder.decode("utf-8", "replace").split("\n")
-    if len(fields) < 3 or fields[0] != HOST or fields[1] != PID_SPACE or not fields[2].isdigit():
+    """Whether ``holder`` (what a :class:`JournalLock` writes while it holds the link, named as a trial names its worker)
+    names a process of this machine that has ended."""
+    try:
+        named = json.loads(holder)
+    except ValueError:  # empty: no hpsearch process holds the link
         return False
-    return not alive(int(fields[2]))
+    return isinstance(named, dict) and isinstance(named.get("pid"), int) and seen_here(named) and not alive(named["pid"])
 
 
 def journal_storage(path: Path) -> Any:
@@ -99,8 +101,6 @@ def journal_storage(path: Path) -> Any:
 
 def _damaged_journal(path: Path, exc: ValueError) -> str:
     """What is wrong with a journal that Optuna cannot read, and how to mend it."""
-    import json
-
     with path.open("rb") as journal:
         for number, line in enumerate(journal, start=1):
             try:

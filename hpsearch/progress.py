@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
 MODES = ("text", "quiet", "jsonl")
@@ -25,9 +26,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self._bar: Any = None
         self.every, self.clock = every, clock
-        self._steps: tuple[str, float, int, float, int] | None = None
-        """Outside a terminal: (description, when its first step was seen and which it was, when its steps were last said,
-        the last step seen)."""
+        self._steps: _Span | None = None  # outside a terminal: the long work being counted
 
     def __call__(self, message: str, **fields: Any) -> None:
         self.close_bar()
@@ -78,18 +77,17 @@ class Progress:
             self.close_bar()
 
     def _say_steps(self, done: int, total: int, description: str, unit: str) -> None:
-        now = self.clock()
-        if self._steps is None or self._steps[0] != description or done < self._steps[4]:  # another epoch, or one begun again
-            self._steps = (description, now, done, now, done)
+        now, span = self.clock(), self._steps
+        if span is None or span.description != description or done < span.last:  # another epoch, or one begun again
+            self._steps = _Span(description, now, done, now, done)
             return
-        _, began, first, said, _ = self._steps
-        self._steps = (description, began, first, said, done)
-        if now - said < self.every or done >= total or done == first:
+        span.last = done
+        if now - span.said < self.every or done >= total or done == span.first:
             return
         from hpsearch.status import duration
 
-        left = (now - began) / (done - first) * (total - done)
-        self._steps = (description, began, first, now, done)
+        left = (now - span.began) / (done - span.first) * (total - done)
+        span.said = now
         self(f"{description}: {done:,} of {total:,} {unit}s ({done / total:.0%}), about {duration(left)} left", event="steps",
              done=done, total=total, unit=unit, seconds_left=round(left, 1))
 
@@ -97,3 +95,30 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+
+def epoch_steps(say: Any, label: str) -> Callable[[int, int, int, str], None] | None:
+    """The training loop's step callback (``finetune.loop.StepCallback``) that shows ``label``'s epochs, their training
+    steps and then their validated inputs, on ``say``'s progress display; None where ``say`` has none."""
+    show = getattr(say, "step", None)
+    if show is None:
+        return None
+
+    def on_step(epoch: int, done: int, total: int, what: str) -> None:
+        validation = what == "validation"
+        show(done, total, f"{label} epoch {epoch}" + (" validation" if validation else ""), unit="input" if validation else "step")
+
+    return on_step
+
+
+@dataclass
+class _Span:
+    """Long work counted outside a terminal: what it is, when its first step was seen and which it was, when its steps
+    were last said, and the last step seen."""
+
+    description: str
+    began: float
+    first: int
+    said: float
+    last: int

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 from hpsearch.cost import peak_memory_mb, reset_peak_memory, training_flops
 from hpsearch.errors import CannotWrite, DataError, ModelUnavailable, OutOfMemory, StorageUnavailable, TrialError, cannot_write
 from hpsearch.numbers import score_figure
+from hpsearch.progress import epoch_steps
 from hpsearch.repeats import DRAWN_ATTR, Repeats
 from hpsearch.selection import LOSS_ATTR, PROGRESS_ATTR, SPLIT_SE_ATTR, better
 from hpsearch.space import describe_params, max_epochs, shown_params, suggest
@@ -326,10 +327,7 @@ class Objective:
             return bool(trial.should_prune())
 
         keep = self.checkpoints is not None and self.spec.final_policy == "best-fold"
-        show = getattr(self.on_event, "step", None)
-        label = f"trial {trial.number} fold {fold + 1}/{len(self.folds)}"
-        on_step = (lambda epoch, done, total, what: show(done, total, f"{label} epoch {epoch}" + (" validation" if what == "validation" else ""),
-                                                          unit="step" if what == "training" else "input")) if show else None
+        on_step = epoch_steps(self.on_event, f"trial {trial.number} fold {fold + 1}/{len(self.folds)}")
         fitted = self._fit_within_memory(trial, fold, [curve, predicted, loss_curve], lambda: self.tuner.fit(
             candidate, params, train_rows=train_rows, eval_rows=eval_rows, eval_split=self.eval_split,
             seed=self.spec.seed, on_epoch=on_epoch, keep_best=keep, on_step=on_step), params)

@@ -9,7 +9,7 @@ from typing import Any, Hashable
 
 from hpsearch.data.labels import LabelMap
 from hpsearch.data.sources import load_source
-from hpsearch.errors import DataError, Gathered, RowError
+from hpsearch.errors import DataError, Gathered, RowError, row_list
 from hpsearch.spec import StudySpec
 from hpsearch.tasks import Task, get_task
 from hpsearch.tasks.base import is_missing
@@ -296,8 +296,7 @@ def _refuse_missing(rows: list[int], spec: StudySpec, split: str, column: str, w
     """A DataError naming the first ``rows`` (of the file, from 0) whose ``what`` in ``column`` is missing, with ``fix``."""
     if not rows:
         return
-    shown = ", ".join(str(r) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
-    many = len(rows) != 1
+    shown, many = row_list(rows, 5), len(rows) != 1
     raise DataError(
         f"{_where(spec, split)}: {len(rows)} {split} row{'s' if many else ''} {'have' if many else 'has'} a missing or empty {what} "
         f"in column {column!r} (row{'s' if many else ''} {shown}, counting data rows from 0); {fix}"

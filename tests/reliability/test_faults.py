@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -358,9 +359,9 @@ def test_a_journal_lock_that_is_not_a_dead_local_writers_is_waited_for(holder: s
     theirs = JournalFileSymlinkLock(str(journal))
     theirs.acquire()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
-    named = {"an Optuna client": "", "a process on another machine": f"elsewhere\n{PID_SPACE}\n{gone}\n",
-             "a live process here": f"{HOST}\n{PID_SPACE}\n{os.getpid()}\n"}[holder]
-    Path(f"{journal}.writer").write_text(named)
+    named = {"an Optuna client": "", "a process on another machine": {"host": "elsewhere", "pid_space": PID_SPACE, "pid": int(gone)},
+             "a live process here": {"host": HOST, "pid_space": PID_SPACE, "pid": os.getpid()}}[holder]
+    Path(f"{journal}.writer").write_text(json.dumps(named) if named else "")
     waiting = threading.Event()
     _lock_wait_says(monkeypatch, waiting)
     writer = threading.Thread(target=study.set_user_attr, args=("written", True))
