@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 import psutil
+from hpsearch.cost import peak_memory_mb
 from hpsearch.data import prepare_data
 from hpsearch.finetune.core import FineTuner
 from hpsearch.spec import load_spec
@@ -38,7 +40,7 @@ before = psutil.Process().memory_info().rss
 started = time.perf_counter()
 tokenized = tuner.inputs(spec.models[0]).tokenized["train"]
 seconds = time.perf_counter() - started
-peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+peak = peak_memory_mb("cpu") * 2**20  # the process's resident peak since it started (no reset)
 print(json.dumps({"rows": len(tokenized.features), "rss_before_gib": before / 2**30,
                   "rss_after_gib": psutil.Process().memory_info().rss / 2**30, "peak_gib": peak / 2**30, "seconds": seconds}))
 """
@@ -70,7 +72,7 @@ def main() -> None:
         sides = {}
         for side in ("one-pass", "in-parts"):
             for old in (folder / "cache").glob("tokens*"):
-                subprocess.run(["rm", "-rf", str(old)], check=True)
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
             done = subprocess.run([sys.executable, "-c", CHILD, str(folder), side], capture_output=True, text=True, cwd=ROOT,
                                   env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PATH": "/usr/bin:/bin"})
             if done.returncode != 0:
