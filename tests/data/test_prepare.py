@@ -118,7 +118,8 @@ def test_every_row_with_a_problem_is_named_at_once(tmp_path: Path) -> None:
         prepare_data(_spec(tmp_path, "  train: d.csv\n  subsample: {train: 39, seed: 3}"))
     named = str(info.value)
     assert "(counting data rows from 0)" in named and "2 more rows have this problem" in named
-    assert sorted(int(n) for n in re.findall(r"\b(3|9|17)\b", named)) == [3, 9, 17], named
+    rows_named = named.removeprefix(f"{tmp_path / 'd.csv'}: ")  # the folder's name may hold a number too (pytest-3)
+    assert sorted(int(n) for n in re.findall(r"\b(3|9|17)\b", rows_named)) == [3, 9, 17], named
 
     write_csv(tmp_path / "r.csv", [{"text": f"t{i}", "label": {2: "", 5: "abc"}.get(i, str(i / 10))} for i in range(12)])
     with pytest.raises(DataError) as info:
