@@ -1,12 +1,13 @@
-"""Memory of tokenizing a large training split: in parts (what the tasks do) against one pass over the whole split.
+"""Memory and time of tokenizing a large training split, and of reading it back from the cache, in two checkouts.
 
-Writes Rotten Tomatoes' 10,923 training reviews COPIES times (each copy's texts made distinct) to a csv, then, in a
-fresh child process per side and with a fresh cache each, prepares the data and tokenizes it with the packaged
-MiniLM-L6's tokenizer as a run's first fit does. Reports each side's resident memory after tokenizing, its peak
-(VmHWM) and the seconds the tokenization took; the one-pass side sets `hpsearch.tasks.base.TOKENIZE_CHUNK` above the
-row count. Both sides in one run, one after the other.
-Run: `.venv/bin/python benchmarks/tokenize_memory.py [--copies 60]` (about 3 minutes on 2 cores with 60 copies,
-655,380 rows; it needs about 6 GiB of free memory).
+Writes Rotten Tomatoes' 10,923 training reviews COPIES times (each copy's texts made distinct) to a csv, then, for each
+side, in fresh child processes and with a fresh cache: prepares the data and tokenizes it with the packaged MiniLM-L6's
+tokenizer as a run's first fit does, then, in a second child, reads the same features back from the cache as a later
+trial or worker does. Reports each child's resident memory after its step, its peak (VmHWM) and the step's seconds.
+The sides: `--before PATH`, a checkout of an earlier version of hpsearch (e.g. `git worktree add /tmp/before REV`),
+imported in place of this one; and this checkout. Both in one run, one after the other.
+Run: `.venv/bin/python benchmarks/tokenize_memory.py [--copies 60] [--before PATH]` (about 3 minutes a side on 2 cores
+with 60 copies, 655,380 rows; the before side may need about 6 GiB of free memory).
 """
 from __future__ import annotations
 
@@ -28,11 +29,8 @@ from hpsearch.cost import peak_memory_mb
 from hpsearch.data import prepare_data
 from hpsearch.finetune.core import FineTuner
 from hpsearch.spec import load_spec
-from hpsearch.tasks import base
 
-folder, one_pass = Path(sys.argv[1]), sys.argv[2] == "one-pass"
-if one_pass:
-    base.TOKENIZE_CHUNK = 10**12
+folder = Path(sys.argv[1])
 spec = load_spec(folder / "study.yaml")
 data = prepare_data(spec, cache_dir=folder / "cache" / "datasets")
 tuner = FineTuner(data, cache_dir=folder / "cache", max_length=spec.data.max_length, device="cpu")
@@ -41,7 +39,7 @@ started = time.perf_counter()
 tokenized = tuner.inputs(spec.models[0]).tokenized["train"]
 seconds = time.perf_counter() - started
 peak = peak_memory_mb("cpu") * 2**20  # the process's resident peak since it started (no reset)
-print(json.dumps({"rows": len(tokenized.features), "rss_before_gib": before / 2**30,
+print(json.dumps({"rows": len(tokenized.features), "from_cache": tokenized.from_cache, "rss_before_gib": before / 2**30,
                   "rss_after_gib": psutil.Process().memory_info().rss / 2**30, "peak_gib": peak / 2**30, "seconds": seconds}))
 """
 
@@ -59,9 +57,11 @@ models:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=60)
+    parser.add_argument("--before", type=Path, help="a checkout of the version to compare with (its hpsearch is imported)")
     args = parser.parse_args()
     import pandas as pd
 
+    checkouts = {**({"before": args.before.resolve()} if args.before else {}), "now": ROOT}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         reviews = pd.read_csv(DATA / "train.csv")
@@ -69,23 +69,32 @@ def main() -> None:
         rows["text"] = rows["text"] + " #" + rows.index.astype(str)
         rows[["text", "label"]].to_csv(folder / "train.csv", index=False)
         (folder / "study.yaml").write_text(STUDY.format(csv=folder / "train.csv"))
-        sides = {}
-        for side in ("one-pass", "in-parts"):
-            for old in (folder / "cache").glob("tokens*"):
-                shutil.rmtree(old) if old.is_dir() else old.unlink()
-            done = subprocess.run([sys.executable, "-c", CHILD, str(folder), side], capture_output=True, text=True, cwd=ROOT,
-                                  env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PATH": "/usr/bin:/bin"})
-            if done.returncode != 0:
-                sys.exit(f"{side} failed:\n{done.stderr[-3000:]}")
-            sides[side] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"{sides['in-parts']['rows']:,} training rows, max_length 64, MiniLM-L6's tokenizer")
-    print(f"{'side':10} {'RSS before':>11} {'RSS after':>10} {'peak':>7} {'seconds':>8}")
-    for side, found in sides.items():
-        print(f"{side:10} {found['rss_before_gib']:9.2f}Gi {found['rss_after_gib']:8.2f}Gi {found['peak_gib']:5.2f}Gi {found['seconds']:8.1f}")
-    one, parts = sides["one-pass"], sides["in-parts"]
-    print(f"in parts / one pass: peak {parts['peak_gib'] / one['peak_gib']:.2f}x, RSS after {parts['rss_after_gib'] / one['rss_after_gib']:.2f}x, "
-          f"time {parts['seconds'] / one['seconds']:.2f}x")
-    save("tokenize_memory", {"machine": machine(), "copies": args.copies, "sides": sides})
+        found = {}
+        for side, checkout in checkouts.items():
+            shutil.rmtree(folder / "cache", ignore_errors=True)
+            for step in ("tokenize", "from cache"):
+                found[side, step] = _child(folder, checkout)
+                assert found[side, step]["from_cache"] == (step == "from cache")
+    print(f"{found['now', 'tokenize']['rows']:,} training rows, max_length 64, MiniLM-L6's tokenizer")
+    print(f"{'side':7} {'step':11} {'RSS before':>11} {'RSS after':>10} {'peak':>7} {'seconds':>8}")
+    for (side, step), got in found.items():
+        print(f"{side:7} {step:11} {got['rss_before_gib']:9.2f}Gi {got['rss_after_gib']:8.2f}Gi {got['peak_gib']:5.2f}Gi {got['seconds']:8.1f}")
+    if args.before:
+        for step in ("tokenize", "from cache"):
+            now, before = found["now", step], found["before", step]
+            print(f"{step}, now / before: RSS after {now['rss_after_gib'] / before['rss_after_gib']:.2f}x, "
+                  f"peak {now['peak_gib'] / before['peak_gib']:.2f}x, time {now['seconds'] / before['seconds']:.2f}x")
+    save("tokenize_memory", {"machine": machine(), "copies": args.copies, "checkouts": {k: str(v) for k, v in checkouts.items()},
+                             "steps": [{"side": side, "step": step, **got} for (side, step), got in found.items()]})
+
+
+def _child(folder: Path, checkout: Path) -> dict:
+    """One fresh process's step: tokenize (an empty cache) or read from the cache (a filled one)."""
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(checkout)}
+    done = subprocess.run([sys.executable, "-c", CHILD, str(folder)], capture_output=True, text=True, cwd=checkout, env=env)
+    if done.returncode != 0:
+        sys.exit(f"{checkout} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

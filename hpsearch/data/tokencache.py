@@ -13,10 +13,12 @@ from typing import Any
 from hpsearch.data.prepare import Split
 from hpsearch.errors import RowError
 from hpsearch.tasks import Features, Task
+from hpsearch.tasks.featuretable import FeatureTable
 from hpsearch.workers import own_name, remove_left_behind
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt")
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
+_TABLE = "features.npz"
 
 
 def tokenizer_fingerprint(folder: Path, tokenizer: Any = None) -> str:
@@ -37,14 +39,14 @@ def tokenizer_fingerprint(folder: Path, tokenizer: Any = None) -> str:
 
 @dataclass
 class Tokenized:
-    """Model inputs of one split (unpadded feature dicts; see :class:`hpsearch.tasks.Features`)."""
+    """Model inputs of one split (unpadded features; see :class:`hpsearch.tasks.Features`)."""
 
     tokens: Features
     key: str
     from_cache: bool
 
     @property
-    def features(self) -> list[dict[str, Any]]:
+    def features(self) -> FeatureTable:
         return self.tokens.rows
 
     def __len__(self) -> int:
@@ -52,7 +54,7 @@ class Tokenized:
 
     def lengths(self) -> list[int]:
         """Tokens of each feature."""
-        return [len(f["input_ids"]) for f in self.tokens.rows]
+        return self.tokens.rows.lengths()
 
     def example_lengths(self) -> list[int]:
         """Tokens of each example (all its windows)."""
@@ -98,13 +100,10 @@ def _cache_key(fingerprint: str, tokenizer_key: str, max_length: int, task: list
 
 
 def _save_atomically(folder: Path, features: Features, meta: dict[str, Any]) -> None:
-    import datasets
-
-    datasets.disable_progress_bars()
     remove_left_behind(folder.parent, folder.name)  # a pass killed before its end (under the same lock, so not a live one's)
     tmp = Path(tempfile.mkdtemp(prefix=own_name(folder.name) + ".", dir=folder.parent))
     try:
-        datasets.Dataset.from_list(features.rows).save_to_disk(str(tmp / "data"))
+        features.rows.save(tmp / _TABLE)
         (tmp / "meta.json").write_text(json.dumps({**meta, "windows": features.windows}), encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
@@ -114,7 +113,5 @@ def _save_atomically(folder: Path, features: Features, meta: dict[str, Any]) -> 
 
 
 def _load(folder: Path) -> Features:
-    import datasets
-
-    windows = json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("windows")
-    return Features(datasets.load_from_disk(str(folder / "data")).to_list(), windows)
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    return Features(FeatureTable.load(folder / _TABLE, meta["rows"]), meta.get("windows"))

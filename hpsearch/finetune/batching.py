@@ -6,6 +6,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from hpsearch.tasks.base import IGNORE_INDEX
+from hpsearch.tasks.featuretable import FeatureTable
 
 MEGA_BATCH = 50
 """Batches per length-sorted block: long enough to group lengths, short enough to stay random."""
@@ -69,10 +70,10 @@ class _Batcher:
 class TokenBatcher(_Batcher):
     """Batches of token ids, padded per batch by the task's transformers collator."""
 
-    def __init__(self, features: list[dict[str, Any]], collator: Any) -> None:
+    def __init__(self, features: FeatureTable, collator: Any) -> None:
         self.features = features
         self.collator = collator
-        self.lengths = [len(f["input_ids"]) for f in features]
+        self.lengths = features.lengths()
 
     def _collate(self, chunk: list[int]) -> dict[str, torch.Tensor]:
         return dict(self.collator([self.features[i] for i in chunk]))
@@ -81,10 +82,10 @@ class TokenBatcher(_Batcher):
 class HiddenBatcher(_Batcher):
     """Batches of precomputed hidden states (the output of frozen bottom layers), with the loss's targets."""
 
-    def __init__(self, hidden: list[torch.Tensor], features: list[dict[str, Any]], target_keys: tuple[str, ...],
+    def __init__(self, hidden: list[torch.Tensor], features: FeatureTable, target_keys: tuple[str, ...],
                  multiple: int | None = None) -> None:
         self.hidden = hidden
-        self.targets = {key: [f[key] for f in features] for key in target_keys}
+        self.targets = {key: features.column(key) for key in target_keys}
         self.lengths = [h.shape[0] for h in hidden]
         self.multiple = multiple  # see pad_multiple
 

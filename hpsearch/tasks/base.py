@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, Iterator, Literal, Protocol, Sequence
 
 from hpsearch.errors import refuse_rows
+from hpsearch.tasks.featuretable import FeatureTable
 
 if TYPE_CHECKING:
     from hpsearch.data.labels import LabelMap
@@ -53,13 +54,13 @@ def metric_direction(metric: str) -> Direction:
 
 @dataclass(frozen=True)
 class Features:
-    """A split's model inputs: one feature dict per model input (unpadded).
+    """A split's model inputs: one feature per model input (unpadded; read as dicts, stored as columns).
 
     ``windows`` is None when each example is one feature (feature i is example i); otherwise it lists,
     per example, the indices of its features (a long question-answering context gives several windows).
     """
 
-    rows: list[dict[str, Any]]
+    rows: FeatureTable
     windows: list[list[int]] | None = None
 
     def of(self, examples: Sequence[int]) -> list[int]:

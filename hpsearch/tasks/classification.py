@@ -5,12 +5,13 @@ import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
 from hpsearch.errors import refuse_rows
 from hpsearch.tasks.base import Column, Features, Task, chunks, is_missing, texts
+from hpsearch.tasks.featuretable import FeatureTable
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,14 @@ class TextClassification(Task):
         return repr(label_map.labels[value]) if label_map.labels else f"{value:g}"
 
     def tokenize(self, split: Any, tokenizer: Any, max_length: int) -> Features:
-        cols, features = split.columns, []
+        cols = split.columns
         pairs = cols.get("text_pair")
-        for part in chunks(len(cols["text"])):
-            encoded = tokenizer(cols["text"][part], None if pairs is None else pairs[part], truncation=True, max_length=max_length)
-            features += [{**{k: encoded[k][i] for k in encoded.keys()}, "labels": label} for i, label in enumerate(cols["label"][part])]
-        return Features(features)
+
+        def parts() -> Iterator[list[dict[str, Any]]]:
+            for part in chunks(len(cols["text"])):
+                encoded = tokenizer(cols["text"][part], None if pairs is None else pairs[part], truncation=True, max_length=max_length)
+                yield [{**{k: encoded[k][i] for k in encoded.keys()}, "labels": label} for i, label in enumerate(cols["label"][part])]
+        return Features(FeatureTable.of(parts()))
 
     def decode(self, outputs: list[Any], split: Any, rows: list[int], label_map: Any) -> list[Any]:
         return [int(np.argmax(x)) for x in outputs]

@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
 from hpsearch.errors import refuse_rows
 from hpsearch.tasks.base import IGNORE_INDEX, Column, Features, Task, chunks, is_missing
+from hpsearch.tasks.featuretable import FeatureTable
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,14 @@ class TokenClassification(Task):
                 "tags": [label_map.encode(row_tags, split, row=i) for i, row_tags in enumerate(tags)]}
 
     def tokenize(self, split: Any, tokenizer: Any, max_length: int) -> Features:
-        cols, features = split.columns, []
-        for part in chunks(len(cols["tokens"])):
-            encoded = tokenizer(cols["tokens"][part], is_split_into_words=True, truncation=True, max_length=max_length)
-            for i, tags in enumerate(cols["tags"][part]):
-                feature = {k: encoded[k][i] for k in encoded.keys()}
-                feature["labels"] = align_labels(encoded.word_ids(i), tags)
-                features.append(feature)
-        return Features(features)
+        cols = split.columns
+
+        def parts() -> Iterator[list[dict[str, Any]]]:
+            for part in chunks(len(cols["tokens"])):
+                encoded = tokenizer(cols["tokens"][part], is_split_into_words=True, truncation=True, max_length=max_length)
+                yield [{**{k: encoded[k][i] for k in encoded.keys()}, "labels": align_labels(encoded.word_ids(i), tags)}
+                       for i, tags in enumerate(cols["tags"][part])]
+        return Features(FeatureTable.of(parts()))
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
         from transformers import DataCollatorForTokenClassification

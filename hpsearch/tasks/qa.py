@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import json
 import re
 import shutil
@@ -27,6 +28,7 @@ from pydantic import Field
 
 from hpsearch.errors import RowError, TrialError, refuse_rows
 from hpsearch.tasks.base import Column, Features, Task, chunks, texts
+from hpsearch.tasks.featuretable import FeatureTable
 from hpsearch.tasks.qa_pipeline import best_answer, context_offsets
 
 
@@ -119,22 +121,26 @@ class QuestionAnswering(Task):
         cols = split.columns
         stride = self.stride(max_length)
         _check_question_lengths(tokenizer, cols["question"], split.name, max_length, stride)
-        features: list[dict[str, Any]] = []
         windows: list[list[int]] = [[] for _ in cols["question"]]
-        for part in chunks(len(cols["question"])):
-            encoded = tokenizer(
-                cols["question"][part], cols["context"][part], truncation="only_second", max_length=max_length, stride=stride,
-                return_overflowing_tokens=True, return_offsets_mapping=True,
-            )
-            model_keys = [k for k in encoded.keys() if k not in ("offset_mapping", "overflow_to_sample_mapping")]
-            for i, in_part in enumerate(encoded["overflow_to_sample_mapping"]):
-                example = part.start + in_part
-                starts, ends = context_offsets(encoded["offset_mapping"][i], encoded.sequence_ids(i))
-                start, end = _answer_tokens(starts, ends, cols["answer_text"][example], cols["answer_start"][example])
-                windows[example].append(len(features))
-                features.append({**{k: encoded[k][i] for k in model_keys}, "start_positions": start, "end_positions": end,
-                                 "offset_start": starts, "offset_end": ends, "example": example})
-        return Features(features, windows)
+        made = itertools.count()
+
+        def parts() -> Iterator[list[dict[str, Any]]]:
+            for part in chunks(len(cols["question"])):
+                encoded = tokenizer(
+                    cols["question"][part], cols["context"][part], truncation="only_second", max_length=max_length, stride=stride,
+                    return_overflowing_tokens=True, return_offsets_mapping=True,
+                )
+                model_keys = [k for k in encoded.keys() if k not in ("offset_mapping", "overflow_to_sample_mapping")]
+                features = []
+                for i, in_part in enumerate(encoded["overflow_to_sample_mapping"]):
+                    example = part.start + in_part
+                    starts, ends = context_offsets(encoded["offset_mapping"][i], encoded.sequence_ids(i))
+                    start, end = _answer_tokens(starts, ends, cols["answer_text"][example], cols["answer_start"][example])
+                    windows[example].append(next(made))
+                    features.append({**{k: encoded[k][i] for k in model_keys}, "start_positions": start, "end_positions": end,
+                                     "offset_start": starts, "offset_end": ends, "example": example})
+                yield features
+        return Features(FeatureTable.of(parts()), windows)
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
         from transformers import DataCollatorWithPadding
