@@ -38,7 +38,7 @@ def run_trainer(tuner, candidate, params: dict, train_rows: list[int], seed: int
         trainer = Trainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(features),
                           data_collator=tuner.task.collator(inputs.tokenizer))
         output = trainer.train()
-        test = datasets.Dataset.from_list(inputs.tokenized["test"].features)
+        test = datasets.Dataset.from_list(list(inputs.tokenized["test"].features))
         prediction = trainer.predict(test)
     accuracy = float(np.mean(np.argmax(prediction.predictions, axis=-1) == np.array(prediction.label_ids)))
     return float(output.metrics["train_samples_per_second"]), accuracy
