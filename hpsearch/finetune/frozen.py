@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -21,8 +22,8 @@ from hpsearch.finetune.layouts import layout_of
 
 _MEMORY_ENTRIES = 2
 MEMORY_SHARE = 0.25
-"""The most of the memory available when the cache is built that one entry may take: it is built in memory and copied
-once as it is written to disk (twice its size at the peak), and training needs room besides."""
+"""The most of the memory available when the cache is built that one entry may take: a process holds up to two entries
+(``_MEMORY_ENTRIES``), and training needs room besides."""
 
 
 class _PassThrough(torch.nn.Module):
@@ -122,14 +123,16 @@ class FrozenOutputCache:
         with FileLock(str(path) + ".lock"):
             if path.is_file():
                 stored = torch.load(path, weights_only=True)
-                hidden = list(torch.split(stored["flat"], stored["lengths"].tolist()))
+                flat, lengths = stored["flat"], stored["lengths"].tolist()
             else:
                 announce()
-                hidden = compute_frozen_outputs(model, depth, batcher, device, dtype=dtype, between=between, on_rows=on_rows)
+                flat = compute_frozen_outputs(model, depth, batcher, device, dtype=dtype, between=between, on_rows=on_rows)
+                lengths = batcher.lengths
                 self.computed += 1
                 tmp = path.with_suffix(".tmp")
-                torch.save({"flat": torch.cat(hidden), "lengths": torch.tensor([h.shape[0] for h in hidden])}, tmp)
+                torch.save({"flat": flat, "lengths": torch.tensor(lengths)}, tmp)
                 tmp.replace(path)
+        hidden = list(torch.split(flat, lengths))  # views: each example's rows of the one tensor
         self._memory[key] = hidden
         while len(self._memory) > _MEMORY_ENTRIES:
             self._memory.popitem(last=False)
@@ -139,27 +142,32 @@ class FrozenOutputCache:
 @torch.no_grad()
 def compute_frozen_outputs(model: Any, depth: int, batcher: TokenBatcher, device: torch.device, batch_size: int = 64,
                            dtype: torch.dtype | None = None, between: Callable[[], None] | None = None,
-                           on_rows: Callable[[int, int], None] | None = None) -> list[torch.Tensor]:
-    """Output of embeddings + the first ``depth`` layers for every example, unpadded, on the CPU (float32),
-    under autocast to ``dtype`` when training runs under it, so a cached and an uncached fit see the same states;
-    ``between`` is called after each batch, and ``on_rows`` with the inputs done so far and the inputs in all."""
+                           on_rows: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Output of embeddings + the first ``depth`` layers for every example, unpadded, on the CPU (float32), one
+    example's tokens after another in one tensor (``batcher.lengths`` rows each: written in place, so the states are
+    held once, and saved without a copy); under autocast to ``dtype`` when training runs under it, so a cached and an
+    uncached fit see the same states. ``between`` is called after each batch, and ``on_rows`` with the inputs done so
+    far and the inputs in all."""
     was_training = model.training
     model.eval()
     base = layout_of(model).base
-    rows = list(range(len(batcher.features)))
-    out: list[torch.Tensor | None] = [None] * len(rows)
+    lengths = batcher.lengths
+    starts = [0, *itertools.accumulate(lengths)]
+    flat: torch.Tensor | None = None
     done = 0
     with only_layers(model, 0, depth, skip_embeddings=False):
-        for chunk, batch in batcher.batches(rows, batch_size):
+        for chunk, batch in batcher.batches(range(len(lengths)), batch_size):
             inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 hidden = base(**inputs).last_hidden_state.float().cpu()
+            if flat is None:
+                flat = torch.empty(starts[-1], hidden.shape[-1])
             for position, row in enumerate(chunk):
-                out[row] = hidden[position, : batcher.lengths[row]].clone()
+                flat[starts[row]:starts[row + 1]] = hidden[position, : lengths[row]]
             if between is not None:
                 between()
             done += len(chunk)
             if on_rows is not None:
-                on_rows(done, len(rows))
+                on_rows(done, len(lengths))
     model.train(was_training)
-    return out  # type: ignore[return-value]
+    return flat if flat is not None else torch.empty(0, 0)

@@ -244,6 +244,9 @@ def test_frozen_cache_matches_the_uncached_run(make_tuner, tmp_path: Path) -> No
     cached.fit(spec.models[0], {**params, "learning_rate": 1e-3}, train_rows=TRAIN, eval_rows=EVAL)
     assert cached.frozen_cache.computed == before
     assert len(list((tmp_path / "cache" / "frozen").glob("*.pt"))) == 1
+    # The states are held once: every input's are a view of one tensor (built in place, saved without a copy).
+    (held,) = [h for h in cached.frozen_cache._memory.values() if len(h) > 1][:1]
+    assert len({h.untyped_storage().data_ptr() for h in held}) == 1
 
 
 def test_a_frozen_cache_too_big_for_the_memory_free_is_not_built_and_the_fit_says_so(make_tuner, monkeypatch: pytest.MonkeyPatch) -> None:
