@@ -1,7 +1,8 @@
 """Memory and time of tokenizing a large training split, and of reading it back from the cache, in two checkouts.
 
 Writes Rotten Tomatoes' 10,923 training reviews COPIES times (each copy's texts made distinct) to a csv, then, for each
-side, in fresh child processes and with a fresh cache: prepares the data and tokenizes it with the packaged MiniLM-L6's
+side, in fresh child processes with the settings the hpsearch program gives the libraries (each side's own: the
+tokenizers' parallelism among them) and with a fresh cache: prepares the data and tokenizes it with the packaged MiniLM-L6's
 tokenizer as a run's first fit does, then, in a second child, reads the same features back from the cache as a later
 trial or worker does; with `--frozen K`, a third child then runs a short fit (64 rows, one epoch) with the bottom K
 layers frozen, which computes and stores the frozen layers' outputs for every row of the split, as a run's first fit of
@@ -29,12 +30,14 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 import psutil
+from hpsearch.cli import _quiet_libraries
 from hpsearch.cost import peak_memory_mb
 from hpsearch.data import prepare_data
 from hpsearch.finetune.core import FineTuner
 from hpsearch.spec import load_spec
 
 folder, frozen = Path(sys.argv[1]), int(sys.argv[2])
+_quiet_libraries()  # the libraries' settings of the hpsearch program (each side's own)
 spec = load_spec(folder / "study.yaml")
 data = prepare_data(spec, cache_dir=folder / "cache" / "datasets")
 tuner = FineTuner(data, cache_dir=folder / "cache", max_length=spec.data.max_length, device="cpu")
@@ -102,7 +105,7 @@ def main() -> None:
 def _child(folder: Path, checkout: Path, frozen: int) -> dict:
     """One fresh process's step: tokenize (an empty cache), read from the cache (a filled one), or, ``frozen`` K > 0,
     build the frozen layers' outputs."""
-    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(checkout)}
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(checkout)}
     done = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(frozen)], capture_output=True, text=True, cwd=checkout, env=env)
     if done.returncode != 0:
         sys.exit(f"{checkout} failed:\n{done.stderr[-3000:]}")
