@@ -15,8 +15,13 @@ ROWS = [
 ]
 
 
+def _columns(rows: list[dict]) -> dict[str, list]:
+    """Rows as a tokenizer gives them: field -> every row's value."""
+    return {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
+
+
 def test_rows_read_back_as_the_dicts_they_were_made_from_in_any_parts(tmp_path: Path) -> None:
-    table = FeatureTable.of([ROWS[:1], [], ROWS[1:]])
+    table = FeatureTable.of([_columns(ROWS[:1]), {}, {"input_ids": []}, _columns(ROWS[1:])])
     assert len(table) == 3 and list(table) == ROWS and table == ROWS
     assert table[-1] == ROWS[2] and table[0:2] == ROWS[:2]
     assert all(type(v) is int for row in table for value in row.values() for v in (value if isinstance(value, list) else [value]))
@@ -32,10 +37,12 @@ def test_rows_read_back_as_the_dicts_they_were_made_from_in_any_parts(tmp_path: 
 def test_numbers_keep_their_kind_and_value() -> None:
     """Regression targets stay floats (one part of whole numbers and one of fractions give floats, exactly); integers past
     32 bits keep 64; an empty list is a row of length 0; something that is not a number is refused."""
-    table = FeatureTable.of([[{"input_ids": [], "labels": 3}], [{"input_ids": [5], "labels": 0.1}]])
+    table = FeatureTable.of([{"input_ids": [[]], "labels": [3]}, {"input_ids": [[5]], "labels": [0.1]}])
     assert list(table) == [{"input_ids": [], "labels": 3.0}, {"input_ids": [5], "labels": 0.1}]
     assert type(table[0]["labels"]) is float and table.lengths() == [0, 1]
-    assert FeatureTable.of([[{"example": 2**40}]])[0] == {"example": 2**40}
+    assert FeatureTable.of([{"example": [2**40]}])[0] == {"example": 2**40}
     assert len(FeatureTable.of([])) == 0 and FeatureTable.of([]).lengths() == []
     with pytest.raises(TypeError, match="'labels'"):
-        FeatureTable.of([[{"input_ids": [1], "labels": None}]])
+        FeatureTable.of([{"input_ids": [[1]], "labels": [None]}])
+    with pytest.raises(ValueError, match="'labels' has 1 values for 2 rows"):
+        FeatureTable.of([{"input_ids": [[1], [2]], "labels": [0]}])

@@ -55,10 +55,10 @@ class TextClassification(Task):
         cols = split.columns
         pairs = cols.get("text_pair")
 
-        def parts() -> Iterator[list[dict[str, Any]]]:
+        def parts() -> Iterator[dict[str, list[Any]]]:
             for part in chunks(len(cols["text"])):
                 encoded = tokenizer(cols["text"][part], None if pairs is None else pairs[part], truncation=True, max_length=max_length)
-                yield [{**{k: encoded[k][i] for k in encoded.keys()}, "labels": label} for i, label in enumerate(cols["label"][part])]
+                yield {**encoded, "labels": cols["label"][part]}
         return Features(FeatureTable.of(parts()))
 
     def decode(self, outputs: list[Any], split: Any, rows: list[int], label_map: Any) -> list[Any]:

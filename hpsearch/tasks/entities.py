@@ -65,11 +65,10 @@ class TokenClassification(Task):
     def tokenize(self, split: Any, tokenizer: Any, max_length: int) -> Features:
         cols = split.columns
 
-        def parts() -> Iterator[list[dict[str, Any]]]:
+        def parts() -> Iterator[dict[str, list[Any]]]:
             for part in chunks(len(cols["tokens"])):
                 encoded = tokenizer(cols["tokens"][part], is_split_into_words=True, truncation=True, max_length=max_length)
-                yield [{**{k: encoded[k][i] for k in encoded.keys()}, "labels": align_labels(encoded.word_ids(i), tags)}
-                       for i, tags in enumerate(cols["tags"][part])]
+                yield {**encoded, "labels": [align_labels(encoded.word_ids(i), tags) for i, tags in enumerate(cols["tags"][part])]}
         return Features(FeatureTable.of(parts()))
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:

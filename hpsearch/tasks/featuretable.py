@@ -3,8 +3,8 @@
 A feature dict of Python lists costs up to 36 bytes per token and field (an int object and its pointer; 8 where Python
 shares the number's object, as it does for 0 and 1); a column of int32 costs 4. On a large split that is the difference
 between gigabytes and hundreds of megabytes (2.2 KB and 390 bytes a row of 30 tokens in three fields), and the cache on
-disk is read back without building a Python object per token. Rows are still read as dicts of lists and numbers, what
-the transformers collators take, one batch at a time.
+disk is read back without building a Python object per token. The tasks hand over the tokenizer's columns as they come;
+rows are read as dicts of lists and numbers, what the transformers collators take, one batch at a time.
 """
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ class FeatureTable(Sequence[dict[str, Any]]):
         self.rows, self.values, self.starts = rows, values, starts
 
     @classmethod
-    def of(cls, parts: Iterable[list[dict[str, Any]]]) -> FeatureTable:
-        """The table of feature dicts given a part at a time (each part is turned into columns, then let go)."""
-        blocks = [_columns(part) for part in parts if part]
+    def of(cls, parts: Iterable[dict[str, Sequence[Any]]]) -> FeatureTable:
+        """The table of features given a part of rows at a time, each part as its columns (field -> every row's value,
+        as a tokenizer returns them); each part is turned into arrays, then let go."""
+        blocks = [_columns(part) for part in parts if part and len(next(iter(part.values())))]
         if not blocks:
             return cls(0, {}, {})
         keys = list(blocks[0][0])
@@ -92,19 +93,22 @@ class FeatureTable(Sequence[dict[str, Any]]):
         return cls(rows, arrays, starts)
 
 
-def _columns(part: Sequence[dict[str, Any]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
-    """(values per key, list lengths per key whose values are lists, rows) of one part's feature dicts."""
+def _columns(part: dict[str, Sequence[Any]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+    """(values per key, list lengths per key whose values are lists, rows) of one part's columns."""
     values, lengths = {}, {}
-    for key, first in part[0].items():
-        if isinstance(first, (list, tuple)):
-            lengths[key] = np.fromiter((len(row[key]) for row in part), np.int64, len(part))
-            flat = list(itertools.chain.from_iterable(row[key] for row in part))
+    rows = len(next(iter(part.values())))
+    for key, column in part.items():
+        if len(column) != rows:  # a programming error: every field has a value in every row
+            raise ValueError(f"feature field {key!r} has {len(column)} values for {rows} rows")
+        if isinstance(column[0], (list, tuple)):
+            lengths[key] = np.fromiter(map(len, column), np.int64, rows)
+            flat = list(itertools.chain.from_iterable(column))
             values[key] = np.array(flat) if flat else np.zeros(0, np.int64)
         else:
-            values[key] = np.array([row[key] for row in part])
+            values[key] = np.array(column)
         if values[key].dtype.kind not in "biuf":  # a programming error: features are numbers
             raise TypeError(f"feature field {key!r} holds {values[key].dtype} values, not numbers")
-    return values, lengths, len(part)
+    return values, lengths, rows
 
 
 def _narrow(values: np.ndarray) -> np.ndarray:

@@ -123,23 +123,24 @@ class QuestionAnswering(Task):
         _check_question_lengths(tokenizer, cols["question"], split.name, max_length, stride)
         windows: list[list[int]] = [[] for _ in cols["question"]]
         made = itertools.count()
+        fields = ("start_positions", "end_positions", "offset_start", "offset_end", "example")
 
-        def parts() -> Iterator[list[dict[str, Any]]]:
+        def parts() -> Iterator[dict[str, list[Any]]]:
             for part in chunks(len(cols["question"])):
                 encoded = tokenizer(
                     cols["question"][part], cols["context"][part], truncation="only_second", max_length=max_length, stride=stride,
                     return_overflowing_tokens=True, return_offsets_mapping=True,
                 )
-                model_keys = [k for k in encoded.keys() if k not in ("offset_mapping", "overflow_to_sample_mapping")]
-                features = []
-                for i, in_part in enumerate(encoded["overflow_to_sample_mapping"]):
+                added: dict[str, list[Any]] = {field: [] for field in fields}
+                for i, in_part in enumerate(encoded["overflow_to_sample_mapping"]):  # one window of a context each
                     example = part.start + in_part
                     starts, ends = context_offsets(encoded["offset_mapping"][i], encoded.sequence_ids(i))
                     start, end = _answer_tokens(starts, ends, cols["answer_text"][example], cols["answer_start"][example])
                     windows[example].append(next(made))
-                    features.append({**{k: encoded[k][i] for k in model_keys}, "start_positions": start, "end_positions": end,
-                                     "offset_start": starts, "offset_end": ends, "example": example})
-                yield features
+                    for field, value in zip(fields, (start, end, starts, ends, example)):
+                        added[field].append(value)
+                model = {k: v for k, v in encoded.items() if k not in ("offset_mapping", "overflow_to_sample_mapping")}
+                yield {**model, **added}
         return Features(FeatureTable.of(parts()), windows)
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
