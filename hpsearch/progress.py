@@ -97,7 +97,6 @@ class Progress:
             self._bar = None
 
 
-
 def epoch_steps(say: Any, label: str) -> Callable[[int, int, int, str], None] | None:
     """The training loop's step callback (``finetune.loop.StepCallback``) that shows ``label``'s epochs, their training
     steps and then their validated inputs, on ``say``'s progress display; None where ``say`` has none."""

@@ -28,7 +28,7 @@ def test_rows_read_back_as_the_dicts_they_were_made_from_in_any_parts(tmp_path: 
     assert table.lengths() == [3, 2, 4] and table.column("labels") == [1, 0, 2] and table.column("offset_start")[2] == [-1, 0, 5, -1]
     assert table.values["input_ids"].dtype == np.int32  # 4 bytes a token, not a Python int object and its pointer
     table.save(tmp_path / "t.npz")
-    again = FeatureTable.load(tmp_path / "t.npz", len(table))
+    again = FeatureTable.load(tmp_path / "t.npz")
     assert again == table and list(again) == ROWS
     with pytest.raises(IndexError):
         table[3]

@@ -113,5 +113,5 @@ def _save_atomically(folder: Path, features: Features, meta: dict[str, Any]) -> 
 
 
 def _load(folder: Path) -> Features:
-    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    return Features(FeatureTable.load(folder / _TABLE, meta["rows"]), meta.get("windows"))
+    windows = json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("windows")
+    return Features(FeatureTable.load(folder / _TABLE), windows)

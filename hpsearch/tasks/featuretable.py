@@ -21,8 +21,10 @@ _STARTS = ".starts"
 class FeatureTable(Sequence[dict[str, Any]]):
     """Rows of numbers and of lists of numbers, stored as one array per field (plus each row's start for the lists)."""
 
-    def __init__(self, rows: int, values: dict[str, np.ndarray], starts: dict[str, np.ndarray]) -> None:
-        self.rows, self.values, self.starts = rows, values, starts
+    def __init__(self, values: dict[str, np.ndarray], starts: dict[str, np.ndarray]) -> None:
+        self.values, self.starts = values, starts
+        key = next(iter(values), None)  # every field has a value in every row
+        self.rows = 0 if key is None else len(starts[key]) - 1 if key in starts else len(values[key])
 
     @classmethod
     def of(cls, parts: Iterable[dict[str, Sequence[Any]]]) -> FeatureTable:
@@ -30,7 +32,7 @@ class FeatureTable(Sequence[dict[str, Any]]):
         as a tokenizer returns them); each part is turned into arrays, then let go."""
         blocks = [_columns(part) for part in parts if part and len(next(iter(part.values())))]
         if not blocks:
-            return cls(0, {}, {})
+            return cls({}, {})
         keys = list(blocks[0][0])
         values, starts = {}, {}
         for key in keys:
@@ -38,7 +40,7 @@ class FeatureTable(Sequence[dict[str, Any]]):
             if key in blocks[0][1]:
                 lengths = np.concatenate([block[1][key] for block in blocks])
                 starts[key] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        return cls(sum(block[2] for block in blocks), values, starts)
+        return cls(values, starts)
 
     def __len__(self) -> int:
         return self.rows
@@ -86,15 +88,15 @@ class FeatureTable(Sequence[dict[str, Any]]):
         np.savez(path, **arrays)
 
     @classmethod
-    def load(cls, path: Path, rows: int) -> FeatureTable:
+    def load(cls, path: Path) -> FeatureTable:
         with np.load(path, allow_pickle=False) as saved:
             arrays = {name: saved[name] for name in saved.files}
         starts = {name[: -len(_STARTS)]: arrays.pop(name) for name in list(arrays) if name.endswith(_STARTS)}
-        return cls(rows, arrays, starts)
+        return cls(arrays, starts)
 
 
-def _columns(part: dict[str, Sequence[Any]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
-    """(values per key, list lengths per key whose values are lists, rows) of one part's columns."""
+def _columns(part: dict[str, Sequence[Any]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(values per key, list lengths per key whose values are lists) of one part's columns."""
     values, lengths = {}, {}
     rows = len(next(iter(part.values())))
     for key, column in part.items():
@@ -108,7 +110,7 @@ def _columns(part: dict[str, Sequence[Any]]) -> tuple[dict[str, np.ndarray], dic
             values[key] = np.array(column)
         if values[key].dtype.kind not in "biuf":  # a programming error: features are numbers
             raise TypeError(f"feature field {key!r} holds {values[key].dtype} values, not numbers")
-    return values, lengths, rows
+    return values, lengths
 
 
 def _narrow(values: np.ndarray) -> np.ndarray:
